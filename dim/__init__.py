@@ -1,0 +1,1 @@
+"""DIM: a distributed instant-messaging system on Twisted."""

@@ -1,0 +1,1 @@
+"""Cluster plumbing: node registry (ZooKeeper), forwarding (Kafka), sessions, and the thread bridge."""

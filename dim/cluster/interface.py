@@ -1,0 +1,79 @@
+"""Interfaces of the parts that differ between one process and a cluster.
+
+- :class:`ISessionRegistry`: which node holds which session of which user.  In one process it
+  is an in-memory map (:mod:`dim.cluster.local`); in a cluster, Redis with a TTL renewed by
+  heartbeats (:mod:`dim.cluster.sessions`).
+- :class:`INodeRegistry`: the live nodes, their addresses and connection counts.  In one
+  process, the one local node; in a cluster, ephemeral znodes in ZooKeeper.
+- :class:`IForwarder`: carries envelopes to other nodes.  In one process there are no other
+  nodes; in a cluster, one Kafka topic per node.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from msgspec import Struct
+from zope.interface import Attribute, Interface
+
+
+class NodeInfo(Struct, kw_only=True):
+    """A live node as the gateway sees it."""
+
+    id: str
+    host: str
+    port: int
+    connections: int = 0
+    incarnation: str = ""
+
+
+class SessionRef(Struct, frozen=True, kw_only=True):
+    """One session of a user on a node."""
+
+    session: str
+    node: str
+
+
+class ISessionRegistry(Interface):
+    """Where every online session of every user is.  Methods return Deferreds."""
+
+    def add(user: str, session: str, node: str) -> Any:
+        """Record a session; fires True if it is the user's first online session."""
+
+    def remove(user: str, session: str) -> Any:
+        """Forget a session; fires True if the user has no online session left."""
+
+    def locate(users: list[str]) -> Any:
+        """``{user: [SessionRef, ...]}`` for the given users (users with none are left out)."""
+
+    def online(user: str) -> Any:
+        """Whether the user has at least one online session."""
+
+    def refresh(node: str) -> Any:
+        """Renew the lifetime of every session of ``node`` (called on the node's heartbeat)."""
+
+    def drop_node(node: str) -> Any:
+        """Forget every session of a node that died; fires with ``{user: still_online}`` for
+        the users it had."""
+
+
+class INodeRegistry(Interface):
+    """The live nodes.  ``nodes()`` answers from a local view kept current by watching."""
+
+    def nodes() -> list[NodeInfo]:
+        """The live nodes, now."""
+
+    def subscribe(callback: Callable[[list[NodeInfo]], None]) -> None:
+        """Call ``callback`` on the reactor thread with the new list whenever it changes."""
+
+
+class IForwarder(Interface):
+    """Carries envelopes (plain JSON-able dicts) from this node to another node."""
+
+    node = Attribute("The id of this node.")
+
+    def forward(node: str, envelope: dict[str, Any]) -> Any:
+        """Send an envelope to a node; fires once it is handed over durably."""
+
+    def set_receiver(receiver: Callable[[dict[str, Any]], Any]) -> None:
+        """Deliver envelopes addressed to this node to ``receiver`` (on the reactor thread).
+        If ``receiver`` returns a Deferred, the envelope counts as handled when it fires."""

@@ -1,0 +1,1 @@
+"""The DIM wire protocol: typed frames and a sans-IO codec, plus thin Twisted framing."""

@@ -1,0 +1,1 @@
+"""Storage of users, tokens and inboxes: an interface, SQLite, Redis and in-memory twins."""

@@ -1,0 +1,124 @@
+"""What DIM keeps durably: users, revoked tokens, messages and every user's inbox.
+
+Each method returns a Deferred.  Implementations: :mod:`dim.store.sqlite` (the embedded
+``dim``), :mod:`dim.store.redis` (cluster mode) and :mod:`dim.store.memory` (unit tests).  One
+shared test suite (``tests/store_contract.py``) runs against all of them.
+
+The inbox model of the contract: every user has one inbox holding every message the user
+sent or received, one entry each, numbered ``seq`` 1, 2, 3, ... with no gaps.  A message to
+oneself has one entry.  A group message has one entry in every member's inbox.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+from zope.interface import Interface
+
+
+class StoredMessage(Struct, kw_only=True):
+    """One message as stored, shared by every inbox that holds it."""
+
+    mid: str
+    id: str
+    sender: str
+    ts: int
+    to: str | None = None
+    group: str | None = None
+    body: str = ""
+    kind: str = "text"
+    file: dict[str, Any] | None = None
+
+
+class InboxEntry(Struct, kw_only=True):
+    """A message at one position of one user's inbox, with its delivered and read marks.
+
+    ``delivered`` is true once every recipient (every member but the sender, for a group)
+    acknowledged it; ``read`` once every recipient read it.
+    """
+
+    seq: int
+    message: StoredMessage
+    delivered: bool = False
+    read: bool = False
+
+
+class SendResult(Struct, kw_only=True):
+    """The outcome of storing one message.
+
+    ``seqs`` maps every user whose inbox holds the message (sender included) to its seq
+    there.  ``duplicate`` is true when (sender, id) was stored before and nothing new was
+    written: the original message and seqs are returned.
+    """
+
+    message: StoredMessage
+    seqs: dict[str, int]
+    duplicate: bool = False
+
+
+class Receipt(Struct, kw_only=True):
+    """A recipient newly acknowledged (or read) a message another user sent."""
+
+    mid: str
+    id: str
+    sender: str
+    seq: int
+    """The seq of the message in the acknowledging user's inbox."""
+
+
+class IStore(Interface):
+    """Durable state of DIM.  Every method returns a Deferred."""
+
+    def create_user(user: str, password_hash: str, ts: int) -> Any:
+        """Add a user; fails with :class:`dim.errors.Conflict` if the name is taken."""
+
+    def get_password_hash(user: str) -> Any:
+        """The user's password hash, or None if there is no such user."""
+
+    def set_password_hash(user: str, password_hash: str) -> Any:
+        """Replace the user's password hash (after a rehash with new parameters)."""
+
+    def user_exists(user: str) -> Any:
+        """Whether the user exists."""
+
+    def list_users(prefix: str, limit: int) -> Any:
+        """User names in name order starting with ``prefix`` (may be ""), at most ``limit``."""
+
+    def revoke_token(jti: str, expires: int) -> Any:
+        """Mark a token id revoked until ``expires`` (seconds since the epoch)."""
+
+    def is_revoked(jti: str) -> Any:
+        """Whether a token id was revoked."""
+
+    def store_message(sender: str, client_id: str, recipients: list[str], group: str | None,
+                      body: str, kind: str, file: dict[str, Any] | None, ts: int) -> Any:
+        """Store one message in the sender's inbox and each recipient's, durably.
+
+        ``recipients`` are the other users whose inbox gets it (for a group: every member but
+        the sender).  The Deferred fires with a :class:`SendResult` only once the write is
+        durable.  If ``(sender, client_id)`` was already stored, nothing is written and the
+        original is returned with ``duplicate=True``.  Fails with
+        :class:`dim.errors.NotFound` if a recipient does not exist.  Messages are stored in
+        the order this method was called, for the same sender.
+        """
+
+    def fetch(user: str, after: int, limit: int) -> Any:
+        """``(entries, last_seq)``: up to ``limit`` :class:`InboxEntry` with seq > after."""
+
+    def last_seq(user: str) -> Any:
+        """The highest seq in the user's inbox (0 when empty)."""
+
+    def ack(user: str, seq: int) -> Any:
+        """Record that the user received its inbox up to ``seq`` (cumulative; lower or equal
+        acks change nothing).  Fires with the :class:`Receipt` list of messages from other
+        users that this ack newly acknowledged, in seq order."""
+
+    def read(user: str, seq: int) -> Any:
+        """Like :meth:`ack`, for having read the inbox up to ``seq``.  Reading implies
+        receiving: it acknowledges up to ``seq`` too (without returning those receipts)."""
+
+    def acked_seq(user: str) -> Any:
+        """The highest seq the user acknowledged (0 when none)."""
+
+    def close() -> Any:
+        """Flush and release everything."""
