@@ -134,7 +134,7 @@ class FrameDecoder:
     def _decode(self, payload: bytes) -> Decoded:
         try:
             frame = self._decoder.decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as e:
             return self._classify(payload, e)
         check = _CHECKS.get(type(frame))
         if check is not None:
@@ -148,7 +148,7 @@ class FrameDecoder:
         """Tell a broken frame (fatal) from a well-formed one with bad fields (not fatal)."""
         try:
             obj = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return errors.BadFrame("the frame is not UTF-8 JSON")
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             return errors.BadFrame("the frame is not a JSON object with a string 'type'")
