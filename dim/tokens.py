@@ -1,0 +1,91 @@
+"""Bearer tokens: signed JWTs that any node can check with the shared secret and the store.
+
+A token is a PyJWT HS256 token with the claims ``sub`` (the user), ``iat`` and ``exp``
+(seconds since the epoch) and ``jti`` (a random id).  Expiry is checked against an injected
+clock, and revocation (logout) against :meth:`dim.store.interface.IStore.is_revoked`.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import jwt
+from twisted.internet.defer import inlineCallbacks
+
+from dim.errors import Unauthorized
+from dim.store.interface import IStore
+
+ALGORITHM = "HS256"
+DEFAULT_TTL = 86400 * 7
+_REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
+
+
+class WallClock:
+    """The time of day, for callers that inject no clock (``seconds()`` like IReactorTime)."""
+
+    def seconds(self) -> float:
+        """Seconds since the epoch, now."""
+        return time.time()
+
+
+class TokenAuthority:
+    """Issues, verifies and revokes the bearer tokens of DIM.
+
+    ``secret`` is shared by every gateway and node of a deployment; ``store`` keeps the ids
+    of revoked tokens; ``ttl`` is a token's lifetime in seconds; ``clock`` provides
+    ``seconds()`` (an IReactorTime; the wall clock when None).
+    """
+
+    def __init__(self, secret: bytes, store: IStore, ttl: int = DEFAULT_TTL,
+                 clock: Any = None) -> None:
+        if not secret:
+            raise ValueError("the token secret must not be empty")
+        self._secret = secret
+        self._store = store
+        self.ttl = ttl
+        self._clock = clock if clock is not None else WallClock()
+
+    def issue(self, user: str) -> tuple[str, int]:
+        """A new token for ``user`` and its expiry time (integer seconds since the epoch)."""
+        now = int(self._clock.seconds())
+        expires = now + self.ttl
+        claims = {"sub": user, "iat": now, "exp": expires, "jti": secrets.token_urlsafe(16)}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
+
+    def _claims(self, token: Any) -> dict[str, Any]:
+        """The token's claims once its signature and shape are checked (not its expiry)."""
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("missing token")
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM],
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                         "require": _REQUIRED_CLAIMS})
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        if not (isinstance(claims.get("sub"), str) and claims["sub"]
+                and isinstance(claims.get("jti"), str)
+                and isinstance(claims.get("exp"), int)
+                and not isinstance(claims.get("exp"), bool)):
+            raise Unauthorized("invalid token")
+        return claims
+
+    @inlineCallbacks
+    def verify(self, token: Any) -> Any:
+        """Fire with the token's user, or fail with Unauthorized if the token is malformed,
+        badly signed, expired or revoked."""
+        claims = self._claims(token)
+        if claims["exp"] <= self._clock.seconds():
+            raise Unauthorized("token expired")
+        revoked = yield self._store.is_revoked(claims["jti"])
+        if revoked:
+            raise Unauthorized("token revoked")
+        return claims["sub"]
+
+    @inlineCallbacks
+    def revoke(self, token: Any) -> Any:
+        """Revoke a token until it expires (logout); fails with Unauthorized if it is not a
+        token this authority signed."""
+        claims = self._claims(token)
+        yield self._store.revoke_token(claims["jti"], claims["exp"])
