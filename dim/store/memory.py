@@ -1,0 +1,208 @@
+"""The in-memory twin of DIM's store, for unit tests: the same semantics, nothing durable."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from dim.errors import Conflict, NotFound
+from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
+
+
+def base36(number: int) -> str:
+    """``number`` (>= 0) written in base 36, lower case: the short form of a message id."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+@dataclass
+class _Record:
+    """One stored message with the seq it has in every inbox and who its recipients are."""
+
+    message: StoredMessage
+    seqs: dict[str, int]
+    recipients: frozenset[str]
+
+
+@dataclass
+class _Inbox:
+    """One user's inbox: its messages in seq order and how far they were acked and read."""
+
+    password_hash: str
+    created: int
+    mids: list[str] = field(default_factory=list)
+    acked: int = 0
+    read: int = 0
+
+
+@implementer(IStore)
+class MemoryStore:
+    """An :class:`IStore` held in dictionaries; every method returns an already-fired Deferred.
+
+    ``clock`` (optional) lets :meth:`revoke_token` purge revocations whose expiry has passed.
+    """
+
+    def __init__(self, clock: IReactorTime | None = None) -> None:
+        self._clock = clock
+        self._users: dict[str, _Inbox] = {}
+        self._names: list[str] = []
+        self._revoked: dict[str, int] = {}
+        self._messages: dict[str, _Record] = {}
+        self._by_client_id: dict[tuple[str, str], str] = {}
+        self._next_mid = 1
+        self._closed = False
+
+    # -- users -----------------------------------------------------------------------------
+
+    def create_user(self, user: str, password_hash: str, ts: int) -> defer.Deferred[None]:
+        """Add a user; fails with Conflict if the name is taken."""
+        if user in self._users:
+            return defer.fail(Conflict(f"user {user!r} exists"))
+        self._users[user] = _Inbox(password_hash, ts)
+        bisect.insort(self._names, user)
+        return defer.succeed(None)
+
+    def get_password_hash(self, user: str) -> defer.Deferred[str | None]:
+        """The user's password hash, or None for an unknown user."""
+        inbox = self._users.get(user)
+        return defer.succeed(inbox.password_hash if inbox else None)
+
+    def set_password_hash(self, user: str, password_hash: str) -> defer.Deferred[None]:
+        """Replace the user's password hash; NotFound for an unknown user."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return defer.fail(NotFound(f"no such user: {user}"))
+        inbox.password_hash = password_hash
+        return defer.succeed(None)
+
+    def user_exists(self, user: str) -> defer.Deferred[bool]:
+        """Whether the user exists."""
+        return defer.succeed(user in self._users)
+
+    def list_users(self, prefix: str, limit: int) -> defer.Deferred[list[str]]:
+        """User names starting with ``prefix``, in name order, at most ``limit``."""
+        found: list[str] = []
+        start = bisect.bisect_left(self._names, prefix)
+        for name in self._names[start:]:
+            if len(found) >= limit or not name.startswith(prefix):
+                break
+            found.append(name)
+        return defer.succeed(found)
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def revoke_token(self, jti: str, expires: int) -> defer.Deferred[None]:
+        """Mark a token id revoked until ``expires`` (seconds since the epoch)."""
+        if self._clock is not None:
+            now = self._clock.seconds()
+            for old in [j for j, until in self._revoked.items() if until < now]:
+                del self._revoked[old]
+        self._revoked[jti] = max(expires, self._revoked.get(jti, expires))
+        return defer.succeed(None)
+
+    def is_revoked(self, jti: str) -> defer.Deferred[bool]:
+        """Whether a token id was revoked (and not purged since its expiry)."""
+        return defer.succeed(jti in self._revoked)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def store_message(self, sender: str, client_id: str, recipients: list[str],
+                      group: str | None, body: str, kind: str, file: dict[str, Any] | None,
+                      ts: int) -> defer.Deferred[SendResult]:
+        """Store one message in the sender's inbox and every recipient's."""
+        known = self._by_client_id.get((sender, client_id))
+        if known is not None:
+            record = self._messages[known]
+            return defer.succeed(
+                SendResult(message=record.message, seqs=dict(record.seqs), duplicate=True))
+        for name in [sender, *recipients]:
+            if name not in self._users:
+                return defer.fail(NotFound(f"no such user: {name}", ref=client_id))
+        mid = base36(self._next_mid)
+        self._next_mid += 1
+        to = recipients[0] if group is None and recipients else None
+        message = StoredMessage(mid=mid, id=client_id, sender=sender, ts=ts, to=to,
+                                group=group, body=body, kind=kind, file=file)
+        seqs: dict[str, int] = {}
+        for name in dict.fromkeys([sender, *recipients]):
+            inbox = self._users[name]
+            inbox.mids.append(mid)
+            seqs[name] = len(inbox.mids)
+        self._messages[mid] = _Record(message, seqs, frozenset(recipients))
+        self._by_client_id[(sender, client_id)] = mid
+        return defer.succeed(SendResult(message=message, seqs=dict(seqs)))
+
+    def fetch(self, user: str, after: int,
+              limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
+        """``(entries, last_seq)``: up to ``limit`` entries with seq > ``after``."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return defer.succeed(([], 0))
+        start = max(after, 0)
+        entries = []
+        for offset, mid in enumerate(inbox.mids[start:start + max(limit, 0)]):
+            record = self._messages[mid]
+            entries.append(InboxEntry(seq=start + offset + 1, message=record.message,
+                                      delivered=self._all(record, "acked"),
+                                      read=self._all(record, "read")))
+        return defer.succeed((entries, len(inbox.mids)))
+
+    def last_seq(self, user: str) -> defer.Deferred[int]:
+        """The highest seq in the user's inbox (0 when empty or unknown)."""
+        inbox = self._users.get(user)
+        return defer.succeed(len(inbox.mids) if inbox else 0)
+
+    def ack(self, user: str, seq: int) -> defer.Deferred[list[Receipt]]:
+        """Acknowledge the user's inbox up to ``seq``; the receipts this newly makes."""
+        return defer.succeed(self._advance(user, seq, "acked"))
+
+    def read(self, user: str, seq: int) -> defer.Deferred[list[Receipt]]:
+        """Mark the user's inbox read (and acked) up to ``seq``; the read receipts."""
+        self._advance(user, seq, "acked")
+        return defer.succeed(self._advance(user, seq, "read"))
+
+    def acked_seq(self, user: str) -> defer.Deferred[int]:
+        """The highest seq the user acknowledged (0 when none)."""
+        inbox = self._users.get(user)
+        return defer.succeed(inbox.acked if inbox else 0)
+
+    def close(self) -> defer.Deferred[None]:
+        """Nothing to flush; kept for the interface."""
+        self._closed = True
+        return defer.succeed(None)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _all(self, record: _Record, mark: str) -> bool:
+        """Whether every recipient of the record has its ``mark`` (acked/read) past it."""
+        return all(getattr(self._users[name], mark) >= record.seqs[name]
+                   for name in record.recipients)
+
+    def _advance(self, user: str, seq: int, mark: str) -> list[Receipt]:
+        """Move the user's ``mark`` up to ``seq`` (clamped) and list the newly covered
+        messages that other users sent."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return []
+        old = getattr(inbox, mark)
+        new = min(seq, len(inbox.mids))
+        if new <= old:
+            return []
+        setattr(inbox, mark, new)
+        receipts = []
+        for at in range(old + 1, new + 1):
+            message = self._messages[inbox.mids[at - 1]].message
+            if message.sender != user:
+                receipts.append(Receipt(mid=message.mid, id=message.id,
+                                        sender=message.sender, seq=at))
+        return receipts
+
