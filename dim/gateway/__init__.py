@@ -1,0 +1,1 @@
+"""The HTTP gateway: accounts, tokens, and which node a client connects to."""

@@ -1,0 +1,324 @@
+"""The gateway's HTTP API: accounts, tokens, node routing and the inbox over HTTP.
+
+:class:`Gateway` is a Klein application in the "non-global state" pattern: ``app`` is a class
+attribute, and the store, token authority, password hasher and registries are given to
+``__init__``.  Serve it with ``Site(gateway.resource())``.
+
+Every failure is a :class:`dim.errors.DimError` raised by a route and turned into an HTTP
+status and ``{"error": {"code", "message"}}`` in one place (:meth:`Gateway.domain_error`).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, TypeVar
+
+import msgspec
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from werkzeug.exceptions import HTTPException
+
+from dim.cluster.interface import INodeRegistry, ISessionRegistry, NodeInfo
+from dim.errors import BadRequest, Conflict, DimError, NotFound, TooLarge, Unauthorized, \
+    Unavailable
+from dim.gateway import metrics
+from dim.gateway.routing import STRATEGIES, RoutingStrategy
+from dim.passwords import PasswordHasher
+from dim.store.interface import InboxEntry, IStore
+from dim.tokens import TokenAuthority, WallClock
+
+#: A valid user name: 1-32 of A-Z a-z 0-9 _ . -
+USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 256
+DEFAULT_MESSAGES_LIMIT = 100
+MAX_MESSAGES_LIMIT = 1000
+#: The largest JSON request body the gateway reads.
+MAX_JSON_BODY = 64 * 1024
+#: The one message of a failed login, whether the user is unknown or the password wrong.
+LOGIN_FAILED = "unknown user or wrong password"
+
+JSON_CONTENT_TYPE = b"application/json"
+
+R = TypeVar("R")
+
+
+def node_dict(node: NodeInfo) -> dict[str, Any]:
+    """A node as the gateway's answers show it to clients."""
+    return {"id": node.id, "host": node.host, "port": node.port}
+
+
+def message_dict(entry: InboxEntry) -> dict[str, Any]:
+    """An inbox entry in the shape of a ``msg`` frame, with its delivered and read marks."""
+    m = entry.message
+    out: dict[str, Any] = {"type": "msg", "mid": m.mid, "id": m.id, "from": m.sender}
+    if m.group is not None:
+        out["group"] = m.group
+    else:
+        out["to"] = m.to
+    out.update(body=m.body, kind=m.kind, ts=m.ts, seq=entry.seq)
+    if m.file is not None:
+        out["file"] = m.file
+    out.update(delivered=entry.delivered, read=entry.read)
+    return out
+
+
+def _measured(route: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Count a route's answers and their latency by status in :mod:`dim.gateway.metrics`."""
+
+    def decorate(f: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(f)
+        def measured(self: Gateway, request: IRequest, *args: Any, **kwargs: Any) -> R:
+            start = self.clock.seconds()
+
+            def finished(_: object) -> None:
+                metrics.observe(route, request.code, self.clock.seconds() - start)
+
+            request.notifyFinish().addBoth(finished)
+            return f(self, request, *args, **kwargs)
+
+        return measured
+
+    return decorate
+
+
+def _query_int(request: IRequest, name: str, default: int) -> int:
+    """An integer query argument, or ``default`` when absent; BadRequest when not a number."""
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return default
+    raw = values[0].decode("utf-8", "replace").strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+        raise BadRequest(f"{name} must be an integer")
+    return int(raw)
+
+
+class Gateway:
+    """The HTTP gateway of DIM: register, login, route, messages, users, nodes, health.
+
+    ``routing`` names a strategy of :data:`dim.gateway.routing.STRATEGIES`; ``clock``
+    (IReactorTime; the wall clock when None) times requests and stamps new users.
+    """
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, store: IStore, tokens: TokenAuthority, passwords: PasswordHasher,
+                 nodes: INodeRegistry, sessions: ISessionRegistry,
+                 routing: str = "round_robin", clock: Any = None) -> None:
+        if routing not in STRATEGIES:
+            raise ValueError(f"unknown routing strategy {routing!r}; "
+                             f"one of {', '.join(sorted(STRATEGIES))}")
+        self.store = store
+        self.tokens = tokens
+        self.passwords = passwords
+        self.nodes = nodes
+        self.sessions = sessions
+        self.routing: RoutingStrategy = STRATEGIES[routing]()
+        self.clock = clock if clock is not None else WallClock()
+
+    def resource(self) -> IResource:
+        """The Twisted Web resource serving this gateway (``Site(gateway.resource())``)."""
+        return self.app.resource()
+
+    # ------------------------------------------------------------ helpers for routes
+
+    def json_body(self, request: IRequest, required: bool = True) -> dict[str, Any]:
+        """The request body as a JSON object; BadRequest when it is not one.
+
+        With ``required=False`` an empty body reads as ``{}``.
+        """
+        raw = request.content.read(MAX_JSON_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_JSON_BODY:
+            raise TooLarge(f"the request body is over {MAX_JSON_BODY} bytes")
+        if not raw.strip():
+            if required:
+                raise BadRequest("a JSON object body is required")
+            return {}
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise BadRequest("the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    async def authenticated_user(self, request: IRequest) -> str:
+        """The user of the request's ``Authorization: Bearer`` token; Unauthorized without
+        a valid one."""
+        header = request.getHeader(b"authorization")
+        if not header:
+            raise Unauthorized("missing Authorization: Bearer token")
+        scheme, _, token = header.decode("latin-1").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be: Bearer <token>")
+        return await self.tokens.verify(token)
+
+    def respond(self, request: IRequest, body: Any, status: int = 200) -> bytes:
+        """Set the status and JSON content type, and encode ``body``."""
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+        return msgspec.json.encode(body)
+
+    def choose_node(self, user: str, exclude: frozenset[str] = frozenset()) -> NodeInfo | None:
+        """A live node for ``user`` by the routing strategy, leaving out ``exclude``."""
+        live = [n for n in self.nodes.nodes() if n.id not in exclude]
+        return self.routing.choose(live, user)
+
+    # ------------------------------------------------------------ errors, in one place
+
+    @app.handle_errors(DimError)
+    def domain_error(self, request: IRequest, failure: Failure) -> bytes:
+        """A DIM error: its status and ``{"error": {"code", "message"}}``."""
+        err = failure.value
+        return self.respond(request, {"error": {"code": err.code, "message": err.message}},
+                            err.status)
+
+    @app.handle_errors(HTTPException)
+    def http_error(self, request: IRequest, failure: Failure) -> bytes:
+        """No such route (404) or method (405), in the same JSON shape."""
+        err = failure.value
+        code = "not_found" if err.code == 404 else "bad_request"
+        message = "no such endpoint" if err.code == 404 else (err.description or err.name)
+        return self.respond(request, {"error": {"code": code, "message": message}},
+                            err.code or 500)
+
+    @app.handle_errors(Exception)
+    def unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
+        """Anything else is a bug: log it and answer 500 ``internal``."""
+        self.log.failure("gateway request {method} {uri} failed", failure,
+                         method=request.method, uri=request.uri)
+        return self.respond(
+            request, {"error": {"code": "internal", "message": "internal server error"}}, 500)
+
+    # ------------------------------------------------------------ routes
+
+    @app.route("/v1/register", methods=["POST"])
+    @_measured("register")
+    async def register(self, request: IRequest) -> bytes:
+        """Create an account: 201 ``{user}``; 409 taken; 400 invalid."""
+        body = self.json_body(request)
+        user, password = body.get("user"), body.get("password")
+        if not isinstance(user, str) or not USER_NAME.fullmatch(user):
+            raise BadRequest("user must be 1-32 of A-Z a-z 0-9 _ . -")
+        if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise BadRequest(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+        if await self.store.user_exists(user):
+            raise Conflict(f"the user name {user} is taken")
+        password_hash = await self.passwords.hash(password)
+        await self.store.create_user(user, password_hash, int(self.clock.seconds() * 1000))
+        return self.respond(request, {"user": user}, 201)
+
+    @app.route("/v1/login", methods=["POST"])
+    @_measured("login")
+    async def login(self, request: IRequest) -> bytes:
+        """Check a password and issue a token: 200 ``{token, user, expires, node}``; 401.
+
+        ``node`` is where the client should connect, chosen by the routing strategy; it is
+        null when no node is live (the token is still good: ask ``/v1/route`` later).
+        An unknown user costs the same password verification as a wrong password, and both
+        get the same answer.
+        """
+        body = self.json_body(request)
+        user, password = body.get("user"), body.get("password")
+        if not isinstance(user, str) or not isinstance(password, str):
+            raise BadRequest("user and password must be strings")
+        password_hash = None
+        if USER_NAME.fullmatch(user) and len(password) <= MAX_PASSWORD:
+            password_hash = await self.store.get_password_hash(user)
+        if password_hash is None:
+            await self.passwords.verify_dummy(password)
+            metrics.LOGINS.labels(outcome="failed").inc()
+            raise Unauthorized(LOGIN_FAILED)
+        if not await self.passwords.verify(password_hash, password):
+            metrics.LOGINS.labels(outcome="failed").inc()
+            raise Unauthorized(LOGIN_FAILED)
+        if self.passwords.needs_rehash(password_hash):
+            try:
+                await self.store.set_password_hash(user, await self.passwords.hash(password))
+            except Exception:
+                self.log.failure("rehashing the password of {user} failed", user=user)
+        token, expires = self.tokens.issue(user)
+        node = self.choose_node(user)
+        metrics.LOGINS.labels(outcome="ok").inc()
+        return self.respond(request, {"token": token, "user": user, "expires": expires,
+                                      "node": node_dict(node) if node else None})
+
+    @app.route("/v1/logout", methods=["POST"])
+    @_measured("logout")
+    async def logout(self, request: IRequest) -> bytes:
+        """Revoke the request's token: 200 ``{}``; 401."""
+        await self.authenticated_user(request)
+        header = request.getHeader(b"authorization").decode("latin-1")
+        await self.tokens.revoke(header.strip().partition(" ")[2].strip())
+        return self.respond(request, {})
+
+    @app.route("/v1/route", methods=["POST"])
+    @_measured("route")
+    async def route(self, request: IRequest) -> bytes:
+        """A node to connect to, leaving out ``exclude``: 200 ``{node}``; 401; 503."""
+        user = await self.authenticated_user(request)
+        body = self.json_body(request, required=False)
+        exclude = body.get("exclude", [])
+        if exclude is None:
+            exclude = []
+        if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
+            raise BadRequest("exclude must be a list of node ids")
+        node = self.choose_node(user, frozenset(exclude))
+        if node is None:
+            raise Unavailable("no node is available")
+        return self.respond(request, {"node": node_dict(node)})
+
+    @app.route("/v1/messages", methods=["GET"])
+    @_measured("messages")
+    async def messages(self, request: IRequest) -> bytes:
+        """The caller's inbox after ``after``: 200 ``{messages, last_seq, more}``; 401; 400.
+
+        ``limit`` defaults to 100 and is clamped to 1000.
+        """
+        user = await self.authenticated_user(request)
+        after = _query_int(request, "after", 0)
+        limit = _query_int(request, "limit", DEFAULT_MESSAGES_LIMIT)
+        if after < 0:
+            raise BadRequest("after must be 0 or more")
+        if limit < 1:
+            raise BadRequest("limit must be 1 or more")
+        limit = min(limit, MAX_MESSAGES_LIMIT)
+        entries, last_seq = await self.store.fetch(user, after, limit)
+        more = bool(entries) and entries[-1].seq < last_seq
+        return self.respond(request, {"messages": [message_dict(e) for e in entries],
+                                      "last_seq": last_seq, "more": more})
+
+    @app.route("/v1/users/<string:name>", methods=["GET"])
+    @_measured("user")
+    async def user(self, request: IRequest, name: str) -> bytes:
+        """Whether a user exists and is online: 200 ``{user, online}``; 401; 404."""
+        await self.authenticated_user(request)
+        if not USER_NAME.fullmatch(name) or not await self.store.user_exists(name):
+            raise NotFound(f"no such user: {name}")
+        online = await self.sessions.online(name)
+        return self.respond(request, {"user": name, "online": bool(online)})
+
+    @app.route("/v1/nodes", methods=["GET"])
+    @_measured("nodes")
+    def list_nodes(self, request: IRequest) -> bytes:
+        """The live nodes and their connection counts: 200 ``{nodes}``."""
+        return self.respond(request, {"nodes": [
+            {**node_dict(n), "connections": n.connections}
+            for n in sorted(self.nodes.nodes(), key=lambda n: n.id)]})
+
+    @app.route("/v1/health", methods=["GET"])
+    @_measured("health")
+    def health(self, request: IRequest) -> bytes:
+        """Liveness: 200 ``{status: "ok"}``."""
+        return self.respond(request, {"status": "ok"})
+
+    @app.route("/metrics", methods=["GET"])
+    def prometheus(self, request: IRequest) -> bytes:
+        """Prometheus exposition of the default registry."""
+        request.setHeader(b"content-type", metrics.CONTENT_TYPE.encode("ascii"))
+        return metrics.exposition()
