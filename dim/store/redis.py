@@ -202,7 +202,7 @@ def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> An
                                          convertNumbers=False)
 
 
-async def _check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
+async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
     """Fail with :class:`Unavailable` unless Redis answers PING within ``timeout``."""
     try:
         await defer.Deferred.fromCoroutine(_ping(redis)).addTimeout(timeout, clock)
@@ -251,7 +251,7 @@ class RedisStore:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
         try:
-            await _check_reachable(redis, url, timeout, clock)
+            await check_reachable(redis, url, timeout, clock)
             store = cls(redis, prefix)
             store.durability = await store._read_durability()
             if require_fsync and store.durability != "fsync":
