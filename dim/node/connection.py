@@ -1,0 +1,249 @@
+"""One client's TCP connection to a node.
+
+:class:`ClientConnection` decodes frames, answers ``ping`` itself, enforces ``hello`` first,
+records when it last heard from the client, and hands every other frame to a handler
+injected at construction (``handler.on_<type>(conn, frame)``).  Whatever the handler raises
+or errbacks becomes an ``error`` frame here, the one boundary where the error tree meets the
+wire.  The handler also hears ``connection_made(conn)`` and ``connection_lost(conn)``.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any, Iterable, Protocol as TypingProtocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from dim import errors
+from dim.node import metrics
+from dim.protocol import codec
+from dim.protocol import frames as F
+from dim.protocol.wire import FrameProtocol
+
+_log = Logger()
+
+_PONG = codec.encode(F.Pong())
+
+#: Requests a connection may have in flight before it stops reading from its socket.
+MAX_IN_FLIGHT = 512
+#: In-flight requests below which a paused connection reads again.
+RESUME_IN_FLIGHT = 128
+
+
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life."""
+
+    NEW = "new"                        # connected, no hello yet
+    AUTHENTICATING = "authenticating"  # hello received, welcome not yet sent
+    READY = "ready"                    # welcome sent
+    CLOSED = "closed"                  # connection lost
+
+
+class ConnectionHandler(TypingProtocol):
+    """What a :class:`ClientConnection` hands its frames to (``NodeCore`` in the node).
+
+    Besides these, ``on_send``, ``on_ack``, ``on_sync`` and any ``on_<type>`` may be defined;
+    a frame type with no method gets ``unknown_type``.  Methods may return a Deferred.
+    """
+
+    def connection_made(self, conn: ClientConnection) -> None:
+        """A client connected."""
+
+    def connection_lost(self, conn: ClientConnection) -> None:
+        """A client's connection ended, for whatever reason."""
+
+    def on_hello(self, conn: ClientConnection, frame: F.Hello) -> Any:
+        """Authenticate; call :meth:`ClientConnection.welcome` on success."""
+
+
+class ClientConnection(FrameProtocol):
+    """A client's framed connection; frames go to the handler, errors come back as frames."""
+
+    frame_types = F.CLIENT_FRAME_TYPES
+
+    def __init__(self, handler: ConnectionHandler, clock: IReactorTime,
+                 max_frame: int = F.DEFAULT_MAX_FRAME) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.max_frame = max_frame
+        self.state = ConnectionState.NEW
+        #: The handler's per-session state, set once the client is authenticated.
+        self.session: Any = None
+        self.connected_at = 0.0
+        self.last_heard = 0.0
+        self._in_flight = 0
+        self._paused = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.connected_at = self.last_heard = self.clock.seconds()
+        self.handler.connection_made(self)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.CLOSED
+        self.handler.connection_lost(self)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether frames written now can still reach the client."""
+        return (self.state is not ConnectionState.CLOSED and self.transport is not None
+                and not self.transport.disconnecting)
+
+    @property
+    def welcomed(self) -> bool:
+        """Whether the client is authenticated (``welcome`` was sent)."""
+        return self.state is ConnectionState.READY
+
+    def close(self, error: errors.DimError | None = None) -> None:
+        """Close the connection, after sending ``error`` if one is given."""
+        if not self.is_open:
+            return
+        if error is not None:
+            self._write_error(error)
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without flushing what is buffered."""
+        if self.state is not ConnectionState.CLOSED and self.transport is not None:
+            self.transport.abortConnection()
+
+    # ------------------------------------------------------------------ reading
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_heard = self.clock.seconds()
+        super().dataReceived(data)
+
+    def frameRejected(self, error: errors.DimError) -> None:
+        if self.is_open:
+            self.sendError(error)
+
+    def frameReceived(self, frame: F._Frame) -> None:
+        ftype = F.frame_type(frame)
+        metrics.frame_in(ftype)
+        if not self.is_open:
+            return
+        state = self.state
+        if state is ConnectionState.READY:
+            if type(frame) is F.Ping:
+                self.transport.write(_PONG)
+                metrics.frame_out("pong")
+            elif type(frame) is F.Hello:
+                self.sendError(errors.BadRequest("already authenticated: hello was sent twice"))
+            else:
+                self._dispatch(frame, "on_" + ftype)
+        elif type(frame) is F.Hello:
+            if state is ConnectionState.NEW:
+                self.state = ConnectionState.AUTHENTICATING
+                self._dispatch(frame, "on_hello")
+            else:
+                self.sendError(errors.BadRequest("hello was sent twice"))
+        else:
+            self.sendError(errors.Unauthorized(f"{ftype} before welcome: send hello first"))
+
+    def _dispatch(self, frame: F._Frame, name: str) -> None:
+        method = getattr(self.handler, name, None)
+        if method is None:
+            self.sendError(errors.UnknownType(f"{F.frame_type(frame)} is not accepted by this node",
+                                              ref=getattr(frame, "id", None)))
+            return
+        try:
+            result = method(self, frame)
+        except Exception:
+            self._failed(Failure(), frame)
+            return
+        if isinstance(result, Deferred):
+            if result.called and not result.paused:
+                result.addErrback(self._failed, frame)
+            else:
+                self._in_flight += 1
+                if self._in_flight >= MAX_IN_FLIGHT and not self._paused:
+                    self._paused = True
+                    self.transport.pauseProducing()
+                result.addErrback(self._failed, frame)
+                result.addBoth(self._settled)
+
+    def _settled(self, _: object) -> None:
+        self._in_flight -= 1
+        if self._paused and self._in_flight <= RESUME_IN_FLIGHT:
+            self._paused = False
+            if self.is_open:
+                self.transport.resumeProducing()
+
+    def _failed(self, failure: Failure, frame: F._Frame) -> None:
+        if failure.check(errors.DimError):
+            error: errors.DimError = failure.value
+        else:
+            _log.failure("handling a {type} frame failed", failure, type=F.frame_type(frame))
+            error = errors.Internal("the node failed to handle this frame; it may be retried")
+        if error.ref is None:
+            ref = getattr(frame, "id", None)
+            if isinstance(ref, str):
+                error.ref = ref
+        if type(frame) is F.Hello and self.state is ConnectionState.AUTHENTICATING:
+            self.state = ConnectionState.NEW
+        if self.is_open:
+            self.sendError(error)
+
+    # ------------------------------------------------------------------ writing
+
+    def welcome(self, frame: F.Welcome) -> None:
+        """Send ``welcome``: from now on the client may send any frame."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.READY
+        self.sendFrame(frame)
+
+    def sendFrame(self, frame: F._Frame) -> None:
+        """Write one frame, if the connection is still open."""
+        if self.is_open:
+            self.transport.write(codec.encode(frame))
+            metrics.frame_out(F.frame_type(frame))
+
+    def send_frames(self, frames: Iterable[F._Frame]) -> None:
+        """Write several frames in one write."""
+        if not self.is_open:
+            return
+        frames = list(frames)
+        if frames:
+            self.transport.write(codec.encode_many(frames))
+            for frame in frames:
+                metrics.frame_out(F.frame_type(frame))
+
+    def write_encoded(self, data: bytes, frame_type: str) -> None:
+        """Write one frame already encoded (shared by several sessions)."""
+        if self.is_open:
+            self.transport.write(data)
+            metrics.frame_out(frame_type)
+
+    def sendError(self, error: errors.DimError) -> None:
+        """Send an ``error`` frame; close the connection if the error is fatal."""
+        self._write_error(error)
+        if error.fatal:
+            self.transport.loseConnection()
+
+    def _write_error(self, error: errors.DimError) -> None:
+        metrics.error(error.code)
+        self.transport.write(codec.encode(codec.error_frame(error)))
+        metrics.frame_out("error")
+
+
+class ConnectionFactory(Factory):
+    """Builds a :class:`ClientConnection` bound to one handler for every accepted socket."""
+
+    def __init__(self, handler: ConnectionHandler, clock: IReactorTime,
+                 max_frame: int = F.DEFAULT_MAX_FRAME) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.max_frame = max_frame
+
+    def buildProtocol(self, addr: Any) -> ClientConnection:
+        conn = ClientConnection(self.handler, self.clock, self.max_frame)
+        conn.factory = self
+        return conn

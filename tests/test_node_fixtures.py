@@ -1,0 +1,150 @@
+"""Fixtures shared by the node tests: a fake client over StringTransport, a node on the
+memory store with a fake authenticator, and a fake forwarder joining nodes in memory."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from dim import errors
+from dim.cluster.interface import IForwarder
+from dim.cluster.local import LocalSessionRegistry
+from dim.node.connection import ClientConnection
+from dim.node.delivery import NodeCore
+from dim.protocol import codec
+from dim.protocol import frames as F
+from dim.store.memory import MemoryStore
+
+#: The clock starts at a realistic epoch so timestamps look like timestamps.
+EPOCH = 1_700_000_000.0
+USERS = ("alice", "bob", "carol")
+
+
+def authenticate(token: str) -> Deferred[str]:
+    """The fake authenticator: token ``t-NAME`` is user NAME; anything else is refused."""
+    if not token.startswith("t-"):
+        raise errors.Unauthorized("invalid token")
+    return succeed(token[2:])
+
+
+class FakeClient:
+    """A client end of a ClientConnection over a StringTransport."""
+
+    def __init__(self, handler: Any, clock: Clock, max_frame: int = F.DEFAULT_MAX_FRAME) -> None:
+        self.conn = ClientConnection(handler, clock, max_frame)
+        self.transport = StringTransport()
+        self.conn.makeConnection(self.transport)
+        self.decoder = codec.FrameDecoder(F.SERVER_FRAME_TYPES, max_frame=1 << 30)
+
+    def send(self, frame: F._Frame | dict[str, Any] | bytes) -> None:
+        """Write a frame (typed, a dict, or raw bytes) to the node."""
+        if isinstance(frame, bytes):
+            data = frame
+        elif isinstance(frame, dict):
+            data = codec.encode_payload(frame)
+        else:
+            data = codec.encode(frame)
+        self.conn.dataReceived(data)
+
+    def received(self) -> list[Any]:
+        """The frames the node wrote since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return self.decoder.feed(data)
+
+    def of_type(self, cls: type) -> list[Any]:
+        """The frames of one class the node wrote since the last call (others dropped)."""
+        return [f for f in self.received() if isinstance(f, cls)]
+
+    @property
+    def closing(self) -> bool:
+        """Whether the node closed (or is closing) this connection."""
+        return bool(self.transport.disconnecting)
+
+    def lose(self) -> None:
+        """Drop the connection from the client's side."""
+        self.conn.connectionLost(Failure(ConnectionDone()))
+
+
+class Node:
+    """A NodeCore on a memory store with users alice, bob and carol."""
+
+    def __init__(self, node_id: str = "n1", clock: Clock | None = None,
+                 store: MemoryStore | None = None,
+                 sessions: LocalSessionRegistry | None = None,
+                 forwarder: Any = None, **kwargs: Any) -> None:
+        self.clock = clock if clock is not None else Clock()
+        if clock is None:
+            self.clock.advance(EPOCH)
+        if store is None:
+            store = MemoryStore()
+            for user in USERS:
+                store.create_user(user, "hash", 0)
+        self.store = store
+        self.sessions = sessions if sessions is not None else LocalSessionRegistry()
+        self.core = NodeCore(node_id, store, self.sessions, authenticate, self.clock,
+                             forwarder=forwarder, **kwargs)
+
+    def connect(self) -> FakeClient:
+        """A new connection, no hello yet."""
+        return FakeClient(self.core, self.clock, self.core.max_frame)
+
+    def login(self, user: str) -> FakeClient:
+        """A new connection that said hello and got welcome."""
+        client = self.connect()
+        client.send(F.Hello(v=1, token="t-" + user))
+        got = client.received()
+        assert len(got) == 1 and isinstance(got[0], F.Welcome), got
+        return client
+
+
+class ForwarderHub:
+    """Joins fake forwarders in memory; envelopes are delivered at once, through JSON."""
+
+    def __init__(self) -> None:
+        self.receivers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self.log: list[tuple[str, str, dict[str, Any]]] = []
+        self.held: list[tuple[str, dict[str, Any]]] | None = None
+
+    def forwarder(self, node: str) -> FakeForwarder:
+        """The forwarder of one node."""
+        return FakeForwarder(self, node)
+
+    def hold(self) -> None:
+        """Keep envelopes instead of delivering them, until :meth:`release`."""
+        self.held = []
+
+    def release(self) -> None:
+        """Deliver the kept envelopes in order and deliver at once from now on."""
+        held, self.held = self.held or [], None
+        for node, envelope in held:
+            self.receivers[node](envelope)
+
+
+@implementer(IForwarder)
+class FakeForwarder:
+    """An IForwarder that hands envelopes to another node's receiver in the same process."""
+
+    def __init__(self, hub: ForwarderHub, node: str) -> None:
+        self.hub = hub
+        self.node = node
+
+    def forward(self, node: str, envelope: dict[str, Any]) -> Deferred[None]:
+        """Pass the envelope (as JSON would carry it) to the node's receiver."""
+        copy = json.loads(json.dumps(envelope))
+        self.hub.log.append((self.node, node, copy))
+        if self.hub.held is not None:
+            self.hub.held.append((node, copy))
+        else:
+            self.hub.receivers[node](copy)
+        return succeed(None)
+
+    def set_receiver(self, receiver: Callable[[dict[str, Any]], Any]) -> None:
+        """Register this node's receiver with the hub."""
+        self.hub.receivers[self.node] = receiver
