@@ -1,0 +1,214 @@
+"""The client's local copy of its inbox, so a reopened chat shows history at once.
+
+:class:`MessageCache` keeps every inbox message this client has seen, by seq, in one SQLite
+file per gateway and user under the XDG data directory, together with the last contiguous seq
+(where the next ``sync`` starts) and, per conversation, the seq the person has seen (for unread
+counts).  It is small, local and synchronous: each call is one short SQLite statement.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+import platformdirs
+
+APP_NAME = "dim-chat"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of this user's inbox, as the client shows and caches it."""
+
+    seq: int
+    mid: str
+    id: str
+    sender: str
+    ts: int
+    to: str | None = None
+    group: str | None = None
+    body: str = ""
+    kind: str = "text"
+    delivered: bool = False
+    read: bool = False
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ChatMessage:
+        """A message from its JSON form (a gateway listing or a ``msg`` frame's fields)."""
+        return cls(seq=int(obj["seq"]), mid=str(obj["mid"]), id=str(obj.get("id", "")),
+                   sender=str(obj["from"]), ts=int(obj.get("ts", 0)), to=obj.get("to"),
+                   group=obj.get("group"), body=obj.get("body") or "",
+                   kind=obj.get("kind") or "text", delivered=bool(obj.get("delivered")),
+                   read=bool(obj.get("read")))
+
+    def peer(self, me: str) -> str:
+        """The conversation this message belongs to, seen by user ``me``."""
+        return conversation_of(me, self.sender, self.to, self.group)
+
+    def with_delivered(self) -> ChatMessage:
+        """The same message, marked delivered."""
+        return replace(self, delivered=True)
+
+
+def conversation_of(me: str, sender: str, to: str | None, group: str | None) -> str:
+    """The conversation key of a message: the other user, or ``#`` + the group id."""
+    if group is not None:
+        return "#" + group
+    if sender == me:
+        return to or me
+    return sender
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One conversation in the list: the peer, its newest message and how many are unread."""
+
+    peer: str
+    last_seq: int
+    last_ts: int
+    last_body: str
+    unread: int
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY, mid TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL,
+    ts INTEGER NOT NULL, to_user TEXT, grp TEXT, body TEXT NOT NULL, kind TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL DEFAULT 0,
+    peer TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, seq);
+CREATE INDEX IF NOT EXISTS messages_mid ON messages (mid);
+CREATE TABLE IF NOT EXISTS seen (peer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = "seq, mid, id, sender, ts, to_user, grp, body, kind, delivered, read"
+
+
+def default_cache_path(gateway_url: str, user: str) -> str:
+    """Where the cache of ``user`` at ``gateway_url`` lives, under the XDG data directory."""
+    parts = urlsplit(gateway_url)
+    where = (parts.hostname or "local") + "_" + str(parts.port or "")
+    digest = hashlib.sha256(gateway_url.encode()).hexdigest()[:8]
+    return os.path.join(platformdirs.user_data_dir(APP_NAME), f"{where}-{digest}", f"{user}.sqlite3")
+
+
+class MessageCache:
+    """The SQLite cache of one user's inbox (``path`` ``":memory:"`` keeps it in memory)."""
+
+    def __init__(self, path: str, user: str) -> None:
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
+        self.user = user
+        self._db = sqlite3.connect(path)
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    @classmethod
+    def open_for(cls, gateway_url: str, user: str) -> MessageCache:
+        """The cache of ``user`` at ``gateway_url`` in its default place."""
+        return cls(default_cache_path(gateway_url, user), user)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # ------------------------------------------------------------ messages
+
+    def put(self, message: ChatMessage) -> bool:
+        """Store one message; True if its seq was new.  A known seq only gains marks."""
+        return self.put_many([message]) == 1
+
+    def put_many(self, messages: Iterable[ChatMessage]) -> int:
+        """Store several messages at once; returns how many seqs were new."""
+        new = 0
+        with self._db:
+            for m in messages:
+                cur = self._db.execute(
+                    f"INSERT OR IGNORE INTO messages ({_COLUMNS}, peer) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (m.seq, m.mid, m.id, m.sender, m.ts, m.to, m.group, m.body, m.kind,
+                     int(m.delivered), int(m.read), m.peer(self.user)))
+                if cur.rowcount:
+                    new += 1
+                elif m.delivered or m.read:
+                    self._db.execute(
+                        "UPDATE messages SET delivered = MAX(delivered, ?), read = MAX(read, ?) "
+                        "WHERE seq = ?", (int(m.delivered), int(m.read), m.seq))
+        return new
+
+    def mark_delivered(self, mid: str) -> None:
+        """Mark the message ``mid`` delivered."""
+        with self._db:
+            self._db.execute("UPDATE messages SET delivered = 1 WHERE mid = ?", (mid,))
+
+    def get(self, seq: int) -> ChatMessage | None:
+        """The message at ``seq``, if cached."""
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE seq = ?", (seq,)).fetchone()
+        return _row(row) if row else None
+
+    def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> list[ChatMessage]:
+        """Up to ``limit`` messages of one conversation below ``before_seq``, oldest first."""
+        bound = before_seq if before_seq is not None else 2**62
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (peer, bound, limit)).fetchall()
+        return [_row(r) for r in reversed(rows)]
+
+    def first_missing(self, below: int | None = None) -> int | None:
+        """The lowest seq (>= 1, below ``below``) this cache lacks, or None if it has them all."""
+        row = self._db.execute(
+            "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM messages WHERE seq = 1) "
+            "UNION ALL SELECT MIN(m.seq + 1) FROM messages m WHERE NOT EXISTS "
+            "(SELECT 1 FROM messages n WHERE n.seq = m.seq + 1)").fetchone()
+        gap = row[0] if row else None
+        if gap is None or (below is not None and gap >= below):
+            return None
+        return int(gap)
+
+    # ------------------------------------------------------------ conversations
+
+    def conversations(self) -> list[Conversation]:
+        """Every conversation with its newest message and unread count, newest first."""
+        rows = self._db.execute(
+            "SELECT m.peer, m.seq, m.ts, m.body, "
+            " (SELECT COUNT(*) FROM messages u WHERE u.peer = m.peer AND u.sender != ? "
+            "  AND u.seq > COALESCE((SELECT s.seq FROM seen s WHERE s.peer = m.peer), 0)) "
+            "FROM messages m WHERE m.seq = (SELECT MAX(seq) FROM messages x WHERE x.peer = m.peer) "
+            "ORDER BY m.seq DESC", (self.user,)).fetchall()
+        return [Conversation(peer=r[0], last_seq=r[1], last_ts=r[2], last_body=r[3], unread=r[4])
+                for r in rows]
+
+    def mark_seen(self, peer: str, seq: int | None = None) -> None:
+        """The person has seen ``peer``'s conversation up to ``seq`` (default: all of it)."""
+        if seq is None:
+            row = self._db.execute("SELECT MAX(seq) FROM messages WHERE peer = ?", (peer,)).fetchone()
+            seq = row[0] or 0
+        with self._db:
+            self._db.execute(
+                "INSERT INTO seen (peer, seq) VALUES (?, ?) "
+                "ON CONFLICT(peer) DO UPDATE SET seq = MAX(seq, excluded.seq)", (peer, seq))
+
+    # ------------------------------------------------------------ bookkeeping
+
+    @property
+    def last_seq(self) -> int:
+        """The last contiguous seq the client has handled (where the next sync starts)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    @last_seq.setter
+    def last_seq(self, seq: int) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_seq', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(seq),))
+
+
+def _row(r: tuple[Any, ...]) -> ChatMessage:
+    return ChatMessage(seq=r[0], mid=r[1], id=r[2], sender=r[3], ts=r[4], to=r[5], group=r[6],
+                       body=r[7], kind=r[8], delivered=bool(r[9]), read=bool(r[10]))

@@ -1,0 +1,510 @@
+"""The client core against a scripted node: MemoryReactorClock, StringTransport, no network.
+
+The helpers at the top (:class:`EventRecorder`, :class:`RouteScript`, :class:`NodeSide`) are
+meant to be reused: ``EventRecorder.wait_for`` also works on the real reactor against a running
+``dim``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from dim import errors
+from dim.client import session as S
+from dim.client.cache import MessageCache
+from dim.protocol import codec
+from dim.protocol import frames as F
+
+NODE1 = {"id": "n1", "host": "127.0.0.1", "port": 9000}
+NODE2 = {"id": "n2", "host": "127.0.0.1", "port": 9001}
+
+
+class EventRecorder:
+    """Subscribes to a session (or ChatClient) and keeps every event, in order."""
+
+    def __init__(self, source: S.EventSource) -> None:
+        self.events: list[S.SessionEvent] = []
+        self._waiters: list[tuple[Callable[[S.SessionEvent], bool], defer.Deferred[Any]]] = []
+        source.subscribe(self._record)
+
+    def _record(self, event: S.SessionEvent) -> None:
+        self.events.append(event)
+        for waiter in list(self._waiters):
+            match, d = waiter
+            if match(event):
+                self._waiters.remove(waiter)
+                d.callback(event)
+
+    def of(self, kind: type) -> list[Any]:
+        """Every recorded event of one class."""
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def wait_for(self, match: Callable[[S.SessionEvent], bool], timeout: float | None = None,
+                 clock: Any = None) -> defer.Deferred[Any]:
+        """A Deferred firing with the next event ``match`` accepts (or a recorded one)."""
+        for event in self.events:
+            if match(event):
+                return defer.succeed(event)
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._waiters.append((match, d))
+        if timeout is not None:
+            if clock is None:
+                from twisted.internet import reactor as clock  # the real reactor, for live tests
+            d.addTimeout(timeout, clock)
+        return d
+
+
+class RouteScript:
+    """A gateway stand-in: answers ``route`` from a list of nodes or errors, recording calls."""
+
+    def __init__(self, answers: Iterable[Any] = ()) -> None:
+        self.answers = list(answers)
+        self.calls: list[list[str]] = []
+        self.base_url = "http://gateway.test"
+        self.token: str | None = "tok"
+
+    def route(self, exclude: Iterable[str] = ()) -> defer.Deferred[dict[str, Any]]:
+        """The next scripted answer: a node dict, or an exception to fail with."""
+        self.calls.append(list(exclude))
+        answer = self.answers.pop(0) if self.answers else errors.Unavailable("no node")
+        if isinstance(answer, BaseException):
+            return defer.fail(answer)
+        return defer.succeed({"node": answer})
+
+
+class NodeSide:
+    """The node's end of one client connection: reads the client's frames, writes frames."""
+
+    def __init__(self, reactor: MemoryReactorClock, index: int = -1) -> None:
+        host, port, factory, _, _ = reactor.tcpClients[index]
+        self.host, self.port = host, port
+        self.transport = StringTransport()
+        self.protocol = factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+        self.decoder = codec.FrameDecoder(F.CLIENT_FRAME_TYPES)
+
+    def received(self) -> list[F._Frame]:
+        """The frames the client wrote since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return self.decoder.feed(data)  # type: ignore[return-value]
+
+    def types(self) -> list[str]:
+        """The types of the frames the client wrote since the last call."""
+        return [F.frame_type(f) for f in self.received()]
+
+    def send(self, *frames: F._Frame) -> None:
+        """Deliver frames to the client in one read."""
+        self.protocol.dataReceived(codec.encode_many(frames))
+
+    def welcome(self, node: str = "n1", last_seq: int = 0, heartbeat: int = 30) -> None:
+        """Read the client's hello and welcome it."""
+        hello = self.received()
+        assert hello and isinstance(hello[0], F.Hello), hello
+        self.send(F.Welcome(user="alice", node=node, heartbeat=heartbeat, max_frame=65536,
+                            last_seq=last_seq))
+
+    def lose(self, why: str = "gone") -> None:
+        """The TCP connection drops."""
+        from twisted.internet.error import ConnectionLost
+        self.protocol.connectionLost(Failure(ConnectionLost(why)))
+
+
+def msg(seq: int, sender: str = "bob", body: str | None = None, **kw: Any) -> F.Msg:
+    """A ``msg`` frame to alice at inbox position ``seq``."""
+    fields: dict[str, Any] = dict(mid=f"m{seq}", id=f"c{seq}", from_=sender, to="alice",
+                                  ts=1_700_000_000_000 + seq, seq=seq, body=body or f"hello {seq}")
+    fields.update(kw)
+    return F.Msg(**fields)
+
+
+class SessionTestCase(unittest.TestCase):
+    """Builds a session for alice on a MemoryReactorClock with a scripted gateway."""
+
+    def make(self, answers: Iterable[Any] = (), rng: Callable[[], float] = lambda: 0.5,
+             **kw: Any) -> tuple[S.ClientSession, MemoryReactorClock, RouteScript, EventRecorder]:
+        reactor = MemoryReactorClock()
+        gateway = RouteScript(answers)
+        session = S.ClientSession(gateway, reactor, "alice", "tok", rng=rng, **kw)
+        return session, reactor, gateway, EventRecorder(session)
+
+    def connect(self, node: dict[str, Any] = NODE1, last_seq: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
+        session, reactor, gateway, events = self.make(**kw)
+        session.start(node)
+        side = NodeSide(reactor)
+        side.welcome(node["id"], last_seq=last_seq)
+        return session, reactor, gateway, events, side
+
+
+class ConnectTests(SessionTestCase):
+    """Connecting, hello/welcome and the heartbeat."""
+
+    def test_hello_then_connected(self) -> None:
+        """The first frame is hello with the token and device; welcome makes it connected."""
+        session, reactor, _, events = self.make()
+        session.start(NODE1)
+        self.assertEqual(reactor.tcpClients[0][:2], ("127.0.0.1", 9000))
+        side = NodeSide(reactor)
+        (hello,) = side.received()
+        self.assertEqual((hello.v, hello.token, hello.device), (1, "tok", "dim-chat"))
+        self.assertEqual(session.state, S.CONNECTING)
+        side.send(F.Welcome(user="alice", node="n1", heartbeat=30, max_frame=65536, last_seq=0))
+        self.assertEqual(session.state, S.CONNECTED)
+        (connected,) = events.of(S.Connected)
+        self.assertEqual(connected.node.id, "n1")
+
+    def test_start_without_node_routes(self) -> None:
+        """Started with no node, the session asks the gateway for one."""
+        session, reactor, gateway, _ = self.make([NODE2])
+        session.start()
+        self.assertEqual(gateway.calls, [[]])
+        self.assertEqual(reactor.tcpClients[0][1], 9001)
+
+    def test_ping_after_heartbeat_of_silence(self) -> None:
+        """With nothing written for H seconds the client pings, and not before."""
+        session, reactor, _, _, side = self.connect()
+        reactor.advance(29)
+        self.assertEqual(side.types(), [])
+        reactor.advance(1.5)
+        self.assertEqual(side.types(), ["ping"])
+
+    def test_writing_postpones_ping(self) -> None:
+        """A write resets the ping timer."""
+        session, reactor, _, _, side = self.connect()
+        reactor.advance(20)
+        out = session.send("bob", "hi")
+        side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=1))
+        side.received()
+        reactor.advance(20)
+        self.assertNotIn("ping", side.types())
+        reactor.advance(11)
+        self.assertIn("ping", side.types())
+
+    def test_dead_after_two_heartbeats_of_silence(self) -> None:
+        """Hearing nothing for 2H makes the connection dead and a reconnect is scheduled."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2])
+        reactor.advance(59)
+        side.send(F.Pong())
+        reactor.advance(59)
+        self.assertEqual(events.of(S.Disconnected), [])
+        reactor.advance(1.5)
+        (gone,) = events.of(S.Disconnected)
+        self.assertIn("60", gone.reason)
+        self.assertTrue(side.transport.disconnecting or side.transport.disconnected)
+        self.assertEqual(session.state, S.RECONNECTING)
+        self.assertEqual(len(events.of(S.Reconnecting)), 1)
+
+    def test_no_welcome_is_dead(self) -> None:
+        """A node that never answers hello is given up after 10 s."""
+        session, reactor, _, events = self.make([NODE2])
+        session.start(NODE1)
+        NodeSide(reactor)
+        reactor.advance(10.5)
+        self.assertEqual(len(events.of(S.Disconnected)), 1)
+
+
+class SeqTests(SessionTestCase):
+    """Seq bookkeeping: duplicates, gaps, sync paging and acks."""
+
+    def test_duplicate_seq_shown_once(self) -> None:
+        """A msg arriving twice (retransmission) is reported once."""
+        session, reactor, _, events, side = self.connect()
+        side.send(msg(1))
+        side.send(msg(1))
+        side.send(msg(2), msg(1), msg(2))
+        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 2])
+        self.assertEqual(session.last_seq, 2)
+
+    def test_gap_triggers_sync(self) -> None:
+        """A msg with seq > last + 1 makes the client sync from its last contiguous seq."""
+        session, reactor, _, events, side = self.connect()
+        side.send(msg(1))
+        side.received()
+        side.send(msg(3))
+        syncs = [f for f in side.received() if isinstance(f, F.Sync)]
+        self.assertEqual([s.after for s in syncs], [1])
+        self.assertEqual(session.last_seq, 1)
+        side.send(msg(2), msg(3), F.Synced(after=1, last_seq=3, more=False))
+        self.assertEqual(session.last_seq, 3)
+        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 3, 2])
+        self.assertEqual(len(events.of(S.SyncFinished)), 1)
+
+    def test_welcome_last_seq_above_own_syncs(self) -> None:
+        """welcome.last_seq above the client's own makes it sync from its own."""
+        session, reactor, _, _ = self.make(last_seq=4)
+        session.start(NODE1)
+        side = NodeSide(reactor)
+        side.welcome(last_seq=7)
+        (sync,) = [f for f in side.received() if isinstance(f, F.Sync)]
+        self.assertEqual(sync.after, 4)
+
+    def test_welcome_at_own_seq_does_not_sync(self) -> None:
+        """welcome.last_seq equal to the client's own needs no sync."""
+        session, reactor, _, _ = self.make(last_seq=4)
+        session.start(NODE1)
+        side = NodeSide(reactor)
+        side.welcome(last_seq=4)
+        self.assertNotIn("sync", side.types())
+
+    def test_sync_pages_until_more_is_false(self) -> None:
+        """A synced with more=true is followed by another sync from the new last seq."""
+        session, reactor, _, events, side = self.connect(last_seq=5)
+        self.assertEqual([f.after for f in side.received() if isinstance(f, F.Sync)], [0])
+        side.send(msg(1), msg(2), msg(3), F.Synced(after=0, last_seq=5, more=True))
+        self.assertEqual([f.after for f in side.received() if isinstance(f, F.Sync)], [3])
+        side.send(msg(4), msg(5), F.Synced(after=3, last_seq=5, more=False))
+        self.assertEqual([f for f in side.received() if isinstance(f, F.Sync)], [])
+        self.assertEqual(session.last_seq, 5)
+        self.assertEqual(events.of(S.SyncFinished), [S.SyncFinished(5)])
+
+    def test_ack_is_cumulative_and_coalesced(self) -> None:
+        """An idle client acks at once; within 50 ms of an ack the next one waits, once."""
+        session, reactor, _, _, side = self.connect()
+        side.send(msg(1), msg(2))
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Ack)], [2])
+        reactor.advance(0.01)
+        side.send(msg(3))
+        reactor.advance(0.01)
+        side.send(msg(4))
+        self.assertEqual([f for f in side.received() if isinstance(f, F.Ack)], [])
+        reactor.advance(0.04)
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Ack)], [4])
+
+    def test_ack_stops_at_gap(self) -> None:
+        """The ack covers only the contiguous seqs, not those past a gap."""
+        session, reactor, _, _, side = self.connect()
+        side.send(msg(1), msg(3))
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Ack)], [1])
+
+    def test_duplicate_is_acked_again(self) -> None:
+        """A retransmitted msg is acked again (the first ack may have been lost)."""
+        session, reactor, _, _, side = self.connect()
+        side.send(msg(1))
+        side.received()
+        reactor.advance(1)
+        side.send(msg(1))
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Ack)], [1])
+
+    def test_own_sent_fills_the_seq(self) -> None:
+        """The seq of a sent counts as handled, so the next msg is not a gap."""
+        session, reactor, _, events, side = self.connect()
+        out = session.send("bob", "hi")
+        side.received()
+        side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=1))
+        side.send(msg(2))
+        self.assertNotIn("sync", side.types())
+        self.assertEqual(session.last_seq, 2)
+
+    def test_cache_receives_messages_and_seq(self) -> None:
+        """Received messages and the contiguous seq go to the cache; a new session starts there."""
+        cache = MessageCache(":memory:", "alice")
+        session, reactor, _, _, side = self.connect(cache=cache)
+        side.send(msg(1), msg(2))
+        self.assertEqual(cache.last_seq, 2)
+        self.assertEqual([m.body for m in cache.history("bob")], ["hello 1", "hello 2"])
+        again = S.ClientSession(RouteScript(), reactor, "alice", "tok", cache=cache)
+        self.assertEqual(again.last_seq, 2)
+
+
+class SendTests(SessionTestCase):
+    """Sending: states, resend, failure, retry, delivered marks."""
+
+    def test_sent_then_delivered(self) -> None:
+        """A message goes sending -> sent -> delivered, with an event for each."""
+        session, reactor, _, events, side = self.connect()
+        out = session.send("bob", "hi")
+        (send,) = side.received()
+        self.assertEqual((send.id, send.to, send.body), (out.id, "bob", "hi"))
+        side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
+        self.assertEqual((out.state, out.mid, out.seq), (S.SENT, "m1", 1))
+        side.send(F.Delivered(id=out.id, mid="m1", by="bob"))
+        self.assertEqual(out.state, S.DELIVERED)
+        self.assertEqual([e.state for e in events.of(S.MessageStatus)],
+                         [S.SENDING, S.SENT, S.DELIVERED])
+        self.assertEqual(events.of(S.Delivered), [S.Delivered(out.id, "m1", "bob")])
+
+    def test_resend_once_then_failed_then_retry(self) -> None:
+        """No sent in 4 s: the same send again; 4 s more: failed; retry sends the same id."""
+        session, reactor, _, events, side = self.connect()
+        out = session.send("bob", "hi")
+        self.assertEqual([f.id for f in side.received()], [out.id])
+        reactor.advance(3.9)
+        self.assertEqual(side.received(), [])
+        reactor.advance(0.2)
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], [out.id])
+        self.assertEqual(out.state, S.SENDING)
+        reactor.advance(4)
+        self.assertEqual(out.state, S.FAILED)
+        self.assertEqual([f for f in side.received() if isinstance(f, F.Send)], [])
+        self.assertEqual(events.of(S.MessageStatus)[-1].state, S.FAILED)
+        session.retry(out.id)
+        self.assertEqual(out.state, S.SENDING)
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], [out.id])
+        side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
+        self.assertEqual(out.state, S.SENT)
+
+    def test_sent_in_time_stops_resend(self) -> None:
+        """A sent within 4 s means no second send and no failure."""
+        session, reactor, _, _, side = self.connect()
+        out = session.send("bob", "hi")
+        side.received()
+        reactor.advance(3)
+        side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
+        reactor.advance(10)
+        self.assertEqual([f for f in side.received() if isinstance(f, F.Send)], [])
+        self.assertEqual(out.state, S.SENT)
+
+    def test_error_with_ref_fails_the_message(self) -> None:
+        """An error naming a send's id (say not_found) marks that message failed at once."""
+        session, reactor, _, events, side = self.connect()
+        out = session.send("nobody", "hi")
+        side.send(F.Error(code="not_found", message="no such user", ref=out.id))
+        self.assertEqual(out.state, S.FAILED)
+        self.assertIn("not_found", out.error)
+        self.assertEqual(events.of(S.ServerError)[0].code, "not_found")
+
+    def test_ids_are_unique(self) -> None:
+        """Ids differ between messages and between sessions."""
+        a, _, _, _ = self.make()
+        b, _, _, _ = self.make()
+        ids = {a.new_id() for _ in range(1000)} | {b.new_id() for _ in range(1000)}
+        self.assertEqual(len(ids), 2000)
+        self.assertTrue(all(1 <= len(i) <= 64 and i.isascii() for i in ids))
+
+    def test_own_message_seen_by_sync_counts_as_sent(self) -> None:
+        """Our own message listed by sync (its sent was lost) is marked sent, not shown again."""
+        session, reactor, _, events, side = self.connect()
+        out = session.send("bob", "hi")
+        side.send(msg(2), F.Msg(mid="m1", id=out.id, from_="alice", to="bob", ts=3, seq=1,
+                                body="hi", delivered=True))
+        self.assertEqual(out.state, S.DELIVERED)
+        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [2])
+
+    def test_delivered_from_another_device(self) -> None:
+        """A delivered for a message sent from another device is reported by mid."""
+        session, reactor, _, events, side = self.connect()
+        side.send(F.Delivered(id="other", mid="m9", by="bob"))
+        self.assertEqual(events.of(S.Delivered), [S.Delivered("other", "m9", "bob")])
+
+    def test_oversized_body_is_refused_locally(self) -> None:
+        """A body over 16 KiB raises TooLarge without touching the wire."""
+        session, reactor, _, _, side = self.connect()
+        self.assertRaises(errors.TooLarge, session.send, "bob", "x" * (16 * 1024 + 1))
+        self.assertEqual(side.received(), [])
+
+
+class ReconnectTests(SessionTestCase):
+    """Losing the node: backoff, routing elsewhere, outbox, resync."""
+
+    def test_backoff_full_jitter_bounds(self) -> None:
+        """Delays are rng * min(30, 0.5 * 2^(attempt-1)): 0 with rng 0, the cap with rng 1."""
+        self.assertEqual([S.full_jitter(n, lambda: 1.0) for n in range(1, 10)],
+                         [0.5, 1, 2, 4, 8, 16, 30, 30, 30])
+        self.assertEqual(S.full_jitter(5, lambda: 0.0), 0)
+        self.assertEqual(S.full_jitter(1000, lambda: 0.999), 0.999 * 30)
+
+    def test_backoff_grows_while_routing_fails(self) -> None:
+        """Each failed route schedules the next attempt with a larger (jittered) delay."""
+        draws = iter([1.0, 0.5, 1.0, 0.25])
+        session, reactor, gateway, events = self.make(
+            [errors.Unavailable(), errors.Unavailable(), errors.Unavailable(), NODE2],
+            rng=lambda: next(draws))
+        session.start()
+        for _ in range(3):
+            reactor.advance(30)
+        got = [(e.attempt, e.in_seconds) for e in events.of(S.Reconnecting)]
+        self.assertEqual(got, [(1, 0.5), (2, 0.5), (3, 2.0)])
+        self.assertEqual(reactor.tcpClients[-1][1], 9001)
+
+    def test_reconnect_excludes_failed_node(self) -> None:
+        """After losing node n1 the route asks to exclude n1, then connects where told."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2])
+        side.lose()
+        self.assertEqual(session.state, S.RECONNECTING)
+        (rec,) = events.of(S.Reconnecting)
+        self.assertTrue(0 <= rec.in_seconds <= 0.5)
+        reactor.advance(rec.in_seconds)
+        self.assertEqual(gateway.calls, [["n1"]])
+        self.assertEqual(reactor.tcpClients[-1][1], 9001)
+        side2 = NodeSide(reactor)
+        side2.welcome("n2")
+        self.assertEqual(session.node.id, "n2")
+        self.assertEqual(session.state, S.CONNECTED)
+
+    def test_no_node_but_the_failed_one_routes_again_without_exclusion(self) -> None:
+        """If excluding the failed node leaves none, the route is asked again without it."""
+        session, reactor, gateway, _, side = self.connect(answers=[errors.Unavailable(), NODE1])
+        side.lose()
+        reactor.advance(1)
+        self.assertEqual(gateway.calls, [["n1"], []])
+        self.assertEqual(len(reactor.tcpClients), 2)
+
+    def test_goaway_reconnects_elsewhere(self) -> None:
+        """A goaway closes the connection and routes excluding that node."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2])
+        side.send(F.Goaway(reason="shutdown"))
+        self.assertTrue(side.transport.disconnecting or side.transport.disconnected)
+        reactor.advance(1)
+        self.assertEqual(gateway.calls, [["n1"]])
+
+    def test_outbox_flushed_after_reconnect(self) -> None:
+        """Messages in flight or typed offline are sent after reconnecting, with the same ids."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2])
+        inflight = session.send("bob", "one")
+        side.lose()
+        offline = session.send("bob", "two")
+        self.assertEqual(offline.state, S.SENDING)
+        reactor.advance(10)  # longer than the send timeouts: offline messages do not fail
+        self.assertEqual(inflight.state, S.SENDING)
+        side2 = NodeSide(reactor)
+        side2.welcome("n2")
+        sends = [f for f in side2.received() if isinstance(f, F.Send)]
+        self.assertEqual([(f.id, f.body) for f in sends],
+                         [(inflight.id, "one"), (offline.id, "two")])
+
+    def test_resync_from_last_seq_after_reconnect(self) -> None:
+        """After reconnecting, a welcome above the client's seq syncs from where it was."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2])
+        side.send(msg(1), msg(2))
+        side.lose()
+        reactor.advance(1)
+        side2 = NodeSide(reactor)
+        side2.welcome("n2", last_seq=5)
+        (sync,) = [f for f in side2.received() if isinstance(f, F.Sync)]
+        self.assertEqual(sync.after, 2)
+        side2.send(msg(2), msg(3), msg(4), msg(5), F.Synced(after=2, last_seq=5, more=False))
+        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 2, 3, 4, 5])
+
+    def test_attempts_reset_after_welcome(self) -> None:
+        """A successful welcome starts the backoff from attempt 1 again."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2, NODE1])
+        side.lose()
+        reactor.advance(1)
+        side2 = NodeSide(reactor)
+        side2.welcome("n2")
+        self.assertEqual([e.attempt for e in events.of(S.Reconnecting)], [1])
+        side2.lose()
+        self.assertEqual([e.attempt for e in events.of(S.Reconnecting)], [1, 1])
+
+    def test_refused_token_expires_the_session(self) -> None:
+        """An unauthorized route stops reconnecting and reports SessionExpired."""
+        session, reactor, gateway, events, side = self.connect(answers=[errors.Unauthorized()])
+        side.lose()
+        reactor.advance(1)
+        self.assertEqual(len(events.of(S.SessionExpired)), 1)
+        self.assertEqual(session.state, S.OFFLINE)
+        reactor.advance(100)
+        self.assertEqual(len(gateway.calls), 1)
+
+    def test_stop_stays_offline(self) -> None:
+        """stop() closes the connection and nothing reconnects."""
+        session, reactor, gateway, events, side = self.connect(answers=[NODE2])
+        session.stop()
+        side.lose()
+        reactor.advance(100)
+        self.assertEqual(gateway.calls, [])
+        self.assertEqual(session.state, S.OFFLINE)
