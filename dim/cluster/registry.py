@@ -1,0 +1,255 @@
+"""The live nodes of a cluster, in ZooKeeper (kazoo).
+
+A node registers an ephemeral znode ``<root>/<id>`` (root default ``/dim/nodes``) holding
+JSON ``{id, host, port, connections, incarnation}`` and rewrites it every
+``refresh_interval`` seconds with its live connection count.  The znode disappears when the
+node closes its ZooKeeper session, or ``session_timeout`` seconds after the node dies.
+
+The gateway side watches the children of the root (a kazoo ``ChildrenWatch``) and the data of
+each child (a ``DataWatch``) and keeps a local list, so :meth:`nodes` answers without I/O.
+
+Threads: kazoo calls back on its own threads.  Those callbacks only hop to the reactor thread
+with :meth:`ThreadBridge.to_reactor`; every blocking kazoo call runs on the bridge's pool with
+:meth:`ThreadBridge.call`.  Nothing here calls kazoo on the reactor thread.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import msgspec
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dim.cluster.interface import INodeRegistry, NodeInfo
+from dim.cluster.threads import ThreadBridge
+from dim.errors import Unavailable
+
+_log = Logger()
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(NodeInfo).decode
+
+
+@implementer(INodeRegistry)
+class ZooKeeperNodeRegistry:
+    """Nodes register here (:meth:`register`); gateways watch here (:meth:`watch`, then
+    :meth:`nodes` and :meth:`subscribe`).  One instance may do both.
+
+    ``hosts`` is kazoo's connection string (``"127.0.0.1:2181"``); ``bridge`` a started
+    :class:`ThreadBridge` (the caller owns its lifecycle; give it at least 2 threads);
+    ``clock`` drives the periodic refresh.  ``session_timeout`` (seconds) bounds how long a
+    dead node's znode outlives it; ZooKeeper clamps it to [2, 20] ticks of its tickTime.
+    ``client`` replaces the KazooClient (tests).
+    """
+
+    def __init__(self, hosts: str, bridge: ThreadBridge, clock: IReactorTime,
+                 session_timeout: float = 4.0, root: str = "/dim/nodes",
+                 refresh_interval: float = 2.0, connect_timeout: float = 5.0,
+                 client: Any = None) -> None:
+        if client is None:
+            from kazoo.client import KazooClient
+
+            client = KazooClient(hosts=hosts, timeout=session_timeout,
+                                 connection_retry={"max_tries": -1, "delay": 0.1,
+                                                   "max_delay": 1.0})
+        self.client = client
+        self.bridge = bridge
+        self.clock = clock
+        self.root = root.rstrip("/")
+        self.refresh_interval = refresh_interval
+        self.connect_timeout = connect_timeout
+        self._nodes: dict[str, NodeInfo] = {}
+        self._children: set[str] = set()
+        self._watched: set[str] = set()
+        self._subscribers: list[Callable[[list[NodeInfo]], None]] = []
+        self._watching = False
+        self._stopped = False
+        self._me: NodeInfo | None = None
+        self._connections: Callable[[], int] | None = None
+        self._on_reregister: Callable[[], Any] | None = None
+        self._refresh: LoopingCall | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Connect to ZooKeeper and create the root; fails with Unavailable if it does not
+        answer within ``connect_timeout``."""
+        async def run() -> None:
+            try:
+                await self.bridge.call(self.client.start, self.connect_timeout)
+            except Exception as e:
+                await self.bridge.call(self._close_client)
+                raise Unavailable(f"ZooKeeper did not answer: {e}") from e
+            await self.bridge.call(self.client.ensure_path, self.root)
+        return defer.Deferred.fromCoroutine(run())
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop refreshing and close the ZooKeeper session: this node's znode goes at once."""
+        self._stopped = True
+        if self._refresh is not None and self._refresh.running:
+            self._refresh.stop()
+        return self.bridge.call(self._close_client)
+
+    def _close_client(self) -> None:
+        """(pool thread) Stop and close the kazoo client."""
+        self.client.stop()
+        self.client.close()
+
+    # -- the node side ---------------------------------------------------------------------
+
+    def register(self, info: NodeInfo, connections: Callable[[], int] | None = None,
+                 on_reregister: Callable[[], Any] | None = None) -> defer.Deferred[None]:
+        """Create this node's ephemeral znode and keep it fresh every ``refresh_interval``
+        with ``connections()`` (read on the reactor thread).
+
+        If the znode was lost (the ZooKeeper session expired, e.g. after a long pause), the
+        next refresh creates it again and calls ``on_reregister`` on the reactor thread: the
+        gateway may have dropped this node's sessions meanwhile, so the node should add them
+        again (or close its connections).
+        """
+        self._me = info
+        self._connections = connections
+        self._on_reregister = on_reregister
+
+        async def run() -> None:
+            await self.bridge.call(self._write, self._snapshot(), True)
+            self._refresh = LoopingCall(self._publish)
+            self._refresh.clock = self.clock
+            self._refresh.start(self.refresh_interval, now=False).addErrback(
+                lambda f: _log.failure("node registry refresh stopped", f))
+        return defer.Deferred.fromCoroutine(run())
+
+    def _snapshot(self) -> NodeInfo:
+        """This node's record with the live connection count."""
+        assert self._me is not None
+        count = self._connections() if self._connections is not None else self._me.connections
+        return NodeInfo(id=self._me.id, host=self._me.host, port=self._me.port,
+                        connections=count, incarnation=self._me.incarnation)
+
+    def _path(self, node_id: str) -> str:
+        return f"{self.root}/{node_id}"
+
+    def _write(self, info: NodeInfo, first: bool) -> bool:
+        """(pool thread) Write the znode, creating it when missing; True if it was created
+        again after being lost."""
+        from kazoo.exceptions import NodeExistsError, NoNodeError
+
+        path, data = self._path(info.id), _encode(info)
+        if not first:
+            try:
+                self.client.set(path, data)
+                return False
+            except NoNodeError:
+                pass
+        try:
+            self.client.create(path, data, ephemeral=True, makepath=True)
+        except NodeExistsError:
+            # Our own from before a reconnect, or a stale one of a previous incarnation whose
+            # session has not expired yet: take it over.
+            self.client.set(path, data)
+        return not first
+
+    def _publish(self) -> defer.Deferred[None] | None:
+        """(reactor) One refresh: write the live count; errors are logged, never fatal."""
+        if self._stopped or self._me is None:
+            return None
+
+        def written(recreated: bool) -> None:
+            if recreated:
+                _log.warn("znode of node {id} was lost and has been created again",
+                          id=self._me.id if self._me else "?")
+                if self._on_reregister is not None:
+                    self._on_reregister()
+
+        d = self.bridge.call(self._write, self._snapshot(), False)
+        d.addCallbacks(written, lambda f: _log.failure("node registry refresh failed", f))
+        return None  # do not make the LoopingCall wait on a stuck ZooKeeper
+
+    # -- the gateway side ------------------------------------------------------------------
+
+    def watch(self) -> defer.Deferred[None]:
+        """Start watching the nodes; fires once the first list is known."""
+        from kazoo.recipe.watchers import ChildrenWatch
+
+        if self._watching:
+            return defer.succeed(None)
+        self._watching = True
+        first: defer.Deferred[None] = defer.Deferred()
+
+        def on_children(children: list[str]) -> bool:
+            # kazoo's thread: only hop.
+            self.bridge.to_reactor(self._children_changed, list(children), first)
+            return not self._stopped
+
+        return self.bridge.call(ChildrenWatch, self.client, self.root, on_children).addCallback(
+            lambda _: first)
+
+    def _children_changed(self, children: list[str],
+                          first: defer.Deferred[None] | None = None) -> None:
+        """(reactor) The set of child znodes changed."""
+        self._children = set(children)
+        changed = False
+        for gone in [n for n in self._nodes if n not in self._children]:
+            del self._nodes[gone]
+            changed = True
+        pending = [self._watch_data(child) for child in children if child not in self._watched]
+        if changed:
+            self._notify()
+        if first is not None and not first.called:
+            defer.gatherResults(pending).addBoth(lambda _: first.callback(None)
+                                                 if not first.called else None)
+
+    def _watch_data(self, child: str) -> defer.Deferred[Any]:
+        """(reactor) Watch one child's data on a pool thread (DataWatch reads at once)."""
+        from kazoo.recipe.watchers import DataWatch
+
+        self._watched.add(child)
+
+        def on_data(data: bytes | None, stat: Any, event: Any = None) -> bool:
+            # kazoo's thread: only hop; stop watching once the znode is gone.
+            self.bridge.to_reactor(self._data_changed, child, data)
+            return data is not None and not self._stopped
+
+        d = self.bridge.call(DataWatch, self.client, self._path(child), on_data)
+        d.addErrback(lambda f: (self._watched.discard(child),
+                                _log.failure("cannot watch node {child}", f, child=child)))
+        return d
+
+    def _data_changed(self, child: str, data: bytes | None) -> None:
+        """(reactor) One child's data changed, or it was deleted (``data`` None)."""
+        if data is None:
+            self._watched.discard(child)
+            if self._nodes.pop(child, None) is not None:
+                self._notify()
+            if child in self._children and not self._stopped:
+                self._watch_data(child)  # deleted and created again before we looked
+            return
+        try:
+            info = _decode(data)
+        except msgspec.DecodeError:
+            _log.warn("ignoring znode {child} with bad data {data!r}", child=child, data=data)
+            return
+        if child not in self._children:
+            return
+        if self._nodes.get(child) != info:
+            self._nodes[child] = info
+            self._notify()
+
+    def _notify(self) -> None:
+        nodes = self.nodes()
+        for callback in list(self._subscribers):
+            try:
+                callback(nodes)
+            except Exception:
+                _log.failure("node registry subscriber failed")
+
+    def nodes(self) -> list[NodeInfo]:
+        """The live nodes as last seen, sorted by id."""
+        return [self._nodes[k] for k in sorted(self._nodes)]
+
+    def subscribe(self, callback: Callable[[list[NodeInfo]], None]) -> None:
+        """Call ``callback(nodes)`` on the reactor thread whenever the list changes (a node
+        appears, vanishes, or its data changes)."""
+        self._subscribers.append(callback)
