@@ -1,0 +1,133 @@
+"""Tests of delivery between two NodeCores joined by an in-memory forwarder."""
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from dim.cluster.local import LocalSessionRegistry
+from dim.protocol import frames as F
+from dim.store.memory import MemoryStore
+from tests.test_node_fixtures import EPOCH, USERS, ForwarderHub, Node
+
+
+class ForwardingTests(SynchronousTestCase):
+    """Messages, delivered receipts and retransmissions cross nodes as envelopes."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(EPOCH)
+        store = MemoryStore()
+        for user in USERS:
+            store.create_user(user, "hash", 0)
+        sessions = LocalSessionRegistry()
+        self.hub = ForwarderHub()
+        self.n1 = Node("n1", self.clock, store, sessions, self.hub.forwarder("n1"))
+        self.n2 = Node("n2", self.clock, store, sessions, self.hub.forwarder("n2"))
+
+    def test_msg_across(self) -> None:
+        """A send on n1 reaches the recipient on n2 with the recipient's seq."""
+        alice = self.n1.login("alice")
+        bob = self.n2.login("bob")
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        [sent] = alice.received()
+        [msg] = bob.received()
+        self.assertEqual((msg.mid, msg.id, msg.from_, msg.to, msg.seq, msg.body),
+                         (sent.mid, "m1", "alice", "bob", 1, "hi"))
+
+    def test_one_envelope_per_node(self) -> None:
+        """Sessions of sender and recipient on one remote node share one envelope."""
+        alice = self.n1.login("alice")
+        self.n2.login("bob")
+        self.n2.login("bob")
+        self.n2.login("alice")
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        self.assertEqual(len(self.hub.log), 1)
+        source, target, envelope = self.hub.log[0]
+        self.assertEqual((source, target, envelope["t"]), ("n1", "n2", "frames"))
+        self.assertEqual(set(envelope["to"]), {"alice", "bob"})
+        self.assertEqual(envelope["to"]["bob"][0]["seq"], 1)
+        self.assertEqual(envelope["to"]["alice"][0]["seq"], 1)
+
+    def test_senders_other_sessions_across(self) -> None:
+        """The sender's sessions on the other node get msg; the sending one gets sent only."""
+        alice = self.n1.login("alice")
+        alice_n1 = self.n1.login("alice")
+        alice_n2 = self.n2.login("alice")
+        alice.send(F.Send(id="m1", to="carol", body="hi"))
+        self.assertEqual([type(f) for f in alice.received()], [F.Sent])
+        self.assertEqual([m.id for m in alice_n1.of_type(F.Msg)], ["m1"])
+        self.assertEqual([m.id for m in alice_n2.of_type(F.Msg)], ["m1"])
+
+    def test_no_envelope_when_all_local(self) -> None:
+        """Nothing is forwarded when every session is on the sending node."""
+        alice = self.n1.login("alice")
+        self.n1.login("bob")
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        self.assertEqual(self.hub.log, [])
+
+    def test_delivered_across(self) -> None:
+        """An ack on n2 gives delivered to the sender's sessions on both nodes."""
+        alice = self.n1.login("alice")
+        alice_n2 = self.n2.login("alice")
+        bob = self.n2.login("bob")
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        [sent] = alice.received()
+        alice_n2.received()
+        bob.received()
+        bob.send(F.Ack(seq=1))
+        expected = [F.Delivered(id="m1", mid=sent.mid, by="bob")]
+        self.assertEqual(alice.received(), expected)
+        self.assertEqual(alice_n2.received(), expected)
+
+    def test_forwarded_msg_retransmitted(self) -> None:
+        """A msg that came in an envelope is retransmitted once, unless acknowledged."""
+        alice = self.n1.login("alice")
+        bob = self.n2.login("bob")
+        bob2 = self.n2.login("bob")
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        [msg] = bob.received()
+        bob2.received()
+        bob2.send(F.Ack(seq=1))
+        self.clock.advance(4)
+        self.assertEqual(bob.received(), [msg])
+        self.assertEqual(bob2.of_type(F.Msg), [])
+        self.clock.advance(10)
+        self.assertEqual(bob.received(), [])
+
+    def test_order_across(self) -> None:
+        """Many sends arrive on the other node in the order they were sent."""
+        alice = self.n1.login("alice")
+        bob = self.n2.login("bob")
+        for i in range(50):
+            alice.send(F.Send(id=f"m{i}", to="bob", body=str(i)))
+        self.assertEqual([m.seq for m in bob.received()], list(range(1, 51)))
+
+    def test_bad_envelopes_ignored(self) -> None:
+        """Envelopes of an unknown kind or shape are logged and dropped."""
+        bob = self.n2.login("bob")
+        core = self.n2.core
+        core.receive_envelope({"t": "other"})
+        core.receive_envelope({"t": "frames", "to": 5})
+        core.receive_envelope({"t": "frames", "to": {"bob": [5, {"no": "type"}]}})
+        core.receive_envelope({"t": "frames", "to": {"bob": "x"}})
+        self.assertEqual(bob.received(), [])
+
+    def test_skip(self) -> None:
+        """An envelope's skip session gets nothing."""
+        bob = self.n2.login("bob")
+        bob2 = self.n2.login("bob")
+        frame = F.Delivered(id="x", mid="1", by="carol").to_dict()
+        self.n2.core.receive_envelope({"t": "frames", "to": {"bob": [frame]},
+                                       "skip": bob.conn.session.id})
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(bob2.received(), [F.Delivered(id="x", mid="1", by="carol")])
+
+    def test_forward_failure_logged(self) -> None:
+        """A failing forward is logged; the sender still gets sent."""
+        from twisted.internet.defer import fail
+        alice = self.n1.login("alice")
+        self.n2.login("bob")
+        self.n1.core.forwarder.forward = lambda node, env: fail(RuntimeError("kafka down"))
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        self.assertEqual([type(f) for f in alice.received()], [F.Sent])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
