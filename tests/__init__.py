@@ -1,0 +1,1 @@
+"""DIM's tests: unit tests beside integration tests (tests.integration) against real services."""
