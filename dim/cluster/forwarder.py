@@ -1,0 +1,262 @@
+"""Envelopes between nodes, over Kafka (confluent-kafka): one topic per node.
+
+Node ``x`` reads topic ``dim.node.x`` (one partition, so envelopes keep the order they were
+produced in) with consumer group ``dim.node.x``; any node forwards to ``x`` by producing to
+that topic.  The topic is created at :meth:`KafkaForwarder.start` with replication
+``min(3, brokers)`` (and ``min.insync.replicas = 2`` when replicated), the producer uses
+``acks=all`` and idempotence, so :meth:`KafkaForwarder.forward` fires only once every
+in-sync replica has the envelope.
+
+Offsets are committed by hand, and only after the receiver's Deferred fired for every
+envelope up to that offset: a node that dies mid-batch gets the unhandled envelopes again
+when it comes back (at-least-once; receivers must tolerate a repeat, which DIM's seqs do).
+
+Threads: the consumer is polled and the producer served (delivery reports) on the
+:class:`ThreadBridge`'s pool, in loops that never block the reactor; delivery reports and
+envelopes hop to the reactor thread.  ``produce()`` itself never blocks (it queues), so it is
+called on the reactor thread.  The forwarder keeps two pool threads busy while running (the
+producer's event loop, and the consumer's poll), so give the bridge at least 3 threads.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import msgspec
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dim.cluster.interface import IForwarder
+from dim.cluster.threads import ThreadBridge
+from dim.errors import Unavailable
+
+_log = Logger()
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict).decode
+
+Receiver = Callable[[dict[str, Any]], Any]
+
+
+def topic_of(node: str, prefix: str = "dim.node.") -> str:
+    """The Kafka topic a node reads its envelopes from."""
+    return prefix + node
+
+
+@implementer(IForwarder)
+class KafkaForwarder:
+    """An :class:`IForwarder` on Kafka for the node ``node``.
+
+    ``bootstrap`` is Kafka's ``bootstrap.servers`` (``"127.0.0.1:9092"``); ``bridge`` a
+    started :class:`ThreadBridge` with at least 3 threads, owned by the caller; ``clock`` is
+    kept for timeouts.  ``linger_ms`` trades latency for batching (0: send at once).
+    ``forward_timeout`` (seconds) bounds how long :meth:`forward` may wait for the brokers
+    before it fails with :class:`dim.errors.Unavailable`.  ``producer_config`` and
+    ``consumer_config`` add or override librdkafka settings.
+    """
+
+    def __init__(self, node: str, bootstrap: str, bridge: ThreadBridge, clock: IReactorTime,
+                 linger_ms: float = 0, forward_timeout: float = 10.0,
+                 poll_timeout: float = 0.1, batch: int = 500, topic_prefix: str = "dim.node.",
+                 max_replication: int = 3, connect_timeout: float = 5.0,
+                 producer_config: dict[str, Any] | None = None,
+                 consumer_config: dict[str, Any] | None = None) -> None:
+        self.node = node
+        self.bootstrap = bootstrap
+        self.bridge = bridge
+        self.clock = clock
+        self.topic = topic_of(node, topic_prefix)
+        self.topic_prefix = topic_prefix
+        self.poll_timeout = poll_timeout
+        self.batch = batch
+        self.max_replication = max_replication
+        self.connect_timeout = connect_timeout
+        self.producer_config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": linger_ms,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": int(forward_timeout * 1000),
+            "socket.nagle.disable": True,
+            **(producer_config or {}),
+        }
+        self.consumer_config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": topic_of(node, topic_prefix),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "socket.nagle.disable": True,
+            **(consumer_config or {}),
+        }
+        #: The replication factor of this node's topic, once :meth:`start` made it.
+        self.replication: int | None = None
+        self._receiver: Receiver | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._running = threading.Event()  # read by the pool-thread loops
+        self._producer_loop: defer.Deferred[None] | None = None
+        self._consumer_loop: defer.Deferred[None] | None = None
+        self._uncommitted: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Create this node's topic (if missing), the producer and the consumer, and start
+        polling.  Fails with Unavailable if Kafka does not answer within connect_timeout."""
+        return defer.Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        self.replication = await self.bridge.call(self._create_topic)
+        from confluent_kafka import Consumer, Producer, TopicPartition
+
+        self._producer = Producer(self.producer_config)
+        self._consumer = Consumer(self.consumer_config)
+        # One partition, assigned by hand: no group rebalance to wait for; the group's
+        # committed offset (or the earliest) is where reading starts.
+        self._consumer.assign([TopicPartition(self.topic, 0)])
+        self._running.set()
+        self._producer_loop = self.bridge.call(self._serve_producer)
+        self._producer_loop.addErrback(lambda f: _log.failure("producer loop failed", f))
+        self._consumer_loop = defer.Deferred.fromCoroutine(self._consume())
+        self._consumer_loop.addErrback(lambda f: _log.failure("consumer loop failed", f))
+
+    def _create_topic(self) -> int:
+        """(pool thread) Create this node's topic unless it exists; its replication factor."""
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        try:
+            metadata = admin.list_topics(timeout=self.connect_timeout)
+        except KafkaException as e:
+            raise Unavailable(f"Kafka at {self.bootstrap} did not answer: {e}") from e
+        existing = metadata.topics.get(self.topic)
+        if existing is not None and existing.error is None and existing.partitions:
+            return len(existing.partitions[0].replicas)
+        replication = max(1, min(self.max_replication, len(metadata.brokers)))
+        config = {"min.insync.replicas": str(min(2, replication))}
+        futures = admin.create_topics(
+            [NewTopic(self.topic, num_partitions=1, replication_factor=replication,
+                      config=config)], operation_timeout=self.connect_timeout)
+        try:
+            futures[self.topic].result(timeout=self.connect_timeout)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        return replication
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop polling, commit what was handled, flush the producer, close the consumer.
+        Envelopes forwarded before stop() are delivered (or their forward() fails)."""
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if not self._running.is_set():
+            return
+        self._running.clear()
+        if self._consumer_loop is not None:
+            await self._consumer_loop
+        await self.bridge.call(self._close_consumer, self._uncommitted)
+        self._uncommitted = None
+        if self._producer_loop is not None:  # it flushes the producer when it ends
+            await self._producer_loop
+
+    def _close_consumer(self, offset: int | None) -> None:
+        """(pool thread) Commit the last handled offset synchronously and close."""
+        from confluent_kafka import TopicPartition
+
+        try:
+            if offset is not None:
+                self._consumer.commit(offsets=[TopicPartition(self.topic, 0, offset)],
+                                      asynchronous=False)
+        finally:
+            self._consumer.close()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def forward(self, node: str, envelope: dict[str, Any]) -> defer.Deferred[None]:
+        """Send ``envelope`` to ``node``; fires once the brokers acknowledged it (acks=all),
+        fails with Unavailable if they did not within forward_timeout."""
+        if not self._running.is_set():
+            return defer.fail(Unavailable("forwarder is not running"))
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def delivered(err: Any, msg: Any) -> None:
+            # Runs on the producer loop's pool thread: only hop.
+            self.bridge.to_reactor(self._settle, d, err)
+
+        try:
+            self._producer.produce(topic_of(node, self.topic_prefix), _encode(envelope),
+                                   key=self.node.encode(), on_delivery=delivered)
+        except BufferError:
+            return defer.fail(Unavailable("forward queue is full"))
+        return d
+
+    @staticmethod
+    def _settle(d: defer.Deferred[None], err: Any) -> None:
+        """(reactor) Fire a forward's Deferred from its delivery report."""
+        if err is None:
+            d.callback(None)
+        else:
+            d.errback(Unavailable(f"forward failed: {err}"))
+
+    def _serve_producer(self) -> None:
+        """(pool thread) Serve delivery reports until stopped."""
+        while self._running.is_set():
+            self._producer.poll(self.poll_timeout)
+        self._producer.flush(10.0)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def set_receiver(self, receiver: Receiver) -> None:
+        """Deliver envelopes addressed to this node to ``receiver`` on the reactor thread, in
+        order; if it returns a Deferred, the envelope is handled (and its offset committed)
+        once that fires.  A failing receiver is logged and the envelope counts as handled."""
+        self._receiver = receiver
+
+    def _poll(self, commit: int | None) -> list[Any]:
+        """(pool thread) Commit the last handled offset, then wait up to poll_timeout for
+        envelopes and take up to ``batch`` of them."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        if commit is not None:
+            self._consumer.commit(offsets=[TopicPartition(self.topic, 0, commit)],
+                                  asynchronous=True)
+        out: list[Any] = []
+        msg = self._consumer.poll(self.poll_timeout)
+        while msg is not None:
+            err = msg.error()
+            if err is None:
+                out.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                _log.warn("kafka consumer error: {err}", err=err)
+            if len(out) >= self.batch:
+                break
+            msg = self._consumer.poll(0)
+        return out
+
+    async def _consume(self) -> None:
+        """(reactor) Poll on the pool, hand envelopes to the receiver, then commit."""
+        while self._running.is_set():
+            commit, self._uncommitted = self._uncommitted, None
+            messages = await self.bridge.call(self._poll, commit)
+            if not messages:
+                continue
+            pending = []
+            for msg in messages:
+                pending.append(defer.maybeDeferred(self._deliver, msg.value()))
+            results = await defer.DeferredList(pending, consumeErrors=True)
+            for ok, failure in results:
+                if not ok:
+                    _log.failure("receiver failed on an envelope", failure)
+            self._uncommitted = messages[-1].offset() + 1
+
+    def _deliver(self, value: bytes) -> Any:
+        """(reactor) Decode one envelope and hand it to the receiver."""
+        envelope = _decode(value)
+        if self._receiver is None:
+            _log.warn("no receiver set; envelope dropped")
+            return None
+        return self._receiver(envelope)
