@@ -81,6 +81,14 @@ class ClientConnection(FrameProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # Frames are small and answered at once: Nagle's algorithm would hold them back
+        # behind delayed ACKs for tens of milliseconds.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
         self.connected_at = self.last_heard = self.clock.seconds()
         self.handler.connection_made(self)
 

@@ -146,7 +146,7 @@ class Session:
             _, seq, data = pending.popleft()
             if conn.is_open:
                 conn.write_encoded(data, "msg")
-                metrics.RETRANSMITS.inc()
+                metrics.count("retransmits")
         if pending and conn.is_open:
             self._timer = self._clock.callLater(max(pending[0][0] - now, 0.0), self._due)
         else:
@@ -194,13 +194,13 @@ class NodeCore:
             conn.transport.loseConnection()
             return
         self.connections.add(conn)
-        metrics.CONNECTIONS.inc()
+        metrics.count("connections_opened")
 
     def connection_lost(self, conn: ClientConnection) -> None:
         """Forget a connection, its timers and its session."""
         if conn in self.connections:
             self.connections.discard(conn)
-            metrics.CONNECTIONS.dec()
+            metrics.count("connections_closed")
         session: Session | None = conn.session
         if session is not None:
             conn.session = None
@@ -383,14 +383,14 @@ class NodeCore:
         assert self.forwarder is not None
         for node, to in by_node.items():
             envelope = {"t": "frames", "to": to, "skip": skip}
-            metrics.ENVELOPES_OUT.inc()
+            metrics.count("envelopes_out")
             d = maybeDeferred(self.forwarder.forward, node, envelope)
             d.addErrback(lambda f, n=node: _log.failure("forwarding to node {node} failed", f,
                                                         node=n))
 
     def receive_envelope(self, envelope: dict[str, Any]) -> None:
         """Deliver an envelope from another node to the sessions here."""
-        metrics.ENVELOPES_IN.inc()
+        metrics.count("envelopes_in")
         if not isinstance(envelope, dict) or envelope.get("t") != "frames":
             _log.warn("ignoring an envelope of unknown kind: {env!r}", env=envelope)
             return
