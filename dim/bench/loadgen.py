@@ -1,0 +1,562 @@
+"""The load generator worker: one process holding a share of the clients of a scenario.
+
+Run as ``python -m dim.bench.loadgen``.  The orchestrator writes one JSON command per line on
+the worker's stdin and reads one JSON answer per command from its stdout.  Every connection
+of a worker is bound to the worker's own 127.0.0.x source address, so several workers
+together hold more sockets than one process may open.
+
+The clients are lean: :class:`FrameClient` speaks the contract with
+:class:`dim.protocol.codec.FrameDecoder` and :func:`dim.protocol.codec.encode` and nothing
+else (no retransmission, no reconnects), so the generator stays cheaper than the server it
+measures.  The echo flood counts echoed frames by bytes (every frame has the same size), and
+the HTTP load uses a small keep-alive HTTP/1.1 client.
+
+Commands (``cmd`` field): ``hold``, ``stats``, ``close``, ``flood``, ``chat_setup``,
+``chat_step``, ``http``, ``quit``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from typing import Any, Callable
+
+from twisted.internet import defer, protocol, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from dim import errors
+from dim.bench.schedule import OpenLoopSchedule
+from dim.protocol import codec
+from dim.protocol import frames as F
+
+_PING = codec.encode(F.Ping())
+#: Body of every benchmark chat message (a short line of chat).
+CHAT_BODY = "the quick brown fox jumps over the lazy dog"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class FrameClient(protocol.Protocol):
+    """A lean contract client: decodes node frames and hands them to its owner."""
+
+    def __init__(self, owner: Any, max_frame: int = 1 << 20) -> None:
+        self.owner = owner
+        self.decoder = codec.FrameDecoder(F.SERVER_FRAME_TYPES, max_frame)
+        self.welcomed: defer.Deferred[F.Welcome] = defer.Deferred()
+        self.welcome: F.Welcome | None = None
+        self.open = False
+        self.last_write = 0.0
+        self.ping_at: float | None = None
+        self.user = ""
+        self.max_seq = 0
+        self.acked = 0
+
+    def connectionMade(self) -> None:
+        self.open = True
+
+    def write(self, data: bytes, now: float) -> None:
+        """Write bytes and remember when (for the heartbeat)."""
+        self.transport.write(data)
+        self.last_write = now
+
+    def hello(self, token: str, device: str | None, now: float) -> defer.Deferred[F.Welcome]:
+        """Send ``hello``; the Deferred fires with the ``welcome``."""
+        self.write(codec.encode(F.Hello(v=1, token=token, device=device)), now)
+        return self.welcomed
+
+    def dataReceived(self, data: bytes) -> None:
+        owner = self.owner
+        for item in self.decoder.feed(data):
+            if isinstance(item, errors.DimError):
+                owner.on_error(self, item.code)
+                continue
+            t = type(item)
+            if t is F.Welcome and self.welcome is None:
+                self.welcome = item
+                self.welcomed.callback(item)
+            elif t is F.Error and self.welcome is None and not self.welcomed.called:
+                self.welcomed.errback(Failure(RuntimeError(f"{item.code}: {item.message}")))
+            else:
+                owner.on_frame(self, item)
+        owner.on_batch(self)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.open = False
+        if not self.welcomed.called:
+            self.welcomed.errback(Failure(RuntimeError("connection lost before welcome")))
+        self.owner.on_lost(self, reason)
+
+
+class _FloodClient(protocol.Protocol):
+    """Keeps ``window`` fixed-size frames in flight on an echo and counts them by bytes."""
+
+    def __init__(self, owner: "Worker", frame: bytes, window: int) -> None:
+        self.owner, self.frame, self.window = owner, frame, window
+        self.received = 0
+        self.counted = 0
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.frame * self.window)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        done = self.received // len(self.frame) - self.counted
+        if done:
+            self.counted += done
+            self.owner.flood_frames += done
+            if self.owner.flooding:
+                self.transport.write(self.frame * done)
+
+
+class _HttpClient(protocol.Protocol):
+    """A keep-alive HTTP/1.1 client with one request in flight, sent again on every answer."""
+
+    def __init__(self, owner: "Worker", request: bytes) -> None:
+        self.owner, self.request = owner, request
+        self.buf = b""
+        self.sent_at = 0.0
+        self.need: int | None = None
+        self.status = 0
+
+    def connectionMade(self) -> None:
+        self.send()
+
+    def send(self) -> None:
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            if self.need is None:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head, self.buf = self.buf[:end].decode("latin-1"), self.buf[end + 4:]
+                lines = head.split("\r\n")
+                self.status = int(lines[0].split(" ", 2)[1])
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value.strip())
+                self.need = length
+            if len(self.buf) < self.need:
+                return
+            self.buf = self.buf[self.need:]
+            self.need = None
+            self.owner.http_answer(self, self.status, time.perf_counter() - self.sent_at)
+            if self.owner.http_running:
+                self.send()
+            else:
+                self.transport.loseConnection()
+                return
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.owner.http_lost(self)
+
+
+class _Factory(protocol.Factory):
+    def __init__(self, build: Callable[[], protocol.Protocol]) -> None:
+        self.build = build
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return self.build()
+
+
+class Worker:
+    """A worker's clients and what they measured; ``handle`` runs one command."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.conns: list[FrameClient] = []
+        self.lost = 0
+        self.lost_reasons: dict[str, int] = {}
+        self.error_codes: dict[str, int] = {}
+        # heartbeat
+        self.heartbeat: float | None = None
+        self.ping_queue: deque[FrameClient] = deque()
+        self.ping_loop: task.LoopingCall | None = None
+        self.rtt: list[float] = []
+        self.lateness: list[float] = []
+        self.pings = 0
+        self.pongs = 0
+        # flood
+        self.flood_frames = 0
+        self.flooding = False
+        # chat
+        self.pairs: list[tuple[FrameClient, FrameClient]] = []
+        self.pending: dict[str, list[float]] = {}
+        self.to_msg: list[float] = []
+        self.to_sent: list[float] = []
+        self.to_delivered: list[float] = []
+        self.msg_times: list[float] = []
+        self.delivered_times: list[float] = []
+        self.counter = 0
+        # http
+        self.http_running = False
+        self.http_ok = 0
+        self.http_fail = 0
+        self.http_lat: list[float] = []
+        self.http_statuses: dict[str, int] = {}
+        self.http_conns: list[_HttpClient] = []
+
+    # ---------------------------------------------------------------- callbacks of clients
+
+    def on_error(self, conn: FrameClient, code: str) -> None:
+        """Count a frame the decoder rejected or an error frame."""
+        self.error_codes[code] = self.error_codes.get(code, 0) + 1
+
+    def on_lost(self, conn: FrameClient, reason: Failure | None) -> None:
+        """Count a connection that ended (unless the worker closed it)."""
+        if not getattr(conn, "closing", False):
+            self.lost += 1
+            why = reason.getErrorMessage()[:80] if reason is not None else "?"
+            self.lost_reasons[why] = self.lost_reasons.get(why, 0) + 1
+
+    def on_frame(self, conn: FrameClient, frame: F._Frame) -> None:
+        """Handle one frame after welcome."""
+        t = type(frame)
+        now = self.reactor.seconds()
+        if t is F.Msg:
+            if frame.seq > conn.max_seq:
+                conn.max_seq = frame.seq
+            entry = self.pending.get(frame.id)
+            if entry is not None and entry[1] == 0.0:
+                entry[1] = now
+                self.to_msg.append(now - entry[0])
+                self.msg_times.append(now)
+        elif t is F.Sent:
+            entry = self.pending.get(frame.id)
+            if entry is not None:
+                self.to_sent.append(now - entry[0])
+        elif t is F.Delivered:
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.to_delivered.append(now - entry[0])
+                self.delivered_times.append(now)
+        elif t is F.Pong:
+            if conn.ping_at is not None:
+                self.rtt.append(now - conn.ping_at)
+                conn.ping_at = None
+                self.pongs += 1
+        elif t is F.Error:
+            self.on_error(conn, frame.code)
+
+    def on_batch(self, conn: FrameClient) -> None:
+        """After a read: acknowledge everything received so far, once (cumulative ack)."""
+        if conn.max_seq > conn.acked and conn.open:
+            conn.acked = conn.max_seq
+            conn.write(codec.encode(F.Ack(seq=conn.max_seq)), self.reactor.seconds())
+
+    def http_answer(self, client: _HttpClient, status: int, latency: float) -> None:
+        """Count one HTTP answer."""
+        if 200 <= status < 300:
+            self.http_ok += 1
+            self.http_lat.append(latency)
+        else:
+            self.http_fail += 1
+        key = str(status)
+        self.http_statuses[key] = self.http_statuses.get(key, 0) + 1
+
+    def http_lost(self, client: _HttpClient) -> None:
+        """Forget a closed HTTP connection."""
+        if client in self.http_conns:
+            self.http_conns.remove(client)
+
+    # ---------------------------------------------------------------- commands
+
+    def handle(self, cmd: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        """Run one command; fires with its answer."""
+        name = cmd.get("cmd")
+        method = getattr(self, "cmd_" + str(name), None)
+        if method is None:
+            return defer.succeed({"ok": False, "error": f"unknown command {name!r}"})
+        return defer.maybeDeferred(method, **{k: v for k, v in cmd.items() if k != "cmd"})
+
+    def _connect(self, host: str, port: int, source: str | None,
+                 build: Callable[[], protocol.Protocol]) -> defer.Deferred[Any]:
+        ep = TCP4ClientEndpoint(self.reactor, host, port, timeout=30,
+                                bindAddress=(source, 0) if source else None)
+        return ep.connect(_Factory(build))
+
+    @defer.inlineCallbacks
+    def _open(self, host: str, port: int, source: str | None, tokens: list[str] | None,
+              device: str | None, n: int, concurrency: int) -> Any:
+        """Open ``n`` connections (saying hello with ``tokens`` round robin, if given)."""
+        sem = defer.DeferredSemaphore(max(1, concurrency))
+        failures: dict[str, int] = {}
+        opened: list[FrameClient] = []
+
+        @defer.inlineCallbacks
+        def one(i: int) -> Any:
+            try:
+                conn = yield self._connect(host, port, source, lambda: FrameClient(self))
+                conn.user = "?"
+                if tokens:
+                    yield conn.hello(tokens[i % len(tokens)],
+                                     f"{device}-{i}" if device else None,
+                                     self.reactor.seconds()).addTimeout(30, self.reactor)
+                opened.append(conn)
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                key = f"{type(e).__name__}: {e}"[:100]
+                failures[key] = failures.get(key, 0) + 1
+
+        yield defer.gatherResults([sem.run(one, i) for i in range(n)])
+        return opened, failures
+
+    @defer.inlineCallbacks
+    def cmd_hold(self, host: str, port: int, n: int, source: str | None = None,
+                 tokens: list[str] | None = None, device: str | None = None,
+                 heartbeat: float | None = None, concurrency: int = 200) -> Any:
+        """Open ``n`` more idle connections and keep them; ping every ``heartbeat`` s idle."""
+        t0 = time.perf_counter()
+        opened, failures = yield self._open(host, port, source, tokens, device, n, concurrency)
+        self.conns.extend(opened)
+        if heartbeat:
+            self.heartbeat = float(heartbeat)
+            self.ping_queue.extend(sorted(opened, key=lambda c: c.last_write))
+            if self.ping_loop is None:
+                self.ping_loop = task.LoopingCall(self._ping_due)
+                self.ping_loop.clock = self.reactor
+                self.ping_loop.start(0.1, now=False)
+        return {"ok": True, "opened": len(opened), "held": self.open_count(),
+                "failed": sum(failures.values()), "failures": failures,
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    def open_count(self) -> int:
+        """How many of the held connections are open."""
+        return sum(1 for c in self.conns if c.open)
+
+    def _ping_due(self) -> None:
+        now = self.reactor.seconds()
+        h = self.heartbeat or 0.0
+        q = self.ping_queue
+        while q and q[0].last_write + h <= now:
+            conn = q.popleft()
+            if not conn.open:
+                continue
+            self.lateness.append(now - (conn.last_write + h))
+            conn.ping_at = now
+            conn.write(_PING, now)
+            self.pings += 1
+            q.append(conn)
+
+    def cmd_stats(self, reset: bool = True) -> dict[str, Any]:
+        """What the held connections saw since the last reset: pong round trips, losses."""
+        out = {"ok": True, "held": self.open_count(), "lost": self.lost,
+               "lost_reasons": self.lost_reasons, "errors": self.error_codes,
+               "pings": self.pings, "pongs": self.pongs,
+               "rtt_ms": [_ms(x) for x in self.rtt],
+               "ping_lateness_ms": [_ms(x) for x in self.lateness]}
+        if reset:
+            self.rtt, self.lateness = [], []
+            self.pings = self.pongs = 0
+        return out
+
+    @defer.inlineCallbacks
+    def cmd_close(self, timeout: float = 10.0) -> Any:
+        """Close every held connection and wait (up to ``timeout``) until they are gone."""
+        if self.ping_loop is not None and self.ping_loop.running:
+            self.ping_loop.stop()
+        self.ping_loop = None
+        self.ping_queue.clear()
+        for c in self.conns:
+            c.closing = True  # type: ignore[attr-defined]
+            if c.open:
+                c.transport.loseConnection()
+        deadline = time.monotonic() + timeout
+        while self.open_count() and time.monotonic() < deadline:
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        left = self.open_count()
+        for c in self.conns:
+            if c.open:
+                c.transport.abortConnection()
+        self.conns = []
+        self.pairs = []
+        self.pending = {}
+        self.lost = 0
+        self.lost_reasons = {}
+        self.error_codes = {}
+        return {"ok": True, "left_open": left}
+
+    @defer.inlineCallbacks
+    def cmd_flood(self, host: str, port: int, conns: int, seconds: float, warmup: float = 1.0,
+                  window: int = 64, source: str | None = None) -> Any:
+        """Pipelined echo load: ``conns`` connections, ``window`` frames in flight each."""
+        frame = codec.encode(F.Send(id="flood-000001", to="bob", body=CHAT_BODY))
+        self.flood_frames = 0
+        self.flooding = True
+        clients = yield defer.gatherResults([
+            self._connect(host, port, source, lambda: _FloodClient(self, frame, window))
+            for _ in range(conns)])
+        yield task.deferLater(self.reactor, warmup, lambda: None)
+        n0, t0 = self.flood_frames, time.perf_counter()
+        yield task.deferLater(self.reactor, seconds, lambda: None)
+        n1, t1 = self.flood_frames, time.perf_counter()
+        self.flooding = False
+        for c in clients:
+            c.transport.loseConnection()
+        return {"ok": True, "frames": n1 - n0, "seconds": round(t1 - t0, 4),
+                "frame_bytes": len(frame)}
+
+    @defer.inlineCallbacks
+    def cmd_chat_setup(self, host: str, port: int, pairs: list[list[str]],
+                       source: str | None = None) -> Any:
+        """Connect and authenticate both sides of every pair [user_a, token_a, user_b, token_b]."""
+        made = []
+        for user_a, token_a, user_b, token_b in pairs:
+            a, b = yield defer.gatherResults([
+                self._open_one(host, port, source, token_a, user_a),
+                self._open_one(host, port, source, token_b, user_b)])
+            made.append((a, b))
+        self.pairs = made
+        self.conns.extend(c for p in made for c in p)
+        return {"ok": True, "pairs": len(made)}
+
+    @defer.inlineCallbacks
+    def _open_one(self, host: str, port: int, source: str | None, token: str,
+                  user: str) -> Any:
+        conn = yield self._connect(host, port, source, lambda: FrameClient(self))
+        conn.user = user
+        welcome = yield conn.hello(token, "bench", self.reactor.seconds()).addTimeout(
+            30, self.reactor)
+        conn.max_seq = conn.acked = welcome.last_seq
+        return conn
+
+    @defer.inlineCallbacks
+    def cmd_chat_step(self, rate: float, seconds: float, drain: float = 5.0,
+                      start_in: float = 0.2, tick: float = 0.001) -> Any:
+        """One open-loop step: ``rate`` sends per second over this worker's pairs."""
+        self.pending = {}
+        self.to_msg, self.to_sent, self.to_delivered = [], [], []
+        self.msg_times, self.delivered_times = [], []
+        self.error_codes = {}
+        start = self.reactor.seconds() + start_in
+        sched = OpenLoopSchedule(rate, start, seconds)
+        pairs = self.pairs
+        npairs = len(pairs)
+        sent = 0
+        done: defer.Deferred[None] = defer.Deferred()
+        encode = codec.encode
+        Send = F.Send
+
+        def send_due() -> None:
+            nonlocal sent
+            now = self.reactor.seconds()
+            for intended in sched.due(now):
+                a, b = pairs[sent % npairs]
+                self.counter += 1
+                mid = f"b{self.counter}"
+                self.pending[mid] = [intended, 0.0]
+                if a.open:
+                    a.write(encode(Send(id=mid, to=b.user, body=CHAT_BODY)), now)
+                sent += 1
+            if sched.finished:
+                loop.stop()
+
+        loop = task.LoopingCall(send_due)
+        loop.clock = self.reactor
+        yield task.deferLater(self.reactor, start_in, lambda: None)
+        yield loop.start(tick, now=True)
+        deadline = self.reactor.seconds() + drain
+        while self.pending and self.reactor.seconds() < deadline:
+            yield task.deferLater(self.reactor, 0.02, lambda: None)
+        del done
+        end = sched.end
+        in_window = sum(1 for t in self.delivered_times if t <= end)
+        msgs_in_window = sum(1 for t in self.msg_times if t <= end)
+        last = max(self.delivered_times) if self.delivered_times else end
+        return {"ok": True, "offered_per_s": rate, "seconds": seconds, "sent": sent,
+                "msgs": len(self.to_msg), "delivered": len(self.to_delivered),
+                "incomplete": len(self.pending),
+                "delivered_in_window": in_window, "msgs_in_window": msgs_in_window,
+                "drain_s": round(max(0.0, last - end), 3),
+                "errors": self.error_codes, "lost": self.lost,
+                "send_to_msg_ms": [_ms(x) for x in self.to_msg],
+                "send_to_sent_ms": [_ms(x) for x in self.to_sent],
+                "send_to_delivered_ms": [_ms(x) for x in self.to_delivered]}
+
+    @defer.inlineCallbacks
+    def cmd_http(self, host: str, port: int, requests: list[str], conns: int, seconds: float,
+                 warmup: float = 0.0, source: str | None = None) -> Any:
+        """Keep-alive HTTP load: ``conns`` connections, each repeating one of ``requests``."""
+        self.http_ok = self.http_fail = 0
+        self.http_lat, self.http_statuses = [], {}
+        self.http_running = True
+        reqs = [r.encode("latin-1") for r in requests]
+        clients = yield defer.gatherResults([
+            self._connect(host, port, source, lambda i=i: _HttpClient(self, reqs[i % len(reqs)]))
+            for i in range(conns)])
+        self.http_conns = list(clients)
+        if warmup:
+            yield task.deferLater(self.reactor, warmup, lambda: None)
+        ok0, fail0, t0 = self.http_ok, self.http_fail, time.perf_counter()
+        self.http_lat = []
+        yield task.deferLater(self.reactor, seconds, lambda: None)
+        ok1, fail1, t1 = self.http_ok, self.http_fail, time.perf_counter()
+        self.http_running = False
+        lat = [_ms(x) for x in self.http_lat]
+        deadline = time.monotonic() + 30
+        while self.http_conns and time.monotonic() < deadline:
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        for c in self.http_conns:
+            c.transport.abortConnection()
+        return {"ok": True, "ok_answers": ok1 - ok0, "failed_answers": fail1 - fail0,
+                "seconds": round(t1 - t0, 4), "statuses": self.http_statuses,
+                "latency_ms": lat}
+
+    def cmd_quit(self) -> dict[str, Any]:
+        """Stop the worker after answering."""
+        self.reactor.callLater(0.05, self.reactor.stop)
+        return {"ok": True}
+
+
+class ControlChannel(LineReceiver):
+    """Reads JSON commands from stdin, one per line, and writes one JSON answer per line."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.queue: defer.DeferredLock = defer.DeferredLock()
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            cmd = json.loads(line)
+        except ValueError as e:
+            self.answer({"ok": False, "error": f"bad command: {e}"})
+            return
+        self.queue.run(self._run, cmd)
+
+    def _run(self, cmd: dict[str, Any]) -> defer.Deferred[None]:
+        d = self.worker.handle(cmd)
+        d.addErrback(lambda f: {"ok": False, "error": f.getTraceback()[-2000:]})
+        return d.addCallback(self.answer)
+
+    def answer(self, obj: dict[str, Any]) -> None:
+        """Write one answer line."""
+        self.transport.write(json.dumps(obj).encode() + b"\n")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        from twisted.internet import reactor
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    """Serve commands on stdin/stdout until ``quit`` or end of input."""
+    from twisted.internet import reactor, stdio
+    stdio.StandardIO(ControlChannel(Worker(reactor)))
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,270 @@
+"""Child processes of a benchmark: the servers under test and the load generator workers.
+
+Everything here is synchronous: the orchestrator blocks on pipes and sleeps, and the
+children (twistd, the echo server, the workers) run their own reactors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent.parent
+#: The secret the bench gives the DIM processes, so it can mint tokens for idle clients.
+BENCH_SECRET = "dim-bench-secret-not-for-production"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: "ServerProcess", timeout: float = 60.0) -> None:
+    """Block until 127.0.0.1:port accepts connections; fail if the process died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            try:
+                s.connect(("127.0.0.1", port))
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s\n{proc.log_tail()}")
+
+
+class ServerProcess:
+    """A server under test running as a child process, with RSS and CPU readings."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.workdir = name, argv, workdir
+        self.env = {**os.environ, **(env or {})}
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+
+    def start(self) -> "ServerProcess":
+        """Start the process; its output goes to its log file."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        self.ps = psutil.Process(self.proc.pid)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss(self) -> int:
+        """Resident set size in bytes, now."""
+        assert self.ps is not None
+        return int(self.ps.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far (threads included)."""
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def num_fds(self) -> int:
+        """Open file descriptors, now."""
+        assert self.ps is not None
+        return int(self.ps.num_fds())
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait (twistd writes its profile on a clean stop), then SIGKILL."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the process log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def cpu_percent_over(proc: ServerProcess, seconds: float) -> float:
+    """The process's CPU use over the next ``seconds``, in % of one core."""
+    c0, t0 = proc.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    c1, t1 = proc.cpu_seconds(), time.monotonic()
+    return round(100.0 * (c1 - c0) / (t1 - t0), 2)
+
+
+def start_echo(workdir: Path) -> tuple[ServerProcess, int]:
+    """Start the baseline echo server; returns it and its port."""
+    port = free_port()
+    proc = ServerProcess("echo", [sys.executable, "-m", "dim.bench.echo", "--port", str(port)],
+                         workdir).start()
+    wait_for_port(port, proc)
+    return proc, port
+
+
+class EmbeddedDim:
+    """``twistd -n dim`` (gateway + node + SQLite in one process) on free ports."""
+
+    def __init__(self, workdir: Path, heartbeat: float | None = None,
+                 profile: Path | None = None, extra: Sequence[str] = ()) -> None:
+        self.workdir = workdir
+        self.http_port, self.node_port = free_port(), free_port()
+        self.data = workdir / "data"
+        argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=",
+                "--logfile", str(workdir / "twistd.log")]
+        if profile is not None:
+            argv += ["--profile", str(profile), "--profiler", "cprofile", "--savestats"]
+        argv += ["dim", "--gateway", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
+                 "--node", f"tcp:{self.node_port}:interface=127.0.0.1:backlog=4096",
+                 "--data", str(self.data)]
+        if heartbeat is not None:
+            argv += ["--heartbeat", f"{heartbeat:g}"]
+        argv += list(extra)
+        self.process = ServerProcess("dim", argv, workdir, env={"DIM_SECRET": BENCH_SECRET})
+        self.base = f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> "EmbeddedDim":
+        """Start and wait until the gateway and the node accept connections."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        wait_for_port(self.http_port, self.process)
+        wait_for_port(self.node_port, self.process)
+        return self
+
+    def stop(self) -> None:
+        """Stop the process."""
+        self.process.stop()
+
+
+def mint_token(user: str) -> str:
+    """A bearer token for ``user`` signed with the bench's secret (skips the Argon2 login)."""
+    from dim.tokens import TokenAuthority
+    token, _ = TokenAuthority(BENCH_SECRET.encode(), store=None).issue(user)  # type: ignore[arg-type]
+    return token
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None,
+              timeout: float = 120.0) -> tuple[int, Any]:
+    """One blocking JSON HTTP call: (status, decoded body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw.decode("utf-8", "replace")
+
+
+def register_users(base: str, users: Sequence[str], password: str,
+                   parallel: int = 4) -> None:
+    """Register every user (201 or 409 is fine) through the gateway."""
+    def one(user: str) -> None:
+        code, body = http_json("POST", f"{base}/v1/register", {"user": user, "password": password})
+        if code not in (201, 409):
+            raise RuntimeError(f"register {user}: HTTP {code} {body}")
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, users))
+
+
+class WorkerProcess:
+    """A load generator worker (``python -m dim.bench.loadgen``) and its command pipe."""
+
+    def __init__(self, source: str, workdir: Path) -> None:
+        self.source = source
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.errlog = open(workdir / f"worker-{source}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "dim.bench.loadgen"], cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.errlog)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def send(self, cmd: dict[str, Any]) -> None:
+        """Write one command."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        """Read one answer (raises if the worker failed or died)."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.source} exited with {self.proc.poll()}")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise RuntimeError(f"worker {self.source}: {answer.get('error')}")
+        return answer
+
+    def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Send a command and wait for its answer."""
+        self.send(cmd)
+        return self.receive()
+
+    def stop(self) -> None:
+        """Ask the worker to quit; kill it if it does not."""
+        if self.proc.poll() is None:
+            try:
+                self.send({"cmd": "quit"})
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                self.proc.kill()
+                self.proc.wait()
+        self.errlog.close()
+
+
+def call_all(workers: Sequence[WorkerProcess], cmds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send each worker its command at once, then collect every answer."""
+    for w, c in zip(workers, cmds):
+        w.send(c)
+    return [w.receive() for w in workers]
+
+
+def start_workers(n: int, workdir: Path, first: int = 2) -> list[WorkerProcess]:
+    """``n`` workers with source addresses 127.0.0.<first>, 127.0.0.<first+1>, ..."""
+    return [WorkerProcess(f"127.0.0.{first + i}", workdir) for i in range(n)]
+
+
+def stop_workers(workers: Sequence[WorkerProcess]) -> None:
+    """Stop every worker."""
+    for w in workers:
+        w.stop()

@@ -1,0 +1,283 @@
+"""What a benchmark run leaves behind: results.json, results.md and PNG plots.
+
+:func:`check_schema` says what is missing from a results document, so the tests and the
+orchestrator agree on its shape.  A scenario that could not run carries ``status`` "not
+available" (or "failed") and a ``reason``, never made-up figures.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+OK = "ok"
+NOT_AVAILABLE = "not available"
+FAILED = "failed"
+
+#: Keys each scenario must report when it ran.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "echo": ("frames_per_s", "rss_per_conn_kb"),
+    "connections": ("held", "rss_per_conn_kb", "echo_rss_per_conn_kb", "rss_ratio_to_echo",
+                    "idle_cpu_percent", "heartbeat"),
+    "chat_same_node": ("msgs_per_s", "p50_ms", "p99_ms", "p999_ms", "ratio_to_echo", "sweep"),
+    "chat_cross_node": ("msgs_per_s", "p50_ms", "p99_ms", "p999_ms", "ratio_to_echo", "sweep"),
+    "reconnect_storm": ("clients", "all_back_s", "lost", "duplicated"),
+    "login": ("logins_per_s", "routes_per_s", "ratio_to_echo", "route_ratio_to_echo"),
+}
+MACHINE_KEYS = ("cpu", "cores", "python", "twisted", "kernel", "date")
+
+#: The issue's targets, as (scenario, description).
+TARGETS = {
+    "chat_ratio": 0.1,            # chat_same_node msgs/s >= 1/10 of echo frames/s
+    "chat_milestone": 20000.0,    # first milestone, msgs/s
+    "p99_half_ms": 20.0,          # p99 send->msg at half the saturation rate
+    "connections": 19000,         # idle connections held
+    "rss_ratio": 2.5,             # RSS/conn at most 2.5x echo's
+    "storm_s": 15.0,              # reconnect_storm: all back within 15 s
+}
+
+
+def machine() -> dict[str, Any]:
+    """The machine the run is on: cpu model, cores, python, twisted, kernel, date (UTC)."""
+    import twisted
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "twisted": twisted.__version__, "kernel": platform.release(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def unavailable(reason: str) -> dict[str, Any]:
+    """The result of a scenario that cannot run here, and why."""
+    return {"status": NOT_AVAILABLE, "reason": reason}
+
+
+def failed(reason: str) -> dict[str, Any]:
+    """The result of a scenario that started but broke, and how."""
+    return {"status": FAILED, "reason": reason}
+
+
+def check_schema(results: dict[str, Any]) -> list[str]:
+    """Everything missing or malformed in a results document (empty when it is well formed)."""
+    problems: list[str] = []
+    mach = results.get("machine")
+    if not isinstance(mach, dict):
+        problems.append("machine is missing")
+    else:
+        problems += [f"machine.{k} is missing" for k in MACHINE_KEYS if k not in mach]
+    scenarios = results.get("scenarios")
+    if not isinstance(scenarios, dict):
+        return problems + ["scenarios is missing"]
+    for name, result in scenarios.items():
+        if not isinstance(result, dict):
+            problems.append(f"{name} is not an object")
+            continue
+        status = result.get("status", OK)
+        if status != OK:
+            if status not in (NOT_AVAILABLE, FAILED):
+                problems.append(f"{name}.status {status!r} is unknown")
+            if not result.get("reason"):
+                problems.append(f"{name} has status {status!r} but no reason")
+            continue
+        for key in REQUIRED.get(name, ()):
+            if key not in result:
+                problems.append(f"{name}.{key} is missing")
+    return problems
+
+
+def write_json(results: dict[str, Any], out: Path) -> Path:
+    """Write results.json into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}" if abs(v) >= 1 else f"{v:.3g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "missed")
+
+
+def headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(scenario, figure, value, ratio to echo, target, verdict) rows of the summary table."""
+    sc = results.get("scenarios", {})
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    for name, result in sc.items():
+        if result.get("status", OK) != OK:
+            rows.append((name, result.get("status", ""), result.get("reason", ""), "", "", ""))
+            continue
+        if name == "echo":
+            rows.append((name, "frames/s (pipelined)", _fmt(result.get("frames_per_s")), "1",
+                         "", ""))
+            rows.append((name, "RSS per idle connection (KB)",
+                         _fmt(result.get("rss_per_conn_kb"), 2), "1", "", ""))
+        elif name == "connections":
+            held = result.get("held")
+            rows.append((name, "idle authenticated connections held", _fmt(held), "",
+                         f">= {TARGETS['connections']:,}",
+                         _verdict(None if held is None else held >= TARGETS["connections"])))
+            r = result.get("rss_ratio_to_echo")
+            rows.append((name, "RSS per connection (KB)", _fmt(result.get("rss_per_conn_kb"), 2),
+                         _fmt(r, 2), f"<= {TARGETS['rss_ratio']}x echo",
+                         _verdict(None if r is None else r <= TARGETS["rss_ratio"])))
+            rows.append((name, "echo RSS per connection, same N (KB)",
+                         _fmt(result.get("echo_rss_per_conn_kb"), 2), "1", "", ""))
+            rows.append((name, "idle CPU of the node (% of one core)",
+                         _fmt(result.get("idle_cpu_percent")), "", "", ""))
+            hb = result.get("heartbeat") or {}
+            rtt = hb.get("pong_rtt") or {}
+            rows.append((name, f"pong round trip p50/p99/max (ms), H={hb.get('interval_s')} s",
+                         f"{_fmt(rtt.get('p50_ms'))} / {_fmt(rtt.get('p99_ms'))} / "
+                         f"{_fmt(rtt.get('max_ms'))}", "", "", ""))
+            rows.append((name, "connections lost while idle", _fmt(result.get("lost_while_idle")),
+                         "", "0", _verdict(None if result.get("lost_while_idle") is None
+                                           else result.get("lost_while_idle") == 0)))
+        elif name in ("chat_same_node", "chat_cross_node"):
+            r = result.get("ratio_to_echo")
+            mps = result.get("msgs_per_s")
+            rows.append((name, "msgs/s at saturation (send->delivered chain)", _fmt(mps),
+                         _fmt(r, 3), f">= 1/10 echo; {TARGETS['chat_milestone']:,.0f} milestone",
+                         _verdict(None if r is None else r >= TARGETS["chat_ratio"])))
+            rows.append((name, "send->msg p50/p99/p99.9 at saturation (ms)",
+                         f"{_fmt(result.get('p50_ms'))} / {_fmt(result.get('p99_ms'))} / "
+                         f"{_fmt(result.get('p999_ms'))}", "", "", ""))
+            half = result.get("half_saturation") or {}
+            hp99 = (half.get("send_to_msg") or {}).get("p99_ms")
+            rows.append((name, f"send->msg p99 at half saturation "
+                               f"({_fmt(half.get('offered_per_s'))}/s) (ms)",
+                         _fmt(hp99), "", f"<= {TARGETS['p99_half_ms']:g} ms",
+                         _verdict(None if hp99 is None else hp99 <= TARGETS["p99_half_ms"])))
+        elif name == "reconnect_storm":
+            back = result.get("all_back_s")
+            ok = (back is not None and back <= TARGETS["storm_s"] and result.get("lost") == 0
+                  and result.get("duplicated") == 0)
+            rows.append((name, "clients back / seconds / lost / duplicated",
+                         f"{_fmt(result.get('clients'))} / {_fmt(back)} / "
+                         f"{_fmt(result.get('lost'))} / {_fmt(result.get('duplicated'))}", "",
+                         "5k in 15 s, 0 lost, 0 dup", _verdict(ok)))
+        elif name == "login":
+            rows.append((name, "logins/s (Argon2id defaults)", _fmt(result.get("logins_per_s")),
+                         _fmt(result.get("ratio_to_echo"), 6), "", ""))
+            rows.append((name, "route calls/s", _fmt(result.get("routes_per_s")),
+                         _fmt(result.get("route_ratio_to_echo"), 4), "", ""))
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """results.md: the machine, the headline table and the chat rate sweeps."""
+    m = results.get("machine", {})
+    lines = [f"# DIM benchmark results ({results.get('mode', '?')} mode)", "",
+             f"Machine: {m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}, "
+             f"Twisted {m.get('twisted')}, kernel {m.get('kernel')}, {m.get('date')}.", ""]
+    if results.get("command"):
+        lines += [f"Command: `{results['command']}`", ""]
+    lines += ["| scenario | figure | value | ratio to echo | target | verdict |",
+              "|---|---|---|---|---|---|"]
+    for row in headline_rows(results):
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    for name in ("chat_same_node", "chat_cross_node"):
+        result = results.get("scenarios", {}).get(name) or {}
+        sweep = result.get("sweep") or []
+        if not sweep:
+            continue
+        lines += ["", f"## {name}: open-loop rate sweep", "",
+                  "| offered/s | achieved/s | sent | incomplete | send->msg p50 / p99 / p99.9 ms "
+                  "| send->delivered p50 / p99 / p99.9 ms | node CPU % |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in sweep + ([result["half_saturation"]] if result.get("half_saturation") else []):
+            a, b = s.get("send_to_msg") or {}, s.get("send_to_delivered") or {}
+            lines.append(
+                f"| {_fmt(s.get('offered_per_s'))} | {_fmt(s.get('achieved_per_s'))} | "
+                f"{_fmt(s.get('sent'))} | {_fmt(s.get('incomplete'))} | "
+                f"{_fmt(a.get('p50_ms'))} / {_fmt(a.get('p99_ms'))} / {_fmt(a.get('p999_ms'))} | "
+                f"{_fmt(b.get('p50_ms'))} / {_fmt(b.get('p99_ms'))} / {_fmt(b.get('p999_ms'))} | "
+                f"{_fmt(s.get('node_cpu_percent'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict[str, Any], out: Path) -> Path:
+    """Write results.md into ``out``."""
+    path = out / "results.md"
+    path.write_text(markdown(results))
+    return path
+
+
+def plot(results: dict[str, Any], out: Path) -> list[Path]:
+    """PNG plots: latency against offered rate, and RSS against connections."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    sc = results.get("scenarios", {})
+    chats = [(n, sc[n]) for n in ("chat_same_node", "chat_cross_node")
+             if n in sc and sc[n].get("status", OK) == OK and sc[n].get("sweep")]
+    if chats:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, result in chats:
+            sweep = sorted(result["sweep"], key=lambda s: s["offered_per_s"])
+            rates = [s["offered_per_s"] for s in sweep]
+            for key, style in (("send_to_msg", "-"), ("send_to_delivered", "--")):
+                for pct, marker in (("p50_ms", "o"), ("p99_ms", "s"), ("p999_ms", "^")):
+                    ys = [(s.get(key) or {}).get(pct) for s in sweep]
+                    pts = [(r, y) for r, y in zip(rates, ys) if y is not None]
+                    if pts:
+                        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker,
+                                label=f"{name} {key.replace('_', ' ')} {pct[:-3]}")
+        ax.set_xlabel("offered rate (msgs/s)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("Latency against offered rate (open loop)")
+        path = out / "latency_vs_rate.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    series = []
+    conn = sc.get("connections", {})
+    if conn.get("status", OK) == OK and conn.get("rss_points"):
+        series.append(("DIM node (embedded dim)", conn["rss_points"]))
+        if conn.get("echo_rss_points"):
+            series.append(("echo server", conn["echo_rss_points"]))
+    elif sc.get("echo", {}).get("rss_points"):
+        series.append(("echo server", sc["echo"]["rss_points"]))
+    if series:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for label, points in series:
+            ax.plot([p[0] for p in points], [p[1] / 1e6 for p in points], marker="o", label=label)
+        ax.set_xlabel("open connections")
+        ax.set_ylabel("server RSS (MB)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        ax.set_title("Server RSS against idle connections")
+        path = out / "rss_vs_connections.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,477 @@
+"""The benchmark scenarios, each a function of a :class:`Context` returning its result dict.
+
+Every scenario drives real server processes (``twistd -n dim``, the echo server) with the
+load generator workers of :mod:`dim.bench.loadgen`, each worker on its own 127.0.0.x source
+address.  Throughputs are reported with their ratio to the echo baseline measured in the
+same run, because on a shared machine ratios hold where absolute numbers drift.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dim.bench import processes as P
+from dim.bench import report, stats
+
+PASSWORD = "bench-password-123"
+
+
+@dataclass
+class Params:
+    """The sizes of one run (quick or full)."""
+
+    flood_seconds: float
+    flood_conns_per_worker: int
+    flood_window: int
+    connections: int
+    conn_workers: int
+    conn_steps: int
+    heartbeat: float
+    idle_seconds: float
+    chat_pairs: int
+    chat_workers: int
+    step_seconds: float
+    rate_start: float
+    rate_factor: float
+    max_steps: int
+    drain_seconds: float
+    login_users: int
+    login_conns: int
+    login_seconds: float
+    route_conns: int
+    route_seconds: float
+    storm_clients: int
+
+
+QUICK = Params(flood_seconds=3, flood_conns_per_worker=4, flood_window=128, connections=2000,
+               conn_workers=4, conn_steps=4, heartbeat=2, idle_seconds=6, chat_pairs=8,
+               chat_workers=2, step_seconds=2, rate_start=500, rate_factor=2.0, max_steps=6,
+               drain_seconds=4, login_users=4, login_conns=4, login_seconds=4, route_conns=16,
+               route_seconds=3, storm_clients=500)
+FULL = Params(flood_seconds=10, flood_conns_per_worker=4, flood_window=128, connections=19000,
+              conn_workers=4, conn_steps=5, heartbeat=10, idle_seconds=30, chat_pairs=32,
+              chat_workers=2, step_seconds=6, rate_start=250, rate_factor=1.5, max_steps=14,
+              drain_seconds=8, login_users=8, login_conns=8, login_seconds=15, route_conns=32,
+              route_seconds=10, storm_clients=5000)
+
+
+@dataclass
+class Context:
+    """What scenarios share in one run: sizes, directories, and results of earlier ones."""
+
+    quick: bool
+    out: Path
+    profile: bool = False
+    log: Callable[[str], None] = print
+    results: dict[str, Any] = field(default_factory=dict)
+    echo_holds: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def params(self) -> Params:
+        """The sizes for this mode."""
+        return QUICK if self.quick else FULL
+
+    def workdir(self, name: str) -> Path:
+        """A fresh scratch directory for a scenario's processes."""
+        d = self.out / "work" / name
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        return d
+
+    def echo_frames_per_s(self) -> float | None:
+        """The echo baseline's throughput, measuring it first if no scenario has."""
+        echo = self.results.get("echo")
+        if echo is None:
+            echo = self.results["echo"] = run_echo(self)
+        return echo.get("frames_per_s")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _split(n: int, parts: int) -> list[int]:
+    """``n`` split into ``parts`` near-equal shares."""
+    base, extra = divmod(n, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _hold_ramp(workers: list[P.WorkerProcess], server: P.ServerProcess, port: int, total: int,
+               steps: int, tokens_for: Callable[[int, int], list[str]] | None,
+               heartbeat: float | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Open ``total`` idle connections in ``steps`` rounds, reading the server's RSS after
+    each; returns the (connections, RSS) points, failures and the final count held."""
+    time.sleep(0.5)
+    points = [[0, server.rss()]]
+    held = 0
+    failures: dict[str, int] = {}
+    per_step = _split(total, steps)
+    offset = 0
+    for k, n in enumerate(per_step):
+        shares = _split(n, len(workers))
+        cmds = []
+        for w, share in zip(workers, shares):
+            cmd: dict[str, Any] = {"cmd": "hold", "host": "127.0.0.1", "port": port, "n": share,
+                                   "source": w.source, "concurrency": 200}
+            if tokens_for is not None:
+                cmd["tokens"] = tokens_for(offset, share)
+                cmd["device"] = f"d{k}"
+                offset += share
+            if heartbeat:
+                cmd["heartbeat"] = heartbeat
+            cmds.append(cmd)
+        answers = P.call_all(workers, cmds)
+        held = sum(a["held"] for a in answers)
+        for a in answers:
+            for key, v in a["failures"].items():
+                failures[key] = failures.get(key, 0) + v
+        time.sleep(1.0)
+        points.append([held, server.rss()])
+        log(f"  {held} connections held, server RSS {points[-1][1] / 1e6:.1f} MB")
+    return {"points": points, "held": held, "failures": failures}
+
+
+def echo_hold(ctx: Context, n: int) -> dict[str, Any]:
+    """The echo server's RSS per idle connection over ``n`` connections (cached per n)."""
+    if n in ctx.echo_holds:
+        return ctx.echo_holds[n]
+    p = ctx.params
+    wd = ctx.workdir(f"echo-hold-{n}")
+    server, port = P.start_echo(wd)
+    workers = P.start_workers(p.conn_workers, wd)
+    try:
+        ctx.log(f"echo: holding {n} idle connections")
+        ramp = _hold_ramp(workers, server, port, n, p.conn_steps, None, None, ctx.log)
+        P.call_all(workers, [{"cmd": "close"}] * len(workers))
+    finally:
+        P.stop_workers(workers)
+        server.stop()
+    counts = [pt[0] for pt in ramp["points"]]
+    rss = [pt[1] for pt in ramp["points"]]
+    result = {"held": ramp["held"], "rss_points": ramp["points"],
+              "rss_per_conn_kb": stats.per_connection_kb(counts, rss),
+              "failures": ramp["failures"]}
+    ctx.echo_holds[n] = result
+    return result
+
+
+# ------------------------------------------------------------------------------ echo
+
+
+def run_echo(ctx: Context) -> dict[str, Any]:
+    """The baseline: pipelined frames/s and RSS per idle connection of a bare echo server."""
+    p = ctx.params
+    wd = ctx.workdir("echo")
+    server, port = P.start_echo(wd)
+    workers = P.start_workers(2, wd)
+    try:
+        ctx.log(f"echo: flood {p.flood_seconds}s, {2 * p.flood_conns_per_worker} connections, "
+                f"window {p.flood_window}")
+        c0 = server.cpu_seconds()
+        answers = P.call_all(workers, [
+            {"cmd": "flood", "host": "127.0.0.1", "port": port, "source": w.source,
+             "conns": p.flood_conns_per_worker, "seconds": p.flood_seconds,
+             "window": p.flood_window} for w in workers])
+        cpu = server.cpu_seconds() - c0
+    finally:
+        P.stop_workers(workers)
+        server.stop()
+    frames = sum(a["frames"] for a in answers)
+    seconds = max(a["seconds"] for a in answers)
+    fps = round(frames / seconds, 1)
+    ctx.log(f"echo: {fps:,.0f} frames/s")
+    hold = echo_hold(ctx, p.connections)
+    return {"status": report.OK, "frames_per_s": fps, "frame_bytes": answers[0]["frame_bytes"],
+            "connections_flooded": 2 * p.flood_conns_per_worker, "window": p.flood_window,
+            "seconds": seconds, "server_cpu_s": round(cpu, 2),
+            "rss_per_conn_kb": hold["rss_per_conn_kb"], "rss_connections": hold["held"],
+            "rss_points": hold["rss_points"], "ratio_to_echo": 1.0}
+
+
+# ------------------------------------------------------------------------------ connections
+
+
+def run_connections(ctx: Context) -> dict[str, Any]:
+    """One DIM node holding as many idle authenticated connections as it may, heartbeats on."""
+    p = ctx.params
+    n = p.connections
+    wd = ctx.workdir("connections")
+    dim = P.EmbeddedDim(wd, heartbeat=p.heartbeat).start()
+    workers = P.start_workers(p.conn_workers, wd)
+    try:
+        ctx.log(f"connections: {n} idle clients on one node (tokens minted with the bench "
+                f"secret, one user per connection), heartbeat {p.heartbeat:g}s")
+
+        def tokens_for(offset: int, count: int) -> list[str]:
+            return [P.mint_token(f"idle{offset + i}") for i in range(count)]
+
+        ramp = _hold_ramp(workers, dim.process, dim.node_port, n, p.conn_steps, tokens_for,
+                          p.heartbeat, ctx.log)
+        P.call_all(workers, [{"cmd": "stats", "reset": True}] * len(workers))
+        ctx.log(f"connections: idle for {p.idle_seconds:g}s")
+        idle_cpu = P.cpu_percent_over(dim.process, p.idle_seconds)
+        answers = P.call_all(workers, [{"cmd": "stats", "reset": True}] * len(workers))
+        fds = dim.process.num_fds()
+        P.call_all(workers, [{"cmd": "close"}] * len(workers))
+    finally:
+        P.stop_workers(workers)
+        dim.stop()
+    counts = [pt[0] for pt in ramp["points"]]
+    rss = [pt[1] for pt in ramp["points"]]
+    rtt = [x for a in answers for x in a["rtt_ms"]]
+    late = [x for a in answers for x in a["ping_lateness_ms"]]
+    held = sum(a["held"] for a in answers)
+    lost = sum(a["lost"] for a in answers)
+    per_conn = stats.per_connection_kb(counts, rss)
+    echo = echo_hold(ctx, n)
+    return {"status": report.OK, "target": n, "held": held, "lost_while_idle": lost,
+            "lost_reasons": {k: v for a in answers for k, v in a["lost_reasons"].items()},
+            "connect_failures": ramp["failures"], "node_fds": fds,
+            "rss_per_conn_kb": per_conn, "rss_points": ramp["points"],
+            "echo_rss_per_conn_kb": echo["rss_per_conn_kb"],
+            "echo_rss_points": echo["rss_points"],
+            "rss_ratio_to_echo": stats.ratio(per_conn, echo["rss_per_conn_kb"]),
+            "idle_cpu_percent": idle_cpu, "idle_seconds": p.idle_seconds,
+            "heartbeat": {"interval_s": p.heartbeat,
+                          "pings": sum(a["pings"] for a in answers),
+                          "pongs": sum(a["pongs"] for a in answers),
+                          "pong_rtt": stats.latency_summary(rtt),
+                          "ping_schedule_lateness": stats.latency_summary(late)}}
+
+
+# ------------------------------------------------------------------------------ chat
+
+
+def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerProcess,
+                tag: str) -> dict[str, Any]:
+    """The open-loop rate sweep up to saturation, then one step at half of it."""
+    p = ctx.params
+    # Warm-up: caches, SQLite pages, the allocator; not recorded.
+    P.call_all(workers, [{"cmd": "chat_step", "rate": 100 / len(workers), "seconds": 1,
+                          "drain": 3}] * len(workers))
+    sweep: list[dict[str, Any]] = []
+    for rate in stats.next_rates(p.rate_start, p.rate_factor,
+                                 p.rate_start * p.rate_factor ** (p.max_steps - 1)):
+        step = _chat_step(ctx, workers, server, rate)
+        sweep.append(step)
+        ctx.log(f"{tag}: offered {rate}/s achieved {step['achieved_per_s']:.0f}/s "
+                f"p99 send->msg {step['send_to_msg']['p99_ms']} ms, "
+                f"incomplete {step['incomplete']}")
+        if stats.is_saturated(step):
+            break
+    top = stats.saturation(sweep)
+    half = None
+    if top is not None and top["achieved_per_s"]:
+        half_rate = max(1, round(top["achieved_per_s"] / 2))
+        half = _chat_step(ctx, workers, server, half_rate)
+        half["half_saturation"] = True
+        ctx.log(f"{tag}: half saturation {half_rate}/s p99 send->msg "
+                f"{half['send_to_msg']['p99_ms']} ms")
+    return {"sweep": sweep, "top": top, "half": half}
+
+
+def _chat_step(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerProcess,
+               rate: float) -> dict[str, Any]:
+    p = ctx.params
+    c0, t0 = server.cpu_seconds(), time.monotonic()
+    answers = P.call_all(workers, [
+        {"cmd": "chat_step", "rate": rate / len(workers), "seconds": p.step_seconds,
+         "drain": p.drain_seconds} for _ in workers])
+    cpu = 100.0 * (server.cpu_seconds() - c0) / (time.monotonic() - t0)
+    to_msg = [x for a in answers for x in a["send_to_msg_ms"]]
+    to_sent = [x for a in answers for x in a["send_to_sent_ms"]]
+    to_del = [x for a in answers for x in a["send_to_delivered_ms"]]
+    errors: dict[str, int] = {}
+    for a in answers:
+        for k, v in a["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    sent = sum(a["sent"] for a in answers)
+    return {"offered_per_s": rate, "seconds": p.step_seconds, "sent": sent,
+            "msgs": len(to_msg), "delivered": len(to_del),
+            "incomplete": sum(a["incomplete"] for a in answers),
+            "achieved_per_s": round(sum(a["delivered_in_window"] for a in answers)
+                                    / p.step_seconds, 1),
+            "msgs_per_s_in_window": round(sum(a["msgs_in_window"] for a in answers)
+                                          / p.step_seconds, 1),
+            "drain_s": max(a["drain_s"] for a in answers),
+            "node_cpu_percent": round(cpu, 1), "errors": errors,
+            "send_to_msg": stats.latency_summary(to_msg),
+            "send_to_sent": stats.latency_summary(to_sent),
+            "send_to_delivered": stats.latency_summary(to_del)}
+
+
+def _chat_result(ctx: Context, swept: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    top = swept["top"] or {}
+    mps = top.get("achieved_per_s")
+    echo_fps = ctx.echo_frames_per_s()
+    lat = top.get("send_to_msg") or {}
+    return {"status": report.OK, "msgs_per_s": mps,
+            "saturation_offered_per_s": top.get("offered_per_s"),
+            "p50_ms": lat.get("p50_ms"), "p99_ms": lat.get("p99_ms"),
+            "p999_ms": lat.get("p999_ms"),
+            "delivered_p99_ms": (top.get("send_to_delivered") or {}).get("p99_ms"),
+            "ratio_to_echo": stats.ratio(mps, echo_fps), "echo_frames_per_s": echo_fps,
+            "latency_recording": "raw samples, numpy.percentile (linear), measured from each "
+                                 "send's intended time in the open-loop schedule",
+            "sweep": swept["sweep"], "half_saturation": swept["half"], **extra}
+
+
+def chat_pairs(prefix: str, n: int) -> list[tuple[str, str]]:
+    """``n`` (sender, recipient) user name pairs."""
+    return [(f"{prefix}a{i}", f"{prefix}b{i}") for i in range(n)]
+
+
+def run_chat_same_node(ctx: Context) -> dict[str, Any]:
+    """Pairs of clients on one embedded node: send -> sent -> msg -> ack -> delivered."""
+    p = ctx.params
+    wd = ctx.workdir("chat_same_node")
+    profile = (ctx.out / "node-profile.cprof") if ctx.profile else None
+    dim = P.EmbeddedDim(wd, profile=profile).start()
+    workers = P.start_workers(p.chat_workers, wd)
+    try:
+        pairs = chat_pairs("c", p.chat_pairs)
+        ctx.log(f"chat_same_node: registering {2 * len(pairs)} users")
+        P.register_users(dim.base, [u for pair in pairs for u in pair], PASSWORD)
+        shares = _split(len(pairs), len(workers))
+        cmds, i = [], 0
+        for w, share in zip(workers, shares):
+            mine = pairs[i:i + share]
+            i += share
+            cmds.append({"cmd": "chat_setup", "host": "127.0.0.1", "port": dim.node_port,
+                         "source": w.source,
+                         "pairs": [[a, P.mint_token(a), b, P.mint_token(b)] for a, b in mine]})
+        P.call_all(workers, cmds)
+        swept = _chat_sweep(ctx, workers, dim.process, "chat_same_node")
+        P.call_all(workers, [{"cmd": "close"}] * len(workers))
+    finally:
+        P.stop_workers(workers)
+        dim.stop()
+    extra = {"pairs": p.chat_pairs, "workers": p.chat_workers, "store": "SQLite (embedded dim)",
+             "client": "lean frame client on dim.protocol.codec; one cumulative ack per read"}
+    if profile is not None and profile.exists():
+        extra["profile"] = str(profile)
+    return _chat_result(ctx, swept, extra)
+
+
+# ------------------------------------------------------------------------------ cluster
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        try:
+            s.connect((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def cluster_unavailable() -> str | None:
+    """Why cluster mode cannot run here (None when it can)."""
+    missing = [m for m in ("dim.node.tap", "dim.gateway.tap", "dim.store.redis",
+                           "dim.cluster.forwarder")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return ("cluster mode has not landed: missing modules " + ", ".join(missing)
+                + " (twistd dim-node / dim-gateway)")
+    down = [name for name, port in (("Redis", 6379), ("ZooKeeper", 2181), ("Kafka", 9092))
+            if not _port_open("127.0.0.1", port)]
+    if down:
+        return (", ".join(down) + " not reachable on 127.0.0.1; start them with "
+                "`eval $(scripts/stack up)` and run again")
+    return "cluster processes are present, but the bench's cluster launcher is not written yet"
+
+
+def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
+    """Pairs split across two cluster nodes (Kafka forwarding); needs cluster mode."""
+    reason = cluster_unavailable()
+    if reason:
+        return report.unavailable(reason)
+    return report.unavailable("not implemented")  # pragma: no cover
+
+
+def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
+    """Clients of a killed node reconnect through the gateway; needs cluster mode."""
+    reason = cluster_unavailable()
+    if reason:
+        return report.unavailable(reason)
+    return report.unavailable("not implemented")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------ login
+
+
+def _http_request(method: str, path: str, body: bytes = b"", token: str | None = None) -> str:
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+            f"Content-Length: {len(body)}"]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    return "\r\n".join(head) + "\r\n\r\n" + body.decode("latin-1")
+
+
+def run_login(ctx: Context) -> dict[str, Any]:
+    """Gateway logins/s (Argon2id with its default parameters) and route calls/s."""
+    import json as _json
+    p = ctx.params
+    wd = ctx.workdir("login")
+    dim = P.EmbeddedDim(wd).start()
+    workers = P.start_workers(1, wd)
+    try:
+        users = [f"login{i}" for i in range(p.login_users)]
+        ctx.log(f"login: registering {len(users)} users")
+        P.register_users(dim.base, users, PASSWORD)
+        code, body = P.http_json("POST", f"{dim.base}/v1/login",
+                                 {"user": users[0], "password": PASSWORD})
+        if code != 200:
+            return report.failed(f"login answered HTTP {code}: {body}")
+        token = body["token"]
+        logins = [_http_request("POST", "/v1/login", _json.dumps(
+            {"user": u, "password": PASSWORD}).encode()) for u in users]
+        ctx.log(f"login: {p.login_conns} concurrent logins for {p.login_seconds:g}s")
+        c0, t0 = dim.process.cpu_seconds(), time.monotonic()
+        la = workers[0].call({"cmd": "http", "host": "127.0.0.1", "port": dim.http_port,
+                              "requests": logins, "conns": p.login_conns,
+                              "seconds": p.login_seconds, "source": workers[0].source})
+        login_cpu = 100.0 * (dim.process.cpu_seconds() - c0) / (time.monotonic() - t0)
+        route = [_http_request("POST", "/v1/route", b"{}", token)]
+        ctx.log(f"login: {p.route_conns} concurrent route calls for {p.route_seconds:g}s")
+        c0, t0 = dim.process.cpu_seconds(), time.monotonic()
+        ra = workers[0].call({"cmd": "http", "host": "127.0.0.1", "port": dim.http_port,
+                              "requests": route, "conns": p.route_conns,
+                              "seconds": p.route_seconds, "warmup": 0.5,
+                              "source": workers[0].source})
+        route_cpu = 100.0 * (dim.process.cpu_seconds() - c0) / (time.monotonic() - t0)
+    finally:
+        P.stop_workers(workers)
+        dim.stop()
+    lps = round(la["ok_answers"] / la["seconds"], 2)
+    rps = round(ra["ok_answers"] / ra["seconds"], 1)
+    echo_fps = ctx.echo_frames_per_s()
+    return {"status": report.OK, "logins_per_s": lps, "routes_per_s": rps,
+            "ratio_to_echo": stats.ratio(lps, echo_fps),
+            "route_ratio_to_echo": stats.ratio(rps, echo_fps),
+            "login_failed_answers": la["failed_answers"], "login_statuses": la["statuses"],
+            "route_failed_answers": ra["failed_answers"], "route_statuses": ra["statuses"],
+            "login_latency": stats.latency_summary(la["latency_ms"]),
+            "route_latency": stats.latency_summary(ra["latency_ms"]),
+            "login_concurrency": p.login_conns, "route_concurrency": p.route_conns,
+            "gateway_cpu_percent_login": round(login_cpu, 1),
+            "gateway_cpu_percent_route": round(route_cpu, 1),
+            "argon2": "argon2-cffi defaults (time_cost 3, memory_cost 64 MiB, parallelism 4)",
+            "client": "keep-alive HTTP/1.1 client, one request in flight per connection"}
+
+
+#: Every scenario, in the order ``all`` runs them.
+SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "echo": run_echo,
+    "connections": run_connections,
+    "chat_same_node": run_chat_same_node,
+    "chat_cross_node": run_chat_cross_node,
+    "reconnect_storm": run_reconnect_storm,
+    "login": run_login,
+}

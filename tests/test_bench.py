@@ -1,0 +1,303 @@
+"""Unit tests of the benchmark's logic: statistics, schedule, report schema, lean clients."""
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from dim.bench import loadgen, report, stats
+from dim.bench.schedule import OpenLoopSchedule
+from dim.bench.scenarios import _split, chat_pairs
+from dim.protocol import codec
+from dim.protocol import frames as F
+
+
+class LatencySummaryTests(unittest.TestCase):
+    """Percentiles over raw samples."""
+
+    def test_percentiles_of_known_samples(self) -> None:
+        """p50/p99/p99.9 of 1..1000 ms follow numpy's linear interpolation."""
+        s = stats.latency_summary([float(i) for i in range(1, 1001)])
+        self.assertEqual(s["count"], 1000)
+        self.assertEqual(s["p50_ms"], 500.5)
+        self.assertAlmostEqual(s["p99_ms"], 990.01, places=2)
+        self.assertAlmostEqual(s["p999_ms"], 999.001, places=3)
+        self.assertEqual(s["max_ms"], 1000.0)
+        self.assertEqual(s["mean_ms"], 500.5)
+
+    def test_empty_samples(self) -> None:
+        """No samples gives a count of 0 and no made-up percentiles."""
+        s = stats.latency_summary([])
+        self.assertEqual(s["count"], 0)
+        self.assertIsNone(s["p99_ms"])
+        self.assertIsNone(s["max_ms"])
+
+    def test_single_sample(self) -> None:
+        """One sample is every percentile."""
+        s = stats.latency_summary([3.5])
+        self.assertEqual((s["p50_ms"], s["p99_ms"], s["p999_ms"]), (3.5, 3.5, 3.5))
+
+
+class SlopeTests(unittest.TestCase):
+    """RSS per connection as a least-squares slope."""
+
+    def test_exact_line(self) -> None:
+        """Points on a line give its slope."""
+        self.assertAlmostEqual(stats.slope([0, 1, 2, 3], [5, 7, 9, 11]), 2.0)
+
+    def test_per_connection_kb(self) -> None:
+        """2200 bytes per connection over a 40 MB base is 2.2 KB."""
+        counts = [0, 1000, 2000, 3000]
+        rss = [40_000_000 + 2200 * n for n in counts]
+        self.assertAlmostEqual(stats.per_connection_kb(counts, rss), 2.2)
+
+    def test_noise_is_averaged(self) -> None:
+        """The slope is fitted over all points, not the last two."""
+        self.assertAlmostEqual(stats.slope([0, 1, 2], [0, 2, 2]), 1.0)
+
+    def test_degenerate(self) -> None:
+        """A single x value has no slope; unequal lengths are an error."""
+        self.assertIsNone(stats.slope([1, 1], [2, 3]))
+        self.assertRaises(ValueError, stats.slope, [1, 2], [1])
+
+
+class RatioAndSaturationTests(unittest.TestCase):
+    """Ratios to echo and the end of a rate sweep."""
+
+    def test_ratio(self) -> None:
+        """A ratio divides; a missing value or a zero baseline gives None."""
+        self.assertEqual(stats.ratio(50.0, 200.0), 0.25)
+        self.assertIsNone(stats.ratio(None, 200.0))
+        self.assertIsNone(stats.ratio(5.0, 0))
+
+    def test_saturation_picks_highest_achieved(self) -> None:
+        """The saturation point is the step with the highest achieved rate."""
+        sweep = [{"offered_per_s": 100, "achieved_per_s": 100},
+                 {"offered_per_s": 200, "achieved_per_s": 190},
+                 {"offered_per_s": 400, "achieved_per_s": 150}]
+        self.assertEqual(stats.saturation(sweep)["offered_per_s"], 200)
+        self.assertIsNone(stats.saturation([]))
+
+    def test_is_saturated(self) -> None:
+        """Falling behind the offered rate, losing messages or a huge p99 means saturated."""
+        ok = {"offered_per_s": 100, "achieved_per_s": 99, "sent": 200, "incomplete": 0,
+              "send_to_msg": {"p99_ms": 5.0}}
+        self.assertFalse(stats.is_saturated(ok))
+        self.assertTrue(stats.is_saturated({**ok, "achieved_per_s": 80}))
+        self.assertTrue(stats.is_saturated({**ok, "incomplete": 10}))
+        self.assertTrue(stats.is_saturated({**ok, "send_to_msg": {"p99_ms": 5000.0}}))
+        self.assertEqual(stats.highest_unsaturated([ok, {**ok, "offered_per_s": 200,
+                                                         "achieved_per_s": 100}]), ok)
+
+    def test_rate_ladder(self) -> None:
+        """Rates grow geometrically up to the limit."""
+        self.assertEqual(stats.next_rates(500, 2, 4000), [500, 1000, 2000, 4000])
+        self.assertRaises(ValueError, stats.next_rates, 0, 2, 10)
+
+    def test_split(self) -> None:
+        """Shares differ by at most one and add up."""
+        self.assertEqual(_split(10, 4), [3, 3, 2, 2])
+        self.assertEqual(sum(_split(19000, 4)), 19000)
+
+    def test_chat_pairs(self) -> None:
+        """Pairs have distinct, valid user names."""
+        pairs = chat_pairs("c", 3)
+        names = [u for p in pairs for u in p]
+        self.assertEqual(len(set(names)), 6)
+
+
+class ScheduleTests(unittest.TestCase):
+    """The open-loop schedule hands out sends by intended time, whatever the caller does."""
+
+    def test_due_by_time(self) -> None:
+        """At rate 10/s, sends fall due every 100 ms from the start."""
+        s = OpenLoopSchedule(10, start=100.0, duration=1.0)
+        self.assertEqual(s.total, 10)
+        self.assertEqual(s.due(99.0), [])
+        self.assertEqual(s.due(100.0), [100.0])
+        self.assertEqual(s.due(100.25), [100.1, 100.2])
+        self.assertEqual(s.due(100.25), [])
+
+    def test_late_caller_gets_backlog_with_original_times(self) -> None:
+        """A tick that comes late gets every missed send, stamped with its intended time."""
+        s = OpenLoopSchedule(4, start=0.0, duration=2.0)
+        self.assertEqual(s.due(1.1), [0.0, 0.25, 0.5, 0.75, 1.0])
+
+    def test_finishes_at_total(self) -> None:
+        """No more than rate x duration sends are handed out."""
+        s = OpenLoopSchedule(3, start=0.0, duration=2.0)
+        self.assertEqual(len(s.due(1000.0)), 6)
+        self.assertTrue(s.finished)
+        self.assertEqual(s.end, 2.0)
+
+    def test_invalid(self) -> None:
+        """A rate or duration of zero is refused."""
+        self.assertRaises(ValueError, OpenLoopSchedule, 0, 0.0, 1.0)
+        self.assertRaises(ValueError, OpenLoopSchedule, 1, 0.0, 0)
+
+
+def _good_results() -> dict:
+    return {"machine": {k: "x" for k in report.MACHINE_KEYS},
+            "scenarios": {
+                "echo": {"status": "ok", "frames_per_s": 1000.0, "rss_per_conn_kb": 1.0},
+                "chat_same_node": {"status": "ok", "msgs_per_s": 100.0, "p50_ms": 1.0,
+                                   "p99_ms": 2.0, "p999_ms": 3.0, "ratio_to_echo": 0.1,
+                                   "sweep": [{"offered_per_s": 100, "achieved_per_s": 100.0,
+                                              "send_to_msg": {"p50_ms": 1.0, "p99_ms": 2.0,
+                                                              "p999_ms": 3.0}}]},
+                "reconnect_storm": report.unavailable("cluster mode has not landed")}}
+
+
+class ReportTests(unittest.TestCase):
+    """The shape of results.json and the Markdown table."""
+
+    def test_good_results_pass(self) -> None:
+        """A complete document has no schema problems."""
+        self.assertEqual(report.check_schema(_good_results()), [])
+
+    def test_missing_key_reported(self) -> None:
+        """A scenario that ran but lacks a required figure is named."""
+        r = _good_results()
+        del r["scenarios"]["chat_same_node"]["p99_ms"]
+        self.assertEqual(report.check_schema(r), ["chat_same_node.p99_ms is missing"])
+
+    def test_unavailable_needs_reason(self) -> None:
+        """A scenario that did not run must say why, and carries no figures."""
+        r = _good_results()
+        r["scenarios"]["reconnect_storm"] = {"status": report.NOT_AVAILABLE}
+        self.assertEqual(report.check_schema(r), ["reconnect_storm has status 'not available' "
+                                                  "but no reason"])
+
+    def test_machine_required(self) -> None:
+        """The machine block and its keys are required."""
+        r = _good_results()
+        del r["machine"]["kernel"]
+        self.assertEqual(report.check_schema(r), ["machine.kernel is missing"])
+        self.assertIn("machine is missing", report.check_schema({"scenarios": {}}))
+
+    def test_machine_block_is_complete(self) -> None:
+        """report.machine() fills every machine key."""
+        m = report.machine()
+        self.assertEqual([k for k in report.MACHINE_KEYS if k not in m], [])
+
+    def test_markdown_table(self) -> None:
+        """The table shows figures, ratios, verdicts and unavailable scenarios with reasons."""
+        md = report.markdown(_good_results())
+        self.assertIn("| echo | frames/s (pipelined) | 1,000 | 1 |", md)
+        self.assertIn("| chat_same_node | msgs/s at saturation", md)
+        self.assertIn("| met |", md)
+        self.assertIn("not available | cluster mode has not landed", md)
+        self.assertIn("## chat_same_node: open-loop rate sweep", md)
+
+    def test_json_round_trip(self) -> None:
+        """results.json is written as JSON that reads back the same."""
+        out = self.mktemp()
+        from pathlib import Path
+        path = report.write_json(_good_results(), Path(out))
+        self.assertEqual(json.loads(path.read_text()), _good_results())
+
+
+class LeanClientTests(unittest.TestCase):
+    """The load generator's clients record what they measure, on a fake clock."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = loadgen.Worker(self.clock)
+
+    def client(self) -> loadgen.FrameClient:
+        c = loadgen.FrameClient(self.worker)
+        c.makeConnection(StringTransport())
+        return c
+
+    def test_chat_chain_latencies(self) -> None:
+        """msg and delivered latencies are measured from the send's intended time."""
+        a, b = self.client(), self.client()
+        self.worker.pending["m1"] = [10.0, 0.0]
+        self.clock.advance(10.004)
+        a.dataReceived(codec.encode(F.Sent(id="m1", mid="x", seq=1, ts=0)))
+        b.dataReceived(codec.encode(F.Msg(mid="x", id="m1", from_="a", to="b", ts=0, seq=7)))
+        self.clock.advance(0.002)
+        a.dataReceived(codec.encode(F.Delivered(id="m1", mid="x", by="b")))
+        self.assertEqual([round(x, 6) for x in self.worker.to_sent], [0.004])
+        self.assertEqual([round(x, 6) for x in self.worker.to_msg], [0.004])
+        self.assertEqual([round(x, 6) for x in self.worker.to_delivered], [0.006])
+        self.assertEqual(self.worker.pending, {})
+
+    def test_one_cumulative_ack_per_read(self) -> None:
+        """Several msgs in one read are acknowledged once, with the highest seq."""
+        b = self.client()
+        data = b"".join(codec.encode(F.Msg(mid=f"x{i}", id=f"m{i}", from_="a", to="b", ts=0,
+                                           seq=i)) for i in (1, 2, 3))
+        b.dataReceived(data)
+        written = b.transport.value()
+        self.assertEqual(written, codec.encode(F.Ack(seq=3)))
+
+    def test_welcome_fires_and_errors_before_welcome_fail(self) -> None:
+        """welcome fires the hello Deferred; an error before it fails the Deferred."""
+        c = self.client()
+        got = []
+        c.hello("t", None, 0.0).addCallback(got.append)
+        c.dataReceived(codec.encode(F.Welcome(user="u", node="n", heartbeat=30,
+                                              max_frame=65536, last_seq=4)))
+        self.assertEqual(got[0].last_seq, 4)
+        d = self.client()
+        failures = []
+        d.hello("t", None, 0.0).addErrback(failures.append)
+        d.dataReceived(codec.encode(F.Error(code="unauthorized", message="no")))
+        self.assertEqual(len(failures), 1)
+
+    def test_heartbeat_pings_after_idle_and_times_pongs(self) -> None:
+        """A connection idle for H seconds pings; the pong's round trip is recorded."""
+        c = self.client()
+        c.welcome = F.Welcome(user="u", node="n", heartbeat=5, max_frame=1, last_seq=0)
+        c.last_write = 0.0
+        self.worker.heartbeat = 5.0
+        self.worker.ping_queue.append(c)
+        self.clock.advance(4.9)
+        self.worker._ping_due()
+        self.assertEqual(c.transport.value(), b"")
+        self.clock.advance(0.2)
+        self.worker._ping_due()
+        self.assertEqual(c.transport.value(), codec.encode(F.Ping()))
+        self.assertEqual(self.worker.pings, 1)
+        self.clock.advance(0.003)
+        c.dataReceived(codec.encode(F.Pong()))
+        self.assertEqual([round(x, 6) for x in self.worker.rtt], [0.003])
+        self.assertEqual([round(x, 6) for x in self.worker.lateness], [0.1])
+
+    def test_flood_counts_frames_by_bytes(self) -> None:
+        """The echo flood counts whole frames however the bytes are split, and refills."""
+        frame = b"\x00\x00\x00\x02hi"
+        self.worker.flooding = True
+        f = loadgen._FloodClient(self.worker, frame, window=2)
+        t = StringTransport()
+        f.makeConnection(t)
+        self.assertEqual(t.value(), frame * 2)
+        t.clear()
+        f.dataReceived(frame[:4])
+        self.assertEqual(self.worker.flood_frames, 0)
+        f.dataReceived(frame[4:] + frame)
+        self.assertEqual(self.worker.flood_frames, 2)
+        self.assertEqual(t.value(), frame * 2)
+
+    def test_http_client_parses_keep_alive_answers(self) -> None:
+        """Answers split across reads are counted by status, and the request repeats."""
+        self.worker.http_running = True
+        h = loadgen._HttpClient(self.worker, b"GET / HTTP/1.1\r\n\r\n")
+        t = StringTransport()
+        h.makeConnection(t)
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        h.dataReceived(answer[:10])
+        h.dataReceived(answer[10:] + b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\n\r\n")
+        h.dataReceived(b"abc")
+        self.assertEqual((self.worker.http_ok, self.worker.http_fail), (1, 1))
+        self.assertEqual(self.worker.http_statuses, {"200": 1, "401": 1})
+        self.assertEqual(t.value(), b"GET / HTTP/1.1\r\n\r\n" * 3)
+
+    def test_unknown_command(self) -> None:
+        """An unknown command is answered, not raised."""
+        got = []
+        self.worker.handle({"cmd": "nope"}).addCallback(got.append)
+        self.assertFalse(got[0]["ok"])
