@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import msgspec
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -49,14 +48,14 @@ class KafkaForwarder:
     """An :class:`IForwarder` on Kafka for the node ``node``.
 
     ``bootstrap`` is Kafka's ``bootstrap.servers`` (``"127.0.0.1:9092"``); ``bridge`` a
-    started :class:`ThreadBridge` with at least 3 threads, owned by the caller; ``clock`` is
-    kept for timeouts.  ``linger_ms`` trades latency for batching (0: send at once).
+    started :class:`ThreadBridge` with at least 3 threads, owned by the caller (there are no
+    timers here: librdkafka's ``message.timeout.ms`` bounds every forward).  ``linger_ms`` trades latency for batching (0: send at once).
     ``forward_timeout`` (seconds) bounds how long :meth:`forward` may wait for the brokers
     before it fails with :class:`dim.errors.Unavailable`.  ``producer_config`` and
     ``consumer_config`` add or override librdkafka settings.
     """
 
-    def __init__(self, node: str, bootstrap: str, bridge: ThreadBridge, clock: IReactorTime,
+    def __init__(self, node: str, bootstrap: str, bridge: ThreadBridge,
                  linger_ms: float = 0, forward_timeout: float = 10.0,
                  poll_timeout: float = 0.1, batch: int = 500, topic_prefix: str = "dim.node.",
                  max_replication: int = 3, connect_timeout: float = 5.0,
@@ -65,7 +64,6 @@ class KafkaForwarder:
         self.node = node
         self.bootstrap = bootstrap
         self.bridge = bridge
-        self.clock = clock
         self.topic = topic_of(node, topic_prefix)
         self.topic_prefix = topic_prefix
         self.poll_timeout = poll_timeout

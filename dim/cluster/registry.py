@@ -146,9 +146,15 @@ class ZooKeeperNodeRegistry:
         try:
             self.client.create(path, data, ephemeral=True, makepath=True)
         except NodeExistsError:
-            # Our own from before a reconnect, or a stale one of a previous incarnation whose
-            # session has not expired yet: take it over.
-            self.client.set(path, data)
+            # A znode of a previous incarnation whose session has not expired yet (a fast
+            # restart), or ours from before a reconnect.  Replace it with one owned by this
+            # session: otherwise it would vanish when the old session expires.  Watchers see
+            # the old one go (so its sessions are dropped) and this one come.
+            try:
+                self.client.delete(path)
+            except NoNodeError:
+                pass
+            self.client.create(path, data, ephemeral=True, makepath=True)
         return not first
 
     def _publish(self) -> defer.Deferred[None] | None:

@@ -311,8 +311,7 @@ class RedisStore:
     def set_password_hash(self, user: str, password_hash: str) -> defer.Deferred[None]:
         """Replace the user's password hash; NotFound for an unknown user."""
         async def run() -> None:
-            # HSET only if the user exists: the hash always has 'pw', so HSETXX-like via Lua
-            # is not needed: check, then set (a user is never deleted).
+            # Check, then set: users are never deleted, so the check cannot go stale.
             if not await self.redis.exists(self._key("user", user)):
                 raise NotFound(f"no such user: {user}")
             await self.redis.hset(self._key("user", user), "pw", password_hash)

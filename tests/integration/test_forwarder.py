@@ -71,7 +71,7 @@ class KafkaForwarderTests(TestCase):
     async def forwarder(self, name: str, **kw: Any) -> KafkaForwarder:
         """A started forwarder for node ``<name>-<run>``, stopped after the test."""
         node = f"{name}-{self.run_id}"
-        forwarder = KafkaForwarder(node, KAFKA, self.bridge, reactor, connect_timeout=5.0,
+        forwarder = KafkaForwarder(node, KAFKA, self.bridge, connect_timeout=5.0,
                                    **kw)
         self.topics.append(forwarder.topic)
         await forwarder.start()
@@ -80,8 +80,7 @@ class KafkaForwarderTests(TestCase):
 
     def test_provides_interface(self):
         """KafkaForwarder provides IForwarder."""
-        self.assertTrue(verifyObject(IForwarder, KafkaForwarder("n", KAFKA, self.bridge,
-                                                                reactor)))
+        self.assertTrue(verifyObject(IForwarder, KafkaForwarder("n", KAFKA, self.bridge)))
 
     @defer.inlineCallbacks
     def test_exchange_1000_in_order(self):
@@ -139,7 +138,7 @@ class KafkaForwarderTests(TestCase):
         yield self.bridge.call(b._consumer.close)
         yield b._producer_loop
         again: list[int] = []
-        b2 = KafkaForwarder(b.node, KAFKA, self.bridge, reactor)
+        b2 = KafkaForwarder(b.node, KAFKA, self.bridge)
         b2.set_receiver(lambda env: again.append(env["n"]))
         yield b2.start()
         self.addCleanup(b2.stop)
@@ -177,5 +176,5 @@ class KafkaForwarderTests(TestCase):
     @defer.inlineCallbacks
     def test_unreachable_fails_fast(self):
         """start() fails with Unavailable when no broker answers."""
-        f = KafkaForwarder("x", "127.0.0.1:1", self.bridge, reactor, connect_timeout=1.0)
+        f = KafkaForwarder("x", "127.0.0.1:1", self.bridge, connect_timeout=1.0)
         yield self.assertFailure(f.start(), Unavailable)

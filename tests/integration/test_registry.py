@@ -150,6 +150,29 @@ class ZooKeeperNodeRegistryTests(TestCase):
         self.assertLess(time.monotonic() - start, SESSION_TIMEOUT * 2 + 2)
 
     @defer.inlineCallbacks
+    def test_fast_restart_replaces_stale_znode(self):
+        """A node restarting under the same id while its dead predecessor's znode lingers
+        takes the znode over, and keeps it after the old session expires."""
+        watcher = yield defer.Deferred.fromCoroutine(self.registry())
+        yield watcher.watch()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_NODE, ZK_HOSTS, self.root + "/c",
+             str(SESSION_TIMEOUT)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.addCleanup(proc.wait)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.assertEqual(b"ready\n", (yield self.bridge.call(proc.stdout.readline)))
+        proc.kill()
+        again: list[bool] = []
+        node = yield defer.Deferred.fromCoroutine(self.registry())
+        yield node.register(NodeInfo(id="c", host="h", port=2, incarnation="new"),
+                            on_reregister=lambda: again.append(True))
+        yield defer.Deferred.fromCoroutine(wait_for(
+            lambda: [n.incarnation for n in watcher.nodes()] == ["new"], 5))
+        yield sleep(SESSION_TIMEOUT * 2)
+        self.assertEqual(["new"], [n.incarnation for n in watcher.nodes()])
+        self.assertEqual([], again)
+
+    @defer.inlineCallbacks
     def test_lost_znode_created_again(self):
         """If the znode is deleted behind the node's back, the next refresh recreates it and
         calls on_reregister."""
