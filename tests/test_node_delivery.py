@@ -303,6 +303,7 @@ class AckTests(SynchronousTestCase):
         # alice2 never acked its copy: it gets it once more
         [again] = self.alice2.of_type(F.Msg)
         self.assertEqual(again.id, "m1")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_partial_ack(self) -> None:
         """An ack up to 2 of 3 leaves only the third to retransmit, at its own time."""
