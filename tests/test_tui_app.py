@@ -1,0 +1,481 @@
+"""The terminal chat driven by Pilot against a fake client core (no network).
+
+:class:`FakeChatCore` implements the same interface as :class:`dim.client.session.ChatClient`
+(a test below checks that), stores messages in the real :class:`MessageCache` and emits the
+real session events, with helpers to play the node's part (receive, confirm, deliver, fail).
+Textual runs on asyncio: under ``trial --reactor=asyncio`` the coroutines run on the reactor's
+loop; under another reactor each test runs on a private asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+from typing import Any, Awaitable, Callable
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from dim import errors
+from dim.client import session as S
+from dim.client.cache import ChatMessage, Conversation, MessageCache
+from tui.app import ChatApp, ChatCore
+from tui.screens.chat import ChatScreen
+from tui.screens.login import LoginScreen
+from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.conversation_list import ConversationList
+from tui.widgets.message_input import MessageInput
+from tui.widgets.message_log import MessageLog
+
+NODE = S.NodeAddress("n1", "127.0.0.1", 9000)
+
+
+def as_deferred(coro: Awaitable[Any]) -> defer.Deferred[Any]:
+    """Run a coroutine as a Deferred: on the asyncio reactor's loop, else on a private loop."""
+    from twisted.internet import reactor
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(coro, loop=loop))
+    return defer.maybeDeferred(asyncio.run, coro)  # type: ignore[arg-type]
+
+
+def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., defer.Deferred[Any]]:
+    """Make an ``async def`` test method a trial test returning a Deferred."""
+    @functools.wraps(fn)
+    def wrapper(self: Any) -> defer.Deferred[Any]:
+        return as_deferred(fn(self))
+    return wrapper
+
+
+class FakeChatCore(S.EventSource):
+    """A client core with no network: the test plays the node through its helpers."""
+
+    def __init__(self, users: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.users = dict(users or {"alice": "secret123"})
+        self.user: str | None = None
+        self._state = S.OFFLINE
+        self._node: S.NodeAddress | None = None
+        self.cache: MessageCache | None = None
+        self.outgoing_by_id: dict[str, S.OutgoingMessage] = {}
+        self.retried: list[str] = []
+        self.logins: list[tuple[str, str]] = []
+        self.saved_login: str | None = None
+        self.seq = 0
+        self._ids = itertools.count(1)
+
+    # ---------------------------------------------------------------- ChatCore
+
+    @property
+    def state(self) -> str:
+        """offline, connecting, connected or reconnecting."""
+        return self._state
+
+    @property
+    def node(self) -> S.NodeAddress | None:
+        """The node connected to."""
+        return self._node
+
+    def resume(self, user: str | None = None) -> bool:
+        """Start from a saved login (set ``saved_login`` to have one)."""
+        if self.saved_login is None or (user and user != self.saved_login):
+            return False
+        self._start(self.saved_login)
+        return True
+
+    def login(self, user: str, password: str) -> defer.Deferred[None]:
+        """Accept the passwords in ``users``."""
+        self.logins.append((user, password))
+        if self.users.get(user) != password:
+            return defer.fail(errors.Unauthorized("wrong user name or password"))
+        self._start(user)
+        return defer.succeed(None)
+
+    def register(self, user: str, password: str) -> defer.Deferred[None]:
+        """Create a user unless the name is taken."""
+        if user in self.users:
+            return defer.fail(errors.Conflict("taken"))
+        self.users[user] = password
+        return self.login(user, password)
+
+    def logout(self) -> None:
+        """Go offline and forget the saved login."""
+        self.saved_login = None
+        self.stop()
+
+    def stop(self) -> None:
+        """Go offline."""
+        self._state = S.OFFLINE
+
+    def send(self, to: str, body: str) -> S.OutgoingMessage:
+        """Queue a message in state sending."""
+        if self.user is None:
+            raise errors.Unauthorized("not logged in")
+        out = S.OutgoingMessage(id=f"o{next(self._ids)}", body=body, to=to,
+                                created=1_700_000_000_000)
+        self.outgoing_by_id[out.id] = out
+        self.emit(S.MessageStatus(out.id, S.SENDING, out))
+        return out
+
+    def retry(self, id: str) -> S.OutgoingMessage:
+        """Put a failed message back to sending."""
+        out = self.outgoing_by_id[id]
+        self.retried.append(id)
+        if out.state == S.FAILED:
+            out.state, out.error = S.SENDING, None
+            self.emit(S.MessageStatus(id, S.SENDING, out))
+        return out
+
+    def conversations(self) -> list[Conversation]:
+        """From the cache, newest first."""
+        return self.cache.conversations() if self.cache else []
+
+    def history(self, peer: str, before_seq: int | None = None,
+                limit: int = 50) -> defer.Deferred[list[ChatMessage]]:
+        """From the cache."""
+        return defer.succeed(self.cache.history(peer, before_seq, limit) if self.cache else [])
+
+    def pending(self, peer: str) -> list[S.OutgoingMessage]:
+        """Own messages without a seq."""
+        return [m for m in self.outgoing_by_id.values() if m.peer() == peer and m.seq is None]
+
+    def mark_seen(self, peer: str) -> None:
+        """Clear the unread count."""
+        if self.cache:
+            self.cache.mark_seen(peer)
+
+    def user_info(self, name: str) -> defer.Deferred[dict[str, Any]]:
+        """Known users are online; others are not found."""
+        if name not in self.users:
+            return defer.fail(errors.NotFound("no such user"))
+        return defer.succeed({"user": name, "online": True})
+
+    # ---------------------------------------------------------------- playing the node
+
+    def _start(self, user: str) -> None:
+        self.user = user
+        if self.cache is None:
+            self.cache = MessageCache(":memory:", user)
+        self._node, self._state = NODE, S.CONNECTING
+        self.emit(S.Connecting(NODE))
+        self._state = S.CONNECTED
+        self.emit(S.Connected(NODE, user, self.seq))
+
+    def receive(self, sender: str, body: str, ts: int = 1_700_000_000_000) -> ChatMessage:
+        """A message from ``sender`` arrives."""
+        self.seq += 1
+        entry = ChatMessage(seq=self.seq, mid=f"m{self.seq}", id=f"c{self.seq}", sender=sender,
+                            to=self.user, ts=ts, body=body)
+        assert self.cache is not None
+        self.cache.put(entry)
+        self.emit(S.MessageReceived(entry))
+        return entry
+
+    def confirm(self, id: str) -> None:
+        """The node answers ``sent``."""
+        out = self.outgoing_by_id[id]
+        self.seq += 1
+        out.state, out.seq, out.mid, out.ts = S.SENT, self.seq, f"m{self.seq}", out.created
+        assert self.cache is not None and self.user is not None
+        self.cache.put(ChatMessage(seq=out.seq, mid=out.mid, id=out.id, sender=self.user,
+                                   to=out.to, ts=out.ts, body=out.body))
+        self.emit(S.MessageStatus(id, S.SENT, out))
+
+    def deliver(self, id: str, by: str = "bob") -> None:
+        """The recipient acknowledged."""
+        out = self.outgoing_by_id[id]
+        out.state = S.DELIVERED
+        self.emit(S.MessageStatus(id, S.DELIVERED, out))
+        self.emit(S.Delivered(id, out.mid or "", by))
+
+    def fail(self, id: str) -> None:
+        """No sent came in time."""
+        out = self.outgoing_by_id[id]
+        out.state, out.error = S.FAILED, "no answer from the node"
+        self.emit(S.MessageStatus(id, S.FAILED, out))
+
+    def set_state(self, state: str, event: S.SessionEvent) -> None:
+        """Change the connection state and report it."""
+        self._state = state
+        self.emit(event)
+
+
+def shown(app: ChatApp) -> list[str]:
+    """The lines of the open conversation."""
+    return app.screen.query_one(MessageLog).lines()
+
+
+def bar(app: ChatApp) -> str:
+    """The connection bar's text."""
+    return app.screen.query_one(ConnectionBar).plain
+
+
+async def submit(pilot: Any, text: str) -> None:
+    """Type ``text`` into the message input and press Enter."""
+    box = pilot.app.screen.query_one(MessageInput)
+    box.focus()
+    box.text = text
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def logged_in(pilot: Any) -> None:
+    """Wait until the chat screen shows."""
+    for _ in range(50):
+        if isinstance(pilot.app.screen, ChatScreen):
+            await pilot.pause()
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"still on {pilot.app.screen!r}")
+
+
+class InterfaceTests(unittest.TestCase):
+    """The fake stays faithful to the real client core."""
+
+    def test_fake_matches_chat_client(self) -> None:
+        """Every ChatCore member exists on ChatClient and the fake, with the same parameters."""
+        members = [n for n in vars(ChatCore) if not n.startswith("_")]
+        self.assertIn("send", members)
+        for name in members:
+            real = getattr(S.ChatClient, name, None)
+            fake = getattr(FakeChatCore, name, None)
+            if name == "user":
+                continue  # an instance attribute on both
+            self.assertIsNotNone(real, name)
+            self.assertIsNotNone(fake, name)
+            if callable(real) and not isinstance(real, property):
+                self.assertEqual(list(inspect.signature(real).parameters),
+                                 list(inspect.signature(fake).parameters), name)
+                self.assertEqual(list(inspect.signature(getattr(ChatCore, name)).parameters),
+                                 list(inspect.signature(real).parameters), name)
+
+
+class LoginTests(unittest.TestCase):
+    """The login screen."""
+
+    @async_test
+    async def test_login_opens_chat(self) -> None:
+        """Typing a user and password and pressing Enter logs in and shows the chat."""
+        core = FakeChatCore()
+        app = ChatApp(core)
+        async with app.run_test() as pilot:
+            self.assertIsInstance(app.screen, LoginScreen)
+            await pilot.click("#user")
+            await pilot.press(*"alice")
+            await pilot.press("enter")
+            await pilot.press(*"secret123")
+            await pilot.press("enter")
+            await logged_in(pilot)
+            self.assertEqual(core.logins, [("alice", "secret123")])
+            self.assertIn("connected to node n1 as alice", bar(app))
+
+    @async_test
+    async def test_wrong_password_stays(self) -> None:
+        """A refused login shows an error and stays on the login screen."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice")
+        async with app.run_test() as pilot:
+            await pilot.press(*"wrongpass")
+            await pilot.press("enter")
+            await pilot.pause()
+            self.assertIsInstance(app.screen, LoginScreen)
+            self.assertIn("Wrong user name or password",
+                          str(app.screen.query_one("#login-error").render()))
+
+    @async_test
+    async def test_password_from_environment_logs_in(self) -> None:
+        """Given a user and a password (DIM_PASSWORD), the app logs in without typing."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            self.assertEqual(core.logins, [("alice", "secret123")])
+
+    @async_test
+    async def test_register(self) -> None:
+        """The Register button creates the account and logs in."""
+        core = FakeChatCore()
+        app = ChatApp(core)
+        async with app.run_test() as pilot:
+            await pilot.click("#user")
+            await pilot.press(*"carol")
+            await pilot.click("#password")
+            await pilot.press(*"password9")
+            await pilot.click("#register")
+            await logged_in(pilot)
+            self.assertEqual(core.users["carol"], "password9")
+
+    @async_test
+    async def test_saved_login_skips_the_form(self) -> None:
+        """With a saved login the chat opens at once."""
+        core = FakeChatCore()
+        core.saved_login = "alice"
+        app = ChatApp(core)
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            self.assertEqual(core.logins, [])
+
+    @async_test
+    async def test_expired_session_returns_to_login(self) -> None:
+        """SessionExpired brings back the login screen with a reason."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            core.set_state(S.OFFLINE, S.SessionExpired("token expired"))
+            await pilot.pause()
+            await pilot.pause()
+            self.assertIsInstance(app.screen, LoginScreen)
+
+
+class ChatTests(unittest.TestCase):
+    """Sending, receiving, unread counts, marks, retry and the connection bar."""
+
+    @async_test
+    async def test_send_shows_status_marks(self) -> None:
+        """An own message shows sending, then sent, then delivered."""
+        core = FakeChatCore({"alice": "secret123", "bob": "x" * 8})
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            await submit(pilot, "hello bob")
+            (out,) = core.outgoing_by_id.values()
+            self.assertEqual((out.to, out.body), ("bob", "hello bob"))
+            self.assertRegex(shown(app)[-1], r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d alice: hello bob  … sending$")
+            core.confirm(out.id)
+            await pilot.pause()
+            self.assertTrue(shown(app)[-1].endswith("✓ sent"), shown(app))
+            core.deliver(out.id)
+            await pilot.pause()
+            self.assertTrue(shown(app)[-1].endswith("✓✓ delivered"), shown(app))
+            self.assertEqual(len(shown(app)), 1)
+
+    @async_test
+    async def test_newline_key_makes_multiline_message(self) -> None:
+        """ctrl+j inserts a newline; Enter sends both lines as one message."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            await pilot.press("a", "ctrl+j", "b", "enter")
+            await pilot.pause()
+            (out,) = core.outgoing_by_id.values()
+            self.assertEqual(out.body, "a\nb")
+            self.assertEqual(app.screen.query_one(MessageInput).text, "")
+
+    @async_test
+    async def test_receive_in_open_conversation(self) -> None:
+        """A message in the open conversation appears once, with time and sender, no bell."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            entry = core.receive("bob", "hi alice")
+            core.emit(S.MessageReceived(entry))  # a duplicate report of the same seq
+            await pilot.pause()
+            self.assertEqual(len(shown(app)), 1)
+            self.assertRegex(shown(app)[0], r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d bob: hi alice$")
+            self.assertEqual(app.bells, 0)
+
+    @async_test
+    async def test_unread_count_and_bell(self) -> None:
+        """A message elsewhere rings the bell and counts unread until opened; newest first."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            core.receive("bob", "one")
+            core.receive("carol", "two")
+            core.receive("carol", "three")
+            await pilot.pause(0.1)
+            conversations = app.screen.query_one(ConversationList)
+            self.assertEqual(conversations.lines(), ["carol (2)", "bob"])
+            self.assertEqual(app.bells, 1)
+            await submit(pilot, "/open carol")
+            await pilot.pause(0.1)
+            self.assertEqual(conversations.lines(), ["carol", "bob"])
+            self.assertEqual([line.split(": ", 1)[1] for line in shown(app)], ["two", "three"])
+
+    @async_test
+    async def test_failed_then_retry(self) -> None:
+        """A failed message says so; ctrl+r retries it and it shows sending again."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            await submit(pilot, "lost")
+            (out,) = core.outgoing_by_id.values()
+            core.fail(out.id)
+            await pilot.pause()
+            self.assertIn("✗ failed", shown(app)[-1])
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+            self.assertEqual(core.retried, [out.id])
+            self.assertTrue(shown(app)[-1].endswith("… sending"), shown(app))
+
+    @async_test
+    async def test_connection_bar_follows_state(self) -> None:
+        """The bar shows connected, reconnecting in N s (attempt k), and offline."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            self.assertIn("connected to node n1", bar(app))
+            core.set_state(S.RECONNECTING, S.Disconnected(NODE, "gone"))
+            core.emit(S.Reconnecting(3.0, 2))
+            await pilot.pause()
+            self.assertIn("reconnecting in 3 s (attempt 2)", bar(app))
+            core.set_state(S.OFFLINE, S.Offline("stopped"))
+            await pilot.pause()
+            self.assertIn("offline", bar(app))
+
+    @async_test
+    async def test_commands(self) -> None:
+        """/help lists the commands; /msg sends without opening; unknown commands are named."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/help")
+            notice = str(app.screen.query_one("#notice").render())
+            self.assertIn("/open USER", notice)
+            await submit(pilot, "/msg carol hi there")
+            (out,) = core.outgoing_by_id.values()
+            self.assertEqual((out.to, out.body), ("carol", "hi there"))
+            self.assertIsNone(app.screen.peer)
+            await submit(pilot, "/frobnicate")
+            self.assertIn("Unknown command", str(app.screen.query_one("#notice").render()))
+
+    @async_test
+    async def test_history_and_older(self) -> None:
+        """Opening shows the newest cached page; ctrl+o loads older messages above it."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            for i in range(1, 61):
+                core.receive("bob", f"n{i}")
+            await submit(pilot, "/open bob")
+            self.assertEqual(len(shown(app)), 50)
+            self.assertTrue(shown(app)[0].endswith("n11"))
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            self.assertEqual(len(shown(app)), 60)
+            self.assertTrue(shown(app)[0].endswith("n1"))
+            self.assertTrue(shown(app)[-1].endswith("n60"))
+
+    @async_test
+    async def test_quit_command(self) -> None:
+        """/quit leaves the app and stops the client core."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/quit")
+        self.assertEqual(core.state, S.OFFLINE)

@@ -1,0 +1,65 @@
+"""``dim-chat [--gateway URL] [--user NAME]``: the terminal chat.
+
+Textual and Twisted share one asyncio loop: the asyncio reactor is installed on a fresh loop
+before anything imports the reactor, the reactor runs that loop, and the Textual app runs as
+a task on it.  ``DIM_PASSWORD``, when set, is used as the password (with ``--user``, or the
+last user).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="dim-chat", description="DIM's terminal chat.")
+    parser.add_argument("--gateway", metavar="URL",
+                        help="the gateway (default: the last one used, else http://127.0.0.1:8080)")
+    parser.add_argument("--user", metavar="NAME", help="log in as NAME")
+    parser.add_argument("--device", default="dim-chat", help="this device's name (max 64 chars)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the terminal chat until the person quits."""
+    args = parse_args(argv)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    from dim.client.config import ClientConfig
+    from dim.client.gateway import GatewayClient
+    from dim.client.session import ChatClient
+    from tui.app import ChatApp
+
+    config = ClientConfig()
+    gateway_url = args.gateway or config.gateway
+    client = ChatClient(GatewayClient(gateway_url), reactor, config=config,
+                        device=args.device[:64])
+    app = ChatApp(client, user=args.user or config.user,
+                  password=os.environ.get("DIM_PASSWORD") or None)
+    outcome: dict[str, BaseException] = {}
+
+    def run_app() -> None:
+        d = Deferred.fromFuture(asyncio.ensure_future(app.run_async(), loop=loop))
+
+        def failed(f):  # type: ignore[no-untyped-def]
+            outcome["error"] = f.value
+        d.addErrback(failed)
+        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(run_app)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    if "error" in outcome:
+        raise outcome["error"]
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The terminal chat application: one App, given its client core."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+
+from dim import errors
+from dim.client import session as S
+from dim.client.cache import Conversation
+from tui import wait_for
+from tui.screens.chat import ChatScreen
+from tui.screens.login import LoginScreen
+from tui.widgets.connection_bar import ConnectionBar
+
+#: At most one bell per this many seconds, so a burst of messages rings once.
+BELL_INTERVAL = 1.0
+
+
+class ChatCore(Protocol):
+    """What the chat needs of its client core (:class:`dim.client.session.ChatClient`)."""
+
+    user: str | None
+
+    @property
+    def state(self) -> str:
+        """offline, connecting, connected or reconnecting."""
+
+    @property
+    def node(self) -> S.NodeAddress | None:
+        """The node connected to, if any."""
+
+    def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]:
+        """Hear every session event."""
+
+    def resume(self, user: str | None = None) -> bool:
+        """Start from a saved login."""
+
+    def login(self, user: str, password: str) -> Any:
+        """Log in and connect (a Deferred)."""
+
+    def register(self, user: str, password: str) -> Any:
+        """Register, log in and connect (a Deferred)."""
+
+    def logout(self) -> None:
+        """Disconnect and forget the saved login."""
+
+    def stop(self) -> None:
+        """Disconnect."""
+
+    def send(self, to: str, body: str) -> S.OutgoingMessage:
+        """Send a message."""
+
+    def retry(self, id: str) -> S.OutgoingMessage:
+        """Send a failed message again."""
+
+    def conversations(self) -> list[Conversation]:
+        """Conversations with unread counts, newest first."""
+
+    def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> Any:
+        """A Deferred of older messages of one conversation."""
+
+    def pending(self, peer: str) -> list[S.OutgoingMessage]:
+        """One's own messages to ``peer`` that have no seq yet."""
+
+    def mark_seen(self, peer: str) -> None:
+        """The person has seen the conversation."""
+
+    def user_info(self, name: str) -> Any:
+        """A Deferred of ``{user, online}``."""
+
+
+@dataclass
+class CoreEvent(Message):
+    """A client-core event, carried into Textual's message queue."""
+
+    event: Any
+
+
+class ChatApp(App[None]):
+    """dim-chat: log in, then chat; the header always shows the connection state."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "dim-chat"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, client: ChatCore, *, user: str | None = None,
+                 password: str | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.initial_user = user
+        self.initial_password = password
+        self.connection_state = client.state
+        self.connection_node: str | None = None
+        self.connection_user: str | None = None
+        self.reconnect_at: float | None = None
+        self.reconnect_attempt = 0
+        self.bells = 0
+        self._last_bell = float("-inf")
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def on_mount(self) -> None:
+        self._unsubscribe = self.client.subscribe(lambda event: self.post_message(CoreEvent(event)))
+        if self.client.resume(self.initial_user):
+            self.connection_user = self.client.user
+            self.push_screen(ChatScreen(self.client))
+        else:
+            self.push_screen(LoginScreen(self.initial_user, self.initial_password))
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.client.stop()
+
+    # ------------------------------------------------------------ logging in
+
+    async def on_login_screen_submitted(self, message: LoginScreen.Submitted) -> None:
+        screen = self.screen
+        try:
+            if message.register:
+                await wait_for(self.client.register(message.user, message.password))
+            else:
+                await wait_for(self.client.login(message.user, message.password))
+        except errors.Unauthorized:
+            self._login_error(screen, "Wrong user name or password.")
+            return
+        except errors.Conflict:
+            self._login_error(screen, f"The name {message.user!r} is taken.")
+            return
+        except errors.DimError as e:
+            self._login_error(screen, e.message)
+            return
+        except Exception as e:  # the gateway cannot be reached
+            self._login_error(screen, f"Cannot reach the gateway: {e}")
+            return
+        self.connection_user = self.client.user
+        await self.switch_screen(ChatScreen(self.client))
+
+    @staticmethod
+    def _login_error(screen: Any, text: str) -> None:
+        if isinstance(screen, LoginScreen):
+            screen.show_error(text)
+
+    def logout(self) -> None:
+        """Log out and go back to the login screen."""
+        self.client.logout()
+        self.switch_screen(LoginScreen(self.client.user, None, "Logged out."))
+
+    # ------------------------------------------------------------ client-core events
+
+    async def on_core_event(self, message: CoreEvent) -> None:
+        event = message.event
+        if isinstance(event, (S.Connecting, S.Connected)):
+            self.connection_node = event.node.id
+            self.reconnect_at = None
+            if isinstance(event, S.Connected):
+                self.connection_user = event.user
+        elif isinstance(event, S.Reconnecting):
+            self.reconnect_at = time.monotonic() + event.in_seconds
+            self.reconnect_attempt = event.attempt
+        self.connection_state = self.client.state
+        for bar in self.screen.query(ConnectionBar):
+            bar.refresh_state()
+        if isinstance(event, S.SessionExpired):
+            await self.switch_screen(LoginScreen(
+                self.client.user, None, f"Please log in again ({event.message})."))
+            return
+        if isinstance(self.screen, ChatScreen):
+            await self.screen.handle_event(event)
+
+    def ring(self) -> None:
+        """Ring the bell for a message in a conversation that is not open (at most once a second)."""
+        now = time.monotonic()
+        if now - self._last_bell >= BELL_INTERVAL:
+            self._last_bell = now
+            self.bells += 1
+            self.bell()
+

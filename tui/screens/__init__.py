@@ -1,0 +1,1 @@
+"""Screens of the terminal chat: login and the chat itself."""

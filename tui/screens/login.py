@@ -1,0 +1,77 @@
+"""The login screen: user name and password, log in or register."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, Static
+
+from tui.widgets.connection_bar import ConnectionBar
+
+
+class LoginScreen(Screen[None]):
+    """Asks for a user name and password; the app does the logging in."""
+
+    CSS_PATH = "login.tcss"
+    BINDINGS = [("ctrl+q", "app.quit", "Quit")]
+
+    @dataclass
+    class Submitted(Message):
+        """The person asked to log in (or register, then log in)."""
+
+        user: str
+        password: str
+        register: bool
+
+    def __init__(self, user: str | None = None, password: str | None = None,
+                 notice: str = "") -> None:
+        super().__init__()
+        self.initial_user = user or ""
+        self.initial_password = password
+        self.notice = notice
+
+    def compose(self) -> ComposeResult:
+        yield ConnectionBar(id="connection")
+        with Vertical(id="login-box"):
+            yield Label("Log in to DIM", id="login-title")
+            yield Input(value=self.initial_user, placeholder="user name", id="user")
+            yield Input(placeholder="password", password=True, id="password")
+            with Horizontal(id="login-buttons"):
+                yield Button("Log in", variant="primary", id="login")
+                yield Button("Register", id="register")
+            yield Static(self.notice, id="login-error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        user = self.query_one("#user", Input)
+        password = self.query_one("#password", Input)
+        (password if user.value else user).focus()
+        if self.initial_user and self.initial_password:
+            password.value = self.initial_password
+            self.submit(register=False)
+
+    def submit(self, register: bool) -> None:
+        """Hand the form to the app, after checking it is filled in."""
+        user = self.query_one("#user", Input).value.strip()
+        password = self.query_one("#password", Input).value
+        if not user or not password:
+            self.show_error("Enter a user name and a password.")
+            return
+        self.show_error("Registering…" if register else "Logging in…")
+        self.post_message(self.Submitted(user, password, register))
+
+    def show_error(self, text: str) -> None:
+        """Show a line under the form (an error or progress)."""
+        self.query_one("#login-error", Static).update(text)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "user":
+            self.query_one("#password", Input).focus()
+        else:
+            self.submit(register=False)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.submit(register=event.button.id == "register")

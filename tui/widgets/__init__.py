@@ -1,0 +1,1 @@
+"""Widgets of the terminal chat: connection bar, conversation list, message log and input."""
