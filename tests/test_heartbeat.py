@@ -79,6 +79,26 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertTrue(quiet.closing)
         self.assertFalse(chatty.closing)
 
+    def test_congested_client_dropped(self) -> None:
+        """A client that reads nothing for 3H seconds is dropped, though it keeps writing."""
+        client = self.node.login("alice")
+        client.transport.producer.pauseProducing()
+        for _ in range(3):
+            self.clock.advance(29)
+            client.send(F.Ping())
+        self.assertFalse(client.closing)
+        self.clock.advance(3)
+        self.assertTrue(client.transport.disconnected)
+
+    def test_stuck_close_aborted(self) -> None:
+        """A closing connection that cannot flush is aborted after CLOSE_TIMEOUT."""
+        client = self.node.connect()
+        client.send(F.Ping())
+        self.assertTrue(client.closing)
+        self.assertFalse(client.transport.disconnected)
+        self.clock.advance(10)
+        self.assertTrue(client.transport.disconnected)
+
     def test_renewal_each_heartbeat(self) -> None:
         """on_sweep runs once per heartbeat period."""
         self.clock.pump([1] * 95)

@@ -294,6 +294,37 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(self.client.transport.producerState, "producing")
         pending[3].callback(None)
 
+    def test_unread_writes_pause_reading(self) -> None:
+        """When the client reads nothing, the node stops reading it until it catches up."""
+        self.welcome()
+        producer = self.client.transport.producer
+        self.assertIsNotNone(producer)
+        self.clock.advance(3)
+        producer.pauseProducing()
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.assertEqual(self.client.conn.write_congested_since, 3)
+        producer.resumeProducing()
+        self.assertEqual(self.client.transport.producerState, "producing")
+        self.assertIsNone(self.client.conn.write_congested_since)
+
+    def test_two_reasons_to_pause(self) -> None:
+        """Reading resumes only when neither requests nor writes hold it back."""
+        self.welcome()
+        conn = self.client.conn
+        conn.pause_reading("requests")
+        conn.pause_reading("writes")
+        conn.resume_reading("requests")
+        self.assertEqual(self.client.transport.producerState, "paused")
+        conn.resume_reading("writes")
+        self.assertEqual(self.client.transport.producerState, "producing")
+
+    def test_close_unregisters_producer(self) -> None:
+        """Closing lets go of the producer, which would otherwise keep the socket open."""
+        self.client.send(_send(1))
+        self.assertTrue(self.client.closing)
+        self.assertIsNone(self.client.transport.producer)
+        self.assertEqual(self.client.conn.closing_since, 0)
+
     def test_factory(self) -> None:
         """The factory builds connections bound to its handler, clock and max_frame."""
         factory = ConnectionFactory(self.handler, self.clock, max_frame=1234)

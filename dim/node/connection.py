@@ -12,10 +12,11 @@ import enum
 from typing import Any, Iterable, Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dim import errors
 from dim.node import metrics
@@ -75,7 +76,14 @@ class ClientConnection(FrameProtocol):
         self.connected_at = 0.0
         self.last_heard = 0.0
         self._in_flight = 0
-        self._paused = False
+        #: Why reading is paused: "requests" (too many in flight), "writes" (the client
+        #: does not read what it is sent).  Reading resumes when no reason is left.
+        self._pause_reasons: set[str] = set()
+        #: Since when the client has not been reading (None while it keeps up).
+        self.write_congested_since: float | None = None
+        self._backpressure: _WriteBackpressure | None = None
+        #: When the node started closing this connection (None while it is not).
+        self.closing_since: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -90,6 +98,9 @@ class ClientConnection(FrameProtocol):
             except OSError:
                 pass
         self.connected_at = self.last_heard = self.clock.seconds()
+        if getattr(self.transport, "registerProducer", None) is not None:
+            self._backpressure = _WriteBackpressure(self)
+            self.transport.registerProducer(self._backpressure, True)
         self.handler.connection_made(self)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -115,11 +126,12 @@ class ClientConnection(FrameProtocol):
             return
         if error is not None:
             self._write_error(error)
-        self.transport.loseConnection()
+        self._lose()
 
     def abort(self) -> None:
         """Drop the connection at once, without flushing what is buffered."""
         if self.state is not ConnectionState.CLOSED and self.transport is not None:
+            self._unregister_backpressure()
             self.transport.abortConnection()
 
     # ------------------------------------------------------------------ reading
@@ -171,18 +183,29 @@ class ClientConnection(FrameProtocol):
                 result.addErrback(self._failed, frame)
             else:
                 self._in_flight += 1
-                if self._in_flight >= MAX_IN_FLIGHT and not self._paused:
-                    self._paused = True
-                    self.transport.pauseProducing()
+                if self._in_flight >= MAX_IN_FLIGHT:
+                    self.pause_reading("requests")
                 result.addErrback(self._failed, frame)
                 result.addBoth(self._settled)
 
     def _settled(self, _: object) -> None:
         self._in_flight -= 1
-        if self._paused and self._in_flight <= RESUME_IN_FLIGHT:
-            self._paused = False
-            if self.is_open:
-                self.transport.resumeProducing()
+        if self._in_flight <= RESUME_IN_FLIGHT and "requests" in self._pause_reasons:
+            self.resume_reading("requests")
+
+    def pause_reading(self, reason: str) -> None:
+        """Stop reading from the socket for ``reason`` (until :meth:`resume_reading`)."""
+        if not self._pause_reasons and self.is_open:
+            self.transport.pauseProducing()
+        self._pause_reasons.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        """Drop one reason to pause; read again when none is left."""
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and self.is_open:
+            self.transport.resumeProducing()
 
     def _failed(self, failure: Failure, frame: F._Frame) -> None:
         if failure.check(errors.DimError):
@@ -234,12 +257,48 @@ class ClientConnection(FrameProtocol):
         """Send an ``error`` frame; close the connection if the error is fatal."""
         self._write_error(error)
         if error.fatal:
-            self.transport.loseConnection()
+            self._lose()
+
+    def _lose(self) -> None:
+        # A registered producer would keep the transport open: let it go first.
+        self._unregister_backpressure()
+        if self.closing_since is None:
+            self.closing_since = self.clock.seconds()
+        self.transport.loseConnection()
+
+    def _unregister_backpressure(self) -> None:
+        if self._backpressure is not None:
+            self._backpressure = None
+            self.transport.unregisterProducer()
 
     def _write_error(self, error: errors.DimError) -> None:
         metrics.error(error.code)
         self.transport.write(codec.encode(codec.error_frame(error)))
         metrics.frame_out("error")
+
+
+@implementer(IPushProducer)
+class _WriteBackpressure:
+    """Told by the transport when its write buffer fills (the client is not reading what
+    it is sent) and when it drains: reading from that client stops meanwhile, so a client
+    that floods requests without reading the answers cannot make the node buffer without
+    bound.  The heartbeat sweep drops clients that stay congested."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+
+    def pauseProducing(self) -> None:
+        conn = self.conn
+        if conn.write_congested_since is None:
+            conn.write_congested_since = conn.clock.seconds()
+        conn.pause_reading("writes")
+
+    def resumeProducing(self) -> None:
+        self.conn.write_congested_since = None
+        self.conn.resume_reading("writes")
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class ConnectionFactory(Factory):

@@ -20,10 +20,15 @@ _log = Logger()
 
 #: Seconds a client has, from connecting, to be welcomed.
 HELLO_TIMEOUT = 10.0
+#: Seconds a closing connection may take to flush what it was sent before it is dropped.
+CLOSE_TIMEOUT = 10.0
 
 
 class HeartbeatMonitor:
     """Closes connections that sent no hello in time or fell silent for 3H seconds.
+
+    It also drops, without a word, connections whose client has read nothing it was sent
+    for 3H seconds, and closing connections that could not flush within CLOSE_TIMEOUT.
 
     ``connections`` returns the node's current connections.  ``on_sweep``, if given, is
     called after every ``heartbeat`` seconds of sweeping (the node renews its sessions there).
@@ -76,7 +81,17 @@ class HeartbeatMonitor:
                 _log.failure("heartbeat renewal failed")
 
     def _check(self, conn: ClientConnection, now: float) -> None:
-        if conn.state is ConnectionState.CLOSED or not conn.is_open:
+        if conn.state is ConnectionState.CLOSED:
+            return
+        if not conn.is_open:
+            # Closing, but the client does not read what is left to flush.
+            if conn.closing_since is not None and now - conn.closing_since >= CLOSE_TIMEOUT:
+                conn.abort()
+            return
+        congested = conn.write_congested_since
+        if congested is not None and now - congested >= self.idle_timeout:
+            _log.info("dropping a client that read nothing for {s:g} s", s=now - congested)
+            conn.abort()
             return
         if conn.state is ConnectionState.READY:
             if now - conn.last_heard >= self.idle_timeout:
