@@ -47,13 +47,16 @@ class GatewayClient:
     """Calls the gateway's HTTP API; every method returns a Deferred of the JSON answer.
 
     ``token`` is set by :meth:`login` (or by the caller, from a saved session) and sent as a
-    bearer token on every authenticated call.
+    bearer token on every authenticated call.  ``request_options`` go to every request (for
+    example ``{"persistent": False, "timeout": 20}`` in tests that must leave no connection).
     """
 
-    def __init__(self, base_url: str, treq_module: Any = treq, token: str | None = None) -> None:
+    def __init__(self, base_url: str, treq_module: Any = treq, token: str | None = None,
+                 request_options: dict[str, Any] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._treq = treq_module
+        self.request_options = dict(request_options or {})
 
     def _url(self, path: str) -> str:
         return self.base_url + path
@@ -70,7 +73,7 @@ class GatewayClient:
     def _call(self, method: str, path: str, *, body: Any = None,
               params: dict[str, Any] | None = None, auth: bool = True):  # type: ignore[no-untyped-def]
         headers = self._headers(auth)
-        kwargs: dict[str, Any] = {"headers": headers}
+        kwargs: dict[str, Any] = {**self.request_options, "headers": headers}
         if body is not None:
             kwargs["data"] = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"

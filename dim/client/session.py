@@ -597,15 +597,15 @@ class ClientSession(EventSource):
                 self._outbox.remove(frame.id)
             message.mid, message.seq, message.ts = frame.mid, frame.seq, frame.ts
             message.error = None
-            if message.state in (SENDING, FAILED):
-                message.state = SENT
-                self.emit(MessageStatus(message.id, SENT, message))
             if self.cache is not None:
                 self.cache.put(ChatMessage(
                     seq=frame.seq, mid=frame.mid, id=frame.id, sender=self.user, ts=frame.ts,
                     to=message.to, group=message.group, body=message.body, kind=message.kind,
                     delivered=message.state == DELIVERED))
         self._note_seq(frame.seq)
+        if message is not None and message.state in (SENDING, FAILED):
+            message.state = SENT
+            self.emit(MessageStatus(message.id, SENT, message))
 
     def _on_msg(self, conn: ClientConnection, frame: F.Msg) -> None:
         if frame.seq <= self.last_seq or frame.seq in self._ahead:
@@ -616,6 +616,7 @@ class ClientSession(EventSource):
                             kind=frame.kind, delivered=frame.delivered, read=frame.read)
         if self.cache is not None:
             self.cache.put(entry)
+        self._note_seq(frame.seq)
         mine = self.outgoing.get(frame.id) if frame.from_ == self.user else None
         if mine is not None:
             # Our own message, listed by a sync before its `sent` reached us.
@@ -629,9 +630,10 @@ class ClientSession(EventSource):
                 self.emit(MessageStatus(mine.id, state, mine))
         else:
             self.emit(MessageReceived(entry))
-        self._note_seq(frame.seq)
 
     def _on_delivered(self, conn: ClientConnection, frame: F.Delivered) -> None:
+        if self.cache is not None:
+            self.cache.mark_delivered(frame.mid)
         message = self.outgoing.get(frame.id)
         if message is not None and message.mid in (None, frame.mid):
             self._cancel(self._send_timers.pop(frame.id, None))
@@ -639,8 +641,6 @@ class ClientSession(EventSource):
             if message.state != DELIVERED:
                 message.state = DELIVERED
                 self.emit(MessageStatus(message.id, DELIVERED, message))
-        if self.cache is not None:
-            self.cache.mark_delivered(frame.mid)
         self.emit(Delivered(frame.id, frame.mid, frame.by))
 
     def _on_synced(self, conn: ClientConnection, frame: F.Synced) -> None:
@@ -854,6 +854,7 @@ class ChatClient(EventSource):
         """Disconnect (keeping the saved token) and close the cache."""
         if self.session is not None:
             self.session.stop()
+            self.session.cache = None
         if self.cache is not None:
             self.cache.close()
             self.cache = None
