@@ -99,6 +99,23 @@ class ConnectionTests(SynchronousTestCase):
         self.assertError("unauthorized", closing=True)
         self.assertEqual(self.handler.calls, [])
 
+    def test_unknown_type_before_hello(self) -> None:
+        """An unknown frame type before welcome is unauthorized too, and closes."""
+        self.client.send({"type": "dance", "id": "x"})
+        self.assertError("unauthorized", closing=True)
+
+    def test_broken_frame_before_hello(self) -> None:
+        """A send with bad fields before welcome is unauthorized, and closes."""
+        self.client.send({"type": "send", "id": "m1"})
+        err = self.assertError("unauthorized", closing=True)
+        self.assertIn("send", err.message)
+
+    def test_broken_hello(self) -> None:
+        """A hello without a token gets bad_request; the client may try again."""
+        self.client.send({"type": "hello", "v": 1})
+        self.assertError("bad_request")
+        self.welcome()
+
     def test_ping_before_hello(self) -> None:
         """Even ping before welcome is unauthorized."""
         self.client.send(F.Ping())

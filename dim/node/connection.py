@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Iterable, Protocol as TypingProtocol
 
+import msgspec
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
@@ -89,6 +90,7 @@ class ClientConnection(FrameProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.decoder = _TypeNamingDecoder(self.frame_types, self.max_frame)
         # Frames are small and answered at once: Nagle's algorithm would hold them back
         # behind delayed ACKs for tens of milliseconds.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -141,8 +143,14 @@ class ClientConnection(FrameProtocol):
         super().dataReceived(data)
 
     def frameRejected(self, error: errors.DimError) -> None:
-        if self.is_open:
-            self.sendError(error)
+        if not self.is_open:
+            return
+        if self.state is not ConnectionState.READY and not error.fatal:
+            rejected = getattr(error, "frame_type", None)
+            if rejected != "hello":
+                error = errors.Unauthorized(f"{rejected or 'a frame'} before welcome: "
+                                            "send hello first")
+        self.sendError(error)
 
     def frameReceived(self, frame: F._Frame) -> None:
         ftype = F.frame_type(frame)
@@ -275,6 +283,23 @@ class ClientConnection(FrameProtocol):
         metrics.error(error.code)
         self.transport.write(codec.encode(codec.error_frame(error)))
         metrics.frame_out("error")
+
+
+class _TypeNamingDecoder(codec.FrameDecoder):
+    """A decoder whose non-fatal rejections say which frame type they rejected, so that
+    before welcome a broken ``hello`` gets ``bad_request`` and anything else
+    ``unauthorized``."""
+
+    def _decode(self, payload: bytes) -> codec.Decoded:
+        item = super()._decode(payload)
+        if isinstance(item, errors.DimError) and not item.fatal:
+            try:
+                obj = msgspec.json.decode(payload)
+            except msgspec.DecodeError:
+                obj = None
+            ftype = obj.get("type") if isinstance(obj, dict) else None
+            item.frame_type = ftype if isinstance(ftype, str) else None  # type: ignore[attr-defined]
+        return item
 
 
 @implementer(IPushProducer)
