@@ -1,11 +1,25 @@
 """DIM's embedded store: one SQLite file, written by one thread with group commit.
 
 Every call becomes an operation on a queue.  A dedicated writer thread owns the connection:
-it takes every operation waiting (up to ``batch_limit``), runs them in one transaction, each
-in its own SAVEPOINT so that a failing one (say, :class:`dim.errors.NotFound`) leaves no
-partial rows, commits once (WAL, ``synchronous=FULL``: durable when it returns) and only then
-hands the results back to the reactor thread, in call order.  Reads take the same queue, so
-they see every write called before them.
+it takes every operation waiting (up to ``batch_limit``), runs them in one transaction,
+commits once (WAL, ``synchronous=FULL``: durable when it returns) and only then hands the
+results back to the reactor thread, in call order, with one ``callFromThread`` per batch.
+Reads take the same queue, so they see every write called before them.
+
+Messages are the hot path.  A run of consecutive ``store_message`` calls in a batch is
+written with a constant number of statements, whatever its length: one query finds which
+``(sender, client_id)`` exist already, then one ``INSERT ... SELECT FROM json_each(?)`` each
+for the messages and the inbox rows and one ``UPDATE ... FROM json_each(?)`` for the users'
+``last_seq``.  Few statements mean little Python per message and few releases of the GIL,
+which the reactor thread wants too.  Each user's ``last_seq`` lives in the ``users`` table
+and the writer thread caches it (and user ids, and the last message id), so a message takes
+its seqs without a query.
+
+An operation that fails never leaves partial rows.  Operations check before they write, so a
+:class:`dim.errors.DimError` (say, ``NotFound`` for an unknown recipient) fails that one call
+alone and takes no seq.  Any other failure rolls the whole transaction back, empties the
+caches and runs the batch again the careful way, each operation in its own SAVEPOINT, so only
+the failing one is lost.  Seqs have no gaps.
 """
 from __future__ import annotations
 
@@ -13,16 +27,15 @@ import json
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from twisted.internet import defer
 from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dim.errors import Conflict, Internal, NotFound
+from dim.errors import BadRequest, Conflict, DimError, Internal, NotFound
 from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
-from dim.store.memory import base36
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -44,26 +57,27 @@ CREATE TABLE IF NOT EXISTS messages (
     body TEXT NOT NULL,
     kind TEXT NOT NULL,
     file TEXT,
+    members TEXT NOT NULL,
     UNIQUE (sender, client_id)
 );
 CREATE TABLE IF NOT EXISTS inbox (
     user INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     message INTEGER NOT NULL,
-    recipient INTEGER NOT NULL,
     PRIMARY KEY (user, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS inbox_by_message ON inbox (message, recipient);
 CREATE TABLE IF NOT EXISTS revoked (
     jti TEXT PRIMARY KEY,
     expires INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS revoked_by_expiry ON revoked (expires);
+PRAGMA user_version = 1;
 """
 
-#: Whether every recipient of inbox row ``i`` acknowledged (read) it.
-_ALL_MARKED = """NOT EXISTS (SELECT 1 FROM inbox r JOIN users u ON u.id = r.user
-                 WHERE r.message = i.message AND r.recipient AND u.{mark} < r.seq)"""
+#: Whether every recipient of message ``m`` acknowledged (read) it.  ``members`` holds
+#: ``[user id, seq, is a recipient]`` for every inbox that got the message.
+_ALL_MARKED = """NOT EXISTS (SELECT 1 FROM json_each(m.members) AS r JOIN users AS u
+                 ON u.id = r.value ->> 0 WHERE r.value ->> 2 AND u.{mark} < r.value ->> 1)"""
 
 _FETCH = f"""
 SELECT i.seq, m.id, m.client_id, m.sender, m.ts, m.to_user, m.grp, m.body, m.kind, m.file,
@@ -79,8 +93,49 @@ WHERE i.user = ? AND i.seq > ? AND i.seq <= ? AND m.sender != ? ORDER BY i.seq
 
 _STOP = object()
 
-#: What an operation run on the writer thread looks like: it gets the cursor.
+#: A call run on the writer thread: it gets the cursor and returns the call's result.
 Operation = Callable[[sqlite3.Cursor], Any]
+
+_KNOWN = """
+SELECT m.sender, m.client_id FROM json_each(?) AS j CROSS JOIN messages AS m
+WHERE m.sender = j.value ->> 0 AND m.client_id = j.value ->> 1
+"""
+_INSERT_MESSAGES = """
+INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, value ->> 7, value ->> 8, value -> 9 FROM json_each(?)
+"""
+_INSERT_INBOX = """
+INSERT INTO inbox (user, seq, message)
+SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)
+"""
+_UPDATE_SEQS = """
+UPDATE users SET last_seq = j.value ->> 1 FROM json_each(?) AS j WHERE users.id = j.value ->> 0
+"""
+
+
+def mid_of(message_id: int) -> str:
+    """The short public id of the message with row id ``message_id``."""
+    return format(message_id, "x")
+
+
+class _Send(NamedTuple):
+    """The arguments of one store_message call, waiting for the writer thread."""
+
+    sender: str
+    client_id: str
+    recipients: tuple[str, ...]
+    group: str | None
+    body: str
+    kind: str
+    file: dict[str, Any] | None
+    file_text: str | None
+    ts: int
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON for json_each."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @implementer(IStore)
@@ -102,7 +157,11 @@ class SQLiteStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.executescript(SCHEMA)
+        self._cursor = self._conn.cursor()
+        #: Writer-thread caches: user ids by name, last seqs by user id, the last message id.
         self._uids: dict[str, int] = {}
+        self._seqs: dict[int, int] = {}
+        self._last_message: int | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closing = False
         self._closed = False
@@ -116,12 +175,12 @@ class SQLiteStore:
 
     # -- the reactor side ------------------------------------------------------------------
 
-    def _submit(self, operation: Operation, writes: bool = True) -> defer.Deferred[Any]:
+    def _submit(self, operation: Operation | _Send) -> defer.Deferred[Any]:
         """Queue ``operation`` for the writer thread; a Deferred of its result."""
         if self._closing:
             return defer.fail(Internal("the store is closed"))
         d: defer.Deferred[Any] = defer.Deferred()
-        self._queue.put((d, operation, writes))
+        self._queue.put((d, operation))
         return d
 
     @staticmethod
@@ -176,42 +235,173 @@ class SQLiteStore:
             log.err(None, "closing the SQLite store")
         self._reactor.callFromThread(self._finished)
 
-    def _execute(self, batch: list[tuple[defer.Deferred[Any], Operation, bool]]
+    def _execute(self, batch: list[tuple[defer.Deferred[Any], Operation | _Send]]
                  ) -> list[tuple[defer.Deferred[Any], bool, Any]]:
-        """Run one batch in one transaction; every operation's outcome, in order."""
-        cursor = self._conn.cursor()
-        results: list[tuple[defer.Deferred[Any], bool, Any]] = []
+        """Run one batch in one transaction and commit; every call's outcome, in order."""
         try:
-            cursor.execute("BEGIN")
-            for d, operation, writes in batch:
-                if writes:
-                    cursor.execute("SAVEPOINT op")
-                try:
-                    value = operation(cursor)
-                except Exception:
-                    failure = Failure()
-                    if writes:
-                        cursor.execute("ROLLBACK TO op")
-                        cursor.execute("RELEASE op")
-                    results.append((d, False, failure))
-                else:
-                    if writes:
-                        cursor.execute("RELEASE op")
-                    results.append((d, True, value))
-            cursor.execute("COMMIT")
+            results = self._attempt(batch, careful=False)
+            if results is None:
+                self._rollback()
+                results = self._attempt(batch, careful=True)
+            self._cursor.execute("COMMIT")
         except Exception:
-            failure = Failure()
-            log.err(failure, "SQLite store transaction failed")
-            self._uids.clear()
-            try:
-                self._conn.rollback()
-            except sqlite3.Error:
-                pass
+            log.err(None, "SQLite store transaction failed")
+            self._rollback()
             error = Failure(Internal("the store failed to write"))
-            return [(d, False, error) for d, _, _ in batch]
+            return [(d, False, error) for d, _ in batch]
         self.batches += 1
         self.operations += len(batch)
         return results
+
+    def _attempt(self, batch: list[tuple[defer.Deferred[Any], Operation | _Send]],
+                 careful: bool) -> list[tuple[defer.Deferred[Any], bool, Any]] | None:
+        """Run the batch in a new transaction, not committed yet.
+
+        The fast way runs consecutive messages together and every other call alone, and
+        returns None at the first failure it cannot pin on one call without a partial write.
+        The careful way runs each call in its own SAVEPOINT.
+        """
+        cursor = self._cursor
+        conn = self._conn
+        results: list[tuple[defer.Deferred[Any], bool, Any]] = []
+        cursor.execute("BEGIN")
+        at, end = 0, len(batch)
+        while at < end:
+            d, operation = batch[at]
+            if type(operation) is _Send:
+                until = at + 1
+                if not careful:
+                    while until < end and type(batch[until][1]) is _Send:
+                        until += 1
+                run = batch[at:until]
+                if careful:
+                    cursor.execute("SAVEPOINT op")
+                try:
+                    outcomes = self._store_run([send for _, send in run])
+                except Exception:
+                    if not careful:
+                        return None
+                    cursor.execute("ROLLBACK TO op")
+                    cursor.execute("RELEASE op")
+                    self._forget()
+                    results.append((d, False, Failure()))
+                else:
+                    if careful:
+                        cursor.execute("RELEASE op")
+                    results.extend((call[0], ok, value)
+                                   for call, (ok, value) in zip(run, outcomes))
+                at = until
+                continue
+            at += 1
+            if careful:
+                cursor.execute("SAVEPOINT op")
+            changes = conn.total_changes
+            try:
+                value = operation(cursor)
+            except Exception:
+                failure = Failure()
+                if careful:
+                    cursor.execute("ROLLBACK TO op")
+                    cursor.execute("RELEASE op")
+                    self._forget()
+                elif not (failure.check(DimError) and conn.total_changes == changes):
+                    return None
+                results.append((d, False, failure))
+            else:
+                if careful:
+                    cursor.execute("RELEASE op")
+                results.append((d, True, value))
+        return results
+
+    def _store_run(self, sends: list[_Send]) -> list[tuple[bool, Any]]:
+        """Store consecutive messages with a few statements; each one's (ok, result).
+
+        Unknown recipients fail their message alone (nothing written for it); anything
+        raised means the run is broken and the transaction must be rolled back.
+        """
+        cursor = self._cursor
+        uids = self._uids
+        seq_cache = self._seqs
+        unknown = {name for send in sends for name in (send.sender, *send.recipients)
+                   if name not in uids}
+        if unknown:
+            uids.update(cursor.execute(
+                "SELECT name, id FROM users WHERE name IN (SELECT value FROM json_each(?))",
+                (_dumps(list(unknown)),)))
+        uncached = {uids[name] for send in sends for name in (send.sender, *send.recipients)
+                    if name in uids and uids[name] not in seq_cache}
+        if uncached:
+            seq_cache.update(cursor.execute(
+                "SELECT id, last_seq FROM users WHERE id IN (SELECT value FROM json_each(?))",
+                (_dumps(list(uncached)),)))
+        known = set(cursor.execute(_KNOWN, (_dumps(
+            [(send.sender, send.client_id) for send in sends]),)).fetchall())
+        if self._last_message is None:
+            self._last_message = cursor.execute(
+                "SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        message_id = self._last_message
+        fresh: dict[tuple[str, str], SendResult] = {}
+        message_rows: list[tuple[Any, ...]] = []
+        inbox_rows: list[tuple[int, int, int]] = []
+        changed: dict[int, int] = {}
+        outcomes: list[tuple[bool, Any]] = []
+        for send in sends:
+            sender, recipients = send.sender, send.recipients
+            key = (sender, send.client_id)
+            earlier = fresh.get(key)
+            if earlier is not None:
+                outcomes.append((True, SendResult(message=earlier.message,
+                                                  seqs=dict(earlier.seqs), duplicate=True)))
+                continue
+            if key in known:
+                outcomes.append((True, self._original(cursor, *key)))
+                continue
+            if len(recipients) == 1:
+                members = (sender,) if recipients[0] == sender else (sender, recipients[0])
+            else:
+                members = tuple(dict.fromkeys((sender, *recipients)))
+            member_uids = [uids.get(name) for name in members]
+            if None in member_uids:
+                missing = members[member_uids.index(None)]
+                outcomes.append((False, Failure(NotFound(f"no such user: {missing}",
+                                                         ref=send.client_id))))
+                continue
+            message_id += 1
+            seqs = {}
+            marks = []
+            for name, uid in zip(members, member_uids):
+                seq = seqs[name] = changed[uid] = seq_cache[uid] = seq_cache[uid] + 1
+                inbox_rows.append((uid, seq, message_id))
+                marks.append((uid, seq, name in recipients))
+            to = recipients[0] if send.group is None and recipients else None
+            message_rows.append((message_id, sender, send.client_id, send.ts, to, send.group,
+                                 send.body, send.kind, send.file_text, marks))
+            result = SendResult(message=StoredMessage(
+                mid=mid_of(message_id), id=send.client_id, sender=sender, ts=send.ts, to=to,
+                group=send.group, body=send.body, kind=send.kind, file=send.file), seqs=seqs)
+            fresh[key] = result
+            outcomes.append((True, result))
+        if message_rows:
+            cursor.execute(_INSERT_MESSAGES, (_dumps(message_rows),))
+            cursor.execute(_INSERT_INBOX, (_dumps(inbox_rows),))
+            cursor.execute(_UPDATE_SEQS, (_dumps(list(changed.items())),))
+            self._last_message = message_id
+        return outcomes
+
+    def _forget(self) -> None:
+        """Drop every cached thing that a rollback may have made wrong."""
+        self._uids.clear()
+        self._seqs.clear()
+        self._last_message = None
+
+    def _rollback(self) -> None:
+        """Roll the open transaction back, if any, and forget what it wrote."""
+        self._forget()
+        if self._conn.in_transaction:
+            try:
+                self._cursor.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.err(None, "rolling back the SQLite store")
 
     def _uid(self, cursor: sqlite3.Cursor, user: str) -> int | None:
         """The row id of ``user``, or None (writer thread; users are never removed)."""
@@ -243,7 +433,7 @@ class SQLiteStore:
             row = cursor.execute("SELECT password_hash FROM users WHERE name = ?",
                                  (user,)).fetchone()
             return row[0] if row else None
-        return self._submit(operation, writes=False)
+        return self._submit(operation)
 
     def set_password_hash(self, user: str, password_hash: str) -> defer.Deferred[None]:
         """Replace the user's password hash; NotFound for an unknown user."""
@@ -256,7 +446,7 @@ class SQLiteStore:
 
     def user_exists(self, user: str) -> defer.Deferred[bool]:
         """Whether the user exists."""
-        return self._submit(lambda cursor: self._uid(cursor, user) is not None, writes=False)
+        return self._submit(lambda cursor: self._uid(cursor, user) is not None)
 
     def list_users(self, prefix: str, limit: int) -> defer.Deferred[list[str]]:
         """User names starting with ``prefix``, in name order, at most ``limit``."""
@@ -271,7 +461,7 @@ class SQLiteStore:
                     break
                 names.append(name)
             return names
-        return self._submit(operation, writes=False)
+        return self._submit(operation)
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -289,8 +479,7 @@ class SQLiteStore:
     def is_revoked(self, jti: str) -> defer.Deferred[bool]:
         """Whether a token id was revoked (and not purged since its expiry)."""
         return self._submit(lambda cursor: cursor.execute(
-            "SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone() is not None,
-            writes=False)
+            "SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone() is not None)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -298,48 +487,24 @@ class SQLiteStore:
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
                       ts: int) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's, durably."""
-        to = recipients[0] if group is None and recipients else None
-        file_text = None if file is None else json.dumps(file)
-        members = list(dict.fromkeys([sender, *recipients]))
-        targeted = set(recipients)
-
-        def operation(cursor: sqlite3.Cursor) -> SendResult:
-            inserted = cursor.execute(
-                "INSERT INTO messages (sender, client_id, ts, to_user, grp, body, kind, file)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sender, client_id) DO NOTHING"
-                " RETURNING id", (sender, client_id, ts, to, group, body, kind, file_text)
-            ).fetchall()
-            if not inserted:
-                return self._original(cursor, sender, client_id)
-            message_id = inserted[0][0]
-            uids = []
-            for name in members:
-                uid = self._uid(cursor, name)
-                if uid is None:
-                    raise NotFound(f"no such user: {name}", ref=client_id)
-                uids.append(uid)
-            seqs = {}
-            for name, uid in zip(members, uids):
-                seq = cursor.execute(
-                    "UPDATE users SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-                    (uid,)).fetchall()[0][0]
-                cursor.execute("INSERT INTO inbox VALUES (?, ?, ?, ?)",
-                               (uid, seq, message_id, name in targeted))
-                seqs[name] = seq
-            message = StoredMessage(mid=base36(message_id), id=client_id, sender=sender,
-                                    ts=ts, to=to, group=group, body=body, kind=kind, file=file)
-            return SendResult(message=message, seqs=seqs)
-        return self._submit(operation)
+        file_text = None
+        if file is not None:
+            try:
+                file_text = _dumps(file)
+            except (TypeError, ValueError):
+                return defer.fail(BadRequest("file is not a JSON object", ref=client_id))
+        return self._submit(_Send(sender, client_id, tuple(recipients), group, body, kind,
+                                  file, file_text, ts))
 
     def _original(self, cursor: sqlite3.Cursor, sender: str, client_id: str) -> SendResult:
         """The SendResult of the message ``(sender, client_id)`` stored earlier."""
         row = cursor.execute(
-            "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file FROM messages"
-            " WHERE sender = ? AND client_id = ?", (sender, client_id)).fetchone()
+            "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, members"
+            " FROM messages WHERE sender = ? AND client_id = ?", (sender, client_id)).fetchone()
         seqs = dict(cursor.execute(
-            "SELECT u.name, i.seq FROM inbox i JOIN users u ON u.id = i.user"
-            " WHERE i.message = ?", (row[0],)).fetchall())
-        return SendResult(message=_message(row), seqs=seqs, duplicate=True)
+            "SELECT u.name, r.value ->> 1 FROM json_each(?) AS r JOIN users AS u"
+            " ON u.id = r.value ->> 0", (row[9],)).fetchall())
+        return SendResult(message=_message(row[:9]), seqs=seqs, duplicate=True)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -354,15 +519,15 @@ class SQLiteStore:
                                   delivered=bool(row[10]), read=bool(row[11]))
                        for row in cursor.execute(_FETCH, (uid, after, max(limit, 0)))]
             return entries, last
-        return self._submit(operation, writes=False)
+        return self._submit(operation)
 
     def last_seq(self, user: str) -> defer.Deferred[int]:
         """The highest seq in the user's inbox (0 when empty or unknown)."""
-        return self._submit(lambda cursor: self._mark(cursor, user, "last_seq"), writes=False)
+        return self._submit(lambda cursor: self._mark(cursor, user, "last_seq"))
 
     def acked_seq(self, user: str) -> defer.Deferred[int]:
         """The highest seq the user acknowledged (0 when none)."""
-        return self._submit(lambda cursor: self._mark(cursor, user, "acked_seq"), writes=False)
+        return self._submit(lambda cursor: self._mark(cursor, user, "acked_seq"))
 
     def _mark(self, cursor: sqlite3.Cursor, user: str, column: str) -> int:
         """One of the user's counters (last_seq, acked_seq), 0 for an unknown user."""
@@ -394,7 +559,7 @@ class SQLiteStore:
             return []
         if read:
             cursor.execute("UPDATE users SET read_seq = ? WHERE id = ?", (new, uid))
-        return [Receipt(mid=base36(message_id), id=client_id, sender=sender, seq=at)
+        return [Receipt(mid=mid_of(message_id), id=client_id, sender=sender, seq=at)
                 for at, message_id, client_id, sender in cursor.execute(
                     _COVERED, (uid, old, new, user))]
 
@@ -402,6 +567,6 @@ class SQLiteStore:
 def _message(row: tuple[Any, ...]) -> StoredMessage:
     """A StoredMessage from (id, client_id, sender, ts, to_user, grp, body, kind, file)."""
     message_id, client_id, sender, ts, to, group, body, kind, file = row
-    return StoredMessage(mid=base36(message_id), id=client_id, sender=sender, ts=ts, to=to,
+    return StoredMessage(mid=mid_of(message_id), id=client_id, sender=sender, ts=ts, to=to,
                          group=group, body=body, kind=kind,
                          file=None if file is None else json.loads(file))
