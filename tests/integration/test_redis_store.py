@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from dim.errors import Unavailable
-from dim.store.redis import RedisStore, open_redis
+from dim.store.redis import RedisStore, check_reachable, open_redis
 from tests.store_contract import TS, DurableStoreContractMixin
 
 REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
@@ -21,9 +21,15 @@ REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
 
 @defer.inlineCallbacks
 def delete_prefix(url: str, prefix: str):
-    """Delete every key under ``prefix`` (test clean-up)."""
-    redis = open_redis(url, poolsize=1)
+    """Delete every key under ``prefix`` (test clean-up; nothing to do if Redis is down)."""
+    from twisted.internet import reactor
+
+    redis = open_redis(url, poolsize=1, connect_timeout=1.0)
     try:
+        try:
+            yield defer.ensureDeferred(check_reachable(redis, url, 1.0, reactor))
+        except Unavailable:
+            return
         cursor = "0"
         while True:
             cursor, keys = yield redis.scan(cursor, pattern=prefix + "*", count=1000)
