@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -41,7 +44,7 @@ class SQLiteStoreTests(unittest.TestCase):
     def test_wal_and_full_sync(self):
         """The file is in WAL mode, synced in full on commit, with the tables DIM needs."""
         synchronous = yield self.store._submit(
-            lambda cursor: cursor.execute("PRAGMA synchronous").fetchone()[0], writes=False)
+            lambda cursor: cursor.execute("PRAGMA synchronous").fetchone()[0])
         self.assertEqual(2, synchronous)
         conn = sqlite3.connect(self.path)
         self.addCleanup(conn.close)
@@ -92,3 +95,92 @@ class SQLiteStoreTests(unittest.TestCase):
         again = SQLiteStore(self.path, reactor)
         self.addCleanup(again.close)
         self.assertEqual(100, (yield again.last_seq("alice")))
+
+    @defer.inlineCallbacks
+    def test_unexpected_failure_after_write_is_undone(self):
+        """An operation that writes and then breaks leaves nothing, and its batch survives."""
+        yield self.store.create_user("alice", "h", TS)
+
+        def broken(cursor):
+            cursor.execute("INSERT INTO users (name, password_hash, created)"
+                           " VALUES ('mallory', 'h', 0)")
+            raise RuntimeError("broken after a write")
+
+        before = self.store.store_message("alice", "a", ["alice"], None, "x", "text", None,
+                                          TS)
+        bad = self.store._submit(broken)
+        after = self.store.store_message("alice", "b", ["alice"], None, "x", "text", None,
+                                         TS)
+        self.assertEqual({"alice": 1}, (yield before).seqs)
+        yield self.assertFailure(bad, RuntimeError)
+        self.assertEqual({"alice": 2}, (yield after).seqs)
+        self.assertFalse((yield self.store.user_exists("mallory")))
+        more = yield self.store.store_message("alice", "c", ["alice"], None, "x", "text",
+                                              None, TS)
+        self.assertEqual({"alice": 3}, more.seqs)
+        self.assertEqual([1, 2, 3], [e.seq for e in (yield self.store.fetch("alice", 0, 9))[0]])
+
+
+#: A child process that stores messages without end and prints each one once it is acknowledged.
+_WRITER = """
+import sys
+from twisted.internet import reactor
+from dim.store.sqlite import SQLiteStore
+
+store = SQLiteStore(sys.argv[1], reactor)
+count = [0]
+
+def sent(result, n):
+    sys.stdout.write(f"{n} {result.seqs['bob']}\\n")
+    sys.stdout.flush()
+
+def send():
+    for _ in range(200):
+        n = count[0]
+        count[0] += 1
+        store.store_message("alice", f"c{n}", ["bob"], None, f"m{n}", "text", None, n
+                            ).addCallback(sent, n)
+    reactor.callLater(0.001, send)
+
+def start():
+    store.create_user("alice", "h", 0)
+    store.create_user("bob", "h", 0)
+    send()
+
+reactor.callWhenRunning(start)
+reactor.run()
+"""
+
+
+class SQLiteStoreCrashTests(unittest.TestCase):
+    """A message acknowledged by the store survives the process being killed."""
+
+    @defer.inlineCallbacks
+    def test_acknowledged_survives_kill_9(self):
+        """Every message whose Deferred fired is there, at its seq, after kill -9."""
+        path = os.path.abspath(self.mktemp() + ".db")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, path], cwd=root,
+                                 stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": root})
+        acknowledged = {}
+        try:
+            for line in child.stdout:
+                n, seq = map(int, line.split())
+                acknowledged[n] = seq
+                if len(acknowledged) >= 3000:
+                    break
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
+        self.assertEqual(3000, len(acknowledged))
+        store = SQLiteStore(path, reactor)
+        self.addCleanup(store.close)
+        entries, last = yield store.fetch("bob", 0, 1_000_000)
+        self.assertGreaterEqual(last, 3000)
+        self.assertEqual(list(range(1, last + 1)), [entry.seq for entry in entries])
+        stored = {int(entry.message.id[1:]): entry.seq for entry in entries}
+        for n, seq in acknowledged.items():
+            self.assertEqual(seq, stored.get(n))
