@@ -188,7 +188,8 @@ class ClientConnection(FrameProtocol):
             return
         if isinstance(result, Deferred):
             if result.called and not result.paused:
-                result.addErrback(self._failed, frame)
+                if isinstance(result.result, Failure):
+                    result.addErrback(self._failed, frame)
             else:
                 self._in_flight += 1
                 if self._in_flight >= MAX_IN_FLIGHT:

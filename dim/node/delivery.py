@@ -353,7 +353,7 @@ class NodeCore:
         """Write frames to every session of each user, here or on other nodes, but ``skip``."""
         for user, frames in targets.items():
             mine = self.local.get(user)
-            if mine:
+            if mine and (len(mine) > 1 or skip not in mine):
                 self._push_local(mine, [_encoded(f) for f in frames], skip)
         if self.forwarder is not None:
             d = maybeDeferred(self.sessions.locate, list(targets))
