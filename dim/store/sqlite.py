@@ -276,11 +276,13 @@ class SQLiteStore:
                 run = batch[at:until]
                 if careful:
                     cursor.execute("SAVEPOINT op")
+                done = len(results)
                 try:
-                    outcomes = self._store_run([send for _, send in run])
+                    self._store_run(run, results)
                 except Exception:
                     if not careful:
                         return None
+                    del results[done:]
                     cursor.execute("ROLLBACK TO op")
                     cursor.execute("RELEASE op")
                     self._forget()
@@ -288,8 +290,6 @@ class SQLiteStore:
                 else:
                     if careful:
                         cursor.execute("RELEASE op")
-                    results.extend((call[0], ok, value)
-                                   for call, (ok, value) in zip(run, outcomes))
                 at = until
                 continue
             at += 1
@@ -313,29 +313,17 @@ class SQLiteStore:
                 results.append((d, True, value))
         return results
 
-    def _store_run(self, sends: list[_Send]) -> list[tuple[bool, Any]]:
-        """Store consecutive messages with a few statements; each one's (ok, result).
+    def _store_run(self, run: list[tuple[defer.Deferred[Any], _Send]],
+                   results: list[tuple[defer.Deferred[Any], bool, Any]]) -> None:
+        """Store consecutive messages with a few statements; append each one's outcome.
 
-        Unknown recipients fail their message alone (nothing written for it); anything
+        An unknown recipient fails its message alone (nothing written for it); anything
         raised means the run is broken and the transaction must be rolled back.
         """
         cursor = self._cursor
         uids = self._uids
         seq_cache = self._seqs
-        unknown = {name for send in sends for name in (send.sender, *send.recipients)
-                   if name not in uids}
-        if unknown:
-            uids.update(cursor.execute(
-                "SELECT name, id FROM users WHERE name IN (SELECT value FROM json_each(?))",
-                (_dumps(list(unknown)),)))
-        uncached = {uids[name] for send in sends for name in (send.sender, *send.recipients)
-                    if name in uids and uids[name] not in seq_cache}
-        if uncached:
-            seq_cache.update(cursor.execute(
-                "SELECT id, last_seq FROM users WHERE id IN (SELECT value FROM json_each(?))",
-                (_dumps(list(uncached)),)))
-        known = set(cursor.execute(_KNOWN, (_dumps(
-            [(send.sender, send.client_id) for send in sends]),)).fetchall())
+        known = set(cursor.execute(_KNOWN, (_dumps([send[:2] for _, send in run]),)))
         if self._last_message is None:
             self._last_message = cursor.execute(
                 "SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
@@ -344,49 +332,57 @@ class SQLiteStore:
         message_rows: list[tuple[Any, ...]] = []
         inbox_rows: list[tuple[int, int, int]] = []
         changed: dict[int, int] = {}
-        outcomes: list[tuple[bool, Any]] = []
-        for send in sends:
-            sender, recipients = send.sender, send.recipients
-            key = (sender, send.client_id)
+        for d, send in run:
+            sender, client_id, recipients, group, body, kind, file, file_text, ts = send
+            key = (sender, client_id)
             earlier = fresh.get(key)
             if earlier is not None:
-                outcomes.append((True, SendResult(message=earlier.message,
-                                                  seqs=dict(earlier.seqs), duplicate=True)))
+                results.append((d, True, SendResult(message=earlier.message,
+                                                    seqs=dict(earlier.seqs), duplicate=True)))
                 continue
             if key in known:
-                outcomes.append((True, self._original(cursor, *key)))
+                results.append((d, True, self._original(cursor, sender, client_id)))
                 continue
             if len(recipients) == 1:
                 members = (sender,) if recipients[0] == sender else (sender, recipients[0])
             else:
                 members = tuple(dict.fromkeys((sender, *recipients)))
-            member_uids = [uids.get(name) for name in members]
-            if None in member_uids:
-                missing = members[member_uids.index(None)]
-                outcomes.append((False, Failure(NotFound(f"no such user: {missing}",
-                                                         ref=send.client_id))))
+            member_uids = []
+            for name in members:
+                uid = uids.get(name)
+                if uid is None:
+                    uid = self._uid(cursor, name)
+                    if uid is None:
+                        break
+                member_uids.append(uid)
+            else:
+                message_id += 1
+                seqs = {}
+                marks = []
+                for name, uid in zip(members, member_uids):
+                    seq = seq_cache.get(uid)
+                    if seq is None:
+                        seq = cursor.execute("SELECT last_seq FROM users WHERE id = ?",
+                                             (uid,)).fetchone()[0]
+                    seq = seqs[name] = changed[uid] = seq_cache[uid] = seq + 1
+                    inbox_rows.append((uid, seq, message_id))
+                    marks.append((uid, seq, name in recipients))
+                to = recipients[0] if group is None and recipients else None
+                message_rows.append((message_id, sender, client_id, ts, to, group, body, kind,
+                                     file_text, marks))
+                result = SendResult(message=StoredMessage(
+                    mid=format(message_id, "x"), id=client_id, sender=sender, ts=ts, to=to,
+                    group=group, body=body, kind=kind, file=file), seqs=seqs)
+                fresh[key] = result
+                results.append((d, True, result))
                 continue
-            message_id += 1
-            seqs = {}
-            marks = []
-            for name, uid in zip(members, member_uids):
-                seq = seqs[name] = changed[uid] = seq_cache[uid] = seq_cache[uid] + 1
-                inbox_rows.append((uid, seq, message_id))
-                marks.append((uid, seq, name in recipients))
-            to = recipients[0] if send.group is None and recipients else None
-            message_rows.append((message_id, sender, send.client_id, send.ts, to, send.group,
-                                 send.body, send.kind, send.file_text, marks))
-            result = SendResult(message=StoredMessage(
-                mid=mid_of(message_id), id=send.client_id, sender=sender, ts=send.ts, to=to,
-                group=send.group, body=send.body, kind=send.kind, file=send.file), seqs=seqs)
-            fresh[key] = result
-            outcomes.append((True, result))
+            results.append((d, False, Failure(NotFound(f"no such user: {name}",
+                                                       ref=client_id))))
         if message_rows:
             cursor.execute(_INSERT_MESSAGES, (_dumps(message_rows),))
             cursor.execute(_INSERT_INBOX, (_dumps(inbox_rows),))
             cursor.execute(_UPDATE_SEQS, (_dumps(list(changed.items())),))
             self._last_message = message_id
-        return outcomes
 
     def _forget(self) -> None:
         """Drop every cached thing that a rollback may have made wrong."""
