@@ -592,9 +592,7 @@ class ClientSession(EventSource):
     def _on_sent(self, conn: ClientConnection, frame: F.Sent) -> None:
         message = self.outgoing.get(frame.id)
         if message is not None:
-            self._cancel(self._send_timers.pop(frame.id, None))
-            if frame.id in self._outbox:
-                self._outbox.remove(frame.id)
+            self._stop_resending(message.id)
             message.mid, message.seq, message.ts = frame.mid, frame.seq, frame.ts
             message.error = None
             if self.cache is not None:
@@ -620,9 +618,7 @@ class ClientSession(EventSource):
         mine = self.outgoing.get(frame.id) if frame.from_ == self.user else None
         if mine is not None:
             # Our own message, listed by a sync before its `sent` reached us.
-            self._cancel(self._send_timers.pop(frame.id, None))
-            if frame.id in self._outbox:
-                self._outbox.remove(frame.id)
+            self._stop_resending(mine.id)
             mine.mid, mine.seq, mine.ts = frame.mid, frame.seq, frame.ts
             state = DELIVERED if frame.delivered else SENT
             if mine.state != state and mine.state != DELIVERED:
@@ -636,7 +632,7 @@ class ClientSession(EventSource):
             self.cache.mark_delivered(frame.mid)
         message = self.outgoing.get(frame.id)
         if message is not None and message.mid in (None, frame.mid):
-            self._cancel(self._send_timers.pop(frame.id, None))
+            self._stop_resending(frame.id)
             message.mid = frame.mid
             if message.state != DELIVERED:
                 message.state = DELIVERED
@@ -662,9 +658,7 @@ class ClientSession(EventSource):
             return
         message = self.outgoing.get(frame.ref) if frame.ref else None
         if message is not None and message.state == SENDING:
-            self._cancel(self._send_timers.pop(message.id, None))
-            if message.id in self._outbox:
-                self._outbox.remove(message.id)
+            self._stop_resending(message.id)
             if frame.code == errors.RateLimited.code:
                 # Not the message's fault: keep the resend timer's pace.
                 self._send_timers[message.id] = self.reactor.callLater(
@@ -748,6 +742,12 @@ class ClientSession(EventSource):
         message.attempts += 1
         self._send_timers[message.id] = self.reactor.callLater(
             SEND_TIMEOUT, self._send_timeout, message.id)
+
+    def _stop_resending(self, id: str) -> None:
+        """The node answered message ``id``: no resend timer, no place in the outbox."""
+        self._cancel(self._send_timers.pop(id, None))
+        if id in self._outbox:
+            self._outbox.remove(id)
 
     def _send_timeout(self, id: str) -> None:
         self._send_timers.pop(id, None)
