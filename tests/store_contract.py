@@ -187,6 +187,23 @@ class StoreContractMixin:
             self.assertEqual(result.message, entry.message)
 
     @defer.inlineCallbacks
+    def test_any_text_kept(self):
+        """Bodies, ids and kinds come back exactly, whatever characters they hold."""
+        store = yield self.store("alice", "bob")
+        bodies = ['quote " backslash \\ slash / newline \n tab \t', "nul \x00 and \x01",
+                  "emoji \U0001F600 accents \u00e9\u00e8 cjk \u4e2d", "", "x" * 16384,
+                  '{"not": "json"} [1, 2]', "\u2028\u2029 \ud7ff \ufffd"]
+        for n, body in enumerate(bodies):
+            yield self.send(store, "alice", f'id "{n}" \\', "bob", body=body,
+                            kind=f"kind-\u00e9-{n}")
+        entries, _ = yield store.fetch("bob", 0, 100)
+        self.assertEqual(bodies, [e.message.body for e in entries])
+        self.assertEqual([f'id "{n}" \\' for n in range(len(bodies))],
+                         [e.message.id for e in entries])
+        self.assertEqual([f"kind-\u00e9-{n}" for n in range(len(bodies))],
+                         [e.message.kind for e in entries])
+
+    @defer.inlineCallbacks
     def test_file_kept(self):
         """A message's file dict and kind are returned as stored."""
         store = yield self.store("alice", "bob")

@@ -105,6 +105,10 @@ INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file,
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
        value ->> 6, value ->> 7, value ->> 8, value -> 9 FROM json_each(?)
 """
+_INSERT_MESSAGE = """
+INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
 _INSERT_INBOX = """
 INSERT INTO inbox (user, seq, message)
 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)
@@ -330,6 +334,7 @@ class SQLiteStore:
         message_id = self._last_message
         fresh: dict[tuple[str, str], SendResult] = {}
         message_rows: list[tuple[Any, ...]] = []
+        nul_rows: list[tuple[Any, ...]] = []
         inbox_rows: list[tuple[int, int, int]] = []
         changed: dict[int, int] = {}
         for d, send in run:
@@ -368,8 +373,14 @@ class SQLiteStore:
                     inbox_rows.append((uid, seq, message_id))
                     marks.append((uid, seq, name in recipients))
                 to = recipients[0] if group is None and recipients else None
-                message_rows.append((message_id, sender, client_id, ts, to, group, body, kind,
-                                     file_text, marks))
+                row = (message_id, sender, client_id, ts, to, group, body, kind, file_text,
+                       marks)
+                if ("\0" in body or "\0" in client_id or "\0" in kind or "\0" in sender
+                        or (group and "\0" in group) or (to and "\0" in to)):
+                    # JSON would carry a NUL, but ->> cuts the text there: bind it plainly.
+                    nul_rows.append(row[:9] + (_dumps(marks),))
+                else:
+                    message_rows.append(row)
                 result = SendResult(message=StoredMessage(
                     mid=format(message_id, "x"), id=client_id, sender=sender, ts=ts, to=to,
                     group=group, body=body, kind=kind, file=file), seqs=seqs)
@@ -378,8 +389,11 @@ class SQLiteStore:
                 continue
             results.append((d, False, Failure(NotFound(f"no such user: {name}",
                                                        ref=client_id))))
-        if message_rows:
-            cursor.execute(_INSERT_MESSAGES, (_dumps(message_rows),))
+        if nul_rows:
+            cursor.executemany(_INSERT_MESSAGE, nul_rows)
+        if inbox_rows:
+            if message_rows:
+                cursor.execute(_INSERT_MESSAGES, (_dumps(message_rows),))
             cursor.execute(_INSERT_INBOX, (_dumps(inbox_rows),))
             cursor.execute(_UPDATE_SEQS, (_dumps(list(changed.items())),))
             self._last_message = message_id
