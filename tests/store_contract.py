@@ -267,6 +267,20 @@ class StoreContractMixin:
         self.assertEqual(([1, 2], 2), (yield self.seqs(store, "alice")))
 
     @defer.inlineCallbacks
+    def test_failed_id_reusable_in_flight(self):
+        """A client id whose send failed is free again, even for a call already in flight."""
+        store = yield self.store("alice", "bob")
+        failed = self.send(store, "alice", "c1", "ghost")
+        stored = self.send(store, "alice", "c1", "bob")
+        again = self.send(store, "alice", "c1", "bob", body="other")
+        yield self.assertFailure(failed, NotFound)
+        first, second = (yield stored), (yield again)
+        self.assertFalse(first.duplicate)
+        self.assertTrue(second.duplicate)
+        self.assertEqual(first.message, second.message)
+        self.assertEqual({"alice": 1, "bob": 1}, second.seqs)
+
+    @defer.inlineCallbacks
     def test_no_gaps_with_failures_in_flight(self):
         """Sends in flight together, some failing, leave every inbox without gaps."""
         store = yield self.store("alice", "bob", "carol")

@@ -66,6 +66,21 @@ class SQLiteStoreTests(unittest.TestCase):
         self.assertLess(self.store.batches - before, 50)
 
     @defer.inlineCallbacks
+    def test_reads_see_earlier_calls(self):
+        """A read called after a write sees it, even when both are in flight together."""
+        yield self.store.create_user("alice", "h", TS)
+        self.store.store_message("alice", "a", ["alice"], None, "x", "text", None, TS)
+        fetched = self.store.fetch("alice", 0, 10)
+        self.store.ack("alice", 1)
+        acked = self.store.acked_seq("alice")
+        self.store.store_message("alice", "b", ["alice"], None, "x", "text", None, TS)
+        last = self.store.last_seq("alice")
+        entries, last_then = yield fetched
+        self.assertEqual(([1], 1), ([e.seq for e in entries], last_then))
+        self.assertEqual(1, (yield acked))
+        self.assertEqual(2, (yield last))
+
+    @defer.inlineCallbacks
     def test_failure_in_batch_keeps_others(self):
         """A failing call in a batch leaves no rows and does not undo its neighbours."""
         yield self.store.create_user("alice", "h", TS)
