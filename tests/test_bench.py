@@ -296,6 +296,21 @@ class LeanClientTests(unittest.TestCase):
         self.assertEqual(self.worker.http_statuses, {"200": 1, "401": 1})
         self.assertEqual(t.value(), b"GET / HTTP/1.1\r\n\r\n" * 3)
 
+    def test_http_client_parses_chunked_answers(self) -> None:
+        """Chunked answers (what Klein sends) are read whole, even byte by byte."""
+        self.worker.http_running = True
+        h = loadgen._HttpClient(self.worker, b"R")
+        t = StringTransport()
+        h.makeConnection(t)
+        answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"f\r\n{\"status\":\"ok\"}\r\n3\r\nabc\r\n0\r\n\r\n")
+        for i in range(len(answer)):
+            h.dataReceived(answer[i:i + 1])
+        h.dataReceived(answer + answer)
+        self.assertEqual(self.worker.http_ok, 3)
+        self.assertEqual(t.value(), b"R" * 4)
+        self.assertEqual(h.buf, b"")
+
     def test_unknown_command(self) -> None:
         """An unknown command is answered, not raised."""
         got = []

@@ -58,6 +58,9 @@ class FrameClient(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.open = True
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            nodelay(True)
 
     def write(self, data: bytes, now: float) -> None:
         """Write bytes and remember when (for the heartbeat)."""
@@ -132,30 +135,56 @@ class _HttpClient(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.buf += data
-        while True:
-            if self.need is None:
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head, self.buf = self.buf[:end].decode("latin-1"), self.buf[end + 4:]
-                lines = head.split("\r\n")
-                self.status = int(lines[0].split(" ", 2)[1])
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
-                self.need = length
-            if len(self.buf) < self.need:
-                return
-            self.buf = self.buf[self.need:]
-            self.need = None
+        while self._answer():
             self.owner.http_answer(self, self.status, time.perf_counter() - self.sent_at)
-            if self.owner.http_running:
-                self.send()
-            else:
+            if not self.owner.http_running:
                 self.transport.loseConnection()
                 return
+            self.send()
+
+    def _answer(self) -> bool:
+        """Consume one whole answer from the buffer (Content-Length or chunked)."""
+        if self.need is None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            head, self.buf = self.buf[:end].decode("latin-1"), self.buf[end + 4:]
+            lines = head.split("\r\n")
+            self.status = int(lines[0].split(" ", 2)[1])
+            length, chunked = 0, False
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value.strip())
+                elif name == "transfer-encoding" and "chunked" in value.lower():
+                    chunked = True
+            self.need = -1 if chunked else length
+        if self.need >= 0:
+            if len(self.buf) < self.need:
+                return False
+            self.buf = self.buf[self.need:]
+            self.need = None
+            return True
+        pos = 0
+        while True:  # chunked: size line, data, CRLF ... a zero size line, then a blank line
+            eol = self.buf.find(b"\r\n", pos)
+            if eol < 0:
+                return False
+            size = int(self.buf[pos:eol].split(b";")[0], 16)
+            if size == 0:
+                trailer_end = self.buf.find(b"\r\n\r\n", eol - 2 if eol >= 2 else 0)
+                if self.buf[eol + 2:eol + 4] == b"\r\n":
+                    self.buf = self.buf[eol + 4:]
+                elif trailer_end >= 0:
+                    self.buf = self.buf[trailer_end + 4:]
+                else:
+                    return False
+                self.need = None
+                return True
+            if len(self.buf) < eol + 2 + size + 2:
+                return False
+            pos = eol + 2 + size + 2
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.owner.http_lost(self)
@@ -473,6 +502,7 @@ class Worker:
         msgs_in_window = sum(1 for t in self.msg_times if t <= end)
         last = max(self.delivered_times) if self.delivered_times else end
         return {"ok": True, "offered_per_s": rate, "seconds": seconds, "sent": sent,
+                "start": sched.start, "last_delivered": last,
                 "msgs": len(self.to_msg), "delivered": len(self.to_delivered),
                 "incomplete": len(self.pending),
                 "delivered_in_window": in_window, "msgs_in_window": msgs_in_window,

@@ -110,11 +110,14 @@ class ServerProcess:
         return self.proc.returncode
 
     def log_tail(self, lines: int = 40) -> str:
-        """The end of the process log."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        """The end of the process's output and of its twistd log, if it has one."""
+        out = []
+        for path in (self.log, self.workdir / "twistd.log"):
+            try:
+                out += path.read_text(errors="replace").splitlines()[-lines:]
+            except FileNotFoundError:
+                pass
+        return "\n".join(out) or "(no log)"
 
 
 def cpu_percent_over(proc: ServerProcess, seconds: float) -> float:
@@ -142,8 +145,8 @@ class EmbeddedDim:
         self.workdir = workdir
         self.http_port, self.node_port = free_port(), free_port()
         self.data = workdir / "data"
-        argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=",
-                "--logfile", str(workdir / "twistd.log")]
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                "--pidfile=", "--logfile", str(workdir / "twistd.log")]
         if profile is not None:
             argv += ["--profile", str(profile), "--profiler", "cprofile", "--savestats"]
         argv += ["dim", "--gateway", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
@@ -234,6 +237,11 @@ class WorkerProcess:
         if not answer.get("ok"):
             raise RuntimeError(f"worker {self.source}: {answer.get('error')}")
         return answer
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the worker used so far."""
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
 
     def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Send a command and wait for its answer."""

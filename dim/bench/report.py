@@ -54,7 +54,8 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "twisted": twisted.__version__, "kernel": platform.release(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
 
 
 def unavailable(reason: str) -> dict[str, Any]:
@@ -132,6 +133,8 @@ def headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str
         if name == "echo":
             rows.append((name, "frames/s (pipelined)", _fmt(result.get("frames_per_s")), "1",
                          "", ""))
+            rows.append((name, "frames per server CPU-second", _fmt(result.get("frames_per_cpu_s")),
+                         "1", "", ""))
             rows.append((name, "RSS per idle connection (KB)",
                          _fmt(result.get("rss_per_conn_kb"), 2), "1", "", ""))
         elif name == "connections":
@@ -161,6 +164,9 @@ def headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str
             rows.append((name, "msgs/s at saturation (send->delivered chain)", _fmt(mps),
                          _fmt(r, 3), f">= 1/10 echo; {TARGETS['chat_milestone']:,.0f} milestone",
                          _verdict(None if r is None else r >= TARGETS["chat_ratio"])))
+            rows.append((name, "msgs per node CPU-second (best step)",
+                         _fmt(result.get("msgs_per_node_cpu_s")),
+                         _fmt(result.get("cpu_ratio_to_echo"), 3), "", ""))
             rows.append((name, "send->msg p50/p99/p99.9 at saturation (ms)",
                          f"{_fmt(result.get('p50_ms'))} / {_fmt(result.get('p99_ms'))} / "
                          f"{_fmt(result.get('p999_ms'))}", "", "", ""))
@@ -194,6 +200,9 @@ def markdown(results: dict[str, Any]) -> str:
              f"Twisted {m.get('twisted')}, kernel {m.get('kernel')}, {m.get('date')}.", ""]
     if results.get("command"):
         lines += [f"Command: `{results['command']}`", ""]
+    if m.get("load_avg_1m_at_start") is not None:
+        lines += [f"Load average when the run started: {m['load_avg_1m_at_start']} "
+                  f"(on {m.get('cores')} cores).", ""]
     lines += ["| scenario | figure | value | ratio to echo | target | verdict |",
               "|---|---|---|---|---|---|"]
     for row in headline_rows(results):
@@ -205,8 +214,9 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         lines += ["", f"## {name}: open-loop rate sweep", "",
                   "| offered/s | achieved/s | sent | incomplete | send->msg p50 / p99 / p99.9 ms "
-                  "| send->delivered p50 / p99 / p99.9 ms | node CPU % |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| send->delivered p50 / p99 / p99.9 ms | node CPU % | msgs per node CPU-s "
+                  "| machine busy % |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for s in sweep + ([result["half_saturation"]] if result.get("half_saturation") else []):
             a, b = s.get("send_to_msg") or {}, s.get("send_to_delivered") or {}
             lines.append(
@@ -214,7 +224,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(s.get('sent'))} | {_fmt(s.get('incomplete'))} | "
                 f"{_fmt(a.get('p50_ms'))} / {_fmt(a.get('p99_ms'))} / {_fmt(a.get('p999_ms'))} | "
                 f"{_fmt(b.get('p50_ms'))} / {_fmt(b.get('p99_ms'))} / {_fmt(b.get('p999_ms'))} | "
-                f"{_fmt(s.get('node_cpu_percent'))} |")
+                f"{_fmt(s.get('node_cpu_percent'))} | {_fmt(s.get('msgs_per_node_cpu_s'))} | "
+                f"{_fmt(s.get('machine_busy_percent'))} |")
     return "\n".join(lines) + "\n"
 
 

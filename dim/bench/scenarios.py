@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from dim.bench import processes as P
 from dim.bench import report, stats
 
@@ -106,11 +108,11 @@ def _hold_ramp(workers: list[P.WorkerProcess], server: P.ServerProcess, port: in
                heartbeat: float | None, log: Callable[[str], None]) -> dict[str, Any]:
     """Open ``total`` idle connections in ``steps`` rounds, reading the server's RSS after
     each; returns the (connections, RSS) points, failures and the final count held."""
-    time.sleep(0.5)
-    points = [[0, server.rss()]]
+    warm = max(50, total // 50)
+    per_step = [warm] + _split(total - warm, steps)
     held = 0
     failures: dict[str, int] = {}
-    per_step = _split(total, steps)
+    points: list[list[int]] = []
     offset = 0
     for k, n in enumerate(per_step):
         shares = _split(n, len(workers))
@@ -172,12 +174,15 @@ def run_echo(ctx: Context) -> dict[str, Any]:
     try:
         ctx.log(f"echo: flood {p.flood_seconds}s, {2 * p.flood_conns_per_worker} connections, "
                 f"window {p.flood_window}")
-        c0 = server.cpu_seconds()
+        c0, t0 = server.cpu_seconds(), time.monotonic()
+        psutil.cpu_percent()
         answers = P.call_all(workers, [
             {"cmd": "flood", "host": "127.0.0.1", "port": port, "source": w.source,
              "conns": p.flood_conns_per_worker, "seconds": p.flood_seconds,
              "window": p.flood_window} for w in workers])
         cpu = server.cpu_seconds() - c0
+        cpu_pct = 100.0 * cpu / (time.monotonic() - t0)
+        busy = psutil.cpu_percent()
     finally:
         P.stop_workers(workers)
         server.stop()
@@ -187,8 +192,10 @@ def run_echo(ctx: Context) -> dict[str, Any]:
     ctx.log(f"echo: {fps:,.0f} frames/s")
     hold = echo_hold(ctx, p.connections)
     return {"status": report.OK, "frames_per_s": fps, "frame_bytes": answers[0]["frame_bytes"],
+            "frames_per_cpu_s": round(fps / (cpu_pct / 100.0), 1) if cpu_pct > 0 else None,
             "connections_flooded": 2 * p.flood_conns_per_worker, "window": p.flood_window,
-            "seconds": seconds, "server_cpu_s": round(cpu, 2),
+            "seconds": seconds, "server_cpu_percent": round(cpu_pct, 1),
+            "machine_busy_percent": busy,
             "rss_per_conn_kb": hold["rss_per_conn_kb"], "rss_connections": hold["held"],
             "rss_points": hold["rss_points"], "ratio_to_echo": 1.0}
 
@@ -267,6 +274,7 @@ def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerPr
     top = stats.saturation(sweep)
     half = None
     if top is not None and top["achieved_per_s"]:
+        time.sleep(2.0)  # let the node drain whatever the overload left behind
         half_rate = max(1, round(top["achieved_per_s"] / 2))
         half = _chat_step(ctx, workers, server, half_rate)
         half["half_saturation"] = True
@@ -279,10 +287,15 @@ def _chat_step(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerPro
                rate: float) -> dict[str, Any]:
     p = ctx.params
     c0, t0 = server.cpu_seconds(), time.monotonic()
+    w0 = [w.cpu_seconds() for w in workers]
+    psutil.cpu_percent()
     answers = P.call_all(workers, [
         {"cmd": "chat_step", "rate": rate / len(workers), "seconds": p.step_seconds,
          "drain": p.drain_seconds} for _ in workers])
-    cpu = 100.0 * (server.cpu_seconds() - c0) / (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    cpu = 100.0 * (server.cpu_seconds() - c0) / elapsed
+    wcpu = [round(100.0 * (w.cpu_seconds() - c) / elapsed, 1) for w, c in zip(workers, w0)]
+    busy = psutil.cpu_percent()
     to_msg = [x for a in answers for x in a["send_to_msg_ms"]]
     to_sent = [x for a in answers for x in a["send_to_sent_ms"]]
     to_del = [x for a in answers for x in a["send_to_delivered_ms"]]
@@ -291,15 +304,20 @@ def _chat_step(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerPro
         for k, v in a["errors"].items():
             errors[k] = errors.get(k, 0) + v
     sent = sum(a["sent"] for a in answers)
+    span = max(a["last_delivered"] for a in answers) - min(a["start"] for a in answers)
+    achieved = len(to_del) / max(span, p.step_seconds)
     return {"offered_per_s": rate, "seconds": p.step_seconds, "sent": sent,
             "msgs": len(to_msg), "delivered": len(to_del),
             "incomplete": sum(a["incomplete"] for a in answers),
-            "achieved_per_s": round(sum(a["delivered_in_window"] for a in answers)
-                                    / p.step_seconds, 1),
+            "achieved_per_s": round(achieved, 1),
+            "msgs_per_node_cpu_s": round(achieved / (cpu / 100.0), 1) if cpu > 0 else None,
+            "delivered_in_window_per_s": round(sum(a["delivered_in_window"] for a in answers)
+                                               / p.step_seconds, 1),
             "msgs_per_s_in_window": round(sum(a["msgs_in_window"] for a in answers)
                                           / p.step_seconds, 1),
             "drain_s": max(a["drain_s"] for a in answers),
-            "node_cpu_percent": round(cpu, 1), "errors": errors,
+            "node_cpu_percent": round(cpu, 1), "worker_cpu_percent": wcpu,
+            "machine_busy_percent": busy, "errors": errors,
             "send_to_msg": stats.latency_summary(to_msg),
             "send_to_sent": stats.latency_summary(to_sent),
             "send_to_delivered": stats.latency_summary(to_del)}
@@ -309,8 +327,12 @@ def _chat_result(ctx: Context, swept: dict[str, Any], extra: dict[str, Any]) -> 
     top = swept["top"] or {}
     mps = top.get("achieved_per_s")
     echo_fps = ctx.echo_frames_per_s()
+    echo_cpu = (ctx.results.get("echo") or {}).get("frames_per_cpu_s")
+    per_cpu = max((s.get("msgs_per_node_cpu_s") or 0 for s in swept["sweep"]), default=None)
     lat = top.get("send_to_msg") or {}
     return {"status": report.OK, "msgs_per_s": mps,
+            "msgs_per_node_cpu_s": per_cpu,
+            "cpu_ratio_to_echo": stats.ratio(per_cpu, echo_cpu),
             "saturation_offered_per_s": top.get("offered_per_s"),
             "p50_ms": lat.get("p50_ms"), "p99_ms": lat.get("p99_ms"),
             "p999_ms": lat.get("p999_ms"),
