@@ -202,6 +202,11 @@ class StoreContractMixin:
                          [e.message.id for e in entries])
         self.assertEqual([f"kind-\u00e9-{n}" for n in range(len(bodies))],
                          [e.message.kind for e in entries])
+        first = yield self.send(store, "alice", "nul\x00id", "bob")
+        again = yield self.send(store, "alice", "nul\x00id", "bob")
+        self.assertEqual((False, True), (first.duplicate, again.duplicate))
+        self.assertEqual(first.seqs, again.seqs)
+        self.assertEqual("nul\x00id", again.message.id)
 
     @defer.inlineCallbacks
     def test_file_kept(self):

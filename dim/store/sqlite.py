@@ -345,7 +345,9 @@ class SQLiteStore:
                 results.append((d, True, SendResult(message=earlier.message,
                                                     seqs=dict(earlier.seqs), duplicate=True)))
                 continue
-            if key in known:
+            if key in known or (("\0" in client_id or "\0" in sender) and cursor.execute(
+                    "SELECT 1 FROM messages WHERE sender = ? AND client_id = ?",
+                    key).fetchone()):
                 results.append((d, True, self._original(cursor, sender, client_id)))
                 continue
             if len(recipients) == 1:
