@@ -17,9 +17,9 @@ its seqs without a query.
 
 An operation that fails never leaves partial rows.  Operations check before they write, so a
 :class:`dim.errors.DimError` (say, ``NotFound`` for an unknown recipient) fails that one call
-alone and takes no seq.  Any other failure rolls the whole transaction back, empties the
-caches and runs the batch again the careful way, each operation in its own SAVEPOINT, so only
-the failing one is lost.  Seqs have no gaps.
+alone and takes no seq.  Any failure after a write (or from SQLite itself) rolls the whole
+transaction back, empties the caches and runs the batch again the careful way, each
+operation in its own SAVEPOINT, so only the failing one is lost.  Seqs have no gaps.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dim.errors import BadRequest, Conflict, DimError, Internal, NotFound
+from dim.errors import BadRequest, Conflict, Internal, NotFound
 from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
 
 SCHEMA = """
@@ -308,7 +308,8 @@ class SQLiteStore:
                     cursor.execute("ROLLBACK TO op")
                     cursor.execute("RELEASE op")
                     self._forget()
-                elif not (failure.check(DimError) and conn.total_changes == changes):
+                elif (failure.check(sqlite3.Error) or conn.total_changes != changes
+                      or not conn.in_transaction):
                     return None
                 results.append((d, False, failure))
             else:
