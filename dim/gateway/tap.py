@@ -1,0 +1,211 @@
+"""``twistd dim-gateway``: the HTTP gateway of a DIM cluster, on Redis and ZooKeeper.
+
+    DIM_SECRET=... twistd -n dim-gateway --listen tcp:8080:interface=127.0.0.1 \\
+        --redis redis://127.0.0.1:6379 --zookeeper 127.0.0.1:2181
+
+It connects to Redis (users, tokens, inboxes, sessions) and watches the live nodes in
+ZooKeeper before it listens; a service that does not answer stops it with a line naming the
+service and exit status 1.  When a node vanishes from ZooKeeper (it stopped, or its ZooKeeper
+session expired after a crash), the gateway forgets that node's sessions at once, so its users
+are no longer shown online nor forwarded to; clients are only ever routed to listed nodes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+
+from dim.runtime import cluster_namespace, exit_with, service_defaults, stop_reactor
+
+_log = Logger(namespace="dim.gateway")
+
+
+class Options(usage.Options):
+    """Command line of ``twistd dim-gateway``."""
+
+    optParameters = [
+        ["listen", None, "tcp:8080:interface=127.0.0.1", "Endpoint of the HTTP API."],
+        ["redis", None, None, "Redis URL (default: $DIM_REDIS, else redis://127.0.0.1:6379)."],
+        ["zookeeper", None, None,
+         "ZooKeeper hosts (default: $DIM_ZOOKEEPER, else 127.0.0.1:2181)."],
+        ["cluster", None, "dim", "Cluster name, as given to its nodes."],
+        ["routing", None, "round_robin",
+         "Node assignment: round_robin, random, consistent_hash or least_connections."],
+        ["token-ttl", None, 7 * 86400, "Token lifetime in seconds.", int],
+        ["zk-timeout", None, 10.0, "ZooKeeper session timeout of the gateway, in seconds.",
+         float],
+        ["connect-timeout", None, 5.0,
+         "Seconds each service has to answer at start before the gateway gives up.", float],
+    ]
+
+    def postOptions(self) -> None:
+        from dim import secret
+        from dim.gateway.routing import STRATEGIES
+
+        if self["routing"] not in STRATEGIES:
+            raise usage.UsageError(f"--routing must be one of {', '.join(sorted(STRATEGIES))}")
+        if not self["cluster"] or not all(c.isalnum() or c in "._-" for c in self["cluster"]):
+            raise usage.UsageError("--cluster may hold letters, digits, '.', '_' and '-' only")
+        service_defaults(self, ["redis", "zookeeper"])
+        try:
+            self["secret"] = secret.required()
+        except secret.SecretMissing as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class ClusterGateway(MultiService):
+    """The gateway's life: Redis, then the ZooKeeper watch, then the HTTP port; on stop,
+    the reverse.  :attr:`ready` fires once it listens."""
+
+    def __init__(self, options: Options, reactor: Any) -> None:
+        super().__init__()
+        self.options = options
+        self.reactor = reactor
+        self.names = cluster_namespace(options["cluster"])
+        self.store: Any = None
+        self.sessions: Any = None
+        self.registry: Any = None
+        self.gateway: Any = None
+        self.http: Any = None
+        self.ready: defer.Deferred[None] | None = None
+        self._bridges: list[Any] = []
+        self._known: set[str] = set()
+        self._stopping = False
+        #: (name, address) of the service being connected to, for the failure message.
+        self._service: tuple[str, str] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = defer.Deferred.fromCoroutine(self._start())
+        self.ready.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        from twisted.web.server import Site
+
+        from dim.cluster.registry import ZooKeeperNodeRegistry
+        from dim.cluster.sessions import RedisSessionRegistry
+        from dim.cluster.threads import ThreadBridge
+        from dim.gateway.app import Gateway
+        from dim.passwords import PasswordHasher
+        from dim.store.redis import RedisStore
+        from dim.tokens import TokenAuthority
+
+        o = self.options
+        timeout = o["connect-timeout"]
+        _log.info("DIM gateway starting (cluster {cluster}, routing {routing})",
+                  cluster=o["cluster"], routing=o["routing"])
+        self._service = ("Redis", o["redis"])
+        _log.info("gateway: connecting to Redis at {url}", url=o["redis"])
+        self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
+                                              timeout=timeout, clock=self.reactor)
+        self.sessions = await RedisSessionRegistry.connect(
+            o["redis"], self.names["redis_prefix"], timeout=timeout)
+        _log.info("gateway: Redis answers (durability: {d})", d=self.store.durability)
+        if self._stopping:
+            return
+
+        bridge = ThreadBridge("dim-zookeeper-gateway", max_threads=3, reactor=self.reactor)
+        bridge.start()
+        self._bridges.append(bridge)
+        self._service = ("ZooKeeper", o["zookeeper"])
+        _log.info("gateway: connecting to ZooKeeper at {zk}", zk=o["zookeeper"])
+        self.registry = ZooKeeperNodeRegistry(o["zookeeper"], bridge, self.reactor,
+                                              session_timeout=o["zk-timeout"],
+                                              root=self.names["zk_root"],
+                                              connect_timeout=timeout)
+        await self.registry.start()
+        self.registry.subscribe(self._nodes_changed)
+        await self.registry.watch()
+        self._known = {n.id for n in self.registry.nodes()}
+        _log.info("gateway: watching {root} in ZooKeeper; live nodes: {nodes}",
+                  root=self.names["zk_root"], nodes=_ids(self.registry.nodes()))
+        if self._stopping:
+            return
+
+        hashing = ThreadBridge("dim-passwords", max_threads=2, reactor=self.reactor)
+        hashing.start()
+        self._bridges.append(hashing)
+        tokens = TokenAuthority(o["secret"], self.store, ttl=o["token-ttl"])
+        self.gateway = Gateway(self.store, tokens, PasswordHasher(hashing.pool, self.reactor),
+                               self.registry, self.sessions, routing=o["routing"])
+        self._service = ("the HTTP port", o["listen"])
+        self.http = strports.service(o["listen"], Site(self.gateway.resource()),
+                                     reactor=self.reactor)
+        self.http.setServiceParent(self)
+        self._service = None
+        _log.info("gateway: HTTP API on {endpoint}; ready", endpoint=o["listen"])
+
+    def _nodes_changed(self, nodes: list[Any]) -> None:
+        """(reactor) The live nodes changed: forget the sessions of every node that left."""
+        now = {n.id for n in nodes}
+        gone, came = self._known - now, now - self._known
+        self._known = now
+        for node in sorted(came):
+            _log.info("gateway: node {node} joined; live nodes: {nodes}", node=node,
+                      nodes=_ids(nodes))
+        for node in sorted(gone):
+            _log.warn("gateway: node {node} left; live nodes: {nodes}", node=node,
+                      nodes=_ids(nodes))
+            d = self.sessions.drop_node(node)
+            d.addCallback(lambda users, n=node: _log.info(
+                "gateway: dropped the sessions of node {node}: {count} user(s), "
+                "{offline} now offline", node=n, count=len(users),
+                offline=sum(1 for online in users.values() if not online)))
+            d.addErrback(lambda f, n=node: _log.failure(
+                "gateway: dropping the sessions of node {node} failed", f, node=n))
+
+    def _start_failed(self, failure: Any) -> None:
+        from dim.errors import DimError
+
+        if self._stopping:
+            return
+        reason = failure.value.message if failure.check(DimError) else failure.getErrorMessage()
+        if self._service and self._service[1] not in reason:
+            reason = f"{self._service[0]} at {self._service[1]}: {reason}"
+        if not failure.check(DimError):
+            _log.failure("gateway: start failed", failure)
+        _log.error("DIM gateway cannot start: {reason}; exiting", reason=reason)
+        exit_with(1)
+        stop_reactor(self.reactor)
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop listening, stop watching ZooKeeper, close Redis."""
+        self._stopping = True
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        if self.http is not None and self.http.running:
+            try:
+                await defer.maybeDeferred(self.http.stopService)
+            except Exception:
+                _log.failure("gateway: closing the HTTP port failed")
+        if self.registry is not None:
+            try:
+                await self.registry.stop()
+            except Exception:
+                _log.failure("gateway: closing ZooKeeper failed")
+        for bridge in reversed(self._bridges):
+            bridge.stop()
+        for resource in (self.sessions, self.store):
+            if resource is not None:
+                try:
+                    await resource.close()
+                except Exception:
+                    _log.failure("gateway: closing Redis failed")
+        _log.info("gateway: stopped")
+
+
+def _ids(nodes: list[Any]) -> str:
+    return ", ".join(n.id for n in nodes) or "(none)"
+
+
+def makeService(options: Options) -> MultiService:
+    """The service tree of one gateway."""
+    from twisted.internet import reactor
+
+    return ClusterGateway(options, reactor)
