@@ -43,3 +43,56 @@ def advertised(port: Any, advertise: str | None) -> tuple[str, int]:
     addr = port.getHost()
     host = addr.host if addr.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     return host, addr.port
+
+
+#: Where the cluster services are when neither an option nor the environment says.
+DEFAULT_SERVICES = {"redis": ("DIM_REDIS", "redis://127.0.0.1:6379"),
+                    "kafka": ("DIM_KAFKA", "127.0.0.1:9092"),
+                    "zookeeper": ("DIM_ZOOKEEPER", "127.0.0.1:2181")}
+
+
+def service_defaults(options: Any, names: list[str]) -> None:
+    """Fill each unset service address option in ``names`` (redis, kafka, zookeeper) from
+    its environment variable (``DIM_REDIS``, ...), else the local default."""
+    import os
+
+    for option in names:
+        variable, default = DEFAULT_SERVICES[option]
+        if not options[option]:
+            options[option] = os.environ.get(variable) or default
+
+
+def cluster_namespace(cluster: str) -> dict[str, str]:
+    """The Redis key prefix, ZooKeeper root and Kafka topic prefix of a cluster name.
+
+    The default name ``dim`` gives the stores' own defaults (``dim:``, ``/dim/nodes``,
+    ``dim.node.``); another name lets a second cluster (or a test) share the same services.
+    """
+    return {"redis_prefix": f"{cluster}:", "zk_root": f"/{cluster}/nodes",
+            "topic_prefix": f"{cluster}.node."}
+
+
+def exit_with(status: int) -> None:
+    """Make the process exit with ``status`` once twistd has cleaned up (twistd exits 0
+    after any reactor stop that is not a signal)."""
+    import atexit
+    import os
+    import sys
+
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(status)
+    atexit.register(leave)
+
+
+def stop_reactor(reactor: Any) -> None:
+    """Stop the reactor unless it is already stopping."""
+    if reactor.running:
+        try:
+            reactor.stop()
+        except Exception:
+            pass

@@ -52,7 +52,10 @@ class KafkaForwarder:
     timers here: librdkafka's ``message.timeout.ms`` bounds every forward).  ``linger_ms`` trades latency for batching (0: send at once).
     ``forward_timeout`` (seconds) bounds how long :meth:`forward` may wait for the brokers
     before it fails with :class:`dim.errors.Unavailable`.  ``producer_config`` and
-    ``consumer_config`` add or override librdkafka settings.
+    ``consumer_config`` add or override librdkafka settings.  With ``skip_backlog``,
+    :meth:`start` reads from the end of the topic as it is then, skipping envelopes left from
+    a previous life of the node (they are hints about stored messages, useless after a
+    restart); otherwise reading resumes at the group's committed offset.
     """
 
     def __init__(self, node: str, bootstrap: str, bridge: ThreadBridge,
@@ -60,8 +63,10 @@ class KafkaForwarder:
                  poll_timeout: float = 0.1, batch: int = 500, topic_prefix: str = "dim.node.",
                  max_replication: int = 3, connect_timeout: float = 5.0,
                  producer_config: dict[str, Any] | None = None,
-                 consumer_config: dict[str, Any] | None = None) -> None:
+                 consumer_config: dict[str, Any] | None = None,
+                 skip_backlog: bool = False) -> None:
         self.node = node
+        self.skip_backlog = skip_backlog
         self.bootstrap = bootstrap
         self.bridge = bridge
         self.topic = topic_of(node, topic_prefix)
@@ -112,8 +117,15 @@ class KafkaForwarder:
         self._producer = Producer(self.producer_config)
         self._consumer = Consumer(self.consumer_config)
         # One partition, assigned by hand: no group rebalance to wait for; the group's
-        # committed offset (or the earliest) is where reading starts.
-        self._consumer.assign([TopicPartition(self.topic, 0)])
+        # committed offset (or the earliest) is where reading starts, unless the backlog is
+        # skipped: then the end offset read now (not a lazily resolved OFFSET_END, which
+        # could skip an envelope produced between assign and the first fetch).
+        partition = TopicPartition(self.topic, 0)
+        if self.skip_backlog:
+            _, high = await self.bridge.call(self._consumer.get_watermark_offsets, partition,
+                                             self.connect_timeout)
+            partition = TopicPartition(self.topic, 0, high)
+        self._consumer.assign([partition])
         self._running.set()
         self._producer_loop = self.bridge.call(self._serve_producer)
         self._producer_loop.addErrback(lambda f: _log.failure("producer loop failed", f))
