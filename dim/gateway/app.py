@@ -146,9 +146,9 @@ class Gateway:
             raise BadRequest("the body must be a JSON object")
         return body
 
-    async def authenticated_user(self, request: IRequest) -> str:
-        """The user of the request's ``Authorization: Bearer`` token; Unauthorized without
-        a valid one."""
+    def bearer_token(self, request: IRequest) -> str:
+        """The token of the request's ``Authorization: Bearer <token>`` header;
+        Unauthorized when there is none."""
         header = request.getHeader(b"authorization")
         if not header:
             raise Unauthorized("missing Authorization: Bearer token")
@@ -156,7 +156,11 @@ class Gateway:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("the Authorization header must be: Bearer <token>")
-        return await self.tokens.verify(token)
+        return token
+
+    async def authenticated_user(self, request: IRequest) -> str:
+        """The user of the request's bearer token; Unauthorized without a valid one."""
+        return await self.tokens.verify(self.bearer_token(request))
 
     def respond(self, request: IRequest, body: Any, status: int = 200) -> bytes:
         """Set the status and JSON content type, and encode ``body``."""
@@ -253,8 +257,7 @@ class Gateway:
     async def logout(self, request: IRequest) -> bytes:
         """Revoke the request's token: 200 ``{}``; 401."""
         await self.authenticated_user(request)
-        header = request.getHeader(b"authorization").decode("latin-1")
-        await self.tokens.revoke(header.strip().partition(" ")[2].strip())
+        await self.tokens.revoke(self.bearer_token(request))
         return self.respond(request, {})
 
     @app.route("/v1/route", methods=["POST"])
