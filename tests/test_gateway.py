@@ -527,6 +527,17 @@ class NodesHealthMetricsTests(GatewayTestCase):
                          before + 1)
 
 
+class OverloadTests(GatewayTestCase):
+    """A flood of logins beyond the hashing queue is refused, not queued."""
+
+    def test_rate_limited(self) -> None:
+        """With the password queue full, login answers 429 rate_limited."""
+        self.register()
+        self.passwords.pending = self.passwords.max_pending
+        answer = self.call("POST", "/v1/login", {"user": "alice", "password": "password1"})
+        self.assertError(answer, 429, "rate_limited")
+
+
 class InternalErrorTests(GatewayTestCase):
     """Unexpected exceptions become 500 internal, logged."""
 

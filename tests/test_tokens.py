@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
-from dim.errors import Unauthorized
+from dim.errors import RateLimited, Unauthorized
 from dim.passwords import PasswordHasher
 from dim.store.memory import MemoryStore
 from dim.tokens import TokenAuthority
@@ -225,3 +225,22 @@ class PasswordHasherTests(SynchronousTestCase):
         v = hasher.verify(h, "password1")
         reactor.run_one()
         self.assertTrue(self.successResultOf(v))
+
+    def test_pending_bounded(self) -> None:
+        """Beyond max_pending unfinished operations, new ones fail with RateLimited."""
+        pool = ThreadPool(minthreads=1, maxthreads=1, name="test-passwords-bound")
+        pool.start()
+        self.addCleanup(pool.stop)
+        reactor = QueueReactor()
+        hasher = PasswordHasher(pool, reactor, max_pending=2, **FAST_ARGON2)
+        first, second = hasher.hash("password1"), hasher.hash("password2")
+        self.assertEqual(hasher.pending, 2)
+        self.failureResultOf(hasher.verify_dummy("password3"), RateLimited)
+        reactor.run_one()
+        reactor.run_one()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(hasher.pending, 0)
+        third = hasher.hash("password3")
+        reactor.run_one()
+        self.assertTrue(self.successResultOf(third).startswith("$argon2id$"))
