@@ -190,6 +190,41 @@ class _HttpClient(protocol.Protocol):
         self.owner.http_lost(self)
 
 
+class _StormRecord:
+    """What one client-core session of a reconnect storm went through."""
+
+    def __init__(self, session: Any, clock: Any) -> None:
+        self.session = session
+        self.clock = clock
+        self.lost_at: float | None = None
+        self.back_at: float | None = None
+        self.attempts = 0
+        self.seen: set[int] = set()
+        self.mids: list[str] = []
+        self.duplicates = 0
+
+    def event(self, event: Any) -> None:
+        """Listen to the session's events."""
+        from dim.client import session as S
+        t = type(event)
+        if t is S.MessageReceived:
+            seq = event.entry.seq
+            if seq in self.seen:
+                self.duplicates += 1
+            else:
+                self.seen.add(seq)
+                self.mids.append(event.entry.mid)
+        elif t is S.Disconnected:
+            if self.lost_at is None or (self.back_at is not None and self.back_at >= self.lost_at):
+                self.lost_at = self.clock.seconds()
+                self.back_at = None
+        elif t is S.Connected:
+            if self.lost_at is not None:
+                self.back_at = self.clock.seconds()
+        elif t is S.Reconnecting:
+            self.attempts += 1
+
+
 class _Factory(protocol.Factory):
     def __init__(self, build: Callable[[], protocol.Protocol]) -> None:
         self.build = build
@@ -227,6 +262,11 @@ class Worker:
         self.msg_times: list[float] = []
         self.delivered_times: list[float] = []
         self.counter = 0
+        # reconnect storm
+        self.sender: FrameClient | None = None
+        self.sender_ids: dict[str, str] = {}
+        self.sender_sent: list[list[str]] = []
+        self.storm: list[Any] = []
         # http
         self.http_running = False
         self.http_ok = 0
@@ -264,6 +304,9 @@ class Worker:
             entry = self.pending.get(frame.id)
             if entry is not None:
                 self.to_sent.append(now - entry[0])
+            target = self.sender_ids.pop(frame.id, None)
+            if target is not None:
+                self.sender_sent.append([target, frame.mid])
         elif t is F.Delivered:
             entry = self.pending.pop(frame.id, None)
             if entry is not None:
@@ -436,13 +479,14 @@ class Worker:
 
     @defer.inlineCallbacks
     def cmd_chat_setup(self, host: str, port: int, pairs: list[list[str]],
-                       source: str | None = None) -> Any:
-        """Connect and authenticate both sides of every pair [user_a, token_a, user_b, token_b]."""
+                       source: str | None = None, port_b: int | None = None) -> Any:
+        """Connect and authenticate both sides of every pair [user_a, token_a, user_b, token_b]
+        (the b side to ``port_b`` when given: another node)."""
         made = []
         for user_a, token_a, user_b, token_b in pairs:
             a, b = yield defer.gatherResults([
                 self._open_one(host, port, source, token_a, user_a),
-                self._open_one(host, port, source, token_b, user_b)])
+                self._open_one(host, port_b or port, source, token_b, user_b)])
             made.append((a, b))
         self.pairs = made
         self.conns.extend(c for p in made for c in p)
@@ -540,6 +584,119 @@ class Worker:
         return {"ok": True, "ok_answers": ok1 - ok0, "failed_answers": fail1 - fail0,
                 "seconds": round(t1 - t0, 4), "statuses": self.http_statuses,
                 "latency_ms": lat}
+
+    @defer.inlineCallbacks
+    def cmd_redis_users(self, url: str, prefix: str, users: list[str],
+                        password_hash: str) -> Any:
+        """Create users straight in a cluster's Redis store (one shared password hash), so a
+        big scenario needs no Argon2 hash per user; existing users are left alone."""
+        from dim.errors import Conflict
+        from dim.store.redis import RedisStore
+        store = yield RedisStore.connect(url, prefix)
+        made = 0
+        now = int(time.time() * 1000)
+        sem = defer.DeferredSemaphore(64)
+
+        @defer.inlineCallbacks
+        def one(user: str) -> Any:
+            nonlocal made
+            try:
+                yield store.create_user(user, password_hash, now)
+                made += 1
+            except Conflict:
+                pass
+        yield defer.gatherResults([sem.run(one, u) for u in users])
+        yield store.close()
+        return {"ok": True, "created": made}
+
+    @defer.inlineCallbacks
+    def cmd_sender_setup(self, host: str, port: int, user: str, token: str,
+                         source: str | None = None) -> Any:
+        """Connect the one lean client that sends during a reconnect storm."""
+        self.sender = yield self._open_one(host, port, source, token, user)
+        self.conns.append(self.sender)
+        return {"ok": True}
+
+    @defer.inlineCallbacks
+    def cmd_sender_run(self, targets: list[str], rate: float, seconds: float) -> Any:
+        """Send ``rate`` messages per second for ``seconds`` to ``targets`` round robin;
+        answers the (recipient, mid) of every message that got ``sent``."""
+        self.sender_ids, self.sender_sent = {}, []
+        sched = OpenLoopSchedule(rate, self.reactor.seconds(), seconds)
+        sender = self.sender
+        assert sender is not None
+        k = 0
+
+        def tick() -> None:
+            nonlocal k
+            now = self.reactor.seconds()
+            for _ in sched.due(now):
+                to = targets[k % len(targets)]
+                k += 1
+                mid = f"s{k}"
+                self.sender_ids[mid] = to
+                if sender.open:
+                    sender.write(codec.encode(F.Send(id=mid, to=to, body=CHAT_BODY)), now)
+            if sched.finished:
+                loop.stop()
+
+        loop = task.LoopingCall(tick)
+        loop.clock = self.reactor
+        yield loop.start(0.005, now=True)
+        deadline = self.reactor.seconds() + 20
+        while self.sender_ids and self.reactor.seconds() < deadline:
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        return {"ok": True, "attempted": k, "sent": self.sender_sent,
+                "unconfirmed": len(self.sender_ids), "errors": self.error_codes}
+
+    @defer.inlineCallbacks
+    def cmd_storm_setup(self, base: str, users: list[list[str]], node: dict[str, Any],
+                        source: str | None = None, timeout: float = 120.0) -> Any:
+        """Start a client-core session (:class:`dim.client.session.ClientSession`) for every
+        [user, token] on ``node``; answers once all are connected (or at ``timeout``)."""
+        from dim.client.gateway import GatewayClient
+        from dim.client.session import ClientSession
+
+        def endpoint(reactor: Any, host: str, port: int) -> Any:
+            return TCP4ClientEndpoint(reactor, host, port, timeout=10,
+                                      bindAddress=(source, 0) if source else None)
+
+        for user, token in users:
+            session = ClientSession(GatewayClient(base, token=token), self.reactor, user, token,
+                                    device="storm", last_seq=0, endpoint_factory=endpoint)
+            record = _StormRecord(session, self.reactor)
+            session.subscribe(record.event)
+            self.storm.append(record)
+            session.start(node)
+        deadline = self.reactor.seconds() + timeout
+        while (sum(r.session.connected for r in self.storm) < len(self.storm)
+               and self.reactor.seconds() < deadline):
+            yield task.deferLater(self.reactor, 0.1, lambda: None)
+        return {"ok": True, "connected": sum(r.session.connected for r in self.storm)}
+
+    def cmd_storm_status(self, since: float, detail: bool = False) -> dict[str, Any]:
+        """Where the storm's sessions are: connected, back after ``since`` (the kill), and
+        (with ``detail``) the mids each user was shown."""
+        back = [r.back_at - since for r in self.storm
+                if r.back_at is not None and r.lost_at is not None and r.lost_at >= since]
+        out: dict[str, Any] = {
+            "ok": True, "total": len(self.storm),
+            "connected": sum(r.session.connected for r in self.storm),
+            "disconnected_after": sum(1 for r in self.storm
+                                      if r.lost_at is not None and r.lost_at >= since),
+            "back": len(back), "back_s": [round(b, 3) for b in back],
+            "duplicates": sum(r.duplicates for r in self.storm),
+            "reconnect_attempts": sum(r.attempts for r in self.storm)}
+        if detail:
+            out["received"] = {r.session.user: r.mids for r in self.storm}
+        return out
+
+    def cmd_storm_stop(self) -> dict[str, Any]:
+        """Stop every storm session."""
+        for r in self.storm:
+            r.session.stop()
+        self.storm = []
+        return {"ok": True}
 
     def cmd_quit(self) -> dict[str, Any]:
         """Stop the worker after answering."""

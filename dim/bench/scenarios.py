@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 
 import psutil
 
+from dim.bench import cluster as C
 from dim.bench import processes as P
 from dim.bench import report, stats
 
@@ -254,17 +254,18 @@ def run_connections(ctx: Context) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ chat
 
 
-def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerProcess,
-                tag: str) -> dict[str, Any]:
+def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.ServerProcess],
+                tag: str, rate_start: float | None = None) -> dict[str, Any]:
     """The open-loop rate sweep up to saturation, then one step at half of it."""
     p = ctx.params
     # Warm-up: caches, SQLite pages, the allocator; not recorded.
     P.call_all(workers, [{"cmd": "chat_step", "rate": 100 / len(workers), "seconds": 1,
                           "drain": 3}] * len(workers))
     sweep: list[dict[str, Any]] = []
-    for rate in stats.next_rates(p.rate_start, p.rate_factor,
-                                 p.rate_start * p.rate_factor ** (p.max_steps - 1)):
-        step = _chat_step(ctx, workers, server, rate)
+    first = rate_start or p.rate_start
+    for rate in stats.next_rates(first, p.rate_factor,
+                                 first * p.rate_factor ** (p.max_steps - 1)):
+        step = _chat_step(ctx, workers, servers, rate)
         sweep.append(step)
         ctx.log(f"{tag}: offered {rate}/s achieved {step['achieved_per_s']:.0f}/s "
                 f"p99 send->msg {step['send_to_msg']['p99_ms']} ms, "
@@ -276,24 +277,24 @@ def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerPr
     if top is not None and top["achieved_per_s"]:
         time.sleep(2.0)  # let the node drain whatever the overload left behind
         half_rate = max(1, round(top["achieved_per_s"] / 2))
-        half = _chat_step(ctx, workers, server, half_rate)
+        half = _chat_step(ctx, workers, servers, half_rate)
         half["half_saturation"] = True
         ctx.log(f"{tag}: half saturation {half_rate}/s p99 send->msg "
                 f"{half['send_to_msg']['p99_ms']} ms")
     return {"sweep": sweep, "top": top, "half": half}
 
 
-def _chat_step(ctx: Context, workers: list[P.WorkerProcess], server: P.ServerProcess,
+def _chat_step(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.ServerProcess],
                rate: float) -> dict[str, Any]:
     p = ctx.params
-    c0, t0 = server.cpu_seconds(), time.monotonic()
+    c0, t0 = sum(sv.cpu_seconds() for sv in servers), time.monotonic()
     w0 = [w.cpu_seconds() for w in workers]
     psutil.cpu_percent()
     answers = P.call_all(workers, [
         {"cmd": "chat_step", "rate": rate / len(workers), "seconds": p.step_seconds,
          "drain": p.drain_seconds} for _ in workers])
     elapsed = time.monotonic() - t0
-    cpu = 100.0 * (server.cpu_seconds() - c0) / elapsed
+    cpu = 100.0 * (sum(sv.cpu_seconds() for sv in servers) - c0) / elapsed
     wcpu = [round(100.0 * (w.cpu_seconds() - c) / elapsed, 1) for w, c in zip(workers, w0)]
     busy = psutil.cpu_percent()
     to_msg = [x for a in answers for x in a["send_to_msg_ms"]]
@@ -368,7 +369,7 @@ def run_chat_same_node(ctx: Context) -> dict[str, Any]:
                          "source": w.source,
                          "pairs": [[a, P.mint_token(a), b, P.mint_token(b)] for a, b in mine]})
         P.call_all(workers, cmds)
-        swept = _chat_sweep(ctx, workers, dim.process, "chat_same_node")
+        swept = _chat_sweep(ctx, workers, [dim.process], "chat_same_node")
         P.call_all(workers, [{"cmd": "close"}] * len(workers))
     finally:
         P.stop_workers(workers)
@@ -383,46 +384,156 @@ def run_chat_same_node(ctx: Context) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ cluster
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        try:
-            s.connect((host, port))
-            return True
-        except OSError:
-            return False
-
-
 def cluster_unavailable() -> str | None:
-    """Why cluster mode cannot run here (None when it can)."""
+    """Why cluster mode cannot run here (None when its modules are present)."""
     missing = [m for m in ("dim.node.tap", "dim.gateway.tap", "dim.store.redis",
                            "dim.cluster.forwarder")
                if importlib.util.find_spec(m) is None]
     if missing:
         return ("cluster mode has not landed: missing modules " + ", ".join(missing)
                 + " (twistd dim-node / dim-gateway)")
-    down = [name for name, port in (("Redis", 6379), ("ZooKeeper", 2181), ("Kafka", 9092))
-            if not _port_open("127.0.0.1", port)]
-    if down:
-        return (", ".join(down) + " not reachable on 127.0.0.1; start them with "
-                "`eval $(scripts/stack up)` and run again")
-    return "cluster processes are present, but the bench's cluster launcher is not written yet"
+    return None
+
+
+def _seed_users(worker: P.WorkerProcess, cl: "C.Cluster", users: list[str]) -> None:
+    """Create the users straight in the cluster's Redis store (one shared Argon2 hash)."""
+    from dim.runtime import DEFAULT_SERVICES
+    url = __import__("os").environ.get("DIM_REDIS") or DEFAULT_SERVICES["redis"][1]
+    for i in range(0, len(users), 2000):
+        worker.call({"cmd": "redis_users", "url": url, "prefix": cl.redis_prefix,
+                     "users": users[i:i + 2000], "password_hash": C.one_hash(PASSWORD)})
 
 
 def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
-    """Pairs split across two cluster nodes (Kafka forwarding); needs cluster mode."""
+    """Pairs split across two cluster nodes: each message crosses Kafka to the other node."""
     reason = cluster_unavailable()
     if reason:
         return report.unavailable(reason)
-    return report.unavailable("not implemented")  # pragma: no cover
+    p = ctx.params
+    wd = ctx.workdir("chat_cross_node")
+    services = C.Services(wd)
+    reason = services.ensure()
+    if reason:
+        return report.unavailable(reason)
+    cl = C.Cluster(wd, nodes=2)
+    workers: list[P.WorkerProcess] = []
+    try:
+        cl.start()
+        workers = P.start_workers(p.chat_workers, wd)
+        pairs = chat_pairs("x", p.chat_pairs)
+        ctx.log(f"chat_cross_node: cluster {cl.name}, seeding {2 * len(pairs)} users in Redis")
+        _seed_users(workers[0], cl, [u for pair in pairs for u in pair])
+        shares = _split(len(pairs), len(workers))
+        cmds, i = [], 0
+        for w, share in zip(workers, shares):
+            mine = pairs[i:i + share]
+            i += share
+            cmds.append({"cmd": "chat_setup", "host": "127.0.0.1", "port": cl.node_ports[0],
+                         "port_b": cl.node_ports[1], "source": w.source,
+                         "pairs": [[a, P.mint_token(a), b, P.mint_token(b)] for a, b in mine]})
+        P.call_all(workers, cmds)
+        swept = _chat_sweep(ctx, workers, cl.nodes, "chat_cross_node", p.rate_start / 4)
+        P.call_all(workers, [{"cmd": "close"}] * len(workers))
+    finally:
+        P.stop_workers(workers)
+        cl.stop()
+        services.release()
+    extra = {"pairs": p.chat_pairs, "workers": p.chat_workers, "nodes": 2,
+             "store": "Redis (cluster)", "forwarding": "Kafka, one topic per node",
+             "note": "node CPU is the sum of both nodes; Redis, ZooKeeper and Kafka run on the "
+                     "same machine and are not counted",
+             "client": "lean frame client on dim.protocol.codec; one cumulative ack per read"}
+    return _chat_result(ctx, swept, extra)
 
 
 def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
-    """Clients of a killed node reconnect through the gateway; needs cluster mode."""
+    """Every client of a node that is killed (SIGKILL) reconnects through the gateway to the
+    other node and syncs, while a sender keeps writing to them; counts lost and duplicates."""
     reason = cluster_unavailable()
     if reason:
         return report.unavailable(reason)
-    return report.unavailable("not implemented")  # pragma: no cover
+    p = ctx.params
+    n = p.storm_clients
+    wd = ctx.workdir("reconnect_storm")
+    services = C.Services(wd)
+    reason = services.ensure()
+    if reason:
+        return report.unavailable(reason)
+    cl = C.Cluster(wd, nodes=2)
+    workers: list[P.WorkerProcess] = []
+    sender_w: P.WorkerProcess | None = None
+    try:
+        cl.start()
+        workers = P.start_workers(p.conn_workers, wd)
+        sender_w = P.WorkerProcess("127.0.0.20", wd)
+        users = [f"storm{i}" for i in range(n)]
+        ctx.log(f"reconnect_storm: cluster {cl.name}, seeding {n + 1} users in Redis")
+        _seed_users(sender_w, cl, users + ["stormsender"])
+        ctx.log(f"reconnect_storm: {n} client-core sessions on {cl.node_ids[0]}")
+        shares = _split(n, len(workers))
+        cmds, i = [], 0
+        for w, share in zip(workers, shares):
+            mine = users[i:i + share]
+            i += share
+            cmds.append({"cmd": "storm_setup", "base": cl.base, "node": cl.node_dict(0),
+                         "source": w.source, "users": [[u, P.mint_token(u)] for u in mine]})
+        setup = P.call_all(workers, cmds)
+        connected = sum(a["connected"] for a in setup)
+        if connected < n:
+            return report.failed(f"only {connected} of {n} sessions connected before the storm")
+        sender_w.call({"cmd": "sender_setup", "host": "127.0.0.1", "port": cl.node_ports[1],
+                       "user": "stormsender", "token": P.mint_token("stormsender"),
+                       "source": sender_w.source})
+        rate = min(1000.0, max(50.0, n / 5))
+        send_seconds = 6.0
+        sender_w.send({"cmd": "sender_run", "targets": users, "rate": rate,
+                       "seconds": send_seconds})
+        time.sleep(1.0)
+        kill_at = time.time()
+        ctx.log(f"reconnect_storm: SIGKILL {cl.node_ids[0]} while sending {rate:g} msgs/s")
+        cl.kill_node(0)
+        limit = 60.0
+        statuses: list[dict[str, Any]] = []
+        while time.time() - kill_at < limit:
+            time.sleep(0.5)
+            statuses = P.call_all(workers, [{"cmd": "storm_status", "since": kill_at}] * len(workers))
+            if sum(s["back"] for s in statuses) >= n and sum(s["connected"] for s in statuses) >= n:
+                break
+        back_s = [b for s in statuses for b in s["back_s"]]
+        all_back = max(back_s) if len(back_s) >= n else None
+        sent = sender_w.receive()
+        time.sleep(3.0)  # let the last syncs and retransmissions land
+        final = P.call_all(workers, [{"cmd": "storm_status", "since": kill_at, "detail": True}]
+                           * len(workers))
+        received: dict[str, list[str]] = {}
+        for s in final:
+            received.update(s["received"])
+        expected = sent["sent"]
+        got = {user: set(mids) for user, mids in received.items()}
+        lost = sum(1 for to, mid in expected if mid not in got.get(to, ()))
+        counts: dict[tuple[str, str], int] = {}
+        for user, mids in received.items():
+            for mid in mids:
+                counts[(user, mid)] = counts.get((user, mid), 0) + 1
+        duplicated = sum(s["duplicates"] for s in final) + sum(v - 1 for v in counts.values()
+                                                               if v > 1)
+        P.call_all(workers, [{"cmd": "storm_stop"}] * len(workers))
+    finally:
+        P.stop_workers(workers)
+        if sender_w is not None:
+            sender_w.stop()
+        cl.stop()
+        services.release()
+    return {"status": report.OK, "clients": n, "back": len(back_s),
+            "all_back_s": round(all_back, 3) if all_back is not None else None,
+            "back_latency": stats.latency_summary([b * 1000 for b in back_s]),
+            "lost": lost, "duplicated": duplicated,
+            "messages_confirmed": len(expected), "messages_attempted": sent["attempted"],
+            "messages_unconfirmed": sent["unconfirmed"], "send_rate_per_s": rate,
+            "reconnect_attempts": sum(s["reconnect_attempts"] for s in final),
+            "kill": "SIGKILL of the node holding every client; the gateway routes "
+                    "(least_connections, the client excludes the failed node)",
+            "client": "dim.client.session.ClientSession (the client core), several per worker"}
 
 
 # ------------------------------------------------------------------------------ login

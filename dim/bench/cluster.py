@@ -1,0 +1,148 @@
+"""Cluster mode for the benchmarks: Redis, ZooKeeper and Kafka, one gateway and N nodes.
+
+The bench uses the services already answering on their default local ports, or starts its
+own with ``scripts/stack up --dir DIR`` (and stops them after).  Its processes use a cluster
+name of their own (``--cluster benchXXXX``: Redis key prefix, ZooKeeper root and Kafka topics),
+so they share the services with anything else without touching its data.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dim.bench import processes as P
+
+SERVICES = (("Redis", 6379), ("ZooKeeper", 2181), ("Kafka", 9092))
+_TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+           "--pidfile="]
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        try:
+            s.connect((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def services_down() -> list[str]:
+    """The services that do not answer on their default local ports."""
+    return [name for name, port in SERVICES if not port_open("127.0.0.1", port)]
+
+
+class Services:
+    """The cluster's services: those already running, or a stack of the bench's own."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started_dir: Path | None = None
+
+    def ensure(self, timeout: float = 300.0) -> str | None:
+        """Make the services answer; None when they do, else why they cannot."""
+        if not services_down():
+            return None
+        stack = P.REPO / "scripts" / "stack"
+        if not stack.exists():
+            return "scripts/stack is missing and " + ", ".join(services_down()) + " do not answer"
+        d = self.workdir / "stack"
+        try:
+            result = subprocess.run([sys.executable, str(stack), "up", "--dir", str(d)],
+                                    cwd=P.REPO, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"scripts/stack up did not finish within {timeout:g}s"
+        self.started_dir = d
+        if result.returncode != 0 or services_down():
+            return ("scripts/stack up failed: " + (result.stderr or result.stdout)[-500:]).strip()
+        return None
+
+    def release(self) -> None:
+        """Stop the services if the bench started them."""
+        if self.started_dir is not None:
+            subprocess.run([sys.executable, str(P.REPO / "scripts" / "stack"), "down", "--dir",
+                            str(self.started_dir)], cwd=P.REPO, capture_output=True, timeout=120)
+
+
+class Cluster:
+    """``twistd -n dim-gateway`` and ``twistd -n dim-node`` processes of one cluster name."""
+
+    def __init__(self, workdir: Path, nodes: int = 2, heartbeat: float | None = None) -> None:
+        self.workdir = workdir
+        self.name = "bench" + secrets.token_hex(4)
+        self.http_port = P.free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        env = {"DIM_SECRET": P.BENCH_SECRET}
+        self.gateway = P.ServerProcess(
+            "gateway", _TWISTD + ["--logfile", str(workdir / "gateway.log"), "dim-gateway",
+                                  "--listen", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
+                                  "--cluster", self.name, "--routing", "least_connections"],
+            workdir, env)
+        self.node_ids = [f"n{i + 1}" for i in range(nodes)]
+        self.node_ports = [P.free_port() for _ in range(nodes)]
+        self.nodes: list[P.ServerProcess] = []
+        for nid, port in zip(self.node_ids, self.node_ports):
+            argv = _TWISTD + ["--logfile", str(workdir / f"{nid}.log"), "dim-node", "--id", nid,
+                              "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
+                              "--cluster", self.name]
+            if heartbeat is not None:
+                argv += ["--heartbeat", f"{heartbeat:g}"]
+            self.nodes.append(P.ServerProcess(nid, argv, workdir, env))
+
+    def start(self, timeout: float = 60.0) -> "Cluster":
+        """Start the nodes and the gateway; wait until the gateway lists every node."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for node, port in zip(self.nodes, self.node_ports):
+            node.start()
+        self.gateway.start()
+        for node, port in zip(self.nodes, self.node_ports):
+            P.wait_for_port(port, node, timeout)
+        P.wait_for_port(self.http_port, self.gateway, timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code, body = P.http_json("GET", f"{self.base}/v1/nodes")
+            if code == 200 and len(body.get("nodes", [])) >= len(self.nodes):
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"the gateway lists {body} after {timeout:g}s, not every node")
+
+    def node_dict(self, i: int) -> dict[str, Any]:
+        """Node ``i`` as the gateway shows it: {id, host, port}."""
+        return {"id": self.node_ids[i], "host": "127.0.0.1", "port": self.node_ports[i]}
+
+    @property
+    def redis_prefix(self) -> str:
+        """The Redis key prefix of this cluster's store."""
+        return f"{self.name}:"
+
+    def kill_node(self, i: int) -> None:
+        """SIGKILL node ``i`` (no goaway, no deregistration: a crash)."""
+        proc = self.nodes[i].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        """Stop every process of the cluster."""
+        for proc in [self.gateway, *self.nodes]:
+            proc.stop()
+
+
+def one_hash(password: str) -> str:
+    """An Argon2id hash (library defaults) of ``password``, computed once and reused for the
+    bench's seeded users."""
+    import argon2
+    return argon2.PasswordHasher().hash(password)
+
+
+def describe(obj: Any) -> str:
+    """Compact JSON for log lines."""
+    return json.dumps(obj, separators=(",", ":"))[:300]
