@@ -108,6 +108,7 @@ class FakeLoginGateway:
         self.pages: list[dict[str, object]] = []
 
     def login(self, user: str, password: str) -> defer.Deferred[dict[str, object]]:
+        """Accept only the password secret123."""
         if password != "secret123":
             from dim import errors
             return defer.fail(errors.Unauthorized("wrong password"))
@@ -116,9 +117,11 @@ class FakeLoginGateway:
                               "node": {"id": "n1", "host": "127.0.0.1", "port": 9000}})
 
     def route(self, exclude: object = ()) -> defer.Deferred[dict[str, object]]:
+        """Always node n1."""
         return defer.succeed({"node": {"id": "n1", "host": "127.0.0.1", "port": 9000}})
 
     def messages(self, after: int = 0, limit: int = 100) -> defer.Deferred[dict[str, object]]:
+        """An inbox of six messages from bob, paged like the gateway."""
         self.pages.append({"after": after, "limit": limit})
         msgs = [{"seq": s, "mid": f"m{s}", "id": f"c{s}", "from": "bob", "to": "alice",
                  "ts": s, "body": f"old {s}"} for s in range(after + 1, min(after + limit, 6) + 1)]
@@ -129,6 +132,7 @@ class ChatClientTests(unittest.TestCase):
     """ChatClient ties login, config, cache and session together."""
 
     def make(self) -> tuple[S.ChatClient, MemoryReactorClock, ClientConfig, FakeLoginGateway]:
+        """A ChatClient with settings in a temporary directory and an in-memory cache."""
         base = self.mktemp()
         config = ClientConfig(os.path.join(base, "c"), os.path.join(base, "s"))
         reactor = MemoryReactorClock()

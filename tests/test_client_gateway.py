@@ -37,6 +37,7 @@ class ScriptedGateway(Resource):
 
 
 def client(*answers: tuple[int, Any]) -> tuple[GatewayClient, ScriptedGateway]:
+    """A GatewayClient whose requests go to a ScriptedGateway with these answers."""
     resource = ScriptedGateway(*answers)
     return GatewayClient("http://gw.test/", StubTreq(resource)), resource
 

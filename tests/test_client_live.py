@@ -76,6 +76,7 @@ class LiveSessionTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def chat(self, user: str):  # type: ignore[no-untyped-def]
+        """A registered, connected LiveChat, stopped at the end of the test."""
         c = yield live_client(self.dim.base, user)
         self.chats.append(c)
         return c

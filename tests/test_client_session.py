@@ -127,12 +127,14 @@ class SessionTestCase(unittest.TestCase):
 
     def make(self, answers: Iterable[Any] = (), rng: Callable[[], float] = lambda: 0.5,
              **kw: Any) -> tuple[S.ClientSession, MemoryReactorClock, RouteScript, EventRecorder]:
+        """A session for alice, not started, with its reactor, gateway and event record."""
         reactor = MemoryReactorClock()
         gateway = RouteScript(answers)
         session = S.ClientSession(gateway, reactor, "alice", "tok", rng=rng, **kw)
         return session, reactor, gateway, EventRecorder(session)
 
     def connect(self, node: dict[str, Any] = NODE1, last_seq: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
+        """A session for alice, connected to ``node`` and welcomed; plus the node's side."""
         session, reactor, gateway, events = self.make(**kw)
         session.start(node)
         side = NodeSide(reactor)
