@@ -1,0 +1,447 @@
+"""The cluster test kit: a gateway and nodes as twistd processes, people on the client core,
+and a checker that counts what was lost, shown twice or shown out of order.
+
+- :class:`LocalCluster`: ``dim-gateway`` and N ``dim-node`` processes under one fresh cluster
+  name, on the services of :class:`Services`; :meth:`LocalCluster.cleanup` removes its Redis
+  keys, ZooKeeper znodes and Kafka topics.
+- :class:`PrivateStack`: a second ``scripts/stack`` (its own directory and ports) for the
+  tests that restart Redis or Kafka, so they never disturb the shared stack others test on.
+- :class:`Person`: one user on :class:`dim.client.session.ClientSession` (the real reconnect
+  loop: route excluding the failed node, backoff with jitter, sync from the last seq).
+- :class:`Conversation`: many people sending to each other at a steady rate, and the
+  checker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor, task, threads
+
+from dim.client.gateway import GatewayClient
+from dim.client.session import (FAILED, ClientSession, Connected, Disconnected,
+                                MessageReceived, MessageStatus, NodeAddress, OutgoingMessage,
+                                SyncFinished)
+from tests.harness import REPO, DimProcess, http, register_and_login, sleep, wait_for_port
+from tests.integration import services as env
+
+SECRET = "cluster-test-secret-of-at-least-32-bytes!"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where Redis, ZooKeeper and Kafka answer."""
+
+    redis: str
+    zookeeper: str
+    kafka: str
+
+    @classmethod
+    def shared(cls) -> Services:
+        """The services of ``DIM_REDIS``/``DIM_ZOOKEEPER``/``DIM_KAFKA``; fails the test if one
+        of them does not accept connections."""
+        env.require_redis()
+        env.require_zookeeper()
+        env.require_kafka()
+        return cls(env.redis_url(), env.zookeeper_hosts(), env.kafka_bootstrap())
+
+
+# ---------------------------------------------------------------- a private stack
+
+
+class PrivateStack:
+    """A ``scripts/stack`` of its own (directory ``.cluster/test-stack``, ports moved up by
+    :attr:`OFFSET`), started once per test process and stopped when it exits.
+
+    If a previous run left it running, it is reused.
+    """
+
+    DIR = REPO / ".cluster" / "test-stack"
+    OFFSET = 4100
+    _services: Services | None = None
+
+    @classmethod
+    def services(cls) -> Services:
+        """Start the stack unless it runs; its services (fails the test if it cannot start)."""
+        if cls._services is None:
+            result = subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "stack"), "up", "--dir", str(cls.DIR),
+                 "--port-offset", str(cls.OFFSET)], capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise AssertionError(f"the private stack did not start:\n{result.stderr[-3000:]}")
+            found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+            cls._services = Services(found["DIM_REDIS"], found["DIM_ZOOKEEPER"],
+                                     found["DIM_KAFKA"])
+            import atexit
+            atexit.register(cls.down)
+        return cls._services
+
+    @classmethod
+    def restart(cls, service: str) -> defer.Deferred[float]:
+        """``scripts/stack restart SERVICE`` in a thread; fires with the seconds it took."""
+        def run() -> float:
+            began = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "stack"), "restart", service,
+                 "--dir", str(cls.DIR)], capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise AssertionError(f"restarting {service} failed:\n{result.stderr[-3000:]}")
+            return time.monotonic() - began
+        return threads.deferToThread(run)
+
+    @classmethod
+    def down(cls) -> None:
+        """Stop the private stack and delete its data."""
+        subprocess.run([sys.executable, str(REPO / "scripts" / "stack"), "down", "--purge",
+                        "--dir", str(cls.DIR)], capture_output=True, timeout=120)
+        cls._services = None
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+class LocalCluster:
+    """A gateway and ``nodes`` nodes as twistd processes, under a fresh cluster name."""
+
+    def __init__(self, workdir: Path, services: Services, nodes: int = 3, heartbeat: int = 2,
+                 zk_timeout: float = 4.0, routing: str = "round_robin",
+                 node_args: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.services = services
+        run = uuid.uuid4().hex[:8]
+        self.name = f"ct{run}"
+        ports = free_ports(nodes + 1)
+        self.http_port = ports[0]
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.heartbeat = heartbeat
+        self.gateway = DimProcess("dim-gateway", [
+            "--listen", f"tcp:{self.http_port}:interface=127.0.0.1",
+            "--redis", services.redis, "--zookeeper", services.zookeeper,
+            "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout)],
+            workdir, env={"DIM_SECRET": SECRET}, name="gateway")
+        self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
+        self.ports = dict(zip(self.ids, ports[1:]))
+        self.nodes: dict[str, DimProcess] = {}
+        for node_id in self.ids:
+            self.nodes[node_id] = DimProcess("dim-node", [
+                "--id", node_id, "--listen", f"tcp:{self.ports[node_id]}:interface=127.0.0.1",
+                "--redis", services.redis, "--kafka", services.kafka,
+                "--zookeeper", services.zookeeper, "--cluster", self.name,
+                "--heartbeat", str(heartbeat), "--zk-timeout", str(zk_timeout),
+                *(node_args or [])], workdir, env={"DIM_SECRET": SECRET}, name=node_id)
+
+    def processes(self) -> list[DimProcess]:
+        """The gateway and every node."""
+        return [self.gateway, *self.nodes.values()]
+
+    @defer.inlineCallbacks
+    def start(self, timeout: float = 60.0):
+        """Start every process; fires once the gateway lists every node."""
+        for p in self.processes():
+            p.start()
+        wait_for_port("127.0.0.1", self.http_port, timeout, self.gateway)
+        for node_id, p in self.nodes.items():
+            wait_for_port("127.0.0.1", self.ports[node_id], timeout, p)
+        yield self.wait_listed(set(self.ids), timeout)
+
+    @defer.inlineCallbacks
+    def live_nodes(self):
+        """The ids ``GET /v1/nodes`` lists now."""
+        r = yield http("GET", f"{self.base}/v1/nodes")
+        assert r.code == 200, r
+        return {n["id"] for n in r.body["nodes"]}
+
+    @defer.inlineCallbacks
+    def wait_listed(self, ids: set[str], timeout: float = 30.0):
+        """Wait until ``/v1/nodes`` lists exactly ``ids``; the seconds it took."""
+        began = time.monotonic()
+        while True:
+            live = yield self.live_nodes()
+            if live == ids:
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout:
+                tails = "\n".join(f"--- {p.name}\n{p.log_tail(20)}" for p in self.processes())
+                raise AssertionError(f"/v1/nodes lists {sorted(live)}, not {sorted(ids)}, "
+                                     f"after {timeout} s\n{tails}")
+            yield sleep(0.05)
+
+    def address(self, node_id: str) -> NodeAddress:
+        """Where clients reach a node."""
+        return NodeAddress(node_id, "127.0.0.1", self.ports[node_id])
+
+    def stop(self) -> None:
+        """SIGTERM every process still running (SIGKILL after 30 s)."""
+        for p in self.processes():
+            if p.alive:
+                p.proc.send_signal(signal.SIGTERM)
+        for p in self.processes():
+            p.kill(signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        """Stop the processes; delete this cluster's Redis keys, znodes and Kafka topics."""
+        self.stop()
+        delete_redis_keys(self.services.redis, f"{self.name}:*")
+        delete_znodes(self.services.zookeeper, f"/{self.name}")
+        delete_topics(self.services.kafka, [f"{self.name}.node.{i}" for i in self.ids])
+
+
+def delete_redis_keys(url: str, pattern: str) -> None:
+    """Delete every key matching ``pattern`` (redis-cli, so no reactor is needed)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    script = ("local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+              "redis.call('DEL', k) n = n + 1 end return n")
+    subprocess.run(["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p",
+                    str(parts.port or 6379), "-n", parts.path.strip("/") or "0",
+                    "EVAL", script, "0", pattern], capture_output=True, timeout=30)
+
+
+def delete_znodes(hosts: str, path: str) -> None:
+    """Delete a znode and everything under it."""
+    from kazoo.client import KazooClient
+
+    zk = KazooClient(hosts=hosts, timeout=5)
+    try:
+        zk.start(5)
+        zk.delete(path, recursive=True)
+    except Exception:
+        pass
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Delete Kafka topics (missing ones are ignored)."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
+            topics, operation_timeout=10)
+        for f in futures.values():
+            try:
+                f.result(timeout=15)
+            except Exception:
+                pass
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------- people
+
+
+class Person:
+    """One user on the real client core, recording what was sent and what was shown."""
+
+    def __init__(self, base: str, user: str, token: str, clock: Any = time.monotonic) -> None:
+        self.user = user
+        self.clock = clock
+        gateway = GatewayClient(base, token=token,
+                                request_options={"persistent": False, "timeout": 10})
+        self.session = ClientSession(gateway, reactor, user, token, device="test")
+        self.session.subscribe(self._event)
+        #: (sender, id) -> seq, in the order shown; ``shown_count`` counts repeats.
+        self.shown: list[tuple[str, str, int, str]] = []
+        self.shown_count: dict[tuple[str, str], int] = {}
+        self.shown_at: dict[tuple[str, str], float] = {}
+        self.sent_at: dict[str, float] = {}
+        self.failures = 0
+        self.connects: list[tuple[float, str, int]] = []
+        self.disconnects: list[float] = []
+        self.synced_at: list[float] = []
+        self._welcome_seq: int | None = None
+
+    @classmethod
+    @defer.inlineCallbacks
+    def login(cls, base: str, user: str):
+        """Register and log in ``user``; a Person with its token and the node from login."""
+        answer = yield register_and_login(base, user)
+        person = cls(base, user, answer["token"])
+        person.login_node = answer["node"]
+        return person
+
+    def start(self, node: NodeAddress | dict[str, Any] | None = None) -> None:
+        """Connect (to ``node``, else to the one login gave)."""
+        self.session.start(node if node is not None else self.login_node)
+
+    def stop(self) -> None:
+        """Disconnect for good."""
+        self.session.stop()
+
+    @property
+    def node(self) -> str | None:
+        """The id of the node this person is connected to (None while not connected)."""
+        return self.session.node.id if self.session.connected and self.session.node else None
+
+    def send(self, to: str, body: str) -> OutgoingMessage:
+        """Send a message now."""
+        message = self.session.send(to, body)
+        self.sent_at[message.id] = self.clock()
+        return message
+
+    def _event(self, event: Any) -> None:
+        now = self.clock()
+        if isinstance(event, MessageReceived):
+            e = event.entry
+            key = (e.sender, e.id)
+            self.shown.append((e.sender, e.id, e.seq, e.body))
+            self.shown_count[key] = self.shown_count.get(key, 0) + 1
+            self.shown_at.setdefault(key, now)
+        elif isinstance(event, MessageStatus) and event.state == FAILED:
+            # The person presses retry a moment later, as the contract expects of one.
+            self.failures += 1
+            reactor.callLater(0.5, self.session.retry, event.id)
+        elif isinstance(event, Connected):
+            self.connects.append((now, event.node.id, event.last_seq))
+            self._welcome_seq = event.last_seq
+            self._check_synced(now)
+        elif isinstance(event, Disconnected):
+            self.disconnects.append(now)
+        elif isinstance(event, SyncFinished):
+            self._check_synced(now)
+
+    def _check_synced(self, now: float) -> None:
+        if self._welcome_seq is not None and self.session.last_seq >= self._welcome_seq:
+            self.synced_at.append(now)
+            self._welcome_seq = None
+
+
+@dataclass
+class Tally:
+    """What the checker found."""
+
+    sent: int = 0
+    lost: list[tuple[str, str, str]] = field(default_factory=list)
+    twice: list[tuple[str, str, str]] = field(default_factory=list)
+    out_of_order: list[tuple[str, str]] = field(default_factory=list)
+    unconfirmed: int = 0
+    failures: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the test log."""
+        return (f"sent {self.sent}, lost {len(self.lost)}, shown twice {len(self.twice)}, "
+                f"out of order {len(self.out_of_order)}, never confirmed {self.unconfirmed}, "
+                f"failed then retried {self.failures}")
+
+
+class Conversation:
+    """People sending to random others at ``rate`` messages per second in total.
+
+    Bodies are ``<sender>#<n>`` with ``n`` counting up per sender, so order per sender can
+    be checked at every recipient.
+    """
+
+    def __init__(self, people: list[Person], rate: float, seed: int = 7) -> None:
+        self.people = people
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.counter = {p.user: 0 for p in people}
+        #: (sender, id, recipient, n) of every message sent.
+        self.messages: list[tuple[Person, OutgoingMessage, Person, int]] = []
+        self._loop: task.LoopingCall | None = None
+        self._tick = 0.02
+
+    def start(self) -> None:
+        """Start sending."""
+        self._budget = 0.0
+        self._loop = task.LoopingCall(self._send_some)
+        self._loop.start(self._tick, now=True)
+
+    def stop(self) -> None:
+        """Stop sending."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def _send_some(self) -> None:
+        self._budget += self.rate * self._tick
+        while self._budget >= 1:
+            self._budget -= 1
+            sender = self.rng.choice(self.people)
+            recipient = self.rng.choice([p for p in self.people if p is not sender])
+            self.counter[sender.user] += 1
+            n = self.counter[sender.user]
+            message = sender.send(recipient.user, f"{sender.user}#{n}")
+            self.messages.append((sender, message, recipient, n))
+
+    def check(self) -> Tally:
+        """Count lost, twice-shown and out-of-order messages (see the module docstring)."""
+        tally = Tally(sent=len(self.messages))
+        for sender, message, recipient, n in self.messages:
+            key = (sender.user, message.id)
+            if message.seq is None:
+                tally.unconfirmed += 1
+                continue
+            shown = recipient.shown_count.get(key, 0)
+            if shown == 0:
+                tally.lost.append((sender.user, recipient.user, message.body))
+            elif shown > 1:
+                tally.twice.append((sender.user, recipient.user, message.body))
+            else:
+                tally.latencies.append(recipient.shown_at[key] - sender.sent_at[message.id])
+        for person in self.people:
+            tally.failures += person.failures
+            last: dict[str, int] = {}
+            for sender, _id, _seq, body in sorted(person.shown, key=lambda s: s[2]):
+                n = int(body.rsplit("#", 1)[1])
+                if n <= last.get(sender, 0):
+                    tally.out_of_order.append((sender, person.user))
+                last[sender] = max(n, last.get(sender, 0))
+        return tally
+
+    @defer.inlineCallbacks
+    def settle(self, timeout: float = 60.0):
+        """Wait until every message that got ``sent`` is shown and none is unconfirmed."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            tally = self.check()
+            if not tally.lost and not tally.unconfirmed:
+                return tally
+            yield sleep(0.2)
+        return self.check()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of ``values`` by nearest rank."""
+    if not values:
+        return float("nan")
+    import math
+
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Print figures and append them to ``$DIM_CLUSTER_FIGURES`` (JSON lines) if set."""
+    line = json.dumps({"test": name, **figures})
+    print(line)
+    path = os.environ.get("DIM_CLUSTER_FIGURES")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
