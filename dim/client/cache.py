@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
@@ -47,10 +47,6 @@ class ChatMessage:
     def peer(self, me: str) -> str:
         """The conversation this message belongs to, seen by user ``me``."""
         return conversation_of(me, self.sender, self.to, self.group)
-
-    def with_delivered(self) -> ChatMessage:
-        """The same message, marked delivered."""
-        return replace(self, delivered=True)
 
 
 def conversation_of(me: str, sender: str, to: str | None, group: str | None) -> str:

@@ -31,7 +31,7 @@ import itertools
 import random
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Union
 
 from twisted.internet.defer import Deferred, succeed
