@@ -66,6 +66,52 @@ class Receipt(Struct, kw_only=True):
     """The seq of the message in the acknowledging user's inbox."""
 
 
+class Profile(Struct, kw_only=True):
+    """What other people see of a user: display name, status text and avatar file id."""
+
+    user: str
+    name: str
+    status: str = ""
+    avatar: str | None = None
+
+
+class Contact(Struct, kw_only=True):
+    """One entry of a user's contact list.
+
+    ``pending`` is None for mutual contacts, "out" for a request this user made and "in" for
+    a request made to this user.
+    """
+
+    user: str
+    pending: str | None = None
+
+
+class Group(Struct, kw_only=True):
+    """A group: its server id, name, owner and members in the order they joined.
+
+    The owner is a member.  ``members[0]`` is not necessarily the owner after a handover.
+    """
+
+    id: str
+    name: str
+    owner: str
+    members: list[str]
+
+
+class FileRecord(Struct, kw_only=True):
+    """An uploaded file's metadata.  The bytes live in the file storage under ``id``."""
+
+    id: str
+    owner: str
+    name: str
+    size: int
+    mime: str
+    sha256: str
+    ts: int
+
+
+
+
 class IStore(Interface):
     """Durable state of DIM.  Every method returns a Deferred."""
 
@@ -119,6 +165,67 @@ class IStore(Interface):
 
     def acked_seq(user: str) -> Any:
         """The highest seq the user acknowledged (0 when none)."""
+
+    # ------------------------------------------------------------------ people
+
+    def get_profile(user: str) -> Any:
+        """The user's :class:`Profile` (``name`` defaults to the user name), or None."""
+
+    def update_profile(user: str, changes: dict[str, Any]) -> Any:
+        """Apply ``changes`` (any of ``name``, ``status``, ``avatar``; already validated; an
+        ``avatar`` of None clears it) and fire with the new :class:`Profile`."""
+
+    def search_users(text: str, limit: int) -> Any:
+        """Profiles whose user name or display name contains ``text``, case-insensitive,
+        in user-name order, at most ``limit``."""
+
+    def request_contact(user: str, other: str) -> Any:
+        """``user`` asks for ``other``: a pending request, or (if ``other`` had asked, or they
+        are contacts already) mutual contacts.  Fires with ``user``'s :class:`Contact` entry
+        for ``other``.  Fails with NotFound for an unknown ``other``."""
+
+    def contacts(user: str) -> Any:
+        """Every :class:`Contact` entry of ``user``: mutual ones and pending requests."""
+
+    def remove_contact(user: str, other: str) -> Any:
+        """Remove a contact or a pending request, whichever way; fires True if there was one."""
+
+    # ------------------------------------------------------------------ groups
+
+    def create_group(owner: str, name: str, members: list[str], ts: int) -> Any:
+        """Make a group (the owner is added as the first member, duplicates dropped) and fire
+        with it; fails with NotFound naming the first unknown member."""
+
+    def get_group(group_id: str) -> Any:
+        """The :class:`Group`, or None."""
+
+    def groups_of(user: str) -> Any:
+        """The groups ``user`` is a member of."""
+
+    def rename_group(group_id: str, name: str) -> Any:
+        """Rename; fires with the group (NotFound if there is none)."""
+
+    def add_group_members(group_id: str, users: list[str], limit: int) -> Any:
+        """Add members (those already in are ignored) and fire with the group.  Fails with
+        NotFound for an unknown user or group, TooLarge if the group would pass ``limit``."""
+
+    def remove_group_member(group_id: str, user: str) -> Any:
+        """Remove a member.  If it was the owner, the longest-standing remaining member becomes
+        owner.  Fires with the group, or None if no member remains and it was deleted.  Fails
+        with NotFound if the group does not exist or ``user`` is not a member."""
+
+    # ------------------------------------------------------------------ files
+
+    def add_file(record: FileRecord) -> Any:
+        """Keep the metadata of an uploaded file."""
+
+    def get_file(file_id: str) -> Any:
+        """The :class:`FileRecord`, or None."""
+
+    def may_read_file(user: str, file_id: str) -> Any:
+        """Whether ``user`` may download the file: its uploader, anyone whose inbox holds a
+        message pointing at it (:meth:`store_message` with ``file`` records that), or anyone
+        at all if it is some user's avatar."""
 
     def close() -> Any:
         """Flush and release everything."""
