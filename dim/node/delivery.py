@@ -192,7 +192,7 @@ class NodeCore:
         """Count a new connection; turn it away if the node is shutting down."""
         if self._closing is not None:
             conn.sendFrame(F.Goaway(reason=self._closing))
-            conn.transport.loseConnection()
+            conn.close()
             return
         self.connections.add(conn)
         metrics.count("connections_opened")
