@@ -77,6 +77,22 @@ class HelloTests(SynchronousTestCase):
         self.assertEqual(len(self.node.sessions), 0)
         self.assertEqual(self.node.core.local, {})
 
+    def test_push_held_until_welcome(self) -> None:
+        """A msg stored while hello is in progress is written after welcome, never before."""
+        pending: Deferred[int] = Deferred()
+        real_last_seq = self.node.store.last_seq
+        self.node.store.last_seq = lambda user: pending
+        bob = self.node.connect()
+        bob.send(F.Hello(v=1, token="t-bob"))
+        self.node.store.last_seq = real_last_seq
+        alice = self.node.login("alice")
+        alice.send(send(1))
+        self.assertEqual(bob.received(), [])
+        pending.callback(0)
+        welcome, msg = bob.received()
+        self.assertIsInstance(welcome, F.Welcome)
+        self.assertEqual((msg.id, msg.seq), ("m1", 1))
+
     def test_registry_failure(self) -> None:
         """A failing session registry gets internal and leaves no local session behind."""
         self.node.sessions.add = lambda *a: fail(RuntimeError("redis down"))
@@ -486,6 +502,21 @@ class ShutdownTests(SynchronousTestCase):
 
 class IsolationTests(SynchronousTestCase):
     """A misbehaving connection does not disturb others."""
+
+    def test_oversize_frame(self) -> None:
+        """A frame over max_frame closes that connection; the others keep chatting."""
+        node = Node()
+        alice = node.login("alice")
+        bob = node.login("bob")
+        alice2 = node.login("alice")
+        alice2.send(b"\x00\x01\x00\x01" + b"{" * 100)
+        [err] = alice2.received()
+        self.assertEqual(err.code, "frame_too_large")
+        self.assertTrue(alice2.closing)
+        alice2.lose()
+        alice.send(send(1))
+        self.assertIsInstance(alice.received()[0], F.Sent)
+        self.assertEqual([m.id for m in bob.received()], ["m1"])
 
     def test_junk_and_flood(self) -> None:
         """Junk closes only its connection; a flood of sends does not delay another user."""
