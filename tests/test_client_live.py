@@ -94,6 +94,14 @@ class LiveSessionTests(unittest.TestCase):
         self.assertEqual([c.peer for c in bob.client.conversations()], ["alice"])
 
     @defer.inlineCallbacks
+    def test_message_to_nobody_fails(self):  # type: ignore[no-untyped-def]
+        """A message to a user that does not exist is marked failed with the node's reason."""
+        alice = yield self.chat("alice")
+        out = alice.client.send("nobody", "hello?")
+        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.FAILED)
+        self.assertIn("not_found", out.error)
+
+    @defer.inlineCallbacks
     def test_survives_a_restart_of_dim(self):  # type: ignore[no-untyped-def]
         """After kill -9 and restart, both reconnect; what was typed offline arrives once."""
         alice = yield self.chat("alice")

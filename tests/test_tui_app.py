@@ -14,6 +14,7 @@ import inspect
 import itertools
 from typing import Any, Awaitable, Callable
 
+from textual import events
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -469,6 +470,24 @@ class ChatTests(unittest.TestCase):
             self.assertEqual(len(shown(app)), 60)
             self.assertTrue(shown(app)[0].endswith("n1"))
             self.assertTrue(shown(app)[-1].endswith("n60"))
+
+    @async_test
+    async def test_scrolling_up_at_the_top_loads_older(self) -> None:
+        """Scrolling the mouse wheel up at the top of the log loads the older page."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            for i in range(1, 61):
+                core.receive("bob", f"n{i}")
+            await submit(pilot, "/open bob")
+            log = app.screen.query_one(MessageLog)
+            log.scroll_home(animate=False)
+            await pilot.pause()
+            log.post_message(events.MouseScrollUp(log, 1, 1, 0, -1, 0, False, False, False))
+            await pilot.pause(0.1)
+            self.assertEqual(len(shown(app)), 60)
+            self.assertTrue(shown(app)[0].endswith("n1"))
 
     @async_test
     async def test_quit_command(self) -> None:

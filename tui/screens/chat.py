@@ -113,6 +113,9 @@ class ChatScreen(Screen[None]):
 
     # ------------------------------------------------------------ the person
 
+    async def on_message_log_older_wanted(self, event: MessageLog.OlderWanted) -> None:
+        await self.action_older()
+
     async def on_conversation_list_opened(self, event: ConversationList.Opened) -> None:
         await self.open(event.peer)
 
@@ -202,7 +205,7 @@ class ChatScreen(Screen[None]):
             self.say("No older messages.")
             return
         await log.add_older(older)
-        log.scroll_home(animate=False)
+        self.say(f"Loaded {len(older)} older message(s).")
 
     # ------------------------------------------------------------ the client core
 

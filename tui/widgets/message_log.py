@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from textual import events
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.widgets import Static
 
 from dim.client import session as S
@@ -58,6 +61,10 @@ class MessageRow(Static):
 
 class MessageLog(VerticalScroll):
     """The messages of one conversation, oldest at the top; each seq appears once."""
+
+    @dataclass
+    class OlderWanted(Message):
+        """The person scrolled up past the oldest message shown."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -138,6 +145,10 @@ class MessageLog(VerticalScroll):
         self._remember(row)
         await self.mount(row)
         self.scroll_end(animate=False)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if self.scroll_y <= 0 and self.by_seq:
+            self.post_message(self.OlderWanted())
 
     def mark_delivered(self, mid: str) -> None:
         """Mark one's own message ``mid`` delivered (it may have been sent from another device)."""
