@@ -77,3 +77,15 @@ class IForwarder(Interface):
     def set_receiver(receiver: Callable[[dict[str, Any]], Any]) -> None:
         """Deliver envelopes addressed to this node to ``receiver`` (on the reactor thread).
         If ``receiver`` returns a Deferred, the envelope counts as handled when it fires."""
+
+
+class IPusher(Interface):
+    """Delivers frames to every online session of some users, on whichever node holds them.
+
+    The gateway uses it for ``notify`` and ``presence`` frames.  In one process it is the
+    node itself; in a cluster, a forwarder that sends one envelope per node holding sessions.
+    """
+
+    def push(targets: dict[str, list[dict[str, Any]]]) -> Any:
+        """Send each user's frames (plain JSON objects with a ``type``) to all of its online
+        sessions; fires once handed over.  Offline users are skipped silently."""
