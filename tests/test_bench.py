@@ -8,6 +8,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from dim.bench import loadgen, report, stats
+from dim.bench import profile as profiling
 from dim.bench.schedule import OpenLoopSchedule
 from dim.bench.scenarios import _split, chat_pairs
 from dim.protocol import codec
@@ -316,3 +317,30 @@ class LeanClientTests(unittest.TestCase):
         got = []
         self.worker.handle({"cmd": "nope"}).addCallback(got.append)
         self.assertFalse(got[0]["ok"])
+
+
+class ProfileSummaryTests(unittest.TestCase):
+    """Collapsed py-spy stacks become top functions by self and inclusive samples."""
+
+    def test_self_and_inclusive(self) -> None:
+        """The leaf gets self samples; every frame on a stack gets inclusive ones, once."""
+        text = ("thread (1): MainThread;run (/v/lib/python3.11/site-packages/twisted/a.py:1);"
+                "feed (/w/main/dim/protocol/codec.py:96) 30\n"
+                "thread (1): MainThread;run (/v/lib/python3.11/site-packages/twisted/a.py:2);"
+                "encode (/w/main/dim/protocol/codec.py:25) 10\n"
+                "thread (2): Thread-1;run (/v/lib/python3.11/site-packages/twisted/a.py:1);"
+                "run (/v/lib/python3.11/site-packages/twisted/a.py:9) 60\n"
+                "garbage line\n")
+        s = profiling.summarize(text)
+        self.assertEqual(s["samples"], 100)
+        self.assertEqual(s["threads"], {"Thread-1": 60, "MainThread": 40})
+        self.assertEqual(s["self"][0], {"function": "run (twisted/a.py)", "samples": 60,
+                                        "percent": 60.0})
+        self.assertEqual(s["self"][1]["function"], "feed (dim/protocol/codec.py)")
+        incl = {r["function"]: r["samples"] for r in s["inclusive"]}
+        self.assertEqual(incl["run (twisted/a.py)"], 100)
+        self.assertEqual(incl["encode (dim/protocol/codec.py)"], 10)
+
+    def test_empty(self) -> None:
+        """No samples gives empty tables."""
+        self.assertEqual(profiling.summarize("")["self"], [])

@@ -18,6 +18,7 @@ import psutil
 
 from dim.bench import cluster as C
 from dim.bench import processes as P
+from dim.bench import profile as profiling
 from dim.bench import report, stats
 
 PASSWORD = "bench-password-123"
@@ -353,7 +354,10 @@ def run_chat_same_node(ctx: Context) -> dict[str, Any]:
     """Pairs of clients on one embedded node: send -> sent -> msg -> ack -> delivered."""
     p = ctx.params
     wd = ctx.workdir("chat_same_node")
-    profile = (ctx.out / "node-profile.cprof") if ctx.profile else None
+    use_pyspy = ctx.profile and profiling.pyspy() is not None
+    profile = (ctx.out / "node-profile.cprof") if ctx.profile and not use_pyspy else None
+    sampler: profiling.Sampler | None = None
+    summary: dict[str, Any] | None = None
     dim = P.EmbeddedDim(wd, profile=profile).start()
     workers = P.start_workers(p.chat_workers, wd)
     try:
@@ -369,16 +373,38 @@ def run_chat_same_node(ctx: Context) -> dict[str, Any]:
                          "source": w.source,
                          "pairs": [[a, P.mint_token(a), b, P.mint_token(b)] for a, b in mine]})
         P.call_all(workers, cmds)
+        if use_pyspy:
+            sampler = profiling.Sampler(dim.process.pid, ctx.out / "node-profile.pyspy.txt")
         swept = _chat_sweep(ctx, workers, [dim.process], "chat_same_node")
+        if sampler is not None:
+            summary = sampler.stop()
+            sampler = None
         P.call_all(workers, [{"cmd": "close"}] * len(workers))
     finally:
+        if sampler is not None:
+            sampler.stop()
         P.stop_workers(workers)
         dim.stop()
     extra = {"pairs": p.chat_pairs, "workers": p.chat_workers, "store": "SQLite (embedded dim)",
              "client": "lean frame client on dim.protocol.codec; one cumulative ack per read"}
-    if profile is not None and profile.exists():
-        extra["profile"] = str(profile)
+    if summary is not None:
+        extra["profile"] = summary
+    elif profile is not None and profile.exists():
+        extra["profile"] = {"file": str(profile), "tool": "cProfile through twistd --profiler "
+                            "(reactor thread only)", **cprofile_summary(profile)}
     return _chat_result(ctx, swept, extra)
+
+
+def cprofile_summary(path: Path, top: int = 25) -> dict[str, Any]:
+    """The top functions of a cProfile stats file by own time."""
+    import pstats
+    st = pstats.Stats(str(path))
+    total = st.total_tt or 1.0
+    rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    return {"total_s": round(total, 3), "self": [
+        {"function": f"{fn} ({Path(file).name}:{line})", "seconds": round(tt, 3),
+         "percent": round(100.0 * tt / total, 1), "calls": nc}
+        for (file, line, fn), (cc, nc, tt, ct, callers) in rows]}
 
 
 # ------------------------------------------------------------------------------ cluster
