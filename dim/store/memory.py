@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from dim.errors import Conflict, NotFound
-from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
+from dim.errors import BadRequest, Conflict, NotFound, TooLarge
+from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
+                                 Receipt, SendResult, StoredMessage)
 
 
 def base36(number: int) -> str:
@@ -60,6 +63,13 @@ class MemoryStore:
         self._by_client_id: dict[tuple[str, str], str] = {}
         self._next_mid = 1
         self._closed = False
+        self._profiles: dict[str, Profile] = {}
+        self._contacts: dict[str, dict[str, str | None]] = {}
+        self._groups: dict[str, Group] = {}
+        self._group_ids = itertools.count(1)
+        self._groups_by_user: dict[str, dict[str, None]] = {}
+        self._files: dict[str, FileRecord] = {}
+        self._file_readers: dict[str, set[str]] = {}
 
     # -- users -----------------------------------------------------------------------------
 
@@ -68,6 +78,7 @@ class MemoryStore:
         if user in self._users:
             return defer.fail(Conflict(f"user {user!r} exists"))
         self._users[user] = _Inbox(password_hash, ts)
+        self._profiles[user] = Profile(user=user, name=user)
         bisect.insort(self._names, user)
         return defer.succeed(None)
 
@@ -138,6 +149,8 @@ class MemoryStore:
             inbox.mids.append(mid)
             seqs[name] = len(inbox.mids)
         self._messages[mid] = _Record(message, seqs, frozenset(recipients))
+        if isinstance(file, dict) and isinstance(file.get("id"), str):
+            self._file_readers.setdefault(file["id"], set()).update(seqs)
         self._by_client_id[(sender, client_id)] = mid
         return defer.succeed(SendResult(message=message, seqs=dict(seqs)))
 
@@ -175,6 +188,150 @@ class MemoryStore:
         inbox = self._users.get(user)
         return defer.succeed(inbox.acked if inbox else 0)
 
+    # -- people ----------------------------------------------------------------------------
+
+    def get_profile(self, user: str) -> defer.Deferred[Profile | None]:
+        """The user's profile, or None for an unknown user."""
+        profile = self._profiles.get(user)
+        return defer.succeed(_copy(profile) if profile else None)
+
+    def update_profile(self, user: str, changes: dict[str, Any]) -> defer.Deferred[Profile]:
+        """Apply the given keys of ``changes`` to the profile; NotFound for an unknown user."""
+        profile = self._profiles.get(user)
+        if profile is None:
+            return defer.fail(NotFound(f"no such user: {user}"))
+        for key in ("name", "status", "avatar"):
+            if key in changes:
+                setattr(profile, key, changes[key])
+        return defer.succeed(_copy(profile))
+
+    def search_users(self, text: str, limit: int) -> defer.Deferred[list[Profile]]:
+        """Profiles whose user or display name contains ``text`` (any case), name order."""
+        needle = text.casefold()
+        found: list[Profile] = []
+        for name in self._names:
+            if len(found) >= max(limit, 0):
+                break
+            profile = self._profiles[name]
+            if needle in name.casefold() or needle in profile.name.casefold():
+                found.append(_copy(profile))
+        return defer.succeed(found)
+
+    def request_contact(self, user: str, other: str) -> defer.Deferred[Contact]:
+        """``user`` asks for ``other``: pending, or mutual if ``other`` had asked already."""
+        if user == other:
+            return defer.fail(BadRequest("a user cannot be its own contact"))
+        for name in (user, other):
+            if name not in self._users:
+                return defer.fail(NotFound(f"no such user: {name}"))
+        mine = self._contacts.setdefault(user, {})
+        theirs = self._contacts.setdefault(other, {})
+        if other not in mine:
+            mine[other], theirs[user] = "out", "in"
+        elif mine[other] == "in":
+            mine[other] = theirs[user] = None
+        return defer.succeed(Contact(user=other, pending=mine[other]))
+
+    def contacts(self, user: str) -> defer.Deferred[list[Contact]]:
+        """Every contact and pending request of ``user``, in user-name order."""
+        mine = self._contacts.get(user, {})
+        return defer.succeed([Contact(user=other, pending=mine[other])
+                              for other in sorted(mine)])
+
+    def remove_contact(self, user: str, other: str) -> defer.Deferred[bool]:
+        """Drop the contact or request between the two, either way; whether there was one."""
+        found = self._contacts.get(user, {}).pop(other, False) is not False
+        found = (self._contacts.get(other, {}).pop(user, False) is not False) or found
+        return defer.succeed(found)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def create_group(self, owner: str, name: str, members: list[str],
+                     ts: int) -> defer.Deferred[Group]:
+        """Make a group with the owner first and no duplicates; NotFound for unknown users."""
+        everyone = list(dict.fromkeys([owner, *members]))
+        for member in everyone:
+            if member not in self._users:
+                return defer.fail(NotFound(f"no such user: {member}"))
+        group = Group(id=base36(next(self._group_ids)), name=name, owner=owner,
+                      members=everyone)
+        self._groups[group.id] = group
+        for member in everyone:
+            self._groups_by_user.setdefault(member, {})[group.id] = None
+        return defer.succeed(_copy(group))
+
+    def get_group(self, group_id: str) -> defer.Deferred[Group | None]:
+        """The group, or None."""
+        group = self._groups.get(group_id)
+        return defer.succeed(_copy(group) if group else None)
+
+    def groups_of(self, user: str) -> defer.Deferred[list[Group]]:
+        """The groups ``user`` is a member of, oldest group first."""
+        return defer.succeed([_copy(self._groups[group_id])
+                              for group_id in self._groups_by_user.get(user, {})])
+
+    def rename_group(self, group_id: str, name: str) -> defer.Deferred[Group]:
+        """Rename the group; NotFound if there is none."""
+        group = self._groups.get(group_id)
+        if group is None:
+            return defer.fail(NotFound(f"no such group: {group_id}"))
+        group.name = name
+        return defer.succeed(_copy(group))
+
+    def add_group_members(self, group_id: str, users: list[str],
+                          limit: int) -> defer.Deferred[Group]:
+        """Add the users not yet in; NotFound for unknowns, TooLarge past ``limit``."""
+        group = self._groups.get(group_id)
+        if group is None:
+            return defer.fail(NotFound(f"no such group: {group_id}"))
+        for user in users:
+            if user not in self._users:
+                return defer.fail(NotFound(f"no such user: {user}"))
+        new = [user for user in dict.fromkeys(users) if user not in group.members]
+        if len(group.members) + len(new) > limit:
+            return defer.fail(TooLarge(f"a group has at most {limit} members"))
+        group.members.extend(new)
+        for user in new:
+            self._groups_by_user.setdefault(user, {})[group.id] = None
+        return defer.succeed(_copy(group))
+
+    def remove_group_member(self, group_id: str,
+                            user: str) -> defer.Deferred[Group | None]:
+        """Remove a member, handing ownership on or deleting the group when it empties."""
+        group = self._groups.get(group_id)
+        if group is None:
+            return defer.fail(NotFound(f"no such group: {group_id}"))
+        if user not in group.members:
+            return defer.fail(NotFound(f"{user} is not a member of {group_id}"))
+        group.members.remove(user)
+        self._groups_by_user.get(user, {}).pop(group_id, None)
+        if not group.members:
+            del self._groups[group_id]
+            return defer.succeed(None)
+        if group.owner == user:
+            group.owner = group.members[0]
+        return defer.succeed(_copy(group))
+
+    # -- files -----------------------------------------------------------------------------
+
+    def add_file(self, record: FileRecord) -> defer.Deferred[None]:
+        """Keep an uploaded file's metadata."""
+        self._files[record.id] = _copy(record)
+        return defer.succeed(None)
+
+    def get_file(self, file_id: str) -> defer.Deferred[FileRecord | None]:
+        """The file's metadata, or None."""
+        record = self._files.get(file_id)
+        return defer.succeed(_copy(record) if record else None)
+
+    def may_read_file(self, user: str, file_id: str) -> defer.Deferred[bool]:
+        """Whether ``user`` uploaded the file, received it in a message, or it is an avatar."""
+        record = self._files.get(file_id)
+        allowed = ((record is not None and record.owner == user)
+                   or user in self._file_readers.get(file_id, ())
+                   or any(profile.avatar == file_id for profile in self._profiles.values()))
+        return defer.succeed(allowed)
+
     def close(self) -> defer.Deferred[None]:
         """Nothing to flush; kept for the interface."""
         self._closed = True
@@ -206,3 +363,8 @@ class MemoryStore:
                                         sender=message.sender, seq=at))
         return receipts
 
+
+def _copy(record: Any) -> Any:
+    """A copy of a record struct that the caller may change without changing the store."""
+    return msgspec.structs.replace(record, **(
+        {"members": list(record.members)} if isinstance(record, Group) else {}))
