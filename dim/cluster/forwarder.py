@@ -122,9 +122,7 @@ class KafkaForwarder:
         # could skip an envelope produced between assign and the first fetch).
         partition = TopicPartition(self.topic, 0)
         if self.skip_backlog:
-            _, high = await self.bridge.call(self._consumer.get_watermark_offsets, partition,
-                                             self.connect_timeout)
-            partition = TopicPartition(self.topic, 0, high)
+            partition = TopicPartition(self.topic, 0, await self.bridge.call(self._end_offset))
         self._consumer.assign([partition])
         self._running.set()
         self._producer_loop = self.bridge.call(self._serve_producer)
@@ -156,6 +154,25 @@ class KafkaForwarder:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         return replication
+
+    def _end_offset(self) -> int:
+        """(pool thread) The end offset of this node's partition, waiting up to
+        connect_timeout for a topic just created to have a leader."""
+        import time
+
+        from confluent_kafka import KafkaException, TopicPartition
+
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, 0), timeout=self.connect_timeout)
+                return int(high)
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"Kafka at {self.bootstrap} gave no end offset for "
+                                      f"{self.topic}: {e}") from e
+                time.sleep(0.1)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop polling, commit what was handled, flush the producer, close the consumer.

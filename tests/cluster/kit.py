@@ -271,6 +271,8 @@ class Person:
         self.shown_at: dict[tuple[str, str], float] = {}
         self.sent_at: dict[str, float] = {}
         self.failures = 0
+        #: Ids of messages that failed and were sent again (a later send in time).
+        self.retried: set[str] = set()
         self.connects: list[tuple[float, str, int]] = []
         self.disconnects: list[float] = []
         self.synced_at: list[float] = []
@@ -315,6 +317,7 @@ class Person:
         elif isinstance(event, MessageStatus) and event.state == FAILED:
             # The person presses retry a moment later, as the contract expects of one.
             self.failures += 1
+            self.retried.add(event.id)
             reactor.callLater(0.5, self.session.retry, event.id)
         elif isinstance(event, Connected):
             self.connects.append((now, event.node.id, event.last_seq))
@@ -404,10 +407,13 @@ class Conversation:
                 tally.twice.append((sender.user, recipient.user, message.body))
             else:
                 tally.latencies.append(recipient.shown_at[key] - sender.sent_at[message.id])
+        retried = {(p.user, i) for p in self.people for i in p.retried}
         for person in self.people:
             tally.failures += person.failures
             last: dict[str, int] = {}
-            for sender, _id, _seq, body in sorted(person.shown, key=lambda s: s[2]):
+            for sender, id, _seq, body in sorted(person.shown, key=lambda s: s[2]):
+                if (sender, id) in retried:
+                    continue  # the person sent it again later: it is not out of order
                 n = int(body.rsplit("#", 1)[1])
                 if n <= last.get(sender, 0):
                     tally.out_of_order.append((sender, person.user))
