@@ -155,18 +155,18 @@ class SendTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.node.store.last_seq("alice")), 0)
 
     def test_group_not_found(self) -> None:
-        """A group send gets not_found for now."""
+        """A send to a group that does not exist gets not_found with the send's id."""
         self.alice.send(F.Send(id="g1", group="friends", body="hi"))
         [err] = self.alice.received()
         self.assertEqual((err.code, err.ref), ("not_found", "g1"))
 
-    def test_files_not_supported(self) -> None:
-        """An image or file send gets bad_request for now."""
+    def test_unknown_file(self) -> None:
+        """An image send pointing at no uploaded file gets bad_request with the send's id."""
         self.alice.send(F.Send(id="f1", to="bob", kind="image", body="",
                                file=F.FileRef(id="x", name="a.png", size=1, mime="image/png")))
         [err] = self.alice.received()
         self.assertEqual((err.code, err.ref), ("bad_request", "f1"))
-        self.assertIn("not supported", err.message)
+        self.assertIn("no such file", err.message)
 
     def test_duplicate(self) -> None:
         """A repeated id gets the same sent again and nothing is pushed again."""

@@ -1,12 +1,15 @@
 """What a node does with its clients' frames: sessions, sending, delivery, acks, sync.
 
 :class:`NodeCore` is the handler every :class:`~dim.node.connection.ClientConnection` of a
-node hands its frames to.  It authenticates ``hello``, stores ``send`` through the
-:class:`~dim.store.interface.IStore`, pushes ``msg`` to every session of the recipient and to
-the sender's other sessions (local ones directly, remote ones through the
-:class:`~dim.cluster.interface.IForwarder`, one envelope per node), sends each ``msg`` once
-more if it is not acknowledged within ``retransmit_after`` seconds, turns ``ack`` into
-``delivered`` for the sender, and answers ``sync`` from the inbox.
+node hands its frames to.  It authenticates ``hello``, stores ``send`` (to a user or a group,
+text or a file) through the :class:`~dim.store.interface.IStore`, pushes ``msg`` to every
+session of every recipient and to the sender's other sessions (local ones directly, remote
+ones through the :class:`~dim.cluster.interface.IForwarder`, one envelope per node), sends
+each ``msg`` once more if it is not acknowledged within ``retransmit_after`` seconds, turns
+``ack`` into ``delivered`` and ``read`` into ``read`` for the sender, answers ``sync`` from
+the inbox, passes ``typing`` on (throttled, never stored), and tells a user's mutual
+contacts when its first session comes and its last one goes (``presence``).  It is also the
+:class:`~dim.cluster.interface.IPusher` of its process (:meth:`NodeCore.push`).
 
 Envelopes between nodes are plain dicts::
 
@@ -18,21 +21,25 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Union
 
 import msgspec
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import (Deferred, DeferredList, FirstError, gatherResults,
+                                    maybeDeferred, succeed)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dim import errors
-from dim.cluster.interface import IForwarder, ISessionRegistry, SessionRef
+from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry, SessionRef
 from dim.node import metrics
 from dim.node.connection import ClientConnection
+from dim.node.throttle import Throttle, Verdict
 from dim.protocol import codec
 from dim.protocol import frames as F
-from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
+from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Receipt,
+                                 SendResult, StoredMessage)
 
 _log = Logger()
 
@@ -45,6 +52,10 @@ _EPSILON = 1e-6
 
 # An item to push: the encoded frame, its type, and its seq when it is a msg to track.
 _Push = tuple[bytes, str, "int | None"]
+# What may be delivered: a typed frame, or a plain JSON object with a "type" (from push()).
+Outgoing = Union[F._Frame, dict[str, Any]]
+# A send waiting for its checks, and the Deferred its connection waits on.
+_QueuedSend = tuple[F.Send, "Deferred[None]"]
 
 
 def message_frame(message: StoredMessage, seq: int, delivered: bool = False,
@@ -69,7 +80,7 @@ class Session:
     """
 
     __slots__ = ("conn", "user", "id", "ready", "_held", "_pending", "_timer", "_acked",
-                 "_clock", "_after")
+                 "_clock", "_after", "typing", "sends", "checking", "draining")
 
     def __init__(self, conn: ClientConnection, user: str, session_id: str,
                  clock: IReactorTime, retransmit_after: float) -> None:
@@ -83,6 +94,14 @@ class Session:
         self._acked = 0
         self._clock = clock
         self._after = retransmit_after
+        #: The limit on this session's ``typing`` frames (made on the first one).
+        self.typing: Throttle | None = None
+        #: Sends that wait for a check (group, file) or behind one, in the order they came.
+        self.sends: deque[_QueuedSend] = deque()
+        #: Whether the head of ``sends`` is being checked.
+        self.checking = False
+        #: Whether ``sends`` is being worked through (guards against recursion).
+        self.draining = False
 
     def start(self) -> None:
         """``welcome`` was sent: write what was held back."""
@@ -154,15 +173,21 @@ class Session:
             pending.clear()
 
 
+@implementer(IPusher)
 class NodeCore:
-    """The node's handling of client frames, shared by all its connections."""
+    """The node's handling of client frames, shared by all its connections.
+
+    ``typing_limit`` makes each session's :class:`~dim.node.throttle.Throttle` for
+    ``typing`` frames.
+    """
 
     def __init__(self, node_id: str, store: IStore, sessions: ISessionRegistry,
                  authenticate: Callable[[str], Deferred[str]], clock: IReactorTime,
                  heartbeat: int = 30, max_frame: int = F.DEFAULT_MAX_FRAME,
                  forwarder: IForwarder | None = None, retransmit_after: float = 4.0,
                  shutdown_grace: float = SHUTDOWN_GRACE,
-                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
+                 drain_timeout: float = DRAIN_TIMEOUT,
+                 typing_limit: Callable[[], Throttle] = Throttle) -> None:
         self.node_id = node_id
         self.store = store
         self.sessions = sessions
@@ -174,6 +199,10 @@ class NodeCore:
         self.retransmit_after = retransmit_after
         self.shutdown_grace = shutdown_grace
         self.drain_timeout = drain_timeout
+        self.typing_limit = typing_limit
+        # A registry in this process answers at once: ask it without a Deferred.
+        self._locate_now: Callable[[Iterable[str]], dict[str, list[SessionRef]]] | None = \
+            getattr(sessions, "locate_now", None)
         #: Every open connection, authenticated or not.
         self.connections: set[ClientConnection] = set()
         #: user -> {session id: Session} for the sessions on this node.
@@ -217,10 +246,17 @@ class NodeCore:
             if not mine:
                 del self.local[session.user]
         d = maybeDeferred(self.sessions.remove, session.user, session.id)
+        d.addCallback(self._removed, session.user)
         if not d.called:
             self._pending_removals.add(d)
             d.addBoth(self._removal_done, d)
         d.addErrback(lambda f: _log.failure("unregistering session {s} failed", f, s=session.id))
+
+    def _removed(self, last: bool, user: str) -> Deferred[None] | None:
+        """The registry forgot a session: if it was the user's last, tell its contacts."""
+        if last:
+            return self.announce(user, False)
+        return None
 
     def _removal_done(self, result: object, d: Deferred[Any]) -> object:
         self._pending_removals.discard(d)
@@ -256,10 +292,17 @@ class NodeCore:
         # what arrives before welcome is held back by the session.
         self.local.setdefault(user, {})[session.id] = session
         d = maybeDeferred(self.sessions.add, user, session.id, self.node_id)
-        d.addCallback(lambda _: self.store.last_seq(user))
+        d.addCallback(self._added, user)
         d.addCallback(self._welcome, conn, session)
         d.addErrback(self._hello_failed, conn, session)
         return d
+
+    def _added(self, first: bool, user: str) -> Deferred[int]:
+        """The registry holds the session: tell the contacts if it is the user's first one
+        (without waiting for that), then look up ``last_seq`` for ``welcome``."""
+        if first:
+            self.announce(user, True)
+        return self.store.last_seq(user)
 
     def _welcome(self, last_seq: int, conn: ClientConnection, session: Session) -> None:
         if conn.session is not session or not conn.is_open:
@@ -280,19 +323,80 @@ class NodeCore:
     def on_send(self, conn: ClientConnection, frame: F.Send) -> Deferred[None]:
         """Store a message, answer ``sent``, push ``msg`` to everyone else who should get it.
 
-        The store is called before anything asynchronous happens, so a session's messages
-        are stored in the order it sent them.
+        The store is called in the order the session sent its messages: a plain text send
+        goes to the store at once; a send that needs a look-up first (a group's members, a
+        file's record) waits in the session's queue, and so does every send behind it.
         """
         session: Session = conn.session
+        if frame.group is None and frame.file is None and not session.sends:
+            to = frame.to
+            return self._store(session, frame, [] if to == session.user else [to], None, None)
+        done: Deferred[None] = Deferred()
+        session.sends.append((frame, done))
+        self._drain_sends(session)
+        return done
+
+    def _drain_sends(self, session: Session) -> None:
+        """Work through the session's queued sends, in order, until one must wait."""
+        if session.draining:
+            return
+        session.draining = True
+        try:
+            sends = session.sends
+            while sends and not session.checking:
+                frame, done = sends[0]
+                if frame.group is None and frame.file is None:
+                    sends.popleft()
+                    to = frame.to
+                    self._store(session, frame, [] if to == session.user else [to], None,
+                                None).chainDeferred(done)
+                    continue
+                session.checking = True
+                checked = self._check_send(session.user, frame)
+                checked.addBoth(self._send_checked, session, frame, done)
+        finally:
+            session.draining = False
+
+    def _send_checked(self, checked: tuple[list[str], str | None, dict[str, Any] | None]
+                      | Failure, session: Session, frame: F.Send, done: Deferred[None]) -> None:
+        session.checking = False
+        session.sends.popleft()
+        if isinstance(checked, Failure):
+            done.errback(checked)
+        else:
+            self._store(session, frame, *checked).chainDeferred(done)
+        self._drain_sends(session)
+
+    def _check_send(self, user: str, frame: F.Send) -> Deferred[
+            tuple[list[str], str | None, dict[str, Any] | None]]:
+        """The recipients, group and file dict of a send to a group or with a file, once
+        the group and file are looked up and found right for this sender."""
+        lookups: list[Deferred[Any]] = []
         if frame.group is not None:
-            raise errors.NotFound("groups are not supported yet", ref=frame.id)
-        if frame.kind != "text":
-            raise errors.BadRequest("files are not supported yet", ref=frame.id)
-        user = session.user
-        recipients = [] if frame.to == user else [frame.to]
+            lookups.append(maybeDeferred(self.store.get_group, frame.group))
+        if frame.file is not None:
+            lookups.append(maybeDeferred(self.store.get_file, frame.file.id))
+        d = _gather(lookups)
+
+        def check(found: list[Any]) -> tuple[list[str], str | None, dict[str, Any] | None]:
+            if frame.group is not None:
+                group: Group | None = found.pop(0)
+                recipients = _recipients_in(group, user, frame.group, frame.id)
+            else:
+                recipients = [] if frame.to == user else [frame.to]  # type: ignore[list-item]
+            file = None
+            if frame.file is not None:
+                file = _checked_file(found.pop(0), frame.file, user, frame.id)
+            return recipients, frame.group, file
+
+        d.addCallback(check)
+        return d
+
+    def _store(self, session: Session, frame: F.Send, recipients: list[str],
+               group: str | None, file: dict[str, Any] | None) -> Deferred[None]:
         started = self.clock.seconds()
-        d = self.store.store_message(user, frame.id, recipients, None, frame.body or "",
-                                     frame.kind, None, int(started * 1000))
+        d = self.store.store_message(session.user, frame.id, recipients, group,
+                                     frame.body or "", frame.kind, file, int(started * 1000))
         d.addCallback(self._stored, session, started)
         return d
 
@@ -305,9 +409,12 @@ class NodeCore:
         metrics.SEND_LATENCY.observe(self.clock.seconds() - started)
         if result.duplicate:
             return
-        targets: dict[str, list[F._Frame]] = {}
-        for user, seq in result.seqs.items():
-            targets[user] = [message_frame(message, seq)]
+        # One frame is built; each inbox's copy differs only in its seq.
+        frame = message_frame(message, result.seqs[sender])
+        replace = msgspec.structs.replace
+        targets: dict[str, list[Outgoing]] = {
+            user: [frame if user == sender else replace(frame, seq=seq)]
+            for user, seq in result.seqs.items()}
         self.deliver(targets, skip=session.id)
 
     # ------------------------------------------------------------------ ack
@@ -323,11 +430,97 @@ class NodeCore:
     def _acked(self, receipts: list[Receipt], user: str) -> None:
         if not receipts:
             return
-        targets: dict[str, list[F._Frame]] = {}
+        targets: dict[str, list[Outgoing]] = {}
         for receipt in receipts:
             targets.setdefault(receipt.sender, []).append(
                 F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
         self.deliver(targets)
+
+    # ------------------------------------------------------------------ read
+
+    def on_read(self, conn: ClientConnection, frame: F.Read) -> Deferred[None]:
+        """Record that the user has read up to ``seq`` (and so received it): ``delivered``
+        and ``read`` to the senders, ``read {seq}`` to the user's other sessions."""
+        session: Session = conn.session
+        session.acknowledge(frame.seq)
+        user = session.user
+        # Reading implies receiving, and a client may read without acking first: the ack
+        # is recorded here so its senders still hear ``delivered`` before ``read``.
+        d = _gather([self.store.ack(user, frame.seq), self.store.read(user, frame.seq)])
+        d.addCallback(self._read, user, frame.seq, session.id)
+        return d
+
+    def _read(self, receipts: list[list[Receipt]], user: str, seq: int, skip: str) -> None:
+        delivered, read = receipts
+        targets: dict[str, list[Outgoing]] = {}
+        for receipt in delivered:
+            targets.setdefault(receipt.sender, []).append(
+                F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
+        for receipt in read:
+            targets.setdefault(receipt.sender, []).append(
+                F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
+        if seq > 0:
+            targets.setdefault(user, []).append(F.ReadNotice(seq=seq, by=user))
+        if targets:
+            self.deliver(targets, skip=skip)
+
+    # ------------------------------------------------------------------ typing
+
+    def on_typing(self, conn: ClientConnection, frame: F.Typing) -> Deferred[None] | None:
+        """Pass ``typing`` on to the person or the group's other members; never stored.
+
+        Frames over the session's limit are dropped; a flood that goes on gets one
+        ``rate_limited``.
+        """
+        session: Session = conn.session
+        limit = session.typing
+        if limit is None:
+            limit = session.typing = self.typing_limit()
+        verdict = limit.check(self.clock.seconds())
+        if verdict is not Verdict.ADMIT:
+            metrics.count("typing_dropped")
+            if verdict is Verdict.FLOOD:
+                raise errors.RateLimited("typing is sent too often; extra frames are dropped")
+            return None
+        user = session.user
+        if frame.to is not None:
+            to = frame.to
+            d = maybeDeferred(self.store.user_exists, to)
+
+            def to_user(exists: bool) -> None:
+                if not exists:
+                    raise errors.NotFound(f"no such user: {to}")
+                self.deliver({to: [F.TypingNotice(from_=user, to=to)]}, skip=session.id)
+
+            d.addCallback(to_user)
+            return d
+        group_id: str = frame.group  # type: ignore[assignment]
+        d = maybeDeferred(self.store.get_group, group_id)
+
+        def to_group(group: Group | None) -> None:
+            members = _recipients_in(group, user, group_id, None)
+            notice = F.TypingNotice(from_=user, group=group_id)
+            self.deliver({member: [notice] for member in members})
+
+        d.addCallback(to_group)
+        return d
+
+    # ------------------------------------------------------------------ presence
+
+    def announce(self, user: str, online: bool) -> Deferred[None]:
+        """Push ``presence`` of ``user`` to every session of each of its mutual contacts."""
+        d = maybeDeferred(self.store.contacts, user)
+
+        def push(contacts: list[Contact]) -> Deferred[None] | None:
+            presence = F.Presence(user=user, online=online)
+            targets: dict[str, list[Outgoing]] = {
+                c.user: [presence] for c in contacts if c.pending is None}
+            return self.deliver(targets) if targets else None
+
+        d.addCallback(push)
+        d.addErrback(lambda f: _log.failure("telling {user}'s contacts of presence failed", f,
+                                            user=user))
+        return d
 
     # ------------------------------------------------------------------ sync
 
@@ -349,16 +542,40 @@ class NodeCore:
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, targets: dict[str, list[F._Frame]], skip: str | None = None) -> None:
-        """Write frames to every session of each user, here or on other nodes, but ``skip``."""
+    def deliver(self, targets: dict[str, list[Outgoing]],
+                skip: str | None = None) -> Deferred[None]:
+        """Write frames to every session of each user, here or on other nodes, but ``skip``.
+
+        Local sessions get them at once; the registry is asked once for all the users, and
+        each other node holding some of their sessions gets one envelope.  Fires once every
+        envelope is handed over (failures are logged, not raised).
+        """
+        local = self.local
         for user, frames in targets.items():
-            mine = self.local.get(user)
+            mine = local.get(user)
             if mine and (len(mine) > 1 or skip not in mine):
                 self._push_local(mine, [_encoded(f) for f in frames], skip)
-        if self.forwarder is not None:
-            d = maybeDeferred(self.sessions.locate, list(targets))
-            d.addCallback(self._forward, targets, skip)
-            d.addErrback(lambda f: _log.failure("locating sessions to forward to failed", f))
+        if self.forwarder is None:
+            return succeed(None)
+        if self._locate_now is not None:
+            return self._forward(self._locate_now(targets), targets, skip)
+        d = maybeDeferred(self.sessions.locate, list(targets))
+        d.addCallback(self._forward, targets, skip)
+        d.addErrback(lambda f: _log.failure("locating sessions to forward to failed", f))
+        return d
+
+    def push(self, targets: dict[str, list[dict[str, Any]]]) -> Deferred[None]:
+        """Send each user's frames (plain JSON objects with a string ``type``) to all of its
+        online sessions, here and on other nodes (:class:`IPusher` for one process, and for
+        whatever runs beside a node)."""
+        clean: dict[str, list[Outgoing]] = {}
+        for user, frames in targets.items():
+            good = [f for f in frames if isinstance(f, dict) and isinstance(f.get("type"), str)]
+            if len(good) != len(frames):
+                _log.warn("push: dropping frames without a type for {user}", user=user)
+            if good:
+                clean[user] = good
+        return self.deliver(clean) if clean else succeed(None)
 
     def _push_local(self, sessions: dict[str, Session], items: list[_Push],
                     skip: str | None) -> None:
@@ -369,25 +586,34 @@ class NodeCore:
                 session.push(*item)
 
     def _forward(self, located: dict[str, list[SessionRef]],
-                 targets: dict[str, list[F._Frame]], skip: str | None) -> None:
+                 targets: dict[str, list[Outgoing]], skip: str | None) -> Deferred[None]:
         by_node: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        me = self.node_id
         for user, refs in located.items():
             frames = targets.get(user)
             if not frames:
                 continue
+            plain: list[dict[str, Any]] | None = None
             for ref in refs:
-                if ref.node == self.node_id or ref.session == skip:
+                if ref.node == me or ref.session == skip:
                     continue
                 node_frames = by_node.setdefault(ref.node, {})
                 if user not in node_frames:
-                    node_frames[user] = [f.to_dict() for f in frames]
+                    if plain is None:
+                        plain = [f if isinstance(f, dict) else f.to_dict() for f in frames]
+                    node_frames[user] = plain
+        if not by_node:
+            return succeed(None)
         assert self.forwarder is not None
+        handed: list[Deferred[Any]] = []
         for node, to in by_node.items():
             envelope = {"t": "frames", "to": to, "skip": skip}
             metrics.count("envelopes_out")
             d = maybeDeferred(self.forwarder.forward, node, envelope)
             d.addErrback(lambda f, n=node: _log.failure("forwarding to node {node} failed", f,
                                                         node=n))
+            handed.append(d)
+        return DeferredList(handed).addCallback(lambda _: None)
 
     def receive_envelope(self, envelope: dict[str, Any]) -> None:
         """Deliver an envelope from another node to the sessions here."""
@@ -404,14 +630,8 @@ class NodeCore:
             mine = self.local.get(user)
             if not mine or not isinstance(frames, list):
                 continue
-            items: list[_Push] = []
-            for frame in frames:
-                if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-                    continue
-                ftype = frame["type"]
-                seq = frame.get("seq") if ftype == "msg" else None
-                items.append((codec.encode_payload(frame), ftype,
-                              seq if isinstance(seq, int) else None))
+            items = [_encoded(frame) for frame in frames
+                     if isinstance(frame, dict) and isinstance(frame.get("type"), str)]
             self._push_local(mine, items, skip)
 
     # ------------------------------------------------------------------ shutdown
@@ -465,9 +685,52 @@ class NodeCore:
             drained.callback(None)
 
 
-def _encoded(frame: F._Frame) -> _Push:
+def _encoded(frame: Outgoing) -> _Push:
+    if isinstance(frame, dict):
+        ftype = frame["type"]
+        seq = frame.get("seq") if ftype == "msg" else None
+        return codec.encode_payload(frame), ftype, seq if type(seq) is int else None
     seq = frame.seq if type(frame) is F.Msg else None
     return codec.encode(frame), F.frame_type(frame), seq
+
+
+def _gather(lookups: list[Deferred[Any]]) -> Deferred[list[Any]]:
+    """All results in order, or the first failure itself (not wrapped in FirstError)."""
+    d = gatherResults(lookups, consumeErrors=True)
+
+    def unwrap(failure: Failure) -> Failure:
+        if failure.check(FirstError):
+            return failure.value.subFailure
+        return failure
+
+    d.addErrback(unwrap)
+    return d
+
+
+def _recipients_in(group: Group | None, user: str, group_id: str,
+                   ref: str | None) -> list[str]:
+    """Every member of the group but ``user``; NotFound for no group, Forbidden for a
+    non-member."""
+    if group is None:
+        raise errors.NotFound(f"no such group: {group_id}", ref=ref)
+    members = group.members
+    if user not in members:
+        raise errors.Forbidden(f"not a member of group {group_id}", ref=ref)
+    return [m for m in members if m != user]
+
+
+def _checked_file(record: FileRecord | None, file: F.FileRef, user: str,
+                  ref: str) -> dict[str, Any]:
+    """The ``file`` of a message, once the record shows the sender uploaded it as described."""
+    if record is None:
+        raise errors.BadRequest(f"no such file: {file.id}", ref=ref)
+    if record.owner != user:
+        raise errors.BadRequest(f"file {file.id} was not uploaded by {user}", ref=ref)
+    for field in ("name", "size", "mime"):
+        if getattr(record, field) != getattr(file, field):
+            raise errors.BadRequest(f"the file's {field} does not match file {file.id}",
+                                    ref=ref)
+    return {"id": record.id, "name": record.name, "size": record.size, "mime": record.mime}
 
 
 def _chain(d: Deferred[None]) -> Deferred[None]:
