@@ -471,7 +471,7 @@ class MessagesTests(GatewayTestCase):
 
 
 class UsersTests(GatewayTestCase):
-    """GET /v1/users/NAME: 200 {user, online}; 404."""
+    """GET /v1/users/NAME: 200 {user, online, name, status, avatar}; 404."""
 
     def test_offline_then_online(self) -> None:
         """online follows the session registry."""
@@ -479,10 +479,11 @@ class UsersTests(GatewayTestCase):
         self.register("bob")
         answer = self.call("GET", "/v1/users/bob", token=token)
         self.assertEqual(answer.status, 200)
-        self.assertEqual(answer.json, {"user": "bob", "online": False})
+        profile = {"user": "bob", "name": "bob", "status": "", "avatar": None}
+        self.assertEqual(answer.json, {**profile, "online": False})
         self.successResultOf(self.sessions.add("bob", "s1", "node-a"))
         answer = self.call("GET", "/v1/users/bob", token=token)
-        self.assertEqual(answer.json, {"user": "bob", "online": True})
+        self.assertEqual(answer.json, {**profile, "online": True})
 
     def test_unknown(self) -> None:
         """An unknown or impossible user name is 404 not_found."""

@@ -1,41 +1,53 @@
-"""The gateway's HTTP API: accounts, tokens, node routing and the inbox over HTTP.
+"""The gateway's HTTP API: accounts, tokens, node routing, the inbox over HTTP, and (part 2)
+people, groups and files.
 
 :class:`Gateway` is a Klein application in the "non-global state" pattern: ``app`` is a class
-attribute, and the store, token authority, password hasher and registries are given to
-``__init__``.  Serve it with ``Site(gateway.resource())``.
+attribute, and the store, token authority, password hasher, registries, file storage and
+pusher are given to ``__init__``.  Serve it with ``gateway.site()`` (uploads stream to disk);
+``Site(gateway.resource())`` works too but lets twisted.web buffer upload bodies first.
 
-Every failure is a :class:`dim.errors.DimError` raised by a route and turned into an HTTP
-status and ``{"error": {"code", "message"}}`` in one place (:meth:`Gateway.domain_error`).
+The routes of part 2 live in :mod:`dim.gateway.people`, :mod:`dim.gateway.groups` and
+:mod:`dim.gateway.files` as functions of (gateway, request, ...); the class below lists every
+route of the one Klein app.  Every failure is a :class:`dim.errors.DimError` raised by a route
+and turned into an HTTP status and ``{"error": {"code", "message"}}`` in one place
+(:meth:`Gateway.domain_error`; an upload refused before its body is read uses the same
+:func:`dim.gateway.errors.error_json`).
 """
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any, Callable, TypeVar
 
 import msgspec
 from klein import Klein
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
-from dim.cluster.interface import INodeRegistry, ISessionRegistry, NodeInfo
-from dim.errors import BadRequest, Conflict, DimError, NotFound, TooLarge, Unauthorized, \
-    Unavailable
-from dim.gateway import metrics
+from dim.cluster.interface import INodeRegistry, IPusher, ISessionRegistry, NodeInfo
+from dim.errors import BadRequest, Conflict, DimError, TooLarge, Unauthorized, Unavailable
+from dim.files import FileStorage
+from dim.gateway import files, groups, metrics, people
+from dim.gateway.errors import error_document
+from dim.gateway.fields import USER_NAME, query_int
 from dim.gateway.routing import STRATEGIES, RoutingStrategy
+from dim.gateway.uploads import StreamingRequestFactory
 from dim.passwords import PasswordHasher
 from dim.store.interface import InboxEntry, IStore
 from dim.tokens import TokenAuthority, WallClock
 
-#: A valid user name: 1-32 of A-Z a-z 0-9 _ . -
-USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 DEFAULT_MESSAGES_LIMIT = 100
 MAX_MESSAGES_LIMIT = 1000
+#: The largest upload, by default.
+DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
+#: The most members a group may have, by default.
+DEFAULT_MAX_GROUP_MEMBERS = 500
 #: The largest JSON request body the gateway reads.
 MAX_JSON_BODY = 64 * 1024
 #: The one message of a failed login, whether the user is unknown or the password wrong.
@@ -85,22 +97,15 @@ def _measured(route: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     return decorate
 
 
-def _query_int(request: IRequest, name: str, default: int) -> int:
-    """An integer query argument, or ``default`` when absent; BadRequest when not a number."""
-    values = request.args.get(name.encode("ascii"))
-    if not values:
-        return default
-    raw = values[0].decode("utf-8", "replace").strip()
-    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
-        raise BadRequest(f"{name} must be an integer")
-    return int(raw)
-
-
 class Gateway:
-    """The HTTP gateway of DIM: register, login, route, messages, users, nodes, health.
+    """The HTTP gateway of DIM: accounts, routing, messages, people, groups, files, nodes.
 
     ``routing`` names a strategy of :data:`dim.gateway.routing.STRATEGIES`; ``clock``
-    (IReactorTime; the wall clock when None) times requests and stamps new users.
+    (IReactorTime; the wall clock when None) times requests and stamps new records.
+    ``files`` is where uploads are kept (None: the file calls answer 503);
+    ``max_file_size`` bounds an upload in bytes; ``max_group_members`` bounds a group (its
+    owner included); ``pusher`` (an :class:`dim.cluster.interface.IPusher`) carries ``notify``
+    frames to users' sessions (None: nothing is pushed).
     """
 
     app = Klein()
@@ -108,10 +113,16 @@ class Gateway:
 
     def __init__(self, store: IStore, tokens: TokenAuthority, passwords: PasswordHasher,
                  nodes: INodeRegistry, sessions: ISessionRegistry,
-                 routing: str = "round_robin", clock: Any = None) -> None:
+                 routing: str = "round_robin", clock: Any = None,
+                 files: FileStorage | None = None,
+                 max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+                 max_group_members: int = DEFAULT_MAX_GROUP_MEMBERS,
+                 pusher: IPusher | None = None) -> None:
         if routing not in STRATEGIES:
             raise ValueError(f"unknown routing strategy {routing!r}; "
                              f"one of {', '.join(sorted(STRATEGIES))}")
+        if max_file_size < 1 or max_group_members < 1:
+            raise ValueError("max_file_size and max_group_members must be 1 or more")
         self.store = store
         self.tokens = tokens
         self.passwords = passwords
@@ -119,10 +130,34 @@ class Gateway:
         self.sessions = sessions
         self.routing: RoutingStrategy = STRATEGIES[routing]()
         self.clock = clock if clock is not None else WallClock()
+        self.files = files
+        self.max_file_size = max_file_size
+        self.max_group_members = max_group_members
+        self.pusher = pusher
 
     def resource(self) -> IResource:
         """The Twisted Web resource serving this gateway (``Site(gateway.resource())``)."""
         return self.app.resource()
+
+    def site(self, **kwargs: Any) -> Site:
+        """A Site serving this gateway whose uploads stream to file storage as they arrive
+        (keyword arguments go to :class:`twisted.web.server.Site`, e.g. ``reactor``)."""
+        return Site(self.resource(),
+                    requestFactory=StreamingRequestFactory(self.files, self.max_file_size),
+                    **kwargs)
+
+    def now_ms(self) -> int:
+        """The clock's time in milliseconds since the epoch."""
+        return int(self.clock.seconds() * 1000)
+
+    def notify(self, targets: dict[str, list[dict[str, Any]]]) -> None:
+        """Push frames to users' sessions through the pusher, if any, without waiting; a
+        failure is logged (notifications are hints: the HTTP API has the state)."""
+        if self.pusher is None or not targets:
+            return
+        d = defer.maybeDeferred(self.pusher.push, targets)
+        d.addErrback(lambda f: self.log.failure("pushing {count} notification(s) failed", f,
+                                                count=len(targets)))
 
     # ------------------------------------------------------------ helpers for routes
 
@@ -179,8 +214,7 @@ class Gateway:
     def domain_error(self, request: IRequest, failure: Failure) -> bytes:
         """A DIM error: its status and ``{"error": {"code", "message"}}``."""
         err = failure.value
-        return self.respond(request, {"error": {"code": err.code, "message": err.message}},
-                            err.status)
+        return self.respond(request, error_document(err.code, err.message), err.status)
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -188,16 +222,14 @@ class Gateway:
         err = failure.value
         code = "not_found" if err.code == 404 else "bad_request"
         message = "no such endpoint" if err.code == 404 else (err.description or err.name)
-        return self.respond(request, {"error": {"code": code, "message": message}},
-                            err.code or 500)
+        return self.respond(request, error_document(code, message), err.code or 500)
 
     @app.handle_errors(Exception)
     def unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
         """Anything else is a bug: log it and answer 500 ``internal``."""
         self.log.failure("gateway request {method} {uri} failed", failure,
                          method=request.method, uri=request.uri)
-        return self.respond(
-            request, {"error": {"code": "internal", "message": "internal server error"}}, 500)
+        return self.respond(request, error_document("internal", "internal server error"), 500)
 
     # ------------------------------------------------------------ routes
 
@@ -284,8 +316,8 @@ class Gateway:
         ``limit`` defaults to 100 and is clamped to 1000.
         """
         user = await self.authenticated_user(request)
-        after = _query_int(request, "after", 0)
-        limit = _query_int(request, "limit", DEFAULT_MESSAGES_LIMIT)
+        after = query_int(request, "after", 0)
+        limit = query_int(request, "limit", DEFAULT_MESSAGES_LIMIT)
         if after < 0:
             raise BadRequest("after must be 0 or more")
         if limit < 1:
@@ -296,15 +328,47 @@ class Gateway:
         return self.respond(request, {"messages": [message_dict(e) for e in entries],
                                       "last_seq": last_seq, "more": more})
 
-    @app.route("/v1/users/<string:name>", methods=["GET"])
-    @_measured("user")
-    async def user(self, request: IRequest, name: str) -> bytes:
-        """Whether a user exists and is online: 200 ``{user, online}``; 401; 404."""
-        await self.authenticated_user(request)
-        if not USER_NAME.fullmatch(name) or not await self.store.user_exists(name):
-            raise NotFound(f"no such user: {name}")
-        online = await self.sessions.online(name)
-        return self.respond(request, {"user": name, "online": bool(online)})
+    # ------------------------------------------------------------ people (dim.gateway.people)
+
+    search_users = app.route("/v1/users", methods=["GET"])(
+        _measured("users")(people.search))
+    user = app.route("/v1/users/<string:name>", methods=["GET"])(
+        _measured("user")(people.user))
+    get_profile = app.route("/v1/profile", methods=["GET"])(
+        _measured("profile")(people.get_profile))
+    put_profile = app.route("/v1/profile", methods=["PUT"])(
+        _measured("profile_update")(people.put_profile))
+    list_contacts = app.route("/v1/contacts", methods=["GET"])(
+        _measured("contacts")(people.list_contacts))
+    add_contact = app.route("/v1/contacts", methods=["POST"])(
+        _measured("contact_add")(people.add_contact))
+    remove_contact = app.route("/v1/contacts/<string:name>", methods=["DELETE"])(
+        _measured("contact_remove")(people.remove_contact))
+
+    # ------------------------------------------------------------ groups (dim.gateway.groups)
+
+    create_group = app.route("/v1/groups", methods=["POST"])(
+        _measured("group_create")(groups.create))
+    list_groups = app.route("/v1/groups", methods=["GET"])(
+        _measured("groups")(groups.list_groups))
+    show_group = app.route("/v1/groups/<string:group_id>", methods=["GET"])(
+        _measured("group")(groups.show))
+    rename_group = app.route("/v1/groups/<string:group_id>", methods=["PUT"])(
+        _measured("group_rename")(groups.rename))
+    add_group_members = app.route("/v1/groups/<string:group_id>/members", methods=["POST"])(
+        _measured("group_add")(groups.add_members))
+    remove_group_member = app.route(
+        "/v1/groups/<string:group_id>/members/<string:name>", methods=["DELETE"])(
+        _measured("group_remove")(groups.remove_member))
+
+    # ------------------------------------------------------------ files (dim.gateway.files)
+
+    upload_file = app.route("/v1/files", methods=["POST"])(
+        _measured("file_upload")(files.upload))
+    download_file = app.route("/v1/files/<string:file_id>", methods=["GET"])(
+        _measured("file_download")(files.download))
+
+    # ------------------------------------------------------------ nodes, health, metrics
 
     @app.route("/v1/nodes", methods=["GET"])
     @_measured("nodes")

@@ -1,0 +1,118 @@
+"""The gateway's calls about files: upload (streamed to disk) and download (with Range).
+
+Each function is one route of :class:`dim.gateway.app.Gateway`.  Served by
+``gateway.site()``, an upload's body is written to storage as it arrives
+(:mod:`dim.gateway.uploads`); served by a plain ``Site``, the body twisted.web buffered is
+copied to storage in pieces, with the same limit and answers.
+"""
+from __future__ import annotations
+
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from twisted.web.iweb import IRequest
+from twisted.web.static import File
+
+from dim.errors import BadRequest, Forbidden, NotFound, Unavailable
+from dim.files import FILE_ID, FileStorage, Upload, choose_mime
+from dim.gateway.fields import has_control, query_text
+from dim.store.interface import FileRecord
+
+if TYPE_CHECKING:
+    from dim.gateway.app import Gateway
+
+MAX_FILE_NAME = 255
+#: Bytes read at a time when copying a buffered body to storage.
+COPY_CHUNK = 64 * 1024
+
+
+def file_dict(record: FileRecord) -> dict[str, Any]:
+    """A file as the gateway shows it: ``{id, name, size, mime, sha256}``."""
+    return {"id": record.id, "name": record.name, "size": record.size, "mime": record.mime,
+            "sha256": record.sha256}
+
+
+def content_disposition(name: str) -> bytes:
+    """``attachment; filename*=UTF-8''...``: the name percent-encoded, safe in a header."""
+    return ("attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")).encode("ascii")
+
+
+def storage(gw: Gateway) -> FileStorage:
+    """The gateway's file storage; Unavailable when it has none."""
+    if gw.files is None:
+        raise Unavailable("this gateway keeps no files")
+    return gw.files
+
+
+def finished_upload(gw: Gateway, request: IRequest) -> Upload | None:
+    """The request's body in storage: the upload a streaming request made, or a copy of the
+    body twisted.web buffered (TooLarge past the limit)."""
+    if getattr(request, "streamed", False):
+        return request.upload  # type: ignore[attr-defined, no-any-return]
+    upload = storage(gw).begin(gw.max_file_size)
+    content = request.content
+    if content is not None:
+        content.seek(0)
+        while chunk := content.read(COPY_CHUNK):
+            upload.write(chunk)
+    return upload
+
+
+async def upload(gw: Gateway, request: IRequest) -> bytes:
+    """Store the body as a file named ``name``: 201 ``{file: {id, name, size, mime, sha256}}``;
+    400 empty or without a name; 413 over the size limit.
+
+    The mime type is the Content-Type's, except that images are recognised by their content
+    only (see :func:`dim.files.choose_mime`).
+    """
+    upload = None
+    try:
+        me = await gw.authenticated_user(request)
+        storage(gw)
+        name = query_text(request, "name")
+        if not name or len(name) > MAX_FILE_NAME or has_control(name):
+            raise BadRequest(f"name must be a file name of 1-{MAX_FILE_NAME} characters "
+                             "without control characters")
+        upload = finished_upload(gw, request)
+        if upload is None:
+            raise Unavailable("the upload was not kept; send it again")
+        if upload.size == 0:
+            raise BadRequest("the file is empty")
+        declared = request.getHeader(b"content-type")
+        mime = choose_mime(declared.decode("latin-1") if declared else None, upload.head)
+        size, sha256 = upload.size, upload.sha256
+        file_id = upload.commit()
+        record = FileRecord(id=file_id, owner=me, name=name, size=size, mime=mime,
+                            sha256=sha256, ts=gw.now_ms())
+        try:
+            await gw.store.add_file(record)
+        except BaseException:
+            storage(gw).remove(file_id)
+            raise
+        return gw.respond(request, {"file": file_dict(record)}, 201)
+    finally:
+        if upload is not None:
+            upload.discard()
+        elif getattr(request, "upload", None) is not None:
+            request.upload.discard()  # type: ignore[attr-defined]
+
+
+async def download(gw: Gateway, request: IRequest, file_id: str) -> Any:
+    """A file's bytes: 200 with Content-Type, Content-Length and Content-Disposition, or 206
+    for a satisfiable Range (416 otherwise); 403 unless the caller may read it; 404."""
+    me = await gw.authenticated_user(request)
+    files = storage(gw)
+    record = await gw.store.get_file(file_id) if FILE_ID.fullmatch(file_id) else None
+    if record is None:
+        raise NotFound(f"no such file: {file_id}")
+    if not await gw.store.may_read_file(me, file_id):
+        raise Forbidden("you may not read this file")
+    path = files.path(file_id)
+    if path is None:
+        gw.log.error("file {id} is in the store but not on disk", id=file_id)
+        raise NotFound(f"no such file: {file_id}")
+    request.setHeader(b"content-disposition", content_disposition(record.name))
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    resource = File(path, defaultType=record.mime)
+    resource.type, resource.encoding = record.mime, None
+    return resource
