@@ -34,8 +34,9 @@ from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dim.errors import BadRequest, Conflict, Internal, NotFound
-from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
+from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
+from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
+                                 Receipt, SendResult, StoredMessage)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -161,6 +162,7 @@ class SQLiteStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.executescript(SCHEMA)
+        self._conn.executescript(PEOPLE_SCHEMA)
         self._cursor = self._conn.cursor()
         #: Writer-thread caches: user ids by name, last seqs by user id, the last message id.
         self._uids: dict[str, int] = {}
@@ -576,6 +578,215 @@ class SQLiteStore:
                 for at, message_id, client_id, sender in cursor.execute(
                     _COVERED, (uid, old, new, user))]
 
+    # -- people ----------------------------------------------------------------------------
+
+    def get_profile(self, user: str) -> defer.Deferred[Profile | None]:
+        """The user's profile (the user name as display name until one is set), or None."""
+        def operation(cursor: sqlite3.Cursor) -> Profile | None:
+            row = cursor.execute(_PROFILE + " WHERE u.name = ?", (user,)).fetchone()
+            return _profile(row) if row else None
+        return self._submit(operation)
+
+    def update_profile(self, user: str, changes: dict[str, Any]) -> defer.Deferred[Profile]:
+        """Apply the given keys of ``changes`` to the profile; NotFound for an unknown user."""
+        def operation(cursor: sqlite3.Cursor) -> Profile:
+            row = cursor.execute(_PROFILE + " WHERE u.name = ?", (user,)).fetchone()
+            if row is None:
+                raise NotFound(f"no such user: {user}")
+            profile = _profile(row)
+            for key in ("name", "status", "avatar"):
+                if key in changes:
+                    setattr(profile, key, changes[key])
+            cursor.execute(
+                "INSERT INTO profiles (user, name, name_fold, status, avatar)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user) DO UPDATE SET name = excluded.name,"
+                " name_fold = excluded.name_fold, status = excluded.status,"
+                " avatar = excluded.avatar",
+                (row[0], profile.name, profile.name.casefold(), profile.status,
+                 profile.avatar))
+            return profile
+        return self._submit(operation)
+
+    def search_users(self, text: str, limit: int) -> defer.Deferred[list[Profile]]:
+        """Profiles whose user or display name contains ``text`` (any case), name order."""
+        needle = text.casefold()
+
+        def operation(cursor: sqlite3.Cursor) -> list[Profile]:
+            return [_profile(row) for row in cursor.execute(
+                _PROFILE + " WHERE instr(lower(u.name), ?1)"
+                " OR instr(coalesce(p.name_fold, lower(u.name)), ?1)"
+                " ORDER BY u.name LIMIT ?2", (needle, max(limit, 0)))]
+        return self._submit(operation)
+
+    def request_contact(self, user: str, other: str) -> defer.Deferred[Contact]:
+        """``user`` asks for ``other``: pending, or mutual if ``other`` had asked already."""
+        if user == other:
+            return defer.fail(BadRequest("a user cannot be its own contact"))
+
+        def operation(cursor: sqlite3.Cursor) -> Contact:
+            uid, oid = self._uids_of(cursor, [user, other])
+            row = cursor.execute("SELECT pending FROM contacts WHERE user = ? AND other = ?",
+                                 (uid, oid)).fetchone()
+            if row is None:
+                cursor.executemany(
+                    "INSERT INTO contacts (user, other, pending) VALUES (?, ?, ?)",
+                    [(uid, oid, "out"), (oid, uid, "in")])
+                return Contact(user=other, pending="out")
+            if row[0] == "in":
+                cursor.execute("UPDATE contacts SET pending = NULL"
+                               " WHERE (user = ?1 AND other = ?2) OR (user = ?2 AND other = ?1)",
+                               (uid, oid))
+                return Contact(user=other, pending=None)
+            return Contact(user=other, pending=row[0])
+        return self._submit(operation)
+
+    def contacts(self, user: str) -> defer.Deferred[list[Contact]]:
+        """Every contact and pending request of ``user``, in user-name order."""
+        return self._submit(lambda cursor: [
+            Contact(user=name, pending=pending) for name, pending in cursor.execute(
+                "SELECT o.name, c.pending FROM users u JOIN contacts c ON c.user = u.id"
+                " JOIN users o ON o.id = c.other WHERE u.name = ? ORDER BY o.name", (user,))])
+
+    def remove_contact(self, user: str, other: str) -> defer.Deferred[bool]:
+        """Drop the contact or request between the two, either way; whether there was one."""
+        def operation(cursor: sqlite3.Cursor) -> bool:
+            uid, oid = self._uid(cursor, user), self._uid(cursor, other)
+            if uid is None or oid is None:
+                return False
+            cursor.execute("DELETE FROM contacts WHERE (user = ?1 AND other = ?2)"
+                           " OR (user = ?2 AND other = ?1)", (uid, oid))
+            return cursor.rowcount > 0
+        return self._submit(operation)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def create_group(self, owner: str, name: str, members: list[str],
+                     ts: int) -> defer.Deferred[Group]:
+        """Make a group with the owner first and no duplicates; NotFound for unknown users."""
+        everyone = list(dict.fromkeys([owner, *members]))
+
+        def operation(cursor: sqlite3.Cursor) -> Group:
+            uids = self._uids_of(cursor, everyone)
+            (gid,), = cursor.execute(
+                "INSERT INTO groups (name, owner, created) VALUES (?, ?, ?) RETURNING id",
+                (name, uids[0], ts)).fetchall()
+            cursor.executemany("INSERT INTO group_members (grp, user) VALUES (?, ?)",
+                               [(gid, uid) for uid in uids])
+            return Group(id=group_id_of(gid), name=name, owner=owner, members=everyone)
+        return self._submit(operation)
+
+    def get_group(self, group_id: str) -> defer.Deferred[Group | None]:
+        """The group, or None."""
+        gid = _group_row(group_id)
+        return self._submit(lambda cursor: None if gid is None else _group(cursor, gid))
+
+    def groups_of(self, user: str) -> defer.Deferred[list[Group]]:
+        """The groups ``user`` is a member of, oldest group first."""
+        def operation(cursor: sqlite3.Cursor) -> list[Group]:
+            gids = cursor.execute(
+                "SELECT m.grp FROM users u JOIN group_members m ON m.user = u.id"
+                " WHERE u.name = ? ORDER BY m.grp", (user,)).fetchall()
+            return [_group(cursor, gid) for (gid,) in gids]
+        return self._submit(operation)
+
+    def rename_group(self, group_id: str, name: str) -> defer.Deferred[Group]:
+        """Rename the group; NotFound if there is none."""
+        gid = _group_row(group_id)
+
+        def operation(cursor: sqlite3.Cursor) -> Group:
+            if gid is not None:
+                cursor.execute("UPDATE groups SET name = ? WHERE id = ?", (name, gid))
+                if cursor.rowcount:
+                    return _group(cursor, gid)
+            raise NotFound(f"no such group: {group_id}")
+        return self._submit(operation)
+
+    def add_group_members(self, group_id: str, users: list[str],
+                          limit: int) -> defer.Deferred[Group]:
+        """Add the users not yet in; NotFound for unknowns, TooLarge past ``limit``."""
+        gid = _group_row(group_id)
+
+        def operation(cursor: sqlite3.Cursor) -> Group:
+            group = None if gid is None else _group(cursor, gid)
+            if group is None:
+                raise NotFound(f"no such group: {group_id}")
+            new = [user for user in dict.fromkeys(users) if user not in group.members]
+            uids = self._uids_of(cursor, new)
+            if len(group.members) + len(new) > limit:
+                raise TooLarge(f"a group has at most {limit} members")
+            cursor.executemany("INSERT INTO group_members (grp, user) VALUES (?, ?)",
+                               [(gid, uid) for uid in uids])
+            group.members.extend(new)
+            return group
+        return self._submit(operation)
+
+    def remove_group_member(self, group_id: str,
+                            user: str) -> defer.Deferred[Group | None]:
+        """Remove a member, handing ownership on or deleting the group when it empties."""
+        gid = _group_row(group_id)
+
+        def operation(cursor: sqlite3.Cursor) -> Group | None:
+            group = None if gid is None else _group(cursor, gid)
+            if group is None:
+                raise NotFound(f"no such group: {group_id}")
+            if user not in group.members:
+                raise NotFound(f"{user} is not a member of {group_id}")
+            uid = self._uid(cursor, user)
+            cursor.execute("DELETE FROM group_members WHERE grp = ? AND user = ?", (gid, uid))
+            group.members.remove(user)
+            if not group.members:
+                cursor.execute("DELETE FROM groups WHERE id = ?", (gid,))
+                return None
+            if group.owner == user:
+                group.owner = group.members[0]
+                cursor.execute("UPDATE groups SET owner = ? WHERE id = ?",
+                               (self._uid(cursor, group.owner), gid))
+            return group
+        return self._submit(operation)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def add_file(self, record: FileRecord) -> defer.Deferred[None]:
+        """Keep an uploaded file's metadata."""
+        def operation(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("INSERT OR REPLACE INTO files (id, owner, name, size, mime, sha256,"
+                           " ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (record.id, record.owner, record.name, record.size, record.mime,
+                            record.sha256, record.ts))
+        return self._submit(operation)
+
+    def get_file(self, file_id: str) -> defer.Deferred[FileRecord | None]:
+        """The file's metadata, or None."""
+        def operation(cursor: sqlite3.Cursor) -> FileRecord | None:
+            row = cursor.execute("SELECT id, owner, name, size, mime, sha256, ts FROM files"
+                                 " WHERE id = ?", (file_id,)).fetchone()
+            return None if row is None else FileRecord(
+                id=row[0], owner=row[1], name=row[2], size=row[3], mime=row[4],
+                sha256=row[5], ts=row[6])
+        return self._submit(operation)
+
+    def may_read_file(self, user: str, file_id: str) -> defer.Deferred[bool]:
+        """Whether ``user`` uploaded the file, received it in a message, or it is an avatar.
+
+        Who received it is read from the messages themselves: every message keeps the ids
+        of the users whose inbox got it, and an index finds the messages by file id.
+        """
+        def operation(cursor: sqlite3.Cursor) -> bool:
+            uid = self._uid(cursor, user)
+            return bool(cursor.execute(_MAY_READ, (file_id, user, -1 if uid is None else uid)
+                                       ).fetchone()[0])
+        return self._submit(operation)
+
+    def _uids_of(self, cursor: sqlite3.Cursor, users: list[str]) -> list[int]:
+        """The row ids of ``users``; NotFound naming the first unknown one."""
+        uids = []
+        for user in users:
+            uid = self._uid(cursor, user)
+            if uid is None:
+                raise NotFound(f"no such user: {user}")
+            uids.append(uid)
+        return uids
+
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
     """A StoredMessage from (id, client_id, sender, ts, to_user, grp, body, kind, file)."""
@@ -583,3 +794,92 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
     return StoredMessage(mid=mid_of(message_id), id=client_id, sender=sender, ts=ts, to=to,
                          group=group, body=body, kind=kind,
                          file=None if file is None else json.loads(file))
+
+
+#: Profiles, contacts, groups and files.  A user without a ``profiles`` row has the default
+#: profile.  ``group_members`` row ids grow with every join, so they give the join order.
+#: Who may read a file because it reached their inbox is found from ``messages`` (by file
+#: id, through ``messages_by_file``) and their ``members``.
+PEOPLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS profiles (
+    user INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_fold TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '',
+    avatar TEXT
+);
+CREATE INDEX IF NOT EXISTS profiles_by_avatar ON profiles (avatar) WHERE avatar IS NOT NULL;
+CREATE TABLE IF NOT EXISTS contacts (
+    user INTEGER NOT NULL,
+    other INTEGER NOT NULL,
+    pending TEXT,
+    PRIMARY KEY (user, other)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    owner INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    id INTEGER PRIMARY KEY,
+    grp INTEGER NOT NULL,
+    user INTEGER NOT NULL,
+    UNIQUE (grp, user)
+);
+CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user, grp);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mime TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    ts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_file ON messages (json_extract(file, '$.id'))
+    WHERE file IS NOT NULL;
+"""
+
+_PROFILE = """
+SELECT u.id, u.name, coalesce(p.name, u.name), coalesce(p.status, ''), p.avatar
+FROM users u LEFT JOIN profiles p ON p.user = u.id
+"""
+
+_MAY_READ = """
+SELECT EXISTS (SELECT 1 FROM files WHERE id = ?1 AND owner = ?2)
+    OR EXISTS (SELECT 1 FROM profiles WHERE avatar = ?1)
+    OR EXISTS (SELECT 1 FROM messages m, json_each(m.members) r
+               WHERE m.file IS NOT NULL AND json_extract(m.file, '$.id') = ?1
+               AND r.value ->> 0 = ?3)
+"""
+
+
+def group_id_of(row_id: int) -> str:
+    """The public id of the group with row id ``row_id``."""
+    return format(row_id, "x")
+
+
+def _group_row(group_id: str) -> int | None:
+    """The row id a public group id stands for, or None if it is not one."""
+    if (not isinstance(group_id, str) or not 0 < len(group_id) <= 15
+            or group_id[0] == "0" or group_id.strip("0123456789abcdef")):
+        return None
+    return int(group_id, 16)
+
+
+def _profile(row: tuple[Any, ...]) -> Profile:
+    """A Profile from a row of ``_PROFILE``."""
+    return Profile(user=row[1], name=row[2], status=row[3], avatar=row[4])
+
+
+def _group(cursor: sqlite3.Cursor, gid: int) -> Group | None:
+    """The group with row id ``gid``, its members in join order, or None."""
+    row = cursor.execute("SELECT g.name, u.name FROM groups g JOIN users u ON u.id = g.owner"
+                         " WHERE g.id = ?", (gid,)).fetchone()
+    if row is None:
+        return None
+    members = [name for (name,) in cursor.execute(
+        "SELECT u.name FROM group_members m JOIN users u ON u.id = m.user WHERE m.grp = ?"
+        " ORDER BY m.id", (gid,))]
+    return Group(id=group_id_of(gid), name=row[0], owner=row[1], members=members)
