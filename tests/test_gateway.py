@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dim.cluster.interface import NodeInfo
 from dim.cluster.local import LocalNodeRegistry, LocalSessionRegistry
+from dim.files import FileStorage
 from dim.gateway import metrics
 from dim.gateway.app import Gateway
 from dim.store.memory import MemoryStore
@@ -37,10 +38,32 @@ class Answer:
         return self.headers.getRawHeaders(b"content-type", [b""])[0].decode()
 
 
+class RecordingPusher:
+    """An IPusher that records every push: ``pushes`` is the list of targets dicts."""
+
+    def __init__(self) -> None:
+        self.pushes: list[dict[str, list[dict[str, Any]]]] = []
+
+    def push(self, targets: dict[str, list[dict[str, Any]]]) -> defer.Deferred[None]:
+        self.pushes.append(targets)
+        return defer.succeed(None)
+
+    def frames(self, user: str) -> list[dict[str, Any]]:
+        """Every frame pushed to ``user``, in order."""
+        return [f for targets in self.pushes for f in targets.get(user, [])]
+
+    def clear(self) -> None:
+        """Forget what was pushed so far."""
+        self.pushes.clear()
+
+
 class GatewayTestCase(SynchronousTestCase):
-    """A gateway over a MemoryStore, local registries with two nodes and a Clock."""
+    """A gateway over a MemoryStore, local registries with two nodes, a Clock, file storage
+    in a temporary directory and a recording pusher."""
 
     routing = "round_robin"
+    max_file_size = 20 * 1024 * 1024
+    max_group_members = 500
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -52,8 +75,12 @@ class GatewayTestCase(SynchronousTestCase):
             NodeInfo(id="node-a", host="10.0.0.1", port=7001, connections=3),
             NodeInfo(id="node-b", host="10.0.0.2", port=7002, connections=5)])
         self.sessions = LocalSessionRegistry()
+        self.files = FileStorage(self.mktemp())
+        self.pusher = RecordingPusher()
         self.gateway = Gateway(self.store, self.tokens, self.passwords, self.nodes,
-                               self.sessions, routing=self.routing, clock=self.clock)
+                               self.sessions, routing=self.routing, clock=self.clock,
+                               files=self.files, max_file_size=self.max_file_size,
+                               max_group_members=self.max_group_members, pusher=self.pusher)
         self.http = StubTreq(self.gateway.resource())
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None,
