@@ -17,6 +17,15 @@ from the prefix, so this is not meant for Redis Cluster):
 - ``inbox:<user>``: a list of mids; the entry at index ``i`` has seq ``i + 1``, so the seq is
   the list length after RPUSH (the counter and the entry are one thing and cannot diverge).
 - ``marks:<user>``: hash ``ack``, ``read``.
+- ``profile:<user>``: hash ``name``, ``status``, ``avatar`` (absent: the default profile);
+  ``folds``: hash user -> case-folded display name (for search); ``avatars``: hash file id ->
+  how many profiles show it.
+- ``contacts:<user>``: hash other user -> ``out``, ``in`` or ``mutual``.
+- ``gid``: the group counter; ``group:<id>``: hash ``name``, ``owner``, ``ts``, ``number``
+  (the counter value), ``joins`` (a join counter); ``members:<id>``: sorted set of members
+  scored by join order; ``groups:<user>``: sorted set of group ids scored by ``number``.
+- ``file:<id>``: hash ``owner``, ``r`` (the FileRecord as JSON); ``readers:<id>``: set of the
+  users whose inbox got a message pointing at the file (written by the message script).
 
 Durability.  "Durable" here means: written to Redis's append-only file and, when Redis runs
 with ``appendfsync always``, fsynced before Redis answers, so it survives a restart of the
@@ -39,11 +48,13 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from dim.errors import Conflict, NotFound, Unavailable
-from dim.store.interface import InboxEntry, IStore, Receipt, SendResult, StoredMessage
+from dim.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
+from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
+                                 Receipt, SendResult, StoredMessage)
 
 _encode_message = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(StoredMessage).decode
+_decode_file = msgspec.json.Decoder(FileRecord).decode
 
 #: A base-36 encoder in Lua, so that mids look the same as the other stores'.
 _LUA_BASE36 = """
@@ -80,7 +91,8 @@ return 1
 """
 
 #: ARGV: prefix, sender, client id, group ('' for none), message JSON with an empty mid as
-#: its first field (the script splices the mid in), n, recipient 1..n.
+#: its first field (the script splices the mid in), n, recipient 1..n, then the id of the
+#: file the message points at ('' or absent for none): every inbox's user may then read it.
 #: Returns {0, message JSON, seqs JSON} when stored, {1, message JSON, seqs JSON} for a
 #: duplicate, {-1, unknown user} when a user does not exist (nothing written).
 STORE_MESSAGE = _LUA_BASE36 + """
@@ -110,6 +122,8 @@ for _, u in ipairs(users) do
   seqs[u] = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
 end
 local sjson = cjson.encode(seqs)
+local fid = ARGV[7 + n]
+if fid and fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
 local selfr = 0
 if rseen[sender] then selfr = 1 end
 redis.call('HSET', p .. 'msg:' .. mid, 'm', mjson, 'sender', sender, 'id', cid,
@@ -170,6 +184,209 @@ end
 return out
 """
 
+#: A profile in Lua: {user, display name, status, avatar or false}; a user without a
+#: ``profile:`` hash has the default profile.
+_LUA_PROFILE = """
+local function profile(p, u)
+  local f = redis.call('HMGET', p .. 'profile:' .. u, 'name', 'status', 'avatar')
+  return {u, f[1] or u, f[2] or '', f[3] or false}
+end
+"""
+
+#: ARGV: prefix, user.  Returns the profile, or {} for an unknown user.
+GET_PROFILE = _LUA_PROFILE + """
+if redis.call('EXISTS', ARGV[1] .. 'user:' .. ARGV[2]) == 0 then return {} end
+return profile(ARGV[1], ARGV[2])
+"""
+
+#: ARGV: prefix, user, then 1/0 and the new name, its case-folded form, 1/0 and the new
+#: status, 0 (keep) / 1 (set) / 2 (clear) and the new avatar.  Keeps ``avatars`` (file id ->
+#: how many profiles show it) and ``folds`` (user -> case-folded display name) in step.
+#: Returns the new profile, or {} for an unknown user (nothing written).
+UPDATE_PROFILE = _LUA_PROFILE + """
+local p, u = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. 'user:' .. u) == 0 then return {} end
+local k = p .. 'profile:' .. u
+if ARGV[3] == '1' then
+  redis.call('HSET', k, 'name', ARGV[4])
+  redis.call('HSET', p .. 'folds', u, ARGV[5])
+end
+if ARGV[6] == '1' then redis.call('HSET', k, 'status', ARGV[7]) end
+if ARGV[8] ~= '0' then
+  local old = redis.call('HGET', k, 'avatar')
+  local new = false
+  if ARGV[8] == '1' then new = ARGV[9] end
+  if old ~= new then
+    if old then
+      if redis.call('HINCRBY', p .. 'avatars', old, -1) <= 0 then
+        redis.call('HDEL', p .. 'avatars', old)
+      end
+    end
+    if new then
+      redis.call('HSET', k, 'avatar', new)
+      redis.call('HINCRBY', p .. 'avatars', new, 1)
+    else
+      redis.call('HDEL', k, 'avatar')
+    end
+  end
+end
+return profile(p, u)
+"""
+
+#: ARGV: prefix, case-folded text, limit.  Walks ``names`` in order (user names are ASCII,
+#: so Lua's lower() folds them) and returns the matching profiles, at most limit.
+SEARCH_USERS = _LUA_PROFILE + """
+local p, text, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+if limit <= 0 then return out end
+local at = 0
+while true do
+  local names = redis.call('ZRANGE', p .. 'names', at, at + 499)
+  if #names == 0 then return out end
+  local folds = redis.call('HMGET', p .. 'folds', unpack(names))
+  for i, u in ipairs(names) do
+    if string.find(string.lower(u), text, 1, true)
+        or (folds[i] and string.find(folds[i], text, 1, true)) then
+      out[#out + 1] = profile(p, u)
+      if #out >= limit then return out end
+    end
+  end
+  at = at + 500
+end
+"""
+
+#: ARGV: prefix, user, other.  Returns {1, pending} (pending: out, in or mutual), or
+#: {0, the unknown user} (nothing written).
+REQUEST_CONTACT = """
+local p, u, o = ARGV[1], ARGV[2], ARGV[3]
+for _, name in ipairs({u, o}) do
+  if redis.call('EXISTS', p .. 'user:' .. name) == 0 then return {0, name} end
+end
+local mine, theirs = p .. 'contacts:' .. u, p .. 'contacts:' .. o
+local cur = redis.call('HGET', mine, o)
+if not cur then
+  redis.call('HSET', mine, o, 'out')
+  redis.call('HSET', theirs, u, 'in')
+  return {1, 'out'}
+end
+if cur == 'in' then
+  redis.call('HSET', mine, o, 'mutual')
+  redis.call('HSET', theirs, u, 'mutual')
+  return {1, 'mutual'}
+end
+return {1, cur}
+"""
+
+#: ARGV: prefix, user, other.  Returns how many of the two entries were removed.
+REMOVE_CONTACT = """
+local p, u, o = ARGV[1], ARGV[2], ARGV[3]
+return redis.call('HDEL', p .. 'contacts:' .. u, o)
+     + redis.call('HDEL', p .. 'contacts:' .. o, u)
+"""
+
+#: A group in Lua: {id, name, owner, member...} (members in join order), or false.
+_LUA_GROUP = """
+local function group(p, g)
+  local f = redis.call('HMGET', p .. 'group:' .. g, 'name', 'owner')
+  if not f[1] then return false end
+  local out = {g, f[1], f[2]}
+  for _, m in ipairs(redis.call('ZRANGE', p .. 'members:' .. g, 0, -1)) do
+    out[#out + 1] = m
+  end
+  return out
+end
+local function join(p, g, u, number)
+  local at = redis.call('HINCRBY', p .. 'group:' .. g, 'joins', 1)
+  redis.call('ZADD', p .. 'members:' .. g, at, u)
+  redis.call('ZADD', p .. 'groups:' .. u, number, g)
+end
+"""
+
+#: ARGV: prefix, name, ts, owner, member... (owner first, no duplicates).  Returns {1, group}
+#: or {0, the first unknown user} (nothing written).
+CREATE_GROUP = _LUA_BASE36 + _LUA_GROUP + """
+local p = ARGV[1]
+for i = 4, #ARGV do
+  if redis.call('EXISTS', p .. 'user:' .. ARGV[i]) == 0 then return {0, ARGV[i]} end
+end
+local number = redis.call('INCR', p .. 'gid')
+local g = base36(number)
+redis.call('HSET', p .. 'group:' .. g, 'name', ARGV[2], 'owner', ARGV[4], 'ts', ARGV[3],
+           'number', number, 'joins', 0)
+for i = 4, #ARGV do join(p, g, ARGV[i], number) end
+return {1, group(p, g)}
+"""
+
+#: ARGV: prefix, group id.  Returns the group, or false.
+GET_GROUP = _LUA_GROUP + """
+return group(ARGV[1], ARGV[2])
+"""
+
+#: ARGV: prefix, user.  Returns every group of the user, oldest first.
+GROUPS_OF = _LUA_GROUP + """
+local out = {}
+for _, g in ipairs(redis.call('ZRANGE', ARGV[1] .. 'groups:' .. ARGV[2], 0, -1)) do
+  local found = group(ARGV[1], g)
+  if found then out[#out + 1] = found end
+end
+return out
+"""
+
+#: ARGV: prefix, group id, name.  Returns the group, or false if there is none.
+RENAME_GROUP = _LUA_GROUP + """
+local p, g = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. 'group:' .. g) == 0 then return false end
+redis.call('HSET', p .. 'group:' .. g, 'name', ARGV[3])
+return group(p, g)
+"""
+
+#: ARGV: prefix, group id, limit, user... (no duplicates).  Returns {1, group};
+#: {0, 'group'} for an unknown group, {0, 'user', name} for an unknown user, {0, 'limit'}
+#: when the group would pass the limit (nothing written in every failure).
+ADD_MEMBERS = _LUA_GROUP + """
+local p, g, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local number = redis.call('HGET', p .. 'group:' .. g, 'number')
+if not number then return {0, 'group'} end
+local members = p .. 'members:' .. g
+local new = {}
+for i = 4, #ARGV do
+  local u = ARGV[i]
+  if redis.call('EXISTS', p .. 'user:' .. u) == 0 then return {0, 'user', u} end
+  if not redis.call('ZSCORE', members, u) then new[#new + 1] = u end
+end
+if redis.call('ZCARD', members) + #new > limit then return {0, 'limit'} end
+for _, u in ipairs(new) do join(p, g, u, number) end
+return {1, group(p, g)}
+"""
+
+#: ARGV: prefix, group id, user.  Hands the group to the longest-standing member when the
+#: owner leaves and deletes it when no member remains.  Returns {1, group}, {1} when deleted,
+#: {0, 'group'} for an unknown group or {0, 'member'} when the user is not a member.
+REMOVE_MEMBER = _LUA_GROUP + """
+local p, g, u = ARGV[1], ARGV[2], ARGV[3]
+local k, members = p .. 'group:' .. g, p .. 'members:' .. g
+if redis.call('EXISTS', k) == 0 then return {0, 'group'} end
+if redis.call('ZREM', members, u) == 0 then return {0, 'member'} end
+redis.call('ZREM', p .. 'groups:' .. u, g)
+local first = redis.call('ZRANGE', members, 0, 0)[1]
+if not first then
+  redis.call('DEL', k, members)
+  return {1}
+end
+if redis.call('HGET', k, 'owner') == u then redis.call('HSET', k, 'owner', first) end
+return {1, group(p, g)}
+"""
+
+#: ARGV: prefix, user, file id.  1 if the user uploaded the file, received it in a message,
+#: or it is some profile's avatar; else 0.
+MAY_READ_FILE = """
+local p, u, f = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', p .. 'file:' .. f, 'owner') == u then return 1 end
+if redis.call('SISMEMBER', p .. 'readers:' .. f, u) == 1 then return 1 end
+if redis.call('HEXISTS', p .. 'avatars', f) == 1 then return 1 end
+return 0
+"""
+
 SCRIPTS = {
     "create_user": CREATE_USER,
     "revoke": REVOKE,
@@ -177,6 +394,18 @@ SCRIPTS = {
     "ack": ACK,
     "read": READ,
     "fetch": FETCH,
+    "get_profile": GET_PROFILE,
+    "update_profile": UPDATE_PROFILE,
+    "search_users": SEARCH_USERS,
+    "request_contact": REQUEST_CONTACT,
+    "remove_contact": REMOVE_CONTACT,
+    "create_group": CREATE_GROUP,
+    "get_group": GET_GROUP,
+    "groups_of": GROUPS_OF,
+    "rename_group": RENAME_GROUP,
+    "add_members": ADD_MEMBERS,
+    "remove_member": REMOVE_MEMBER,
+    "may_read_file": MAY_READ_FILE,
 }
 
 
@@ -381,8 +610,10 @@ class RedisStore:
     async def _store(self, sender: str, client_id: str, recipients: list[str],
                      draft: StoredMessage) -> SendResult:
         """Run the store script once and turn its reply into a SendResult."""
+        file_id = draft.file.get("id") if isinstance(draft.file, dict) else None
         reply = await self._run("store_message", sender, client_id, draft.group or "",
-                                _encode_message(draft), len(recipients), *recipients)
+                                _encode_message(draft), len(recipients), *recipients,
+                                file_id if isinstance(file_id, str) else "")
         status = int(reply[0])
         if status < 0:
             raise NotFound(f"no such user: {reply[1]}", ref=client_id)
@@ -425,6 +656,148 @@ class RedisStore:
         return self.redis.hget(self._key("marks", user), "ack").addCallback(
             lambda v: int(v) if v is not None else 0)
 
+    # -- people ----------------------------------------------------------------------------
+
+    def get_profile(self, user: str) -> defer.Deferred[Profile | None]:
+        """The user's profile (the user name as display name until one is set), or None."""
+        async def run() -> Profile | None:
+            reply = await self._run("get_profile", user)
+            return _profile(reply) if reply else None
+        return defer.Deferred.fromCoroutine(run())
+
+    def update_profile(self, user: str, changes: dict[str, Any]) -> defer.Deferred[Profile]:
+        """Apply the given keys of ``changes`` to the profile; NotFound for an unknown user."""
+        name = changes.get("name")
+        avatar = changes.get("avatar")
+        argv = ["1" if "name" in changes else "0", name or "", (name or "").casefold(),
+                "1" if "status" in changes else "0", changes.get("status") or "",
+                "0" if "avatar" not in changes else "2" if avatar is None else "1",
+                avatar or ""]
+
+        async def run() -> Profile:
+            reply = await self._run("update_profile", user, *argv)
+            if not reply:
+                raise NotFound(f"no such user: {user}")
+            return _profile(reply)
+        return defer.Deferred.fromCoroutine(run())
+
+    def search_users(self, text: str, limit: int) -> defer.Deferred[list[Profile]]:
+        """Profiles whose user or display name contains ``text`` (any case), name order.
+
+        One script walks every user name in Redis: fine for thousands of users.
+        """
+        async def run() -> list[Profile]:
+            reply = await self._run("search_users", text.casefold(), int(limit))
+            return [_profile(row) for row in reply]
+        return defer.Deferred.fromCoroutine(run())
+
+    def request_contact(self, user: str, other: str) -> defer.Deferred[Contact]:
+        """``user`` asks for ``other``: pending, or mutual if ``other`` had asked already."""
+        if user == other:
+            return defer.fail(BadRequest("a user cannot be its own contact"))
+
+        async def run() -> Contact:
+            found, value = await self._run("request_contact", user, other)
+            if not int(found):
+                raise NotFound(f"no such user: {value}")
+            return Contact(user=other, pending=_pending(value))
+        return defer.Deferred.fromCoroutine(run())
+
+    def contacts(self, user: str) -> defer.Deferred[list[Contact]]:
+        """Every contact and pending request of ``user``, in user-name order."""
+        async def run() -> list[Contact]:
+            entries = await self.redis.hgetall(self._key("contacts", user))
+            return [Contact(user=other, pending=_pending(entries[other]))
+                    for other in sorted(entries)]
+        return defer.Deferred.fromCoroutine(run())
+
+    def remove_contact(self, user: str, other: str) -> defer.Deferred[bool]:
+        """Drop the contact or request between the two, either way; whether there was one."""
+        async def run() -> bool:
+            return int(await self._run("remove_contact", user, other)) > 0
+        return defer.Deferred.fromCoroutine(run())
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def create_group(self, owner: str, name: str, members: list[str],
+                     ts: int) -> defer.Deferred[Group]:
+        """Make a group with the owner first and no duplicates; NotFound for unknown users."""
+        everyone = list(dict.fromkeys([owner, *members]))
+
+        async def run() -> Group:
+            found, value = await self._run("create_group", name, int(ts), *everyone)
+            if not int(found):
+                raise NotFound(f"no such user: {value}")
+            return _group(value)
+        return defer.Deferred.fromCoroutine(run())
+
+    def get_group(self, group_id: str) -> defer.Deferred[Group | None]:
+        """The group, or None."""
+        async def run() -> Group | None:
+            reply = await self._run("get_group", group_id)
+            return _group(reply) if reply else None
+        return defer.Deferred.fromCoroutine(run())
+
+    def groups_of(self, user: str) -> defer.Deferred[list[Group]]:
+        """The groups ``user`` is a member of, oldest group first."""
+        async def run() -> list[Group]:
+            return [_group(row) for row in await self._run("groups_of", user)]
+        return defer.Deferred.fromCoroutine(run())
+
+    def rename_group(self, group_id: str, name: str) -> defer.Deferred[Group]:
+        """Rename the group; NotFound if there is none."""
+        async def run() -> Group:
+            reply = await self._run("rename_group", group_id, name)
+            if not reply:
+                raise NotFound(f"no such group: {group_id}")
+            return _group(reply)
+        return defer.Deferred.fromCoroutine(run())
+
+    def add_group_members(self, group_id: str, users: list[str],
+                          limit: int) -> defer.Deferred[Group]:
+        """Add the users not yet in; NotFound for unknowns, TooLarge past ``limit``."""
+        async def run() -> Group:
+            reply = await self._run("add_members", group_id, int(limit),
+                                    *dict.fromkeys(users))
+            if int(reply[0]):
+                return _group(reply[1])
+            if reply[1] == "group":
+                raise NotFound(f"no such group: {group_id}")
+            if reply[1] == "user":
+                raise NotFound(f"no such user: {reply[2]}")
+            raise TooLarge(f"a group has at most {limit} members")
+        return defer.Deferred.fromCoroutine(run())
+
+    def remove_group_member(self, group_id: str,
+                            user: str) -> defer.Deferred[Group | None]:
+        """Remove a member, handing ownership on or deleting the group when it empties."""
+        async def run() -> Group | None:
+            reply = await self._run("remove_member", group_id, user)
+            if int(reply[0]):
+                return _group(reply[1]) if len(reply) > 1 else None
+            if reply[1] == "group":
+                raise NotFound(f"no such group: {group_id}")
+            raise NotFound(f"{user} is not a member of {group_id}")
+        return defer.Deferred.fromCoroutine(run())
+
+    # -- files -----------------------------------------------------------------------------
+
+    def add_file(self, record: FileRecord) -> defer.Deferred[None]:
+        """Keep an uploaded file's metadata."""
+        return self.redis.hmset(self._key("file", record.id), {
+            "owner": record.owner, "r": _encode_message(record)}).addCallback(lambda _: None)
+
+    def get_file(self, file_id: str) -> defer.Deferred[FileRecord | None]:
+        """The file's metadata, or None."""
+        return self.redis.hget(self._key("file", file_id), "r").addCallback(
+            lambda raw: None if raw is None else _decode_file(raw))
+
+    def may_read_file(self, user: str, file_id: str) -> defer.Deferred[bool]:
+        """Whether ``user`` uploaded the file, received it in a message, or it is an avatar."""
+        async def run() -> bool:
+            return bool(int(await self._run("may_read_file", user, file_id)))
+        return defer.Deferred.fromCoroutine(run())
+
     def close(self) -> defer.Deferred[None]:
         """Close the connections (every acknowledged write is already in Redis); idempotent."""
         if self._closed is None:
@@ -432,6 +805,22 @@ class RedisStore:
         result: defer.Deferred[None] = defer.Deferred()
         self._closed.addBoth(lambda r: (result.callback(None), r)[1])
         return result
+
+
+def _profile(row: list[Any]) -> Profile:
+    """A Profile from a script's ``{user, name, status, avatar}``."""
+    user, name, status, avatar = row
+    return Profile(user=user, name=name, status=status, avatar=avatar or None)
+
+
+def _pending(value: str) -> str | None:
+    """A contact entry's ``pending`` from its stored value (``mutual`` is None)."""
+    return None if value == "mutual" else value
+
+
+def _group(row: list[Any]) -> Group:
+    """A Group from a script's ``{id, name, owner, member...}``."""
+    return Group(id=str(row[0]), name=row[1], owner=row[2], members=list(row[3:]))
 
 
 def connect(url: str = "redis://127.0.0.1:6379", prefix: str = "dim:", timeout: float = 2.0,
