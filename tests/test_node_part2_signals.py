@@ -290,6 +290,23 @@ class PresenceTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertIn(F.Presence(user="alice", online=False), bob.received())
 
+    def test_lone_node_shutdown_asks_nothing(self) -> None:
+        """A node with no forwarder shutting down does not look up contacts (all its
+        sessions are closing, and its store may be closing beside it)."""
+        node = Node(store=make_store())
+        node.login("bob")
+        node.login("alice")
+        asked: list[str] = []
+        real = node.store.contacts
+        node.store.contacts = lambda user: (asked.append(user), real(user))[1]  # type: ignore
+        d = node.core.shutdown()
+        node.clock.advance(1)
+        for conn in list(node.core.connections):
+            conn.connectionLost(None)
+        self.successResultOf(d)
+        self.assertEqual(asked, [])
+        self.assertEqual(len(node.sessions), 0)
+
 
 class PushTests(SynchronousTestCase):
     """push() writes plain frames to every session of the users, here and elsewhere."""

@@ -253,8 +253,12 @@ class NodeCore:
         d.addErrback(lambda f: _log.failure("unregistering session {s} failed", f, s=session.id))
 
     def _removed(self, last: bool, user: str) -> Deferred[None] | None:
-        """The registry forgot a session: if it was the user's last, tell its contacts."""
-        if last:
+        """The registry forgot a session: if it was the user's last, tell its contacts.
+
+        A node shutting down with no other node to forward to tells nobody: every session
+        it could reach is closing too (and the store may be closing beside it).
+        """
+        if last and (self._closing is None or self.forwarder is not None):
             return self.announce(user, False)
         return None
 
