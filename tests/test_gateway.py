@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet import defer
+from twisted.internet import _producer_helpers, defer, task
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -25,8 +25,10 @@ NOW = 1_700_000_000
 class Answer:
     """One HTTP answer: status, headers and the decoded JSON body (None if not JSON)."""
 
-    def __init__(self, status: int, headers: Any, raw: bytes) -> None:
+    def __init__(self, status: int, headers: Any, raw: bytes, length: Any = None) -> None:
         self.status, self.headers, self.raw = status, headers, raw
+        #: The Content-Length the client read (its HTTP parser keeps it out of ``headers``).
+        self.length = length
         try:
             self.json: Any = json.loads(raw)
         except ValueError:
@@ -82,6 +84,11 @@ class GatewayTestCase(SynchronousTestCase):
                                files=self.files, max_file_size=self.max_file_size,
                                max_group_members=self.max_group_members, pusher=self.pusher)
         self.http = StubTreq(self.gateway.resource())
+        # twisted.web drives pull producers (file downloads) with the global cooperator,
+        # which runs on the global reactor; here the test's clock drives them instead.
+        cooperator = task.Cooperator(scheduler=lambda f: self.clock.callLater(0, f))
+        self.patch(_producer_helpers, "cooperate", cooperator.cooperate)
+        self.addCleanup(cooperator.stop)
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None,
              raw: bytes | None = None, headers: dict[str, str] | None = None) -> Answer:
@@ -94,10 +101,21 @@ class GatewayTestCase(SynchronousTestCase):
         if data is not None:
             hdrs.setdefault("Content-Type", "application/json")
         d = self.http.request(method, BASE + path, data=data, headers=hdrs)
-        self.http.flush()
-        response = self.successResultOf(d)
-        content = self.successResultOf(response.content())
-        return Answer(response.code, response.headers, content)
+        response = self.successResultOf(self.flushed(d))
+        content = self.successResultOf(self.flushed(response.content()))
+        return Answer(response.code, response.headers, content, response.length)
+
+    def flushed(self, d: defer.Deferred[Any], rounds: int = 10000) -> defer.Deferred[Any]:
+        """Pump data between client and gateway until ``d`` fires (answers produced a piece
+        at a time, like file downloads, take several rounds)."""
+        fired: list[bool] = []
+        d.addBoth(lambda r: (fired.append(True), r)[1])
+        for _ in range(rounds):
+            self.http.flush()
+            self.clock.advance(0)
+            if fired:
+                break
+        return d
 
     def assertError(self, answer: Answer, status: int, code: str) -> None:
         """The answer is an error of the contract's shape with this status and code."""
