@@ -51,11 +51,15 @@ class LiveChat:
 def live_client(base_url: str, user: str, register: bool = True, device: str = "test"):
     """A connected LiveChat for ``user`` (registered first unless ``register`` is false)."""
     chat = LiveChat(base_url, user, device)
-    if register:
-        yield chat.client.register(user, PASSWORD)
-    else:
-        yield chat.client.login(user, PASSWORD)
-    yield chat.wait_for(S.Connected)
+    try:
+        if register:
+            yield chat.client.register(user, PASSWORD)
+        else:
+            yield chat.client.login(user, PASSWORD)
+        yield chat.wait_for(S.Connected)
+    except BaseException as e:
+        chat.stop()
+        raise AssertionError(f"{user} did not connect ({e!r}); events: {chat.events.events}")
     return chat
 
 
