@@ -364,8 +364,8 @@ class StreamingUploadTests(StreamingTestCase):
         self.assertEqual(body["file"]["size"], 300)
 
     def test_length_over_limit_refused_at_once(self) -> None:
-        """A Content-Length over the limit gets 413 as soon as the headers are in, with no
-        100 Continue, and the connection closes when the body has been drained."""
+        """A Content-Length over the limit gets 413 as soon as the headers are in; a client
+        waiting for 100 Continue gets none, and its connection closes at once."""
         self.channel.dataReceived(http_request(self.head(1001, "\nExpect: 100-continue")))
         status, headers, body = self.answer()
         self.assertEqual(status, 413)
@@ -373,6 +373,15 @@ class StreamingUploadTests(StreamingTestCase):
         self.assertEqual(headers["connection"], "close")
         self.assertEqual(headers["content-type"], "application/json")
         self.assertNotIn(b"100 Continue", self.transport.value())
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.stored(), [])
+
+    def test_length_over_limit_drained(self) -> None:
+        """Without Expect, a refused body is read and dropped, then the connection closes;
+        only one answer is written."""
+        self.channel.dataReceived(http_request(self.head(1001)))
+        status, headers, body = self.answer()
+        self.assertEqual((status, body["error"]["code"]), (413, "too_large"))
         self.assertFalse(self.transport.disconnecting)
         self.channel.dataReceived(b"x" * 1001)
         self.assertTrue(self.transport.disconnecting)

@@ -9,7 +9,8 @@ A ``Content-Length`` over the limit is refused with 413 as soon as the headers a
 (before any ``100 Continue``); a chunked body is refused the moment its count passes the
 limit.  A refusal writes the 413 at once, reads and drops whatever the client still sends (so
 its socket is not reset before it reads the answer) and closes the connection when the body
-ends or after :data:`LINGER` seconds.
+ends or after :data:`LINGER` seconds; a client that waits for ``100 Continue`` sends nothing
+more, so its connection closes at once.
 
 Only requests for the upload route with an ``Authorization`` header are streamed to storage;
 others of that route have their body dropped and get their answer (401, 503) from the route.
@@ -50,6 +51,7 @@ class StreamingRequest(Request):
         self.streamed = False
         self.upload: Upload | None = None
         self.refused = False
+        self._received = 0
         self._linger: Any = None
 
     def gotLength(self, length: int | None) -> None:
@@ -72,6 +74,7 @@ class StreamingRequest(Request):
         if not self.streamed:
             super().handleContentChunk(data)
             return
+        self._received += len(data)
         if self.refused or self.upload is None:
             return
         try:
@@ -86,6 +89,8 @@ class StreamingRequest(Request):
         if self.upload is not None:
             self.upload.discard()
             self.upload = None
+        expect = self.requestHeaders.getRawHeaders(b"expect") or [b""]
+        waiting = expect[0].lower() == b"100-continue" and not self._received
         # No "100 Continue" may follow the answer.
         self.requestHeaders.removeHeader(b"expect")
         body = error_json(error)
@@ -94,7 +99,11 @@ class StreamingRequest(Request):
                 "Connection: close\r\n\r\n").encode("ascii")
         self.channel.persistent = False
         self.channel.transport.write(head + body)
-        self._linger = self.channel.callLater(LINGER, self._close)
+        if waiting:
+            # The client sends no body before a 100 Continue: nothing to drain.
+            self._close()
+        else:
+            self._linger = self.channel.callLater(LINGER, self._close)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """The body is in: close a refused request's connection, process any other."""
