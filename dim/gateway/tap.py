@@ -8,6 +8,10 @@ ZooKeeper before it listens; a service that does not answer stops it with a line
 service and exit status 1.  When a node vanishes from ZooKeeper (it stopped, or its ZooKeeper
 session expired after a crash), the gateway forgets that node's sessions at once, so its users
 are no longer shown online nor forwarded to; clients are only ever routed to listed nodes.
+
+Uploaded files live in ``--files`` (a directory every gateway of the cluster must share, e.g.
+on a network file system; file metadata is in Redis).  No ``notify`` frames are pushed yet
+from this process: the gateway is given no pusher until the cluster has one.
 """
 from __future__ import annotations
 
@@ -40,6 +44,11 @@ class Options(usage.Options):
          float],
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the gateway gives up.", float],
+        ["files", None, None,
+         "Directory of uploaded files, shared by every gateway of the cluster "
+         "(default: $DIM_FILES, else ./dim-files)."],
+        ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
+        ["max-group-members", None, 500, "Most members of a group, its owner included.", int],
     ]
 
     def postOptions(self) -> None:
@@ -51,6 +60,11 @@ class Options(usage.Options):
         if not self["cluster"] or not all(c.isalnum() or c in "._-" for c in self["cluster"]):
             raise usage.UsageError("--cluster may hold letters, digits, '.', '_' and '-' only")
         service_defaults(self, ["redis", "zookeeper"])
+        if not self["files"]:
+            import os
+            self["files"] = os.environ.get("DIM_FILES") or "dim-files"
+        if self["max-file-size"] < 1 or self["max-group-members"] < 1:
+            raise usage.UsageError("--max-file-size and --max-group-members must be 1 or more")
         try:
             self["secret"] = secret.required()
         except secret.SecretMissing as e:
@@ -84,11 +98,10 @@ class ClusterGateway(MultiService):
         self.ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
-        from twisted.web.server import Site
-
         from dim.cluster.registry import ZooKeeperNodeRegistry
         from dim.cluster.sessions import RedisSessionRegistry
         from dim.cluster.threads import ThreadBridge
+        from dim.files import FileStorage
         from dim.gateway.app import Gateway
         from dim.passwords import PasswordHasher
         from dim.store.redis import RedisStore
@@ -130,10 +143,14 @@ class ClusterGateway(MultiService):
         hashing.start()
         self._bridges.append(hashing)
         tokens = TokenAuthority(o["secret"], self.store, ttl=o["token-ttl"])
+        self._service = ("the file directory", o["files"])
+        files = FileStorage(o["files"])
         self.gateway = Gateway(self.store, tokens, PasswordHasher(hashing.pool, self.reactor),
-                               self.registry, self.sessions, routing=o["routing"])
+                               self.registry, self.sessions, routing=o["routing"],
+                               files=files, max_file_size=o["max-file-size"],
+                               max_group_members=o["max-group-members"])
         self._service = ("the HTTP port", o["listen"])
-        self.http = strports.service(o["listen"], Site(self.gateway.resource()),
+        self.http = strports.service(o["listen"], self.gateway.site(reactor=self.reactor),
                                      reactor=self.reactor)
         self.http.setServiceParent(self)
         self._service = None
