@@ -423,6 +423,19 @@ class StreamingUploadTests(StreamingTestCase):
         self.assertEqual(self.answer()[0], 401)
         self.assertEqual(self.stored(), [])
 
+    def test_refused_by_route_discarded(self) -> None:
+        """A streamed body the route refuses (no name) is discarded after the 400."""
+        self.channel.dataReceived(http_request(self.head(5, path="/v1/files"), b"hello"))
+        status, _, body = self.answer()
+        self.assertEqual((status, body["error"]["code"]), (400, "bad_request"))
+        self.assertEqual(self.stored(), [])
+
+    def test_empty_streamed(self) -> None:
+        """An empty streamed body is 400 and leaves nothing behind."""
+        self.channel.dataReceived(http_request(self.head(0)))
+        self.assertEqual(self.answer()[0], 400)
+        self.assertEqual(self.stored(), [])
+
     def test_client_gone_midway(self) -> None:
         """A client that disconnects mid-upload leaves no partial file behind."""
         self.channel.dataReceived(http_request(self.head(500), b"x" * 200))
