@@ -651,9 +651,11 @@ class Worker:
 
     @defer.inlineCallbacks
     def cmd_storm_setup(self, base: str, users: list[list[str]], node: dict[str, Any],
-                        source: str | None = None, timeout: float = 120.0) -> Any:
+                        source: str | None = None, timeout: float = 300.0,
+                        batch: int = 100) -> Any:
         """Start a client-core session (:class:`dim.client.session.ClientSession`) for every
-        [user, token] on ``node``; answers once all are connected (or at ``timeout``)."""
+        [user, token] on ``node``, ``batch`` at a time (each batch connected before the next
+        starts); answers once all are connected (or at ``timeout``)."""
         from dim.client.gateway import GatewayClient
         from dim.client.session import ClientSession
 
@@ -661,18 +663,24 @@ class Worker:
             return TCP4ClientEndpoint(reactor, host, port, timeout=10,
                                       bindAddress=(source, 0) if source else None)
 
-        for user, token in users:
-            session = ClientSession(GatewayClient(base, token=token), self.reactor, user, token,
-                                    device="storm", last_seq=0, endpoint_factory=endpoint)
-            record = _StormRecord(session, self.reactor)
-            session.subscribe(record.event)
-            self.storm.append(record)
-            session.start(node)
         deadline = self.reactor.seconds() + timeout
-        while (sum(r.session.connected for r in self.storm) < len(self.storm)
-               and self.reactor.seconds() < deadline):
-            yield task.deferLater(self.reactor, 0.1, lambda: None)
-        return {"ok": True, "connected": sum(r.session.connected for r in self.storm)}
+        for i in range(0, len(users), batch):
+            for user, token in users[i:i + batch]:
+                session = ClientSession(GatewayClient(base, token=token), self.reactor, user,
+                                        token, device="storm", last_seq=0,
+                                        endpoint_factory=endpoint)
+                record = _StormRecord(session, self.reactor)
+                session.subscribe(record.event)
+                self.storm.append(record)
+                session.start(node)
+            while (sum(r.session.connected for r in self.storm) < len(self.storm)
+                   and self.reactor.seconds() < deadline):
+                yield task.deferLater(self.reactor, 0.05, lambda: None)
+        on_node = sum(1 for r in self.storm
+                      if r.session.connected and r.session.node is not None
+                      and r.session.node.id == node["id"])
+        return {"ok": True, "connected": sum(r.session.connected for r in self.storm),
+                "on_node": on_node}
 
     def cmd_storm_status(self, since: float, detail: bool = False) -> dict[str, Any]:
         """Where the storm's sessions are: connected, back after ``since`` (the kill), and

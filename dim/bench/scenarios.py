@@ -505,8 +505,11 @@ def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
                          "source": w.source, "users": [[u, P.mint_token(u)] for u in mine]})
         setup = P.call_all(workers, cmds)
         connected = sum(a["connected"] for a in setup)
+        on_node = sum(a["on_node"] for a in setup)
         if connected < n:
             return report.failed(f"only {connected} of {n} sessions connected before the storm")
+        ctx.log(f"reconnect_storm: {connected} connected, {on_node} of them on "
+                f"{cl.node_ids[0]}")
         sender_w.call({"cmd": "sender_setup", "host": "127.0.0.1", "port": cl.node_ports[1],
                        "user": "stormsender", "token": P.mint_token("stormsender"),
                        "source": sender_w.source})
@@ -523,10 +526,13 @@ def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
         while time.time() - kill_at < limit:
             time.sleep(0.5)
             statuses = P.call_all(workers, [{"cmd": "storm_status", "since": kill_at}] * len(workers))
-            if sum(s["back"] for s in statuses) >= n and sum(s["connected"] for s in statuses) >= n:
+            affected = sum(s["disconnected_after"] for s in statuses)
+            if (sum(s["back"] for s in statuses) >= affected
+                    and sum(s["connected"] for s in statuses) >= n):
                 break
         back_s = [b for s in statuses for b in s["back_s"]]
-        all_back = max(back_s) if len(back_s) >= n else None
+        affected = sum(s["disconnected_after"] for s in statuses)
+        all_back = (max(back_s) if back_s else 0.0) if len(back_s) >= affected else None
         sent = sender_w.receive()
         time.sleep(3.0)  # let the last syncs and retransmissions land
         final = P.call_all(workers, [{"cmd": "storm_status", "since": kill_at, "detail": True}]
@@ -550,7 +556,8 @@ def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
             sender_w.stop()
         cl.stop()
         services.release()
-    return {"status": report.OK, "clients": n, "back": len(back_s),
+    return {"status": report.OK, "clients": affected, "sessions": n,
+            "on_killed_node": on_node, "back": len(back_s),
             "all_back_s": round(all_back, 3) if all_back is not None else None,
             "back_latency": stats.latency_summary([b * 1000 for b in back_s]),
             "lost": lost, "duplicated": duplicated,
