@@ -141,7 +141,8 @@ class LocalCluster:
         self.gateway = DimProcess("dim-gateway", [
             "--listen", f"tcp:{self.http_port}:interface=127.0.0.1",
             "--redis", services.redis, "--zookeeper", services.zookeeper,
-            "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout)],
+            "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout),
+            "--files", str(workdir / "files")],
             workdir, env={"DIM_SECRET": SECRET}, name="gateway")
         self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
         self.ports = dict(zip(self.ids, ports[1:]))
@@ -430,6 +431,14 @@ class Conversation:
                 return tally
             yield sleep(0.2)
         return self.check()
+
+
+def log_in_all(base: str, users: list[str], at_once: int = 4) -> defer.Deferred[list[Person]]:
+    """Register and log in ``users``, a few at a time (password hashing is slow on purpose,
+    and a loaded machine would time out a burst of them)."""
+    limit = defer.DeferredSemaphore(at_once)
+    return defer.gatherResults([limit.run(Person.login, base, u) for u in users],
+                               consumeErrors=True)
 
 
 def percentile(values: list[float], q: float) -> float:

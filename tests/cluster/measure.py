@@ -30,7 +30,8 @@ from typing import Any
 from twisted.internet import defer, task
 
 from dim.client.session import NodeAddress
-from tests.cluster.kit import Conversation, LocalCluster, Person, Services, percentile
+from tests.cluster.kit import (Conversation, LocalCluster, Person, Services, log_in_all,
+                               percentile)
 from tests.cluster.test_failover import people_on, wait_until
 from tests.harness import sleep
 
@@ -46,10 +47,8 @@ def latency(workdir: Path, rate: float, seconds: float, pairs: int):
     try:
         yield cluster.start()
         n1, n2, n3 = cluster.ids
-        senders = yield defer.gatherResults(
-            [Person.login(cluster.base, f"ls{i}") for i in range(pairs)])
-        receivers = yield defer.gatherResults(
-            [Person.login(cluster.base, f"lr{i}") for i in range(pairs)])
+        senders = yield log_in_all(cluster.base, [f"ls{i}" for i in range(pairs)])
+        receivers = yield log_in_all(cluster.base, [f"lr{i}" for i in range(pairs)])
         for i, (s, r) in enumerate(zip(senders, receivers)):
             s.start(cluster.address(n1))
             r.start(cluster.address(n2 if i % 2 else n3))

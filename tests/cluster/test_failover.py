@@ -9,7 +9,8 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster.kit import Conversation, LocalCluster, Person, Services, percentile, report
+from tests.cluster.kit import (Conversation, LocalCluster, Services, log_in_all, percentile,
+                               report)
 from tests.harness import sleep
 
 
@@ -27,8 +28,7 @@ def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
 @defer.inlineCallbacks
 def people_on(cluster: LocalCluster, count: int, prefix: str):
     """``count`` people logged in through the gateway and connected where it sent them."""
-    people = yield defer.gatherResults(
-        [Person.login(cluster.base, f"{prefix}{i}") for i in range(count)])
+    people = yield log_in_all(cluster.base, [f"{prefix}{i}" for i in range(count)])
     for p in people:
         p.start()
     yield wait_until(lambda: all(p.node for p in people), 30, "everyone connected")
