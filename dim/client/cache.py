@@ -8,6 +8,7 @@ counts).  It is small, local and synchronous: each call is one short SQLite stat
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -34,15 +35,18 @@ class ChatMessage:
     kind: str = "text"
     delivered: bool = False
     read: bool = False
+    #: The attached file of an "image" or "file" message: ``{id, name, size, mime}``.
+    file: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ChatMessage:
         """A message from its JSON form (a gateway listing or a ``msg`` frame's fields)."""
+        file = obj.get("file")
         return cls(seq=int(obj["seq"]), mid=str(obj["mid"]), id=str(obj.get("id", "")),
                    sender=str(obj["from"]), ts=int(obj.get("ts", 0)), to=obj.get("to"),
                    group=obj.get("group"), body=obj.get("body") or "",
                    kind=obj.get("kind") or "text", delivered=bool(obj.get("delivered")),
-                   read=bool(obj.get("read")))
+                   read=bool(obj.get("read")), file=file if isinstance(file, dict) else None)
 
     def peer(self, me: str) -> str:
         """The conversation this message belongs to, seen by user ``me``."""
@@ -74,14 +78,21 @@ CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY, mid TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL,
     ts INTEGER NOT NULL, to_user TEXT, grp TEXT, body TEXT NOT NULL, kind TEXT NOT NULL,
     delivered INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL DEFAULT 0,
-    peer TEXT NOT NULL);
+    peer TEXT NOT NULL, file TEXT);
 CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, seq);
 CREATE INDEX IF NOT EXISTS messages_mid ON messages (mid);
 CREATE TABLE IF NOT EXISTS seen (peer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_COLUMNS = "seq, mid, id, sender, ts, to_user, grp, body, kind, delivered, read"
+_COLUMNS = "seq, mid, id, sender, ts, to_user, grp, body, kind, delivered, read, file"
+
+#: Unread: from someone else, after what the person saw of the conversation here, after what
+#: any device of theirs reported read (``read_upto``), and not marked read by the server.
+_UNREAD = ("u.sender != ? AND u.read = 0 "
+           "AND u.seq > COALESCE((SELECT s.seq FROM seen s WHERE s.peer = u.peer), 0) "
+           "AND u.seq > COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
+           "WHERE key = 'read_upto'), 0)")
 
 
 def default_cache_path(gateway_url: str, user: str) -> str:
@@ -102,6 +113,9 @@ class MessageCache:
         self.user = user
         self._db = sqlite3.connect(path)
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+        if "file" not in columns:  # a cache written before files existed
+            self._db.execute("ALTER TABLE messages ADD COLUMN file TEXT")
         self._db.commit()
 
     @classmethod
@@ -126,9 +140,10 @@ class MessageCache:
             for m in messages:
                 cur = self._db.execute(
                     f"INSERT OR IGNORE INTO messages ({_COLUMNS}, peer) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (m.seq, m.mid, m.id, m.sender, m.ts, m.to, m.group, m.body, m.kind,
-                     int(m.delivered), int(m.read), m.peer(self.user)))
+                     int(m.delivered), int(m.read),
+                     json.dumps(m.file) if m.file is not None else None, m.peer(self.user)))
                 if cur.rowcount:
                     new += 1
                 elif m.delivered or m.read:
@@ -141,6 +156,13 @@ class MessageCache:
         """Mark the message ``mid`` delivered."""
         with self._db:
             self._db.execute("UPDATE messages SET delivered = 1 WHERE mid = ?", (mid,))
+
+    def mark_read(self, mid: str) -> None:
+        """Mark the message ``mid`` read by its recipient (group messages are marked read only
+        by a listing, once every member read them)."""
+        with self._db:
+            self._db.execute("UPDATE messages SET read = 1, delivered = 1 "
+                             "WHERE mid = ? AND grp IS NULL", (mid,))
 
     def get(self, seq: int) -> ChatMessage | None:
         """The message at ``seq``, if cached."""
@@ -172,8 +194,7 @@ class MessageCache:
         """Every conversation with its newest message and unread count, newest first."""
         rows = self._db.execute(
             "SELECT m.peer, m.seq, m.ts, m.body, "
-            " (SELECT COUNT(*) FROM messages u WHERE u.peer = m.peer AND u.sender != ? "
-            "  AND u.seq > COALESCE((SELECT s.seq FROM seen s WHERE s.peer = m.peer), 0)) "
+            f" (SELECT COUNT(*) FROM messages u WHERE u.peer = m.peer AND {_UNREAD}) "
             "FROM messages m WHERE m.seq = (SELECT MAX(seq) FROM messages x WHERE x.peer = m.peer) "
             "ORDER BY m.seq DESC", (self.user,)).fetchall()
         return [Conversation(peer=r[0], last_seq=r[1], last_ts=r[2], last_body=r[3], unread=r[4])
@@ -188,6 +209,30 @@ class MessageCache:
             self._db.execute(
                 "INSERT INTO seen (peer, seq) VALUES (?, ?) "
                 "ON CONFLICT(peer) DO UPDATE SET seq = MAX(seq, excluded.seq)", (peer, seq))
+
+    def read_watermark(self, upto: int) -> int:
+        """The highest seq <= ``upto`` such that the person has seen everything up to it:
+        what a cumulative ``read`` may claim without marking an unseen message read."""
+        row = self._db.execute(
+            f"SELECT MIN(u.seq) FROM messages u WHERE u.seq <= ? AND {_UNREAD}",
+            (upto, self.user)).fetchone()
+        return min(upto, row[0] - 1) if row and row[0] is not None else upto
+
+    @property
+    def read_upto(self) -> int:
+        """The seq up to which some device of this user reported everything read."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'read_upto'").fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_read_upto(self, seq: int) -> bool:
+        """Every device read up to ``seq``: those messages are no longer unread.  True if new."""
+        if seq <= self.read_upto:
+            return False
+        with self._db:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('read_upto', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(seq),))
+        return True
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -207,4 +252,5 @@ class MessageCache:
 
 def _row(r: tuple[Any, ...]) -> ChatMessage:
     return ChatMessage(seq=r[0], mid=r[1], id=r[2], sender=r[3], ts=r[4], to=r[5], group=r[6],
-                       body=r[7], kind=r[8], delivered=bool(r[9]), read=bool(r[10]))
+                       body=r[7], kind=r[8], delivered=bool(r[9]), read=bool(r[10]),
+                       file=json.loads(r[11]) if r[11] else None)

@@ -23,17 +23,23 @@ Policies worth knowing:
 - Reconnect: delay ``uniform(0, min(30, 0.5 * 2 ** (attempt - 1)))``; the route asks the
   gateway to exclude the node that failed, and asks again without exclusion if that leaves
   no node (a single-node ``dim`` comes back on the same node).
+- Typing: :meth:`ClientSession.typing` writes at most one ``typing`` per conversation every
+  :data:`TYPING_INTERVAL` seconds; nothing is queued while offline.
+- Read: :meth:`ClientSession.read` is cumulative; a lower or equal seq than the last one
+  written is not written again, and one asked for while offline goes out after ``welcome``.
 """
 from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Union
 
+import msgspec
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -42,9 +48,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dim import errors
-from dim.client.cache import ChatMessage, Conversation, MessageCache
+from dim.client.cache import ChatMessage, Conversation, MessageCache, conversation_of
 from dim.client.config import ClientConfig
-from dim.client.gateway import GatewayClient
+from dim.client import transfer
+from dim.client.gateway import GatewayClient, Progress
+from dim.client.roster import Roster
 from dim.protocol import frames as F
 from dim.protocol.wire import FrameProtocol
 
@@ -56,6 +64,7 @@ ACK_INTERVAL = 0.05
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 SYNC_PAGE = 500
+TYPING_INTERVAL = 3.0
 #: The decoder's frame limit on the client side; generous, the node limits what it sends.
 CLIENT_MAX_FRAME = 1 << 20
 
@@ -69,7 +78,11 @@ RECONNECTING = "reconnecting"
 SENDING = "sending"
 SENT = "sent"
 DELIVERED = "delivered"
+READ = "read"
 FAILED = "failed"
+
+#: How far along each state is: a message never goes back to a lower one.
+STATE_RANK = {FAILED: 0, SENDING: 0, SENT: 1, DELIVERED: 2, READ: 3}
 
 
 # ---------------------------------------------------------------- events
@@ -106,6 +119,11 @@ class OutgoingMessage:
     error: str | None = None
     #: How often it was written on the current connection.
     attempts: int = 0
+    #: The attached file of an "image" or "file" message: ``{id, name, size, mime}``.
+    file: dict[str, Any] | None = None
+    #: Recipients that acknowledged it (``delivered``) and that read it (``read``).
+    delivered_by: set[str] = field(default_factory=set)
+    read_by: set[str] = field(default_factory=set)
 
     def peer(self) -> str:
         """The conversation this message belongs to."""
@@ -184,6 +202,54 @@ class Delivered:
 
 
 @dataclass(frozen=True)
+class ReadReceipt:
+    """A recipient has seen a message this user sent (from this or another device)."""
+
+    id: str
+    mid: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ReadUpTo:
+    """This user read everything up to ``seq`` (here or on another device): clear unread."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """A contact came online (first session) or went offline (last session)."""
+
+    user: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class PeerTyping:
+    """``user`` is typing in the conversation ``peer`` (a user, or ``#`` + a group id)."""
+
+    user: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class Notified:
+    """A ``notify`` hint: ``event`` (contact_request, contact_added, contact_removed,
+    group_changed) and its fields (``from``, ``user``, ``group``)."""
+
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RosterChanged:
+    """The roster changed: ``what`` is "contacts", "groups", "names" or "profile"."""
+
+    what: str
+
+
+@dataclass(frozen=True)
 class SyncFinished:
     """A sync ended; everything up to ``last_seq`` has been handled."""
 
@@ -200,7 +266,8 @@ class ServerError:
 
 
 SessionEvent = Union[Connecting, Connected, Disconnected, Reconnecting, Offline, SessionExpired,
-                     MessageReceived, MessageStatus, Delivered, SyncFinished, ServerError]
+                     MessageReceived, MessageStatus, Delivered, SyncFinished, ServerError,
+                     ReadReceipt, ReadUpTo, PresenceChanged, PeerTyping, Notified, RosterChanged]
 Listener = Callable[[SessionEvent], None]
 
 
@@ -343,6 +410,11 @@ class ClientSession(EventSource):
         self._syncing = False
         self._sync_again = False
         self._sync_after = 0
+        #: The highest seq a ``read`` was written for, and the highest one asked for.
+        self._read_sent = 0
+        self._read_wanted = 0
+        #: When a ``typing`` was last written, per conversation.
+        self._typed_at: dict[str, float] = {}
 
     # ------------------------------------------------------------ public API
 
@@ -377,17 +449,25 @@ class ClientSession(EventSource):
             self.emit(Offline("stopped"))
 
     def send(self, to: str | None, body: str, *, group: str | None = None,
-             kind: str = "text") -> OutgoingMessage:
+             kind: str = "text", file: dict[str, Any] | None = None) -> OutgoingMessage:
         """Send ``body`` to user ``to`` (or a group); returns the message, state ``sending``.
 
-        Raises BadRequest or TooLarge at once for a message the node would refuse.
+        ``file`` (an uploaded file's ``{id, name, size, mime}``) goes with kind "image" or
+        "file", ``body`` being its caption.  Raises BadRequest or TooLarge at once for a
+        message the node would refuse.
         """
         if (to is None) == (group is None):
             raise errors.BadRequest("a message goes to exactly one of a user and a group")
         if len(body.encode("utf-8")) > F.MAX_BODY_BYTES:
             raise errors.TooLarge(f"the message is over {F.MAX_BODY_BYTES} bytes")
+        if file is not None:
+            if kind not in ("image", "file"):
+                raise errors.BadRequest("a file goes with kind image or file")
+            file = {k: file[k] for k in ("id", "name", "size", "mime") if k in file}
+            if len(file) != 4:
+                raise errors.BadRequest("a file needs id, name, size and mime")
         message = OutgoingMessage(id=self.new_id(), body=body, to=to, group=group, kind=kind,
-                                  created=int(self.reactor.seconds() * 1000))
+                                  file=file, created=int(self.reactor.seconds() * 1000))
         self.outgoing[message.id] = message
         self._outbox.append(message.id)
         self.emit(MessageStatus(message.id, SENDING, message))
@@ -404,6 +484,42 @@ class ClientSession(EventSource):
         self.emit(MessageStatus(id, SENDING, message))
         self._flush_outbox()
         return message
+
+    def read(self, seq: int) -> bool:
+        """The person has seen everything of the inbox up to ``seq``: tell the node (cumulative).
+
+        Returns whether a ``read`` was written now (else it is not needed, or waits for the
+        connection).
+        """
+        seq = min(seq, self.last_seq)
+        if seq <= self._read_wanted:
+            return False
+        self._read_wanted = seq
+        return self._flush_read()
+
+    def typing(self, to: str | None = None, group: str | None = None) -> bool:
+        """The person is typing to ``to`` (or in ``group``): a ``typing`` frame, at most one
+        per conversation every :data:`TYPING_INTERVAL` seconds.  True if one was written."""
+        if (to is None) == (group is None):
+            raise errors.BadRequest("typing goes to exactly one of a user and a group")
+        if not self.connected:
+            return False
+        key = "#" + group if group is not None else str(to)
+        now = self.reactor.seconds()
+        if now - self._typed_at.get(key, float("-inf")) < TYPING_INTERVAL:
+            return False
+        self._typed_at[key] = now
+        assert self._conn is not None
+        self._conn.sendFrame(F.Typing(to=to, group=group))
+        return True
+
+    def _flush_read(self) -> bool:
+        if not self.connected or self._read_wanted <= self._read_sent:
+            return False
+        assert self._conn is not None
+        self._conn.sendFrame(F.Read(seq=self._read_wanted))
+        self._read_sent = self._read_wanted
+        return True
 
     def new_id(self) -> str:
         """A message id unique for this sender: time, a counter and random bits."""
@@ -584,6 +700,7 @@ class ClientSession(EventSource):
         self._wrote(conn)
         self.emit(Connected(self.node, frame.user, frame.last_seq))
         self._flush_outbox()
+        self._flush_read()
         if frame.last_seq > self.last_seq or self._ahead:
             self._request_sync()
         elif self.last_seq:
@@ -599,7 +716,8 @@ class ClientSession(EventSource):
                 self.cache.put(ChatMessage(
                     seq=frame.seq, mid=frame.mid, id=frame.id, sender=self.user, ts=frame.ts,
                     to=message.to, group=message.group, body=message.body, kind=message.kind,
-                    delivered=message.state == DELIVERED))
+                    delivered=STATE_RANK[message.state] >= STATE_RANK[DELIVERED],
+                    read=message.state == READ and message.group is None, file=message.file))
         self._note_seq(frame.seq)
         if message is not None and message.state in (SENDING, FAILED):
             message.state = SENT
@@ -611,7 +729,8 @@ class ClientSession(EventSource):
             return
         entry = ChatMessage(seq=frame.seq, mid=frame.mid, id=frame.id, sender=frame.from_,
                             ts=frame.ts, to=frame.to, group=frame.group, body=frame.body,
-                            kind=frame.kind, delivered=frame.delivered, read=frame.read)
+                            kind=frame.kind, delivered=frame.delivered, read=frame.read,
+                            file=msgspec.to_builtins(frame.file) if frame.file else None)
         if self.cache is not None:
             self.cache.put(entry)
         self._note_seq(frame.seq)
@@ -620,8 +739,8 @@ class ClientSession(EventSource):
             # Our own message, listed by a sync before its `sent` reached us.
             self._stop_resending(mine.id)
             mine.mid, mine.seq, mine.ts = frame.mid, frame.seq, frame.ts
-            state = DELIVERED if frame.delivered else SENT
-            if mine.state != state and mine.state != DELIVERED:
+            state = READ if frame.read else DELIVERED if frame.delivered else SENT
+            if STATE_RANK[state] > STATE_RANK[mine.state] or mine.state == FAILED:
                 mine.state = state
                 self.emit(MessageStatus(mine.id, state, mine))
         else:
@@ -634,10 +753,54 @@ class ClientSession(EventSource):
         if message is not None and message.mid in (None, frame.mid):
             self._stop_resending(frame.id)
             message.mid = frame.mid
-            if message.state != DELIVERED:
-                message.state = DELIVERED
-                self.emit(MessageStatus(message.id, DELIVERED, message))
+            message.delivered_by.add(frame.by)
+            self._advance(message, DELIVERED)
         self.emit(Delivered(frame.id, frame.mid, frame.by))
+
+    def _advance(self, message: OutgoingMessage, state: str) -> None:
+        """Move one's own message forward to ``state`` (never back), telling listeners."""
+        if STATE_RANK[state] > STATE_RANK[message.state] or message.state == FAILED:
+            message.state, message.error = state, None
+            self.emit(MessageStatus(message.id, state, message))
+
+    def _on_read(self, conn: ClientConnection, frame: F.ReadNotice) -> None:
+        if frame.seq is not None:
+            if frame.by != self.user:
+                return
+            # Another device of this user read up to seq: no need to claim it again.
+            self._read_sent = max(self._read_sent, frame.seq)
+            self._read_wanted = max(self._read_wanted, frame.seq)
+            if self.cache is not None:
+                self.cache.mark_read_upto(frame.seq)
+            self.emit(ReadUpTo(frame.seq))
+            return
+        if frame.mid is None:
+            return
+        if self.cache is not None:
+            self.cache.mark_read(frame.mid)
+        message = self.outgoing.get(frame.id) if frame.id is not None else None
+        if message is not None and message.mid in (None, frame.mid):
+            self._stop_resending(message.id)
+            message.mid = frame.mid
+            message.delivered_by.add(frame.by)
+            message.read_by.add(frame.by)
+            # A group message is read once every member read it; the listing says when.
+            self._advance(message, READ if message.group is None else DELIVERED)
+        self.emit(ReadReceipt(frame.id or "", frame.mid, frame.by))
+
+    def _on_presence(self, conn: ClientConnection, frame: F.Presence) -> None:
+        self.emit(PresenceChanged(frame.user, frame.online))
+
+    def _on_typing(self, conn: ClientConnection, frame: F.TypingNotice) -> None:
+        if frame.from_ == self.user:
+            return
+        self.emit(PeerTyping(frame.from_, conversation_of(self.user, frame.from_, frame.to,
+                                                          frame.group)))
+
+    def _on_notify(self, conn: ClientConnection, frame: F.Notify) -> None:
+        fields = {k: v for k, v in (("from", frame.from_), ("user", frame.user),
+                                    ("group", frame.group)) if v is not None}
+        self.emit(Notified(frame.event, fields))
 
     def _on_synced(self, conn: ClientConnection, frame: F.Synced) -> None:
         self._syncing = False
@@ -738,7 +901,8 @@ class ClientSession(EventSource):
     def _transmit(self, message: OutgoingMessage) -> None:
         assert self._conn is not None
         self._conn.sendFrame(F.Send(id=message.id, to=message.to, group=message.group,
-                                    body=message.body, kind=message.kind))
+                                    body=message.body, kind=message.kind,
+                                    file=F.FileRef(**message.file) if message.file else None))
         message.attempts += 1
         self._send_timers[message.id] = self.reactor.callLater(
             SEND_TIMEOUT, self._send_timeout, message.id)
@@ -798,6 +962,9 @@ class ChatClient(EventSource):
         self.user: str | None = None
         self.session: ClientSession | None = None
         self.cache: MessageCache | None = None
+        self.roster: Roster | None = None
+        #: Where saved files go (the XDG download directory unless set).
+        self.download_dir: str | None = None
 
     # ------------------------------------------------------------ state
 
@@ -866,6 +1033,8 @@ class ChatClient(EventSource):
             self.cache.close()
             self.cache = None
         self.user = user
+        if self.roster is None or self.roster.me != user:
+            self.roster = Roster(self.gateway, user, lambda what: self.emit(RosterChanged(what)))
         if self.cache is None and self.cache_factory is not None:
             self.cache = self.cache_factory(self.gateway.base_url, user)
         self.session = ClientSession(self.gateway, self.reactor, user, token, device=self.device,
@@ -878,14 +1047,42 @@ class ChatClient(EventSource):
         if isinstance(event, SessionExpired) and self.config is not None and self.user:
             self.config.forget_token(self.gateway.base_url, self.user)
         self.emit(event)
+        roster = self.roster
+        if roster is None:
+            return
+        if isinstance(event, Connected):
+            roster.refresh()  # what changed while this client was away
+        elif isinstance(event, PresenceChanged):
+            roster.set_online(event.user, event.online)
+        elif isinstance(event, Notified):
+            if event.event.startswith("contact_"):
+                roster.refresh_contacts()
+            elif event.event == "group_changed":
+                roster.refresh_groups()
 
     # ------------------------------------------------------------ messages
 
     def send(self, to: str, body: str) -> OutgoingMessage:
-        """Send ``body`` to ``to``; the returned message changes state as events report."""
+        """Send ``body`` to ``to`` (a user, or ``#`` + a group id); the returned message
+        changes state as events report."""
+        session = self._session()
+        if to.startswith("#"):
+            return session.send(None, body, group=to[1:])
+        return session.send(to, body)
+
+    def _session(self) -> ClientSession:
         if self.session is None:
             raise errors.Unauthorized("not logged in")
-        return self.session.send(to, body)
+        return self.session
+
+    def typing(self, peer: str) -> None:
+        """The person is typing in ``peer``'s conversation (throttled to one frame per 3 s)."""
+        if self.session is None:
+            return
+        if peer.startswith("#"):
+            self.session.typing(group=peer[1:])
+        else:
+            self.session.typing(to=peer)
 
     def retry(self, id: str) -> OutgoingMessage:
         """Send a failed message again."""
@@ -937,10 +1134,161 @@ class ChatClient(EventSource):
         return self.session.outgoing.get(id) if self.session else None
 
     def mark_seen(self, peer: str) -> None:
-        """The person has seen everything in ``peer``'s conversation."""
+        """The person has seen everything in ``peer``'s conversation.
+
+        The node is told with a cumulative ``read`` up to the highest seq below which the
+        person has seen every message, so a message still unread elsewhere is never claimed.
+        """
         if self.cache is not None:
             self.cache.mark_seen(peer)
+            if self.session is not None:
+                self.session.read(self.cache.read_watermark(self.session.last_seq))
 
     def user_info(self, name: str) -> Deferred[dict[str, Any]]:
         """Whether ``name`` exists and is online: ``{user, online}``; NotFound if no such user."""
         return self.gateway.user(name)
+
+    # ------------------------------------------------------------ people
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Contacts and pending requests: requests to answer first, then online, offline."""
+        return self.roster.contact_list() if self.roster else []
+
+    def groups(self) -> list[dict[str, Any]]:
+        """This user's groups, by name."""
+        return self.roster.group_list() if self.roster else []
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """One of this user's groups (``{id, name, owner, members}``), if known."""
+        return self.roster.groups.get(group_id.lstrip("#")) if self.roster else None
+
+    def display_name(self, user: str) -> str:
+        """How to name ``user`` (or ``#`` + a group id) to the person."""
+        if user.startswith("#"):
+            group = self.group(user)
+            return "# " + str(group.get("name")) if group else user
+        return self.roster.name(user) if self.roster else user
+
+    def is_online(self, user: str) -> bool | None:
+        """Whether a contact is online; None for someone not a contact."""
+        return self.roster.online(user) if self.roster else None
+
+    def own_profile(self) -> dict[str, Any]:
+        """The person's own profile as last fetched: ``{user, name, status, avatar}``."""
+        return dict(self.roster.own) if self.roster else {}
+
+    def refresh_people(self) -> Deferred[Any]:
+        """Fetch contacts, groups and the own profile again."""
+        return self.roster.refresh() if self.roster else succeed(None)
+
+    def search_users(self, text: str) -> Deferred[list[dict[str, Any]]]:
+        """Users whose user or display name contains ``text``."""
+        def got(answer: dict[str, Any]) -> list[dict[str, Any]]:
+            users = list(answer.get("users", []))
+            if self.roster is not None:
+                self.roster.remember(users)
+            return users
+        return self.gateway.search_users(text).addCallback(got)
+
+    def add_contact(self, user: str) -> Deferred[dict[str, Any]]:
+        """Ask ``user`` to be a contact, or accept their request: the contact entry."""
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            contact = answer.get("contact") or {}
+            if self.roster is not None and "user" in contact:
+                self.roster.put_contact(contact)
+            return contact
+        return self.gateway.add_contact(user).addCallback(got)
+
+    def remove_contact(self, user: str) -> Deferred[None]:
+        """Remove a contact, decline a request, or withdraw one's own."""
+        def done(_: Any) -> None:
+            if self.roster is not None:
+                self.roster.drop_contact(user)
+        return self.gateway.remove_contact(user).addCallback(done)
+
+    def update_profile(self, name: str | None = None, status: str | None = None) -> Deferred[dict[str, Any]]:
+        """Change the display name and/or status: the new profile."""
+        fields = {k: v for k, v in (("name", name), ("status", status)) if v is not None}
+
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            if self.roster is not None:
+                self.roster.own = dict(answer)
+                self.emit(RosterChanged("profile"))
+            return answer
+        return self.gateway.update_profile(**fields).addCallback(got)
+
+    # ------------------------------------------------------------ groups
+
+    def _group_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        group = answer.get("group") or {}
+        if self.roster is not None and "id" in group:
+            self.roster.put_group(group)
+        return group
+
+    def create_group(self, name: str, members: list[str]) -> Deferred[dict[str, Any]]:
+        """Make a group with ``members`` (this user is added and owns it)."""
+        return self.gateway.create_group(name, members).addCallback(self._group_answer)
+
+    def rename_group(self, group_id: str, name: str) -> Deferred[dict[str, Any]]:
+        """Rename a group (owner only)."""
+        return self.gateway.rename_group(group_id.lstrip("#"), name).addCallback(self._group_answer)
+
+    def add_member(self, group_id: str, user: str) -> Deferred[dict[str, Any]]:
+        """Add ``user`` to a group (owner only)."""
+        return self.gateway.add_members(group_id.lstrip("#"), [user]).addCallback(self._group_answer)
+
+    def remove_member(self, group_id: str, user: str) -> Deferred[None]:
+        """Remove ``user`` from a group (owner only, or oneself)."""
+        gid = group_id.lstrip("#")
+
+        def done(_: Any) -> Any:
+            if self.roster is None:
+                return None
+            if user == self.user:
+                self.roster.drop_group(gid)
+                return None
+            return self.roster.refresh_groups()
+        return self.gateway.remove_member(gid, user).addCallback(done)
+
+    def leave_group(self, group_id: str) -> Deferred[None]:
+        """Leave a group."""
+        return self.remove_member(group_id, self.user or "")
+
+    # ------------------------------------------------------------ files
+
+    def send_file(self, peer: str, path: str,
+                  progress: Progress | None = None) -> Deferred[OutgoingMessage]:
+        """Upload the file at ``path`` (progress as bytes go), then send it to ``peer``:
+        kind "image" for images, else "file"."""
+        self._session()
+        mime = transfer.mime_of(path)
+        source = open(path, "rb")
+        d = self.gateway.upload(source, os.path.basename(path), mime, progress)
+
+        def uploaded(file: dict[str, Any]) -> OutgoingMessage:
+            ref = {"id": file["id"], "name": file.get("name") or os.path.basename(path),
+                   "size": int(file.get("size", 0)), "mime": file.get("mime") or mime}
+            session = self._session()
+            kind = transfer.kind_for(ref["mime"])
+            if peer.startswith("#"):
+                return session.send(None, "", group=peer[1:], kind=kind, file=ref)
+            return session.send(peer, "", kind=kind, file=ref)
+
+        def closed(result: Any) -> Any:
+            source.close()
+            return result
+        return d.addBoth(closed).addCallback(uploaded)
+
+    def save_file(self, file: dict[str, Any], progress: Progress | None = None) -> Deferred[str]:
+        """Download a received file into the download directory (resuming a partial one):
+        the path it was saved at."""
+        directory = self.download_dir or transfer.download_dir()
+        os.makedirs(directory, exist_ok=True)
+        part = transfer.partial_path(directory, str(file["id"]))
+        d = self.gateway.download(str(file["id"]), part, progress)
+
+        def whole(size: int) -> str:
+            final = transfer.free_path(directory, str(file.get("name") or file["id"]))
+            os.replace(part, final)
+            return final
+        return d.addCallback(whole)
