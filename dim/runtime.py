@@ -3,8 +3,28 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.application.service import Service
-from twisted.internet.defer import maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+
+_log = Logger()
+
+
+class OrderedMultiService(MultiService):
+    """A MultiService that stops its children one at a time, last added first.
+
+    ``MultiService`` stops every child at once, so a store could close while the node that
+    uses it is still draining.  Here each child finishes stopping before the next starts to.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[None] = succeed(None)
+        for service in reversed(list(self)):
+            d.addCallback(lambda _, s=service: maybeDeferred(s.stopService))
+            d.addErrback(lambda f, s=service: _log.failure("stopping {name} failed", f,
+                                                           name=s.name or repr(s)))
+        return d
 
 
 class ResourceService(Service):

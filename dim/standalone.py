@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -49,7 +48,7 @@ class Options(usage.Options):
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> OrderedMultiService:
     """The gateway, the node and the store of one embedded DIM, as one service tree."""
     from twisted.internet import reactor
     from twisted.web.server import Site
@@ -62,13 +61,13 @@ def makeService(options: Options) -> MultiService:
     from dim.node.delivery import NodeCore
     from dim.node.service import NodeService
     from dim.passwords import PasswordHasher
-    from dim.runtime import ResourceService, advertised
+    from dim.runtime import OrderedMultiService, ResourceService, advertised
     from dim.store.sqlite import SQLiteStore
     from dim.tokens import TokenAuthority
 
     data = Path(options["data"])
     data.mkdir(parents=True, exist_ok=True)
-    top = MultiService()
+    top = OrderedMultiService()
 
     store = SQLiteStore(str(data / "dim.sqlite3"), reactor=reactor)
     # Added first, so it stops last: the node and gateway finish with it before it closes.
