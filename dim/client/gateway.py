@@ -245,8 +245,8 @@ class GatewayClient:
             total = _range_total(response) or 0
         else:
             start = 0
-            length = response.headers.getRawHeaders(b"content-length")
-            total = int(length[0]) if length else 0
+            # Content-Length is a connection header to twisted.web's client: it is the length.
+            total = response.length if isinstance(response.length, int) else 0
         done = [start]
         with open(path, "ab" if start else "wb") as out:
             def write(chunk: bytes) -> None:
