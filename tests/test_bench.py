@@ -192,6 +192,15 @@ class ReportTests(unittest.TestCase):
         self.assertIn("not available | cluster mode has not landed", md)
         self.assertIn("## chat_same_node: open-loop rate sweep", md)
 
+    def test_storm_verdict_names_a_smaller_run(self) -> None:
+        """A storm with fewer clients than the target is not called met outright."""
+        r = _good_results()
+        r["scenarios"]["reconnect_storm"] = {"status": "ok", "clients": 500, "back": 500,
+                                             "all_back_s": 3.0, "lost": 0, "duplicated": 0}
+        self.assertIn("| met at 500 clients, not 5k |", report.markdown(r))
+        r["scenarios"]["reconnect_storm"].update(clients=5000, back=5000, lost=1)
+        self.assertIn("| missed |", report.markdown(r))
+
     def test_json_round_trip(self) -> None:
         """results.json is written as JSON that reads back the same."""
         out = self.mktemp()

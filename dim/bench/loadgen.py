@@ -697,6 +697,9 @@ class Worker:
             "reconnect_attempts": sum(r.attempts for r in self.storm)}
         if detail:
             out["received"] = {r.session.user: r.mids for r in self.storm}
+            out["back_users"] = [r.session.user for r in self.storm
+                                 if r.session.connected and (r.lost_at is None
+                                                             or r.back_at is not None)]
         return out
 
     def cmd_storm_stop(self) -> dict[str, Any]:
