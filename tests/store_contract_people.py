@@ -155,13 +155,17 @@ class PeopleStoreContractMixin:
         self.assertEqual(["Amx", "bmx", "mx1", "mx2", "mx3"], [p.user for p in found])
         found = yield store.search_users("MX", 2)
         self.assertEqual(["Amx", "bmx"], [p.user for p in found])
+        self.assertEqual([], (yield store.search_users("mx", 0)))
+        found = yield store.search_users("", 4)
+        self.assertEqual(["Amx", "bmx", "mx1", "mx2"], [p.user for p in found])
 
     @defer.inlineCallbacks
     def test_search_takes_text_literally(self):
         """Characters that are wildcards elsewhere (% _ * ?) match only themselves."""
-        store = yield self.store("a_b", "axb", "a%b", "a*b", "a?b")
+        store = yield self.store("a_b", "axb", "a%b", "a*b", "a?b", "slash")
+        yield store.update_profile("slash", {"name": "back\\slash"})
         for text, users in [("_", ["a_b"]), ("%", ["a%b"]), ("*", ["a*b"]), ("?", ["a?b"]),
-                            ("a_", ["a_b"])]:
+                            ("a_", ["a_b"]), ("\\", ["slash"]), ("k\\s", ["slash"])]:
             found = yield store.search_users(text, 20)
             self.assertEqual(users, [p.user for p in found], text)
 

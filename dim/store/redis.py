@@ -233,26 +233,25 @@ end
 return profile(p, u)
 """
 
-#: ARGV: prefix, case-folded text, limit.  Walks ``names`` in order (user names are ASCII,
-#: so Lua's lower() folds them) and returns the matching profiles, at most limit.
-SEARCH_USERS = _LUA_PROFILE + """
-local p, text, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local out = {}
-if limit <= 0 then return out end
-local at = 0
-while true do
-  local names = redis.call('ZRANGE', p .. 'names', at, at + 499)
-  if #names == 0 then return out end
-  local folds = redis.call('HMGET', p .. 'folds', unpack(names))
-  for i, u in ipairs(names) do
-    if string.find(string.lower(u), text, 1, true)
-        or (folds[i] and string.find(folds[i], text, 1, true)) then
-      out[#out + 1] = profile(p, u)
-      if #out >= limit then return out end
-    end
+#: ARGV: prefix, case-folded text, where to start in ``names`` (a ZRANGEBYLEX bound), page
+#: size, how many more profiles are wanted.  Reads one page of user names (ASCII, so Lua's
+#: lower() folds them) and their folded display names.  Returns {the bound to go on from, or
+#: '' when done, profile...}.
+SEARCH_PAGE = _LUA_PROFILE + """
+local p, text, page, want = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local names = redis.call('ZRANGEBYLEX', p .. 'names', ARGV[3], '+', 'LIMIT', 0, page)
+local out = {''}
+if #names == 0 then return out end
+local folds = redis.call('HMGET', p .. 'folds', unpack(names))
+for i, u in ipairs(names) do
+  if string.find(string.lower(u), text, 1, true)
+      or (folds[i] and string.find(folds[i], text, 1, true)) then
+    out[#out + 1] = profile(p, u)
+    if #out > want then return out end
   end
-  at = at + 500
 end
+if #names == page then out[1] = '(' .. names[#names] end
+return out
 """
 
 #: ARGV: prefix, user, other.  Returns {1, pending} (pending: out, in or mutual), or
@@ -396,7 +395,7 @@ SCRIPTS = {
     "fetch": FETCH,
     "get_profile": GET_PROFILE,
     "update_profile": UPDATE_PROFILE,
-    "search_users": SEARCH_USERS,
+    "search_page": SEARCH_PAGE,
     "request_contact": REQUEST_CONTACT,
     "remove_contact": REMOVE_CONTACT,
     "create_group": CREATE_GROUP,
@@ -460,6 +459,8 @@ class RedisStore:
         #: sender -> a Deferred that fires when that sender's last store_message is done.
         self._tails: dict[str, defer.Deferred[None]] = {}
         self._closed: defer.Deferred[None] | None = None
+        #: How many user names one step of :meth:`search_users` reads.
+        self.search_page = 1000
 
     @classmethod
     def connect(cls, url: str = "redis://127.0.0.1:6379", prefix: str = "dim:",
@@ -684,11 +685,20 @@ class RedisStore:
     def search_users(self, text: str, limit: int) -> defer.Deferred[list[Profile]]:
         """Profiles whose user or display name contains ``text`` (any case), name order.
 
-        One script walks every user name in Redis: fine for thousands of users.
+        A script reads :attr:`search_page` names at a time, so a search over many users
+        never holds Redis for long (a few milliseconds a page).
         """
+        needle = text.casefold()
+
         async def run() -> list[Profile]:
-            reply = await self._run("search_users", text.casefold(), int(limit))
-            return [_profile(row) for row in reply]
+            found: list[Profile] = []
+            start = "-"
+            while start and len(found) < limit:
+                reply = await self._run("search_page", needle, start, self.search_page,
+                                        int(limit) - len(found))
+                start = reply[0]
+                found.extend(_profile(row) for row in reply[1:])
+            return found
         return defer.Deferred.fromCoroutine(run())
 
     def request_contact(self, user: str, other: str) -> defer.Deferred[Contact]:

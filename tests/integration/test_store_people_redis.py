@@ -88,16 +88,21 @@ class RedisStorePeopleTests(TestCase):
         self.assertEqual("u00", members[0])
 
     @defer.inlineCallbacks
-    def test_search_across_many_users(self):
-        """Search walks every user in name order, past the script's pages of 500."""
+    def test_search_across_pages(self):
+        """Search reads the names page after page, in name order, and stops at the limit."""
         store = yield self.open()
-        names = [f"p{n:04}" for n in range(1200)]
+        store.search_page = 7
+        names = [f"p{n:03}" for n in range(120)]
         yield defer.gatherResults([store.create_user(name, "h", TS) for name in names])
-        yield store.update_profile("p1199", {"name": "Needle"})
+        yield store.update_profile("p119", {"name": "Needle"})
+        yield store.update_profile("p006", {"name": "Needle too"})
         found = yield store.search_users("p1", 300)
-        self.assertEqual(names[1000:1200], [p.user for p in found])
-        self.assertEqual(["p1199"], [p.user for p in (yield store.search_users("eedl", 5))])
-        self.assertEqual(names[:50], [p.user for p in (yield store.search_users("P", 50))])
+        self.assertEqual(names[100:120], [p.user for p in found])
+        found = yield store.search_users("eedl", 5)
+        self.assertEqual([("p006", "Needle too"), ("p119", "Needle")],
+                         [(p.user, p.name) for p in found])
+        self.assertEqual(names[:14], [p.user for p in (yield store.search_users("P", 14))])
+        self.assertEqual(names[:15], [p.user for p in (yield store.search_users("", 15))])
 
     @defer.inlineCallbacks
     def test_numeric_names_and_ids_stay_strings(self):
