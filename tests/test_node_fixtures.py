@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim import errors
-from dim.cluster.interface import IForwarder
+from dim.cluster.interface import IForwarder, ISessionRegistry
 from dim.cluster.local import LocalSessionRegistry
 from dim.node.connection import ClientConnection
 from dim.node.delivery import NodeCore
@@ -148,3 +148,35 @@ class FakeForwarder:
     def set_receiver(self, receiver: Callable[[dict[str, Any]], Any]) -> None:
         """Register this node's receiver with the hub."""
         self.hub.receivers[self.node] = receiver
+
+
+@implementer(ISessionRegistry)
+class RemoteLikeRegistry:
+    """A session registry answering only through Deferreds, as Redis does; it records every
+    locate and fails them while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = LocalSessionRegistry()
+        self.locates: list[list[str]] = []
+        self.failing = False
+
+    def add(self, user: str, session: str, node: str) -> Deferred[bool]:
+        return self.inner.add(user, session, node)
+
+    def remove(self, user: str, session: str) -> Deferred[bool]:
+        return self.inner.remove(user, session)
+
+    def locate(self, users: list[str]) -> Deferred[Any]:
+        self.locates.append(list(users))
+        if self.failing:
+            return fail(errors.Unavailable("the registry does not answer"))
+        return self.inner.locate(users)
+
+    def online(self, user: str) -> Deferred[bool]:
+        return self.inner.online(user)
+
+    def refresh(self, node: str) -> Deferred[None]:
+        return self.inner.refresh(node)
+
+    def drop_node(self, node: str) -> Deferred[Any]:
+        return self.inner.drop_node(node)

@@ -4,10 +4,11 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from dim import errors
 from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import EPOCH, USERS, ForwarderHub, Node
+from tests.test_node_fixtures import EPOCH, USERS, ForwarderHub, Node, RemoteLikeRegistry
 
 
 class ForwardingTests(SynchronousTestCase):
@@ -131,3 +132,74 @@ class ForwardingTests(SynchronousTestCase):
         alice.send(F.Send(id="m1", to="bob", body="hi"))
         self.assertEqual([type(f) for f in alice.received()], [F.Sent])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class LocateBatchTests(SynchronousTestCase):
+    """With a registry that answers through Deferreds (Redis), the deliveries of one reactor
+    turn share one look-up, and each is forwarded in the order it was made."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(EPOCH)
+        store = MemoryStore()
+        for user in USERS:
+            store.create_user(user, "hash", 0)
+        self.sessions = RemoteLikeRegistry()
+        self.hub = ForwarderHub()
+        self.n1 = Node("n1", self.clock, store, self.sessions, self.hub.forwarder("n1"))
+        self.n2 = Node("n2", self.clock, store, self.sessions, self.hub.forwarder("n2"))
+
+    def test_one_lookup_per_turn(self) -> None:
+        """Ten sends in one turn cause one locate; the recipient gets all, in order."""
+        alice, carol = self.n1.login("alice"), self.n1.login("carol")
+        bob = self.n2.login("bob")
+        self.sessions.locates.clear()
+        for i in range(5):
+            alice.send(F.Send(id=f"a{i}", to="bob", body=str(i)))
+            carol.send(F.Send(id=f"c{i}", to="bob", body=str(i)))
+        self.assertEqual(bob.received(), [])
+        self.clock.advance(0)
+        self.assertEqual(len(self.sessions.locates), 1)
+        self.assertEqual(sorted(self.sessions.locates[0]), ["alice", "bob", "carol"])
+        self.assertEqual([m.seq for m in bob.of_type(F.Msg)], list(range(1, 11)))
+        self.assertEqual(self.n1.core.locates, 1)
+        self.clock.advance(0)
+        self.assertEqual(len(self.sessions.locates), 1)  # nothing left to look up
+
+    def test_next_turn_next_lookup(self) -> None:
+        """Deliveries made after a batch was looked up make a new look-up."""
+        alice, bob = self.n1.login("alice"), self.n2.login("bob")
+        self.sessions.locates.clear()
+        alice.send(F.Send(id="m1", to="bob", body="1"))
+        self.clock.advance(0)
+        alice.send(F.Send(id="m2", to="bob", body="2"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sessions.locates), 2)
+        self.assertEqual([m.id for m in bob.of_type(F.Msg)], ["m1", "m2"])
+
+    def test_failed_lookup(self) -> None:
+        """A failed look-up is logged, the deliveries' Deferreds fire, the message stays in
+        the inbox (sync finds it) and local sessions got it at once."""
+        alice, alice1, bob = self.n1.login("alice"), self.n1.login("alice"), self.n2.login("bob")
+        self.sessions.failing = True
+        alice.send(F.Send(id="m1", to="bob", body="lost envelope"))
+        d = self.n1.core.deliver({"bob": [F.Notify(event="x")]})
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors(errors.Unavailable)), 1)
+        self.assertEqual([m.id for m in alice1.of_type(F.Msg)], ["m1"])
+        self.assertEqual(bob.received(), [])
+        self.sessions.failing = False
+        bob.send(F.Sync(after=0))
+        self.assertEqual([m.id for m in bob.of_type(F.Msg)], ["m1"])
+
+    def test_local_registry_needs_no_turn(self) -> None:
+        """A registry in this process (locate_now) is asked at once, with no Deferred."""
+        hub = ForwarderHub()
+        sessions = LocalSessionRegistry()
+        n1 = Node("n1", self.clock, self.n1.store, sessions, hub.forwarder("n1"))
+        n2 = Node("n2", self.clock, self.n1.store, sessions, hub.forwarder("n2"))
+        alice, bob = n1.login("alice"), n2.login("bob")
+        alice.send(F.Send(id="m1", to="bob", body="now"))
+        self.assertEqual([m.id for m in bob.of_type(F.Msg)], ["m1"])
+        self.assertEqual(n1.core.locates, 0)

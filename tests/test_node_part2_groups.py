@@ -7,14 +7,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from dim.cluster.interface import ISessionRegistry
-from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.interface import FileRecord
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import EPOCH, FakeClient, ForwarderHub, Node
+from tests.test_node_fixtures import (EPOCH, FakeClient, ForwarderHub, Node,
+                                      RemoteLikeRegistry)
 
 USERS = ("alice", "bob", "carol", "dave")
 PNG = FileRecord(id="f1", owner="alice", name="cat.png", size=1234, mime="image/png",
@@ -61,34 +59,6 @@ class CountingStore:
             return method(*args, **kwargs)
 
         return counted
-
-
-@implementer(ISessionRegistry)
-class RemoteLikeRegistry:
-    """A session registry answering only through Deferreds, as Redis does; counts locates."""
-
-    def __init__(self) -> None:
-        self.inner = LocalSessionRegistry()
-        self.locates: list[list[str]] = []
-
-    def add(self, user: str, session: str, node: str) -> Deferred[bool]:
-        return self.inner.add(user, session, node)
-
-    def remove(self, user: str, session: str) -> Deferred[bool]:
-        return self.inner.remove(user, session)
-
-    def locate(self, users: list[str]) -> Deferred[Any]:
-        self.locates.append(list(users))
-        return self.inner.locate(users)
-
-    def online(self, user: str) -> Deferred[bool]:
-        return self.inner.online(user)
-
-    def refresh(self, node: str) -> Deferred[None]:
-        return self.inner.refresh(node)
-
-    def drop_node(self, node: str) -> Deferred[Any]:
-        return self.inner.drop_node(node)
 
 
 class GroupSendTests(SynchronousTestCase):
@@ -263,6 +233,7 @@ class GroupAcrossNodesTests(SynchronousTestCase):
         carol, dave, dave3 = self.n2.login("carol"), self.n3.login("dave"), self.n1.login("dave")
         self.sessions.locates.clear()
         alice.send(F.Send(id="g1", group=self.group.id, body="hi"))
+        self.clock.advance(0)  # the registry is asked on the next reactor turn
         self.assertEqual(len(alice.of_type(F.Sent)), 1)
         for client in (bob, carol, dave, dave3):
             [msg] = client.of_type(F.Msg)
@@ -276,6 +247,7 @@ class GroupAcrossNodesTests(SynchronousTestCase):
         alice.send(F.Send(id="g1", group=self.group.id, body="hi"))
         [sent] = alice.of_type(F.Sent)
         bob.send(F.Ack(seq=1))
+        self.clock.advance(0)
         self.assertEqual(alice.of_type(F.Delivered), [F.Delivered(id="g1", mid=sent.mid,
                                                                   by="bob")])
 
@@ -306,6 +278,7 @@ class LargeGroupTests(SynchronousTestCase):
         hub.log.clear()
         started = time.perf_counter()
         clients[names[0]].send(F.Send(id="big", group=group.id, body="to everyone"))
+        clock.advance(0)
         took = time.perf_counter() - started
         self.assertEqual(store.calls, {"get_group": 1, "store_message": 1})
         self.assertEqual(len(sessions.locates), 1)

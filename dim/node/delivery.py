@@ -203,6 +203,12 @@ class NodeCore:
         # A registry in this process answers at once: ask it without a Deferred.
         self._locate_now: Callable[[Iterable[str]], dict[str, list[SessionRef]]] | None = \
             getattr(sessions, "locate_now", None)
+        # Deliveries waiting for the one registry look-up of this reactor turn.
+        self._to_locate: list[tuple[dict[str, list[Outgoing]], str | None,
+                                    Deferred[None]]] = []
+        self._locate_call: IDelayedCall | None = None
+        #: Registry look-ups made for deliveries (for tests and metrics).
+        self.locates = 0
         #: Every open connection, authenticated or not.
         self.connections: set[ClientConnection] = set()
         #: user -> {session id: Session} for the sessions on this node.
@@ -563,10 +569,37 @@ class NodeCore:
             return succeed(None)
         if self._locate_now is not None:
             return self._forward(self._locate_now(targets), targets, skip)
-        d = maybeDeferred(self.sessions.locate, list(targets))
-        d.addCallback(self._forward, targets, skip)
-        d.addErrback(lambda f: _log.failure("locating sessions to forward to failed", f))
-        return d
+        # A shared registry costs a round trip per look-up: every delivery of this reactor
+        # turn waits for one look-up of all their users, made on the next turn.
+        done: Deferred[None] = Deferred()
+        self._to_locate.append((targets, skip, done))
+        if self._locate_call is None:
+            self._locate_call = self.clock.callLater(0, self._locate_batch)
+        return done
+
+    def _locate_batch(self) -> None:
+        """Look up the sessions of every user of the waiting deliveries at once, then forward
+        each delivery in the order it was made."""
+        self._locate_call = None
+        batch, self._to_locate = self._to_locate, []
+        if not batch:
+            return
+        users: dict[str, None] = {}
+        for targets, _, _ in batch:
+            users.update(dict.fromkeys(targets))
+        self.locates += 1
+        d = maybeDeferred(self.sessions.locate, list(users))
+
+        def forward(located: dict[str, list[SessionRef]]) -> None:
+            for targets, skip, done in batch:
+                self._forward(located, targets, skip).chainDeferred(done)
+
+        def failed(failure: Failure) -> None:
+            _log.failure("locating sessions to forward to failed", failure)
+            for _, _, done in batch:
+                done.callback(None)
+
+        d.addCallbacks(forward, failed)
 
     def push(self, targets: dict[str, list[dict[str, Any]]]) -> Deferred[None]:
         """Send each user's frames (plain JSON objects with a string ``type``) to all of its
@@ -593,9 +626,9 @@ class NodeCore:
                  targets: dict[str, list[Outgoing]], skip: str | None) -> Deferred[None]:
         by_node: dict[str, dict[str, list[dict[str, Any]]]] = {}
         me = self.node_id
-        for user, refs in located.items():
-            frames = targets.get(user)
-            if not frames:
+        for user, frames in targets.items():
+            refs = located.get(user)
+            if not refs or not frames:
                 continue
             plain: list[dict[str, Any]] | None = None
             for ref in refs:
