@@ -42,11 +42,22 @@ class MetricsTests(SynchronousTestCase):
         alice.lose()
         self.assertEqual(sample("dim_node_connections"), before["conn"] + 1)
 
+    def test_typing_dropped(self) -> None:
+        """typing frames over the session's limit are counted."""
+        before = sample("dim_node_typing_dropped_total")
+        node = Node()
+        alice = node.login("alice")
+        node.login("bob")
+        for _ in range(5):
+            alice.send(F.Typing(to="bob"))
+        self.assertEqual(sample("dim_node_typing_dropped_total"), before + 2)
+
     def test_exposition(self) -> None:
         """The text exposition names every node metric."""
         metrics.count("retransmits", 0)
         text = generate_latest(REGISTRY).decode()
         for name in ("dim_node_connections", "dim_node_frames_in_total",
                      "dim_node_frames_out_total", "dim_node_errors_total",
-                     "dim_node_retransmits_total", "dim_node_send_latency_seconds_bucket"):
+                     "dim_node_retransmits_total", "dim_node_send_latency_seconds_bucket",
+                     "dim_node_typing_dropped_total", "dim_node_session_lookups_total"):
             self.assertIn(name, text)

@@ -588,6 +588,7 @@ class NodeCore:
         for targets, _, _ in batch:
             users.update(dict.fromkeys(targets))
         self.locates += 1
+        metrics.count("session_lookups")
         d = maybeDeferred(self.sessions.locate, list(users))
 
         def forward(located: dict[str, list[SessionRef]]) -> None:

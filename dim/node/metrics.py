@@ -44,7 +44,7 @@ def error(code: str) -> None:
 
 def count(event: str, n: int = 1) -> None:
     """Count an event: ``connections_opened``, ``connections_closed``, ``retransmits``,
-    ``envelopes_out``, ``envelopes_in``."""
+    ``envelopes_out``, ``envelopes_in``, ``typing_dropped``, ``session_lookups``."""
     events[event] += n
 
 
@@ -71,7 +71,10 @@ class NodeCollector:
             yield family
         for event, doc in (("retransmits", "msg frames sent again for want of an ack"),
                            ("envelopes_out", "Envelopes forwarded to other nodes"),
-                           ("envelopes_in", "Envelopes received from other nodes")):
+                           ("envelopes_in", "Envelopes received from other nodes"),
+                           ("typing_dropped", "typing frames dropped over a session's limit"),
+                           ("session_lookups",
+                            "Session registry look-ups made to forward frames")):
             yield CounterMetricFamily(f"dim_node_{event}", doc, value=events[event])
 
 
