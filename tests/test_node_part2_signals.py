@@ -93,12 +93,24 @@ class ReadTests(SynchronousTestCase):
         self.assertEqual(self.bob.of_type(F.Msg), [])
         self.assertEqual(len(self.bob2.of_type(F.Msg)), 2)  # bob2 did not ack: resent
 
-    def test_read_again_says_nothing_to_sender(self) -> None:
-        """Reading the same seq twice gives the sender no second read frame."""
+    def test_read_again_says_nothing(self) -> None:
+        """Reading the same or a lower seq again tells nobody anything."""
         self.bob.send(F.Read(seq=2))
-        self.alice.received()
+        drain(self.alice, self.bob2)
         self.bob.send(F.Read(seq=2))
+        self.bob.send(F.Read(seq=1))
+        self.bob.send(F.Read(seq=0))
         self.assertEqual(self.alice.received(), [])
+        self.assertEqual(self.bob2.received(), [])
+
+    def test_other_session_reads_again(self) -> None:
+        """A second session reading what the first read gives the sender nothing new, and
+        tells the first session its seq."""
+        self.bob.send(F.Read(seq=2))
+        drain(self.alice, self.bob2)
+        self.bob2.send(F.Read(seq=2))
+        self.assertEqual(self.alice.received(), [])
+        self.assertEqual(self.bob.received(), [F.ReadNotice(seq=2, by="bob")])
 
     def test_read_across_nodes(self) -> None:
         """A read on one node reaches the sender and the reader's sessions on another."""

@@ -80,7 +80,7 @@ class Session:
     """
 
     __slots__ = ("conn", "user", "id", "ready", "_held", "_pending", "_timer", "_acked",
-                 "_clock", "_after", "typing", "sends", "checking", "draining")
+                 "_clock", "_after", "typing", "sends", "checking", "draining", "read_seq")
 
     def __init__(self, conn: ClientConnection, user: str, session_id: str,
                  clock: IReactorTime, retransmit_after: float) -> None:
@@ -102,6 +102,8 @@ class Session:
         self.checking = False
         #: Whether ``sends`` is being worked through (guards against recursion).
         self.draining = False
+        #: The highest seq this session said it has read.
+        self.read_seq = 0
 
     def start(self) -> None:
         """``welcome`` was sent: write what was held back."""
@@ -405,8 +407,8 @@ class NodeCore:
     def _store(self, session: Session, frame: F.Send, recipients: list[str],
                group: str | None, file: dict[str, Any] | None) -> Deferred[None]:
         started = self.clock.seconds()
-        d = self.store.store_message(session.user, frame.id, recipients, group,
-                                     frame.body or "", frame.kind, file, int(started * 1000))
+        d = maybeDeferred(self.store.store_message, session.user, frame.id, recipients, group,
+                          frame.body or "", frame.kind, file, int(started * 1000))
         d.addCallback(self._stored, session, started)
         return d
 
@@ -448,11 +450,15 @@ class NodeCore:
 
     # ------------------------------------------------------------------ read
 
-    def on_read(self, conn: ClientConnection, frame: F.Read) -> Deferred[None]:
+    def on_read(self, conn: ClientConnection, frame: F.Read) -> Deferred[None] | None:
         """Record that the user has read up to ``seq`` (and so received it): ``delivered``
-        and ``read`` to the senders, ``read {seq}`` to the user's other sessions."""
+        and ``read`` to the senders, ``read {seq}`` to the user's other sessions.  A seq
+        this session already said it read changes nothing and tells nobody."""
         session: Session = conn.session
         session.acknowledge(frame.seq)
+        if frame.seq <= session.read_seq:
+            return None
+        session.read_seq = frame.seq
         user = session.user
         # Reading implies receiving, and a client may read without acking first: the ack
         # is recorded here so its senders still hear ``delivered`` before ``read``.
@@ -469,10 +475,8 @@ class NodeCore:
         for receipt in read:
             targets.setdefault(receipt.sender, []).append(
                 F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
-        if seq > 0:
-            targets.setdefault(user, []).append(F.ReadNotice(seq=seq, by=user))
-        if targets:
-            self.deliver(targets, skip=skip)
+        targets.setdefault(user, []).append(F.ReadNotice(seq=seq, by=user))
+        self.deliver(targets, skip=skip)
 
     # ------------------------------------------------------------------ typing
 
