@@ -211,6 +211,29 @@ class GroupSendTests(SynchronousTestCase):
         self.assertEqual([type(f) for f in frames], [F.Error, F.Sent])
         self.assertEqual((frames[0].ref, frames[1].id, frames[1].seq), ("g1", "t2", 1))
 
+    def test_raising_store_does_not_stall(self) -> None:
+        """A store that raises on a queued send gives internal; the next send is stored."""
+        real = self.node.store
+        raised: list[str] = []
+
+        class RaisingOnce:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def store_message(self, *args: Any) -> Any:
+                if not raised:
+                    raised.append(args[1])
+                    raise RuntimeError("store broke")
+                return real.store_message(*args)
+
+        self.node.core.store = RaisingOnce()  # type: ignore[assignment]
+        self.send(self.alice, 1)
+        self.alice.send(F.Send(id="t2", to="bob", body="next"))
+        frames = self.alice.received()
+        self.assertEqual([type(f) for f in frames], [F.Error, F.Sent])
+        self.assertEqual((frames[0].code, frames[0].ref, frames[1].id), ("internal", "g1", "t2"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class GroupAcrossNodesTests(SynchronousTestCase):
     """Group messages reach members on every node, one envelope per node."""
