@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import itertools
+import os
 from typing import Any, Awaitable, Callable
 
 from textual import events
@@ -20,6 +21,7 @@ from twisted.trial import unittest
 
 from dim import errors
 from dim.client import session as S
+from dim.client import transfer
 from dim.client.cache import ChatMessage, Conversation, MessageCache
 from tui.app import ChatApp, ChatCore
 from tui.screens.chat import ChatScreen
@@ -65,6 +67,15 @@ class FakeChatCore(S.EventSource):
         self.saved_login: str | None = None
         self.seq = 0
         self._ids = itertools.count(1)
+        self.typed: list[str] = []
+        self.contact_map: dict[str, dict[str, Any]] = {}
+        self.group_map: dict[str, dict[str, Any]] = {}
+        self.names: dict[str, str] = {}
+        self.profile: dict[str, Any] = {"user": "alice", "name": "alice", "status": "", "avatar": None}
+        self.calls: list[tuple[Any, ...]] = []
+        self.saved: list[dict[str, Any]] = []
+        self.download_dir = "/tmp/downloads"
+        self.upload_gate: defer.Deferred[Any] | None = None
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -110,10 +121,12 @@ class FakeChatCore(S.EventSource):
         self._state = S.OFFLINE
 
     def send(self, to: str, body: str) -> S.OutgoingMessage:
-        """Queue a message in state sending."""
+        """Queue a message in state sending (``to`` may be ``#`` + a group id)."""
         if self.user is None:
             raise errors.Unauthorized("not logged in")
-        out = S.OutgoingMessage(id=f"o{next(self._ids)}", body=body, to=to,
+        group = to[1:] if to.startswith("#") else None
+        out = S.OutgoingMessage(id=f"o{next(self._ids)}", body=body,
+                                to=None if group else to, group=group,
                                 created=1_700_000_000_000)
         self.outgoing_by_id[out.id] = out
         self.emit(S.MessageStatus(out.id, S.SENDING, out))
@@ -152,6 +165,154 @@ class FakeChatCore(S.EventSource):
             return defer.fail(errors.NotFound("no such user"))
         return defer.succeed({"user": name, "online": True})
 
+    # ---------------------------------------------------------------- part 2
+
+    def typing(self, peer: str) -> None:
+        """Record the typing call (the real core throttles it)."""
+        self.typed.append(peer)
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Contacts as the test set them, requests first, then online."""
+        def rank(c: dict[str, Any]) -> tuple[int, str]:
+            pending = c.get("pending")
+            n = 0 if pending == "in" else 3 if pending == "out" else 1 if c.get("online") else 2
+            return n, str(c.get("name") or c["user"])
+        return sorted(self.contact_map.values(), key=rank)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Groups as the test set them."""
+        return sorted(self.group_map.values(), key=lambda g: g["name"])
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """One group."""
+        return self.group_map.get(group_id.lstrip("#"))
+
+    def display_name(self, user: str) -> str:
+        """Display names from ``names``; groups as "# name"."""
+        if user.startswith("#"):
+            group = self.group(user)
+            return "# " + group["name"] if group else user
+        return self.names.get(user, user)
+
+    def is_online(self, user: str) -> bool | None:
+        """Contacts' online flags."""
+        contact = self.contact_map.get(user)
+        return bool(contact.get("online")) if contact and contact.get("pending") is None else None
+
+    def own_profile(self) -> dict[str, Any]:
+        """The profile as last saved."""
+        return dict(self.profile)
+
+    def refresh_people(self) -> defer.Deferred[None]:
+        """Nothing to fetch."""
+        return defer.succeed(None)
+
+    def search_users(self, text: str) -> defer.Deferred[list[dict[str, Any]]]:
+        """Known users whose name contains ``text``."""
+        return defer.succeed([{"user": u, "name": self.names.get(u, u), "avatar": None}
+                              for u in sorted(self.users) if text.lower() in u.lower()])
+
+    def add_contact(self, user: str) -> defer.Deferred[dict[str, Any]]:
+        """An incoming request becomes a contact; otherwise a request goes out."""
+        self.calls.append(("add_contact", user))
+        if user not in self.users:
+            return defer.fail(errors.NotFound(f"no such user: {user}"))
+        contact = self.contact_map.get(user)
+        pending = None if contact and contact.get("pending") == "in" else "out"
+        contact = {"user": user, "name": self.names.get(user, user), "status": "",
+                   "avatar": None, "online": pending is None, "pending": pending}
+        self.contact_map[user] = contact
+        self.emit(S.RosterChanged("contacts"))
+        return defer.succeed(contact)
+
+    def remove_contact(self, user: str) -> defer.Deferred[None]:
+        """Drop a contact or request."""
+        self.calls.append(("remove_contact", user))
+        if self.contact_map.pop(user, None) is None:
+            return defer.fail(errors.NotFound("no such contact"))
+        self.emit(S.RosterChanged("contacts"))
+        return defer.succeed(None)
+
+    def update_profile(self, name: str | None = None, status: str | None = None) -> defer.Deferred[dict[str, Any]]:
+        """Keep the new fields."""
+        self.calls.append(("update_profile", name, status))
+        if name is not None:
+            self.profile["name"] = name
+        if status is not None:
+            self.profile["status"] = status
+        return defer.succeed(dict(self.profile))
+
+    def create_group(self, name: str, members: list[str]) -> defer.Deferred[dict[str, Any]]:
+        """A group owned by the user."""
+        self.calls.append(("create_group", name, list(members)))
+        gid = f"g{len(self.group_map) + 1}"
+        group = {"id": gid, "name": name, "owner": self.user, "members": [self.user, *members]}
+        self.group_map[gid] = group
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(group)
+
+    def rename_group(self, group_id: str, name: str) -> defer.Deferred[dict[str, Any]]:
+        """Rename."""
+        group = self.group_map[group_id.lstrip("#")]
+        group["name"] = name
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(group)
+
+    def add_member(self, group_id: str, user: str) -> defer.Deferred[dict[str, Any]]:
+        """Add a member."""
+        group = self.group_map[group_id.lstrip("#")]
+        group["members"].append(user)
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(group)
+
+    def remove_member(self, group_id: str, user: str) -> defer.Deferred[None]:
+        """Remove a member (the user itself: leave)."""
+        gid = group_id.lstrip("#")
+        if user == self.user:
+            self.group_map.pop(gid)
+        else:
+            self.group_map[gid]["members"].remove(user)
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(None)
+
+    def leave_group(self, group_id: str) -> defer.Deferred[None]:
+        """Leave."""
+        return self.remove_member(group_id, self.user or "")
+
+    def send_file(self, peer: str, path: str, progress: Any = None) -> defer.Deferred[S.OutgoingMessage]:
+        """Report progress in two steps, then send a file message; ``upload_gate`` holds it."""
+        size = os.path.getsize(path)
+        mime = transfer.mime_of(path)
+        if progress is not None:
+            progress(size // 2, size)
+        d: defer.Deferred[S.OutgoingMessage] = defer.Deferred()
+
+        def finish(_: Any = None) -> S.OutgoingMessage:
+            if progress is not None:
+                progress(size, size)
+            out = S.OutgoingMessage(id=f"o{next(self._ids)}", body="", created=1_700_000_000_000,
+                                    kind=transfer.kind_for(mime),
+                                    file={"id": "f1", "name": os.path.basename(path), "size": size,
+                                          "mime": mime})
+            if peer.startswith("#"):
+                out.group = peer[1:]
+            else:
+                out.to = peer
+            self.outgoing_by_id[out.id] = out
+            self.emit(S.MessageStatus(out.id, S.SENDING, out))
+            return out
+        if self.upload_gate is not None:
+            self.upload_gate.addCallback(finish)
+            return self.upload_gate
+        return defer.succeed(finish())
+
+    def save_file(self, file: dict[str, Any], progress: Any = None) -> defer.Deferred[str]:
+        """Pretend to save into ``download_dir``."""
+        self.saved.append(file)
+        if progress is not None:
+            progress(int(file.get("size") or 0), int(file.get("size") or 0))
+        return defer.succeed(os.path.join(self.download_dir, file["name"]))
+
     # ---------------------------------------------------------------- playing the node
 
     def _start(self, user: str) -> None:
@@ -163,11 +324,14 @@ class FakeChatCore(S.EventSource):
         self._state = S.CONNECTED
         self.emit(S.Connected(NODE, user, self.seq))
 
-    def receive(self, sender: str, body: str, ts: int = 1_700_000_000_000) -> ChatMessage:
-        """A message from ``sender`` arrives."""
+    def receive(self, sender: str, body: str, ts: int = 1_700_000_000_000,
+                group: str | None = None, kind: str = "text",
+                file: dict[str, Any] | None = None) -> ChatMessage:
+        """A message from ``sender`` arrives (in ``group``, if given)."""
         self.seq += 1
         entry = ChatMessage(seq=self.seq, mid=f"m{self.seq}", id=f"c{self.seq}", sender=sender,
-                            to=self.user, ts=ts, body=body)
+                            to=None if group else self.user, group=group, ts=ts, body=body,
+                            kind=kind, file=file)
         assert self.cache is not None
         self.cache.put(entry)
         self.emit(S.MessageReceived(entry))
@@ -180,7 +344,8 @@ class FakeChatCore(S.EventSource):
         out.state, out.seq, out.mid, out.ts = S.SENT, self.seq, f"m{self.seq}", out.created
         assert self.cache is not None and self.user is not None
         self.cache.put(ChatMessage(seq=out.seq, mid=out.mid, id=out.id, sender=self.user,
-                                   to=out.to, ts=out.ts, body=out.body))
+                                   to=out.to, group=out.group, ts=out.ts, body=out.body,
+                                   kind=out.kind, file=out.file))
         self.emit(S.MessageStatus(id, S.SENT, out))
 
     def deliver(self, id: str, by: str = "bob") -> None:

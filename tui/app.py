@@ -73,6 +73,63 @@ class ChatCore(Protocol):
     def user_info(self, name: str) -> Any:
         """A Deferred of ``{user, online}``."""
 
+    def typing(self, peer: str) -> None:
+        """The person is typing in ``peer``'s conversation (the core throttles)."""
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Contacts and requests: ``{user, name, status, avatar, online, pending}``."""
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The user's groups: ``{id, name, owner, members}``."""
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """One group (``group_id`` with or without the leading ``#``)."""
+
+    def display_name(self, user: str) -> str:
+        """How to name a user, or ``#`` + a group id."""
+
+    def is_online(self, user: str) -> bool | None:
+        """Whether a contact is online; None for someone not a contact."""
+
+    def own_profile(self) -> dict[str, Any]:
+        """The person's own profile."""
+
+    def refresh_people(self) -> Any:
+        """A Deferred: contacts, groups and profile fetched again."""
+
+    def search_users(self, text: str) -> Any:
+        """A Deferred of the users found: ``[{user, name, avatar}]``."""
+
+    def add_contact(self, user: str) -> Any:
+        """A Deferred of the contact entry (a request, or an acceptance)."""
+
+    def remove_contact(self, user: str) -> Any:
+        """A Deferred: a contact or request removed."""
+
+    def update_profile(self, name: str | None = None, status: str | None = None) -> Any:
+        """A Deferred of the new profile."""
+
+    def create_group(self, name: str, members: list[str]) -> Any:
+        """A Deferred of the new group."""
+
+    def rename_group(self, group_id: str, name: str) -> Any:
+        """A Deferred of the renamed group."""
+
+    def add_member(self, group_id: str, user: str) -> Any:
+        """A Deferred of the group with ``user`` added."""
+
+    def remove_member(self, group_id: str, user: str) -> Any:
+        """A Deferred: ``user`` removed from the group."""
+
+    def leave_group(self, group_id: str) -> Any:
+        """A Deferred: the person left the group."""
+
+    def send_file(self, peer: str, path: str, progress: Any = None) -> Any:
+        """A Deferred of the OutgoingMessage sent after uploading ``path``."""
+
+    def save_file(self, file: dict[str, Any], progress: Any = None) -> Any:
+        """A Deferred of the path a received file was saved at."""
+
 
 @dataclass
 class CoreEvent(Message):

@@ -1,46 +1,67 @@
-"""The chat screen: conversations on the left, the open conversation and the input on the right."""
+"""The chat screen: conversations and contacts on the left, the open conversation in the
+middle, a group's members on the right, and the input at the bottom."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Any, Awaitable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.timer import Timer
+from textual.widgets import Footer, Static, TextArea
 
 from dim import errors
 from dim.client import session as S
+from dim.client.transfer import human_size
 from tui import wait_for
+from tui.screens.profile import ProfileScreen
+from tui.screens.search import SearchScreen
 from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
+from tui.widgets.member_list import MemberList
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog
+from tui.widgets.transfer_bar import TransferBar
 
 if TYPE_CHECKING:
     from tui.app import ChatCore
 
 HELP = """Commands:
-  /open USER        open the conversation with USER
-  /msg USER TEXT    send TEXT to USER (without opening it)
-  /retry            send this conversation's failed messages again (also ctrl+r)
-  /older            load older messages (also ctrl+o)
-  /logout           log out and forget the saved login
-  /help             this help
-  /quit             leave (also ctrl+q)
-Enter sends; ctrl+j or shift+enter starts a new line."""
+  /open USER          open the conversation with USER
+  /msg USER TEXT      send TEXT to USER (without opening it)
+  /add USER           ask USER to be a contact (or accept their request)
+  /remove USER        remove a contact (or decline, or withdraw, a request)
+  /accept USER, /decline USER   answer a contact request (also a, d in the contacts pane)
+  /search TEXT        find people by user or display name
+  /profile            edit your display name and status
+  /group new NAME USER...   make a group;   /group add USER, /group remove USER,
+  /group leave, /group rename NAME          change the open group
+  /send PATH          upload a file or image and send it here
+  /save [NAME]        save the newest (or the named) file here to Downloads (also ctrl+s)
+  /retry              send this conversation's failed messages again (also ctrl+r)
+  /older              load older messages (also ctrl+o)
+  /logout             log out and forget the saved login
+  /help               this help
+  /quit               leave (also ctrl+q)
+Enter sends; ctrl+j or shift+enter starts a new line; tab moves between panes."""
 
 HISTORY_PAGE = 50
+#: How long "is typing" stays without a new typing frame.
+TYPING_SHOWN = 5.0
 
 
 class ChatScreen(Screen[None]):
-    """Conversations, the open one, and the input; shows what the client core reports."""
+    """Conversations, contacts, the open one, and the input; shows what the client core reports."""
 
     CSS_PATH = "chat.tcss"
     BINDINGS = [
         Binding("ctrl+r", "retry", "Retry failed"),
         Binding("ctrl+o", "older", "Older"),
+        Binding("ctrl+s", "save", "Save file"),
         Binding("ctrl+q", "app.quit", "Quit"),
     ]
 
@@ -50,6 +71,8 @@ class ChatScreen(Screen[None]):
         self.peer: str | None = None
         self.opened: list[str] = []
         self._refresh_pending = False
+        #: Who is typing where: peer -> user -> the timer that clears it.
+        self.typing: dict[str, dict[str, Timer]] = {}
 
     @property
     def me(self) -> str:
@@ -59,17 +82,26 @@ class ChatScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield ConnectionBar(id="connection")
         with Horizontal(id="main"):
-            yield ConversationList(id="conversations")
+            with Vertical(id="side"):
+                yield Static("Conversations", classes="pane-title")
+                yield ConversationList(id="conversations")
+                yield Static("Contacts", classes="pane-title")
+                yield ContactList(id="contacts")
             with Vertical(id="conversation"):
                 yield Static("No conversation open: /open USER, or pick one on the left.",
                              id="title")
                 yield MessageLog(id="log")
+                yield Static("", id="typing")
+                yield TransferBar(id="transfer")
                 yield Static("", id="notice")
                 yield MessageInput(id="input")
+            yield MemberList(id="members")
         yield Footer()
 
     async def on_mount(self) -> None:
+        self.query_one(MemberList).display = False
         await self.refresh_conversations()
+        await self.refresh_contacts()
         self.query_one(MessageInput).focus()
 
     # ------------------------------------------------------------ showing
@@ -78,11 +110,17 @@ class ChatScreen(Screen[None]):
         """Show a line of help, error or progress above the input."""
         self.query_one("#notice", Static).update(Content(text))
 
+    def notice(self) -> str:
+        """The notice line's text."""
+        return str(self.query_one("#notice", Static).render())
+
     async def refresh_conversations(self) -> None:
-        """Redraw the conversation list from the client core."""
+        """Redraw the conversation list from the client core (groups included)."""
         self._refresh_pending = False
-        extra = [p for p in reversed(self.opened)]
-        await self.query_one(ConversationList).show(self.client.conversations(), extra, self.peer)
+        groups = ["#" + g["id"] for g in self.client.groups()]
+        extra = [p for p in reversed(self.opened)] + groups
+        await self.query_one(ConversationList).show(self.client.conversations(), extra, self.peer,
+                                                    self.client.display_name)
 
     def refresh_conversations_soon(self) -> None:
         """Redraw the list shortly, once for a burst of events."""
@@ -90,14 +128,60 @@ class ChatScreen(Screen[None]):
             self._refresh_pending = True
             self.set_timer(0.05, self.refresh_conversations)
 
+    async def refresh_contacts(self) -> None:
+        """Redraw the contacts pane, and the members pane of an open group."""
+        await self.query_one(ContactList).show(self.client.contacts())
+        self.refresh_members()
+
+    def refresh_members(self) -> None:
+        """Redraw the members pane and title of the open conversation."""
+        group = self.client.group(self.peer) if self.peer and self.peer.startswith("#") else None
+        self.query_one(MemberList).show(group, self.client.display_name, self.client.is_online,
+                                        self.me)
+        self.query_one("#title", Static).update(Content(self.title_text()))
+
+    def title_text(self) -> str:
+        """The line above the open conversation."""
+        peer = self.peer
+        if peer is None:
+            return "No conversation open: /open USER, or pick one on the left."
+        if peer.startswith("#"):
+            group = self.client.group(peer)
+            if group is None:
+                return f"Group {peer} (not a member)"
+            return f"Group {group['name']} ({len(group.get('members', []))} members)"
+        name = self.client.display_name(peer)
+        title = f"Conversation with {peer}" + (f" - {name}" if name != peer else "")
+        online = self.client.is_online(peer)
+        if online is not None:
+            title += " (online)" if online else " (offline)"
+        return title
+
+    def typing_text(self) -> str:
+        """Who is typing in the open conversation, in words."""
+        who = [self.client.display_name(u) for u in self.typing.get(self.peer or "", {})]
+        if not who:
+            return ""
+        if len(who) == 1:
+            return f"{who[0]} is typing..."
+        return f"{', '.join(who[:-1])} and {who[-1]} are typing..."
+
+    def show_typing(self) -> None:
+        """Redraw the typing line."""
+        self.query_one("#typing", Static).update(Content(self.typing_text()))
+
     async def open(self, peer: str) -> None:
         """Open the conversation with ``peer``: its cached history, then what is pending."""
         self.peer = peer
-        if peer not in self.opened:
+        if peer not in self.opened and not peer.startswith("#"):
             self.opened.append(peer)
-        self.query_one("#title", Static).update(Content(f"Conversation with {peer}"))
+        group = self.client.group(peer) if peer.startswith("#") else None
+        recipients = max(0, len(group.get("members", [])) - 1) if group else None
         log = self.query_one(MessageLog)
-        await log.reset(self.me)
+        await log.reset(self.me, self.client.display_name if peer.startswith("#") else None,
+                        recipients)
+        self.refresh_members()
+        self.show_typing()
         try:
             history = await wait_for(self.client.history(peer, None, HISTORY_PAGE))
         except Exception as e:  # the cache and gateway failed: show what we can
@@ -118,6 +202,20 @@ class ChatScreen(Screen[None]):
 
     async def on_conversation_list_opened(self, event: ConversationList.Opened) -> None:
         await self.open(event.peer)
+
+    async def on_contact_list_opened(self, event: ContactList.Opened) -> None:
+        await self.open(event.user)
+
+    async def on_contact_list_answered(self, event: ContactList.Answered) -> None:
+        if event.accept:
+            await self.add_contact(event.user)
+        else:
+            await self.remove_contact(event.user)
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        text = event.text_area.text
+        if self.peer is not None and text.strip() and not text.startswith("/"):
+            self.client.typing(self.peer)
 
     async def on_message_input_submitted(self, event: MessageInput.Submitted) -> None:
         text = event.text.rstrip("\n")
@@ -141,17 +239,47 @@ class ChatScreen(Screen[None]):
             self.opened.append(peer)
         self.refresh_conversations_soon()
 
+    async def call(self, d: Any, done: str | None = None) -> Any:
+        """Await a client-core call; say ``done`` on success, the reason on failure (None)."""
+        try:
+            result = await wait_for(d)
+        except errors.DimError as e:
+            self.say(f"{e.code}: {e.message}")
+            return None
+        except Exception as e:  # the gateway cannot be reached
+            self.say(f"Failed: {e}")
+            return None
+        if done:
+            self.say(done)
+        return result if result is not None else True
+
     async def command(self, text: str) -> None:
         """Run one slash command."""
         parts = text.split(maxsplit=2)
         name, args = parts[0].lower(), parts[1:]
+        rest = text[len(parts[0]):].strip()
         if name == "/open" and len(args) == 1:
             peer = args[0]
             await self.open(peer)
-            self.check_user(peer)
+            if not peer.startswith("#"):
+                self.check_user(peer)
         elif name == "/msg" and len(args) == 2:
             await self.send(args[0], args[1])
             self.say(f"Sent to {args[0]}.")
+        elif name in ("/add", "/accept") and len(args) == 1:
+            await self.add_contact(args[0])
+        elif name in ("/remove", "/decline") and len(args) == 1:
+            await self.remove_contact(args[0])
+        elif name == "/search" and rest:
+            await self.search(rest)
+        elif name == "/profile":
+            self.app.push_screen(ProfileScreen(self.client.own_profile()), self.profile_saved)
+        elif name == "/group" and args:
+            await self.group_command(rest)
+        elif name == "/send" and rest:
+            await self.send_file(rest)
+        elif name == "/save":
+            await self.action_save(rest or None)
         elif name == "/help":
             self.say(HELP)
         elif name == "/quit":
@@ -165,6 +293,126 @@ class ChatScreen(Screen[None]):
         else:
             self.say(f"Unknown command {text!r}; /help lists them.")
 
+    # ------------------------------------------------------------ people
+
+    async def add_contact(self, user: str) -> None:
+        """Ask ``user`` to be a contact, or accept their request."""
+        contact = await self.call(self.client.add_contact(user))
+        if contact:
+            if isinstance(contact, dict) and contact.get("pending") == "out":
+                self.say(f"Asked {user} to be a contact.")
+            else:
+                self.say(f"{user} is a contact.")
+            await self.refresh_contacts()
+
+    async def remove_contact(self, user: str) -> None:
+        """Remove a contact, or decline or withdraw a request."""
+        if await self.call(self.client.remove_contact(user), f"Removed {user}."):
+            await self.refresh_contacts()
+
+    async def search(self, text: str) -> None:
+        """Find people and show them in a dialog."""
+        users = await self.call(self.client.search_users(text))
+        if users is None:
+            return
+        self.app.push_screen(SearchScreen(text, users if isinstance(users, list) else []),
+                             self.search_chosen)
+
+    async def search_chosen(self, choice: tuple[str, str] | None) -> None:
+        """What the person chose in the search dialog."""
+        if choice is None:
+            return
+        action, user = choice
+        if action == "open":
+            await self.open(user)
+        else:
+            await self.add_contact(user)
+
+    async def profile_saved(self, changes: dict[str, str] | None) -> None:
+        """Save what the person changed in the profile dialog."""
+        if not changes:
+            return
+        await self.call(self.client.update_profile(changes.get("name"), changes.get("status")),
+                        "Profile saved.")
+
+    # ------------------------------------------------------------ groups
+
+    async def group_command(self, rest: str) -> None:
+        """/group new NAME USER..., add USER, remove USER, leave, rename NAME."""
+        words = rest.split()
+        sub = words[0].lower()
+        group = self.peer if self.peer and self.peer.startswith("#") else None
+        if sub == "new" and len(words) >= 2:
+            created = await self.call(self.client.create_group(words[1], words[2:]))
+            if isinstance(created, dict) and "id" in created:
+                self.say(f"Made group {created['name']} with {len(created.get('members', []))} members.")
+                await self.refresh_conversations()
+                await self.open("#" + created["id"])
+            return
+        if group is None:
+            self.say("Open a group first (or /group new NAME USER...).")
+            return
+        if sub == "add" and len(words) == 2:
+            await self.call(self.client.add_member(group, words[1]), f"Added {words[1]}.")
+        elif sub == "remove" and len(words) == 2:
+            await self.call(self.client.remove_member(group, words[1]), f"Removed {words[1]}.")
+        elif sub == "leave" and len(words) == 1:
+            if await self.call(self.client.leave_group(group), "You left the group."):
+                self.peer = None
+                await self.query_one(MessageLog).reset(self.me)
+                self.refresh_members()
+        elif sub == "rename" and len(words) >= 2:
+            name = rest.split(maxsplit=1)[1]
+            await self.call(self.client.rename_group(group, name), f"Renamed to {name}.")
+        else:
+            self.say("Usage: /group new NAME USER... | add USER | remove USER | leave | rename NAME")
+            return
+        self.refresh_members()
+        await self.refresh_conversations()
+
+    # ------------------------------------------------------------ files
+
+    async def send_file(self, path: str) -> None:
+        """Upload ``path`` with a progress bar, then send it to the open conversation."""
+        if self.peer is None:
+            self.say("Open a conversation first.")
+            return
+        path = os.path.expanduser(path.strip().strip("'\""))
+        if not os.path.isfile(path):
+            self.say(f"No such file: {path}")
+            return
+        bar = self.query_one(TransferBar)
+        name = os.path.basename(path)
+        bar.start(f"Uploading {name} ", os.path.getsize(path))
+        try:
+            out = await self.call(self.client.send_file(self.peer, path, bar.advance_to))
+        finally:
+            bar.finish()
+        if isinstance(out, S.OutgoingMessage):
+            self.say(f"Uploaded {name} ({human_size(os.path.getsize(path))}).")
+            if out.peer() == self.peer:
+                await self.query_one(MessageLog).add_outgoing(out, self.me)
+
+    async def action_save(self, name: str | None = None) -> None:
+        """Save the newest file of the open conversation (or the one called ``name``)."""
+        files = self.query_one(MessageLog).files()
+        if name:
+            files = [f for f in files if f.get("name") == name]
+        if not files:
+            self.say("No file to save here." if not name else f"No file called {name!r} here.")
+            return
+        file = files[-1]
+        bar = self.query_one(TransferBar)
+        bar.start(f"Saving {file.get('name')} ", int(file.get("size") or 0))
+        try:
+            path = await self.call(self.client.save_file(file, bar.advance_to))
+        finally:
+            bar.finish()
+        if isinstance(path, str):
+            self.say(f"Saved {file.get('name')} to {path}")
+
+    # ------------------------------------------------------------ others
+
     def check_user(self, peer: str) -> None:
         """Warn, without blocking, if ``peer`` is not a user."""
         async def check() -> None:
@@ -175,7 +423,7 @@ class ChatScreen(Screen[None]):
                 return
             except Exception:
                 return
-            if self.peer == peer and isinstance(info, dict):
+            if self.peer == peer and isinstance(info, dict) and self.client.is_online(peer) is None:
                 state = "online" if info.get("online") else "offline"
                 self.query_one("#title", Static).update(
                     Content(f"Conversation with {peer} ({state})"))
@@ -209,11 +457,36 @@ class ChatScreen(Screen[None]):
 
     # ------------------------------------------------------------ the client core
 
+    def peer_typing(self, user: str, peer: str) -> None:
+        """``user`` is typing in ``peer``: show it for 5 s after the last typing frame."""
+        timers = self.typing.setdefault(peer, {})
+        old = timers.get(user)
+        if old is not None:
+            old.stop()
+
+        def clear() -> None:
+            if timers.get(user) is timer:
+                del timers[user]
+                self.show_typing()
+        timer = self.set_timer(TYPING_SHOWN, clear)
+        timers[user] = timer
+        if peer == self.peer:
+            self.show_typing()
+
+    def stopped_typing(self, user: str, peer: str) -> None:
+        """``user`` sent a message in ``peer``: no longer typing there."""
+        timer = self.typing.get(peer, {}).pop(user, None)
+        if timer is not None:
+            timer.stop()
+            if peer == self.peer:
+                self.show_typing()
+
     async def handle_event(self, event: Any) -> None:
         """Show one client-core event."""
         log = self.query_one(MessageLog)
         if isinstance(event, S.MessageReceived):
             peer = event.entry.peer(self.me)
+            self.stopped_typing(event.entry.sender, peer)
             if peer == self.peer:
                 await log.add_message(event.entry)
                 self.client.mark_seen(peer)
@@ -228,9 +501,27 @@ class ChatScreen(Screen[None]):
             if event.state == S.SENT:
                 self.refresh_conversations_soon()
         elif isinstance(event, S.Delivered):
-            log.mark_delivered(event.mid)
+            log.mark_delivered(event.mid, event.by)
+        elif isinstance(event, S.ReadReceipt):
+            log.mark_read(event.mid, event.by)
+        elif isinstance(event, S.ReadUpTo):
+            self.refresh_conversations_soon()
+        elif isinstance(event, S.PeerTyping):
+            self.peer_typing(event.user, event.peer)
+        elif isinstance(event, (S.PresenceChanged, S.RosterChanged)):
+            await self.refresh_contacts()
+            self.refresh_conversations_soon()
+        elif isinstance(event, S.Notified):
+            self.notified(event)
         elif isinstance(event, S.SyncFinished):
             self.refresh_conversations_soon()
         elif isinstance(event, S.ServerError) and not event.ref:
             self.say(f"Server: {event.code}: {event.message}")
 
+    def notified(self, event: S.Notified) -> None:
+        """Tell the person about a contact request or a new contact."""
+        if event.event == "contact_request":
+            who = event.fields.get("from", "someone")
+            self.say(f"{who} asks to be your contact: /accept {who} (or a in the contacts pane).")
+        elif event.event == "contact_added":
+            self.say(f"{event.fields.get('user', 'someone')} is now a contact.")

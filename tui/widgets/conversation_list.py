@@ -1,7 +1,8 @@
-"""The list of conversations: newest first, with unread counts."""
+"""The list of conversations (people and groups): newest first, with unread counts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from textual.content import Content
 from textual.message import Message
@@ -10,18 +11,18 @@ from textual.widgets import ListItem, ListView, Static
 from dim.client.cache import Conversation
 
 
-def conversation_line(peer: str, unread: int) -> str:
+def conversation_line(label: str, unread: int) -> str:
     """How one conversation is listed."""
-    return f"{peer} ({unread})" if unread else peer
+    return f"{label} ({unread})" if unread else label
 
 
 class ConversationItem(ListItem):
     """One conversation in the list."""
 
-    def __init__(self, peer: str, unread: int) -> None:
+    def __init__(self, peer: str, unread: int, label: str | None = None) -> None:
         self.peer = peer
         self.unread = unread
-        self.plain = conversation_line(peer, unread)
+        self.plain = conversation_line(label or peer, unread)
         super().__init__(Static(Content(self.plain)), classes="-unread" if unread else "")
 
 
@@ -35,15 +36,19 @@ class ConversationList(ListView):
         peer: str
 
     async def show(self, conversations: list[Conversation], extra: list[str] = (),  # type: ignore[assignment]
-             current: str | None = None) -> None:
-        """Replace the list; ``extra`` peers (opened, not yet in the cache) go first."""
+             current: str | None = None, label: Callable[[str], str] | None = None) -> None:
+        """Replace the list; ``extra`` peers (opened, or groups without messages yet) go
+        first; ``label`` names a peer (a display name, or a group's name)."""
         known = {c.peer for c in conversations}
-        rows = [(p, 0) for p in extra if p not in known] + [(c.peer, c.unread) for c in conversations]
-        now = [(item.peer, item.unread) for item in self.query(ConversationItem)]
-        if now == rows:
+        extra = list(dict.fromkeys(p for p in extra if p not in known))
+        rows = [(p, 0) for p in extra] + [(c.peer, c.unread) for c in conversations]
+        name = label or (lambda p: p)
+        wanted = [(peer, conversation_line(name(peer), unread)) for peer, unread in rows]
+        now = [(item.peer, item.plain) for item in self.query(ConversationItem)]
+        if now == wanted:
             return
         await self.clear()
-        await self.extend(ConversationItem(peer, unread) for peer, unread in rows)
+        await self.extend(ConversationItem(peer, unread, name(peer)) for peer, unread in rows)
         for i, (peer, _) in enumerate(rows):
             if peer == current:
                 self.index = i

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from textual import events
 from textual.containers import VerticalScroll
@@ -12,11 +13,13 @@ from textual.widgets import Static
 
 from dim.client import session as S
 from dim.client.cache import ChatMessage
+from dim.client.transfer import describe_file
 
 MARKS = {
     S.SENDING: "… sending",
     S.SENT: "✓ sent",
     S.DELIVERED: "✓✓ delivered",
+    S.READ: "✓✓ read",
     S.FAILED: "✗ failed (ctrl+r retries)",
 }
 
@@ -29,28 +32,56 @@ def clock_time(ts_ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", t)
 
 
+def mark_text(state: str | None, recipients: int | None, delivered: int, read: int) -> str:
+    """The mark on one's own message: its state, or for a group how many of the
+    ``recipients`` it was delivered to and read by."""
+    if state is None:
+        return ""
+    if recipients is None or state in (S.SENDING, S.FAILED):
+        return MARKS.get(state, "")
+    if state == S.READ or (recipients and read >= recipients):
+        return f"✓✓ read by all {recipients}" if recipients else MARKS[S.READ]
+    if delivered:
+        text = f"✓✓ delivered to {min(delivered, recipients)} of {recipients}"
+        return text + (f", read by {read}" if read else "")
+    return MARKS[state]
+
+
 class MessageRow(Static):
-    """One message: time, sender, body and, for one's own, its state."""
+    """One message: time, sender, body (or file) and, for one's own, its marks."""
 
     def __init__(self, *, seq: int | None, id: str, mid: str | None, sender: str, ts: int,
-                 body: str, own: bool, state: str | None) -> None:
+                 body: str, own: bool, state: str | None, label: str | None = None,
+                 kind: str = "text", file: dict[str, Any] | None = None,
+                 recipients: int | None = None) -> None:
         self.seq, self.message_id, self.mid = seq, id, mid
         self.sender, self.ts, self.body, self.own, self.state = sender, ts, body, own, state
+        self.label = label or sender
+        self.kind, self.file, self.recipients = kind, file, recipients
+        self.delivered_by: set[str] = set()
+        self.read_by: set[str] = set()
         super().__init__(classes="-own" if own else "")
         self.plain = ""
         self._render_text()
 
     def _render_text(self) -> None:
-        body = self.body.replace("\n", "\n      ")
-        mark = f"  {MARKS[self.state]}" if self.own and self.state in MARKS else ""
-        self.plain = f"{clock_time(self.ts)} {self.sender}: {body}{mark}"
+        text = self.body
+        if self.file is not None or self.kind in ("image", "file"):
+            text = describe_file(self.kind, self.file) + (f" {self.body}" if self.body else "")
+        text = text.replace("\n", "\n      ")
+        mark = ""
+        if self.own:
+            mark = mark_text(self.state, self.recipients, len(self.delivered_by), len(self.read_by))
+        self.plain = f"{clock_time(self.ts)} {self.label}: {text}" + (f"  {mark}" if mark else "")
         self.set_class(self.state == S.FAILED, "-failed")
+        self.set_class(self.file is not None, "-file")
         self.update(Content(self.plain))
 
     def set_state(self, state: str, *, seq: int | None = None, mid: str | None = None,
                   ts: int | None = None) -> None:
-        """Show a new state of one's own message."""
-        if self.state == S.DELIVERED and state != S.DELIVERED:
+        """Show a new state of one's own message (never going back)."""
+        if self.state is not None and self.state != S.FAILED \
+                and S.STATE_RANK[state] < S.STATE_RANK[self.state]:
             return
         self.state = state
         self.seq = seq if seq is not None else self.seq
@@ -58,9 +89,25 @@ class MessageRow(Static):
         self.ts = ts if ts is not None else self.ts
         self._render_text()
 
+    def receipt(self, by: str, read: bool) -> None:
+        """Recipient ``by`` acknowledged (or read) this message."""
+        self.delivered_by.add(by)
+        if read:
+            self.read_by.add(by)
+        if self.recipients is None:
+            self.set_state(S.READ if read else S.DELIVERED)
+        else:
+            if self.state in (S.SENDING, S.SENT, None):
+                self.state = S.DELIVERED
+            self._render_text()
+
 
 class MessageLog(VerticalScroll):
-    """The messages of one conversation, oldest at the top; each seq appears once."""
+    """The messages of one conversation, oldest at the top; each seq appears once.
+
+    ``namer`` gives display names for group messages; ``recipients`` is how many members
+    besides oneself a group message goes to (None for a person-to-person chat).
+    """
 
     @dataclass
     class OlderWanted(Message):
@@ -71,10 +118,15 @@ class MessageLog(VerticalScroll):
         self.me = ""
         self.by_seq: dict[int, MessageRow] = {}
         self.by_id: dict[str, MessageRow] = {}
+        self.namer: Callable[[str], str] | None = None
+        self.recipients: int | None = None
 
-    async def reset(self, me: str) -> None:
+    async def reset(self, me: str, namer: Callable[[str], str] | None = None,
+                    recipients: int | None = None) -> None:
         """Empty the log for a newly opened conversation."""
         self.me = me
+        self.namer = namer
+        self.recipients = recipients
         self.by_seq.clear()
         self.by_id.clear()
         await self.remove_children()
@@ -84,11 +136,15 @@ class MessageLog(VerticalScroll):
         """The lowest seq shown, where older history continues."""
         return min(self.by_seq) if self.by_seq else None
 
+    def _label(self, sender: str) -> str:
+        return self.namer(sender) if self.namer is not None else sender
+
     def _row_for_message(self, m: ChatMessage) -> MessageRow:
         own = m.sender == self.me
-        state = (S.DELIVERED if m.delivered else S.SENT) if own else None
+        state = (S.READ if m.read else S.DELIVERED if m.delivered else S.SENT) if own else None
         return MessageRow(seq=m.seq, id=m.id, mid=m.mid, sender=m.sender, ts=m.ts, body=m.body,
-                          own=own, state=state)
+                          own=own, state=state, label=self._label(m.sender), kind=m.kind,
+                          file=m.file, recipients=self.recipients)
 
     def _remember(self, row: MessageRow) -> None:
         if row.seq is not None:
@@ -102,7 +158,8 @@ class MessageLog(VerticalScroll):
             return
         if m.sender == self.me and m.id in self.by_id:
             row = self.by_id[m.id]
-            row.set_state(S.DELIVERED if m.delivered else S.SENT, seq=m.seq, mid=m.mid, ts=m.ts)
+            row.set_state(S.READ if m.read else S.DELIVERED if m.delivered else S.SENT,
+                          seq=m.seq, mid=m.mid, ts=m.ts)
             self.by_seq[m.seq] = row
             return
         row = self._row_for_message(m)
@@ -134,6 +191,8 @@ class MessageLog(VerticalScroll):
         """Show (or update) one's own message sent from here."""
         row = self.by_id.get(out.id)
         if row is not None:
+            row.delivered_by |= out.delivered_by
+            row.read_by |= out.read_by
             row.set_state(out.state, seq=out.seq, mid=out.mid, ts=out.ts)
             if out.seq is not None:
                 self.by_seq[out.seq] = row
@@ -141,7 +200,10 @@ class MessageLog(VerticalScroll):
         if out.seq is not None and out.seq in self.by_seq:
             return
         row = MessageRow(seq=out.seq, id=out.id, mid=out.mid, sender=me, ts=out.ts or out.created,
-                         body=out.body, own=True, state=out.state)
+                         body=out.body, own=True, state=out.state, label=self._label(me),
+                         kind=out.kind, file=out.file, recipients=self.recipients)
+        row.delivered_by |= out.delivered_by
+        row.read_by |= out.read_by
         self._remember(row)
         await self.mount(row)
         self.scroll_end(animate=False)
@@ -150,11 +212,24 @@ class MessageLog(VerticalScroll):
         if self.scroll_y <= 0 and self.by_seq:
             self.post_message(self.OlderWanted())
 
-    def mark_delivered(self, mid: str) -> None:
+    def mark_delivered(self, mid: str, by: str | None = None) -> None:
         """Mark one's own message ``mid`` delivered (it may have been sent from another device)."""
         for row in self.by_id.values():
             if row.mid == mid:
-                row.set_state(S.DELIVERED)
+                if by is None:
+                    row.set_state(S.DELIVERED)
+                else:
+                    row.receipt(by, read=False)
+
+    def mark_read(self, mid: str, by: str) -> None:
+        """``by`` has read one's own message ``mid``."""
+        for row in self.by_id.values():
+            if row.mid == mid:
+                row.receipt(by, read=True)
+
+    def files(self) -> list[dict[str, Any]]:
+        """The files of the messages shown, oldest first."""
+        return [row.file for row in self.query(MessageRow) if row.file is not None]
 
     def failed_ids(self) -> list[str]:
         """Ids of one's own messages shown as failed."""
