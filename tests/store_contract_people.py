@@ -521,8 +521,7 @@ class PeopleStoreContractMixin:
 
     @defer.inlineCallbacks
     def test_group_members_may_read_and_keep_it(self):
-        """Members at the time of sending may read a group file, and keep it after leaving;
-        members added later may not."""
+        """Group members when it was sent may read a file, even after leaving; later ones not."""
         store = yield self.store("alice", "bob", "carol", "dave")
         yield store.add_file(record("f1", "alice"))
         group = yield store.create_group("alice", "g", ["bob", "carol"], TS)
@@ -593,8 +592,7 @@ class DurablePeopleStoreContractMixin(PeopleStoreContractMixin):
 
     @defer.inlineCallbacks
     def test_reopen_keeps_people_groups_and_files(self):
-        """Profiles, contacts, groups (after a handover), files and access survive a reopen,
-        and new groups get new ids."""
+        """People, contacts, groups, files and access survive a reopen; new groups get new ids."""
         store = yield self.store("alice", "bob", "carol", "dave")
         yield store.update_profile("alice", {"name": "Alice", "status": "hi", "avatar": "fa"})
         yield store.update_profile("bob", {"name": "Robert"})

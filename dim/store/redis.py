@@ -794,8 +794,9 @@ class RedisStore:
 
     def add_file(self, record: FileRecord) -> defer.Deferred[None]:
         """Keep an uploaded file's metadata."""
-        return self.redis.hmset(self._key("file", record.id), {
-            "owner": record.owner, "r": _encode_message(record)}).addCallback(lambda _: None)
+        return self.redis.execute_command(
+            "HSET", self._key("file", record.id), "owner", record.owner,
+            "r", _encode_message(record)).addCallback(lambda _: None)
 
     def get_file(self, file_id: str) -> defer.Deferred[FileRecord | None]:
         """The file's metadata, or None."""
