@@ -77,17 +77,42 @@ class PrivateStack:
     """A ``scripts/stack`` of its own (directory ``.cluster/test-stack``, ports moved up by
     :attr:`OFFSET`), started once per test process and stopped when it exits.
 
-    If a previous run left it running, it is reused.
+    If a previous run left it running, it is reused.  While another test run uses it (a lock
+    file says so), this process makes one under ``.cluster/test-stack-PID`` on other ports.
     """
 
     DIR = REPO / ".cluster" / "test-stack"
     OFFSET = 4100
     _services: Services | None = None
+    _lock: Any = None
+
+    @classmethod
+    def _claim(cls) -> None:
+        """Take the stack for this process; if another test run holds it, use one of this
+        process's own (its directory and ports), so neither run stops the other's."""
+        import fcntl
+
+        cls.DIR.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(cls.DIR.parent / "test-stack.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            cls._lock = lock
+            return
+        except OSError:
+            lock.close()
+        cls.DIR = REPO / ".cluster" / f"test-stack-{os.getpid()}"
+        for offset in range(4200, 6000, 100):
+            ports = [6379 + offset, 2181 + offset, 9092 + offset, 9093 + offset]
+            if not any(_port_taken(p) for p in ports):
+                cls.OFFSET = offset
+                return
+        raise AssertionError("no free ports for a private stack")
 
     @classmethod
     def services(cls) -> Services:
         """Start the stack unless it runs; its services (fails the test if it cannot start)."""
         if cls._services is None:
+            cls._claim()
             result = subprocess.run(
                 [sys.executable, str(REPO / "scripts" / "stack"), "up", "--dir", str(cls.DIR),
                  "--port-offset", str(cls.OFFSET)], capture_output=True, text=True, timeout=300)
@@ -119,6 +144,18 @@ class PrivateStack:
         subprocess.run([sys.executable, str(REPO / "scripts" / "stack"), "down", "--purge",
                         "--dir", str(cls.DIR)], capture_output=True, timeout=120)
         cls._services = None
+        if cls.DIR.name != "test-stack":
+            import shutil
+            shutil.rmtree(cls.DIR, ignore_errors=True)
+
+
+def _port_taken(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- the cluster
@@ -200,7 +237,11 @@ class LocalCluster:
             if p.alive:
                 p.proc.send_signal(signal.SIGTERM)
         for p in self.processes():
-            p.kill(signal.SIGTERM)
+            if p.proc is not None:
+                try:
+                    p.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill(signal.SIGKILL)
 
     def cleanup(self) -> None:
         """Stop the processes; delete this cluster's Redis keys, znodes and Kafka topics."""
