@@ -97,6 +97,13 @@ def _measured(route: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     return decorate
 
 
+def _routed(app: Klein, method: str, url: str, name: str, metric: str,
+            f: Callable[..., R]) -> Callable[..., R]:
+    """Make ``f`` (a function of the gateway, the request and the URL's arguments) the
+    endpoint ``name`` of ``app`` for ``method url``, measured as ``metric``."""
+    return app.route(url, methods=[method], endpoint=name)(_measured(metric)(f))
+
+
 class Gateway:
     """The HTTP gateway of DIM: accounts, routing, messages, people, groups, files, nodes.
 
@@ -330,43 +337,40 @@ class Gateway:
 
     # ------------------------------------------------------------ people (dim.gateway.people)
 
-    search_users = app.route("/v1/users", methods=["GET"])(
-        _measured("users")(people.search))
-    user = app.route("/v1/users/<string:name>", methods=["GET"])(
-        _measured("user")(people.user))
-    get_profile = app.route("/v1/profile", methods=["GET"])(
-        _measured("profile")(people.get_profile))
-    put_profile = app.route("/v1/profile", methods=["PUT"])(
-        _measured("profile_update")(people.put_profile))
-    list_contacts = app.route("/v1/contacts", methods=["GET"])(
-        _measured("contacts")(people.list_contacts))
-    add_contact = app.route("/v1/contacts", methods=["POST"])(
-        _measured("contact_add")(people.add_contact))
-    remove_contact = app.route("/v1/contacts/<string:name>", methods=["DELETE"])(
-        _measured("contact_remove")(people.remove_contact))
+    search_users = _routed(app, "GET", "/v1/users", "search_users", "users", people.search)
+    user = _routed(app, "GET", "/v1/users/<string:name>", "user", "user", people.user)
+    get_profile = _routed(app, "GET", "/v1/profile", "get_profile", "profile",
+                          people.get_profile)
+    put_profile = _routed(app, "PUT", "/v1/profile", "put_profile", "profile_update",
+                          people.put_profile)
+    list_contacts = _routed(app, "GET", "/v1/contacts", "list_contacts", "contacts",
+                            people.list_contacts)
+    add_contact = _routed(app, "POST", "/v1/contacts", "add_contact", "contact_add",
+                          people.add_contact)
+    remove_contact = _routed(app, "DELETE", "/v1/contacts/<string:name>", "remove_contact",
+                             "contact_remove", people.remove_contact)
 
     # ------------------------------------------------------------ groups (dim.gateway.groups)
 
-    create_group = app.route("/v1/groups", methods=["POST"])(
-        _measured("group_create")(groups.create))
-    list_groups = app.route("/v1/groups", methods=["GET"])(
-        _measured("groups")(groups.list_groups))
-    show_group = app.route("/v1/groups/<string:group_id>", methods=["GET"])(
-        _measured("group")(groups.show))
-    rename_group = app.route("/v1/groups/<string:group_id>", methods=["PUT"])(
-        _measured("group_rename")(groups.rename))
-    add_group_members = app.route("/v1/groups/<string:group_id>/members", methods=["POST"])(
-        _measured("group_add")(groups.add_members))
-    remove_group_member = app.route(
-        "/v1/groups/<string:group_id>/members/<string:name>", methods=["DELETE"])(
-        _measured("group_remove")(groups.remove_member))
+    create_group = _routed(app, "POST", "/v1/groups", "create_group", "group_create",
+                           groups.create)
+    list_groups = _routed(app, "GET", "/v1/groups", "list_groups", "groups",
+                          groups.list_groups)
+    show_group = _routed(app, "GET", "/v1/groups/<string:group_id>", "show_group", "group",
+                         groups.show)
+    rename_group = _routed(app, "PUT", "/v1/groups/<string:group_id>", "rename_group",
+                           "group_rename", groups.rename)
+    add_group_members = _routed(app, "POST", "/v1/groups/<string:group_id>/members",
+                                "add_group_members", "group_add", groups.add_members)
+    remove_group_member = _routed(app, "DELETE",
+                                  "/v1/groups/<string:group_id>/members/<string:name>",
+                                  "remove_group_member", "group_remove", groups.remove_member)
 
     # ------------------------------------------------------------ files (dim.gateway.files)
 
-    upload_file = app.route("/v1/files", methods=["POST"])(
-        _measured("file_upload")(files.upload))
-    download_file = app.route("/v1/files/<string:file_id>", methods=["GET"])(
-        _measured("file_download")(files.download))
+    upload_file = _routed(app, "POST", "/v1/files", "upload_file", "file_upload", files.upload)
+    download_file = _routed(app, "GET", "/v1/files/<string:file_id>", "download_file",
+                            "file_download", files.download)
 
     # ------------------------------------------------------------ nodes, health, metrics
 
