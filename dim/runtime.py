@@ -110,9 +110,13 @@ def exit_with(status: int) -> None:
 
 
 def stop_reactor(reactor: Any) -> None:
-    """Stop the reactor unless it is already stopping."""
-    if reactor.running:
+    """Stop the reactor (once it runs, if it does not yet) unless it is already stopping."""
+    def stop() -> None:
         try:
             reactor.stop()
         except Exception:
             pass
+    if reactor.running:
+        stop()
+    else:
+        reactor.callWhenRunning(stop)

@@ -196,6 +196,10 @@ class ClusterGateway(MultiService):
 
     async def _stop(self) -> None:
         Service.stopService(self)
+        if self.ready is not None and not self.ready.called:
+            # Still starting: let the step under way finish (each has a timeout), so nothing
+            # is left running behind the stop.
+            await self.ready
         if self.http is not None and self.http.running:
             try:
                 await defer.maybeDeferred(self.http.stopService)

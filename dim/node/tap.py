@@ -244,6 +244,11 @@ class ClusterNode(MultiService):
 
         me = self.node_id
         Service.stopService(self)
+        if self.ready is not None and not self.ready.called:
+            _log.info("node {node}: stopping once the start step under way ends", node=me)
+            # Still starting: let the step under way finish (each has a timeout), so nothing
+            # is left running behind the stop.
+            await self.ready
         if self.node is not None and self.node.running:
             _log.info("node {node}: shutting down: goaway to {n} connection(s), no new ones",
                       node=me, n=self.core.connection_count())
