@@ -452,3 +452,25 @@ class StreamingUploadTests(StreamingTestCase):
         status, _, answer = self.answer()
         self.assertEqual((status, answer["name"]), (200, "x"))
         self.assertFalse(self.requests[0].streamed)
+
+
+class ConstructionTests(FilesTestCase):
+    """The gateway's new constructor arguments are checked."""
+
+    def test_limits_must_be_positive(self) -> None:
+        """max_file_size and max_group_members below 1 are refused."""
+        for kwargs in ({"max_file_size": 0}, {"max_group_members": 0}):
+            self.assertRaises(ValueError, type(self.gateway), self.store, self.tokens,
+                              self.passwords, self.nodes, self.sessions, **kwargs)
+
+    def test_site_streams(self) -> None:
+        """gateway.site() makes StreamingRequests with the gateway's storage and limit."""
+        from dim.gateway.uploads import StreamingRequest
+        site = self.gateway.site()
+        channel = site.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        self.addCleanup(channel.connectionLost, None)
+        request = site.requestFactory(channel._channel)
+        self.assertIsInstance(request, StreamingRequest)
+        self.assertIs(request.storage, self.files)
+        self.assertEqual(request.limit, self.max_file_size)
