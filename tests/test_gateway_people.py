@@ -45,6 +45,10 @@ class SearchTests(PeopleTestCase):
         self.assertEqual(found["users"], [{"user": "carol", "name": "Queen of Hearts",
                                            "avatar": None}])
 
+    def test_spaces_ignored(self) -> None:
+        """Spaces around q are ignored."""
+        self.assertEqual([u["user"] for u in self.search("q=%20carol%20")["users"]], ["carol"])
+
     def test_no_match(self) -> None:
         """No match is an empty list."""
         self.assertEqual(self.search("q=zzz"), {"users": []})

@@ -57,12 +57,12 @@ async def contact_dict(gw: Gateway, contact: Contact) -> dict[str, Any]:
 
 
 async def search(gw: Gateway, request: IRequest) -> bytes:
-    """Users whose user or display name contains ``q``: 200 ``{users: [{user, name,
-    avatar}]}``; 400 without ``q`` (or one over 64 characters); ``limit`` 20 by default,
-    at most 50."""
+    """Users whose user or display name contains ``q`` (spaces around it ignored): 200
+    ``{users: [{user, name, avatar}]}``; 400 without ``q`` (or one over 64 characters);
+    ``limit`` 20 by default, at most 50."""
     await gw.authenticated_user(request)
-    text = query_text(request, "q")
-    if not text or not text.strip():
+    text = (query_text(request, "q") or "").strip()
+    if not text:
         raise BadRequest("q (the text to look for) is required")
     if len(text) > MAX_QUERY:
         raise BadRequest(f"q must be at most {MAX_QUERY} characters")
