@@ -7,7 +7,9 @@ import json
 import os
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 
 from dim.files import FILE_ID, Upload
@@ -307,7 +309,14 @@ class StreamingTestCase(FilesTestCase):
         self.channel = self.site.buildProtocol(None)
         self.transport = StringTransport()
         self.channel.makeConnection(self.transport)
-        self.addCleanup(self.channel.connectionLost, None)
+        self.lost = False
+        self.addCleanup(self.lose)
+
+    def lose(self) -> None:
+        """The client's connection goes away (once)."""
+        if not self.lost:
+            self.lost = True
+            self.channel.connectionLost(Failure(ConnectionDone()))
 
     def head(self, length: int | None, extra: str = "", token: str | None = None,
              path: str = "/v1/files?name=a.bin") -> str:
@@ -440,8 +449,22 @@ class StreamingUploadTests(StreamingTestCase):
         """A client that disconnects mid-upload leaves no partial file behind."""
         self.channel.dataReceived(http_request(self.head(500), b"x" * 200))
         self.assertEqual(len(self.stored()), 1)
-        self.channel.connectionLost(None)
+        self.lose()
         self.assertEqual(self.stored(), [])
+
+    def test_client_gone_before_answer(self) -> None:
+        """A client that leaves after sending its body but before the answer: nothing is
+        stored and nothing is logged as an error."""
+        from twisted.internet import defer
+        pending: defer.Deferred[str] = defer.Deferred()
+        self.patch(self.tokens, "verify", lambda token: pending)
+        self.channel.dataReceived(http_request(self.head(5), b"hello"))
+        self.assertEqual(len(self.stored()), 1)
+        self.lose()
+        self.assertEqual(self.stored(), [])
+        pending.callback("alice")
+        self.assertEqual(self.stored(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_other_routes_unchanged(self) -> None:
         """Other requests' bodies are read as usual (a JSON call through the same Site)."""

@@ -45,10 +45,12 @@ def storage(gw: Gateway) -> FileStorage:
 
 
 def finished_upload(gw: Gateway, request: IRequest) -> Upload | None:
-    """The request's body in storage: the upload a streaming request made, or a copy of the
-    body twisted.web buffered (TooLarge past the limit)."""
+    """The request's body in storage: the upload a streaming request made (None if it was
+    dropped, or discarded when the client went away), or a copy of the body twisted.web
+    buffered (TooLarge past the limit)."""
     if getattr(request, "streamed", False):
-        return request.upload  # type: ignore[attr-defined, no-any-return]
+        streamed: Upload | None = request.upload  # type: ignore[attr-defined]
+        return streamed if streamed is not None and not streamed.done else None
     upload = storage(gw).begin(gw.max_file_size)
     content = request.content
     if content is not None:

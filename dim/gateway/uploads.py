@@ -122,10 +122,11 @@ class StreamingRequest(Request):
         self._linger = None
         super().connectionLost(reason)
 
-    def _discard(self, result: Any) -> Any:
+    def _discard(self, result: Any) -> None:
+        """Drop an upload the route did not keep (once answered, or the client went away:
+        a lost connection is expected here, so the result is swallowed)."""
         if self.upload is not None:
             self.upload.discard()
-        return result
 
     def _close(self) -> None:
         if self._linger is not None and self._linger.active():
