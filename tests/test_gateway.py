@@ -47,6 +47,7 @@ class RecordingPusher:
         self.pushes: list[dict[str, list[dict[str, Any]]]] = []
 
     def push(self, targets: dict[str, list[dict[str, Any]]]) -> defer.Deferred[None]:
+        """Record the frames, as handed over at once."""
         self.pushes.append(targets)
         return defer.succeed(None)
 

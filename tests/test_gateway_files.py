@@ -228,6 +228,7 @@ class AccessTests(FilesTestCase):
             {k: self.file[k] for k in ("id", "name", "size", "mime")}, NOW * 1000))
 
     def status(self, user: str) -> int:
+        """The status of ``user`` downloading the file (checking the 403 body's shape)."""
         answer = self.download(self.t[user], self.file["id"])
         if answer.status == 403:
             self.assertError(answer, 403, "forbidden")
@@ -320,6 +321,7 @@ class StreamingTestCase(FilesTestCase):
 
     def head(self, length: int | None, extra: str = "", token: str | None = None,
              path: str = "/v1/files?name=a.bin") -> str:
+        """The head of an upload request: a Content-Length, or chunked when None."""
         lines = [f"POST {path} HTTP/1.1", "Host: gateway.test",
                  f"Authorization: Bearer {token or self.token}"]
         lines.append(f"Content-Length: {length}" if length is not None

@@ -27,6 +27,7 @@ class SearchTests(PeopleTestCase):
             self.register(name)
 
     def search(self, query: str) -> dict:
+        """GET /v1/users with this query string; the 200 answer's JSON."""
         answer = self.call("GET", "/v1/users?" + query, token=self.token)
         self.assertEqual(answer.status, 200, answer.raw)
         return answer.json
@@ -161,6 +162,7 @@ class ContactTests(PeopleTestCase):
         self.carol = self.login("carol")
 
     def contacts(self, token: str) -> list[dict]:
+        """The 200 answer of GET /v1/contacts for this token."""
         answer = self.call("GET", "/v1/contacts", token=token)
         self.assertEqual(answer.status, 200, answer.raw)
         return answer.json["contacts"]
