@@ -652,10 +652,11 @@ class NodeCore:
             envelope = {"t": "frames", "to": to, "skip": skip}
             metrics.count("envelopes_out")
             d = maybeDeferred(self.forwarder.forward, node, envelope)
-            d.addErrback(lambda f, n=node: _log.failure("forwarding to node {node} failed", f,
-                                                        node=n))
+            d.addCallbacks(_nothing, _forward_failed, errbackArgs=(node,))
             handed.append(d)
-        return DeferredList(handed).addCallback(lambda _: None)
+        if len(handed) == 1:
+            return handed[0]
+        return DeferredList(handed).addCallback(_nothing)
 
     def receive_envelope(self, envelope: dict[str, Any]) -> None:
         """Deliver an envelope from another node to the sessions here."""
@@ -734,6 +735,14 @@ def _encoded(frame: Outgoing) -> _Push:
         return codec.encode_payload(frame), ftype, seq if type(seq) is int else None
     seq = frame.seq if type(frame) is F.Msg else None
     return codec.encode(frame), F.frame_type(frame), seq
+
+
+def _nothing(_: object) -> None:
+    return None
+
+
+def _forward_failed(failure: Failure, node: str) -> None:
+    _log.failure("forwarding to node {node} failed", failure, node=node)
 
 
 def _gather(lookups: list[Deferred[Any]]) -> Deferred[list[Any]]:
