@@ -35,6 +35,8 @@ class Options(usage.Options):
         ["advertise", None, None, "HOST:PORT clients should connect to (default: the bound one)."],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
         ["token-ttl", None, 7 * 86400, "Token lifetime in seconds.", int],
+        ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
+        ["max-group-members", None, 500, "Most members a group may have.", int],
     ]
 
     def postOptions(self) -> None:
@@ -46,17 +48,19 @@ class Options(usage.Options):
             raise usage.UsageError("--heartbeat must be at least 1 second")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        if self["max-file-size"] < 1 or self["max-group-members"] < 1:
+            raise usage.UsageError("--max-file-size and --max-group-members must be positive")
 
 
 def makeService(options: Options) -> OrderedMultiService:
     """The gateway, the node and the store of one embedded DIM, as one service tree."""
     from twisted.internet import reactor
-    from twisted.web.server import Site
 
     from dim import secret
     from dim.cluster.interface import NodeInfo
     from dim.cluster.local import LocalNodeRegistry, LocalSessionRegistry
     from dim.cluster.threads import ThreadBridge
+    from dim.files import FileStorage
     from dim.gateway.app import Gateway
     from dim.node.delivery import NodeCore
     from dim.node.service import NodeService
@@ -94,8 +98,10 @@ def makeService(options: Options) -> OrderedMultiService:
     node.listening().addCallback(register_node)
 
     gateway = Gateway(store, tokens, PasswordHasher(hashing.pool, reactor), nodes, sessions,
-                      routing=options["routing"])
-    http = strports.service(options["gateway"], Site(gateway.resource()), reactor=reactor)
+                      routing=options["routing"], files=FileStorage(data / "files"),
+                      max_file_size=options["max-file-size"],
+                      max_group_members=options["max-group-members"], pusher=core)
+    http = strports.service(options["gateway"], gateway.site(reactor=reactor), reactor=reactor)
     http.setServiceParent(top)
     _log.info("DIM gateway on {endpoint}, data in {data}", endpoint=options["gateway"],
               data=str(data.resolve()))
