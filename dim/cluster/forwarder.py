@@ -64,8 +64,10 @@ class KafkaForwarder:
                  max_replication: int = 3, connect_timeout: float = 5.0,
                  producer_config: dict[str, Any] | None = None,
                  consumer_config: dict[str, Any] | None = None,
-                 skip_backlog: bool = False) -> None:
+                 skip_backlog: bool = False, consume: bool = True) -> None:
         self.node = node
+        #: False for a sender only (the gateway): no topic of its own, no consumer.
+        self.consume = consume
         self.skip_backlog = skip_backlog
         self.bootstrap = bootstrap
         self.bridge = bridge
@@ -111,9 +113,16 @@ class KafkaForwarder:
         return defer.Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
-        self.replication = await self.bridge.call(self._create_topic)
         from confluent_kafka import Consumer, Producer, TopicPartition
 
+        if not self.consume:
+            await self.bridge.call(self._check_reachable)
+            self._producer = Producer(self.producer_config)
+            self._running.set()
+            self._producer_loop = self.bridge.call(self._serve_producer)
+            self._producer_loop.addErrback(lambda f: _log.failure("producer loop failed", f))
+            return
+        self.replication = await self.bridge.call(self._create_topic)
         self._producer = Producer(self.producer_config)
         self._consumer = Consumer(self.consumer_config)
         # One partition, assigned by hand: no group rebalance to wait for; the group's
@@ -130,16 +139,28 @@ class KafkaForwarder:
         self._consumer_loop = defer.Deferred.fromCoroutine(self._consume())
         self._consumer_loop.addErrback(lambda f: _log.failure("consumer loop failed", f))
 
-    def _create_topic(self) -> int:
-        """(pool thread) Create this node's topic unless it exists; its replication factor."""
-        from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic
+    def _metadata(self) -> tuple[Any, Any]:
+        """(pool thread) An admin client and the cluster's metadata; Unavailable if Kafka
+        does not answer within connect_timeout."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         try:
-            metadata = admin.list_topics(timeout=self.connect_timeout)
+            return admin, admin.list_topics(timeout=self.connect_timeout)
         except KafkaException as e:
             raise Unavailable(f"Kafka at {self.bootstrap} did not answer: {e}") from e
+
+    def _check_reachable(self) -> None:
+        """(pool thread) Fail with Unavailable unless Kafka answers."""
+        self._metadata()
+
+    def _create_topic(self) -> int:
+        """(pool thread) Create this node's topic unless it exists; its replication factor."""
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import NewTopic
+
+        admin, metadata = self._metadata()
         existing = metadata.topics.get(self.topic)
         if existing is not None and existing.error is None and existing.partitions:
             return len(existing.partitions[0].replicas)
@@ -185,7 +206,8 @@ class KafkaForwarder:
         self._running.clear()
         if self._consumer_loop is not None:
             await self._consumer_loop
-        await self.bridge.call(self._close_consumer, self._uncommitted)
+        if self._consumer is not None:
+            await self.bridge.call(self._close_consumer, self._uncommitted)
         self._uncommitted = None
         if self._producer_loop is not None:  # it flushes the producer when it ends
             await self._producer_loop

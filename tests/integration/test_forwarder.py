@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
@@ -105,6 +106,23 @@ class KafkaForwarderTests(TestCase):
               f"all received after {total:.2f} s (replication {a.replication})")
         self.assertEqual(list(range(1000)), got["a"])
         self.assertEqual(list(range(1000)), got["b"])
+
+    @defer.inlineCallbacks
+    def test_sender_only(self):
+        """A forwarder that does not consume (the gateway's) makes no topic and still sends."""
+        node = yield defer.Deferred.fromCoroutine(self.forwarder("node"))
+        got: list[dict[str, Any]] = []
+        node.set_receiver(got.append)
+        gateway = KafkaForwarder(f"gateway-{self.run_id}", KAFKA, self.bridge,
+                                 connect_timeout=5.0, consume=False)
+        yield gateway.start()
+        self.addCleanup(gateway.stop)
+        yield gateway.forward(node.node, {"t": "frames", "to": {}, "skip": None})
+        yield defer.Deferred.fromCoroutine(wait_for(lambda: got, 30))
+        self.assertEqual(got, [{"t": "frames", "to": {}, "skip": None}])
+        topics = yield self.bridge.call(
+            lambda: AdminClient({"bootstrap.servers": KAFKA}).list_topics(timeout=5).topics)
+        self.assertNotIn(gateway.topic, topics)
 
     @defer.inlineCallbacks
     def test_commit_after_receiver_fired(self):
