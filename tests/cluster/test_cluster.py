@@ -1,5 +1,6 @@
 """A gateway and three nodes as twistd processes: chat across nodes, devices on several nodes,
-offline delivery, routing to live nodes only, and a node's clean shutdown."""
+offline delivery, routing to live nodes only with every strategy, session lifetimes, and a
+node's clean shutdown."""
 from __future__ import annotations
 
 import signal
@@ -9,8 +10,9 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster.kit import LocalCluster, Services
-from tests.harness import WireClient, http, register_and_login, sleep
+from tests.cluster.kit import SECRET, LocalCluster, Services, free_ports
+from tests.harness import (DimProcess, WireClient, http, register_and_login, sleep,
+                           wait_for_port)
 
 
 class ClusterTestCase(unittest.TestCase):
@@ -18,11 +20,12 @@ class ClusterTestCase(unittest.TestCase):
 
     timeout = 120
     nodes = 3
+    node_args: list[str] = []
 
     @defer.inlineCallbacks
     def setUp(self):
         self.cluster = LocalCluster(Path(self.mktemp()).resolve(), Services.shared(),
-                                    nodes=self.nodes)
+                                    nodes=self.nodes, node_args=self.node_args)
         self.addCleanup(self.cluster.cleanup)
         yield self.cluster.start()
         self.n1, self.n2, self.n3 = self.cluster.ids[:3]
@@ -188,3 +191,76 @@ class RoutingTests(ClusterTestCase):
         again.send({"type": "sync", "after": 0})
         m = yield again.expect("msg", seq=1)
         self.assertEqual(m["body"], "are you there")
+
+    @defer.inlineCallbacks
+    def test_every_strategy_routes_to_live_nodes_only(self):
+        """Gateways with each routing strategy stop routing to a node killed with -9 once it
+        vanishes, and drop its sessions (its user shows offline)."""
+        c = self.cluster
+        extra = {}
+        for strategy, port in zip(("random", "consistent_hash", "least_connections"),
+                                  free_ports(3)):
+            gw = DimProcess("dim-gateway", [
+                "--listen", f"tcp:{port}:interface=127.0.0.1", "--redis", c.services.redis,
+                "--zookeeper", c.services.zookeeper, "--cluster", c.name,
+                "--routing", strategy, "--files", str(c.workdir / "files")],
+                c.workdir, env={"DIM_SECRET": SECRET}, name=f"gateway-{strategy}")
+            gw.start()
+            self.addCleanup(gw.stop)
+            extra[strategy] = (gw, f"http://127.0.0.1:{port}")
+        for gw, base in extra.values():
+            wait_for_port("127.0.0.1", int(base.rsplit(":", 1)[1]), 60, gw)
+        a = yield self.login("judy")
+        b = yield self.login("mallory")
+        yield self.connect(b["token"], self.n2)
+        r = yield http("GET", f"{c.base}/v1/users/mallory", token=a["token"])
+        self.assertTrue(r.body["online"])
+        c.nodes[self.n2].kill(signal.SIGKILL)
+        yield c.wait_listed({self.n1, self.n3}, timeout=20)
+        bases = [c.base] + [base for _, base in extra.values()]
+        deadline = time.monotonic() + 20
+        for base in bases:
+            while True:  # each gateway watches ZooKeeper on its own
+                r = yield http("GET", f"{base}/v1/nodes")
+                listed = {n["id"] for n in r.body["nodes"]}
+                if listed == {self.n1, self.n3}:
+                    break
+                self.assertLess(time.monotonic(), deadline, f"{base} still lists {listed}")
+                yield sleep(0.1)
+        for base in bases:
+            chosen = set()
+            for user in ("judy", "mallory"):
+                token = a["token"] if user == "judy" else b["token"]
+                for _ in range(6):
+                    r = yield http("POST", f"{base}/v1/route", {}, token=token)
+                    self.assertEqual(r.code, 200, r)
+                    chosen.add(r.body["node"]["id"])
+            self.assertNotIn(self.n2, chosen, base)
+        r = yield http("GET", f"{c.base}/v1/users/mallory", token=a["token"])
+        self.assertFalse(r.body["online"])
+
+
+class SessionLifetimeTests(ClusterTestCase):
+    """Sessions in Redis live only while their node's heartbeat renews them."""
+
+    nodes = 3
+    node_args = ["--session-ttl", "5"]
+
+    @defer.inlineCallbacks
+    def test_heartbeat_keeps_sessions_alive(self):
+        """With a 5 s session lifetime and H = 2, a connected user is still online after
+        12 s: the node's heartbeat sweep renews its sessions in Redis."""
+        a = yield self.login("niaj")
+        b = yield self.login("olivia")
+        olivia = yield self.connect(b["token"], self.n3)
+        for _ in range(6):
+            yield sleep(2)
+            olivia.send({"type": "ping"})
+            yield olivia.expect("pong")
+        r = yield http("GET", f"{self.cluster.base}/v1/users/olivia", token=a["token"])
+        self.assertTrue(r.body["online"])
+        niaj = yield self.connect(a["token"], self.n1)
+        niaj.send({"type": "send", "id": "late", "to": "olivia", "body": "still there?"})
+        yield niaj.expect("sent", id="late")
+        m = yield olivia.expect("msg")
+        self.assertEqual(m["body"], "still there?")
