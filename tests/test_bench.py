@@ -264,7 +264,7 @@ class LeanClientTests(unittest.TestCase):
         c.welcome = F.Welcome(user="u", node="n", heartbeat=5, max_frame=1, last_seq=0)
         c.last_write = 0.0
         self.worker.heartbeat = 5.0
-        self.worker.ping_queue.append(c)
+        self.worker.schedule_ping(c)
         self.clock.advance(4.9)
         self.worker._ping_due()
         self.assertEqual(c.transport.value(), b"")
@@ -276,6 +276,19 @@ class LeanClientTests(unittest.TestCase):
         c.dataReceived(codec.encode(F.Pong()))
         self.assertEqual([round(x, 6) for x in self.worker.rtt], [0.003])
         self.assertEqual([round(x, 6) for x in self.worker.lateness], [0.1])
+
+    def test_pings_follow_due_time_not_arrival(self) -> None:
+        """A connection queued after a later-due one still pings on time."""
+        self.worker.heartbeat = 10.0
+        late, early = self.client(), self.client()
+        late.last_write, early.last_write = 8.0, 1.0
+        self.worker.schedule_ping(late)
+        self.worker.schedule_ping(early)
+        self.clock.advance(11.0)
+        self.worker._ping_due()
+        self.assertEqual(early.transport.value(), codec.encode(F.Ping()))
+        self.assertEqual(late.transport.value(), b"")
+        self.assertEqual(self.worker.lateness, [0.0])
 
     def test_flood_counts_frames_by_bytes(self) -> None:
         """The echo flood counts whole frames however the bytes are split, and refills."""

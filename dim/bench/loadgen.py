@@ -16,10 +16,11 @@ Commands (``cmd`` field): ``hold``, ``stats``, ``close``, ``flood``, ``chat_setu
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import sys
 import time
-from collections import deque
 from typing import Any, Callable
 
 from twisted.internet import defer, protocol, task
@@ -244,7 +245,9 @@ class Worker:
         self.error_codes: dict[str, int] = {}
         # heartbeat
         self.heartbeat: float | None = None
-        self.ping_queue: deque[FrameClient] = deque()
+        #: (due time, tie-breaker, connection): the next ping of every held connection.
+        self.ping_queue: list[tuple[float, int, FrameClient]] = []
+        self._tie = itertools.count()
         self.ping_loop: task.LoopingCall | None = None
         self.rtt: list[float] = []
         self.lateness: list[float] = []
@@ -392,7 +395,8 @@ class Worker:
         self.conns.extend(opened)
         if heartbeat:
             self.heartbeat = float(heartbeat)
-            self.ping_queue.extend(sorted(opened, key=lambda c: c.last_write))
+            for conn in opened:
+                self.schedule_ping(conn)
             if self.ping_loop is None:
                 self.ping_loop = task.LoopingCall(self._ping_due)
                 self.ping_loop.clock = self.reactor
@@ -405,19 +409,27 @@ class Worker:
         """How many of the held connections are open."""
         return sum(1 for c in self.conns if c.open)
 
+    def schedule_ping(self, conn: FrameClient) -> None:
+        """Queue ``conn``'s next ping, H seconds after it last wrote."""
+        heapq.heappush(self.ping_queue,
+                       (conn.last_write + (self.heartbeat or 0.0), next(self._tie), conn))
+
     def _ping_due(self) -> None:
         now = self.reactor.seconds()
         h = self.heartbeat or 0.0
         q = self.ping_queue
-        while q and q[0].last_write + h <= now:
-            conn = q.popleft()
+        while q and q[0][0] <= now:
+            due, _, conn = heapq.heappop(q)
             if not conn.open:
                 continue
-            self.lateness.append(now - (conn.last_write + h))
+            if conn.last_write + h > now:  # it wrote something since: not idle yet
+                self.schedule_ping(conn)
+                continue
+            self.lateness.append(now - due)
             conn.ping_at = now
             conn.write(_PING, now)
             self.pings += 1
-            q.append(conn)
+            self.schedule_ping(conn)
 
     def cmd_stats(self, reset: bool = True) -> dict[str, Any]:
         """What the held connections saw since the last reset: pong round trips, losses."""

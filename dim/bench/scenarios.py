@@ -98,6 +98,15 @@ class Context:
 # ------------------------------------------------------------------------------ helpers
 
 
+def _summed(counts: Any) -> dict[str, int]:
+    """Several {key: count} maps added up."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def _split(n: int, parts: int) -> list[int]:
     """``n`` split into ``parts`` near-equal shares."""
     base, extra = divmod(n, parts)
@@ -238,7 +247,8 @@ def run_connections(ctx: Context) -> dict[str, Any]:
     per_conn = stats.per_connection_kb(counts, rss)
     echo = echo_hold(ctx, n)
     return {"status": report.OK, "target": n, "held": held, "lost_while_idle": lost,
-            "lost_reasons": {k: v for a in answers for k, v in a["lost_reasons"].items()},
+            "lost_reasons": _summed(a["lost_reasons"] for a in answers),
+            "error_frames": _summed(a["errors"] for a in answers),
             "connect_failures": ramp["failures"], "node_fds": fds,
             "rss_per_conn_kb": per_conn, "rss_points": ramp["points"],
             "echo_rss_per_conn_kb": echo["rss_per_conn_kb"],
