@@ -11,7 +11,8 @@ from dim.cluster.interface import IPusher
 from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import EPOCH, FakeClient, ForwarderHub, Node
+from tests.test_node_fixtures import (EPOCH, FakeClient, ForwarderHub, Node,
+                                      RemoteLikeRegistry)
 
 USERS = ("alice", "bob", "carol", "dave")
 
@@ -301,6 +302,25 @@ class PresenceTests(SynchronousTestCase):
             conn.connectionLost(None)
         self.successResultOf(d)
         self.assertIn(F.Presence(user="alice", online=False), bob.received())
+
+    def test_shutdown_waits_for_presence(self) -> None:
+        """With a registry answering through Deferreds, a node's drain ends only once the
+        offline presence of its users was handed to the other node."""
+        sessions, hub = RemoteLikeRegistry(), ForwarderHub()
+        n1 = Node("n1", self.clock, self.store, sessions, hub.forwarder("n1"))
+        n2 = Node("n2", self.clock, self.store, sessions, hub.forwarder("n2"))
+        bob = n2.login("bob")
+        n1.login("alice")
+        self.clock.advance(0)
+        self.assertEqual(bob.received(), [F.Presence(user="alice", online=True)])
+        d = n1.core.shutdown()
+        self.clock.advance(1)
+        for conn in list(n1.core.connections):
+            conn.connectionLost(None)
+        self.assertNoResult(d)
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(bob.received(), [F.Presence(user="alice", online=False)])
 
     def test_lone_node_shutdown_asks_nothing(self) -> None:
         """A node with no forwarder shutting down does not look up contacts (all its

@@ -256,10 +256,11 @@ class NodeCore:
                 del self.local[session.user]
         d = maybeDeferred(self.sessions.remove, session.user, session.id)
         d.addCallback(self._removed, session.user)
-        if not d.called:
+        d.addErrback(lambda f: _log.failure("unregistering session {s} failed", f, s=session.id))
+        if not d.called or d.paused:
+            # Still waiting, on the registry or on telling the contacts: a drain waits too.
             self._pending_removals.add(d)
             d.addBoth(self._removal_done, d)
-        d.addErrback(lambda f: _log.failure("unregistering session {s} failed", f, s=session.id))
 
     def _removed(self, last: bool, user: str) -> Deferred[None] | None:
         """The registry forgot a session: if it was the user's last, tell its contacts.
