@@ -18,14 +18,19 @@ from dim.store.interface import InboxEntry, IStore, Receipt, SendResult
 TS = 1_700_000_000_000
 
 
-class StoreContractMixin:
-    """Tests every rule of the IStore contract; subclasses provide ``makeStore()``."""
+class StoreFixtures:
+    """What every store contract test needs: a fresh store, reopening it, storing a message.
+
+    Subclasses provide ``makeStore()``, and durable stores ``reopenStore()``.
+    """
 
     def makeStore(self) -> Any:
         """A new, empty store (or a Deferred firing with one)."""
         raise NotImplementedError
 
-    # -- helpers ---------------------------------------------------------------------------
+    def reopenStore(self) -> Any:
+        """A new store over the same data as the last one made (or a Deferred of one)."""
+        raise NotImplementedError
 
     @defer.inlineCallbacks
     def store(self, *users: str):
@@ -36,13 +41,26 @@ class StoreContractMixin:
             yield store.create_user(user, "hash-" + user, TS)
         return store
 
+    @defer.inlineCallbacks
+    def reopen(self, store: Any):
+        """Close ``store`` and open it again."""
+        yield store.close()
+        again = yield defer.maybeDeferred(self.reopenStore)
+        self.addCleanup(again.close)
+        return again
+
     def send(self, store: Any, sender: str, client_id: str, to: str | list[str],
-             body: str = "hi", group: str | None = None, kind: str = "text",
+             body: str = "hi", group: str | None = None, kind: str | None = None,
              file: dict[str, Any] | None = None) -> defer.Deferred[SendResult]:
-        """Store one message from ``sender`` to ``to`` (a user, or a list for a group)."""
+        """Store one message from ``sender`` to ``to`` (a user, or a list for a group); a
+        message with a ``file`` is an image unless ``kind`` says otherwise."""
         recipients = [to] if isinstance(to, str) else list(to)
-        return store.store_message(sender, client_id, recipients, group, body, kind, file,
-                                   TS)
+        return store.store_message(sender, client_id, recipients, group, body,
+                                   kind or ("image" if file else "text"), file, TS)
+
+
+class StoreContractMixin(StoreFixtures):
+    """Tests every rule of the IStore message contract; subclasses provide ``makeStore()``."""
 
     @defer.inlineCallbacks
     def seqs(self, store: Any, user: str):
@@ -463,18 +481,6 @@ class StoreContractMixin:
 
 class DurableStoreContractMixin(StoreContractMixin):
     """The contract plus persistence; subclasses also provide ``reopenStore()``."""
-
-    def reopenStore(self) -> Any:
-        """A new store over the same data as the last one made (or a Deferred of one)."""
-        raise NotImplementedError
-
-    @defer.inlineCallbacks
-    def reopen(self, store: Any):
-        """Close ``store`` and open it again."""
-        yield store.close()
-        again = yield defer.maybeDeferred(self.reopenStore)
-        self.addCleanup(again.close)
-        return again
 
     @defer.inlineCallbacks
     def test_reopen_keeps_everything(self):

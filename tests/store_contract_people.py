@@ -15,8 +15,8 @@ from twisted.internet import defer
 
 from dim.errors import BadRequest, NotFound, TooLarge
 from dim.store.interface import Contact, FileRecord, Group, Profile
+from tests.store_contract import TS, StoreFixtures
 
-TS = 1_700_000_000_000
 
 
 def record(file_id: str, owner: str, name: str = "cat.png") -> FileRecord:
@@ -30,23 +30,10 @@ def attachment(file_id: str) -> dict[str, Any]:
     return {"id": file_id, "name": "cat.png", "size": 1234, "mime": "image/png"}
 
 
-class PeopleStoreContractMixin:
+class PeopleStoreContractMixin(StoreFixtures):
     """Tests every rule of the people, groups and files part of the IStore contract."""
 
-    def makeStore(self) -> Any:
-        """A new, empty store (or a Deferred firing with one)."""
-        raise NotImplementedError
-
     # -- helpers ---------------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def store(self, *users: str):
-        """A new store holding ``users``, closed when the test ends."""
-        store = yield defer.maybeDeferred(self.makeStore)
-        self.addCleanup(store.close)
-        for user in users:
-            yield store.create_user(user, "hash-" + user, TS)
-        return store
 
     @defer.inlineCallbacks
     def pending(self, store: Any, user: str):
@@ -64,13 +51,6 @@ class PeopleStoreContractMixin:
             self.assertIsInstance(group, Group)
             self.assertIn(user, group.members)
         return {group.id for group in groups}
-
-    def send(self, store: Any, sender: str, client_id: str, to: str | list[str],
-             group: str | None = None, file: dict[str, Any] | None = None) -> Any:
-        """Store one message (with ``file``) from ``sender`` to a user or a list of them."""
-        recipients = [to] if isinstance(to, str) else list(to)
-        return store.store_message(sender, client_id, recipients, group, "",
-                                   "image" if file else "text", file, TS)
 
     # -- profiles --------------------------------------------------------------------------
 
@@ -577,18 +557,6 @@ class PeopleStoreContractMixin:
 
 class DurablePeopleStoreContractMixin(PeopleStoreContractMixin):
     """The people contract plus persistence; subclasses also provide ``reopenStore()``."""
-
-    def reopenStore(self) -> Any:
-        """A new store over the same data as the last one made (or a Deferred of one)."""
-        raise NotImplementedError
-
-    @defer.inlineCallbacks
-    def reopen(self, store: Any):
-        """Close ``store`` and open it again."""
-        yield store.close()
-        again = yield defer.maybeDeferred(self.reopenStore)
-        self.addCleanup(again.close)
-        return again
 
     @defer.inlineCallbacks
     def test_reopen_keeps_people_groups_and_files(self):

@@ -1,4 +1,4 @@
-"""The in-memory store against the shared store contract."""
+"""The in-memory store against the shared store contract (messages, people, groups, files)."""
 from __future__ import annotations
 
 from twisted.internet.task import Clock
@@ -6,10 +6,11 @@ from twisted.trial import unittest
 
 from dim.store.memory import MemoryStore, base36
 from tests.store_contract import StoreContractMixin
+from tests.store_contract_people import PeopleStoreContractMixin
 
 
-class MemoryStoreContractTests(StoreContractMixin, unittest.TestCase):
-    """MemoryStore honours every rule of the store contract."""
+class MemoryStoreContractTests(StoreContractMixin, PeopleStoreContractMixin, unittest.TestCase):
+    """MemoryStore honours every rule of the store contract, messages and people alike."""
 
     def makeStore(self) -> MemoryStore:
         """A new, empty in-memory store."""

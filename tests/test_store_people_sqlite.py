@@ -8,24 +8,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from dim.store.sqlite import SQLiteStore
-from tests.store_contract_people import TS, DurablePeopleStoreContractMixin, attachment
-
-
-class SQLiteStorePeopleContractTests(DurablePeopleStoreContractMixin, unittest.TestCase):
-    """SQLiteStore honours every rule of the people, groups and files contract, across
-    reopening too."""
-
-    def setUp(self) -> None:
-        self.path = os.path.abspath(self.mktemp() + ".db")
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-
-    def makeStore(self) -> SQLiteStore:
-        """A new store in a fresh file."""
-        return SQLiteStore(self.path, reactor)
-
-    def reopenStore(self) -> SQLiteStore:
-        """A new store over the same file."""
-        return SQLiteStore(self.path, reactor)
+from tests.store_contract import TS
+from tests.store_contract_people import attachment
 
 
 class SQLiteStorePeopleTests(unittest.TestCase):

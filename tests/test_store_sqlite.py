@@ -13,9 +13,11 @@ from twisted.trial import unittest
 from dim.errors import Internal, NotFound
 from dim.store.sqlite import SQLiteStore
 from tests.store_contract import TS, DurableStoreContractMixin
+from tests.store_contract_people import DurablePeopleStoreContractMixin
 
 
-class SQLiteStoreContractTests(DurableStoreContractMixin, unittest.TestCase):
+class SQLiteStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
+                               unittest.TestCase):
     """SQLiteStore honours every rule of the store contract, across reopening too."""
 
     def setUp(self) -> None:

@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 from dim.errors import Unavailable
 from dim.store.redis import RedisStore, check_reachable, open_redis
 from tests.store_contract import TS, DurableStoreContractMixin
+from tests.store_contract_people import DurablePeopleStoreContractMixin
 
 REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
 
@@ -41,7 +42,8 @@ def delete_prefix(url: str, prefix: str):
         yield redis.disconnect()
 
 
-class RedisStoreContractTests(DurableStoreContractMixin, TestCase):
+class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
+                              TestCase):
     """RedisStore keeps every rule of the IStore contract and survives a reopen."""
 
     timeout = 20
@@ -57,8 +59,8 @@ class RedisStoreContractTests(DurableStoreContractMixin, TestCase):
         return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
 
 
-class RedisStoreTests(TestCase):
-    """What is particular to the Redis store: two stores on one Redis, failures, scripts."""
+class RedisPrefixTestCase(TestCase):
+    """A test whose stores share one fresh key prefix, deleted at the end."""
 
     timeout = 30
 
@@ -68,9 +70,14 @@ class RedisStoreTests(TestCase):
 
     @defer.inlineCallbacks
     def open(self):
+        """A store (a node's connection) under the test's prefix, closed at the end."""
         store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
         self.addCleanup(store.close)
         return store
+
+
+class RedisStoreTests(RedisPrefixTestCase):
+    """What is particular to the Redis store: two stores on one Redis, failures, scripts."""
 
     @defer.inlineCallbacks
     def test_two_nodes_one_inbox(self):

@@ -1,57 +1,24 @@
-"""The people, groups and files contract, run against :class:`dim.store.redis.RedisStore` on
-a real Redis.
+"""What is particular to the Redis store's people and groups, on
+a real Redis (the contract itself runs in test_redis_store).
 
 Redis comes from ``DIM_REDIS`` (default ``redis://127.0.0.1:6379``); the tests fail when it
 does not answer.  Every test uses its own key prefix and deletes its keys afterwards.
 """
 from __future__ import annotations
 
-import uuid
-from typing import Any
 
 from twisted.internet import defer
-from twisted.trial.unittest import TestCase
 
-from dim.store.redis import RedisStore
-from tests.integration.test_redis_store import REDIS_URL, delete_prefix
-from tests.store_contract_people import TS, DurablePeopleStoreContractMixin, attachment
-
-
-class RedisStorePeopleContractTests(DurablePeopleStoreContractMixin, TestCase):
-    """RedisStore keeps every rule of the people, groups and files contract and survives a
-    reopen."""
-
-    timeout = 20
-
-    def setUp(self) -> None:
-        self.prefix = f"dimtest:{uuid.uuid4().hex[:12]}:"
-        self.addCleanup(delete_prefix, REDIS_URL, self.prefix)
-
-    def makeStore(self) -> Any:
-        """A store under a fresh key prefix."""
-        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
-
-    def reopenStore(self) -> Any:
-        """A new store over the same key prefix."""
-        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
+from tests.integration.test_redis_store import RedisPrefixTestCase
+from tests.store_contract import TS
+from tests.store_contract_people import attachment
 
 
-class RedisStorePeopleTests(TestCase):
+class RedisStorePeopleTests(RedisPrefixTestCase):
     """What is particular to the Redis store's people and groups: several nodes at once, and
     search over many users."""
 
     timeout = 60
-
-    def setUp(self) -> None:
-        self.prefix = f"dimtest:{uuid.uuid4().hex[:12]}:"
-        self.addCleanup(delete_prefix, REDIS_URL, self.prefix)
-
-    @defer.inlineCallbacks
-    def open(self):
-        """A store (a node's connection) under the test's prefix, closed at the end."""
-        store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
-        self.addCleanup(store.close)
-        return store
 
     @defer.inlineCallbacks
     def test_requests_crossing_make_contacts(self):
