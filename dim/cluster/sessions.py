@@ -30,6 +30,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from dim.cluster.interface import ISessionRegistry, SessionRef
+from dim.store.redis import LuaScripts
 
 #: Shared Lua: whether a node is alive, and the live sessions of a user (dropping dead ones).
 _LUA_LIVE = """
@@ -135,7 +136,7 @@ class RedisSessionRegistry:
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl * 1000))
-        self._shas: dict[str, str] = {}
+        self._scripts = LuaScripts(redis, prefix, SCRIPTS)
 
     @classmethod
     def connect(cls, url: str = "redis://127.0.0.1:6379", prefix: str = "dim:",
@@ -161,20 +162,10 @@ class RedisSessionRegistry:
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script."""
-        for name, body in SCRIPTS.items():
-            self._shas[name] = await self.redis.script_load(body)
+        await self._scripts.load()
 
     async def _run(self, name: str, *args: Any) -> Any:
-        import txredisapi
-
-        if not self._shas:
-            await self.load_scripts()
-        argv = [self.prefix, *args]
-        try:
-            return await self.redis.evalsha(self._shas[name], [], argv)
-        except txredisapi.ScriptDoesNotExist:
-            await self.load_scripts()
-            return await self.redis.evalsha(self._shas[name], [], argv)
+        return await self._scripts.run(name, *args)
 
     def add(self, user: str, session: str, node: str) -> defer.Deferred[bool]:
         """Record a session (and renew its node's lifetime); fires True if it is the user's

@@ -442,6 +442,38 @@ async def _ping(redis: Any) -> None:
     await redis.ping()
 
 
+
+class LuaScripts:
+    """A set of Lua scripts run by EVALSHA with a key prefix as ``ARGV[1]``.
+
+    The scripts are loaded on first use and loaded again when Redis answers NOSCRIPT (after
+    a restart flushed its script cache).
+    """
+
+    def __init__(self, redis: Any, prefix: str, bodies: dict[str, str]) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._bodies = bodies
+        self._shas: dict[str, str] = {}
+
+    async def load(self) -> None:
+        """SCRIPT LOAD every script."""
+        for name, body in self._bodies.items():
+            self._shas[name] = await self.redis.script_load(body)
+
+    async def run(self, name: str, *args: Any) -> Any:
+        """EVALSHA one script with the prefix and ``args`` as its arguments."""
+        import txredisapi
+
+        if not self._shas:
+            await self.load()
+        argv = [self.prefix, *args]
+        try:
+            return await self.redis.evalsha(self._shas[name], [], argv)
+        except txredisapi.ScriptDoesNotExist:
+            await self.load()
+            return await self.redis.evalsha(self._shas[name], [], argv)
+
 @implementer(IStore)
 class RedisStore:
     """An :class:`IStore` on Redis; build it with :func:`connect` (which loads the scripts).
@@ -455,7 +487,7 @@ class RedisStore:
         self.prefix = prefix
         #: ``"fsync"``, ``"everysec"``, ``"none"`` or ``"unknown"``: see the module docstring.
         self.durability = durability
-        self._shas: dict[str, str] = {}
+        self._scripts = LuaScripts(redis, prefix, SCRIPTS)
         #: sender -> a Deferred that fires when that sender's last store_message is done.
         self._tails: dict[str, defer.Deferred[None]] = {}
         self._closed: defer.Deferred[None] | None = None
@@ -508,19 +540,10 @@ class RedisStore:
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script (again after a Redis restart flushed them)."""
-        for name, body in SCRIPTS.items():
-            self._shas[name] = await self.redis.script_load(body)
+        await self._scripts.load()
 
     async def _run(self, name: str, *args: Any) -> Any:
-        """EVALSHA one script with the prefix as ARGV[1]; reload the scripts on NOSCRIPT."""
-        import txredisapi
-
-        argv = [self.prefix, *args]
-        try:
-            return await self.redis.evalsha(self._shas[name], [], argv)
-        except txredisapi.ScriptDoesNotExist:
-            await self.load_scripts()
-            return await self.redis.evalsha(self._shas[name], [], argv)
+        return await self._scripts.run(name, *args)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
