@@ -1,6 +1,6 @@
 """A gateway and three nodes as twistd processes: chat across nodes, devices on several nodes,
-offline delivery, routing to live nodes only with every strategy, session lifetimes, and a
-node's clean shutdown."""
+offline delivery, routing to live nodes only with every strategy, session lifetimes, a node
+that lost its ZooKeeper session, and a node's clean shutdown."""
 from __future__ import annotations
 
 import signal
@@ -20,12 +20,14 @@ class ClusterTestCase(unittest.TestCase):
 
     timeout = 120
     nodes = 3
+    heartbeat = 2
     node_args: list[str] = []
 
     @defer.inlineCallbacks
     def setUp(self):
         self.cluster = LocalCluster(Path(self.mktemp()).resolve(), Services.shared(),
-                                    nodes=self.nodes, node_args=self.node_args)
+                                    nodes=self.nodes, heartbeat=self.heartbeat,
+                                    node_args=self.node_args)
         self.addCleanup(self.cluster.cleanup)
         yield self.cluster.start()
         self.n1, self.n2, self.n3 = self.cluster.ids[:3]
@@ -264,3 +266,46 @@ class SessionLifetimeTests(ClusterTestCase):
         yield niaj.expect("sent", id="late")
         m = yield olivia.expect("msg")
         self.assertEqual(m["body"], "still there?")
+
+
+class ZooKeeperSessionLossTests(ClusterTestCase):
+    """A node that was frozen past its ZooKeeper session comes back whole."""
+
+    heartbeat = 5
+
+    @defer.inlineCallbacks
+    def test_frozen_node_registers_again_with_its_sessions(self):
+        """SIGSTOP a node for longer than --zk-timeout: the gateway drops it and its
+        sessions; on SIGCONT it registers again, re-adds its sessions, and its client gets
+        messages from other nodes as before."""
+        c = self.cluster
+        a = yield self.login("peggy")
+        b = yield self.login("rupert")
+        peggy = yield self.connect(a["token"], self.n1)
+        rupert = yield self.connect(b["token"], self.n3)
+        node = c.nodes[self.n3]
+        node.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield c.wait_listed({self.n1, self.n2}, timeout=20)
+            deadline = time.monotonic() + 10
+            while True:
+                r = yield http("GET", f"{c.base}/v1/users/rupert", token=a["token"])
+                if not r.body["online"]:
+                    break
+                self.assertLess(time.monotonic(), deadline, "rupert still online")
+                yield sleep(0.2)
+        finally:
+            node.proc.send_signal(signal.SIGCONT)
+        yield c.wait_listed(set(c.ids), timeout=30)
+        deadline = time.monotonic() + 10
+        while True:
+            r = yield http("GET", f"{c.base}/v1/users/rupert", token=a["token"])
+            if r.body["online"]:
+                break
+            self.assertLess(time.monotonic(), deadline, "rupert's session was not re-added")
+            yield sleep(0.2)
+        peggy.send({"type": "send", "id": "back", "to": "rupert", "body": "welcome back"})
+        yield peggy.expect("sent", id="back")
+        m = yield rupert.expect("msg")
+        self.assertEqual(m["body"], "welcome back")
+        self.assertIn("registered again after losing its znode", node.log.read_text())
