@@ -1,0 +1,67 @@
+"""dim-node and dim-gateway refuse to start, with one line naming the missing piece and exit
+status 1, when a service does not answer or DIM_SECRET is unset."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.cluster.kit import (SECRET, Services, delete_redis_keys, delete_topics, delete_znodes,
+                               free_ports)
+from tests.harness import DimProcess, sleep
+
+
+class StartFailureTests(unittest.TestCase):
+    """Each service missing in turn, all at once in parallel processes."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_missing_services_and_secret(self):
+        """Redis, Kafka, ZooKeeper unreachable, and no DIM_SECRET: status 1 and a clear line."""
+        s = Services.shared()
+        dead = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+        workdir = Path(self.mktemp()).resolve()
+        name = f"cs{int(time.time() * 1000) % 10**8}"
+
+        def node(label: str, redis: str, kafka: str, zookeeper: str,
+                 secret: str = SECRET) -> DimProcess:
+            return DimProcess("dim-node", [
+                "--id", f"{label}-{name}", "--listen", "tcp:0:interface=127.0.0.1",
+                "--cluster", name, "--redis", redis, "--kafka", kafka,
+                "--zookeeper", zookeeper, "--connect-timeout", "2"], workdir,
+                env={"DIM_SECRET": secret}, name=label)
+
+        cases = {
+            "no-redis": (node("no-redis", f"redis://{dead}", s.kafka, s.zookeeper),
+                         f"DIM node no-redis-{name} cannot start: Redis at redis://{dead}"),
+            "no-kafka": (node("no-kafka", s.redis, dead, s.zookeeper),
+                         f"cannot start: Kafka at {dead}"),
+            "no-zookeeper": (node("no-zookeeper", s.redis, s.kafka, dead),
+                             f"cannot start: ZooKeeper at {dead}"),
+            "gateway-no-zookeeper": (DimProcess("dim-gateway", [
+                "--listen", "tcp:0:interface=127.0.0.1", "--cluster", name,
+                "--redis", s.redis, "--zookeeper", dead, "--connect-timeout", "2",
+                "--files", str(workdir / "files")], workdir, env={"DIM_SECRET": SECRET},
+                name="gateway-no-zookeeper"),
+                f"DIM gateway cannot start: ZooKeeper at {dead}"),
+        }
+        nosecret = node("no-secret", s.redis, s.kafka, s.zookeeper, secret="")
+        self.addCleanup(delete_redis_keys, s.redis, f"{name}:*")
+        self.addCleanup(delete_znodes, s.zookeeper, f"/{name}")
+        self.addCleanup(delete_topics, s.kafka, [f"{name}.node.no-zookeeper-{name}"])
+        for p, _ in cases.values():
+            p.start()
+        nosecret.start()
+        self.addCleanup(lambda: [p.kill() for p, _ in [*cases.values(), (nosecret, "")]])
+        deadline = time.monotonic() + 60
+        while any(p.alive for p, _ in [*cases.values(), (nosecret, "")]):
+            self.assertLess(time.monotonic(), deadline, "a process did not exit")
+            yield sleep(0.2)
+        for label, (p, line) in cases.items():
+            self.assertEqual(p.proc.returncode, 1, f"{label}:\n{p.log_tail()}")
+            self.assertIn(line, p.log.read_text(), label)
+        self.assertNotEqual(nosecret.proc.returncode, 0)
+        self.assertFalse(nosecret.log.exists() and "starting" in nosecret.log.read_text())
