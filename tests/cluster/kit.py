@@ -283,8 +283,8 @@ def delete_topics(bootstrap: str, topics: list[str]) -> None:
     from confluent_kafka.admin import AdminClient
 
     try:
-        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
-            topics, operation_timeout=10)
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the answers
+        futures = admin.delete_topics(topics, operation_timeout=10)
         for f in futures.values():
             try:
                 f.result(timeout=15)
