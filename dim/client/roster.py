@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.logger import Logger
 
 log = Logger()
@@ -45,6 +45,7 @@ class Roster:
         self.profiles: dict[str, dict[str, Any]] = {}
         self.own: dict[str, Any] = {"user": me, "name": me, "status": "", "avatar": None}
         self._looking_up: set[str] = set()
+        self._in_flight: set[Deferred[Any]] = set()
 
     # ------------------------------------------------------------ answers from memory
 
@@ -137,8 +138,22 @@ class Roster:
 
     def _fetch(self, d: Deferred[Any], got: Callable[[Any], None], what: str) -> Deferred[None]:
         def failed(f: Any) -> None:
-            log.info("could not fetch {what}: {f}", what=what, f=f.getErrorMessage())
-        return d.addCallbacks(got, failed)
+            if not f.check(CancelledError):
+                log.info("could not fetch {what}: {f}", what=what, f=f.getErrorMessage())
+        return self._track(d).addCallbacks(got, failed)
+
+    def _track(self, d: Deferred[Any]) -> Deferred[Any]:
+        self._in_flight.add(d)
+
+        def done(result: Any) -> Any:
+            self._in_flight.discard(d)
+            return result
+        return d.addBoth(done)
+
+    def stop(self) -> None:
+        """Abandon every fetch in flight (the client is stopping)."""
+        for d in list(self._in_flight):
+            d.cancel()
 
     def _look_up_names(self, users: Iterable[str]) -> None:
         unknown = [u for u in dict.fromkeys(users) if u != self.me and u not in self.contacts
@@ -152,7 +167,7 @@ class Roster:
 
             def done(_: Any, user: str = user) -> None:
                 self._looking_up.discard(user)
-            d = self.gateway.user(user)
+            d = self._track(self.gateway.user(user))
             d.addCallbacks(got, lambda f: None)
             d.addBoth(done)
 

@@ -1012,6 +1012,8 @@ class ChatClient(EventSource):
 
     def logout(self) -> None:
         """Disconnect and forget the saved token."""
+        if self.roster is not None:
+            self.roster.stop()
         if self.session is not None:
             self.session.stop()
         if self.config is not None and self.user:
@@ -1019,6 +1021,8 @@ class ChatClient(EventSource):
 
     def stop(self) -> None:
         """Disconnect (keeping the saved token) and close the cache."""
+        if self.roster is not None:
+            self.roster.stop()
         if self.session is not None:
             self.session.stop()
             self.session.cache = None
@@ -1046,7 +1050,11 @@ class ChatClient(EventSource):
     def _relay(self, event: SessionEvent) -> None:
         if isinstance(event, SessionExpired) and self.config is not None and self.user:
             self.config.forget_token(self.gateway.base_url, self.user)
+        # The roster first, so that listeners hearing the event see its effect.
+        self._update_roster(event)
         self.emit(event)
+
+    def _update_roster(self, event: SessionEvent) -> None:
         roster = self.roster
         if roster is None:
             return

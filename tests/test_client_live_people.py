@@ -1,0 +1,209 @@
+"""Part 2 of the client core against a real ``twistd -n dim``: contacts, presence, typing,
+read marks across users and devices, a group of three, and an image and a file sent, saved
+and compared by sha256."""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from dim.client import session as S
+from tests.harness import EmbeddedDim, sleep
+from tests.test_client_live import LiveChat, _Anything, live_client
+
+
+def png(width: int = 4, height: int = 4) -> bytes:
+    """A small valid PNG (grey pixels), so the gateway recognises an image by its content."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    raw = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def sha256_of(path: str) -> str:
+    """The sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class LivePeopleTests(unittest.TestCase):
+    """Two and three people and their devices on the embedded dim."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.work = Path(self.mktemp()).resolve()
+        self.dim = EmbeddedDim(self.work, heartbeat=2)
+        self.dim.start()
+        self.addCleanup(self.dim.process.stop)
+        self.chats: list[LiveChat] = []
+
+    def tearDown(self) -> None:
+        for chat in self.chats:
+            chat.stop()
+
+    @defer.inlineCallbacks
+    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
+        """A connected LiveChat, stopped at the end of the test."""
+        c = yield live_client(self.dim.base, user, register=register, device=device)
+        self.chats.append(c)
+        return c
+
+    @defer.inlineCallbacks
+    def until(self, check: Any, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+        """Poll ``check()`` until it is true (roster refetches are asynchronous)."""
+        for _ in range(int(timeout / 0.05)):
+            if check():
+                return
+            yield sleep(0.05)
+        raise AssertionError(f"not within {timeout} s: {what}")
+
+    @defer.inlineCallbacks
+    def test_contacts_presence_typing_and_read_marks(self):  # type: ignore[no-untyped-def]
+        """A request and its acceptance reach both; presence, typing and read marks flow."""
+        alice = yield self.chat("alice")
+        bob = yield self.chat("bob")
+        contact = yield alice.client.add_contact("bob")
+        self.assertEqual(contact["pending"], "out")
+        yield bob.wait_for(S.Notified, event="contact_request")
+        yield self.until(lambda: [c["pending"] for c in bob.client.contacts()] == ["in"],
+                         "bob sees alice's request")
+        yield bob.client.add_contact("alice")
+        yield alice.wait_for(S.Notified, event="contact_added")
+        yield self.until(lambda: alice.client.is_online("bob") is True, "alice sees bob online")
+        yield bob.client.update_profile(name="Bob Builder", status="at work")
+        yield alice.client.refresh_people()
+        self.assertEqual(alice.client.display_name("bob"), "Bob Builder")
+        self.assertEqual(alice.client.contacts()[0]["status"], "at work")
+
+        # typing, then a message read by bob: alice sees it read
+        alice.client.typing("bob")
+        yield bob.wait_for(S.PeerTyping, user="alice", peer="alice")
+        out = alice.client.send("bob", "are you there?")
+        yield bob.wait_for(S.MessageReceived, entry=_Anything(body="are you there?"))
+        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.DELIVERED)
+        self.assertEqual(bob.client.conversations()[0].unread, 1)
+        bob.client.mark_seen("alice")
+        yield alice.wait_for(S.ReadReceipt, mid=out.mid, by="bob")
+        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.READ)
+        self.assertEqual(out.read_by, {"bob"})
+
+        # presence: bob's only session goes, then comes back
+        bob.stop()
+        yield alice.wait_for(S.PresenceChanged, user="bob", online=False)
+        self.assertIs(alice.client.is_online("bob"), False)
+        bob_again = yield self.chat("bob", register=False)
+        yield alice.wait_for(S.PresenceChanged, user="bob", online=True)
+        yield self.until(lambda: alice.client.is_online("bob") is True, "bob online again")
+        yield self.until(lambda: [c["user"] for c in bob_again.client.contacts()] == ["alice"],
+                         "bob's new session fetched his contacts")
+
+    @defer.inlineCallbacks
+    def test_unread_clears_on_every_device(self):  # type: ignore[no-untyped-def]
+        """bob reads on his phone: his laptop's unread count clears, and alice sees read."""
+        alice = yield self.chat("alice")
+        laptop = yield self.chat("bob", device="laptop")
+        phone = yield self.chat("bob", register=False, device="phone")
+        out = alice.client.send("bob", "one")
+        out2 = alice.client.send("bob", "two")
+        for device in (laptop, phone):
+            yield device.wait_for(S.MessageReceived, entry=_Anything(body="two"))
+        self.assertEqual(laptop.client.conversations()[0].unread, 2)
+        phone.client.mark_seen("alice")
+        yield laptop.wait_for(S.ReadUpTo)
+        self.assertEqual(laptop.client.conversations()[0].unread, 0)
+        yield alice.wait_for(S.MessageStatus, id=out2.id, state=S.READ)
+        self.assertEqual(out.state, S.READ)
+
+    @defer.inlineCallbacks
+    def test_group_of_three(self):  # type: ignore[no-untyped-def]
+        """alice makes a group with bob and carol; a group message reaches both, with
+        per-member delivery and read marks, and member names are looked up."""
+        alice = yield self.chat("alice")
+        bob = yield self.chat("bob")
+        carol = yield self.chat("carol")
+        yield carol.client.update_profile(name="Carol C")
+        group = yield alice.client.create_group("team", ["bob", "carol"])
+        self.assertEqual(sorted(group["members"]), ["alice", "bob", "carol"])
+        for member in (bob, carol):
+            yield member.wait_for(S.Notified, event="group_changed")
+            yield self.until(lambda m=member: [g["name"] for g in m.client.groups()] == ["team"],
+                             f"{member.user} lists the group")
+        yield self.until(lambda: bob.client.display_name("carol") == "Carol C", "carol's name")
+        peer = "#" + group["id"]
+        self.assertEqual(bob.client.display_name(peer), "# team")
+        out = alice.client.send(peer, "hello team")
+        for member in (bob, carol):
+            got = yield member.wait_for(S.MessageReceived, entry=_Anything(body="hello team"))
+            self.assertEqual((got.entry.group, got.entry.sender), (group["id"], "alice"))
+            self.assertEqual([c.peer for c in member.client.conversations()], [peer])
+        yield self.until(lambda: out.delivered_by == {"bob", "carol"}, "delivered to both")
+        bob.client.mark_seen(peer)
+        yield alice.wait_for(S.ReadReceipt, mid=out.mid, by="bob")
+        self.assertEqual(out.read_by, {"bob"})
+        self.assertEqual(out.state, S.DELIVERED)  # read by all only once carol reads too
+        reply = carol.client.send(peer, "hi alice")
+        yield alice.wait_for(S.MessageReceived, entry=_Anything(body="hi alice"))
+        yield bob.wait_for(S.MessageReceived, entry=_Anything(body="hi alice"))
+        yield self.until(lambda: reply.delivered_by == {"alice", "bob"}, "reply delivered")
+        # carol leaves: she no longer gets the group's messages
+        yield carol.client.leave_group(peer)
+        yield alice.wait_for(S.Notified, event="group_changed")
+        yield self.until(lambda: len(alice.client.group(peer)["members"]) == 2, "carol gone")
+        last = alice.client.send(peer, "just us")
+        yield bob.wait_for(S.MessageReceived, entry=_Anything(body="just us"))
+        yield alice.wait_for(S.MessageStatus, id=last.id, state=S.DELIVERED)
+        yield sleep(0.5)
+        self.assertNotIn("just us", carol.received())
+
+    @defer.inlineCallbacks
+    def test_image_and_file_sent_and_saved(self):  # type: ignore[no-untyped-def]
+        """An image and a 3 MiB file go up with progress, arrive as image and file, and are
+        saved (one resumed from a partial download) with the same sha256."""
+        alice = yield self.chat("alice")
+        bob = yield self.chat("bob")
+        outbox = self.work / "outbox"
+        outbox.mkdir()
+        image = outbox / "cat.png"
+        image.write_bytes(png())
+        blob = outbox / "data.bin"
+        blob.write_bytes(os.urandom(3 * 1024 * 1024))
+        bob.client.download_dir = str(self.work / "downloads")
+
+        up: list[tuple[int, int]] = []
+        out = yield alice.client.send_file("bob", str(image), lambda a, b: up.append((a, b)))
+        self.assertEqual((out.kind, out.file["mime"], out.file["name"]), ("image", "image/png", "cat.png"))
+        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.SENT)
+        got = yield bob.wait_for(S.MessageReceived, entry=_Anything(kind="image"))
+        self.assertEqual(got.entry.file["size"], image.stat().st_size)
+        saved = yield bob.client.save_file(got.entry.file)
+        self.assertEqual(os.path.basename(saved), "cat.png")
+        self.assertEqual(sha256_of(saved), sha256_of(str(image)))
+
+        up.clear()
+        out = yield alice.client.send_file("bob", str(blob), lambda a, b: up.append((a, b)))
+        self.assertEqual(out.kind, "file")
+        self.assertEqual(up[-1], (blob.stat().st_size, blob.stat().st_size))
+        self.assertGreater(len(up), 10)  # streamed in pieces, not one write
+        got = yield bob.wait_for(S.MessageReceived, entry=_Anything(kind="file"))
+        # An interrupted download left the first MiB behind: the save resumes with Range.
+        from dim.client.transfer import partial_path
+        os.makedirs(bob.client.download_dir, exist_ok=True)
+        with open(partial_path(bob.client.download_dir, got.entry.file["id"]), "wb") as f:
+            f.write(blob.read_bytes()[:1024 * 1024])
+        down: list[tuple[int, int]] = []
+        saved = yield bob.client.save_file(got.entry.file, lambda a, b: down.append((a, b)))
+        self.assertEqual(down[0], (1024 * 1024, blob.stat().st_size))
+        self.assertEqual(down[-1], (blob.stat().st_size, blob.stat().st_size))
+        self.assertEqual(sha256_of(saved), sha256_of(str(blob)))
+        again = yield bob.client.save_file(got.entry.file)
+        self.assertEqual(os.path.basename(again), "data (1).bin")
+        self.assertEqual(sha256_of(again), sha256_of(str(blob)))
