@@ -157,6 +157,20 @@ class Gateway:
         """The clock's time in milliseconds since the epoch."""
         return int(self.clock.seconds() * 1000)
 
+    def announce_offline(self, user: str) -> defer.Deferred[None]:
+        """Tell the mutual contacts of ``user`` that it went offline.
+
+        Nodes announce their own sessions coming and going; the gateway does it for users
+        whose last session was on a node that died and so could not tell anyone.
+        """
+        d = defer.maybeDeferred(self.store.contacts, user)
+        d.addCallback(lambda contacts: self.notify(
+            {c.user: [{"type": "presence", "user": user, "online": False}]
+             for c in contacts if c.pending is None}))
+        d.addErrback(lambda f: self.log.failure("telling {user}'s contacts of presence failed",
+                                                f, user=user))
+        return d
+
     def notify(self, targets: dict[str, list[dict[str, Any]]]) -> None:
         """Push frames to users' sessions through the pusher, if any, without waiting; a
         failure is logged (notifications are hints: the HTTP API has the state)."""

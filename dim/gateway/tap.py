@@ -10,8 +10,9 @@ session expired after a crash), the gateway forgets that node's sessions at once
 are no longer shown online nor forwarded to; clients are only ever routed to listed nodes.
 
 Uploaded files live in ``--files`` (a directory every gateway of the cluster must share, e.g.
-on a network file system; file metadata is in Redis).  No ``notify`` frames are pushed yet
-from this process: the gateway is given no pusher until the cluster has one.
+on a network file system; file metadata is in Redis).  ``notify`` frames (contacts and groups
+changing), and the offline ``presence`` of users whose node died, reach the nodes holding the
+users' sessions through Kafka: the gateway only produces, it has no topic of its own.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class Options(usage.Options):
         ["redis", None, None, "Redis URL (default: $DIM_REDIS, else redis://127.0.0.1:6379)."],
         ["zookeeper", None, None,
          "ZooKeeper hosts (default: $DIM_ZOOKEEPER, else 127.0.0.1:2181)."],
+        ["kafka", None, None,
+         "Kafka bootstrap servers (default: $DIM_KAFKA, else 127.0.0.1:9092)."],
         ["cluster", None, "dim", "Cluster name, as given to its nodes."],
         ["routing", None, "round_robin",
          "Node assignment: round_robin, random, consistent_hash or least_connections."],
@@ -59,7 +62,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--routing must be one of {', '.join(sorted(STRATEGIES))}")
         if not self["cluster"] or not all(c.isalnum() or c in "._-" for c in self["cluster"]):
             raise usage.UsageError("--cluster may hold letters, digits, '.', '_' and '-' only")
-        service_defaults(self, ["redis", "zookeeper"])
+        service_defaults(self, ["redis", "zookeeper", "kafka"])
         if not self["files"]:
             import os
             self["files"] = os.environ.get("DIM_FILES") or "dim-files"
@@ -83,6 +86,7 @@ class ClusterGateway(MultiService):
         self.store: Any = None
         self.sessions: Any = None
         self.registry: Any = None
+        self.forwarder: Any = None
         self.gateway: Any = None
         self.http: Any = None
         self.ready: defer.Deferred[None] | None = None
@@ -98,6 +102,10 @@ class ClusterGateway(MultiService):
         self.ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
+        import uuid
+
+        from dim.cluster.forwarder import KafkaForwarder
+        from dim.cluster.pusher import ForwardingPusher
         from dim.cluster.registry import ZooKeeperNodeRegistry
         from dim.cluster.sessions import RedisSessionRegistry
         from dim.cluster.threads import ThreadBridge
@@ -118,6 +126,19 @@ class ClusterGateway(MultiService):
         self.sessions = await RedisSessionRegistry.connect(
             o["redis"], self.names["redis_prefix"], timeout=timeout)
         _log.info("gateway: Redis answers (durability: {d})", d=self.store.durability)
+        if self._stopping:
+            return
+
+        kafka_bridge = ThreadBridge("dim-kafka-gateway", max_threads=3, reactor=self.reactor)
+        kafka_bridge.start()
+        self._bridges.append(kafka_bridge)
+        self._service = ("Kafka", o["kafka"])
+        _log.info("gateway: connecting to Kafka at {kafka}", kafka=o["kafka"])
+        self.forwarder = KafkaForwarder(f"gateway-{uuid.uuid4().hex[:12]}", o["kafka"],
+                                        kafka_bridge, topic_prefix=self.names["topic_prefix"],
+                                        connect_timeout=timeout, consume=False)
+        await self.forwarder.start()
+        _log.info("gateway: Kafka answers")
         if self._stopping:
             return
 
@@ -148,7 +169,8 @@ class ClusterGateway(MultiService):
         self.gateway = Gateway(self.store, tokens, PasswordHasher(hashing.pool, self.reactor),
                                self.registry, self.sessions, routing=o["routing"],
                                files=files, max_file_size=o["max-file-size"],
-                               max_group_members=o["max-group-members"])
+                               max_group_members=o["max-group-members"],
+                               pusher=ForwardingPusher(self.sessions, self.forwarder))
         self._service = ("the HTTP port", o["listen"])
         self.http = strports.service(o["listen"], self.gateway.site(reactor=self.reactor),
                                      reactor=self.reactor)
@@ -168,12 +190,18 @@ class ClusterGateway(MultiService):
             _log.warn("gateway: node {node} left; live nodes: {nodes}", node=node,
                       nodes=_ids(nodes))
             d = self.sessions.drop_node(node)
-            d.addCallback(lambda users, n=node: _log.info(
-                "gateway: dropped the sessions of node {node}: {count} user(s), "
-                "{offline} now offline", node=n, count=len(users),
-                offline=sum(1 for online in users.values() if not online)))
+            d.addCallback(self._node_dropped, node)
             d.addErrback(lambda f, n=node: _log.failure(
                 "gateway: dropping the sessions of node {node} failed", f, node=n))
+
+    def _node_dropped(self, users: dict[str, bool], node: str) -> None:
+        """(reactor) A dead node's sessions are gone: announce its users now offline."""
+        offline = sorted(user for user, online in users.items() if not online)
+        _log.info("gateway: dropped the sessions of node {node}: {count} user(s), "
+                  "{offline} now offline", node=node, count=len(users), offline=len(offline))
+        if self.gateway is not None:
+            for user in offline:
+                self.gateway.announce_offline(user)
 
     def _start_failed(self, failure: Any) -> None:
         from dim.errors import DimError
@@ -210,6 +238,11 @@ class ClusterGateway(MultiService):
                 await self.registry.stop()
             except Exception:
                 _log.failure("gateway: closing ZooKeeper failed")
+        if self.forwarder is not None:
+            try:
+                await self.forwarder.stop()
+            except Exception:
+                _log.failure("gateway: closing Kafka failed")
         for bridge in reversed(self._bridges):
             bridge.stop()
         for resource in (self.sessions, self.store):

@@ -178,7 +178,7 @@ class LocalCluster:
         self.gateway = DimProcess("dim-gateway", [
             "--listen", f"tcp:{self.http_port}:interface=127.0.0.1",
             "--redis", services.redis, "--zookeeper", services.zookeeper,
-            "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout),
+            "--kafka", services.kafka, "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout),
             "--files", str(workdir / "files")],
             workdir, env={"DIM_SECRET": SECRET}, name="gateway")
         self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
