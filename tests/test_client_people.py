@@ -251,6 +251,21 @@ class RosterTests(unittest.TestCase):
         self.assertIn("contacts", changes)
         self.assertIn("groups", changes)
 
+    def test_learn_newer_name(self) -> None:
+        """A user record fetched later updates the contact's name and status."""
+        gw = FakeGateway()
+        gw.contacts_answer = [{"user": "bob", "name": "bob", "status": "", "online": True,
+                               "pending": None}]
+        changes: list[str] = []
+        roster = Roster(gw, "alice", changes.append)
+        roster.refresh_contacts()
+        roster.learn({"user": "bob", "name": "Bob B", "status": "away", "online": True})
+        self.assertEqual((roster.name("bob"), roster.contacts["bob"]["status"]), ("Bob B", "away"))
+        self.assertEqual(changes[-1], "names")
+        changes.clear()
+        roster.learn({"user": "bob", "name": "Bob B", "status": "away"})
+        self.assertEqual(changes, [])
+
     def test_initials(self) -> None:
         """Avatars as initials: first and last word, or the first letter."""
         self.assertEqual(initials("Alice Smith"), "AS")

@@ -62,7 +62,7 @@ class ContactPaneTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             self.assertEqual(contacts(app), [
-                "? [DD] Dave D (dave) asks to be a contact: a accept, d decline",
+                "? [DD] Dave D (dave) asks: a accept, d decline",
                 "● [BB] Bob Builder (bob) - at work",
                 "○ [C] Carol (carol)"])
             core.contact_map["carol"]["online"] = True
@@ -78,8 +78,8 @@ class ContactPaneTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             pane = app.screen.query_one(ContactList)
-            pane.focus()
-            pane.index = 0
+            await pilot.press("f2")
+            self.assertIs(app.focused, pane)
             await pilot.press("a")
             await pilot.pause()
             self.assertEqual(core.calls, [("add_contact", "dave")])

@@ -171,6 +171,21 @@ class Roster:
             d.addCallbacks(got, lambda f: None)
             d.addBoth(done)
 
+    def learn(self, info: dict[str, Any]) -> None:
+        """A user's public record (``GET /v1/users/NAME``): newer name and status."""
+        user = info.get("user")
+        if not isinstance(user, str):
+            return
+        before = self.name(user), (self.contacts.get(user) or {}).get("status")
+        self.profiles[user] = dict(info)
+        contact = self.contacts.get(user)
+        if contact is not None:
+            for key in ("name", "status", "avatar"):
+                if key in info:
+                    contact[key] = info[key]
+        if (self.name(user), (self.contacts.get(user) or {}).get("status")) != before:
+            self.changed("names")
+
     def remember(self, users: Iterable[dict[str, Any]]) -> None:
         """Keep display names seen elsewhere (say, in search results)."""
         for u in users:

@@ -1153,8 +1153,13 @@ class ChatClient(EventSource):
                 self.session.read(self.cache.read_watermark(self.session.last_seq))
 
     def user_info(self, name: str) -> Deferred[dict[str, Any]]:
-        """Whether ``name`` exists and is online: ``{user, online}``; NotFound if no such user."""
-        return self.gateway.user(name)
+        """``{user, online, name, status, avatar}``; NotFound if no such user.  A display
+        name or status that changed since the roster was fetched is taken over."""
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            if self.roster is not None and isinstance(answer, dict):
+                self.roster.learn(answer)
+            return answer
+        return self.gateway.user(name).addCallback(got)
 
     # ------------------------------------------------------------ people
 

@@ -47,11 +47,14 @@ HELP = """Commands:
   /logout             log out and forget the saved login
   /help               this help
   /quit               leave (also ctrl+q)
-Enter sends; ctrl+j or shift+enter starts a new line; tab moves between panes."""
+Enter sends; ctrl+j or shift+enter starts a new line; tab moves between panes;
+F2 goes to the contacts pane (a accepts, d declines, Enter opens), Escape back here."""
 
 HISTORY_PAGE = 50
 #: How long "is typing" stays without a new typing frame.
 TYPING_SHOWN = 5.0
+#: How often contacts, groups and the own profile are fetched again, in seconds.
+PEOPLE_REFRESH = 60.0
 
 
 class ChatScreen(Screen[None]):
@@ -62,6 +65,8 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+r", "retry", "Retry failed"),
         Binding("ctrl+o", "older", "Older"),
         Binding("ctrl+s", "save", "Save file"),
+        Binding("f2", "focus_contacts", "Contacts"),
+        Binding("escape", "focus_input", "Input", show=False),
         Binding("ctrl+q", "app.quit", "Quit"),
     ]
 
@@ -100,6 +105,8 @@ class ChatScreen(Screen[None]):
 
     async def on_mount(self) -> None:
         self.query_one(MemberList).display = False
+        # Names and statuses change without a notify: look again now and then.
+        self.set_interval(PEOPLE_REFRESH, self.client.refresh_people)
         await self.refresh_conversations()
         await self.refresh_contacts()
         self.query_one(MessageInput).focus()
@@ -423,11 +430,20 @@ class ChatScreen(Screen[None]):
                 return
             except Exception:
                 return
-            if self.peer == peer and isinstance(info, dict) and self.client.is_online(peer) is None:
-                state = "online" if info.get("online") else "offline"
-                self.query_one("#title", Static).update(
-                    Content(f"Conversation with {peer} ({state})"))
+            if self.peer == peer and isinstance(info, dict):
+                title = self.title_text()
+                if self.client.is_online(peer) is None:
+                    title += " (online)" if info.get("online") else " (offline)"
+                self.query_one("#title", Static).update(Content(title))
         self.run_worker(check(), exclusive=False)
+
+    def action_focus_contacts(self) -> None:
+        """Move to the contacts pane (a accepts, d declines, Enter opens)."""
+        self.query_one(ContactList).focus()
+
+    def action_focus_input(self) -> None:
+        """Back to the message input."""
+        self.query_one(MessageInput).focus()
 
     def action_retry(self) -> None:
         """Send the open conversation's failed messages again."""

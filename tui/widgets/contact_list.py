@@ -22,7 +22,7 @@ def contact_line(contact: dict[str, Any]) -> str:
     who = name if name == user else f"{name} ({user})"
     pending = contact.get("pending")
     if pending == "in":
-        return f"? [{initials(name)}] {who} asks to be a contact: a accept, d decline"
+        return f"? [{initials(name)}] {who} asks: a accept, d decline"
     if pending == "out":
         return f"… [{initials(name)}] {who} (asked)"
     dot = ONLINE_DOT if contact.get("online") else OFFLINE_DOT
@@ -71,8 +71,8 @@ class ContactList(ListView):
         index = self.index
         await self.clear()
         await self.extend(ContactItem(c) for c in contacts)
-        if contacts and index is not None:
-            self.index = min(index, len(contacts) - 1)
+        if contacts:
+            self.index = min(index, len(contacts) - 1) if index is not None else 0
 
     def lines(self) -> list[str]:
         """What the pane shows, top to bottom."""
