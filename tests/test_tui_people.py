@@ -267,7 +267,8 @@ class GroupTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             self.assertIn("# team", app.screen.query_one(ConversationList).lines())
-            await submit(pilot, "/open #g1")
+            await submit(pilot, "/open # team")
+            self.assertEqual(app.screen.peer, "#g1")
             self.assertEqual(text_of(app, "#title"), "Group team (4 members)")
             members = app.screen.query_one(MemberList)
             self.assertTrue(members.display)

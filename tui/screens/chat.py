@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tui.app import ChatCore
 
 HELP = """Commands:
-  /open USER          open the conversation with USER
+  /open USER          open the conversation with USER (/open #GROUP for a group)
   /msg USER TEXT      send TEXT to USER (without opening it)
   /add USER           ask USER to be a contact (or accept their request)
   /remove USER        remove a contact (or decline, or withdraw, a request)
@@ -265,8 +265,8 @@ class ChatScreen(Screen[None]):
         parts = text.split(maxsplit=2)
         name, args = parts[0].lower(), parts[1:]
         rest = text[len(parts[0]):].strip()
-        if name == "/open" and len(args) == 1:
-            peer = args[0]
+        if name == "/open" and rest:
+            peer = self.group_peer(rest) if rest.startswith("#") else args[0]
             await self.open(peer)
             if not peer.startswith("#"):
                 self.check_user(peer)
@@ -299,6 +299,16 @@ class ChatScreen(Screen[None]):
             self.app.logout()  # type: ignore[attr-defined]
         else:
             self.say(f"Unknown command {text!r}; /help lists them.")
+
+    def group_peer(self, text: str) -> str:
+        """``#id`` of the group named (by id or by name) in ``text``, which starts with #."""
+        wanted = text[1:].strip()
+        if self.client.group(wanted) is not None:
+            return "#" + wanted
+        for group in self.client.groups():
+            if group.get("name") == wanted:
+                return "#" + group["id"]
+        return "#" + wanted
 
     # ------------------------------------------------------------ people
 
