@@ -76,6 +76,7 @@ class FakeChatCore(S.EventSource):
         self.saved: list[dict[str, Any]] = []
         self.download_dir = "/tmp/downloads"
         self.upload_gate: defer.Deferred[Any] | None = None
+        self.refreshes = 0
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -204,8 +205,9 @@ class FakeChatCore(S.EventSource):
         return dict(self.profile)
 
     def refresh_people(self) -> defer.Deferred[None]:
-        """Nothing to fetch."""
-        return defer.succeed(None)
+        """Counted; the answer stays in flight, as a real fetch does for a while."""
+        self.refreshes += 1
+        return defer.Deferred()
 
     def search_users(self, text: str) -> defer.Deferred[list[dict[str, Any]]]:
         """Known users whose name contains ``text``."""

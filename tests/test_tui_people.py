@@ -148,6 +148,20 @@ class ContactPaneTests(unittest.TestCase):
             self.assertEqual(core.calls[-1], ("add_contact", "bob"))
 
     @async_test
+    async def test_people_refreshed_periodically(self) -> None:
+        """The periodic refetch runs and leaves the app running while the fetch is in flight."""
+        self.patch(chat_screen, "PEOPLE_REFRESH", 0.1)
+        core = core_with_people()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await pilot.pause(0.35)
+            self.assertGreaterEqual(core.refreshes, 2)
+            await submit(pilot, "/open bob")
+            self.assertEqual(app.screen.peer, "bob")
+        self.assertIsNone(app.return_code or None)
+
+    @async_test
     async def test_profile_dialog(self) -> None:
         """/profile edits the display name and status and saves only what changed."""
         core = core_with_people()

@@ -106,7 +106,7 @@ class ChatScreen(Screen[None]):
     async def on_mount(self) -> None:
         self.query_one(MemberList).display = False
         # Names and statuses change without a notify: look again now and then.
-        self.set_interval(PEOPLE_REFRESH, self.client.refresh_people)
+        self.set_interval(PEOPLE_REFRESH, self.refresh_people)
         await self.refresh_conversations()
         await self.refresh_contacts()
         self.query_one(MessageInput).focus()
@@ -146,6 +146,14 @@ class ChatScreen(Screen[None]):
         self.query_one(MemberList).show(group, self.client.display_name, self.client.is_online,
                                         self.me)
         self.query_one("#title", Static).update(Content(self.title_text()))
+
+    def refresh_people(self) -> None:
+        """Have the core fetch contacts, groups and profile again; events redraw.
+
+        Returns nothing on purpose: a timer awaits what its callback returns, and a
+        Deferred still in flight cannot be awaited by an asyncio task.
+        """
+        self.client.refresh_people()
 
     def title_text(self) -> str:
         """The line above the open conversation."""
