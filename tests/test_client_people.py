@@ -193,6 +193,39 @@ class ReadWatermarkTests(unittest.TestCase):
         self.assertEqual(cache.get(2).file["id"], "f")
 
 
+class ReadClaimTests(SessionTestCase):
+    """What ChatClient.mark_seen claims with each read_claim."""
+
+    def client(self, claim: str) -> tuple[S.ChatClient, Any]:
+        from twisted.internet.testing import MemoryReactorClock
+        reactor = MemoryReactorClock()
+        chat = S.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
+                            cache_factory=lambda url, user: MessageCache(":memory:", user))
+        chat._start("alice", "tok", {"id": "n1", "host": "127.0.0.1", "port": 9000})
+        side = NodeSide(reactor)
+        side.welcome()
+        side.send(msg(1, sender="carol"), msg(2), msg(3))
+        side.received()
+        return chat, side
+
+    def test_seen_waits_for_other_conversations(self) -> None:
+        """'seen' claims nothing past carol's unseen message, then all once it is seen."""
+        chat, side = self.client(S.READ_SEEN)
+        chat.mark_seen("bob")
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [])
+        chat.mark_seen("carol")
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [3])
+        chat.stop()
+
+    def test_shown_claims_the_newest_shown(self) -> None:
+        """'shown' claims up to the newest message of the conversation opened."""
+        chat, side = self.client(S.READ_SHOWN)
+        chat.mark_seen("bob")
+        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [3])
+        chat.stop()
+        self.assertRaises(ValueError, S.ChatClient, FakeGateway(), None, read_claim="all")
+
+
 class FakeGateway:
     """The part 2 gateway calls, answered from dicts, recording calls."""
 

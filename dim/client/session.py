@@ -65,6 +65,10 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 SYNC_PAGE = 500
 TYPING_INTERVAL = 3.0
+#: How far ChatClient.mark_seen claims ``read``: only what was seen everywhere below, or
+#: everything up to the newest message shown.
+READ_SEEN = "seen"
+READ_SHOWN = "shown"
 #: The decoder's frame limit on the client side; generous, the node limits what it sends.
 CLIENT_MAX_FRAME = 1 << 20
 
@@ -950,10 +954,14 @@ class ChatClient(EventSource):
                  cache_factory: Callable[[str, str], MessageCache] | None = MessageCache.open_for,
                  device: str = "dim-chat", rng: Callable[[], float] = random.random,
                  endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
+                 read_claim: str = READ_SEEN,
                  ) -> None:
         super().__init__()
+        if read_claim not in (READ_SEEN, READ_SHOWN):
+            raise ValueError(f"read_claim is {READ_SEEN!r} or {READ_SHOWN!r}")
         self.gateway = gateway
         self.reactor = reactor
+        self.read_claim = read_claim
         self.config = config
         self.cache_factory = cache_factory
         self.device = device
@@ -1144,13 +1152,21 @@ class ChatClient(EventSource):
     def mark_seen(self, peer: str) -> None:
         """The person has seen everything in ``peer``'s conversation.
 
-        The node is told with a cumulative ``read`` up to the highest seq below which the
-        person has seen every message, so a message still unread elsewhere is never claimed.
+        The node is told with a cumulative ``read``.  With ``read_claim`` "seen" (the
+        default) it goes up to the highest seq below which the person has seen every message,
+        so a message still unread in another conversation is never claimed read (but a read
+        mark waits until those are seen too); with "shown" it goes up to the newest message
+        of this conversation, claiming older ones elsewhere as well.
         """
         if self.cache is not None:
             self.cache.mark_seen(peer)
             if self.session is not None:
-                self.session.read(self.cache.read_watermark(self.session.last_seq))
+                if self.read_claim == READ_SHOWN:
+                    newest = self.cache.history(peer, None, 1)
+                    upto = newest[-1].seq if newest else 0
+                else:
+                    upto = self.cache.read_watermark(self.session.last_seq)
+                self.session.read(upto)
 
     def user_info(self, name: str) -> Deferred[dict[str, Any]]:
         """``{user, online, name, status, avatar}``; NotFound if no such user.  A display
