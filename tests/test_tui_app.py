@@ -77,6 +77,7 @@ class FakeChatCore(S.EventSource):
         self.download_dir = "/tmp/downloads"
         self.upload_gate: defer.Deferred[Any] | None = None
         self.refreshes = 0
+        self.file_bytes = b""
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -308,11 +309,18 @@ class FakeChatCore(S.EventSource):
             return self.upload_gate
         return defer.succeed(finish())
 
-    def save_file(self, file: dict[str, Any], progress: Any = None) -> defer.Deferred[str]:
-        """Pretend to save into ``download_dir``."""
+    def save_file(self, file: dict[str, Any], progress: Any = None,
+                  directory: str | None = None) -> defer.Deferred[str]:
+        """Pretend to save into ``download_dir``; into ``directory`` write ``file_bytes``."""
         self.saved.append(file)
         if progress is not None:
             progress(int(file.get("size") or 0), int(file.get("size") or 0))
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, file["name"])
+            with open(path, "wb") as f:
+                f.write(self.file_bytes)
+            return defer.succeed(path)
         return defer.succeed(os.path.join(self.download_dir, file["name"]))
 
     # ---------------------------------------------------------------- playing the node

@@ -382,3 +382,31 @@ class FileTests(unittest.TestCase):
             await pilot.press("ctrl+s")
             await pilot.pause()
             self.assertEqual(core.saved[-1]["name"], "a.png")
+
+    @async_test
+    async def test_view_image(self) -> None:
+        """/view fetches the newest image once into the cache and shows it in a dialog."""
+        from tests.test_client_live_people import png
+        from tui.screens.image import ImageScreen
+        os.environ["XDG_CACHE_HOME"] = os.path.abspath(self.mktemp())
+        self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
+        core = core_with_people()
+        core.file_bytes = png(8, 8)
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            await submit(pilot, "/view")
+            self.assertIn("No image to view", notice(app))
+            core.receive("bob", "", kind="image",
+                         file={"id": "f10", "name": "a.png", "size": len(core.file_bytes), "mime": "image/png"})
+            await pilot.pause()
+            await submit(pilot, "/view")
+            self.assertIsInstance(app.screen, ImageScreen)
+            self.assertTrue(app.screen.path.endswith(os.path.join("images", "f10", "a.png")))
+            await pilot.press("escape")
+            await pilot.pause()
+            await submit(pilot, "/view a.png")
+            self.assertIsInstance(app.screen, ImageScreen)
+            self.assertEqual(len(core.saved), 1)  # the second view used the cached copy
+

@@ -127,8 +127,10 @@ class ChatCore(Protocol):
     def send_file(self, peer: str, path: str, progress: Any = None) -> Any:
         """A Deferred of the OutgoingMessage sent after uploading ``path``."""
 
-    def save_file(self, file: dict[str, Any], progress: Any = None) -> Any:
-        """A Deferred of the path a received file was saved at."""
+    def save_file(self, file: dict[str, Any], progress: Any = None,
+                  directory: str | None = None) -> Any:
+        """A Deferred of the path a received file was saved at (in ``directory``, or the
+        download directory)."""
 
 
 @dataclass

@@ -1308,10 +1308,11 @@ class ChatClient(EventSource):
             return result
         return d.addBoth(closed).addCallback(uploaded)
 
-    def save_file(self, file: dict[str, Any], progress: Progress | None = None) -> Deferred[str]:
-        """Download a received file into the download directory (resuming a partial one):
-        the path it was saved at."""
-        directory = self.download_dir or transfer.download_dir()
+    def save_file(self, file: dict[str, Any], progress: Progress | None = None,
+                  directory: str | None = None) -> Deferred[str]:
+        """Download a received file into ``directory`` (default: the download directory),
+        resuming a partial one: the path it was saved at."""
+        directory = directory or self.download_dir or transfer.download_dir()
         os.makedirs(directory, exist_ok=True)
         part = transfer.partial_path(directory, str(file["id"]))
         d = self.gateway.download(str(file["id"]), part, progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Awaitable
 
+import platformdirs
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -15,8 +16,9 @@ from textual.widgets import Footer, Static, TextArea
 
 from dim import errors
 from dim.client import session as S
-from dim.client.transfer import human_size
+from dim.client.transfer import human_size, safe_name
 from tui import wait_for
+from tui.screens.image import ImageScreen
 from tui.screens.profile import ProfileScreen
 from tui.screens.search import SearchScreen
 from tui.widgets.connection_bar import ConnectionBar
@@ -42,6 +44,7 @@ HELP = """Commands:
   /group leave, /group rename NAME          change the open group
   /send PATH          upload a file or image and send it here
   /save [NAME]        save the newest (or the named) file here to Downloads (also ctrl+s)
+  /view [NAME]        show the newest (or the named) image here
   /retry              send this conversation's failed messages again (also ctrl+r)
   /older              load older messages (also ctrl+o)
   /logout             log out and forget the saved login
@@ -295,6 +298,8 @@ class ChatScreen(Screen[None]):
             await self.send_file(rest)
         elif name == "/save":
             await self.action_save(rest or None)
+        elif name == "/view":
+            await self.view_image(rest or None)
         elif name == "/help":
             self.say(HELP)
         elif name == "/quit":
@@ -435,6 +440,32 @@ class ChatScreen(Screen[None]):
             bar.finish()
         if isinstance(path, str):
             self.say(f"Saved {file.get('name')} to {path}")
+
+    async def view_image(self, name: str | None = None) -> None:
+        """Show the newest image of the open conversation (or the one called ``name``),
+        fetched once into the cache directory."""
+        images = [f for f in self.query_one(MessageLog).files()
+                  if str(f.get("mime", "")).startswith("image/")]
+        if name:
+            images = [f for f in images if f.get("name") == name]
+        if not images:
+            self.say("No image to view here." if not name else f"No image called {name!r} here.")
+            return
+        file = images[-1]
+        directory = os.path.join(platformdirs.user_cache_dir("dim-chat"), "images",
+                                 safe_name(str(file["id"])))
+        path = os.path.join(directory, safe_name(str(file.get("name") or file["id"])))
+        if not os.path.exists(path):
+            bar = self.query_one(TransferBar)
+            bar.start(f"Fetching {file.get('name')} ", int(file.get("size") or 0))
+            try:
+                fetched = await self.call(self.client.save_file(file, bar.advance_to, directory))
+            finally:
+                bar.finish()
+            if not isinstance(fetched, str):
+                return
+            path = fetched
+        self.app.push_screen(ImageScreen(path, f"{file.get('name')} ({human_size(int(file.get('size') or 0))})"))
 
     # ------------------------------------------------------------ others
 
