@@ -70,6 +70,7 @@ class RatioAndSaturationTests(unittest.TestCase):
     def test_ratio(self) -> None:
         """A ratio divides; a missing value or a zero baseline gives None."""
         self.assertEqual(stats.ratio(50.0, 200.0), 0.25)
+        self.assertEqual(stats.ratio(5.0, 334546.0), 1.495e-05)
         self.assertIsNone(stats.ratio(None, 200.0))
         self.assertIsNone(stats.ratio(5.0, 0))
 

@@ -193,7 +193,7 @@ def headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str
                              f"{_fmt(result.get('unreached'))}", "", "", ""))
         elif name == "login":
             rows.append((name, "logins/s (Argon2id defaults)", _fmt(result.get("logins_per_s")),
-                         _fmt(result.get("ratio_to_echo"), 6), "", ""))
+                         _fmt(result.get("ratio_to_echo")), "", ""))
             rows.append((name, "route calls/s", _fmt(result.get("routes_per_s")),
                          _fmt(result.get("route_ratio_to_echo"), 4), "", ""))
     return rows

@@ -48,10 +48,11 @@ def per_connection_kb(counts: Sequence[int], rss_bytes: Sequence[float]) -> floa
 
 
 def ratio(value: float | None, baseline: float | None) -> float | None:
-    """value / baseline, rounded; None if either is missing or the baseline is 0."""
+    """value / baseline to 4 significant digits; None if either is missing or the baseline
+    is 0."""
     if value is None or baseline is None or baseline == 0:
         return None
-    return round(value / baseline, 4)
+    return float(f"{value / baseline:.4g}")
 
 
 def is_saturated(step: dict[str, Any], keep_up: float = 0.9, p99_limit_ms: float = 1000.0) -> bool:
