@@ -188,7 +188,7 @@ class SignalTests(unittest.TestCase):
     @async_test
     async def test_typing_shown_and_cleared(self) -> None:
         """'bob is typing...' shows, a new typing keeps it, it clears after the quiet time."""
-        self.patch(chat_screen, "TYPING_SHOWN", 0.4)
+        self.patch(chat_screen, "TYPING_SHOWN", 1.0)
         core = core_with_people()
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test() as pilot:
@@ -198,11 +198,11 @@ class SignalTests(unittest.TestCase):
             core.emit(S.PeerTyping("carol", "carol"))  # another conversation: not shown here
             await pilot.pause()
             self.assertEqual(text_of(app, "#typing"), "Bob Builder is typing...")
-            await pilot.pause(0.25)
-            core.emit(S.PeerTyping("bob", "bob"))
-            await pilot.pause(0.25)
+            await pilot.pause(0.6)
+            core.emit(S.PeerTyping("bob", "bob"))  # keeps it shown for another second
+            await pilot.pause(0.6)
             self.assertEqual(text_of(app, "#typing"), "Bob Builder is typing...")
-            await pilot.pause(0.4)
+            await pilot.pause(1.0)
             self.assertEqual(text_of(app, "#typing"), "")
             core.emit(S.PeerTyping("bob", "bob"))
             await pilot.pause()
