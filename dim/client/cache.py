@@ -213,9 +213,10 @@ class MessageCache:
     def read_watermark(self, upto: int) -> int:
         """The highest seq <= ``upto`` such that the person has seen everything up to it:
         what a cumulative ``read`` may claim without marking an unseen message read."""
+        # Everything up to read_upto is read already: scan only what came after it.
         row = self._db.execute(
-            f"SELECT MIN(u.seq) FROM messages u WHERE u.seq <= ? AND {_UNREAD}",
-            (upto, self.user)).fetchone()
+            f"SELECT MIN(u.seq) FROM messages u WHERE u.seq > ? AND u.seq <= ? AND {_UNREAD}",
+            (self.read_upto, upto, self.user)).fetchone()
         return min(upto, row[0] - 1) if row and row[0] is not None else upto
 
     @property

@@ -1166,6 +1166,8 @@ class ChatClient(EventSource):
                     upto = newest[-1].seq if newest else 0
                 else:
                     upto = self.cache.read_watermark(self.session.last_seq)
+                    # True here as on every device: the next watermark scans from there.
+                    self.cache.mark_read_upto(upto)
                 self.session.read(upto)
 
     def user_info(self, name: str) -> Deferred[dict[str, Any]]:
