@@ -204,6 +204,15 @@ class LivePeopleTests(unittest.TestCase):
         self.assertEqual(down[0], (1024 * 1024, blob.stat().st_size))
         self.assertEqual(down[-1], (blob.stat().st_size, blob.stat().st_size))
         self.assertEqual(sha256_of(saved), sha256_of(str(blob)))
+        # the image as alice's avatar: everyone logged in may fetch it
+        profile = yield alice.client.set_avatar(str(image))
+        self.assertTrue(profile["avatar"])
+        carol = yield self.chat("carol")
+        carol.client.download_dir = str(self.work / "carol")
+        avatar = yield carol.client.save_file({"id": profile["avatar"], "name": "alice.png"})
+        self.assertEqual(sha256_of(avatar), sha256_of(str(image)))
+        with self.assertRaises(Exception):
+            yield alice.client.set_avatar(str(blob))
         again = yield bob.client.save_file(got.entry.file)
         self.assertEqual(os.path.basename(again), "data (1).bin")
         self.assertEqual(sha256_of(again), sha256_of(str(blob)))

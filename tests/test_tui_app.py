@@ -245,6 +245,14 @@ class FakeChatCore(S.EventSource):
             self.profile["status"] = status
         return defer.succeed(dict(self.profile))
 
+    def set_avatar(self, path: str, progress: Any = None) -> defer.Deferred[dict[str, Any]]:
+        """Images become the avatar; anything else is refused."""
+        self.calls.append(("set_avatar", os.path.basename(path)))
+        if transfer.kind_for(transfer.mime_of(path)) != "image":
+            return defer.fail(errors.BadRequest("not an image"))
+        self.profile["avatar"] = "f-avatar"
+        return defer.succeed(dict(self.profile))
+
     def create_group(self, name: str, members: list[str]) -> defer.Deferred[dict[str, Any]]:
         """A group owned by the user."""
         self.calls.append(("create_group", name, list(members)))

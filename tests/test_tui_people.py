@@ -162,6 +162,26 @@ class ContactPaneTests(unittest.TestCase):
         self.assertIsNone(app.return_code or None)
 
     @async_test
+    async def test_avatar_command(self) -> None:
+        """/avatar uploads an image as the avatar, and refuses a missing file or a non-image."""
+        where = self.mktemp()
+        os.makedirs(where)
+        for name in ("me.png", "notes.txt"):
+            with open(os.path.join(where, name), "wb") as f:
+                f.write(b"x")
+        core = core_with_people()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, f"/avatar {where}/me.png")
+            self.assertIn("Avatar set", notice(app))
+            self.assertEqual(core.profile["avatar"], "f-avatar")
+            await submit(pilot, f"/avatar {where}/notes.txt")
+            self.assertIn("bad_request", notice(app))
+            await submit(pilot, f"/avatar {where}/none.png")
+            self.assertIn("No such file", notice(app))
+
+    @async_test
     async def test_profile_dialog(self) -> None:
         """/profile edits the display name and status and saves only what changed."""
         core = core_with_people()

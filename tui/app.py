@@ -109,6 +109,9 @@ class ChatCore(Protocol):
     def update_profile(self, name: str | None = None, status: str | None = None) -> Any:
         """A Deferred of the new profile."""
 
+    def set_avatar(self, path: str, progress: Any = None) -> Any:
+        """A Deferred of the profile with the image at ``path`` as its avatar."""
+
     def create_group(self, name: str, members: list[str]) -> Any:
         """A Deferred of the new group."""
 
@@ -222,6 +225,8 @@ class ChatApp(App[None]):
             self.reconnect_at = time.monotonic() + event.in_seconds
             self.reconnect_attempt = event.attempt
         self.connection_state = self.client.state
+        if not self.screen_stack:  # the app is closing: there is nothing left to update
+            return
         for bar in self.screen.query(ConnectionBar):
             bar.refresh_state()
         if isinstance(event, S.SessionExpired):

@@ -1248,6 +1248,28 @@ class ChatClient(EventSource):
             return answer
         return self.gateway.update_profile(**fields).addCallback(got)
 
+    def set_avatar(self, path: str, progress: Progress | None = None) -> Deferred[dict[str, Any]]:
+        """Upload the image at ``path`` and make it the avatar: the new profile.
+        BadRequest if the gateway does not take it for an image."""
+        source = open(path, "rb")
+        d = self.gateway.upload(source, os.path.basename(path), transfer.mime_of(path), progress)
+
+        def closed(result: Any) -> Any:
+            source.close()
+            return result
+
+        def uploaded(file: dict[str, Any]) -> Deferred[dict[str, Any]]:
+            if not str(file.get("mime", "")).startswith("image/"):
+                raise errors.BadRequest(f"{os.path.basename(path)} is not an image")
+            return self.gateway.update_profile(avatar=file["id"])
+
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            if self.roster is not None:
+                self.roster.own = dict(answer)
+                self.emit(RosterChanged("profile"))
+            return answer
+        return d.addBoth(closed).addCallback(uploaded).addCallback(got)
+
     # ------------------------------------------------------------ groups
 
     def _group_answer(self, answer: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ HELP = """Commands:
   /remove USER        remove a contact (or decline, or withdraw, a request)
   /accept USER, /decline USER   answer a contact request (also a, d in the contacts pane)
   /search TEXT        find people by user or display name
-  /profile            edit your display name and status
+  /profile            edit your display name and status;  /avatar PATH  set your picture
   /group new NAME USER...   make a group;   /group add USER, /group remove USER,
   /group leave, /group rename NAME          change the open group
   /send PATH          upload a file or image and send it here
@@ -292,6 +292,12 @@ class ChatScreen(Screen[None]):
             await self.search(rest)
         elif name == "/profile":
             self.app.push_screen(ProfileScreen(self.client.own_profile()), self.profile_saved)
+        elif name == "/avatar" and rest:
+            path = os.path.expanduser(rest.strip("'\""))
+            if not os.path.isfile(path):
+                self.say(f"No such file: {path}")
+            else:
+                await self.call(self.client.set_avatar(path, None), "Avatar set.")
         elif name == "/group" and args:
             await self.group_command(rest)
         elif name == "/send" and rest:
@@ -548,7 +554,10 @@ class ChatScreen(Screen[None]):
 
     async def handle_event(self, event: Any) -> None:
         """Show one client-core event."""
-        log = self.query_one(MessageLog)
+        logs = self.query(MessageLog)
+        if not logs:  # the screen is being taken down (the app is closing): nothing to show
+            return
+        log = logs.first()
         if isinstance(event, S.MessageReceived):
             peer = event.entry.peer(self.me)
             self.stopped_typing(event.entry.sender, peer)

@@ -16,9 +16,11 @@ def describe(state: str, node: str | None, user: str | None,
     if state == S.CONNECTED:
         return f"● connected to node {node}{who}"
     if state == S.RECONNECTING and reconnect_at is not None:
-        left = max(0, round(reconnect_at - (time.monotonic() if now is None else now)))
-        if left > 0:
-            return f"↻ reconnecting in {left} s (attempt {attempt})"
+        left = reconnect_at - (time.monotonic() if now is None else now)
+        if left >= 0.95:
+            return f"↻ reconnecting in {round(left)} s (attempt {attempt})"
+        if left > 0.05:  # the first retries come within a second: count down in tenths
+            return f"↻ reconnecting in {left:.1f} s (attempt {attempt})"
         return f"↻ reconnecting (attempt {attempt})"
     if state == S.RECONNECTING:
         return f"↻ reconnecting (attempt {attempt})"
@@ -32,7 +34,7 @@ class ConnectionBar(Static):
 
     def on_mount(self) -> None:
         self.refresh_state()
-        self.set_interval(1.0, self.refresh_state)
+        self.set_interval(0.1, self.refresh_state)
 
     def refresh_state(self) -> None:
         """Redraw from the app's current connection state."""
