@@ -226,6 +226,17 @@ class ReadClaimTests(SessionTestCase):
         self.assertRaises(ValueError, S.ChatClient, FakeGateway(), None, read_claim="all")
 
 
+class ImmediateFailureTests(unittest.TestCase):
+    """File calls fail through their Deferred, never by raising."""
+
+    def test_send_file_without_session_or_file(self) -> None:
+        """No session, or no such file: a failed Deferred, not an exception."""
+        from twisted.internet.testing import MemoryReactorClock
+        chat = S.ChatClient(FakeGateway(), MemoryReactorClock(), cache_factory=None)  # type: ignore[arg-type]
+        self.failureResultOf(chat.send_file("bob", "/no/such/file"), errors.Unauthorized)
+        self.failureResultOf(chat.set_avatar("/no/such/file"), FileNotFoundError)
+
+
 class FakeGateway:
     """The part 2 gateway calls, answered from dicts, recording calls."""
 

@@ -30,6 +30,7 @@ Policies worth knowing:
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import os
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Union
 
 import msgspec
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -941,6 +942,15 @@ class ClientSession(EventSource):
 # ---------------------------------------------------------------- what the chat is given
 
 
+def _as_deferred(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A method whose failures, even those raised at once (no session, a file that cannot be
+    opened), come back as a failed Deferred, as its callers expect."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Deferred[Any]:
+        return maybeDeferred(method, *args, **kwargs)
+    return wrapper
+
+
 class ChatClient(EventSource):
     """Login, the live session, the local cache and saved settings: what the chat talks to.
 
@@ -1248,6 +1258,7 @@ class ChatClient(EventSource):
             return answer
         return self.gateway.update_profile(**fields).addCallback(got)
 
+    @_as_deferred
     def set_avatar(self, path: str, progress: Progress | None = None) -> Deferred[dict[str, Any]]:
         """Upload the image at ``path`` and make it the avatar: the new profile.
         BadRequest if the gateway does not take it for an image."""
@@ -1309,6 +1320,7 @@ class ChatClient(EventSource):
 
     # ------------------------------------------------------------ files
 
+    @_as_deferred
     def send_file(self, peer: str, path: str,
                   progress: Progress | None = None) -> Deferred[OutgoingMessage]:
         """Upload the file at ``path`` (progress as bytes go), then send it to ``peer``:
@@ -1332,6 +1344,7 @@ class ChatClient(EventSource):
             return result
         return d.addBoth(closed).addCallback(uploaded)
 
+    @_as_deferred
     def save_file(self, file: dict[str, Any], progress: Progress | None = None,
                   directory: str | None = None) -> Deferred[str]:
         """Download a received file into ``directory`` (default: the download directory),
