@@ -81,6 +81,7 @@ class ChatScreen(Screen[None]):
         self._refresh_pending = False
         #: Who is typing where: peer -> user -> the timer that clears it.
         self.typing: dict[str, dict[str, Timer]] = {}
+        self._fetching_avatars: set[str] = set()
 
     @property
     def me(self) -> str:
@@ -140,8 +141,35 @@ class ChatScreen(Screen[None]):
 
     async def refresh_contacts(self) -> None:
         """Redraw the contacts pane, and the members pane of an open group."""
-        await self.query_one(ContactList).show(self.client.contacts())
+        contacts = self.client.contacts()
+        await self.query_one(ContactList).show(contacts, self.avatars(contacts))
         self.refresh_members()
+
+    def avatars(self, contacts: list[dict[str, Any]]) -> dict[str, str]:
+        """Avatar pictures already fetched, by user; the others are fetched in the background
+        (once each) and the pane redrawn when they arrive."""
+        found: dict[str, str] = {}
+        for contact in contacts:
+            avatar = contact.get("avatar")
+            if not isinstance(avatar, str) or not avatar:
+                continue
+            directory = os.path.join(platformdirs.user_cache_dir("dim-chat"), "avatars",
+                                     safe_name(avatar))
+            path = os.path.join(directory, "avatar")
+            if os.path.exists(path):
+                found[contact["user"]] = path
+            elif avatar not in self._fetching_avatars:
+                self._fetching_avatars.add(avatar)
+                self.run_worker(self.fetch_avatar(avatar, directory), exclusive=False)
+        return found
+
+    async def fetch_avatar(self, avatar: str, directory: str) -> None:
+        """Fetch one avatar picture into the cache, then redraw the contacts."""
+        try:
+            await wait_for(self.client.save_file({"id": avatar, "name": "avatar"}, None, directory))
+        except Exception:
+            return  # initials it is
+        await self.refresh_contacts()
 
     def refresh_members(self) -> None:
         """Redraw the members pane and title of the open conversation."""
