@@ -162,6 +162,28 @@ class ContactPaneTests(unittest.TestCase):
         self.assertIsNone(app.return_code or None)
 
     @async_test
+    async def test_avatar_pictures_in_the_pane(self) -> None:
+        """A contact's avatar is fetched once into the cache and shown beside the name."""
+        from tests.test_client_live_people import png
+        from textual_image.widget import Image
+        os.environ["XDG_CACHE_HOME"] = os.path.abspath(self.mktemp())
+        self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
+        core = core_with_people()
+        core.file_bytes = png(8, 8)
+        core.contact_map["bob"]["avatar"] = "f-bob"
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await pilot.pause(0.2)
+            self.assertEqual([f["id"] for f in core.saved], ["f-bob"])
+            pane = app.screen.query_one(ContactList)
+            self.assertEqual(len(pane.query(Image)), 1)
+            self.assertIn("● [BB] Bob Builder (bob) - at work", contacts(app))
+            core.emit(S.RosterChanged("contacts"))
+            await pilot.pause(0.1)
+            self.assertEqual(len(core.saved), 1)
+
+    @async_test
     async def test_avatar_command(self) -> None:
         """/avatar uploads an image as the avatar, and refuses a missing file or a non-image."""
         where = self.mktemp()

@@ -172,18 +172,21 @@ class Roster:
             d.addBoth(done)
 
     def learn(self, info: dict[str, Any]) -> None:
-        """A user's public record (``GET /v1/users/NAME``): newer name and status."""
+        """A user's public record (``GET /v1/users/NAME``): newer name, status, avatar."""
         user = info.get("user")
         if not isinstance(user, str):
             return
-        before = self.name(user), (self.contacts.get(user) or {}).get("status")
+        def shown() -> tuple[Any, ...]:
+            contact = self.contacts.get(user) or {}
+            return self.name(user), contact.get("status"), contact.get("avatar")
+        before = shown()
         self.profiles[user] = dict(info)
         contact = self.contacts.get(user)
         if contact is not None:
             for key in ("name", "status", "avatar"):
                 if key in info:
                     contact[key] = info[key]
-        if (self.name(user), (self.contacts.get(user) or {}).get("status")) != before:
+        if shown() != before:
             self.changed("names")
 
     def remember(self, users: Iterable[dict[str, Any]]) -> None:

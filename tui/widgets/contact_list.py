@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import ListItem, ListView, Static
@@ -31,15 +32,22 @@ def contact_line(contact: dict[str, Any]) -> str:
 
 
 class ContactItem(ListItem):
-    """One contact in the pane."""
+    """One contact in the pane, with its avatar picture when one was fetched."""
 
-    def __init__(self, contact: dict[str, Any]) -> None:
+    def __init__(self, contact: dict[str, Any], avatar: str | None = None) -> None:
         self.user = str(contact["user"])
         self.pending = contact.get("pending")
         self.plain = contact_line(contact)
+        self.avatar = avatar
         classes = ("-online" if contact.get("online") else "-offline") if self.pending is None \
             else f"-pending-{self.pending}"
-        super().__init__(Static(Content(self.plain)), classes=classes)
+        text = Static(Content(self.plain), classes="contact-text")
+        if avatar is None:
+            super().__init__(text, classes=classes)
+        else:
+            from textual_image.widget import Image
+            super().__init__(Horizontal(Image(avatar, classes="avatar"), text,
+                                        classes="contact-row"), classes=classes)
 
 
 class ContactList(ListView):
@@ -63,14 +71,17 @@ class ContactList(ListView):
         user: str
         accept: bool
 
-    async def show(self, contacts: list[dict[str, Any]]) -> None:
-        """Replace the pane's contents (kept as is if nothing changed)."""
-        lines = [contact_line(c) for c in contacts]
-        if lines == self.lines():
+    async def show(self, contacts: list[dict[str, Any]],
+                   avatars: dict[str, str] | None = None) -> None:
+        """Replace the pane's contents (kept as is if nothing changed); ``avatars`` maps
+        users to image files to show beside them."""
+        avatars = avatars or {}
+        wanted = [(contact_line(c), avatars.get(c["user"])) for c in contacts]
+        if wanted == [(item.plain, item.avatar) for item in self.query(ContactItem)]:
             return
         index = self.index
         await self.clear()
-        await self.extend(ContactItem(c) for c in contacts)
+        await self.extend(ContactItem(c, avatars.get(c["user"])) for c in contacts)
         if contacts:
             self.index = min(index, len(contacts) - 1) if index is not None else 0
 
