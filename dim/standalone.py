@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
+from dim.runtime import OrderedMultiService
 
 _log = Logger()
 
@@ -65,7 +66,7 @@ def makeService(options: Options) -> OrderedMultiService:
     from dim.node.delivery import NodeCore
     from dim.node.service import NodeService
     from dim.passwords import PasswordHasher
-    from dim.runtime import OrderedMultiService, ResourceService, advertised
+    from dim.runtime import ResourceService, advertised
     from dim.store.sqlite import SQLiteStore
     from dim.tokens import TokenAuthority
 
@@ -73,9 +74,10 @@ def makeService(options: Options) -> OrderedMultiService:
     data.mkdir(parents=True, exist_ok=True)
     top = OrderedMultiService()
 
-    store = SQLiteStore(str(data / "dim.sqlite3"), reactor=reactor)
+    # Opened when the service starts, after twistd has daemonized (a fork keeps no threads).
     # Added first, so it stops last: the node and gateway finish with it before it closes.
-    ResourceService("store", on_stop=store.close).setServiceParent(top)
+    store = SQLiteStore(str(data / "dim.sqlite3"), reactor=reactor, start=False)
+    ResourceService("store", on_start=store.start, on_stop=store.close).setServiceParent(top)
     hashing = ThreadBridge("dim-passwords", max_threads=2, reactor=reactor)
     ResourceService("password-hashing", hashing.start, hashing.stop).setServiceParent(top)
 

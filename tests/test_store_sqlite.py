@@ -201,3 +201,33 @@ class SQLiteStoreCrashTests(unittest.TestCase):
         stored = {int(entry.message.id[1:]): entry.seq for entry in entries}
         for n, seq in acknowledged.items():
             self.assertEqual(seq, stored.get(n))
+
+
+class DeferredStartTests(unittest.TestCase):
+    """A store made with start=False opens its file and thread only when started (after a
+    daemonizing fork), and calls made before then wait for it."""
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp() + ".db")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    @defer.inlineCallbacks
+    def test_calls_before_start_wait(self):
+        """Nothing touches the file before start(); queued calls then complete in order."""
+        store = SQLiteStore(self.path, reactor, start=False)
+        self.addCleanup(store.close)
+        self.assertFalse(os.path.exists(self.path))
+        created = store.create_user("alice", "h", TS)
+        sent = store.store_message("alice", "c1", ["alice"], None, "x", "text", None, TS)
+        self.assertNoResult(created)
+        store.start()
+        yield created
+        result = yield sent
+        self.assertEqual(result.seqs, {"alice": 1})
+        self.assertTrue(os.path.exists(self.path))
+
+    def test_close_without_start(self):
+        """Closing a store that never started fires at once and leaves no file."""
+        store = SQLiteStore(self.path, reactor, start=False)
+        self.successResultOf(store.close())
+        self.assertFalse(os.path.exists(self.path))

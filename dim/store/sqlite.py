@@ -152,18 +152,14 @@ class SQLiteStore:
     one transaction.
     """
 
-    def __init__(self, path: str, reactor: Any = None, batch_limit: int = 4000) -> None:
+    def __init__(self, path: str, reactor: Any = None, batch_limit: int = 4000,
+                 start: bool = True) -> None:
         if reactor is None:
             from twisted.internet import reactor  # noqa: the default, imported late
         self._reactor = reactor
+        self._path = path
         self._batch_limit = batch_limit
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA cache_size=-65536")
-        self._conn.executescript(SCHEMA)
-        self._conn.executescript(PEOPLE_SCHEMA)
-        self._cursor = self._conn.cursor()
+        self._conn: sqlite3.Connection | None = None
         #: Writer-thread caches: user ids by name, last seqs by user id, the last message id.
         self._uids: dict[str, int] = {}
         self._seqs: dict[int, int] = {}
@@ -175,7 +171,27 @@ class SQLiteStore:
         #: Transactions committed and operations run: for measuring the group commit.
         self.batches = 0
         self.operations = 0
-        self._thread = threading.Thread(target=self._run, name=f"sqlite-store {path}",
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Open the file and start the writer thread; calls made before wait in the queue.
+
+        A process that forks after making the store (twistd daemonizing after makeService)
+        passes ``start=False`` and calls this when its service starts: neither a thread nor
+        an SQLite connection survives a fork.  A bad path fails here, at once.
+        """
+        if self._thread is not None:
+            return
+        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA cache_size=-65536")
+        self._conn.executescript(SCHEMA)
+        self._conn.executescript(PEOPLE_SCHEMA)
+        self._cursor = self._conn.cursor()
+        self._thread = threading.Thread(target=self._run, name=f"sqlite-store {self._path}",
                                         daemon=True)
         self._thread.start()
 
@@ -209,7 +225,8 @@ class SQLiteStore:
     def close(self) -> defer.Deferred[None]:
         """Run and commit everything queued, close the file and end the writer thread."""
         d: defer.Deferred[None] = defer.Deferred()
-        if self._closed:
+        if self._closed or (self._thread is None and not self._closing):
+            self._closing = self._closed = True  # never started: nothing to flush
             d.callback(None)
             return d
         self._close_waiters.append(d)

@@ -316,3 +316,53 @@ class DurabilityTests(unittest.TestCase):
             self.assertNotIn("Traceback", dim.process.log.read_text())
         finally:
             dim.process.kill()
+
+
+class DaemonTests(unittest.TestCase):
+    """``twistd dim`` without -n daemonizes (forks) and still works, and stops on SIGTERM."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_daemonized(self):
+        """A daemonized dim stores and delivers messages; SIGTERM to its pid file stops it."""
+        import os
+        import subprocess
+        import sys
+
+        from tests.harness import REPO, free_port, wait_for_port
+
+        work = Path(self.mktemp()).resolve()
+        work.mkdir(parents=True)
+        http_port, node_port = free_port(), free_port()
+        pidfile = work / "dim.pid"
+        subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "--pidfile", str(pidfile), "--logfile", str(work / "dim.log"), "dim",
+             "--gateway", f"tcp:{http_port}:interface=127.0.0.1",
+             "--node", f"tcp:{node_port}:interface=127.0.0.1", "--data", str(work / "data")],
+            cwd=REPO, check=True, timeout=60,
+            env={**os.environ, "DIM_SECRET": "daemon-test-secret-of-at-least-32-bytes"})
+        pid = int(pidfile.read_text())
+        try:
+            wait_for_port("127.0.0.1", http_port)
+            base = f"http://127.0.0.1:{http_port}"
+            a = yield register_and_login(base, "alice12")
+            yield register_and_login(base, "bob12")
+            alice = yield WireClient.login("127.0.0.1", node_port, a["token"])
+            alice.send({"type": "send", "id": "d1", "to": "bob12", "body": "from a daemon"})
+            sent = yield alice.expect("sent", id="d1")
+            self.assertEqual(sent["seq"], 1)
+            os.kill(pid, signal.SIGTERM)
+            yield alice.expect("goaway", timeout=15)
+            yield alice.expect_closed()
+            for _ in range(150):
+                if not pidfile.exists():
+                    break
+                yield sleep(0.1)
+            self.assertFalse(pidfile.exists(), (work / "dim.log").read_text()[-2000:])
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
