@@ -452,3 +452,17 @@ class FileTests(unittest.TestCase):
             self.assertIsInstance(app.screen, ImageScreen)
             self.assertEqual(len(core.saved), 1)  # the second view used the cached copy
 
+
+
+class PictureSupportTests(unittest.TestCase):
+    """Pictures switch off where textual-image cannot work."""
+
+    def test_no_pictures_when_textual_image_fails(self) -> None:
+        """If importing textual-image fails (a terminal with no size), image_class is None."""
+        import sys
+
+        from tui import images
+        self.patch(images, "_prepared", {})
+        self.patch(sys, "modules", {**sys.modules, "textual_image.widget": None})
+        self.assertFalse(images.prepare())
+        self.assertIsNone(images.image_class())

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
+    from tui.images import prepare
+    prepare()  # ask the terminal about pictures while it can still be asked
+
     from dim.client.config import ClientConfig
     from dim.client.gateway import GatewayClient
     from dim.client.session import ChatClient

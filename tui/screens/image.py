@@ -7,7 +7,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label
-from textual_image.widget import Image
+
+from tui.images import image_class
 
 
 class ImageScreen(ModalScreen[None]):
@@ -24,7 +25,11 @@ class ImageScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog image-dialog"):
             yield Label(f"{self.title_text}  (Escape closes)", classes="dialog-title")
-            yield Image(self.path, id="image")
+            image = image_class()
+            if image is None:
+                yield Label(f"This terminal cannot show pictures; the file is {self.path}")
+            else:
+                yield image(self.path, id="image")
 
     def action_close(self) -> None:
         """Close the image."""

@@ -11,6 +11,7 @@ from textual.message import Message
 from textual.widgets import ListItem, ListView, Static
 
 from dim.client.roster import initials
+from tui.images import image_class
 
 ONLINE_DOT = "●"
 OFFLINE_DOT = "○"
@@ -42,11 +43,11 @@ class ContactItem(ListItem):
         classes = ("-online" if contact.get("online") else "-offline") if self.pending is None \
             else f"-pending-{self.pending}"
         text = Static(Content(self.plain), classes="contact-text")
-        if avatar is None:
+        image = image_class() if avatar is not None else None
+        if image is None:
             super().__init__(text, classes=classes)
         else:
-            from textual_image.widget import Image
-            super().__init__(Horizontal(Image(avatar, classes="avatar"), text,
+            super().__init__(Horizontal(image(avatar, classes="avatar"), text,
                                         classes="contact-row"), classes=classes)
 
 
