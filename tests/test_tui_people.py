@@ -459,10 +459,11 @@ class PictureSupportTests(unittest.TestCase):
 
     def test_no_pictures_when_textual_image_fails(self) -> None:
         """If importing textual-image fails (a terminal with no size), image_class is None."""
-        import sys
-
         from tui import images
+
+        def failing_import(name: str) -> Any:
+            raise ZeroDivisionError("division by zero")
         self.patch(images, "_prepared", {})
-        self.patch(sys, "modules", {**sys.modules, "textual_image.widget": None})
+        self.patch(images, "import_module", failing_import)
         self.assertFalse(images.prepare())
         self.assertIsNone(images.image_class())

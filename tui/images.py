@@ -7,6 +7,7 @@ reports no size.  :func:`prepare` is called once before the app starts; afterwar
 """
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 _prepared: dict[str, Any] = {}
@@ -16,11 +17,9 @@ def prepare() -> bool:
     """Import textual-image while the terminal can still be asked; False if it cannot work."""
     if "image" not in _prepared:
         try:
-            from textual_image.widget import Image
+            _prepared["image"] = import_module("textual_image.widget").Image
         except Exception:  # no size, no terminal, no Pillow: pictures are off
             _prepared["image"] = None
-        else:
-            _prepared["image"] = Image
     return _prepared["image"] is not None
 
 
