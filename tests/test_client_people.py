@@ -153,6 +153,7 @@ class ReadWatermarkTests(unittest.TestCase):
     """What a cumulative read may claim."""
 
     def m(self, seq: int, sender: str, to: str = "alice", **kw: Any) -> ChatMessage:
+        """A cached message at ``seq``."""
         return ChatMessage(seq=seq, mid=f"m{seq}", id=f"c{seq}", sender=sender, to=to, ts=seq, **kw)
 
     def test_watermark_stops_below_unseen_messages(self) -> None:
@@ -197,6 +198,7 @@ class ReadClaimTests(SessionTestCase):
     """What ChatClient.mark_seen claims with each read_claim."""
 
     def client(self, claim: str) -> tuple[S.ChatClient, Any]:
+        """A ChatClient for alice with carol's message 1 and bob's 2 and 3, and the node side."""
         from twisted.internet.testing import MemoryReactorClock
         reactor = MemoryReactorClock()
         chat = S.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
@@ -445,6 +447,7 @@ class FileCallTests(unittest.TestCase):
     """Uploads stream with progress; downloads resume with Range."""
 
     def upload(self, data: bytes) -> tuple[Any, UploadSink, list[tuple[int, int]]]:
+        """Upload ``data``: the Deferred, the sink that got it, and the progress calls."""
         # StubTreq takes only bytes bodies; its agent (the real Agent over iosim) takes
         # the body producer, so the upload streams as it would over TCP.
         sink = UploadSink()
@@ -494,6 +497,7 @@ class FileCallTests(unittest.TestCase):
         self.failureResultOf(d, errors.TooLarge)
 
     def serve(self, data: bytes) -> tuple[GatewayClient, str]:
+        """A GatewayClient whose /v1/files/f1 serves ``data`` with Range, and a scratch dir."""
         where = self.mktemp()
         os.makedirs(where)
         with open(os.path.join(where, "blob"), "wb") as f:

@@ -310,6 +310,7 @@ class GroupTests(unittest.TestCase):
     """Groups in the list, the members pane, group marks and /group commands."""
 
     def core(self) -> FakeChatCore:
+        """The people core plus a group team of alice, bob, carol and dave."""
         core = core_with_people()
         core.group_map = {"g1": {"id": "g1", "name": "team", "owner": "alice",
                                  "members": ["alice", "bob", "carol", "dave"]}}
