@@ -352,6 +352,23 @@ class AckTests(SynchronousTestCase):
         self.alice2.lose()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_idle_session_holds_no_queue(self) -> None:
+        """A session that was never pushed a msg, or has had every msg acknowledged, holds no
+        retransmission queue; one made again later still retransmits."""
+        session = self.bob.conn.session
+        self.assertIsNone(session._pending)
+        self.alice.send(send(1))
+        self.bob.received()
+        self.assertIsNotNone(session._pending)
+        self.bob.send(F.Ack(seq=1))
+        self.assertIsNone(session._pending)
+        self.assertEqual(session.unacknowledged, [])
+        self.alice.send(send(2))
+        [msg] = self.bob.received()
+        self.assertEqual(session.unacknowledged, [2])
+        self.clock.advance(4)
+        self.assertEqual(self.bob.received(), [msg])
+
     def test_ack_store_failure(self) -> None:
         """A failing ack store call gets internal; the connection lives on."""
         self.node.store.ack = lambda *a: fail(RuntimeError("boom"))

@@ -88,8 +88,11 @@ class Session:
         self.user = user
         self.id = session_id
         self.ready = False
-        self._held: list[_Push] = []
-        self._pending: deque[tuple[float, int, bytes]] = deque()
+        #: Pushes held back until ``welcome`` (None once started, or while none are held).
+        self._held: list[_Push] | None = None
+        #: Tracked ``msg`` frames (due time, seq, data), oldest first; made on the first one
+        #: (an empty deque costs about 760 bytes, and idle sessions never track any).
+        self._pending: deque[tuple[float, int, bytes]] | None = None
         self._timer: IDelayedCall | None = None
         self._acked = 0
         self._clock = clock
@@ -109,13 +112,16 @@ class Session:
     def start(self) -> None:
         """``welcome`` was sent: write what was held back."""
         self.ready = True
-        held, self._held = self._held, []
-        for item in held:
-            self.push(*item)
+        held, self._held = self._held, None
+        if held:
+            for item in held:
+                self.push(*item)
 
     def push(self, data: bytes, frame_type: str, seq: int | None) -> None:
         """Write one encoded frame; track it for retransmission if it is a ``msg``."""
         if not self.ready:
+            if self._held is None:
+                self._held = []
             self._held.append((data, frame_type, seq))
             return
         conn = self.conn
@@ -123,7 +129,10 @@ class Session:
             return
         conn.write_encoded(data, frame_type)
         if seq is not None and seq > self._acked:
-            self._pending.append((self._clock.seconds() + self._after, seq, data))
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = deque()
+            pending.append((self._clock.seconds() + self._after, seq, data))
             if self._timer is None:
                 self._timer = self._clock.callLater(self._after, self._due)
 
@@ -136,7 +145,7 @@ class Session:
         if not pending:
             return
         if pending[-1][1] <= seq and all(s <= seq for _, s, _ in pending):
-            pending.clear()
+            self._pending = None  # made again by the next tracked msg
         else:
             self._pending = deque(p for p in pending if p[1] > seq)
         # The timer is left to fire and find nothing due: at a steady rate of messages this
@@ -145,13 +154,14 @@ class Session:
     @property
     def unacknowledged(self) -> list[int]:
         """The seqs that will be sent once more if no ack comes (for tests)."""
-        return [seq for _, seq, _ in self._pending]
+        return [seq for _, seq, _ in self._pending or ()]
 
     def close(self) -> None:
         """The connection is gone: forget everything and cancel the timer."""
         self.ready = False
-        self._held.clear()
-        self._pending.clear()
+        self._held = None
+        if self._pending:
+            self._pending.clear()
         self._cancel_timer()
 
     def _cancel_timer(self) -> None:
@@ -164,6 +174,8 @@ class Session:
         self._timer = None
         now = self._clock.seconds()
         pending = self._pending
+        if pending is None:
+            return
         conn = self.conn
         while pending and pending[0][0] <= now + _EPSILON:
             _, seq, data = pending.popleft()
