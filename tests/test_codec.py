@@ -257,6 +257,29 @@ frame_like = st.fixed_dictionaries(
               "kind": json_values, "file": json_values})
 
 
+class DecoderSharingTests(unittest.TestCase):
+    """Decoders of the same frame types share their msgspec decoder and tag set."""
+
+    def test_shared_per_frame_types(self) -> None:
+        """Two client-frame decoders share one decoder; a server-frame decoder has its own."""
+        a, b = codec.FrameDecoder(), codec.FrameDecoder(F.CLIENT_FRAME_TYPES)
+        server = codec.FrameDecoder(F.SERVER_FRAME_TYPES)
+        self.assertIs(a._decoder, b._decoder)
+        self.assertIs(a._tags, b._tags)
+        self.assertIsNot(a._decoder, server._decoder)
+        self.assertIsNot(a._tags, server._tags)
+
+    def test_shared_decoders_keep_their_types(self) -> None:
+        """Each direction still accepts only its own frames, and buffers stay separate."""
+        client = codec.FrameDecoder()
+        server = codec.FrameDecoder(F.SERVER_FRAME_TYPES)
+        [err] = server.feed(codec.encode(F.Ack(seq=1)))
+        self.assertEqual(err.code, "unknown_type")
+        self.assertEqual(client.feed(codec.encode(F.Ack(seq=1))[:3]), [])
+        self.assertEqual(server.feed(codec.encode(F.Pong())), [F.Pong()])
+        self.assertEqual(client.feed(codec.encode(F.Ack(seq=1))[3:]), [F.Ack(seq=1)])
+
+
 class PropertyTests(unittest.TestCase):
     """Any input gives frames or one clear protocol error, never an exception."""
 
