@@ -78,8 +78,9 @@ class ClientConnection(FrameProtocol):
         self.last_heard = 0.0
         self._in_flight = 0
         #: Why reading is paused: "requests" (too many in flight), "writes" (the client
-        #: does not read what it is sent).  Reading resumes when no reason is left.
-        self._pause_reasons: set[str] = set()
+        #: does not read what it is sent).  Reading resumes when no reason is left.  A tuple,
+        #: since the empty one costs nothing and idle connections are rarely paused.
+        self._pause_reasons: tuple[str, ...] = ()
         #: Since when the client has not been reading (None while it keeps up).
         self.write_congested_since: float | None = None
         self._backpressure: _WriteBackpressure | None = None
@@ -205,16 +206,19 @@ class ClientConnection(FrameProtocol):
 
     def pause_reading(self, reason: str) -> None:
         """Stop reading from the socket for ``reason`` (until :meth:`resume_reading`)."""
-        if not self._pause_reasons and self.is_open:
+        reasons = self._pause_reasons
+        if not reasons and self.is_open:
             self.transport.pauseProducing()
-        self._pause_reasons.add(reason)
+        if reason not in reasons:
+            self._pause_reasons = reasons + (reason,)
 
     def resume_reading(self, reason: str) -> None:
         """Drop one reason to pause; read again when none is left."""
-        if reason not in self._pause_reasons:
+        reasons = self._pause_reasons
+        if reason not in reasons:
             return
-        self._pause_reasons.discard(reason)
-        if not self._pause_reasons and self.is_open:
+        self._pause_reasons = reasons = tuple(r for r in reasons if r != reason)
+        if not reasons and self.is_open:
             self.transport.resumeProducing()
 
     def _failed(self, failure: Failure, frame: F._Frame) -> None:
@@ -292,6 +296,8 @@ class _TypeNamingDecoder(codec.FrameDecoder):
     before welcome a broken ``hello`` gets ``bad_request`` and anything else
     ``unauthorized``."""
 
+    __slots__ = ()
+
     def _decode(self, payload: bytes) -> codec.Decoded:
         item = super()._decode(payload)
         if isinstance(item, errors.DimError) and not item.fatal:
@@ -310,6 +316,8 @@ class _WriteBackpressure:
     it is sent) and when it drains: reading from that client stops meanwhile, so a client
     that floods requests without reading the answers cannot make the node buffer without
     bound.  The heartbeat sweep drops clients that stay congested."""
+
+    __slots__ = ("conn",)
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
