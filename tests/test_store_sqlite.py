@@ -231,3 +231,17 @@ class DeferredStartTests(unittest.TestCase):
         store = SQLiteStore(self.path, reactor, start=False)
         self.successResultOf(store.close())
         self.assertFalse(os.path.exists(self.path))
+
+
+class BatchJSONTests(unittest.TestCase):
+    """The JSON a batch hands to json_each is the text the stored JSON always was."""
+
+    def test_same_text_as_stored_json(self) -> None:
+        """Rows of awkward text, ints, bools and None encode exactly as _dumps does."""
+        from dim.store.sqlite import _batch_json, _dumps
+        awkward = ['quote " backslash \\ slash / newline \n tab \t', "nul \x00 and \x01",
+                   "\x7f\u2028\u2029\ufeff", "\u00e9\u6f22\U0001f600", "", "</script>"]
+        rows = [(i, text, text, 1700000000000 + i, None, "g", text, "text", None,
+                 [(1, i, True), (2, i + 1, False)]) for i, text in enumerate(awkward)]
+        for value in (rows, [(1, 2, 3)], [[1, 5], [2, 9]], [("alice", "nul\x00id")]):
+            self.assertEqual(_batch_json(value), _dumps(value))

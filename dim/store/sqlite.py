@@ -29,6 +29,7 @@ import sqlite3
 import threading
 from typing import Any, Callable, NamedTuple
 
+import msgspec
 from twisted.internet import defer
 from twisted.python import log
 from twisted.python.failure import Failure
@@ -139,8 +140,18 @@ class _Send(NamedTuple):
 
 
 def _dumps(value: Any) -> str:
-    """Compact JSON for json_each."""
+    """Compact JSON text, as stored (a message's ``file``)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_batch_encode = msgspec.json.Encoder().encode
+
+
+def _batch_json(value: Any) -> str:
+    """Compact JSON for json_each: the same text as :func:`_dumps` for the lists of
+    tuples, ints, bools, None and strings of a batch (NUL as ``\u0000``), at a fraction of
+    the cost.  A lone surrogate raises UnicodeEncodeError here rather than at binding."""
+    return _batch_encode(value).decode()
 
 
 @implementer(IStore)
@@ -347,7 +358,7 @@ class SQLiteStore:
         cursor = self._cursor
         uids = self._uids
         seq_cache = self._seqs
-        known = set(cursor.execute(_KNOWN, (_dumps([send[:2] for _, send in run]),)))
+        known = set(cursor.execute(_KNOWN, (_batch_json([send[:2] for _, send in run]),)))
         if self._last_message is None:
             self._last_message = cursor.execute(
                 "SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
@@ -400,7 +411,7 @@ class SQLiteStore:
                 if ("\0" in body or "\0" in client_id or "\0" in kind or "\0" in sender
                         or (group and "\0" in group) or (to and "\0" in to)):
                     # JSON would carry a NUL, but ->> cuts the text there: bind it plainly.
-                    nul_rows.append(row[:9] + (_dumps(marks),))
+                    nul_rows.append(row[:9] + (_batch_json(marks),))
                 else:
                     message_rows.append(row)
                 result = SendResult(message=StoredMessage(
@@ -415,9 +426,9 @@ class SQLiteStore:
             cursor.executemany(_INSERT_MESSAGE, nul_rows)
         if inbox_rows:
             if message_rows:
-                cursor.execute(_INSERT_MESSAGES, (_dumps(message_rows),))
-            cursor.execute(_INSERT_INBOX, (_dumps(inbox_rows),))
-            cursor.execute(_UPDATE_SEQS, (_dumps(list(changed.items())),))
+                cursor.execute(_INSERT_MESSAGES, (_batch_json(message_rows),))
+            cursor.execute(_INSERT_INBOX, (_batch_json(inbox_rows),))
+            cursor.execute(_UPDATE_SEQS, (_batch_json(list(changed.items())),))
             self._last_message = message_id
 
     def _forget(self) -> None:
