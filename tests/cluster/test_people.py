@@ -72,3 +72,46 @@ class PeopleAcrossNodesTests(ClusterTestCase):
             d = yield clients["ann"].expect("delivered", mid=sent["mid"], timeout=15)
             receipts.add(d["by"])
         self.assertEqual(receipts, {"ben", "cat"})
+
+
+class FilesAcrossNodesTests(ClusterTestCase):
+    """A file uploaded through the cluster gateway reaches a recipient on another node."""
+
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_file_across_nodes(self):
+        """Upload, send kind file from n1, receive on n2, download with a range; others 403."""
+        import hashlib
+        import os
+
+        import treq
+
+        base = self.cluster.base
+        a = yield self.login("ann")
+        b = yield self.login("ben")
+        e = yield self.login("eve")
+        ann = yield self.connect(a["token"], self.n1)
+        ben = yield self.connect(b["token"], self.n2)
+        blob = os.urandom(200_000)
+        resp = yield treq.post(f"{base}/v1/files?name=data.bin", data=blob, persistent=False,
+                               headers={"Authorization": f"Bearer {a['token']}",
+                                        "Content-Type": "application/octet-stream"})
+        self.assertEqual(resp.code, 201)
+        record = (yield resp.json())["file"]
+        self.assertEqual(record["sha256"], hashlib.sha256(blob).hexdigest())
+        ann.send({"type": "send", "id": "f1", "to": "ben", "kind": "file", "body": "",
+                  "file": {k: record[k] for k in ("id", "name", "size", "mime")}})
+        yield ann.expect("sent", id="f1")
+        msg = yield ben.expect("msg", id="f1", timeout=15)
+        self.assertEqual(msg["file"]["id"], record["id"])
+        for token, headers, code, body in ((b["token"], {}, 200, blob),
+                                           (b["token"], {"Range": "bytes=150000-"}, 206,
+                                            blob[150000:]),
+                                           (e["token"], {}, 403, None)):
+            resp = yield treq.get(f"{base}/v1/files/{record['id']}", persistent=False,
+                                  headers={"Authorization": f"Bearer {token}", **headers})
+            content = yield resp.content()
+            self.assertEqual(resp.code, code)
+            if body is not None:
+                self.assertEqual(content, body)
