@@ -263,6 +263,30 @@ class SeqTests(SessionTestCase):
         self.assertEqual(session.last_seq, 5)
         self.assertEqual(events.of(S.SyncFinished), [S.SyncFinished(5)])
 
+    def test_sync_refused_by_error_is_asked_again(self) -> None:
+        """An error answering a sync (no ref) releases it; the sync is asked again 1 s later."""
+        session, reactor, _, events, side = self.connect(last_seq=5)
+        self.assertEqual([f.after for f in side.received() if isinstance(f, F.Sync)], [0])
+        side.send(F.Error(code="internal", message="the store failed"))
+        self.assertEqual([f for f in side.received() if isinstance(f, F.Sync)], [])
+        reactor.advance(S.SYNC_RETRY)
+        self.assertEqual([f.after for f in side.received() if isinstance(f, F.Sync)], [0])
+        side.send(msg(1), msg(2), msg(3), msg(4), msg(5),
+                  F.Synced(after=0, last_seq=5, more=False))
+        self.assertEqual(session.last_seq, 5)
+        self.assertEqual(events.of(S.SyncFinished), [S.SyncFinished(5)])
+
+    def test_unanswered_sync_is_asked_again(self) -> None:
+        """A sync with no answer for SYNC_TIMEOUT is sent again; an answered one is not."""
+        session, reactor, _, _, side = self.connect(last_seq=2)
+        self.assertEqual([f.after for f in side.received() if isinstance(f, F.Sync)], [0])
+        reactor.advance(S.SYNC_TIMEOUT)
+        self.assertEqual([f.after for f in side.received() if isinstance(f, F.Sync)], [0])
+        side.send(msg(1), msg(2), F.Synced(after=0, last_seq=2, more=False))
+        side.received()
+        reactor.advance(S.SYNC_TIMEOUT * 2)
+        self.assertEqual([f for f in side.received() if isinstance(f, F.Sync)], [])
+
     def test_ack_is_cumulative_and_coalesced(self) -> None:
         """An idle client acks at once; within 50 ms of an ack the next one waits, once."""
         session, reactor, _, _, side = self.connect()

@@ -65,6 +65,9 @@ ACK_INTERVAL = 0.05
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 SYNC_PAGE = 500
+#: A sync unanswered this long is asked again; one refused by an error, after SYNC_RETRY.
+SYNC_TIMEOUT = 10.0
+SYNC_RETRY = 1.0
 TYPING_INTERVAL = 3.0
 #: How far ChatClient.mark_seen claims ``read``: only what was seen everywhere below, or
 #: everything up to the newest message shown.
@@ -409,6 +412,7 @@ class ClientSession(EventSource):
         self._ping_call: Any = None
         self._dead_call: Any = None
         self._ack_call: Any = None
+        self._sync_call: Any = None
         self._acked = 0
         self._ack_wanted = False
         self._last_ack_at = float("-inf")
@@ -659,9 +663,9 @@ class ClientSession(EventSource):
         if conn is not self._conn:
             return
         self._conn = None
-        for call in (self._ping_call, self._dead_call, self._ack_call):
+        for call in (self._ping_call, self._dead_call, self._ack_call, self._sync_call):
             self._cancel(call)
-        self._ping_call = self._dead_call = self._ack_call = None
+        self._ping_call = self._dead_call = self._ack_call = self._sync_call = None
         self._syncing = self._sync_again = False
         waiting = [m.id for m in self.outgoing.values()
                    if m.state == SENDING and m.id in self._send_timers]
@@ -808,6 +812,8 @@ class ClientSession(EventSource):
         self.emit(Notified(frame.event, fields))
 
     def _on_synced(self, conn: ClientConnection, frame: F.Synced) -> None:
+        self._cancel(self._sync_call)
+        self._sync_call = None
         self._syncing = False
         progressed = self.last_seq > self._sync_after
         again, self._sync_again = self._sync_again, False
@@ -818,6 +824,10 @@ class ClientSession(EventSource):
 
     def _on_error(self, conn: ClientConnection, frame: F.Error) -> None:
         self.emit(ServerError(frame.code, frame.message, frame.ref))
+        if frame.ref is None and self._syncing and frame.code != errors.Unauthorized.code:
+            # An error without a ref answers a frame that had no id: while a sync is out,
+            # most likely that sync (the node could not read the inbox). Ask again soon.
+            self._retry_sync(SYNC_RETRY)
         if frame.code == errors.Unauthorized.code:
             self._drop(conn, frame.message)
             if conn.transport is not None:
@@ -862,6 +872,18 @@ class ClientSession(EventSource):
         self._sync_after = self.last_seq
         assert self._conn is not None
         self._conn.sendFrame(F.Sync(after=self.last_seq, limit=SYNC_PAGE))
+        self._cancel(self._sync_call)
+        self._sync_call = self.reactor.callLater(SYNC_TIMEOUT, self._retry_sync, 0.0)
+
+    def _retry_sync(self, delay: float) -> None:
+        """Give up on the sync in flight and ask again after ``delay`` seconds."""
+        self._cancel(self._sync_call)
+        self._syncing = False
+        if delay:
+            self._sync_call = self.reactor.callLater(delay, self._retry_sync, 0.0)
+        else:
+            self._sync_call = None
+            self._request_sync()
 
     def _batch_done(self, conn: ClientConnection) -> None:
         """After a batch of received frames: persist the seq and ack it (coalesced)."""
