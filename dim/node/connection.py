@@ -336,11 +336,44 @@ class _WriteBackpressure:
         pass
 
 
+#: The attributes a TCP transport of a client connection ends up with: Twisted's own, then
+#: ``registerProducer`` (backpressure) and the first write.
+_TRANSPORT_ATTRIBUTES = ("reactor", "_tempDataBuffer", "_tempDataLen", "socket", "fileno",
+                         "protocol", "server", "client", "sessionno", "hostname", "logstr",
+                         "repstr", "connected", "producer", "streamingProducer", "dataBuffer",
+                         "offset")
+_transport_attributes_known = False
+
+
+def _announce_transport_attributes() -> None:
+    """Let CPython size every TCP transport for all the attributes it will get.
+
+    CPython (3.11+) keeps an instance's attributes in an array sized from what its class's
+    shared key table held when the instance was made, and that table stops growing once many
+    instances were made with fewer attributes.  Twisted's accepted transports get 13
+    attributes in ``__init__``; a client connection adds 4 more later (``registerProducer``,
+    then the first write).  When the table froze before learning the last of them (the
+    process's first connections, such as port probes, never wrote), every transport turned
+    its attributes into a full dict on its first write: 832 bytes per idle connection.  One
+    unused instance given all 17 names, before any connection is accepted, teaches the table
+    them.  Nothing else changes; on other interpreters this costs one small object.
+    """
+    global _transport_attributes_known
+    if _transport_attributes_known:
+        return
+    _transport_attributes_known = True
+    from twisted.internet import tcp
+    sample = tcp.Server.__new__(tcp.Server)
+    for name in _TRANSPORT_ATTRIBUTES:
+        setattr(sample, name, None)
+
+
 class ConnectionFactory(Factory):
     """Builds a :class:`ClientConnection` bound to one handler for every accepted socket."""
 
     def __init__(self, handler: ConnectionHandler, clock: IReactorTime,
                  max_frame: int = F.DEFAULT_MAX_FRAME) -> None:
+        _announce_transport_attributes()
         self.handler = handler
         self.clock = clock
         self.max_frame = max_frame
