@@ -120,3 +120,64 @@ def stop_reactor(reactor: Any) -> None:
         stop()
     else:
         reactor.callWhenRunning(stop)
+
+
+class ClusterProcess(MultiService):
+    """A cluster process (node or gateway) that connects to its services one at a time when
+    it starts, and exits with status 1 and a line naming the service if one does not answer.
+
+    Subclasses implement ``_start`` (a coroutine) and call :meth:`connecting` before each
+    service and :meth:`bridge` for each thread pool; ``label`` names the process in logs.
+    """
+
+    label = "DIM process"
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__()
+        self.reactor = reactor
+        #: Fires once the process has connected to everything and listens.
+        self.ready: Deferred[None] | None = None
+        self._bridges: list[Any] = []
+        self._stopping = False
+        #: (name, address) of the service being connected to, for the failure message.
+        self._service: tuple[str, str] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = Deferred.fromCoroutine(self._start())
+        self.ready.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    def connecting(self, service: str, address: str) -> None:
+        """Say which service the next step talks to, so a failure can name it."""
+        self._service = (service, address)
+
+    def bridge(self, name: str, max_threads: int) -> Any:
+        """A started ThreadBridge, stopped (last) when the process stops."""
+        from dim.cluster.threads import ThreadBridge
+
+        bridge = ThreadBridge(name, max_threads=max_threads, reactor=self.reactor)
+        bridge.start()
+        self._bridges.append(bridge)
+        return bridge
+
+    def stop_bridges(self) -> None:
+        """Stop every ThreadBridge, newest first (each waits for its threads)."""
+        for bridge in reversed(self._bridges):
+            bridge.stop()
+
+    def _start_failed(self, failure: Any) -> None:
+        from dim.errors import DimError
+
+        if self._stopping:
+            return
+        reason = failure.value.message if failure.check(DimError) else failure.getErrorMessage()
+        if self._service and self._service[1] not in reason:
+            reason = f"{self._service[0]} at {self._service[1]}: {reason}"
+        if not failure.check(DimError):
+            _log.failure("{label}: start failed", failure, label=self.label)
+        _log.error("{label} cannot start: {reason}; exiting", label=self.label, reason=reason)
+        exit_with(1)
+        stop_reactor(self.reactor)

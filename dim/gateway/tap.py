@@ -24,7 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from dim.runtime import cluster_namespace, exit_with, service_defaults, stop_reactor
+from dim.runtime import ClusterProcess, cluster_namespace, service_defaults
 
 _log = Logger(namespace="dim.gateway")
 
@@ -74,14 +74,15 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-class ClusterGateway(MultiService):
+class ClusterGateway(ClusterProcess):
     """The gateway's life: Redis, then the ZooKeeper watch, then the HTTP port; on stop,
     the reverse.  :attr:`ready` fires once it listens."""
 
+    label = "DIM gateway"
+
     def __init__(self, options: Options, reactor: Any) -> None:
-        super().__init__()
+        super().__init__(reactor)
         self.options = options
-        self.reactor = reactor
         self.names = cluster_namespace(options["cluster"])
         self.store: Any = None
         self.sessions: Any = None
@@ -89,17 +90,7 @@ class ClusterGateway(MultiService):
         self.forwarder: Any = None
         self.gateway: Any = None
         self.http: Any = None
-        self.ready: defer.Deferred[None] | None = None
-        self._bridges: list[Any] = []
         self._known: set[str] = set()
-        self._stopping = False
-        #: (name, address) of the service being connected to, for the failure message.
-        self._service: tuple[str, str] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self.ready = defer.Deferred.fromCoroutine(self._start())
-        self.ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
         import uuid
@@ -108,7 +99,6 @@ class ClusterGateway(MultiService):
         from dim.cluster.pusher import ForwardingPusher
         from dim.cluster.registry import ZooKeeperNodeRegistry
         from dim.cluster.sessions import RedisSessionRegistry
-        from dim.cluster.threads import ThreadBridge
         from dim.files import FileStorage
         from dim.gateway.app import Gateway
         from dim.passwords import PasswordHasher
@@ -119,7 +109,7 @@ class ClusterGateway(MultiService):
         timeout = o["connect-timeout"]
         _log.info("DIM gateway starting (cluster {cluster}, routing {routing})",
                   cluster=o["cluster"], routing=o["routing"])
-        self._service = ("Redis", o["redis"])
+        self.connecting("Redis", o["redis"])
         _log.info("gateway: connecting to Redis at {url}", url=o["redis"])
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
@@ -129,10 +119,8 @@ class ClusterGateway(MultiService):
         if self._stopping:
             return
 
-        kafka_bridge = ThreadBridge("dim-kafka-gateway", max_threads=3, reactor=self.reactor)
-        kafka_bridge.start()
-        self._bridges.append(kafka_bridge)
-        self._service = ("Kafka", o["kafka"])
+        kafka_bridge = self.bridge("dim-kafka-gateway", 3)
+        self.connecting("Kafka", o["kafka"])
         _log.info("gateway: connecting to Kafka at {kafka}", kafka=o["kafka"])
         self.forwarder = KafkaForwarder(f"gateway-{uuid.uuid4().hex[:12]}", o["kafka"],
                                         kafka_bridge, topic_prefix=self.names["topic_prefix"],
@@ -142,10 +130,8 @@ class ClusterGateway(MultiService):
         if self._stopping:
             return
 
-        bridge = ThreadBridge("dim-zookeeper-gateway", max_threads=3, reactor=self.reactor)
-        bridge.start()
-        self._bridges.append(bridge)
-        self._service = ("ZooKeeper", o["zookeeper"])
+        bridge = self.bridge("dim-zookeeper-gateway", 3)
+        self.connecting("ZooKeeper", o["zookeeper"])
         _log.info("gateway: connecting to ZooKeeper at {zk}", zk=o["zookeeper"])
         self.registry = ZooKeeperNodeRegistry(o["zookeeper"], bridge, self.reactor,
                                               session_timeout=o["zk-timeout"],
@@ -160,18 +146,16 @@ class ClusterGateway(MultiService):
         if self._stopping:
             return
 
-        hashing = ThreadBridge("dim-passwords", max_threads=2, reactor=self.reactor)
-        hashing.start()
-        self._bridges.append(hashing)
+        hashing = self.bridge("dim-passwords", 2)
         tokens = TokenAuthority(o["secret"], self.store, ttl=o["token-ttl"])
-        self._service = ("the file directory", o["files"])
+        self.connecting("the file directory", o["files"])
         files = FileStorage(o["files"])
         self.gateway = Gateway(self.store, tokens, PasswordHasher(hashing.pool, self.reactor),
                                self.registry, self.sessions, routing=o["routing"],
                                files=files, max_file_size=o["max-file-size"],
                                max_group_members=o["max-group-members"],
                                pusher=ForwardingPusher(self.sessions, self.forwarder))
-        self._service = ("the HTTP port", o["listen"])
+        self.connecting("the HTTP port", o["listen"])
         self.http = strports.service(o["listen"], self.gateway.site(reactor=self.reactor),
                                      reactor=self.reactor)
         self.http.setServiceParent(self)
@@ -203,20 +187,6 @@ class ClusterGateway(MultiService):
             for user in offline:
                 self.gateway.announce_offline(user)
 
-    def _start_failed(self, failure: Any) -> None:
-        from dim.errors import DimError
-
-        if self._stopping:
-            return
-        reason = failure.value.message if failure.check(DimError) else failure.getErrorMessage()
-        if self._service and self._service[1] not in reason:
-            reason = f"{self._service[0]} at {self._service[1]}: {reason}"
-        if not failure.check(DimError):
-            _log.failure("gateway: start failed", failure)
-        _log.error("DIM gateway cannot start: {reason}; exiting", reason=reason)
-        exit_with(1)
-        stop_reactor(self.reactor)
-
     def stopService(self) -> defer.Deferred[None]:
         """Stop listening, stop watching ZooKeeper, close Redis."""
         self._stopping = True
@@ -243,8 +213,7 @@ class ClusterGateway(MultiService):
                 await self.forwarder.stop()
             except Exception:
                 _log.failure("gateway: closing Kafka failed")
-        for bridge in reversed(self._bridges):
-            bridge.stop()
+        self.stop_bridges()
         for resource in (self.sessions, self.store):
             if resource is not None:
                 try:

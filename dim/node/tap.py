@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import cluster_namespace, exit_with, service_defaults, stop_reactor
+from dim.runtime import ClusterProcess, cluster_namespace, service_defaults
 
 _log = Logger(namespace="dim.node")
 
@@ -82,7 +82,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-class ClusterNode(MultiService):
+class ClusterNode(ClusterProcess):
     """A cluster node's life: connect to the services in order, take clients, and on stop
     drain, deregister and disconnect in the reverse order.
 
@@ -90,10 +90,10 @@ class ClusterNode(MultiService):
     """
 
     def __init__(self, options: Options, reactor: Any) -> None:
-        super().__init__()
+        super().__init__(reactor)
         self.options = options
-        self.reactor = reactor
         self.node_id: str = options["id"]
+        self.label = f"DIM node {self.node_id}"
         self.names = cluster_namespace(options["cluster"])
         self.incarnation = _secrets.token_hex(6)
         self.store: Any = None
@@ -104,25 +104,14 @@ class ClusterNode(MultiService):
         self.node: Any = None
         self.registered = False
         self.forwarding = False
-        self.ready: defer.Deferred[None] | None = None
-        self._bridges: list[Any] = []
-        self._stopping = False
-        #: (name, address) of the service being connected to, for the failure message.
-        self._service: tuple[str, str] | None = None
 
     # -- start -----------------------------------------------------------------------------
-
-    def startService(self) -> None:
-        super().startService()
-        self.ready = defer.Deferred.fromCoroutine(self._start())
-        self.ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
         from dim.cluster.forwarder import KafkaForwarder
         from dim.cluster.interface import NodeInfo
         from dim.cluster.registry import ZooKeeperNodeRegistry
         from dim.cluster.sessions import RedisSessionRegistry
-        from dim.cluster.threads import ThreadBridge
         from dim.node.delivery import NodeCore
         from dim.node.service import NodeService
         from dim.runtime import advertised
@@ -135,7 +124,7 @@ class ClusterNode(MultiService):
                   node=me, cluster=o["cluster"], inc=self.incarnation)
 
         # 1. Redis: store and sessions; forget this id's previous life.
-        self._service = ("Redis", o["redis"])
+        self.connecting("Redis", o["redis"])
         _log.info("node {node}: connecting to Redis at {url}", node=me, url=o["redis"])
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
@@ -150,10 +139,8 @@ class ClusterNode(MultiService):
             return
 
         # 2. Kafka: this node's topic, from its end.
-        forward_bridge = ThreadBridge(f"dim-kafka-{me}", max_threads=4, reactor=self.reactor)
-        forward_bridge.start()
-        self._bridges.append(forward_bridge)
-        self._service = ("Kafka", o["kafka"])
+        forward_bridge = self.bridge(f"dim-kafka-{me}", 4)
+        self.connecting("Kafka", o["kafka"])
         _log.info("node {node}: connecting to Kafka at {kafka}", node=me, kafka=o["kafka"])
         self.forwarder = KafkaForwarder(me, o["kafka"], forward_bridge,
                                         linger_ms=o["linger-ms"],
@@ -173,7 +160,7 @@ class ClusterNode(MultiService):
         self.core = NodeCore(me, self.store, self.sessions, tokens.verify, self.reactor,
                              heartbeat=o["heartbeat"], max_frame=o["max-frame"],
                              forwarder=self.forwarder)
-        self._service = ("the client port", o["listen"])
+        self.connecting("the client port", o["listen"])
         self.node = NodeService(self.core, o["listen"], self.reactor)
         self.node.setServiceParent(self)
         port = await self.node.listening()
@@ -184,11 +171,8 @@ class ClusterNode(MultiService):
             return
 
         # 4. ZooKeeper: register, so the gateway routes clients here.
-        registry_bridge = ThreadBridge(f"dim-zookeeper-{me}", max_threads=3,
-                                       reactor=self.reactor)
-        registry_bridge.start()
-        self._bridges.append(registry_bridge)
-        self._service = ("ZooKeeper", o["zookeeper"])
+        registry_bridge = self.bridge(f"dim-zookeeper-{me}", 3)
+        self.connecting("ZooKeeper", o["zookeeper"])
         _log.info("node {node}: connecting to ZooKeeper at {zk}", node=me, zk=o["zookeeper"])
         self.registry = ZooKeeperNodeRegistry(
             o["zookeeper"], registry_bridge, self.reactor, session_timeout=o["zk-timeout"],
@@ -202,21 +186,6 @@ class ClusterNode(MultiService):
         self._service = None
         _log.info("node {node}: registered in ZooKeeper as {path} (session timeout {t:g} s); "
                   "ready", node=me, path=f"{self.names['zk_root']}/{me}", t=o["zk-timeout"])
-
-    def _start_failed(self, failure: Any) -> None:
-        from dim.errors import DimError
-
-        if self._stopping:
-            return
-        reason = failure.value.message if failure.check(DimError) else failure.getErrorMessage()
-        if self._service and self._service[1] not in reason:
-            reason = f"{self._service[0]} at {self._service[1]}: {reason}"
-        if not failure.check(DimError):
-            _log.failure("node {node}: start failed", failure, node=self.node_id)
-        _log.error("DIM node {node} cannot start: {reason}; exiting", node=self.node_id,
-                   reason=reason)
-        exit_with(1)
-        stop_reactor(self.reactor)
 
     def _reregistered(self) -> None:
         """Our znode was lost and made again: the gateway may have dropped our sessions, so
@@ -271,8 +240,7 @@ class ClusterNode(MultiService):
                     _log.info("node {node}: stopped reading Kafka", node=me)
             except Exception:
                 _log.failure("node {node}: stopping the forwarder failed", node=me)
-        for bridge in reversed(self._bridges):
-            bridge.stop()
+        self.stop_bridges()
         for name, resource in (("sessions", self.sessions), ("store", self.store)):
             if resource is not None:
                 try:
