@@ -75,7 +75,8 @@ class Services:
 class Cluster:
     """``twistd -n dim-gateway`` and ``twistd -n dim-node`` processes of one cluster name."""
 
-    def __init__(self, workdir: Path, nodes: int = 2, heartbeat: float | None = None) -> None:
+    def __init__(self, workdir: Path, nodes: int = 2, heartbeat: float | None = None,
+                 node_args: list[str] | None = None) -> None:
         self.workdir = workdir
         self.name = "bench" + secrets.token_hex(4)
         self.http_port = P.free_port()
@@ -95,6 +96,7 @@ class Cluster:
                               "--cluster", self.name]
             if heartbeat is not None:
                 argv += ["--heartbeat", f"{heartbeat:g}"]
+            argv += node_args or []
             self.nodes.append(P.ServerProcess(nid, argv, workdir, env))
 
     def start(self, timeout: float = 60.0) -> "Cluster":

@@ -176,6 +176,11 @@ def headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str
                                f"({_fmt(half.get('offered_per_s'))}/s) (ms)",
                          _fmt(hp99), "", f"<= {TARGETS['p99_half_ms']:g} ms",
                          _verdict(None if hp99 is None else hp99 <= TARGETS["p99_half_ms"])))
+            for linger, step in sorted((result.get("linger_ms") or {}).items()):
+                lat = step.get("send_to_msg") or {}
+                rows.append((name, f"send->msg p50/p99 (ms) at {_fmt(step.get('offered_per_s'))}/s "
+                                   f"with linger.ms {linger}",
+                             f"{_fmt(lat.get('p50_ms'))} / {_fmt(lat.get('p99_ms'))}", "", "", ""))
         elif name == "reconnect_storm":
             back = result.get("all_back_s")
             ok = (back is not None and back <= TARGETS["storm_s"] and result.get("lost") == 0

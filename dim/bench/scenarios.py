@@ -453,22 +453,23 @@ def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
         return report.unavailable(reason)
     cl = C.Cluster(wd, nodes=2)
     workers: list[P.WorkerProcess] = []
+    linger: dict[str, Any] = {}
     try:
         cl.start()
         workers = P.start_workers(p.chat_workers, wd)
         pairs = chat_pairs("x", p.chat_pairs)
-        ctx.log(f"chat_cross_node: cluster {cl.name}, seeding {2 * len(pairs)} users in Redis")
-        _seed_users(workers[0], cl, [u for pair in pairs for u in pair])
-        shares = _split(len(pairs), len(workers))
-        cmds, i = [], 0
-        for w, share in zip(workers, shares):
-            mine = pairs[i:i + share]
-            i += share
-            cmds.append({"cmd": "chat_setup", "host": "127.0.0.1", "port": cl.node_ports[0],
-                         "port_b": cl.node_ports[1], "source": w.source,
-                         "pairs": [[a, P.mint_token(a), b, P.mint_token(b)] for a, b in mine]})
-        P.call_all(workers, cmds)
+        _cross_node_setup(ctx, workers, cl, pairs)
         swept = _chat_sweep(ctx, workers, cl.nodes, "chat_cross_node", p.rate_start / 4)
+        # linger.ms: the same modest rate on this cluster (linger 0, the default) and on one
+        # whose producers batch for 5 ms.
+        modest = p.rate_start / 2
+        linger["0"] = _linger_step(ctx, workers, cl.nodes, modest, 0)
+        P.call_all(workers, [{"cmd": "close"}] * len(workers))
+        cl.stop()
+        cl = C.Cluster(wd, nodes=2, node_args=["--linger-ms", "5"])
+        cl.start()
+        _cross_node_setup(ctx, workers, cl, pairs)
+        linger["5"] = _linger_step(ctx, workers, cl.nodes, modest, 5)
         P.call_all(workers, [{"cmd": "close"}] * len(workers))
     finally:
         P.stop_workers(workers)
@@ -478,8 +479,34 @@ def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
              "store": "Redis (cluster)", "forwarding": "Kafka, one topic per node",
              "note": "node CPU is the sum of both nodes; Redis, ZooKeeper and Kafka run on the "
                      "same machine and are not counted",
-             "client": "lean frame client on dim.protocol.codec; one cumulative ack per read"}
+             "client": "lean frame client on dim.protocol.codec; one cumulative ack per read",
+             "linger_ms": linger}
     return _chat_result(ctx, swept, extra)
+
+
+def _cross_node_setup(ctx: Context, workers: list[P.WorkerProcess], cl: C.Cluster,
+                      pairs: list[tuple[str, str]]) -> None:
+    """Seed the pairs' users in the cluster and connect each pair's a to node 1, b to node 2."""
+    ctx.log(f"chat_cross_node: cluster {cl.name}, seeding {2 * len(pairs)} users in Redis")
+    _seed_users(workers[0], cl, [u for pair in pairs for u in pair])
+    cmds, i = [], 0
+    for w, share in zip(workers, _split(len(pairs), len(workers))):
+        mine = pairs[i:i + share]
+        i += share
+        cmds.append({"cmd": "chat_setup", "host": "127.0.0.1", "port": cl.node_ports[0],
+                     "port_b": cl.node_ports[1], "source": w.source,
+                     "pairs": [[a, P.mint_token(a), b, P.mint_token(b)] for a, b in mine]})
+    P.call_all(workers, cmds)
+
+
+def _linger_step(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.ServerProcess],
+                 rate: float, linger_ms: int) -> dict[str, Any]:
+    """One chat step at ``rate`` on a cluster whose producers use ``linger_ms``."""
+    step = _chat_step(ctx, workers, servers, rate)
+    ctx.log(f"chat_cross_node: linger.ms {linger_ms} at {rate:g}/s: send->msg p50 "
+            f"{step['send_to_msg'].get('p50_ms')} ms, p99 {step['send_to_msg'].get('p99_ms')} ms")
+    return {"offered_per_s": rate, "achieved_per_s": step["achieved_per_s"],
+            "send_to_msg": step["send_to_msg"], "send_to_delivered": step["send_to_delivered"]}
 
 
 def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
