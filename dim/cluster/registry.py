@@ -170,8 +170,21 @@ class ZooKeeperNodeRegistry:
                     self._on_reregister()
 
         d = self.bridge.call(self._write, self._snapshot(), False)
-        d.addCallbacks(written, lambda f: _log.failure("node registry refresh failed", f))
+        d.addCallbacks(written, self._refresh_failed)
         return None  # do not make the LoopingCall wait on a stuck ZooKeeper
+
+    @staticmethod
+    def _refresh_failed(failure: Any) -> None:
+        """(reactor) A refresh did not reach ZooKeeper.  A lost connection is routine (kazoo
+        reconnects within the session timeout, and the ephemeral znode stays): a warning, and
+        the next tick tries again.  Anything else is logged as the failure it is."""
+        from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, SessionExpiredError
+
+        if failure.check(ConnectionLoss, ConnectionClosedError, SessionExpiredError):
+            _log.warn("node registry refresh: ZooKeeper connection lost ({error}); trying "
+                      "again at the next refresh", error=failure.value.__class__.__name__)
+        else:
+            _log.failure("node registry refresh failed", failure)
 
     # -- the gateway side ------------------------------------------------------------------
 

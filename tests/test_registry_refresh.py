@@ -1,0 +1,83 @@
+"""Unit tests of the node registry's refresh when ZooKeeper is briefly out of reach."""
+from __future__ import annotations
+
+from typing import Any
+
+from kazoo.exceptions import ConnectionLoss
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from dim.cluster.interface import NodeInfo
+from dim.cluster.registry import ZooKeeperNodeRegistry
+from dim.cluster.threads import ThreadBridge
+
+
+class FlakyClient:
+    """A kazoo client stand-in whose ``set`` fails with ConnectionLoss ``losses`` times."""
+
+    def __init__(self, losses: int, error: Exception | None = None) -> None:
+        self.losses = losses
+        self.error = error or ConnectionLoss()
+        self.sets: list[tuple[str, bytes]] = []
+        self.creates: list[str] = []
+
+    def create(self, path: str, data: bytes, ephemeral: bool = False,
+               makepath: bool = False) -> None:
+        self.creates.append(path)
+
+    def set(self, path: str, data: bytes) -> None:
+        if self.losses:
+            self.losses -= 1
+            raise self.error
+        self.sets.append((path, data))
+
+
+class RefreshTests(unittest.TestCase):
+    """A lost connection during a refresh is a warning and the next tick retries."""
+
+    def setUp(self) -> None:
+        self.bridge = ThreadBridge("registry-test", max_threads=1, reactor=reactor)
+        self.bridge.start()
+        self.addCleanup(self.bridge.stop)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    @defer.inlineCallbacks
+    def refresh(self, registry: ZooKeeperNodeRegistry, clock: Clock):
+        """Run one refresh tick and let its thread call come back."""
+        clock.advance(registry.refresh_interval)
+        for _ in range(100):
+            yield deferLater(reactor, 0.01, lambda: None)
+            if not self.bridge.pool.working and not self.bridge.pool.q.qsize():
+                break
+        yield deferLater(reactor, 0.02, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_connection_loss_warns_and_retries(self):
+        """ConnectionLoss on a refresh logs a warning, no error; the next tick writes."""
+        client, clock = FlakyClient(losses=1), Clock()
+        registry = ZooKeeperNodeRegistry("unused", self.bridge, clock, client=client)
+        yield registry.register(NodeInfo(id="n1", host="h", port=1), connections=lambda: 3)
+        self.addCleanup(registry._refresh.stop)
+        yield self.refresh(registry, clock)
+        self.assertEqual(client.sets, [])
+        warnings = [e for e in self.events
+                    if "ZooKeeper connection lost" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        yield self.refresh(registry, clock)
+        self.assertEqual(len(client.sets), 1)
+        self.assertIn(b'"connections":3', client.sets[0][1])
+
+    @defer.inlineCallbacks
+    def test_other_errors_still_logged(self):
+        """An unexpected error on a refresh is logged as an error."""
+        client, clock = FlakyClient(losses=1, error=RuntimeError("broken")), Clock()
+        registry = ZooKeeperNodeRegistry("unused", self.bridge, clock, client=client)
+        yield registry.register(NodeInfo(id="n1", host="h", port=1))
+        self.addCleanup(registry._refresh.stop)
+        yield self.refresh(registry, clock)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
