@@ -440,17 +440,23 @@ def _seed_users(worker: P.WorkerProcess, cl: "C.Cluster", users: list[str]) -> N
                      "users": users[i:i + 2000], "password_hash": C.one_hash(PASSWORD)})
 
 
+def _cluster_services(ctx: Context, name: str) -> tuple[Any, Any, str | None]:
+    """A cluster scenario's work directory and its running Redis, ZooKeeper and Kafka, or
+    the reason they cannot be had (the scenario then reports "not available")."""
+    reason = cluster_unavailable()
+    if reason:
+        return None, None, reason
+    wd = ctx.workdir(name)
+    services = C.Services(wd)
+    return wd, services, services.ensure()
+
+
 def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
     """Pairs split across two cluster nodes: each message crosses Kafka to the other node."""
-    reason = cluster_unavailable()
+    wd, services, reason = _cluster_services(ctx, "chat_cross_node")
     if reason:
         return report.unavailable(reason)
     p = ctx.params
-    wd = ctx.workdir("chat_cross_node")
-    services = C.Services(wd)
-    reason = services.ensure()
-    if reason:
-        return report.unavailable(reason)
     cl = C.Cluster(wd, nodes=2)
     workers: list[P.WorkerProcess] = []
     linger: dict[str, Any] = {}
@@ -512,16 +518,11 @@ def _linger_step(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.S
 def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
     """Every client of a node that is killed (SIGKILL) reconnects through the gateway to the
     other node and syncs, while a sender keeps writing to them; counts lost and duplicates."""
-    reason = cluster_unavailable()
+    wd, services, reason = _cluster_services(ctx, "reconnect_storm")
     if reason:
         return report.unavailable(reason)
     p = ctx.params
     n = p.storm_clients
-    wd = ctx.workdir("reconnect_storm")
-    services = C.Services(wd)
-    reason = services.ensure()
-    if reason:
-        return report.unavailable(reason)
     cl = C.Cluster(wd, nodes=2)
     workers: list[P.WorkerProcess] = []
     sender_w: P.WorkerProcess | None = None
