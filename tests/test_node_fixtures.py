@@ -180,3 +180,15 @@ class RemoteLikeRegistry:
 
     def drop_node(self, node: str) -> Deferred[Any]:
         return self.inner.drop_node(node)
+
+
+def joined_nodes(store: MemoryStore, sessions: Any,
+                 count: int = 2) -> tuple[Clock, ForwarderHub, list[Node]]:
+    """Nodes n1, n2, ... sharing one clock (set to EPOCH), a store and a session registry,
+    joined by a ForwarderHub."""
+    clock = Clock()
+    clock.advance(EPOCH)
+    hub = ForwarderHub()
+    nodes = [Node(f"n{i}", clock, store, sessions, hub.forwarder(f"n{i}"))
+             for i in range(1, count + 1)]
+    return clock, hub, nodes

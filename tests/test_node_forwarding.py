@@ -1,29 +1,24 @@
 """Tests of delivery between two NodeCores joined by an in-memory forwarder."""
 from __future__ import annotations
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dim import errors
 from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import EPOCH, USERS, ForwarderHub, Node, RemoteLikeRegistry
+from tests.test_node_fixtures import (USERS, ForwarderHub, Node, RemoteLikeRegistry,
+                                      joined_nodes)
 
 
 class ForwardingTests(SynchronousTestCase):
     """Messages, delivered receipts and retransmissions cross nodes as envelopes."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(EPOCH)
         store = MemoryStore()
         for user in USERS:
             store.create_user(user, "hash", 0)
-        sessions = LocalSessionRegistry()
-        self.hub = ForwarderHub()
-        self.n1 = Node("n1", self.clock, store, sessions, self.hub.forwarder("n1"))
-        self.n2 = Node("n2", self.clock, store, sessions, self.hub.forwarder("n2"))
+        self.clock, self.hub, (self.n1, self.n2) = joined_nodes(store, LocalSessionRegistry())
 
     def test_msg_across(self) -> None:
         """A send on n1 reaches the recipient on n2 with the recipient's seq."""
@@ -139,15 +134,11 @@ class LocateBatchTests(SynchronousTestCase):
     turn share one look-up, and each is forwarded in the order it was made."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(EPOCH)
         store = MemoryStore()
         for user in USERS:
             store.create_user(user, "hash", 0)
         self.sessions = RemoteLikeRegistry()
-        self.hub = ForwarderHub()
-        self.n1 = Node("n1", self.clock, store, self.sessions, self.hub.forwarder("n1"))
-        self.n2 = Node("n2", self.clock, store, self.sessions, self.hub.forwarder("n2"))
+        self.clock, self.hub, (self.n1, self.n2) = joined_nodes(store, self.sessions)
 
     def test_one_lookup_per_turn(self) -> None:
         """Ten sends in one turn cause one locate; the recipient gets all, in order."""

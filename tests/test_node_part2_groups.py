@@ -12,7 +12,7 @@ from dim.protocol import frames as F
 from dim.store.interface import FileRecord
 from dim.store.memory import MemoryStore
 from tests.test_node_fixtures import (EPOCH, FakeClient, ForwarderHub, Node,
-                                      RemoteLikeRegistry)
+                                      RemoteLikeRegistry, joined_nodes)
 
 USERS = ("alice", "bob", "carol", "dave")
 PNG = FileRecord(id="f1", owner="alice", name="cat.png", size=1234, mime="image/png",
@@ -239,14 +239,10 @@ class GroupAcrossNodesTests(SynchronousTestCase):
     """Group messages reach members on every node, one envelope per node."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(EPOCH)
         self.store = make_store()
         self.sessions = RemoteLikeRegistry()
-        self.hub = ForwarderHub()
-        self.n1 = Node("n1", self.clock, self.store, self.sessions, self.hub.forwarder("n1"))
-        self.n2 = Node("n2", self.clock, self.store, self.sessions, self.hub.forwarder("n2"))
-        self.n3 = Node("n3", self.clock, self.store, self.sessions, self.hub.forwarder("n3"))
+        self.clock, self.hub, (self.n1, self.n2, self.n3) = joined_nodes(
+            self.store, self.sessions, 3)
         self.group = self.successResultOf(
             self.store.create_group("alice", "team", ["bob", "carol", "dave"], 0))
 

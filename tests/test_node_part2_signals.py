@@ -12,7 +12,7 @@ from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
 from tests.test_node_fixtures import (EPOCH, FakeClient, ForwarderHub, Node,
-                                      RemoteLikeRegistry)
+                                      RemoteLikeRegistry, joined_nodes)
 
 USERS = ("alice", "bob", "carol", "dave")
 
@@ -234,11 +234,8 @@ class PresenceTests(SynchronousTestCase):
     """presence goes to mutual contacts on a user's first session and after its last."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(EPOCH)
-        self.store, self.sessions, self.hub = make_store(), LocalSessionRegistry(), ForwarderHub()
-        self.n1 = Node("n1", self.clock, self.store, self.sessions, self.hub.forwarder("n1"))
-        self.n2 = Node("n2", self.clock, self.store, self.sessions, self.hub.forwarder("n2"))
+        self.store, self.sessions = make_store(), LocalSessionRegistry()
+        self.clock, self.hub, (self.n1, self.n2) = joined_nodes(self.store, self.sessions)
 
     def test_first_session_online(self) -> None:
         """A user's first session tells every session of each mutual contact, on any node."""
@@ -344,11 +341,8 @@ class PushTests(SynchronousTestCase):
     """push() writes plain frames to every session of the users, here and elsewhere."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(EPOCH)
-        self.store, self.sessions, self.hub = make_store(), LocalSessionRegistry(), ForwarderHub()
-        self.n1 = Node("n1", self.clock, self.store, self.sessions, self.hub.forwarder("n1"))
-        self.n2 = Node("n2", self.clock, self.store, self.sessions, self.hub.forwarder("n2"))
+        self.store, self.sessions = make_store(), LocalSessionRegistry()
+        self.clock, self.hub, (self.n1, self.n2) = joined_nodes(self.store, self.sessions)
 
     def test_is_a_pusher(self) -> None:
         """NodeCore provides IPusher."""
