@@ -387,12 +387,15 @@ class Tally:
     unconfirmed: int = 0
     failures: int = 0
     latencies: list[float] = field(default_factory=list)
+    #: For each lost message, when it was sent and what its recipient had seen by then.
+    lost_detail: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line for the test log."""
-        return (f"sent {self.sent}, lost {len(self.lost)}, shown twice {len(self.twice)}, "
-                f"out of order {len(self.out_of_order)}, never confirmed {self.unconfirmed}, "
-                f"failed then retried {self.failures}")
+        """The counts, then a line per lost message (for the test log)."""
+        counts = (f"sent {self.sent}, lost {len(self.lost)}, shown twice {len(self.twice)}, "
+                  f"out of order {len(self.out_of_order)}, never confirmed {self.unconfirmed}, "
+                  f"failed then retried {self.failures}")
+        return "\n".join([counts, *self.lost_detail])
 
 
 class Conversation:
@@ -411,10 +414,12 @@ class Conversation:
         self.messages: list[tuple[Person, OutgoingMessage, Person, int]] = []
         self._loop: task.LoopingCall | None = None
         self._tick = 0.02
+        self.began = time.monotonic()
 
     def start(self) -> None:
         """Start sending."""
         self._budget = 0.0
+        self.began = time.monotonic()
         self._loop = task.LoopingCall(self._send_some)
         self._loop.start(self._tick, now=True)
 
@@ -445,6 +450,7 @@ class Conversation:
             shown = recipient.shown_count.get(key, 0)
             if shown == 0:
                 tally.lost.append((sender.user, recipient.user, message.body))
+                tally.lost_detail.append(self._explain(sender, message, recipient))
             elif shown > 1:
                 tally.twice.append((sender.user, recipient.user, message.body))
             else:
@@ -461,6 +467,19 @@ class Conversation:
                     tally.out_of_order.append((sender, person.user))
                 last[sender] = max(n, last.get(sender, 0))
         return tally
+
+    def _explain(self, sender: Person, message: OutgoingMessage, recipient: Person) -> str:
+        """One line on a lost message: when it was sent (seconds since the start), and the
+        recipient's state: connected node, last contiguous seq, seqs held across a gap, when it
+        last showed a message, and how often it connected."""
+        session = recipient.session
+        last_shown = max(recipient.shown_at.values(), default=None)
+        return (f"  lost {message.body} ({message.id}) {sender.user}->{recipient.user}: sent at "
+                f"{sender.sent_at[message.id] - self.began:.2f} s, sender seq {message.seq}; "
+                f"recipient on {recipient.node}, last_seq {session.last_seq}, "
+                f"ahead {sorted(session._ahead)[:5]}, last shown at "
+                f"{'-' if last_shown is None else f'{last_shown - self.began:.2f}'} s, "
+                f"{len(recipient.connects)} connects, now {time.monotonic() - self.began:.2f} s")
 
     @defer.inlineCallbacks
     def settle(self, timeout: float = 60.0):
