@@ -252,6 +252,28 @@ class SeqTests(SessionTestCase):
         side.welcome(last_seq=4)
         self.assertNotIn("sync", side.types())
 
+    def test_pong_above_own_seq_syncs(self) -> None:
+        """A pong whose last_seq is above the client's (a msg never came) starts a sync; the
+        message arrives once."""
+        session, reactor, _, events, side = self.connect()
+        side.send(msg(1))
+        side.received()
+        side.send(F.Pong(last_seq=2))
+        (sync,) = [f for f in side.received() if isinstance(f, F.Sync)]
+        self.assertEqual(sync.after, 1)
+        side.send(msg(2), F.Synced(after=1, last_seq=2, more=False))
+        self.assertEqual(session.last_seq, 2)
+        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 2])
+
+    def test_pong_at_own_seq_or_without_seq_does_not_sync(self) -> None:
+        """A pong at the client's seq, below it (the client is ahead of a slow answer) or
+        without last_seq asks for nothing."""
+        session, reactor, _, _, side = self.connect()
+        side.send(msg(1), msg(2))
+        side.received()
+        side.send(F.Pong(last_seq=2), F.Pong(last_seq=1), F.Pong())
+        self.assertNotIn("sync", side.types())
+
     def test_sync_pages_until_more_is_false(self) -> None:
         """A synced with more=true is followed by another sync from the new last seq."""
         session, reactor, _, events, side = self.connect(last_seq=5)

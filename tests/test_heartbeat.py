@@ -66,7 +66,7 @@ class HeartbeatTests(SynchronousTestCase):
         for _ in range(10):
             self.clock.advance(30)
             client.send(F.Ping())
-        self.assertEqual(client.received(), [F.Pong()] * 10)
+        self.assertEqual(client.received(), [F.Pong(last_seq=0)] * 10)
         self.assertFalse(client.closing)
 
     def test_only_the_silent_one(self) -> None:

@@ -244,7 +244,7 @@ class SendTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertFalse(self.alice.closing)
         self.alice.send(F.Ping())
-        self.assertEqual(self.alice.received(), [F.Pong()])
+        self.assertEqual(self.alice.received(), [F.Pong(last_seq=0)])
 
     def test_offline_recipient(self) -> None:
         """A send to an offline user is stored and reaches the user by sync later."""
@@ -388,6 +388,65 @@ class AckTests(SynchronousTestCase):
         alice.send(F.Sync(after=0))
         msg, _ = alice.received()
         self.assertTrue(msg.delivered)
+
+
+class PongTests(SynchronousTestCase):
+    """ping is answered by pong with the inbox's last_seq, and never waits long for it."""
+
+    def setUp(self) -> None:
+        self.node = Node(heartbeat=10)
+
+    def test_pong_has_last_seq(self) -> None:
+        """last_seq is the highest seq of the user's inbox, messages sent by the user too."""
+        alice = self.node.login("alice")
+        alice.send(F.Ping())
+        self.assertEqual(alice.received(), [F.Pong(last_seq=0)])
+        self.node.store.store_message("bob", "x1", ["alice"], None, "a", "text", None, 1)
+        alice.received()
+        alice.send(send(1))
+        alice.received()
+        alice.send(F.Ping())
+        self.assertEqual(alice.received(), [F.Pong(last_seq=2)])
+
+    def test_slow_store_plain_pong(self) -> None:
+        """A store that does not answer within pong_wait gets a pong without last_seq; its late
+        answer writes nothing more."""
+        alice = self.node.login("alice")
+        slow: Deferred[int] = Deferred()
+        self.node.store.last_seq = lambda user: slow
+        alice.send(F.Ping())
+        self.assertEqual(alice.received(), [])
+        self.node.clock.advance(self.node.core.pong_wait)
+        self.assertEqual(alice.received(), [F.Pong()])
+        slow.callback(3)
+        self.assertEqual(alice.received(), [])
+
+    def test_failing_store_plain_pong(self) -> None:
+        """A failing store gets a pong without last_seq at once, and nothing is logged as an
+        error (the store's outage is reported where it matters)."""
+        alice = self.node.login("alice")
+        self.node.store.last_seq = lambda user: fail(RuntimeError("no store"))
+        alice.send(F.Ping())
+        self.assertEqual(alice.received(), [F.Pong()])
+        self.assertFalse(alice.closing)
+        self.assertEqual(self.flushLoggedErrors(RuntimeError), [])
+        self.node.clock.advance(5)
+        self.assertEqual(alice.received(), [])
+
+    def test_pong_wait_bounded_by_heartbeat(self) -> None:
+        """pong_wait is at most 1 s, and half the heartbeat when that is shorter."""
+        self.assertEqual(self.node.core.pong_wait, 1.0)
+        self.assertEqual(Node(heartbeat=1).core.pong_wait, 0.5)
+
+    def test_connection_closed_while_waiting(self) -> None:
+        """A connection lost while its pong waits for the store gets nothing written."""
+        alice = self.node.login("alice")
+        slow: Deferred[int] = Deferred()
+        self.node.store.last_seq = lambda user: slow
+        alice.send(F.Ping())
+        alice.lose()
+        slow.callback(1)
+        self.assertEqual(alice.received(), [])
 
 
 class SyncTests(SynchronousTestCase):
@@ -545,5 +604,5 @@ class IsolationTests(SynchronousTestCase):
         self.assertTrue(junk.closing)
         alice.send(b"".join(codec.encode(send(i)) for i in range(500)))
         bob.send(F.Ping())
-        self.assertEqual(bob.of_type(F.Pong), [F.Pong()])
+        self.assertEqual(bob.of_type(F.Pong), [F.Pong(last_seq=500)])
         self.assertFalse(bob.closing or alice.closing)

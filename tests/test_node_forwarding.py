@@ -128,6 +128,22 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual([type(f) for f in alice.received()], [F.Sent])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_lost_forward_found_by_ping(self) -> None:
+        """A msg whose envelope was lost reaches its recipient after the recipient's next
+        ping: the pong's last_seq shows the gap and a sync brings the message."""
+        alice = self.n1.login("alice")
+        bob = self.n2.login("bob")
+        self.hub.hold()
+        alice.send(F.Send(id="m1", to="bob", body="hi"))
+        self.hub.held = []  # the envelope is lost
+        self.hub.release()
+        self.assertEqual(bob.received(), [])
+        bob.send(F.Ping())
+        self.assertEqual(bob.received(), [F.Pong(last_seq=1)])
+        bob.send(F.Sync(after=0))
+        msg, synced = bob.received()
+        self.assertEqual((msg.id, msg.seq, msg.body, synced.last_seq), ("m1", 1, "hi", 1))
+
 
 class LocateBatchTests(SynchronousTestCase):
     """With a registry that answers through Deferreds (Redis), the deliveries of one reactor

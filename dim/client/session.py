@@ -12,7 +12,9 @@ it is the object the terminal chat is given.
 Policies worth knowing:
 
 - Heartbeat: a ``ping`` after H seconds without writing; the connection is dead after 2H
-  seconds without hearing anything (10 s before ``welcome``).
+  seconds without hearing anything (10 s before ``welcome``).  A ``pong`` whose
+  ``last_seq`` is above the session's starts a ``sync``, so an idle client finds a message
+  whose ``msg`` was lost on its way between nodes within one heartbeat.
 - Acks: after each batch of received bytes, the highest contiguous seq is acked at once if no
   ack went out in the last :data:`ACK_INTERVAL` seconds, else once that interval has passed.
   So an idle client acks immediately and a busy one at most every 50 ms.
@@ -692,6 +694,12 @@ class ClientSession(EventSource):
         handler = getattr(self, "_on_" + F.frame_type(frame), None)
         if handler is not None:
             handler(conn, frame)
+
+    def _on_pong(self, conn: ClientConnection, frame: F.Pong) -> None:
+        # A node that tells the inbox's last seq lets an idle client find a message whose
+        # ``msg`` never came (its notification was lost between nodes): sync up to it.
+        if frame.last_seq is not None and frame.last_seq > self.last_seq:
+            self._request_sync()
 
     def _on_welcome(self, conn: ClientConnection, frame: F.Welcome) -> None:
         self.welcome = frame

@@ -162,8 +162,11 @@ class ClientConnection(FrameProtocol):
         state = self.state
         if state is ConnectionState.READY:
             if type(frame) is F.Ping:
-                self.transport.write(_PONG)
-                metrics.frame_out("pong")
+                on_ping = getattr(self.handler, "on_ping", None)
+                if on_ping is None:
+                    self.pong()
+                else:
+                    self._dispatch(frame, "on_ping")
             elif type(frame) is F.Hello:
                 self.sendError(errors.BadRequest("already authenticated: hello was sent twice"))
             else:
@@ -244,6 +247,13 @@ class ClientConnection(FrameProtocol):
             return
         self.state = ConnectionState.READY
         self.sendFrame(frame)
+
+    def pong(self, last_seq: int | None = None) -> None:
+        """Answer a ``ping`` (with the inbox's ``last_seq`` when it is known)."""
+        if self.is_open:
+            self.transport.write(_PONG if last_seq is None
+                                 else codec.encode(F.Pong(last_seq=last_seq)))
+            metrics.frame_out("pong")
 
     def sendFrame(self, frame: F._Frame) -> None:
         """Write one frame, if the connection is still open."""

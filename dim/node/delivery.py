@@ -209,6 +209,8 @@ class NodeCore:
         self.authenticate = authenticate
         self.clock = clock
         self.heartbeat = heartbeat
+        #: How long a ``pong`` may wait for the store's ``last_seq`` (see :meth:`on_ping`).
+        self.pong_wait = min(1.0, heartbeat / 2)
         self.max_frame = max_frame
         self.forwarder = forwarder
         self.retransmit_after = retransmit_after
@@ -553,6 +555,21 @@ class NodeCore:
         return d
 
     # ------------------------------------------------------------------ sync
+
+    def on_ping(self, conn: ClientConnection, frame: F.Ping) -> None:
+        """Answer ``pong`` with the user's inbox ``last_seq``: a client that missed a ``msg``
+        (its notification lost between nodes) sees the gap and syncs.  A heartbeat must not
+        wait on the store, so if it does not answer within ``pong_wait`` the pong goes
+        without ``last_seq``."""
+        timer = self.clock.callLater(self.pong_wait, conn.pong)
+
+        def answer(seq: object) -> None:
+            if timer.active():
+                timer.cancel()
+                conn.pong(seq if isinstance(seq, int) else None)
+
+        d = maybeDeferred(self.store.last_seq, conn.session.user)
+        d.addBoth(answer)
 
     def on_sync(self, conn: ClientConnection, frame: F.Sync) -> Deferred[None]:
         """Answer with the inbox entries after ``after``, then ``synced``."""

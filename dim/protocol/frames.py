@@ -154,7 +154,10 @@ class Synced(_Frame, tag="synced"):
 
 
 class Pong(_Frame, tag="pong"):
-    """Heartbeat answer."""
+    """Heartbeat answer; ``last_seq`` (an extension: the highest seq in the user's inbox when
+    the node answered) lets an idle client find a message whose ``msg`` never reached it."""
+
+    last_seq: int | None = None
 
 
 class Error(_Frame, tag="error"):

@@ -258,7 +258,8 @@ class SessionLifetimeTests(ClusterTestCase):
         for _ in range(6):
             yield sleep(2)
             olivia.send({"type": "ping"})
-            yield olivia.expect("pong")
+            pong = yield olivia.expect("pong")
+            self.assertEqual(pong["last_seq"], 0)  # read from Redis
         r = yield http("GET", f"{self.cluster.base}/v1/users/olivia", token=a["token"])
         self.assertTrue(r.body["online"])
         niaj = yield self.connect(a["token"], self.n1)

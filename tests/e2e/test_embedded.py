@@ -226,10 +226,14 @@ class BadInputTests(EmbeddedTestCase):
         self.assertEqual(codes, {("unknown_type", "d"), ("bad_request", "b"),
                                  ("not_found", "n"), ("too_large", "t")})
         alice.send({"type": "ping"})
-        yield alice.expect("pong")
+        pong = yield alice.expect("pong")
+        self.assertEqual(pong["last_seq"], 0)
         alice.send({"type": "send", "id": "fine", "to": "bob8", "body": "x"})
         sent = yield alice.expect("sent", id="fine")
         self.assertEqual(sent["seq"], 1)
+        alice.send({"type": "ping"})
+        pong = yield alice.expect("pong")
+        self.assertEqual(pong["last_seq"], 1)
 
 
 class HeartbeatTests(EmbeddedTestCase):
