@@ -4,8 +4,17 @@ Node ``x`` reads topic ``dim.node.x`` (one partition, so envelopes keep the orde
 produced in) with consumer group ``dim.node.x``; any node forwards to ``x`` by producing to
 that topic.  The topic is created at :meth:`KafkaForwarder.start` with replication
 ``min(3, brokers)`` (and ``min.insync.replicas = 2`` when replicated), the producer uses
-``acks=all`` and idempotence, so :meth:`KafkaForwarder.forward` fires only once every
-in-sync replica has the envelope.
+``acks=all``, so :meth:`KafkaForwarder.forward` fires only once every in-sync replica has the
+envelope.
+
+The producer is not idempotent, on purpose.  Envelopes are hints about stored messages and
+receivers tolerate repeats, so idempotence buys nothing here, and it costs availability:
+when an envelope times out, an idempotent producer drains and bumps its epoch, and across a
+broker restart that held every later envelope of the node until it timed out too (seen as a
+node whose forwards all failed for a whole ``forward_timeout`` after the broker was back,
+while the other nodes' went through).  One request in flight per broker keeps the order
+through retries.  Reconnecting is retried at least every second, so forwarding resumes
+within a second of the broker's return rather than after librdkafka's 10 s backoff.
 
 Offsets are committed by hand, and only after the receiver's Deferred fired for every
 envelope up to that offset: a node that dies mid-batch gets the unhandled envelopes again
@@ -81,7 +90,9 @@ class KafkaForwarder:
             "bootstrap.servers": bootstrap,
             "linger.ms": linger_ms,
             "acks": "all",
-            "enable.idempotence": True,
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
+            "reconnect.backoff.max.ms": 1000,
             "message.timeout.ms": int(forward_timeout * 1000),
             "socket.nagle.disable": True,
             **(producer_config or {}),
@@ -92,6 +103,7 @@ class KafkaForwarder:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "reconnect.backoff.max.ms": 1000,
             "socket.nagle.disable": True,
             **(consumer_config or {}),
         }
