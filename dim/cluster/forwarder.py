@@ -16,8 +16,9 @@ while the other nodes' went through).  Up to five requests stay in flight per br
 retry may then put an envelope behind a later one, which a client handles like any gap (it
 syncs, and shows each seq once).  A single request in flight would keep the order but
 tripled the cross-node latency at 141 msg/s in ``dim-bench chat_cross_node``.  A produce
-request left unanswered by a broker that stopped is sent again after 5 s.  Reconnecting is retried at least every second, so forwarding resumes
-within a second of the broker's return rather than after librdkafka's 10 s backoff.
+request left unanswered by a broker that stopped is sent again after 5 s.  Reconnecting is
+retried at least every second, so forwarding resumes within a second of the broker's
+return rather than after librdkafka's 10 s backoff.
 
 Offsets are committed by hand, and only after the receiver's Deferred fired for every
 envelope up to that offset: a node that dies mid-batch gets the unhandled envelopes again
@@ -61,9 +62,10 @@ class KafkaForwarder:
 
     ``bootstrap`` is Kafka's ``bootstrap.servers`` (``"127.0.0.1:9092"``); ``bridge`` a
     started :class:`ThreadBridge` with at least 3 threads, owned by the caller (there are no
-    timers here: librdkafka's ``message.timeout.ms`` bounds every forward).  ``linger_ms`` trades latency for batching (0: send at once).
-    ``forward_timeout`` (seconds) bounds how long :meth:`forward` may wait for the brokers
-    before it fails with :class:`dim.errors.Unavailable`.  ``producer_config`` and
+    timers here: librdkafka's ``message.timeout.ms`` bounds every forward).  ``linger_ms``
+    trades latency for batching (0: send at once).  ``forward_timeout`` (seconds) bounds how
+    long :meth:`forward` may wait for the brokers before it fails with
+    :class:`dim.errors.Unavailable`.  ``producer_config`` and
     ``consumer_config`` add or override librdkafka settings.  With ``skip_backlog``,
     :meth:`start` reads from the end of the topic as it is then, skipping envelopes left from
     a previous life of the node (they are hints about stored messages, useless after a

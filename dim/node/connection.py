@@ -162,11 +162,11 @@ class ClientConnection(FrameProtocol):
         state = self.state
         if state is ConnectionState.READY:
             if type(frame) is F.Ping:
-                on_ping = getattr(self.handler, "on_ping", None)
-                if on_ping is None:
-                    self.pong()
-                else:
+                # A handler may answer with more than a bare pong (NodeCore adds last_seq).
+                if hasattr(self.handler, "on_ping"):
                     self._dispatch(frame, "on_ping")
+                else:
+                    self.pong()
             elif type(frame) is F.Hello:
                 self.sendError(errors.BadRequest("already authenticated: hello was sent twice"))
             else:
