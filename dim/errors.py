@@ -96,6 +96,12 @@ class Conflict(DimError):
     code, status = "conflict", 409
 
 
+class SlowConsumer(DimError):
+    """The client does not read what it is sent; it should reconnect and sync."""
+
+    code, status, fatal = "slow_consumer", 503, True
+
+
 class Unavailable(DimError):
     """No node is available."""
 
@@ -106,5 +112,6 @@ class Unavailable(DimError):
 BY_CODE: dict[str, type[DimError]] = {
     cls.code: cls
     for cls in (BadFrame, FrameTooLarge, Unauthorized, IdleTimeout, UnknownType, BadRequest,
-                NotFound, Forbidden, TooLarge, RateLimited, Internal, Conflict, Unavailable)
+                NotFound, Forbidden, TooLarge, RateLimited, Internal, Conflict, SlowConsumer,
+                Unavailable)
 }

@@ -82,6 +82,18 @@ def service_defaults(options: Any, names: list[str]) -> None:
             options[option] = os.environ.get(variable) or default
 
 
+def check_output_limits(options: Any) -> None:
+    """Refuse node options whose back-pressure limits make no sense (twistd usage errors)."""
+    from twisted.python import usage
+
+    if options["push-limit"] < 1024:
+        raise usage.UsageError("--push-limit must be at least 1024 bytes")
+    if options["max-output"] < options["push-limit"]:
+        raise usage.UsageError("--max-output must be at least --push-limit")
+    if options["slow-consumer-grace"] <= 0:
+        raise usage.UsageError("--slow-consumer-grace must be positive")
+
+
 def cluster_namespace(cluster: str) -> dict[str, str]:
     """The Redis key prefix, ZooKeeper root and Kafka topic prefix of a cluster name.
 

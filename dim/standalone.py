@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import OrderedMultiService
+from dim.runtime import OrderedMultiService, check_output_limits
 
 _log = Logger()
 
@@ -35,6 +35,13 @@ class Options(usage.Options):
         ["node-id", None, "local", "The node's id, as clients see it."],
         ["advertise", None, None, "HOST:PORT clients should connect to (default: the bound one)."],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
+        ["push-limit", None, 256 * 1024,
+         "Unread bytes above which a client gets no live pushes (they stay in its inbox).",
+         int],
+        ["max-output", None, 8 * 1024 * 1024,
+         "Unread bytes above which a client is closed with slow_consumer.", int],
+        ["slow-consumer-grace", None, 15.0,
+         "Seconds a client may leave its socket buffer full before slow_consumer.", float],
         ["token-ttl", None, 7 * 86400, "Token lifetime in seconds.", int],
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members a group may have.", int],
@@ -49,6 +56,7 @@ class Options(usage.Options):
             raise usage.UsageError("--heartbeat must be at least 1 second")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        check_output_limits(self)
         if self["max-file-size"] < 1 or self["max-group-members"] < 1:
             raise usage.UsageError("--max-file-size and --max-group-members must be positive")
 
@@ -87,7 +95,9 @@ def makeService(options: Options) -> OrderedMultiService:
 
     core = NodeCore(options["node-id"], store, sessions, tokens.verify, reactor,
                     heartbeat=options["heartbeat"], max_frame=options["max-frame"])
-    node = NodeService(core, options["node"], reactor)
+    node = NodeService(core, options["node"], reactor, push_limit=options["push-limit"],
+                       max_output=options["max-output"],
+                       slow_consumer_grace=options["slow-consumer-grace"])
     node.setServiceParent(top)
 
     def register_node(port: Any) -> None:

@@ -79,16 +79,30 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertTrue(quiet.closing)
         self.assertFalse(chatty.closing)
 
-    def test_congested_client_dropped(self) -> None:
-        """A client that reads nothing for 3H seconds is dropped, though it keeps writing."""
+    def test_congested_client_closed_slow_consumer(self) -> None:
+        """A client that reads nothing for the grace period is closed with slow_consumer,
+        though it keeps writing."""
         client = self.node.login("alice")
         client.transport.producer.pauseProducing()
-        for _ in range(3):
-            self.clock.advance(29)
-            client.send(F.Ping())
+        self.clock.advance(14)
+        client.send(F.Ping())
         self.assertFalse(client.closing)
-        self.clock.advance(3)
-        self.assertTrue(client.transport.disconnected)
+        self.clock.advance(1)
+        [err] = client.of_type(F.Error)
+        self.assertEqual(err.code, "slow_consumer")
+        self.assertTrue(client.closing)
+
+    def test_congestion_that_drains_is_forgiven(self) -> None:
+        """A client that catches up within the grace period stays connected."""
+        client = self.node.login("alice")
+        producer = client.transport.producer
+        producer.pauseProducing()
+        self.clock.advance(14)
+        producer.resumeProducing()
+        self.clock.advance(20)
+        client.send(F.Ping())
+        self.assertFalse(client.closing)
+        self.assertEqual(client.of_type(F.Error), [])
 
     def test_stuck_close_aborted(self) -> None:
         """A closing connection that cannot flush is aborted after CLOSE_TIMEOUT."""

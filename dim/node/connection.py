@@ -33,6 +33,24 @@ _PONG = codec.encode(F.Pong())
 MAX_IN_FLIGHT = 512
 #: In-flight requests below which a paused connection reads again.
 RESUME_IN_FLIGHT = 128
+#: Unsent bytes above which a connection gets no live pushes (they stay in the inbox).
+PUSH_LIMIT = 256 * 1024
+#: Unsent bytes above which a connection is closed at once with ``slow_consumer``.
+MAX_OUTPUT = 8 * 1024 * 1024
+
+
+def unsent_bytes(transport: Any) -> int:
+    """How many bytes written to ``transport`` still wait to reach the socket.
+
+    Reads Twisted's file-descriptor buffers (``dataBuffer``, ``offset``, ``_tempDataLen``);
+    for TLS the wrapped TCP transport's (the encrypted bytes).  0 for transports without
+    them (test doubles).
+    """
+    for t in (transport, getattr(transport, "transport", None)):
+        buffer = getattr(t, "dataBuffer", None)
+        if buffer is not None:
+            return len(buffer) - t.offset + t._tempDataLen
+    return 0
 
 
 class ConnectionState(enum.Enum):
@@ -67,10 +85,13 @@ class ClientConnection(FrameProtocol):
     frame_types = F.CLIENT_FRAME_TYPES
 
     def __init__(self, handler: ConnectionHandler, clock: IReactorTime,
-                 max_frame: int = F.DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = F.DEFAULT_MAX_FRAME, push_limit: int = PUSH_LIMIT,
+                 max_output: int = MAX_OUTPUT) -> None:
         self.handler = handler
         self.clock = clock
         self.max_frame = max_frame
+        self.push_limit = push_limit
+        self.max_output = max_output
         self.state = ConnectionState.NEW
         #: The handler's per-session state, set once the client is authenticated.
         self.session: Any = None
@@ -260,6 +281,7 @@ class ClientConnection(FrameProtocol):
         if self.is_open:
             self.transport.write(codec.encode(frame))
             metrics.frame_out(F.frame_type(frame))
+            self._check_output()
 
     def send_frames(self, frames: Iterable[F._Frame]) -> None:
         """Write several frames in one write."""
@@ -270,12 +292,36 @@ class ClientConnection(FrameProtocol):
             self.transport.write(codec.encode_many(frames))
             for frame in frames:
                 metrics.frame_out(F.frame_type(frame))
+            self._check_output()
 
     def write_encoded(self, data: bytes, frame_type: str) -> None:
         """Write one frame already encoded (shared by several sessions)."""
         if self.is_open:
             self.transport.write(data)
             metrics.frame_out(frame_type)
+            self._check_output()
+
+    @property
+    def output_backlog(self) -> int:
+        """Bytes written to this connection that the client has not taken yet."""
+        return unsent_bytes(self.transport)
+
+    def takes_pushes(self) -> bool:
+        """Whether live pushes may be written now: open, and the client keeps up with what
+        it is sent (less than ``push_limit`` bytes wait).  A push not written stays in the
+        inbox; the client finds it by the next gap, ``pong.last_seq`` or a sync."""
+        return self.is_open and unsent_bytes(self.transport) <= self.push_limit
+
+    def _check_output(self) -> None:
+        """Close the connection with ``slow_consumer`` once more than ``max_output`` bytes
+        wait for a client that does not read: what a node buffers for one client is
+        bounded whatever the client does."""
+        if unsent_bytes(self.transport) > self.max_output and self.is_open:
+            metrics.count("slow_consumers")
+            _log.info("closing a connection that left {n} bytes unread",
+                      n=unsent_bytes(self.transport))
+            self.close(errors.SlowConsumer(
+                f"more than {self.max_output} bytes sent to this connection wait unread"))
 
     def sendError(self, error: errors.DimError) -> None:
         """Send an ``error`` frame; close the connection if the error is fatal."""
@@ -382,13 +428,17 @@ class ConnectionFactory(Factory):
     """Builds a :class:`ClientConnection` bound to one handler for every accepted socket."""
 
     def __init__(self, handler: ConnectionHandler, clock: IReactorTime,
-                 max_frame: int = F.DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = F.DEFAULT_MAX_FRAME, push_limit: int = PUSH_LIMIT,
+                 max_output: int = MAX_OUTPUT) -> None:
         _announce_transport_attributes()
         self.handler = handler
         self.clock = clock
         self.max_frame = max_frame
+        self.push_limit = push_limit
+        self.max_output = max_output
 
     def buildProtocol(self, addr: Any) -> ClientConnection:
-        conn = ClientConnection(self.handler, self.clock, self.max_frame)
+        conn = ClientConnection(self.handler, self.clock, self.max_frame, self.push_limit,
+                                self.max_output)
         conn.factory = self
         return conn

@@ -125,7 +125,11 @@ class Session:
             self._held.append((data, frame_type, seq))
             return
         conn = self.conn
-        if not conn.is_open:
+        if not conn.takes_pushes():
+            if conn.is_open:
+                # The client does not keep up: the frame stays in the inbox (a msg) or is a
+                # hint it can do without; the next gap or pong.last_seq makes it sync.
+                metrics.count("pushes_held_back")
             return
         conn.write_encoded(data, frame_type)
         if seq is not None and seq > self._acked:
@@ -179,7 +183,7 @@ class Session:
         conn = self.conn
         while pending and pending[0][0] <= now + _EPSILON:
             _, seq, data = pending.popleft()
-            if conn.is_open:
+            if conn.takes_pushes():
                 conn.write_encoded(data, "msg")
                 metrics.count("retransmits")
         if pending and conn.is_open:

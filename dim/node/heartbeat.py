@@ -14,6 +14,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dim import errors
+from dim.node import metrics
 from dim.node.connection import ClientConnection, ConnectionState
 
 _log = Logger()
@@ -22,13 +23,17 @@ _log = Logger()
 HELLO_TIMEOUT = 10.0
 #: Seconds a closing connection may take to flush what it was sent before it is dropped.
 CLOSE_TIMEOUT = 10.0
+#: Seconds a client may leave its socket's send buffer full before it is closed with
+#: ``slow_consumer``.
+SLOW_CONSUMER_GRACE = 15.0
 
 
 class HeartbeatMonitor:
     """Closes connections that sent no hello in time or fell silent for 3H seconds.
 
-    It also drops, without a word, connections whose client has read nothing it was sent
-    for 3H seconds, and closing connections that could not flush within CLOSE_TIMEOUT.
+    It also closes with ``slow_consumer`` connections whose client has not read what it was
+    sent for ``slow_consumer_grace`` seconds (the node stops pushing to them meanwhile), and
+    aborts closing connections that could not flush within CLOSE_TIMEOUT.
 
     ``connections`` returns the node's current connections.  ``on_sweep``, if given, is
     called after every ``heartbeat`` seconds of sweeping (the node renews its sessions there).
@@ -36,8 +41,10 @@ class HeartbeatMonitor:
 
     def __init__(self, connections: Callable[[], Iterable[ClientConnection]],
                  clock: IReactorTime, heartbeat: float = 30, hello_timeout: float = HELLO_TIMEOUT,
-                 interval: float = 1.0, on_sweep: Callable[[], Any] | None = None) -> None:
+                 interval: float = 1.0, on_sweep: Callable[[], Any] | None = None,
+                 slow_consumer_grace: float = SLOW_CONSUMER_GRACE) -> None:
         self.connections = connections
+        self.slow_consumer_grace = slow_consumer_grace
         self.clock = clock
         self.heartbeat = heartbeat
         self.idle_timeout = 3 * heartbeat
@@ -89,9 +96,11 @@ class HeartbeatMonitor:
                 conn.abort()
             return
         congested = conn.write_congested_since
-        if congested is not None and now - congested >= self.idle_timeout:
-            _log.info("dropping a client that read nothing for {s:g} s", s=now - congested)
-            conn.abort()
+        if congested is not None and now - congested >= self.slow_consumer_grace:
+            _log.info("closing a client that read nothing for {s:g} s", s=now - congested)
+            metrics.count("slow_consumers")
+            conn.close(errors.SlowConsumer(
+                f"what this connection was sent went unread for {now - congested:g} s"))
             return
         if conn.state is ConnectionState.READY:
             if now - conn.last_heard >= self.idle_timeout:

@@ -44,7 +44,8 @@ def error(code: str) -> None:
 
 def count(event: str, n: int = 1) -> None:
     """Count an event: ``connections_opened``, ``connections_closed``, ``retransmits``,
-    ``envelopes_out``, ``envelopes_in``, ``typing_dropped``, ``session_lookups``."""
+    ``envelopes_out``, ``envelopes_in``, ``typing_dropped``, ``session_lookups``,
+    ``pushes_held_back``, ``slow_consumers``."""
     events[event] += n
 
 
@@ -74,7 +75,11 @@ class NodeCollector:
                            ("envelopes_in", "Envelopes received from other nodes"),
                            ("typing_dropped", "typing frames dropped over a session's limit"),
                            ("session_lookups",
-                            "Session registry look-ups made to forward frames")):
+                            "Session registry look-ups made to forward frames"),
+                           ("pushes_held_back",
+                            "Live frames not written to a client that does not keep up"),
+                           ("slow_consumers",
+                            "Connections closed with slow_consumer")):
             yield CounterMetricFamily(f"dim_node_{event}", doc, value=events[event])
 
 

@@ -15,9 +15,9 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 
-from dim.node.connection import ConnectionFactory
+from dim.node.connection import MAX_OUTPUT, PUSH_LIMIT, ConnectionFactory
 from dim.node.delivery import NodeCore
-from dim.node.heartbeat import HELLO_TIMEOUT, HeartbeatMonitor
+from dim.node.heartbeat import HELLO_TIMEOUT, SLOW_CONSUMER_GRACE, HeartbeatMonitor
 
 _log = Logger()
 
@@ -57,18 +57,22 @@ class NodeService(MultiService):
 
     def __init__(self, core: NodeCore, description: str, reactor: Any,
                  clock: IReactorTime | None = None, sweep_interval: float = 1.0,
-                 hello_timeout: float = HELLO_TIMEOUT) -> None:
+                 hello_timeout: float = HELLO_TIMEOUT, push_limit: int = PUSH_LIMIT,
+                 max_output: int = MAX_OUTPUT,
+                 slow_consumer_grace: float = SLOW_CONSUMER_GRACE) -> None:
         super().__init__()
         self.core = core
         self.clock = clock if clock is not None else reactor
-        self.factory = ConnectionFactory(core, self.clock, core.max_frame)
+        self.factory = ConnectionFactory(core, self.clock, core.max_frame, push_limit,
+                                         max_output)
         self.listener = strports.service(description, self.factory, reactor=reactor)
         self._recorder = _PortRecorder(self.listener.endpoint)
         self.listener.endpoint = self._recorder
         self.listener.setServiceParent(self)
         self.monitor = HeartbeatMonitor(lambda: core.connections, self.clock, core.heartbeat,
                                         hello_timeout=hello_timeout, interval=sweep_interval,
-                                        on_sweep=core.refresh_sessions)
+                                        on_sweep=core.refresh_sessions,
+                                        slow_consumer_grace=slow_consumer_grace)
 
     def startService(self) -> None:
         super().startService()

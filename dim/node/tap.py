@@ -28,7 +28,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import ClusterProcess, cluster_namespace, service_defaults
+from dim.runtime import (ClusterProcess, check_output_limits, cluster_namespace,
+                         service_defaults)
 
 _log = Logger(namespace="dim.node")
 
@@ -56,6 +57,13 @@ class Options(usage.Options):
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the node gives up.", float],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
+        ["push-limit", None, 256 * 1024,
+         "Unread bytes above which a client gets no live pushes (they stay in its inbox).",
+         int],
+        ["max-output", None, 8 * 1024 * 1024,
+         "Unread bytes above which a client is closed with slow_consumer.", int],
+        ["slow-consumer-grace", None, 15.0,
+         "Seconds a client may leave its socket buffer full before slow_consumer.", float],
     ]
 
     def postOptions(self) -> None:
@@ -69,6 +77,7 @@ class Options(usage.Options):
             raise usage.UsageError("--cluster may hold letters, digits, '.', '_' and '-' only")
         if self["heartbeat"] < 1:
             raise usage.UsageError("--heartbeat must be at least 1 second")
+        check_output_limits(self)
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         if self["zk-timeout"] <= 0 or self["connect-timeout"] <= 0:
@@ -161,7 +170,9 @@ class ClusterNode(ClusterProcess):
                              heartbeat=o["heartbeat"], max_frame=o["max-frame"],
                              forwarder=self.forwarder)
         self.connecting("the client port", o["listen"])
-        self.node = NodeService(self.core, o["listen"], self.reactor)
+        self.node = NodeService(self.core, o["listen"], self.reactor,
+                                push_limit=o["push-limit"], max_output=o["max-output"],
+                                slow_consumer_grace=o["slow-consumer-grace"])
         self.node.setServiceParent(self)
         port = await self.node.listening()
         host, number = advertised(port, o["advertise"])
