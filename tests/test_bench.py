@@ -228,7 +228,8 @@ class LeanClientTests(unittest.TestCase):
         self.worker.pending["m1"] = [10.0, 0.0]
         self.clock.advance(10.004)
         a.dataReceived(codec.encode(F.Sent(id="m1", mid="x", seq=1, ts=0)))
-        b.dataReceived(codec.encode(F.Msg(mid="x", id="m1", from_="a", to="b", ts=0, seq=7)))
+        b.dataReceived(codec.encode(F.Msg(mid="x", id="m1", from_="a", to="b", ts=0, seq=7,
+                                          body="x", kind="text")))
         self.clock.advance(0.002)
         a.dataReceived(codec.encode(F.Delivered(id="m1", mid="x", by="b")))
         self.assertEqual([round(x, 6) for x in self.worker.to_sent], [0.004])
@@ -240,7 +241,7 @@ class LeanClientTests(unittest.TestCase):
         """Several msgs in one read are acknowledged once, with the highest seq."""
         b = self.client()
         data = b"".join(codec.encode(F.Msg(mid=f"x{i}", id=f"m{i}", from_="a", to="b", ts=0,
-                                           seq=i)) for i in (1, 2, 3))
+                                           seq=i, body="x", kind="text")) for i in (1, 2, 3))
         b.dataReceived(data)
         written = b.transport.value()
         self.assertEqual(written, codec.encode(F.Ack(seq=3)))

@@ -117,7 +117,8 @@ class NodeSide:
 def msg(seq: int, sender: str = "bob", body: str | None = None, **kw: Any) -> F.Msg:
     """A ``msg`` frame to alice at inbox position ``seq``."""
     fields: dict[str, Any] = dict(mid=f"m{seq}", id=f"c{seq}", from_=sender, to="alice",
-                                  ts=1_700_000_000_000 + seq, seq=seq, body=body or f"hello {seq}")
+                                  ts=1_700_000_000_000 + seq, seq=seq, body=body or f"hello {seq}",
+                                  kind="text")
     fields.update(kw)
     return F.Msg(**fields)
 
@@ -428,7 +429,7 @@ class SendTests(SessionTestCase):
         session, reactor, _, events, side = self.connect()
         out = session.send("bob", "hi")
         side.send(msg(2), F.Msg(mid="m1", id=out.id, from_="alice", to="bob", ts=3, seq=1,
-                                body="hi", delivered=True))
+                                body="hi", kind="text", delivered=True))
         self.assertEqual(out.state, S.DELIVERED)
         self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [2])
 

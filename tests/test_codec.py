@@ -72,7 +72,7 @@ class FramingTests(unittest.TestCase):
         frames = [
             F.Welcome(user="a", node="n1", heartbeat=30, max_frame=65536, last_seq=0),
             F.Sent(id="x", mid="m1", seq=1, ts=1700000000000),
-            F.Msg(mid="m1", id="x", from_="a", to="b", body="hi", ts=1, seq=2),
+            F.Msg(mid="m1", id="x", from_="a", to="b", body="hi", kind="text", ts=1, seq=2),
             F.Delivered(id="x", mid="m1", by="b"),
             F.Synced(after=0, last_seq=2, more=False),
             F.Pong(), F.Error(code="bad_request", message="no", ref="x"),
@@ -84,10 +84,19 @@ class FramingTests(unittest.TestCase):
 
     def test_unset_optionals_left_out(self) -> None:
         """Optional fields that are unset are not written."""
-        data = codec.encode(F.Msg(mid="m", id="i", from_="a", to="b", body="x", ts=1, seq=1))
+        data = codec.encode(F.Msg(mid="m", id="i", from_="a", to="b", body="x", kind="text", ts=1,
+                                  seq=1))
         obj = msgspec.json.decode(data[4:])
         self.assertNotIn("group", obj)
         self.assertNotIn("file", obj)
+
+    def test_msg_always_carries_body_and_kind(self) -> None:
+        """A msg names its kind and body even when they are "text" and "", as the contract
+        lists them."""
+        data = codec.encode(F.Msg(mid="m", id="i", from_="a", to="b", body="", kind="text",
+                                  ts=1, seq=1))
+        obj = msgspec.json.decode(data[4:])
+        self.assertEqual((obj["body"], obj["kind"]), ("", "text"))
 
     def test_unknown_fields_ignored(self) -> None:
         """Fields the contract does not know are ignored."""

@@ -14,6 +14,7 @@ from dim.cluster.local import LocalNodeRegistry, LocalSessionRegistry
 from dim.files import FileStorage
 from dim.gateway import metrics
 from dim.gateway.app import Gateway
+from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
 from dim.tokens import TokenAuthority
 from tests.test_tokens import SECRET, fast_hasher
@@ -41,14 +42,16 @@ class Answer:
 
 
 class RecordingPusher:
-    """An IPusher that records every push: ``pushes`` is the list of targets dicts."""
+    """An IPusher that records every push: ``pushes`` is the list of targets dicts, each
+    frame as the JSON object the wire carries."""
 
     def __init__(self) -> None:
         self.pushes: list[dict[str, list[dict[str, Any]]]] = []
 
-    def push(self, targets: dict[str, list[dict[str, Any]]]) -> defer.Deferred[None]:
-        """Record the frames, as handed over at once."""
-        self.pushes.append(targets)
+    def push(self, targets: dict[str, list[F._Frame]]) -> defer.Deferred[None]:
+        """Record the frames (typed frames only), as handed over at once."""
+        self.pushes.append({user: [f.to_dict() for f in frames]
+                            for user, frames in targets.items()})
         return defer.succeed(None)
 
     def frames(self, user: str) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
 """Fixtures shared by the node tests: a fake client over StringTransport, a node on the
-memory store with a fake authenticator, and a fake forwarder joining nodes in memory."""
+memory store with a fake authenticator, and nodes joined by the in-memory forwarder."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
@@ -13,8 +13,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim import errors
-from dim.cluster.interface import IForwarder, ISessionRegistry
-from dim.cluster.local import LocalSessionRegistry
+from dim.cluster.interface import ISessionRegistry
+from dim.cluster.local import ForwarderHub, LocalSessionRegistry
 from dim.node.connection import ClientConnection
 from dim.node.delivery import NodeCore
 from dim.protocol import codec
@@ -104,50 +104,10 @@ class Node:
         return client
 
 
-class ForwarderHub:
-    """Joins fake forwarders in memory; envelopes are delivered at once, through JSON."""
-
-    def __init__(self) -> None:
-        self.receivers: dict[str, Callable[[dict[str, Any]], Any]] = {}
-        self.log: list[tuple[str, str, dict[str, Any]]] = []
-        self.held: list[tuple[str, dict[str, Any]]] | None = None
-
-    def forwarder(self, node: str) -> FakeForwarder:
-        """The forwarder of one node."""
-        return FakeForwarder(self, node)
-
-    def hold(self) -> None:
-        """Keep envelopes instead of delivering them, until :meth:`release`."""
-        self.held = []
-
-    def release(self) -> None:
-        """Deliver the kept envelopes in order and deliver at once from now on."""
-        held, self.held = self.held or [], None
-        for node, envelope in held:
-            self.receivers[node](envelope)
-
-
-@implementer(IForwarder)
-class FakeForwarder:
-    """An IForwarder that hands envelopes to another node's receiver in the same process."""
-
-    def __init__(self, hub: ForwarderHub, node: str) -> None:
-        self.hub = hub
-        self.node = node
-
-    def forward(self, node: str, envelope: dict[str, Any]) -> Deferred[None]:
-        """Pass the envelope (as JSON would carry it) to the node's receiver."""
-        copy = json.loads(json.dumps(envelope))
-        self.hub.log.append((self.node, node, copy))
-        if self.hub.held is not None:
-            self.hub.held.append((node, copy))
-        else:
-            self.hub.receivers[node](copy)
-        return succeed(None)
-
-    def set_receiver(self, receiver: Callable[[dict[str, Any]], Any]) -> None:
-        """Register this node's receiver with the hub."""
-        self.hub.receivers[self.node] = receiver
+def envelope_json(payload: bytes) -> dict[str, Any]:
+    """An envelope's bytes as plain JSON, for assertions: ``{"to": {user: [[type, seq,
+    frame], ...]}, "skip": ...}``."""
+    return json.loads(payload)
 
 
 @implementer(ISessionRegistry)

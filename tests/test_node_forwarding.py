@@ -4,11 +4,12 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dim import errors
+from dim.cluster import envelope as E
 from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
 from tests.test_node_fixtures import (USERS, ForwarderHub, Node, RemoteLikeRegistry,
-                                      joined_nodes)
+                                      envelope_json, joined_nodes)
 
 
 class ForwardingTests(SynchronousTestCase):
@@ -38,11 +39,13 @@ class ForwardingTests(SynchronousTestCase):
         self.n2.login("alice")
         alice.send(F.Send(id="m1", to="bob", body="hi"))
         self.assertEqual(len(self.hub.log), 1)
-        source, target, envelope = self.hub.log[0]
-        self.assertEqual((source, target, envelope["t"]), ("n1", "n2", "frames"))
+        source, target, payload = self.hub.log[0]
+        envelope = envelope_json(payload)
+        self.assertEqual((source, target), ("n1", "n2"))
         self.assertEqual(set(envelope["to"]), {"alice", "bob"})
-        self.assertEqual(envelope["to"]["bob"][0]["seq"], 1)
-        self.assertEqual(envelope["to"]["alice"][0]["seq"], 1)
+        [[kind, seq, frame]] = envelope["to"]["bob"]
+        self.assertEqual((kind, seq, frame["seq"], frame["body"]), ("msg", 1, 1, "hi"))
+        self.assertEqual(envelope["to"]["alice"][0][2]["seq"], 1)
 
     def test_senders_other_sessions_across(self) -> None:
         """The sender's sessions on the other node get msg; the sending one gets sent only."""
@@ -99,22 +102,26 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual([m.seq for m in bob.received()], list(range(1, 51)))
 
     def test_bad_envelopes_ignored(self) -> None:
-        """Envelopes of an unknown kind or shape are logged and dropped."""
+        """Envelopes that do not decode, or are of the wrong shape, are logged and dropped;
+        the node goes on."""
         bob = self.n2.login("bob")
-        core = self.n2.core
-        core.receive_envelope({"t": "other"})
-        core.receive_envelope({"t": "frames", "to": 5})
-        core.receive_envelope({"t": "frames", "to": {"bob": [5, {"no": "type"}]}})
-        core.receive_envelope({"t": "frames", "to": {"bob": "x"}})
+        receive = self.n2.core.fanout.receive
+        for payload in (b"not json", b'{"t": "other"}', b'{"to": 5}',
+                        b'{"to": {"bob": [5, {"no": "type"}]}}', b'{"to": {"bob": "x"}}',
+                        b'{"to": {"bob": [["msg", "one", {}]]}}'):
+            receive(payload)
         self.assertEqual(bob.received(), [])
+        receive(b'{"to": {"bob": [["delivered", null, {"type": "delivered", "id": "x",'
+                b' "mid": "1", "by": "carol"}]]}}')
+        self.assertEqual(bob.received(), [F.Delivered(id="x", mid="1", by="carol")])
 
     def test_skip(self) -> None:
         """An envelope's skip session gets nothing."""
         bob = self.n2.login("bob")
         bob2 = self.n2.login("bob")
-        frame = F.Delivered(id="x", mid="1", by="carol").to_dict()
-        self.n2.core.receive_envelope({"t": "frames", "to": {"bob": [frame]},
-                                       "skip": bob.conn.session.id})
+        frame = F.Delivered(id="x", mid="1", by="carol")
+        self.n2.core.fanout.receive(E.encode(E.Envelope(to={"bob": [E.item(frame)]},
+                                                        skip=bob.conn.session.id)))
         self.assertEqual(bob.received(), [])
         self.assertEqual(bob2.received(), [F.Delivered(id="x", mid="1", by="carol")])
 

@@ -338,7 +338,7 @@ class PresenceTests(SynchronousTestCase):
 
 
 class PushTests(SynchronousTestCase):
-    """push() writes plain frames to every session of the users, here and elsewhere."""
+    """push() writes typed frames to every session of the users, here and elsewhere."""
 
     def setUp(self) -> None:
         self.store, self.sessions = make_store(), LocalSessionRegistry()
@@ -351,10 +351,8 @@ class PushTests(SynchronousTestCase):
     def test_push_everywhere(self) -> None:
         """A notify pushed on n1 reaches the user's sessions on n1 and n2, others skipped."""
         bob1, bob2, carol = self.n1.login("bob"), self.n2.login("bob"), self.n2.login("carol")
-        d = self.n1.core.push({"bob": [{"type": "notify", "event": "contact_request",
-                                        "from": "alice"}],
-                               "dave": [{"type": "notify", "event": "group_changed",
-                                         "group": "g"}]})
+        d = self.n1.core.push({"bob": [F.Notify(event="contact_request", from_="alice")],
+                               "dave": [F.Notify(event="group_changed", group="g")]})
         self.successResultOf(d)
         expected = [F.Notify(event="contact_request", from_="alice")]
         self.assertEqual(bob1.received(), expected)
@@ -366,8 +364,7 @@ class PushTests(SynchronousTestCase):
         """In one process with no forwarder, push reaches the local sessions."""
         node = Node(store=make_store())
         bob = node.login("bob")
-        self.successResultOf(node.core.push({"bob": [{"type": "presence", "user": "alice",
-                                                      "online": True}]}))
+        self.successResultOf(node.core.push({"bob": [F.Presence(user="alice", online=True)]}))
         self.assertEqual(bob.received(), [F.Presence(user="alice", online=True)])
 
     def test_push_waits_for_welcome(self) -> None:
@@ -377,13 +374,6 @@ class PushTests(SynchronousTestCase):
         held = node.core.local  # the session is registered before welcome is sent
         client.send(F.Hello(v=1, token="t-bob"))
         self.assertIn("bob", held)
-        node.core.push({"bob": [{"type": "notify", "event": "contact_added", "user": "x"}]})
+        node.core.push({"bob": [F.Notify(event="contact_added", user="x")]})
         self.assertEqual(types(client.received())[-1], F.Notify)
 
-    def test_bad_frames_dropped(self) -> None:
-        """Frames without a string type are dropped; the rest still go."""
-        node = Node(store=make_store())
-        bob = node.login("bob")
-        self.successResultOf(node.core.push({"bob": [{"event": "x"}, {"type": 3},
-                                                     {"type": "notify", "event": "y"}]}))
-        self.assertEqual(bob.received(), [F.Notify(event="y")])

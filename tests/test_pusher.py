@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from dim.cluster import envelope as E
 from dim.cluster.local import LocalSessionRegistry
 from dim.cluster.pusher import ForwardingPusher
+from dim.protocol import frames as F
 
 
 class RecordingForwarder:
@@ -16,13 +19,13 @@ class RecordingForwarder:
     node = "gateway"
 
     def __init__(self, failing: str | None = None) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.sent: list[tuple[str, E.Envelope]] = []
         self.failing = failing
 
-    def forward(self, node: str, envelope: dict[str, Any]) -> defer.Deferred[None]:
+    def forward(self, node: str, payload: bytes) -> defer.Deferred[None]:
         if node == self.failing:
             return defer.fail(RuntimeError("broker down"))
-        self.sent.append((node, envelope))
+        self.sent.append((node, E.decode(payload)))
         return defer.succeed(None)
 
     def set_receiver(self, receiver: Any) -> None:
@@ -41,26 +44,29 @@ class ForwardingPusherTests(unittest.TestCase):
     def test_one_envelope_per_node(self) -> None:
         """Users on the same node share one envelope; a user on two nodes is in both."""
         forwarder = RecordingForwarder()
-        frame = {"type": "notify", "event": "group_changed", "group": "g1"}
+        frame = F.Notify(event="group_changed", group="g1")
         self.successResultOf(ForwardingPusher(self.sessions, forwarder).push(
             {"alice": [frame], "bob": [frame], "carol": [frame]}))
         sent = dict(forwarder.sent)
         self.assertEqual(sorted(sent), ["n1", "n2"])
-        self.assertEqual(sent["n1"], {"t": "frames", "to": {"alice": [frame], "bob": [frame]},
-                                      "skip": None})
-        self.assertEqual(sent["n2"]["to"], {"alice": [frame]})
+        item = E.item(frame)
+        self.assertEqual(sent["n1"], E.Envelope(to={"alice": [item], "bob": [item]}))
+        self.assertEqual(sent["n2"].to, {"alice": [item]})
+        self.assertEqual(item.type, "notify")
+        self.assertEqual(msgspec.json.decode(item.frame),
+                         {"type": "notify", "event": "group_changed", "group": "g1"})
 
     def test_offline_users_skipped(self) -> None:
         """Nothing is sent for users with no session."""
         forwarder = RecordingForwarder()
         self.successResultOf(ForwardingPusher(self.sessions, forwarder).push(
-            {"carol": [{"type": "presence", "user": "x", "online": True}]}))
+            {"carol": [F.Presence(user="x", online=True)]}))
         self.assertEqual(forwarder.sent, [])
 
     def test_failed_node_logged_others_sent(self) -> None:
         """A node whose envelope fails is logged; the other nodes still get theirs."""
         forwarder = RecordingForwarder(failing="n2")
         self.successResultOf(ForwardingPusher(self.sessions, forwarder).push(
-            {"alice": [{"type": "notify", "event": "contact_added", "user": "bob"}]}))
+            {"alice": [F.Notify(event="contact_added", user="bob")]}))
         self.assertEqual([node for node, _ in forwarder.sent], ["n1"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-import msgspec
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -45,10 +44,7 @@ from dim.cluster.threads import ThreadBridge
 from dim.errors import Unavailable
 
 _log = Logger()
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(dict).decode
-
-Receiver = Callable[[dict[str, Any]], Any]
+Receiver = Callable[[bytes], Any]
 
 
 def topic_of(node: str, prefix: str = "dim.node.") -> str:
@@ -246,8 +242,8 @@ class KafkaForwarder:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def forward(self, node: str, envelope: dict[str, Any]) -> defer.Deferred[None]:
-        """Send ``envelope`` to ``node``; fires once the brokers acknowledged it (acks=all),
+    def forward(self, node: str, payload: bytes) -> defer.Deferred[None]:
+        """Send an encoded envelope to ``node``; fires once the brokers acknowledged it (acks=all),
         fails with Unavailable if they did not within forward_timeout."""
         if not self._running.is_set():
             return defer.fail(Unavailable("forwarder is not running"))
@@ -258,7 +254,7 @@ class KafkaForwarder:
             self.bridge.to_reactor(self._settle, d, err)
 
         try:
-            self._producer.produce(topic_of(node, self.topic_prefix), _encode(envelope),
+            self._producer.produce(topic_of(node, self.topic_prefix), payload,
                                    key=self.node.encode(), on_delivery=delivered)
         except BufferError:
             return defer.fail(Unavailable("forward queue is full"))
@@ -324,9 +320,8 @@ class KafkaForwarder:
             self._uncommitted = messages[-1].offset() + 1
 
     def _deliver(self, value: bytes) -> Any:
-        """(reactor) Decode one envelope and hand it to the receiver."""
-        envelope = _decode(value)
+        """(reactor) Hand one envelope's bytes to the receiver."""
         if self._receiver is None:
             _log.warn("no receiver set; envelope dropped")
             return None
-        return self._receiver(envelope)
+        return self._receiver(value)

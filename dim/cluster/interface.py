@@ -67,25 +67,28 @@ class INodeRegistry(Interface):
 
 
 class IForwarder(Interface):
-    """Carries envelopes (plain JSON-able dicts) from this node to another node."""
+    """Carries encoded envelopes (:mod:`dim.cluster.envelope`, as bytes the forwarder does
+    not look into) from this node to another node."""
 
     node = Attribute("The id of this node.")
 
-    def forward(node: str, envelope: dict[str, Any]) -> Any:
-        """Send an envelope to a node; fires once it is handed over durably."""
+    def forward(node: str, payload: bytes) -> Any:
+        """Send an envelope's bytes to a node; fires once it is handed over durably."""
 
-    def set_receiver(receiver: Callable[[dict[str, Any]], Any]) -> None:
-        """Deliver envelopes addressed to this node to ``receiver`` (on the reactor thread).
-        If ``receiver`` returns a Deferred, the envelope counts as handled when it fires."""
+    def set_receiver(receiver: Callable[[bytes], Any]) -> None:
+        """Deliver the bytes of envelopes addressed to this node to ``receiver`` (on the
+        reactor thread, in the order they were forwarded).  If ``receiver`` returns a
+        Deferred, the envelope counts as handled when it fires."""
 
 
 class IPusher(Interface):
     """Delivers frames to every online session of some users, on whichever node holds them.
 
     The gateway uses it for ``notify`` and ``presence`` frames.  In one process it is the
-    node itself; in a cluster, a forwarder that sends one envelope per node holding sessions.
+    node's fan-out; in a cluster, a forwarder that sends one envelope per node holding
+    sessions.
     """
 
-    def push(targets: dict[str, list[dict[str, Any]]]) -> Any:
-        """Send each user's frames (plain JSON objects with a ``type``) to all of its online
-        sessions; fires once handed over.  Offline users are skipped silently."""
+    def push(targets: dict[str, list[Any]]) -> Any:
+        """Send each user's frames (typed frames of :mod:`dim.protocol.frames`) to all of its
+        online sessions; fires once handed over.  Offline users are skipped silently."""

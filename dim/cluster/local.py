@@ -1,19 +1,21 @@
-"""In-process twins of the cluster interfaces: one process, no Redis, no ZooKeeper.
+"""In-process twins of the cluster interfaces: one process, no Redis, no ZooKeeper, no Kafka.
 
 :class:`LocalSessionRegistry` keeps every session in a dict; :class:`LocalNodeRegistry` keeps
-the nodes of this process.  Every Deferred they return has already fired, so callers written
-for the cluster implementations work unchanged.  The embedded ``dim`` and the unit tests use
-them.
+the nodes of this process; :class:`ForwarderHub` joins :class:`MemoryForwarder` instances, one
+per node, so several nodes in one process (tests, simulations) exchange envelopes in
+memory.  Every Deferred they return has already fired, so callers written for the cluster
+implementations work unchanged.  The embedded ``dim`` and the unit tests use them.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dim.cluster.interface import INodeRegistry, ISessionRegistry, NodeInfo, SessionRef
+from dim.cluster.interface import (IForwarder, INodeRegistry, ISessionRegistry, NodeInfo,
+                                   SessionRef)
 
 _log = Logger()
 
@@ -158,3 +160,61 @@ class LocalNodeRegistry:
                 callback(nodes)
             except Exception:
                 _log.failure("node registry subscriber failed")
+
+
+class ForwarderHub:
+    """Joins the :class:`MemoryForwarder` of several nodes of one process.
+
+    Envelopes are handed to the receiving node at once, in order, unless :meth:`hold` was
+    called; ``log`` records every ``(from node, to node, payload)``.
+    """
+
+    def __init__(self) -> None:
+        self.receivers: dict[str, Callable[[bytes], Any]] = {}
+        self.log: list[tuple[str, str, bytes]] = []
+        #: Envelopes kept back by :meth:`hold` (None while delivering at once).
+        self.held: list[tuple[str, bytes]] | None = None
+
+    def forwarder(self, node: str) -> MemoryForwarder:
+        """The forwarder of one node."""
+        return MemoryForwarder(self, node)
+
+    def hold(self) -> None:
+        """Keep envelopes instead of delivering them, until :meth:`release`."""
+        self.held = []
+
+    def release(self) -> None:
+        """Deliver the kept envelopes in order and deliver at once from now on."""
+        held, self.held = self.held or [], None
+        for node, payload in held:
+            self._hand(node, payload)
+
+    def _hand(self, node: str, payload: bytes) -> None:
+        receiver = self.receivers.get(node)
+        if receiver is None:
+            _log.warn("no node {node} in this process; envelope dropped", node=node)
+            return
+        receiver(payload)
+
+
+@implementer(IForwarder)
+class MemoryForwarder:
+    """An :class:`IForwarder` handing envelopes to another node of the same process."""
+
+    def __init__(self, hub: ForwarderHub, node: str) -> None:
+        self.hub = hub
+        self.node = node
+
+    def forward(self, node: str, payload: bytes) -> Deferred[None]:
+        """Hand the envelope's bytes to the node's receiver (or keep it while held)."""
+        payload = bytes(payload)
+        self.hub.log.append((self.node, node, payload))
+        if self.hub.held is not None:
+            self.hub.held.append((node, payload))
+        else:
+            self.hub._hand(node, payload)
+        return succeed(None)
+
+    def set_receiver(self, receiver: Callable[[bytes], Any]) -> None:
+        """Register this node's receiver with the hub."""
+        self.hub.receivers[self.node] = receiver

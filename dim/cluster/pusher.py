@@ -7,7 +7,9 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry
+from dim.cluster import envelope as E
+from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry, SessionRef
+from dim.protocol import frames as F
 
 _log = Logger()
 
@@ -16,30 +18,27 @@ _log = Logger()
 class ForwardingPusher:
     """Finds the nodes holding the target users' sessions and sends each node one envelope.
 
-    The envelope is the one nodes exchange among themselves (``{"t": "frames", "to": {user:
-    [frame, ...]}, "skip": null}``), so a node handles a gateway's push like a peer's.
+    The envelope is the one nodes exchange among themselves (:mod:`dim.cluster.envelope`),
+    so a node handles a gateway's push like a peer's.
     """
 
     def __init__(self, sessions: ISessionRegistry, forwarder: IForwarder) -> None:
         self.sessions = sessions
         self.forwarder = forwarder
 
-    def push(self, targets: dict[str, list[dict[str, Any]]]) -> Deferred[None]:
+    def push(self, targets: dict[str, list[F._Frame]]) -> Deferred[None]:
         """Send each user's frames to the nodes holding its sessions; offline users are
         skipped.  Fires when every envelope was handed to Kafka."""
         d = maybeDeferred(self.sessions.locate, list(targets))
         d.addCallback(self._forward, targets)
         return d
 
-    def _forward(self, located: dict[str, list[Any]],
-                 targets: dict[str, list[dict[str, Any]]]) -> Deferred[None]:
-        by_node: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for user, refs in located.items():
-            for node in {ref.node for ref in refs}:
-                by_node.setdefault(node, {})[user] = targets[user]
-        sends = [maybeDeferred(self.forwarder.forward, node, {"t": "frames", "to": to,
-                                                             "skip": None})
-                 for node, to in by_node.items()]
+    def _forward(self, located: dict[str, list[SessionRef]],
+                 targets: dict[str, list[F._Frame]]) -> Deferred[None]:
+        items = {user: [E.item(f) for f in frames]
+                 for user, frames in targets.items() if user in located}
+        sends = [maybeDeferred(self.forwarder.forward, node, E.encode(envelope))
+                 for node, envelope in E.by_node(located, items).items()]
         done = DeferredList(sends, consumeErrors=True)
         done.addCallback(self._report)
         return done
@@ -49,3 +48,4 @@ class ForwardingPusher:
         for ok, value in results:
             if not ok:
                 _log.failure("pushing to a node failed", value)
+

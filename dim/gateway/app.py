@@ -37,7 +37,8 @@ from dim.gateway.fields import USER_NAME, query_int
 from dim.gateway.routing import STRATEGIES, RoutingStrategy
 from dim.gateway.uploads import StreamingRequestFactory
 from dim.passwords import PasswordHasher
-from dim.store.interface import InboxEntry, IStore
+from dim.protocol import frames as F
+from dim.store.interface import InboxEntry, IStore, entry_frame
 from dim.tokens import TokenAuthority, WallClock
 
 MIN_PASSWORD = 8
@@ -64,17 +65,11 @@ def node_dict(node: NodeInfo) -> dict[str, Any]:
 
 
 def message_dict(entry: InboxEntry) -> dict[str, Any]:
-    """An inbox entry in the shape of a ``msg`` frame, with its delivered and read marks."""
-    m = entry.message
-    out: dict[str, Any] = {"type": "msg", "mid": m.mid, "id": m.id, "from": m.sender}
-    if m.group is not None:
-        out["group"] = m.group
-    else:
-        out["to"] = m.to
-    out.update(body=m.body, kind=m.kind, ts=m.ts, seq=entry.seq)
-    if m.file is not None:
-        out["file"] = m.file
-    out.update(delivered=entry.delivered, read=entry.read)
+    """An inbox entry as the ``msg`` frame the node would send for it (the same converter),
+    with its delivered and read marks always present."""
+    out: dict[str, Any] = entry_frame(entry).to_dict()
+    out["delivered"] = entry.delivered
+    out["read"] = entry.read
     return out
 
 
@@ -165,13 +160,13 @@ class Gateway:
         """
         d = defer.maybeDeferred(self.store.contacts, user)
         d.addCallback(lambda contacts: self.notify(
-            {c.user: [{"type": "presence", "user": user, "online": False}]
+            {c.user: [F.Presence(user=user, online=False)]
              for c in contacts if c.pending is None}))
         d.addErrback(lambda f: self.log.failure("telling {user}'s contacts of presence failed",
                                                 f, user=user))
         return d
 
-    def notify(self, targets: dict[str, list[dict[str, Any]]]) -> None:
+    def notify(self, targets: dict[str, list[F._Frame]]) -> None:
         """Push frames to users' sessions through the pusher, if any, without waiting; a
         failure is logged (notifications are hints: the HTTP API has the state)."""
         if self.pusher is None or not targets:

@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 from dim import files
 from dim.errors import BadRequest, NotFound
 from dim.gateway.fields import USER_NAME, query_int, query_text, text_field
+from dim.protocol import frames as F
 from dim.store.interface import Contact, Profile
 
 if TYPE_CHECKING:
@@ -34,9 +35,9 @@ def profile_dict(profile: Profile) -> dict[str, Any]:
             "avatar": profile.avatar}
 
 
-def notify_frame(event: str, **fields: Any) -> dict[str, Any]:
-    """A ``notify`` frame of one event."""
-    return {"type": "notify", "event": event, **fields}
+def notify_frame(event: str, **fields: Any) -> F.Notify:
+    """A ``notify`` frame of one event (``from_`` for the contract's ``from``)."""
+    return F.Notify(event=event, **fields)
 
 
 async def known_profile(gw: Gateway, name: str) -> Profile:
@@ -150,7 +151,7 @@ async def add_contact(gw: Gateway, request: IRequest) -> bytes:
         gw.notify({me: [notify_frame("contact_added", user=other)],
                    other: [notify_frame("contact_added", user=me)]})
     elif contact.pending == "out" and other not in before:
-        gw.notify({other: [notify_frame("contact_request", **{"from": me})]})
+        gw.notify({other: [notify_frame("contact_request", from_=me)]})
     return gw.respond(request, {"contact": await contact_dict(gw, contact)})
 
 

@@ -8,20 +8,15 @@ ones through the :class:`~dim.cluster.interface.IForwarder`, one envelope per no
 each ``msg`` once more if it is not acknowledged within ``retransmit_after`` seconds, turns
 ``ack`` into ``delivered`` and ``read`` into ``read`` for the sender, answers ``sync`` from
 the inbox, passes ``typing`` on (throttled, never stored), and tells a user's mutual
-contacts when its first session comes and its last one goes (``presence``).  It is also the
-:class:`~dim.cluster.interface.IPusher` of its process (:meth:`NodeCore.push`).
-
-Envelopes between nodes are plain dicts::
-
-    {"t": "frames", "to": {user: [frame_dict, ...]}, "skip": session_id_or_None}
-
-and mean: write these frames to every session of each user on this node, except ``skip``.
+contacts when its first session comes and its last one goes (``presence``).  Writing
+frames to sessions, here and on other nodes, is :class:`~dim.node.fanout.Fanout`'s, which is
+also the process's :class:`~dim.cluster.interface.IPusher`.
 """
 from __future__ import annotations
 
 import secrets
 from collections import deque
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable
 
 import msgspec
 from twisted.internet.defer import (Deferred, DeferredList, FirstError, gatherResults,
@@ -32,14 +27,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim import errors
-from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry, SessionRef
+from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry
 from dim.node import metrics
 from dim.node.connection import ClientConnection
+from dim.node.fanout import Fanout, Push
 from dim.node.throttle import Throttle, Verdict
-from dim.protocol import codec
 from dim.protocol import frames as F
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Receipt,
-                                 SendResult, StoredMessage)
+                                 SendResult, entry_frame, message_frame)
 
 _log = Logger()
 
@@ -50,24 +45,8 @@ DRAIN_TIMEOUT = 5.0
 #: A tolerance for float arithmetic when comparing due times.
 _EPSILON = 1e-6
 
-# An item to push: the encoded frame, its type, and its seq when it is a msg to track.
-_Push = tuple[bytes, str, "int | None"]
-# What may be delivered: a typed frame, or a plain JSON object with a "type" (from push()).
-Outgoing = Union[F._Frame, dict[str, Any]]
 # A send waiting for its checks, and the Deferred its connection waits on.
 _QueuedSend = tuple[F.Send, "Deferred[None]"]
-
-
-def message_frame(message: StoredMessage, seq: int, delivered: bool = False,
-                  read: bool = False) -> F.Msg:
-    """The ``msg`` frame of a stored message at ``seq`` of some inbox."""
-    to = message.to
-    if to is None and message.group is None:
-        to = message.sender  # a message to oneself is stored with no other recipient
-    file = msgspec.convert(message.file, F.FileRef) if message.file is not None else None
-    return F.Msg(mid=message.mid, id=message.id, from_=message.sender, ts=message.ts, seq=seq,
-                 to=to, group=message.group, body=message.body, kind=message.kind, file=file,
-                 delivered=delivered, read=read)
 
 
 class Session:
@@ -89,7 +68,7 @@ class Session:
         self.id = session_id
         self.ready = False
         #: Pushes held back until ``welcome`` (None once started, or while none are held).
-        self._held: list[_Push] | None = None
+        self._held: list[Push] | None = None
         #: Tracked ``msg`` frames (due time, seq, data), oldest first; made on the first one
         #: (an empty deque costs about 760 bytes, and idle sessions never track any).
         self._pending: deque[tuple[float, int, bytes]] | None = None
@@ -221,26 +200,18 @@ class NodeCore:
         self.shutdown_grace = shutdown_grace
         self.drain_timeout = drain_timeout
         self.typing_limit = typing_limit
-        # A registry in this process answers at once: ask it without a Deferred.
-        self._locate_now: Callable[[Iterable[str]], dict[str, list[SessionRef]]] | None = \
-            getattr(sessions, "locate_now", None)
-        # Deliveries waiting for the one registry look-up of this reactor turn.
-        self._to_locate: list[tuple[dict[str, list[Outgoing]], str | None,
-                                    Deferred[None]]] = []
-        self._locate_call: IDelayedCall | None = None
-        #: Registry look-ups made for deliveries (for tests and metrics).
-        self.locates = 0
+        #: Writes frames to sessions here and elsewhere; ``local`` is its map of this node's
+        #: sessions.
+        self.fanout = Fanout(node_id, sessions, clock, forwarder)
         #: Every open connection, authenticated or not.
         self.connections: set[ClientConnection] = set()
         #: user -> {session id: Session} for the sessions on this node.
-        self.local: dict[str, dict[str, Session]] = {}
+        self.local: dict[str, dict[str, Session]] = self.fanout.local
         self._closing: str | None = None
         self._drained: Deferred[None] | None = None
         self._pending_removals: set[Deferred[Any]] = set()
         self._close_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
-        if forwarder is not None:
-            forwarder.set_receiver(self.receive_envelope)
 
     # ------------------------------------------------------------------ connections
 
@@ -446,7 +417,7 @@ class NodeCore:
         # One frame is built; each inbox's copy differs only in its seq.
         frame = message_frame(message, result.seqs[sender])
         replace = msgspec.structs.replace
-        targets: dict[str, list[Outgoing]] = {
+        targets: dict[str, list[F._Frame]] = {
             user: [frame if user == sender else replace(frame, seq=seq)]
             for user, seq in result.seqs.items()}
         self.deliver(targets, skip=session.id)
@@ -464,7 +435,7 @@ class NodeCore:
     def _acked(self, receipts: list[Receipt], user: str) -> None:
         if not receipts:
             return
-        targets: dict[str, list[Outgoing]] = {}
+        targets: dict[str, list[F._Frame]] = {}
         for receipt in receipts:
             targets.setdefault(receipt.sender, []).append(
                 F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
@@ -490,7 +461,7 @@ class NodeCore:
 
     def _read(self, receipts: list[list[Receipt]], user: str, seq: int, skip: str) -> None:
         delivered, read = receipts
-        targets: dict[str, list[Outgoing]] = {}
+        targets: dict[str, list[F._Frame]] = {}
         for receipt in delivered:
             targets.setdefault(receipt.sender, []).append(
                 F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
@@ -549,7 +520,7 @@ class NodeCore:
 
         def push(contacts: list[Contact]) -> Deferred[None] | None:
             presence = F.Presence(user=user, online=online)
-            targets: dict[str, list[Outgoing]] = {
+            targets: dict[str, list[F._Frame]] = {
                 c.user: [presence] for c in contacts if c.pending is None}
             return self.deliver(targets) if targets else None
 
@@ -585,134 +556,27 @@ class NodeCore:
     def _synced(self, page: tuple[list[InboxEntry], int], conn: ClientConnection,
                 frame: F.Sync) -> None:
         entries, last_seq = page
-        out: list[F._Frame] = [message_frame(e.message, e.seq, e.delivered, e.read)
-                               for e in entries]
+        out: list[F._Frame] = [entry_frame(e) for e in entries]
         more = bool(entries) and entries[-1].seq < last_seq
         out.append(F.Synced(after=frame.after, last_seq=last_seq, more=more))
         conn.send_frames(out)
 
     # ------------------------------------------------------------------ delivery
 
-    def deliver(self, targets: dict[str, list[Outgoing]],
+    def deliver(self, targets: dict[str, list[F._Frame]],
                 skip: str | None = None) -> Deferred[None]:
-        """Write frames to every session of each user, here or on other nodes, but ``skip``.
+        """Write frames to every session of each user, here or on other nodes, but ``skip``
+        (see :meth:`Fanout.deliver <dim.node.fanout.Fanout.deliver>`)."""
+        return self.fanout.deliver(targets, skip)
 
-        Local sessions get them at once; the registry is asked once for all the users, and
-        each other node holding some of their sessions gets one envelope.  Fires once every
-        envelope is handed over (failures are logged, not raised).
-        """
-        local = self.local
-        for user, frames in targets.items():
-            mine = local.get(user)
-            if mine and (len(mine) > 1 or skip not in mine):
-                self._push_local(mine, [_encoded(f) for f in frames], skip)
-        if self.forwarder is None:
-            return succeed(None)
-        if self._locate_now is not None:
-            return self._forward(self._locate_now(targets), targets, skip)
-        # A shared registry costs a round trip per look-up: every delivery of this reactor
-        # turn waits for one look-up of all their users, made on the next turn.
-        done: Deferred[None] = Deferred()
-        self._to_locate.append((targets, skip, done))
-        if self._locate_call is None:
-            self._locate_call = self.clock.callLater(0, self._locate_batch)
-        return done
+    def push(self, targets: dict[str, list[F._Frame]]) -> Deferred[None]:
+        """:class:`IPusher`: send each user's frames to all of its online sessions."""
+        return self.fanout.deliver(targets)
 
-    def _locate_batch(self) -> None:
-        """Look up the sessions of every user of the waiting deliveries at once, then forward
-        each delivery in the order it was made."""
-        self._locate_call = None
-        batch, self._to_locate = self._to_locate, []
-        if not batch:
-            return
-        users: dict[str, None] = {}
-        for targets, _, _ in batch:
-            users.update(dict.fromkeys(targets))
-        self.locates += 1
-        metrics.count("session_lookups")
-        d = maybeDeferred(self.sessions.locate, list(users))
-
-        def forward(located: dict[str, list[SessionRef]]) -> None:
-            for targets, skip, done in batch:
-                self._forward(located, targets, skip).chainDeferred(done)
-
-        def failed(failure: Failure) -> None:
-            _log.failure("locating sessions to forward to failed", failure)
-            for _, _, done in batch:
-                done.callback(None)
-
-        d.addCallbacks(forward, failed)
-
-    def push(self, targets: dict[str, list[dict[str, Any]]]) -> Deferred[None]:
-        """Send each user's frames (plain JSON objects with a string ``type``) to all of its
-        online sessions, here and on other nodes (:class:`IPusher` for one process, and for
-        whatever runs beside a node)."""
-        clean: dict[str, list[Outgoing]] = {}
-        for user, frames in targets.items():
-            good = [f for f in frames if isinstance(f, dict) and isinstance(f.get("type"), str)]
-            if len(good) != len(frames):
-                _log.warn("push: dropping frames without a type for {user}", user=user)
-            if good:
-                clean[user] = good
-        return self.deliver(clean) if clean else succeed(None)
-
-    def _push_local(self, sessions: dict[str, Session], items: list[_Push],
-                    skip: str | None) -> None:
-        for session in list(sessions.values()):
-            if session.id == skip:
-                continue
-            for item in items:
-                session.push(*item)
-
-    def _forward(self, located: dict[str, list[SessionRef]],
-                 targets: dict[str, list[Outgoing]], skip: str | None) -> Deferred[None]:
-        by_node: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        me = self.node_id
-        for user, frames in targets.items():
-            refs = located.get(user)
-            if not refs or not frames:
-                continue
-            plain: list[dict[str, Any]] | None = None
-            for ref in refs:
-                if ref.node == me or ref.session == skip:
-                    continue
-                node_frames = by_node.setdefault(ref.node, {})
-                if user not in node_frames:
-                    if plain is None:
-                        plain = [f if isinstance(f, dict) else f.to_dict() for f in frames]
-                    node_frames[user] = plain
-        if not by_node:
-            return succeed(None)
-        assert self.forwarder is not None
-        handed: list[Deferred[Any]] = []
-        for node, to in by_node.items():
-            envelope = {"t": "frames", "to": to, "skip": skip}
-            metrics.count("envelopes_out")
-            d = maybeDeferred(self.forwarder.forward, node, envelope)
-            d.addCallbacks(_nothing, _forward_failed, errbackArgs=(node,))
-            handed.append(d)
-        if len(handed) == 1:
-            return handed[0]
-        return DeferredList(handed).addCallback(_nothing)
-
-    def receive_envelope(self, envelope: dict[str, Any]) -> None:
-        """Deliver an envelope from another node to the sessions here."""
-        metrics.count("envelopes_in")
-        if not isinstance(envelope, dict) or envelope.get("t") != "frames":
-            _log.warn("ignoring an envelope of unknown kind: {env!r}", env=envelope)
-            return
-        to = envelope.get("to")
-        skip = envelope.get("skip")
-        if not isinstance(to, dict):
-            _log.warn("ignoring an envelope without 'to': {env!r}", env=envelope)
-            return
-        for user, frames in to.items():
-            mine = self.local.get(user)
-            if not mine or not isinstance(frames, list):
-                continue
-            items = [_encoded(frame) for frame in frames
-                     if isinstance(frame, dict) and isinstance(frame.get("type"), str)]
-            self._push_local(mine, items, skip)
+    @property
+    def locates(self) -> int:
+        """Registry look-ups made for deliveries (for tests and metrics)."""
+        return self.fanout.locates
 
     # ------------------------------------------------------------------ shutdown
 
@@ -763,23 +627,6 @@ class NodeCore:
                 lambda _: drained.callback(None))
         else:
             drained.callback(None)
-
-
-def _encoded(frame: Outgoing) -> _Push:
-    if isinstance(frame, dict):
-        ftype = frame["type"]
-        seq = frame.get("seq") if ftype == "msg" else None
-        return codec.encode_payload(frame), ftype, seq if type(seq) is int else None
-    seq = frame.seq if type(frame) is F.Msg else None
-    return codec.encode(frame), F.frame_type(frame), seq
-
-
-def _nothing(_: object) -> None:
-    return None
-
-
-def _forward_failed(failure: Failure, node: str) -> None:
-    _log.failure("forwarding to node {node} failed", failure, node=node)
 
 
 def _gather(lookups: list[Deferred[Any]]) -> Deferred[list[Any]]:

@@ -128,10 +128,11 @@ class Msg(_Frame, tag="msg", rename={"from_": "from"}):
     from_: str
     ts: int
     seq: int
+    #: Always on the wire (no default, so never left out), as the contract lists them.
+    body: str
+    kind: str
     to: str | None = None
     group: str | None = None
-    body: str = ""
-    kind: str = "text"
     file: FileRef | None = None
     delivered: bool = False
     read: bool = False

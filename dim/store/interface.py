@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from msgspec import Struct
 from zope.interface import Interface
+
+from dim.protocol import frames as F
 
 
 class StoredMessage(Struct, kw_only=True):
@@ -41,6 +44,24 @@ class InboxEntry(Struct, kw_only=True):
     message: StoredMessage
     delivered: bool = False
     read: bool = False
+
+
+def message_frame(message: StoredMessage, seq: int, delivered: bool = False,
+                  read: bool = False) -> F.Msg:
+    """The ``msg`` frame of a stored message at ``seq`` of some inbox: the one shape in which
+    the node pushes and syncs messages and the gateway lists them."""
+    to = message.to
+    if to is None and message.group is None:
+        to = message.sender  # a message to oneself is stored with no other recipient
+    file = msgspec.convert(message.file, F.FileRef) if message.file is not None else None
+    return F.Msg(mid=message.mid, id=message.id, from_=message.sender, ts=message.ts, seq=seq,
+                 to=to, group=message.group, body=message.body, kind=message.kind, file=file,
+                 delivered=delivered, read=read)
+
+
+def entry_frame(entry: InboxEntry) -> F.Msg:
+    """The ``msg`` frame of an inbox entry, with its delivered and read marks."""
+    return message_frame(entry.message, entry.seq, entry.delivered, entry.read)
 
 
 class SendResult(Struct, kw_only=True):
