@@ -144,8 +144,8 @@ def _good_results() -> dict:
     return {"machine": {k: "x" for k in report.MACHINE_KEYS},
             "scenarios": {
                 "echo": {"status": "ok", "frames_per_s": 1000.0, "rss_per_conn_kb": 1.0},
-                "chat_same_node": {"status": "ok", "msgs_per_s": 100.0, "p50_ms": 1.0,
-                                   "p99_ms": 2.0, "p999_ms": 3.0, "ratio_to_echo": 0.1,
+                "chat_same_node": {"status": "ok", "msgs_per_s": 25000.0, "p50_ms": 1.0,
+                                   "p99_ms": 2.0, "p999_ms": 3.0, "ratio_to_echo": 25.0,
                                    "sweep": [{"offered_per_s": 100, "achieved_per_s": 100.0,
                                               "send_to_msg": {"p50_ms": 1.0, "p99_ms": 2.0,
                                                               "p999_ms": 3.0}}]},
@@ -201,6 +201,20 @@ class ReportTests(unittest.TestCase):
         self.assertIn("| met at 500 clients, not 5k |", report.markdown(r))
         r["scenarios"]["reconnect_storm"].update(clients=5000, back=5000, lost=1)
         self.assertIn("| missed |", report.markdown(r))
+
+    def test_cost_ratio_across_nodes(self) -> None:
+        """The cross-node machine cost is compared with the same-node one, against 3x."""
+        r = _good_results()
+        r["scenarios"]["chat_same_node"]["machine_cpu_us_per_msg"] = 50.0
+        r["scenarios"]["chat_cross_node"] = dict(r["scenarios"]["chat_same_node"],
+                                                 machine_cpu_us_per_msg=400.0)
+        self.assertEqual(report.cost_ratio(r), 8.0)
+        self.assertIn("| chat_cross_node | machine CPU per msg / chat_same_node's | 8.000 |  "
+                      "| <= 3 | missed |", report.markdown(r))
+        r["scenarios"]["chat_cross_node"]["machine_cpu_us_per_msg"] = 120.0
+        self.assertIn("| 2.400 |  | <= 3 | met |", report.markdown(r))
+        del r["scenarios"]["chat_same_node"]["machine_cpu_us_per_msg"]
+        self.assertIsNone(report.cost_ratio(r))
 
     def test_json_round_trip(self) -> None:
         """results.json is written as JSON that reads back the same."""
@@ -368,3 +382,60 @@ class ProfileSummaryTests(unittest.TestCase):
     def test_empty(self) -> None:
         """No samples gives empty tables."""
         self.assertEqual(profiling.summarize("")["self"], [])
+
+
+class _FakeCpu:
+    """A process whose CPU seconds advance by a fixed amount at each reading."""
+
+    def __init__(self, name: str, per_reading: float) -> None:
+        self.name, self.per_reading, self.seconds = name, per_reading, 0.0
+
+    def cpu_seconds(self) -> float:
+        self.seconds += self.per_reading
+        return self.seconds
+
+
+class MachineCostTests(unittest.TestCase):
+    """Every process the chat costs is counted in the machine's CPU per message."""
+
+    def test_step_counts_nodes_services_and_load_generator(self) -> None:
+        """A step reports node, machine (nodes + others) and load-generator CPU per msg."""
+        from types import SimpleNamespace
+        from unittest import mock
+
+        from dim.bench import scenarios
+
+        answer = {"send_to_msg_ms": [1.0] * 1000, "send_to_sent_ms": [1.0] * 1000,
+                  "send_to_delivered_ms": [2.0] * 1000, "errors": {}, "sent": 1000,
+                  "last_delivered": 2.0, "start": 0.0, "incomplete": 0,
+                  "delivered_in_window": 1000, "msgs_in_window": 1000, "drain_s": 0.1}
+        ctx = SimpleNamespace(params=SimpleNamespace(step_seconds=2, drain_seconds=1))
+        node, redis, worker = _FakeCpu("n1", 0.1), _FakeCpu("Redis", 0.05), _FakeCpu("w", 0.2)
+        with mock.patch.object(scenarios.P, "call_all", return_value=[answer]):
+            step = scenarios._chat_step(ctx, [worker], [node], 500, [redis])
+        # One reading before and one after: each process used its per_reading once.
+        self.assertEqual(step["node_cpu_us_per_msg"], 100.0)
+        self.assertEqual(step["machine_cpu_us_per_msg"], 150.0)
+        self.assertEqual(step["loadgen_cpu_us_per_msg"], 200.0)
+        self.assertIn("Redis", step["other_cpu_percent"])
+
+    def test_cheapest_step_is_reported(self) -> None:
+        """The result quotes the step with the least machine CPU per message."""
+        from dim.bench import scenarios
+
+        sweep = [{"offered_per_s": 100, "machine_cpu_us_per_msg": 300.0},
+                 {"offered_per_s": 200, "machine_cpu_us_per_msg": 120.0},
+                 {"offered_per_s": 400, "machine_cpu_us_per_msg": None}]
+        self.assertEqual(scenarios._cheapest_step(sweep)["offered_per_s"], 200)
+        self.assertEqual(scenarios._cheapest_step([]), {})
+
+    def test_service_ports_from_environment(self) -> None:
+        """The services' ports come from DIM_REDIS, DIM_ZOOKEEPER and DIM_KAFKA."""
+        from unittest import mock
+
+        from dim.bench import cluster
+        env = {"DIM_REDIS": "redis://127.0.0.1:7379", "DIM_ZOOKEEPER": "127.0.0.1:3181",
+               "DIM_KAFKA": "127.0.0.1:10092,127.0.0.1:10094"}
+        with mock.patch.dict("os.environ", env):
+            self.assertEqual(cluster.service_ports(), {"Redis": [7379], "ZooKeeper": [3181],
+                                                       "Kafka": [10092, 10094]})

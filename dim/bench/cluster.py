@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from dim.bench import processes as P
 
 SERVICES = (("Redis", 6379), ("ZooKeeper", 2181), ("Kafka", 9092))
@@ -33,6 +35,55 @@ def port_open(host: str, port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+class ServiceProcess:
+    """A service process the bench did not start (Redis, ZooKeeper, a Kafka broker), found
+    by the port it listens on, so that its CPU counts in the machine's cost per message."""
+
+    def __init__(self, name: str, ps: psutil.Process) -> None:
+        self.name = name
+        self.ps = ps
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far (0 once the process is gone)."""
+        try:
+            t = self.ps.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(t.user + t.system)
+
+
+def service_processes(ports: dict[str, list[int]] | None = None) -> list[ServiceProcess]:
+    """The processes listening on the services' local ports (by default the ports the
+    cluster scenarios use: Redis, ZooKeeper, and each Kafka broker of DIM_KAFKA)."""
+    if ports is None:
+        ports = service_ports()
+    wanted = {port: name for name, numbers in ports.items() for port in numbers}
+    found: dict[int, ServiceProcess] = {}
+    for conn in psutil.net_connections(kind="tcp"):
+        if (conn.status == psutil.CONN_LISTEN and conn.laddr and conn.pid
+                and conn.laddr.port in wanted and conn.pid not in found):
+            try:
+                found[conn.pid] = ServiceProcess(wanted[conn.laddr.port],
+                                                 psutil.Process(conn.pid))
+            except psutil.Error:
+                continue
+    return list(found.values())
+
+
+def service_ports() -> dict[str, list[int]]:
+    """The local ports of Redis, ZooKeeper and the Kafka brokers, from DIM_REDIS,
+    DIM_ZOOKEEPER and DIM_KAFKA (or the defaults)."""
+    import os
+    from urllib.parse import urlparse
+
+    redis = urlparse(os.environ.get("DIM_REDIS") or "redis://127.0.0.1:6379").port or 6379
+    zk = [int(h.rsplit(":", 1)[1]) for h in
+          (os.environ.get("DIM_ZOOKEEPER") or "127.0.0.1:2181").split(",") if ":" in h]
+    kafka = [int(h.rsplit(":", 1)[1]) for h in
+             (os.environ.get("DIM_KAFKA") or "127.0.0.1:9092").split(",") if ":" in h]
+    return {"Redis": [redis], "ZooKeeper": zk, "Kafka": kafka}
 
 
 def services_down() -> list[str]:

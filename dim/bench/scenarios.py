@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import psutil
 
@@ -266,8 +266,13 @@ def run_connections(ctx: Context) -> dict[str, Any]:
 
 
 def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.ServerProcess],
-                tag: str, rate_start: float | None = None) -> dict[str, Any]:
-    """The open-loop rate sweep up to saturation, then one step at half of it."""
+                tag: str, rate_start: float | None = None,
+                others: Sequence[Any] = ()) -> dict[str, Any]:
+    """The open-loop rate sweep up to saturation, then one step at half of it.
+
+    ``servers`` are the nodes (their CPU is the node CPU); ``others`` every other process
+    the chat costs (the gateway, Redis, ZooKeeper, Kafka), counted in the machine's CPU per
+    message."""
     p = ctx.params
     # Warm-up: caches, SQLite pages, the allocator; not recorded.
     P.call_all(workers, [{"cmd": "chat_step", "rate": 100 / len(workers), "seconds": 1,
@@ -276,7 +281,7 @@ def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.Se
     first = rate_start or p.rate_start
     for rate in stats.next_rates(first, p.rate_factor,
                                  first * p.rate_factor ** (p.max_steps - 1)):
-        step = _chat_step(ctx, workers, servers, rate)
+        step = _chat_step(ctx, workers, servers, rate, others)
         sweep.append(step)
         ctx.log(f"{tag}: offered {rate}/s achieved {step['achieved_per_s']:.0f}/s "
                 f"p99 send->msg {step['send_to_msg']['p99_ms']} ms, "
@@ -288,7 +293,7 @@ def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.Se
     if top is not None and top["achieved_per_s"]:
         time.sleep(2.0)  # let the node drain whatever the overload left behind
         half_rate = max(1, round(top["achieved_per_s"] / 2))
-        half = _chat_step(ctx, workers, servers, half_rate)
+        half = _chat_step(ctx, workers, servers, half_rate, others)
         half["half_saturation"] = True
         ctx.log(f"{tag}: half saturation {half_rate}/s p99 send->msg "
                 f"{half['send_to_msg']['p99_ms']} ms")
@@ -296,17 +301,21 @@ def _chat_sweep(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.Se
 
 
 def _chat_step(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.ServerProcess],
-               rate: float) -> dict[str, Any]:
+               rate: float, others: Sequence[Any] = ()) -> dict[str, Any]:
     p = ctx.params
     c0, t0 = sum(sv.cpu_seconds() for sv in servers), time.monotonic()
+    o0 = [o.cpu_seconds() for o in others]
     w0 = [w.cpu_seconds() for w in workers]
     psutil.cpu_percent()
     answers = P.call_all(workers, [
         {"cmd": "chat_step", "rate": rate / len(workers), "seconds": p.step_seconds,
          "drain": p.drain_seconds} for _ in workers])
     elapsed = time.monotonic() - t0
-    cpu = 100.0 * (sum(sv.cpu_seconds() for sv in servers) - c0) / elapsed
-    wcpu = [round(100.0 * (w.cpu_seconds() - c) / elapsed, 1) for w, c in zip(workers, w0)]
+    node_cpu_s = sum(sv.cpu_seconds() for sv in servers) - c0
+    cpu = 100.0 * node_cpu_s / elapsed
+    other_cpu_s = [o.cpu_seconds() - c for o, c in zip(others, o0)]
+    worker_cpu_s = [w.cpu_seconds() - c for w, c in zip(workers, w0)]
+    wcpu = [round(100.0 * c / elapsed, 1) for c in worker_cpu_s]
     busy = psutil.cpu_percent()
     to_msg = [x for a in answers for x in a["send_to_msg_ms"]]
     to_sent = [x for a in answers for x in a["send_to_sent_ms"]]
@@ -330,13 +339,30 @@ def _chat_step(ctx: Context, workers: list[P.WorkerProcess], servers: list[P.Ser
             "drain_s": max(a["drain_s"] for a in answers),
             "node_cpu_percent": round(cpu, 1), "worker_cpu_percent": wcpu,
             "machine_busy_percent": busy, "errors": errors,
+            "other_cpu_percent": {o.name: round(100.0 * c / elapsed, 1)
+                                  for o, c in zip(others, other_cpu_s)},
+            "machine_cpu_us_per_msg": _per_msg_us(node_cpu_s + sum(other_cpu_s), len(to_del)),
+            "node_cpu_us_per_msg": _per_msg_us(node_cpu_s, len(to_del)),
+            "loadgen_cpu_us_per_msg": _per_msg_us(sum(worker_cpu_s), len(to_del)),
             "send_to_msg": stats.latency_summary(to_msg),
             "send_to_sent": stats.latency_summary(to_sent),
             "send_to_delivered": stats.latency_summary(to_del)}
 
 
+def _per_msg_us(cpu_s: float, msgs: int) -> float | None:
+    """CPU microseconds per message (None without messages)."""
+    return round(1e6 * cpu_s / msgs, 1) if msgs else None
+
+
+def _cheapest_step(sweep: list[dict[str, Any]]) -> dict[str, Any]:
+    """The step with the least machine CPU per message (its cost where it is lowest)."""
+    costed = [s for s in sweep if s.get("machine_cpu_us_per_msg")]
+    return min(costed, key=lambda s: s["machine_cpu_us_per_msg"]) if costed else {}
+
+
 def _chat_result(ctx: Context, swept: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     top = swept["top"] or {}
+    best = _cheapest_step(swept["sweep"])
     mps = top.get("achieved_per_s")
     echo_fps = ctx.echo_frames_per_s()
     echo_cpu = (ctx.results.get("echo") or {}).get("frames_per_cpu_s")
@@ -344,6 +370,9 @@ def _chat_result(ctx: Context, swept: dict[str, Any], extra: dict[str, Any]) -> 
     lat = top.get("send_to_msg") or {}
     return {"status": report.OK, "msgs_per_s": mps,
             "msgs_per_node_cpu_s": per_cpu,
+            "machine_cpu_us_per_msg": best.get("machine_cpu_us_per_msg"),
+            "loadgen_cpu_us_per_msg": best.get("loadgen_cpu_us_per_msg"),
+            "cost_step_offered_per_s": best.get("offered_per_s"),
             "cpu_ratio_to_echo": stats.ratio(per_cpu, echo_cpu),
             "saturation_offered_per_s": top.get("offered_per_s"),
             "p50_ms": lat.get("p50_ms"), "p99_ms": lat.get("p99_ms"),
@@ -465,7 +494,8 @@ def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
         workers = P.start_workers(p.chat_workers, wd)
         pairs = chat_pairs("x", p.chat_pairs)
         _cross_node_setup(ctx, workers, cl, pairs)
-        swept = _chat_sweep(ctx, workers, cl.nodes, "chat_cross_node", p.rate_start / 4)
+        swept = _chat_sweep(ctx, workers, cl.nodes, "chat_cross_node", p.rate_start / 4,
+                            [cl.gateway, *C.service_processes()])
         # linger.ms: the same modest rate on this cluster (linger 0, the default) and on one
         # whose producers batch for 5 ms.
         modest = p.rate_start / 2
@@ -483,8 +513,8 @@ def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
         services.release()
     extra = {"pairs": p.chat_pairs, "workers": p.chat_workers, "nodes": 2,
              "store": "Redis (cluster)", "forwarding": "Kafka, one topic per node",
-             "note": "node CPU is the sum of both nodes; Redis, ZooKeeper and Kafka run on the "
-                     "same machine and are not counted",
+             "note": "node CPU is the sum of both nodes; the machine's CPU per message adds "
+                     "the gateway, Redis, ZooKeeper and the Kafka brokers",
              "client": "lean frame client on dim.protocol.codec; one cumulative ack per read",
              "linger_ms": linger}
     return _chat_result(ctx, swept, extra)
