@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from dim.errors import Conflict, NotFound
-from dim.store.interface import InboxEntry, IStore, Receipt, SendResult
+from dim.store.interface import AckOp, InboxEntry, IStore, Receipt, SendOp, SendResult
 
 TS = 1_700_000_000_000
 
@@ -334,6 +335,42 @@ class StoreContractMixin(StoreFixtures):
         entries, last = yield store.fetch("bob", 0, 100)
         self.assertEqual(50, last)
         self.assertEqual([str(n) for n in range(50)], [e.message.body for e in entries])
+
+    @defer.inlineCallbacks
+    def test_apply_batch_in_order(self):
+        """apply runs sends and acks in order with one outcome each; a failing op fails
+        alone and takes no seq; a duplicate inside the batch is a duplicate."""
+        store = yield self.store("alice", "bob", "carol")
+        ops = [SendOp(sender="alice", client_id=f"c{n}", recipients=["bob"], body=str(n),
+                      ts=TS) for n in range(5)]
+        ops.insert(2, SendOp(sender="alice", client_id="bad", recipients=["ghost"], ts=TS))
+        ops.append(SendOp(sender="alice", client_id="c1", recipients=["bob"], body="again",
+                          ts=TS))
+        ops.append(AckOp(user="bob", seq=2))
+        ops.append(SendOp(sender="carol", client_id="k1", recipients=["bob"], ts=TS))
+        ops.append(AckOp(user="bob", seq=6, read=True))
+        outcomes = yield store.apply(ops)
+        self.assertEqual(len(ops), len(outcomes))
+        sends = [o for o in outcomes[:7]]
+        self.assertIsInstance(sends[2], Failure)
+        sends[2].trap(NotFound)
+        self.assertEqual("bad", sends[2].value.ref)
+        stored = [o for i, o in enumerate(sends) if i not in (2, 6)]
+        self.assertEqual([1, 2, 3, 4, 5], [r.seqs["bob"] for r in stored])
+        self.assertTrue(sends[6].duplicate)
+        self.assertEqual(sends[1].message.mid, sends[6].message.mid)
+        delivered, read = outcomes[7]
+        self.assertEqual((["c0", "c1"], []), ([r.id for r in delivered], read))
+        self.assertEqual(6, outcomes[8].seqs["bob"])
+        delivered, read = outcomes[9]
+        self.assertEqual(["c2", "c3", "c4", "k1"], [r.id for r in delivered])
+        self.assertEqual(["c0", "c1", "c2", "c3", "c4", "k1"], [r.id for r in read])
+        entries, last = yield store.fetch("bob", 0, 100)
+        self.assertEqual((list(range(1, 7)), 6), ([e.seq for e in entries], last))
+        self.assertEqual(["0", "1", "2", "3", "4", "hi"][:5],
+                         [e.message.body for e in entries][:5])
+        self.assertEqual(6, (yield store.acked_seq("bob")))
+        self.assertEqual([], (yield store.apply([])))
 
     @defer.inlineCallbacks
     def test_fetch_after_and_limit(self):

@@ -87,6 +87,32 @@ class Receipt(Struct, kw_only=True):
     """The seq of the message in the acknowledging user's inbox."""
 
 
+class SendOp(Struct, kw_only=True):
+    """One :meth:`IStore.store_message` call, as a batch operation of :meth:`IStore.apply`."""
+
+    sender: str
+    client_id: str
+    recipients: list[str]
+    group: str | None = None
+    body: str = ""
+    kind: str = "text"
+    file: dict[str, Any] | None = None
+    ts: int = 0
+
+
+class AckOp(Struct, kw_only=True):
+    """The user received (with ``read``: also read) its inbox up to ``seq``, as a batch
+    operation of :meth:`IStore.apply`."""
+
+    user: str
+    seq: int
+    read: bool = False
+
+
+#: An operation of :meth:`IStore.apply`.
+StoreOp = SendOp | AckOp
+
+
 class Profile(Struct, kw_only=True):
     """What other people see of a user: display name, status text and avatar file id."""
 
@@ -167,6 +193,19 @@ class IStore(Interface):
         original is returned with ``duplicate=True``.  Fails with
         :class:`dim.errors.NotFound` if a recipient does not exist.  Messages are stored in
         the order this method was called, for the same sender.
+        """
+
+    def apply(ops: list[StoreOp]) -> Any:
+        """Run a batch of operations, in order, as :meth:`store_message`, :meth:`ack` and
+        :meth:`read` would, with one Deferred for the whole batch.
+
+        Fires with one outcome per operation, in order: a :class:`SendResult` for a
+        :class:`SendOp`; for an :class:`AckOp`, ``(delivered, read)``, the :class:`Receipt`
+        lists it newly made (``read`` is empty unless the op reads); or a
+        :class:`~twisted.python.failure.Failure` for an operation that failed alone (an
+        unknown recipient, say), which stored nothing.  Operations take effect in batch
+        order.  Fails as a whole (nothing of the batch stored) only when the store itself
+        failed.
         """
 
     def fetch(user: str, after: int, limit: int) -> Any:

@@ -12,8 +12,8 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
-                                 Receipt, SendResult, StoredMessage)
+from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
+                                 Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
 
 
 def base36(number: int) -> str:
@@ -153,6 +153,19 @@ class MemoryStore:
             self._file_readers.setdefault(file["id"], set()).update(seqs)
         self._by_client_id[(sender, client_id)] = mid
         return defer.succeed(SendResult(message=message, seqs=dict(seqs)))
+
+    def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
+        """Run a batch of sends and acks in order; one outcome each (see IStore.apply)."""
+        out: list[Any] = []
+        for op in ops:
+            if type(op) is SendOp:
+                d = self.store_message(op.sender, op.client_id, op.recipients, op.group,
+                                       op.body, op.kind, op.file, op.ts)
+            else:
+                d = defer.succeed((self._advance(op.user, op.seq, "acked"),
+                                   self._advance(op.user, op.seq, "read") if op.read else []))
+            d.addBoth(out.append)
+        return defer.succeed(out)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

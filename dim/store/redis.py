@@ -46,11 +46,12 @@ from urllib.parse import urlparse
 import msgspec
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
-                                 Receipt, SendResult, StoredMessage)
+                                 Receipt, SendOp, SendResult, StoredMessage, StoreOp)
 
 _encode_message = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(StoredMessage).decode
@@ -644,6 +645,26 @@ class RedisStore:
         message = _decode_message(reply[1])
         seqs = {u: int(s) for u, s in json.loads(reply[2]).items()}
         return SendResult(message=message, seqs=seqs, duplicate=status == 1)
+
+    def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
+        """Run a batch of sends and acks in batch order; one outcome each (see
+        IStore.apply)."""
+        async def run() -> list[Any]:
+            out: list[Any] = []
+            for op in ops:
+                try:
+                    if type(op) is SendOp:
+                        out.append(await self.store_message(
+                            op.sender, op.client_id, op.recipients, op.group, op.body,
+                            op.kind, op.file, op.ts))
+                    else:
+                        delivered = await self.ack(op.user, op.seq)
+                        read = await self.read(op.user, op.seq) if op.read else []
+                        out.append((delivered, read))
+                except Exception:
+                    out.append(Failure())
+            return out
+        return defer.Deferred.fromCoroutine(run())
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

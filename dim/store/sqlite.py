@@ -36,8 +36,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
-                                 Receipt, SendResult, StoredMessage)
+from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
+                                 Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -137,6 +137,44 @@ class _Send(NamedTuple):
     file: dict[str, Any] | None
     file_text: str | None
     ts: int
+
+
+class _Batch:
+    """The one Deferred of an :meth:`SQLiteStore.apply` call, fired once every operation of
+    the batch has an outcome."""
+
+    __slots__ = ("deferred", "outcomes", "waiting")
+
+    def __init__(self, size: int) -> None:
+        self.deferred: defer.Deferred[list[Any]] = defer.Deferred()
+        self.outcomes: list[Any] = [None] * size
+        self.waiting = size
+        if not size:
+            self.deferred.callback([])
+
+    def settle(self, index: int, outcome: Any) -> None:
+        """Record one operation's outcome (a result or a Failure)."""
+        self.outcomes[index] = outcome
+        self.waiting -= 1
+        if not self.waiting:
+            self.deferred.callback(self.outcomes)
+
+
+class _Slot:
+    """Where the writer thread's result of one batch operation goes: it takes the place of
+    a Deferred in the queue (``callback``/``errback``), at the cost of none."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+
+    def callback(self, value: Any) -> None:
+        self.batch.settle(self.index, value)
+
+    def errback(self, failure: Failure) -> None:
+        self.batch.settle(self.index, failure)
 
 
 def _dumps(value: Any) -> str:
@@ -538,6 +576,43 @@ class SQLiteStore:
                 return defer.fail(BadRequest("file is not a JSON object", ref=client_id))
         return self._submit(_Send(sender, client_id, tuple(recipients), group, body, kind,
                                   file, file_text, ts))
+
+    def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
+        """Run a batch of sends and acks in order, with one Deferred (see IStore.apply).
+
+        The operations join the writer's queue like single calls, so they share its
+        transactions (and commits) with everything else queued meanwhile."""
+        batch = _Batch(len(ops))
+        if self._closing:
+            failure = Failure(Internal("the store is closed"))
+            for i in range(len(ops)):
+                batch.settle(i, failure)
+            return batch.deferred
+        put = self._queue.put
+        for i, op in enumerate(ops):
+            slot = _Slot(batch, i)
+            if type(op) is SendOp:
+                file_text = None
+                if op.file is not None:
+                    try:
+                        file_text = _dumps(op.file)
+                    except (TypeError, ValueError):
+                        slot.errback(Failure(BadRequest("file is not a JSON object",
+                                                        ref=op.client_id)))
+                        continue
+                put((slot, _Send(op.sender, op.client_id, tuple(op.recipients), op.group,
+                                 op.body, op.kind, op.file, file_text, op.ts)))
+            else:
+                put((slot, self._ack_operation(op)))
+        return batch.deferred
+
+    def _ack_operation(self, op: AckOp) -> Operation:
+        """The writer-thread operation of an AckOp: ``(delivered, read)`` receipts."""
+        user, seq = op.user, op.seq
+        if op.read:
+            return lambda cursor: (self._advance(cursor, user, seq, read=False),
+                                   self._advance(cursor, user, seq, read=True))
+        return lambda cursor: (self._advance(cursor, user, seq, read=False), [])
 
     def _original(self, cursor: sqlite3.Cursor, sender: str, client_id: str) -> SendResult:
         """The SendResult of the message ``(sender, client_id)`` stored earlier."""
