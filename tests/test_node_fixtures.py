@@ -51,6 +51,18 @@ class FakeClient:
         else:
             data = codec.encode(frame)
         self.conn.dataReceived(data)
+        self.turn()
+
+    def turn(self) -> None:
+        """The reactor's next turn for the node: what the frames gave its store batch goes
+        to the store, then what is to go to other nodes is forwarded."""
+        handler = self.conn.handler
+        batch = getattr(handler, "batch", None)
+        if batch is not None:
+            batch.flush()
+        fanout = getattr(handler, "fanout", None)
+        if fanout is not None:
+            fanout.flush()
 
     def received(self) -> list[Any]:
         """The frames the node wrote since the last call."""
@@ -68,8 +80,9 @@ class FakeClient:
         return bool(self.transport.disconnecting)
 
     def lose(self) -> None:
-        """Drop the connection from the client's side."""
+        """Drop the connection from the client's side (then the reactor turns)."""
         self.conn.connectionLost(Failure(ConnectionDone()))
+        self.turn()
 
 
 class Node:

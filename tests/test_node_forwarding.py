@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dim import errors
 from dim.cluster import envelope as E
 from dim.cluster.local import LocalSessionRegistry
+from dim.protocol import codec
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
 from tests.test_node_fixtures import (USERS, ForwarderHub, Node, RemoteLikeRegistry,
@@ -40,12 +41,12 @@ class ForwardingTests(SynchronousTestCase):
         alice.send(F.Send(id="m1", to="bob", body="hi"))
         self.assertEqual(len(self.hub.log), 1)
         source, target, payload = self.hub.log[0]
-        envelope = envelope_json(payload)
+        [part] = envelope_json(payload)["parts"]
         self.assertEqual((source, target), ("n1", "n2"))
-        self.assertEqual(set(envelope["to"]), {"alice", "bob"})
-        [[kind, seq, frame]] = envelope["to"]["bob"]
+        self.assertEqual(set(part["to"]), {"alice", "bob"})
+        [[kind, seq, frame]] = part["to"]["bob"]
         self.assertEqual((kind, seq, frame["seq"], frame["body"]), ("msg", 1, 1, "hi"))
-        self.assertEqual(envelope["to"]["alice"][0][2]["seq"], 1)
+        self.assertEqual(part["to"]["alice"][0][2]["seq"], 1)
 
     def test_senders_other_sessions_across(self) -> None:
         """The sender's sessions on the other node get msg; the sending one gets sent only."""
@@ -106,13 +107,15 @@ class ForwardingTests(SynchronousTestCase):
         the node goes on."""
         bob = self.n2.login("bob")
         receive = self.n2.core.fanout.receive
-        for payload in (b"not json", b'{"t": "other"}', b'{"to": 5}',
-                        b'{"to": {"bob": [5, {"no": "type"}]}}', b'{"to": {"bob": "x"}}',
-                        b'{"to": {"bob": [["msg", "one", {}]]}}'):
+        for payload in (b"not json", b'{"t": "other"}', b'{"parts": 5}',
+                        b'{"parts": [{"to": 5}]}',
+                        b'{"parts": [{"to": {"bob": [5, {"no": "type"}]}}]}',
+                        b'{"parts": [{"to": {"bob": "x"}}]}',
+                        b'{"parts": [{"to": {"bob": [["msg", "one", {}]]}}]}'):
             receive(payload)
         self.assertEqual(bob.received(), [])
-        receive(b'{"to": {"bob": [["delivered", null, {"type": "delivered", "id": "x",'
-                b' "mid": "1", "by": "carol"}]]}}')
+        receive(b'{"parts": [{"to": {"bob": [["delivered", null, {"type": "delivered",'
+                b' "id": "x", "mid": "1", "by": "carol"}]]}}]}')
         self.assertEqual(bob.received(), [F.Delivered(id="x", mid="1", by="carol")])
 
     def test_skip(self) -> None:
@@ -120,8 +123,8 @@ class ForwardingTests(SynchronousTestCase):
         bob = self.n2.login("bob")
         bob2 = self.n2.login("bob")
         frame = F.Delivered(id="x", mid="1", by="carol")
-        self.n2.core.fanout.receive(E.encode(E.Envelope(to={"bob": [E.item(frame)]},
-                                                        skip=bob.conn.session.id)))
+        self.n2.core.fanout.receive(E.encode(E.Envelope(parts=[E.Part(
+            to={"bob": [E.item(frame)]}, skip=bob.conn.session.id)])))
         self.assertEqual(bob.received(), [])
         self.assertEqual(bob2.received(), [F.Delivered(id="x", mid="1", by="carol")])
 
@@ -168,9 +171,9 @@ class LocateBatchTests(SynchronousTestCase):
         alice, carol = self.n1.login("alice"), self.n1.login("carol")
         bob = self.n2.login("bob")
         self.sessions.locates.clear()
-        for i in range(5):
-            alice.send(F.Send(id=f"a{i}", to="bob", body=str(i)))
-            carol.send(F.Send(id=f"c{i}", to="bob", body=str(i)))
+        for i in range(5):  # all in one reactor turn
+            alice.conn.dataReceived(codec.encode(F.Send(id=f"a{i}", to="bob", body=str(i))))
+            carol.conn.dataReceived(codec.encode(F.Send(id=f"c{i}", to="bob", body=str(i))))
         self.assertEqual(bob.received(), [])
         self.clock.advance(0)
         self.assertEqual(len(self.sessions.locates), 1)
@@ -196,7 +199,8 @@ class LocateBatchTests(SynchronousTestCase):
         the inbox (sync finds it) and local sessions got it at once."""
         alice, alice1, bob = self.n1.login("alice"), self.n1.login("alice"), self.n2.login("bob")
         self.sessions.failing = True
-        alice.send(F.Send(id="m1", to="bob", body="lost envelope"))
+        alice.conn.dataReceived(codec.encode(F.Send(id="m1", to="bob", body="lost envelope")))
+        self.n1.core.batch.flush()
         d = self.n1.core.deliver({"bob": [F.Notify(event="x")]})
         self.clock.advance(0)
         self.successResultOf(d)
@@ -207,8 +211,9 @@ class LocateBatchTests(SynchronousTestCase):
         bob.send(F.Sync(after=0))
         self.assertEqual([m.id for m in bob.of_type(F.Msg)], ["m1"])
 
-    def test_local_registry_needs_no_turn(self) -> None:
-        """A registry in this process (locate_now) is asked at once, with no Deferred."""
+    def test_local_registry_needs_no_lookup(self) -> None:
+        """A registry in this process (locate_now) is asked directly, with no look-up
+        Deferred."""
         hub = ForwarderHub()
         sessions = LocalSessionRegistry()
         n1 = Node("n1", self.clock, self.n1.store, sessions, hub.forwarder("n1"))

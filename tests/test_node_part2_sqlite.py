@@ -59,6 +59,7 @@ class SQLiteNodeTests(unittest.TestCase):
             if waited > timeout:
                 self.fail(f"only {got!r} of {n} frames arrived")
             await task.deferLater(reactor, 0.005, lambda: None)
+            self.clock.advance(0)  # the node's reactor turns, on its own clock
             waited += 0.005
         return got
 

@@ -50,8 +50,9 @@ class ForwardingPusherTests(unittest.TestCase):
         sent = dict(forwarder.sent)
         self.assertEqual(sorted(sent), ["n1", "n2"])
         item = E.item(frame)
-        self.assertEqual(sent["n1"], E.Envelope(to={"alice": [item], "bob": [item]}))
-        self.assertEqual(sent["n2"].to, {"alice": [item]})
+        self.assertEqual(sent["n1"], E.Envelope(parts=[E.Part(to={"alice": [item],
+                                                                   "bob": [item]})]))
+        self.assertEqual(sent["n2"], E.Envelope(parts=[E.Part(to={"alice": [item]})]))
         self.assertEqual(item.type, "notify")
         self.assertEqual(msgspec.json.decode(item.frame),
                          {"type": "notify", "event": "group_changed", "group": "g1"})

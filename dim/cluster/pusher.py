@@ -38,7 +38,7 @@ class ForwardingPusher:
         items = {user: [E.item(f) for f in frames]
                  for user, frames in targets.items() if user in located}
         sends = [maybeDeferred(self.forwarder.forward, node, E.encode(envelope))
-                 for node, envelope in E.by_node(located, items).items()]
+                 for node, envelope in E.by_node(located, [(items, None)]).items()]
         done = DeferredList(sends, consumeErrors=True)
         done.addCallback(self._report)
         return done

@@ -223,6 +223,20 @@ class ClientConnection(FrameProtocol):
                 result.addErrback(self._failed, frame)
                 result.addBoth(self._settled)
 
+    def request_began(self) -> None:
+        """A handler took a request it answers later without a Deferred (a batched store
+        write): count it in flight, as a pending Deferred would be."""
+        self._in_flight += 1
+        if self._in_flight >= MAX_IN_FLIGHT:
+            self.pause_reading("requests")
+
+    def request_ended(self, frame: F._Frame, failure: Failure | None = None) -> None:
+        """The request of :meth:`request_began` is answered; a failure becomes the
+        ``error`` frame it would have been as a Deferred's."""
+        if failure is not None:
+            self._failed(failure, frame)
+        self._settled(None)
+
     def _settled(self, _: object) -> None:
         self._in_flight -= 1
         if self._in_flight <= RESUME_IN_FLIGHT and "requests" in self._pause_reasons:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from functools import partial
 from typing import Any, Callable
 
 import msgspec
@@ -30,11 +31,12 @@ from dim import errors
 from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry
 from dim.node import metrics
 from dim.node.connection import ClientConnection
+from dim.node.batch import StoreBatcher
 from dim.node.fanout import Fanout, Push
 from dim.node.throttle import Throttle, Verdict
 from dim.protocol import frames as F
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Receipt,
-                                 SendResult, entry_frame, message_frame)
+from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
+                                 Receipt, SendOp, SendResult, entry_frame, message_frame)
 
 _log = Logger()
 
@@ -45,8 +47,6 @@ DRAIN_TIMEOUT = 5.0
 #: A tolerance for float arithmetic when comparing due times.
 _EPSILON = 1e-6
 
-# A send waiting for its checks, and the Deferred its connection waits on.
-_QueuedSend = tuple[F.Send, "Deferred[None]"]
 
 
 class Session:
@@ -80,7 +80,7 @@ class Session:
         self.typing: Throttle | None = None
         #: Sends that wait for a check (group, file) or behind one, in the order they came
         #: (made on the first such send: an empty deque costs 600 bytes a session).
-        self.sends: deque[_QueuedSend] | None = None
+        self.sends: deque[F.Send] | None = None
         #: Whether the head of ``sends`` is being checked.
         self.checking = False
         #: Whether ``sends`` is being worked through (guards against recursion).
@@ -203,6 +203,8 @@ class NodeCore:
         #: Writes frames to sessions here and elsewhere; ``local`` is its map of this node's
         #: sessions.
         self.fanout = Fanout(node_id, sessions, clock, forwarder)
+        #: Gathers each reactor turn's sends, acks and reads into one store call.
+        self.batch = StoreBatcher(lambda ops: self.store.apply(ops), clock)
         #: Every open connection, authenticated or not.
         self.connections: set[ClientConnection] = set()
         #: user -> {session id: Session} for the sessions on this node.
@@ -323,23 +325,24 @@ class NodeCore:
 
     # ------------------------------------------------------------------ send
 
-    def on_send(self, conn: ClientConnection, frame: F.Send) -> Deferred[None]:
+    def on_send(self, conn: ClientConnection, frame: F.Send) -> None:
         """Store a message, answer ``sent``, push ``msg`` to everyone else who should get it.
 
-        The store is called in the order the session sent its messages: a plain text send
-        goes to the store at once; a send that needs a look-up first (a group's members, a
-        file's record) waits in the session's queue, and so does every send behind it.
+        Messages reach the store in the order the session sent them: a plain text send joins
+        this reactor turn's store batch at once; a send that needs a look-up first (a
+        group's members, a file's record) waits in the session's queue, and so does every
+        send behind it.
         """
         session: Session = conn.session
+        conn.request_began()
         if frame.group is None and frame.file is None and not session.sends:
             to = frame.to
-            return self._store(session, frame, [] if to == session.user else [to], None, None)
-        done: Deferred[None] = Deferred()
+            self._store(session, frame, [] if to == session.user else [to], None, None)
+            return
         if session.sends is None:
             session.sends = deque()
-        session.sends.append((frame, done))
+        session.sends.append(frame)
         self._drain_sends(session)
-        return done
 
     def _drain_sends(self, session: Session) -> None:
         """Work through the session's queued sends, in order, until one must wait."""
@@ -347,29 +350,29 @@ class NodeCore:
             return
         session.draining = True
         try:
-            sends: deque[_QueuedSend] = session.sends  # type: ignore[assignment]
+            sends: deque[F.Send] = session.sends  # type: ignore[assignment]
             while sends and not session.checking:
-                frame, done = sends[0]
+                frame = sends[0]
                 if frame.group is None and frame.file is None:
                     sends.popleft()
                     to = frame.to
                     self._store(session, frame, [] if to == session.user else [to], None,
-                                None).chainDeferred(done)
+                                None)
                     continue
                 session.checking = True
                 checked = self._check_send(session.user, frame)
-                checked.addBoth(self._send_checked, session, frame, done)
+                checked.addBoth(self._send_checked, session, frame)
         finally:
             session.draining = False
 
     def _send_checked(self, checked: tuple[list[str], str | None, dict[str, Any] | None]
-                      | Failure, session: Session, frame: F.Send, done: Deferred[None]) -> None:
+                      | Failure, session: Session, frame: F.Send) -> None:
         session.checking = False
         session.sends.popleft()  # type: ignore[union-attr]
         if isinstance(checked, Failure):
-            done.errback(checked)
+            session.conn.request_ended(frame, checked)
         else:
-            self._store(session, frame, *checked).chainDeferred(done)
+            self._store(session, frame, *checked)
         self._drain_sends(session)
 
     def _check_send(self, user: str, frame: F.Send) -> Deferred[
@@ -398,39 +401,49 @@ class NodeCore:
         return d
 
     def _store(self, session: Session, frame: F.Send, recipients: list[str],
-               group: str | None, file: dict[str, Any] | None) -> Deferred[None]:
+               group: str | None, file: dict[str, Any] | None) -> None:
         started = self.clock.seconds()
-        d = maybeDeferred(self.store.store_message, session.user, frame.id, recipients, group,
-                          frame.body or "", frame.kind, file, int(started * 1000))
-        d.addCallback(self._stored, session, started)
-        return d
+        conn = session.conn
+        self.batch.add(SendOp(sender=session.user, client_id=frame.id, recipients=recipients,
+                              group=group, body=frame.body or "", kind=frame.kind, file=file,
+                              ts=int(started * 1000)),
+                       partial(self._stored, session=session, frame=frame, started=started),
+                       partial(conn.request_ended, frame))
 
-    def _stored(self, result: SendResult, session: Session, started: float) -> None:
+    def _stored(self, result: SendResult, session: Session, frame: F.Send,
+                started: float) -> None:
         message = result.message
         sender = session.user
         conn = session.conn
         conn.sendFrame(F.Sent(id=message.id, mid=message.mid, seq=result.seqs[sender],
                               ts=message.ts))
+        conn.request_ended(frame)
         metrics.SEND_LATENCY.observe(self.clock.seconds() - started)
         if result.duplicate:
             return
         # One frame is built; each inbox's copy differs only in its seq.
-        frame = message_frame(message, result.seqs[sender])
+        msg = message_frame(message, result.seqs[sender])
         replace = msgspec.structs.replace
         targets: dict[str, list[F._Frame]] = {
-            user: [frame if user == sender else replace(frame, seq=seq)]
+            user: [msg if user == sender else replace(msg, seq=seq)]
             for user, seq in result.seqs.items()}
-        self.deliver(targets, skip=session.id)
+        self._deliver_now(targets, skip=session.id)
 
     # ------------------------------------------------------------------ ack
 
-    def on_ack(self, conn: ClientConnection, frame: F.Ack) -> Deferred[None]:
+    def on_ack(self, conn: ClientConnection, frame: F.Ack) -> None:
         """Stop retransmitting up to ``seq``, record the ack, tell senders ``delivered``."""
         session: Session = conn.session
         session.acknowledge(frame.seq)
-        d = self.store.ack(session.user, frame.seq)
-        d.addCallback(self._acked, session.user)
-        return d
+        conn.request_began()
+        user = session.user
+
+        def acked(outcome: tuple[list[Receipt], list[Receipt]]) -> None:
+            conn.request_ended(frame)
+            self._acked(outcome[0], user)
+
+        self.batch.add(AckOp(user=user, seq=frame.seq), acked,
+                       partial(conn.request_ended, frame))
 
     def _acked(self, receipts: list[Receipt], user: str) -> None:
         if not receipts:
@@ -439,25 +452,30 @@ class NodeCore:
         for receipt in receipts:
             targets.setdefault(receipt.sender, []).append(
                 F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
-        self.deliver(targets)
+        self._deliver_now(targets)
 
     # ------------------------------------------------------------------ read
 
-    def on_read(self, conn: ClientConnection, frame: F.Read) -> Deferred[None] | None:
+    def on_read(self, conn: ClientConnection, frame: F.Read) -> None:
         """Record that the user has read up to ``seq`` (and so received it): ``delivered``
         and ``read`` to the senders, ``read {seq}`` to the user's other sessions.  A seq
         this session already said it read changes nothing and tells nobody."""
         session: Session = conn.session
         session.acknowledge(frame.seq)
         if frame.seq <= session.read_seq:
-            return None
+            return
         session.read_seq = frame.seq
-        user = session.user
+        user, seq, skip = session.user, frame.seq, session.id
+        conn.request_began()
+
+        def read(outcome: tuple[list[Receipt], list[Receipt]]) -> None:
+            conn.request_ended(frame)
+            self._read(list(outcome), user, seq, skip)
+
         # Reading implies receiving, and a client may read without acking first: the ack
-        # is recorded here so its senders still hear ``delivered`` before ``read``.
-        d = _gather([self.store.ack(user, frame.seq), self.store.read(user, frame.seq)])
-        d.addCallback(self._read, user, frame.seq, session.id)
-        return d
+        # is recorded too, so its senders still hear ``delivered`` before ``read``.
+        self.batch.add(AckOp(user=user, seq=seq, read=True), read,
+                       partial(conn.request_ended, frame))
 
     def _read(self, receipts: list[list[Receipt]], user: str, seq: int, skip: str) -> None:
         delivered, read = receipts
@@ -469,7 +487,7 @@ class NodeCore:
             targets.setdefault(receipt.sender, []).append(
                 F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
         targets.setdefault(user, []).append(F.ReadNotice(seq=seq, by=user))
-        self.deliver(targets, skip=skip)
+        self._deliver_now(targets, skip=skip)
 
     # ------------------------------------------------------------------ typing
 
@@ -497,7 +515,7 @@ class NodeCore:
             def to_user(exists: bool) -> None:
                 if not exists:
                     raise errors.NotFound(f"no such user: {to}")
-                self.deliver({to: [F.TypingNotice(from_=user, to=to)]}, skip=session.id)
+                self._deliver_now({to: [F.TypingNotice(from_=user, to=to)]}, skip=session.id)
 
             d.addCallback(to_user)
             return d
@@ -507,7 +525,7 @@ class NodeCore:
         def to_group(group: Group | None) -> None:
             members = _recipients_in(group, user, group_id, None)
             notice = F.TypingNotice(from_=user, group=group_id)
-            self.deliver({member: [notice] for member in members})
+            self._deliver_now({member: [notice] for member in members})
 
         d.addCallback(to_group)
         return d
@@ -565,13 +583,19 @@ class NodeCore:
 
     def deliver(self, targets: dict[str, list[F._Frame]],
                 skip: str | None = None) -> Deferred[None]:
-        """Write frames to every session of each user, here or on other nodes, but ``skip``
-        (see :meth:`Fanout.deliver <dim.node.fanout.Fanout.deliver>`)."""
-        return self.fanout.deliver(targets, skip)
+        """Write frames to every session of each user, here or on other nodes, but ``skip``;
+        fires once handed over (see :meth:`Fanout.deliver <dim.node.fanout.Fanout.deliver>`).
+        """
+        return self.fanout.deliver(targets, skip)  # type: ignore[return-value]
+
+    def _deliver_now(self, targets: dict[str, list[F._Frame]],
+                     skip: str | None = None) -> None:
+        """:meth:`deliver` without a Deferred, for the per-message path."""
+        self.fanout.deliver(targets, skip, wait=False)
 
     def push(self, targets: dict[str, list[F._Frame]]) -> Deferred[None]:
         """:class:`IPusher`: send each user's frames to all of its online sessions."""
-        return self.fanout.deliver(targets)
+        return self.fanout.push(targets)
 
     @property
     def locates(self) -> int:

@@ -1,8 +1,10 @@
 """Fan-out: writing frames to every session of some users, on this node or on others.
 
-:class:`Fanout` knows the sessions of this node (``local``), asks the session registry where
-the other sessions are, and hands each other node one envelope
-(:mod:`dim.cluster.envelope`) through the forwarder.  Every frame is encoded once: its bytes
+:class:`Fanout` knows the sessions of this node (``local``) and writes to them at once.  What
+other nodes should get is gathered for the rest of the reactor turn; then the session
+registry is asked once where those users' sessions are, and each other node gets one
+envelope (:mod:`dim.cluster.envelope`) through the forwarder with every delivery of the
+turn.  Every frame is encoded once: its bytes
 are shared by every local session that gets it and carried as they are inside envelopes.
 Envelopes from other nodes come back in through :meth:`Fanout.receive`.  It is the
 :class:`~dim.cluster.interface.IPusher` of the node's process.
@@ -61,30 +63,35 @@ class Fanout:
         # A registry in this process answers at once: ask it without a Deferred.
         self._locate_now: Callable[[Iterable[str]], dict[str, list[SessionRef]]] | None = \
             getattr(sessions, "locate_now", None)
-        # Deliveries waiting for the one registry look-up of this reactor turn.
-        self._to_locate: list[tuple[dict[str, list[Push]], str | None, Deferred[None]]] = []
-        self._locate_call: IDelayedCall | None = None
+        # Deliveries to other nodes waiting for the end of this reactor turn, and the
+        # Deferreds of those whose callers wait for them.
+        self._pending: list[tuple[dict[str, list[Push]], str | None]] = []
+        self._waiters: list[Deferred[None]] = []
+        self._call: IDelayedCall | None = None
         if forwarder is not None:
             forwarder.set_receiver(self.receive)
 
     def push(self, targets: dict[str, list[F._Frame]]) -> Deferred[None]:
         """Send each user's frames to all of its online sessions, here and on other nodes
-        (:class:`IPusher`)."""
-        return self.deliver(targets)
+        (:class:`IPusher`); fires once handed over."""
+        return self.deliver(targets, wait=True)  # type: ignore[return-value]
 
-    def deliver(self, targets: dict[str, list[F._Frame]],
-                skip: str | None = None) -> Deferred[None]:
+    def deliver(self, targets: dict[str, list[F._Frame]], skip: str | None = None,
+                wait: bool = True) -> Deferred[None] | None:
         """Write frames to every session of each user, here or on other nodes, but ``skip``.
 
-        Local sessions get them at once; the registry is asked once for all the users, and
-        each other node holding some of their sessions gets one envelope.  Fires once every
-        envelope is handed over (failures are logged, not raised).
+        Local sessions get them at once.  What other nodes should get waits for the end of
+        this reactor turn, when one registry look-up serves every delivery of the turn and
+        each other node gets one envelope holding all of them, in order.  With ``wait``, a
+        Deferred fires once those envelopes are handed over (failures are logged, not
+        raised); without, nothing is returned (the hot path makes no Deferred).
         """
         return self.deliver_encoded(
-            {user: [encoded(f) for f in frames] for user, frames in targets.items()}, skip)
+            {user: [encoded(f) for f in frames] for user, frames in targets.items()}, skip,
+            wait)
 
-    def deliver_encoded(self, targets: dict[str, list[Push]],
-                        skip: str | None = None) -> Deferred[None]:
+    def deliver_encoded(self, targets: dict[str, list[Push]], skip: str | None = None,
+                        wait: bool = True) -> Deferred[None] | None:
         """:meth:`deliver` for frames already encoded (shared between users)."""
         local = self.local
         for user, items in targets.items():
@@ -92,47 +99,50 @@ class Fanout:
             if mine and (len(mine) > 1 or skip not in mine):
                 push_local(mine, items, skip)
         if self.forwarder is None:
-            return succeed(None)
-        if self._locate_now is not None:
-            return self._forward(self._locate_now(targets), targets, skip)
-        # A shared registry costs a round trip per look-up: every delivery of this reactor
-        # turn waits for one look-up of all their users, made on the next turn.
+            return succeed(None) if wait else None
+        self._pending.append((targets, skip))
+        if self._call is None:
+            self._call = self.clock.callLater(0, self.flush)
+        if not wait:
+            return None
         done: Deferred[None] = Deferred()
-        self._to_locate.append((targets, skip, done))
-        if self._locate_call is None:
-            self._locate_call = self.clock.callLater(0, self._locate_batch)
+        self._waiters.append(done)
         return done
 
-    def _locate_batch(self) -> None:
-        """Look up the sessions of every user of the waiting deliveries at once, then forward
-        each delivery in the order it was made."""
-        self._locate_call = None
-        batch, self._to_locate = self._to_locate, []
+    def flush(self) -> None:
+        """Forward the deliveries of this turn now: one look-up for all their users, then
+        one envelope per node."""
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        batch, self._pending = self._pending, []
+        waiters, self._waiters = self._waiters, []
         if not batch:
+            _fire(waiters)
             return
         users: dict[str, None] = {}
-        for targets, _, _ in batch:
+        for targets, _ in batch:
             users.update(dict.fromkeys(targets))
-        self.locates += 1
-        metrics.count("session_lookups")
-        d = maybeDeferred(self.sessions.locate, list(users))
+        if self._locate_now is not None:
+            d = self._forward(self._locate_now(users), batch)
+        else:
+            self.locates += 1
+            metrics.count("session_lookups")
+            d = maybeDeferred(self.sessions.locate, list(users))
+            d.addCallbacks(self._forward, _locate_failed, callbackArgs=(batch,))
+        if waiters:
+            d.addBoth(lambda _: _fire(waiters))
 
-        def forward(located: dict[str, list[SessionRef]]) -> None:
-            for targets, skip, done in batch:
-                self._forward(located, targets, skip).chainDeferred(done)
-
-        def failed(failure: Failure) -> None:
-            _log.failure("locating sessions to forward to failed", failure)
-            for _, _, done in batch:
-                done.callback(None)
-
-        d.addCallbacks(forward, failed)
-
-    def _forward(self, located: dict[str, list[SessionRef]], targets: dict[str, list[Push]],
-                 skip: str | None) -> Deferred[None]:
-        items = {user: [E.Item.of(*push) for push in pushes]
-                 for user, pushes in targets.items() if user in located}
-        envelopes = E.by_node(located, items, skip, here=self.node_id)
+    def _forward(self, located: dict[str, list[SessionRef]],
+                 batch: list[tuple[dict[str, list[Push]], str | None]]) -> Deferred[None]:
+        deliveries: list[E.Delivery] = []
+        for targets, skip in batch:
+            items = {user: [E.Item.of(*push) for push in pushes]
+                     for user, pushes in targets.items() if user in located}
+            if items:
+                deliveries.append((items, skip))
+        envelopes = E.by_node(located, deliveries, here=self.node_id)
         if not envelopes:
             return succeed(None)
         assert self.forwarder is not None
@@ -155,12 +165,13 @@ class Fanout:
             _log.warn("ignoring an envelope that does not decode: {error}", error=str(e))
             return
         local = self.local
-        skip = envelope.skip
-        for user, items in envelope.to.items():
-            mine = local.get(user)
-            if mine:
-                push_local(mine, [(item.framed(), item.type, item.seq) for item in items],
-                           skip)
+        for part in envelope.parts:
+            skip = part.skip
+            for user, items in part.to.items():
+                mine = local.get(user)
+                if mine:
+                    push_local(mine, [(item.framed(), item.type, item.seq) for item in items],
+                               skip)
 
 
 def push_local(sessions: dict[str, Session], items: list[Push], skip: str | None) -> None:
@@ -174,6 +185,15 @@ def push_local(sessions: dict[str, Session], items: list[Push], skip: str | None
 
 def _nothing(_: object) -> None:
     return None
+
+
+def _fire(waiters: list[Deferred[None]]) -> None:
+    for d in waiters:
+        d.callback(None)
+
+
+def _locate_failed(failure: Failure) -> None:
+    _log.failure("locating sessions to forward to failed", failure)
 
 
 def _forward_failed(failure: Failure, node: str) -> None:

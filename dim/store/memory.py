@@ -156,16 +156,19 @@ class MemoryStore:
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in order; one outcome each (see IStore.apply)."""
-        out: list[Any] = []
+        calls: list[defer.Deferred[Any]] = []
         for op in ops:
             if type(op) is SendOp:
-                d = self.store_message(op.sender, op.client_id, op.recipients, op.group,
-                                       op.body, op.kind, op.file, op.ts)
+                calls.append(self.store_message(op.sender, op.client_id, op.recipients,
+                                                op.group, op.body, op.kind, op.file, op.ts))
+            elif op.read:
+                calls.append(defer.gatherResults(
+                    [self.ack(op.user, op.seq), self.read(op.user, op.seq)],
+                    consumeErrors=True).addCallback(tuple))
             else:
-                d = defer.succeed((self._advance(op.user, op.seq, "acked"),
-                                   self._advance(op.user, op.seq, "read") if op.read else []))
-            d.addBoth(out.append)
-        return defer.succeed(out)
+                calls.append(self.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
+        return defer.DeferredList(calls, consumeErrors=True).addCallback(
+            lambda results: [value for _, value in results])
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
