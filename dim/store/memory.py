@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge
-from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
+from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore,
                                  Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
 
 
