@@ -40,8 +40,24 @@ class Options(usage.Options):
         ["max-group-members", None, 500, "Most members a group may have.", int],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["limit"] = []
+
+    def opt_limit(self, value: str) -> None:
+        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
+        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
+        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
+        self["limit"].append(value)
+
     def postOptions(self) -> None:
         from dim.gateway.routing import STRATEGIES
+        from dim.node.throttle import Limits
+
+        try:
+            self["limits"] = Limits.parse(self["limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--limit {e}") from None
 
         if self["routing"] not in STRATEGIES:
             raise usage.UsageError(f"--routing must be one of {', '.join(sorted(STRATEGIES))}")
@@ -65,6 +81,7 @@ def makeService(options: Options) -> OrderedMultiService:
     from dim.gateway.app import Gateway
     from dim.node.delivery import NodeCore
     from dim.node.service import NodeService
+    from dim.node.throttle import UserLimiter
     from dim.passwords import PasswordHasher
     from dim.runtime import ResourceService, advertised
     from dim.store.sqlite import SQLiteStore
@@ -86,7 +103,8 @@ def makeService(options: Options) -> OrderedMultiService:
     nodes = LocalNodeRegistry()
 
     core = NodeCore(options["node-id"], store, sessions, tokens.verify, reactor,
-                    heartbeat=options["heartbeat"], max_frame=options["max-frame"])
+                    heartbeat=options["heartbeat"], max_frame=options["max-frame"],
+                    limiter=UserLimiter(options["limits"]))
     node = NodeService(core, options["node"], reactor)
     node.setServiceParent(top)
 

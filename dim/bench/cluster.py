@@ -93,7 +93,7 @@ class Cluster:
         for nid, port in zip(self.node_ids, self.node_ports):
             argv = _TWISTD + ["--logfile", str(workdir / f"{nid}.log"), "dim-node", "--id", nid,
                               "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
-                              "--cluster", self.name]
+                              "--cluster", self.name] + P.BENCH_LIMITS
             if heartbeat is not None:
                 argv += ["--heartbeat", f"{heartbeat:g}"]
             argv += node_args or []

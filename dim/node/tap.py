@@ -58,7 +58,23 @@ class Options(usage.Options):
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["limit"] = []
+
+    def opt_limit(self, value: str) -> None:
+        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
+        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
+        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
+        self["limit"].append(value)
+
     def postOptions(self) -> None:
+        from dim.node.throttle import Limits
+
+        try:
+            self["limits"] = Limits.parse(self["limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--limit {e}") from None
         from dim import secret
 
         if not self["id"]:
@@ -114,6 +130,7 @@ class ClusterNode(ClusterProcess):
         from dim.cluster.sessions import RedisSessionRegistry
         from dim.node.delivery import NodeCore
         from dim.node.service import NodeService
+        from dim.node.throttle import UserLimiter
         from dim.runtime import advertised
         from dim.store.redis import RedisStore
         from dim.tokens import TokenAuthority
@@ -159,7 +176,9 @@ class ClusterNode(ClusterProcess):
         tokens = TokenAuthority(o["secret"], self.store)
         self.core = NodeCore(me, self.store, self.sessions, tokens.verify, self.reactor,
                              heartbeat=o["heartbeat"], max_frame=o["max-frame"],
-                             forwarder=self.forwarder)
+                             forwarder=self.forwarder, limiter=UserLimiter(o["limits"]))
+        _log.info("node {node}: rate limits per user (frames a second:burst): {limits}",
+                  node=me, limits=o["limits"].describe())
         self.connecting("the client port", o["listen"])
         self.node = NodeService(self.core, o["listen"], self.reactor)
         self.node.setServiceParent(self)

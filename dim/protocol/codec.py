@@ -8,6 +8,7 @@ returns nothing more.  It never raises for any input.
 """
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any, Iterable, Union
 
@@ -41,7 +42,11 @@ def encode_payload(obj: Any) -> bytes:
 
 def error_frame(err: errors.DimError) -> F.Error:
     """The ``error`` frame that reports a :class:`DimError`."""
-    return F.Error(code=err.code, message=err.message, ref=err.ref)
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        # Rounded up to the millisecond, so a client waiting that long is not early.
+        retry_after = math.ceil(retry_after * 1000) / 1000
+    return F.Error(code=err.code, message=err.message, ref=err.ref, retry_after=retry_after)
 
 
 def _check_send(frame: F.Send) -> None:

@@ -161,11 +161,13 @@ class Pong(_Frame, tag="pong"):
 
 
 class Error(_Frame, tag="error"):
-    """Something went wrong; ``ref`` is the ``id`` of the offending frame, if it had one."""
+    """Something went wrong; ``ref`` is the ``id`` of the offending frame, if it had one,
+    and ``retry_after`` (with ``rate_limited``) the seconds until it would be accepted."""
 
     code: str
     message: str
     ref: str | None = None
+    retry_after: float | None = None
 
 
 class Goaway(_Frame, tag="goaway"):
