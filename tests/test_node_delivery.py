@@ -610,6 +610,35 @@ class IsolationTests(SynchronousTestCase):
         self.assertFalse(bob.closing or alice.closing)
 
 
+class HostileFrameTests(SynchronousTestCase):
+    """Frames built to break the decoder or the store get the contract's errors."""
+
+    def setUp(self) -> None:
+        self.node = Node()
+        self.alice = self.node.login("alice")
+
+    def test_sync_after_beyond_64_bits(self) -> None:
+        """sync.after = 2^63 is bad_request; the connection stays and the next sync works."""
+        self.alice.send({"type": "sync", "after": 2**63})
+        self.alice.send(F.Sync(after=0))
+        frames = self.alice.received()
+        self.assertEqual(frames[0].code, "bad_request")
+        self.assertIsInstance(frames[-1], F.Synced)
+        self.assertFalse(self.alice.closing)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_deeply_nested_json(self) -> None:
+        """990 levels of nesting: the send before it is stored, then bad_frame and close."""
+        nested = b'{"type":"ping","x":' + b"[" * 990 + b"]" * 990 + b"}"
+        self.alice.send(codec.encode(send(1))
+                        + len(nested).to_bytes(4, "big") + nested)
+        frames = self.alice.received()
+        self.assertIsInstance(frames[0], F.Sent)
+        self.assertEqual(frames[1].code, "bad_frame")
+        self.assertTrue(self.alice.closing)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class SendLimitTests(SynchronousTestCase):
     """send is limited per user: over the limit, rate_limited with retry_after, nothing stored."""
 
