@@ -65,6 +65,11 @@ def advertised(port: Any, advertise: str | None) -> tuple[str, int]:
     return host, addr.port
 
 
+def speaks_tls(description: str) -> bool:
+    """Whether a server endpoint description (strports) listens with TLS (``ssl:...``)."""
+    return description.strip().split(":", 1)[0].lower() == "ssl"
+
+
 #: Where the cluster services are when neither an option nor the environment says.
 DEFAULT_SERVICES = {"redis": ("DIM_REDIS", "redis://127.0.0.1:6379"),
                     "kafka": ("DIM_KAFKA", "127.0.0.1:9092"),

@@ -83,7 +83,7 @@ def makeService(options: Options) -> OrderedMultiService:
     from dim.node.service import NodeService
     from dim.node.throttle import UserLimiter
     from dim.passwords import PasswordHasher
-    from dim.runtime import ResourceService, advertised
+    from dim.runtime import ResourceService, advertised, speaks_tls
     from dim.store.sqlite import SQLiteStore
     from dim.tokens import TokenAuthority
 
@@ -110,7 +110,8 @@ def makeService(options: Options) -> OrderedMultiService:
 
     def register_node(port: Any) -> None:
         host, number = advertised(port, options["advertise"])
-        nodes.add(NodeInfo(id=core.node_id, host=host, port=number),
+        nodes.add(NodeInfo(id=core.node_id, host=host, port=number,
+                           tls=speaks_tls(options["node"])),
                   connections=core.connection_count)
         _log.info("DIM node {node} takes clients on {host}:{port}", node=core.node_id,
                   host=host, port=number)

@@ -125,8 +125,7 @@ class ZooKeeperNodeRegistry:
         """This node's record with the live connection count."""
         assert self._me is not None
         count = self._connections() if self._connections is not None else self._me.connections
-        return NodeInfo(id=self._me.id, host=self._me.host, port=self._me.port,
-                        connections=count, incarnation=self._me.incarnation)
+        return msgspec.structs.replace(self._me, connections=count)
 
     def _path(self, node_id: str) -> str:
         return f"{self.root}/{node_id}"

@@ -131,7 +131,7 @@ class ClusterNode(ClusterProcess):
         from dim.node.delivery import NodeCore
         from dim.node.service import NodeService
         from dim.node.throttle import UserLimiter
-        from dim.runtime import advertised
+        from dim.runtime import advertised, speaks_tls
         from dim.store.redis import RedisStore
         from dim.tokens import TokenAuthority
 
@@ -198,7 +198,8 @@ class ClusterNode(ClusterProcess):
             root=self.names["zk_root"], refresh_interval=min(2.0, o["zk-timeout"] / 2),
             connect_timeout=timeout)
         await self.registry.start()
-        info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation)
+        info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation,
+                        tls=speaks_tls(o["listen"]))
         await self.registry.register(info, connections=self.core.connection_count,
                                      on_reregister=self._reregistered)
         self.registered = True
