@@ -28,11 +28,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import ClusterProcess, cluster_namespace, service_defaults
+from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, ServiceCredentialOptions,
+                         cluster_namespace, redact_url, service_defaults)
 
 _log = Logger(namespace="dim.node")
 
-class Options(usage.Options):
+class Options(ServiceCredentialOptions, usage.Options):
     """Command line of ``twistd dim-node``."""
 
     optParameters = [
@@ -56,6 +57,7 @@ class Options(usage.Options):
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the node gives up.", float],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
+        *CREDENTIAL_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -92,6 +94,7 @@ class Options(usage.Options):
         if self["session-ttl"] is None:
             self["session-ttl"] = float(max(4 * self["heartbeat"], 20))
         service_defaults(self, ["redis", "kafka", "zookeeper"])
+        self.credential_defaults()
         try:
             self["secret"] = secret.required()
         except secret.SecretMissing as e:
@@ -141,8 +144,9 @@ class ClusterNode(ClusterProcess):
                   node=me, cluster=o["cluster"], inc=self.incarnation)
 
         # 1. Redis: store and sessions; forget this id's previous life.
-        self.connecting("Redis", o["redis"])
-        _log.info("node {node}: connecting to Redis at {url}", node=me, url=o["redis"])
+        self.connecting("Redis", redact_url(o["redis"]))
+        _log.info("node {node}: connecting to Redis at {url}", node=me,
+                  url=redact_url(o["redis"]))
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
         self.sessions = await RedisSessionRegistry.connect(
@@ -163,7 +167,8 @@ class ClusterNode(ClusterProcess):
                                         linger_ms=o["linger-ms"],
                                         forward_timeout=o["forward-timeout"],
                                         topic_prefix=self.names["topic_prefix"],
-                                        connect_timeout=timeout, skip_backlog=True)
+                                        connect_timeout=timeout, skip_backlog=True,
+                                        security_config=o["kafka-security"])
         await self.forwarder.start()
         self.forwarding = True
         _log.info("node {node}: reading envelopes from Kafka topic {topic} (replication {r}), "
@@ -196,7 +201,7 @@ class ClusterNode(ClusterProcess):
         self.registry = ZooKeeperNodeRegistry(
             o["zookeeper"], registry_bridge, self.reactor, session_timeout=o["zk-timeout"],
             root=self.names["zk_root"], refresh_interval=min(2.0, o["zk-timeout"] / 2),
-            connect_timeout=timeout)
+            connect_timeout=timeout, auth=o["zookeeper-digest"])
         await self.registry.start()
         info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation,
                         tls=speaks_tls(o["listen"]))

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import msgspec
 from twisted.internet import defer
@@ -49,6 +49,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
+from dim.runtime import redact_url
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
                                  Receipt, SendResult, StoredMessage)
 
@@ -420,14 +421,22 @@ def parse_redis_url(url: str) -> tuple[str, int, int]:
 def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> Any:
     """A lazy txredisapi connection pool to ``url`` (commands queue until it is connected).
 
-    Numbers are not converted (user names like ``"42"`` stay strings).
+    A password in the URL (``redis://:PASSWORD@host:port``) is sent with AUTH on every
+    connection.  Numbers are not converted (user names like ``"42"`` stay strings).
     """
     import txredisapi  # imports the global reactor: only at run time, never at import time
 
     host, port, db = parse_redis_url(url)
     return txredisapi.lazyConnectionPool(host=host, port=port, dbid=db, poolsize=poolsize,
                                          connectTimeout=connect_timeout,
-                                         convertNumbers=False)
+                                         convertNumbers=False, password=redis_password(url))
+
+
+def redis_password(url: str) -> str | None:
+    """The password of ``redis://:PASSWORD@host:port/db`` (percent-decoded), or None."""
+    password = urlparse(url).password
+    return unquote(password) if password else None
+
 
 
 async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
@@ -435,7 +444,7 @@ async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorT
     try:
         await defer.Deferred.fromCoroutine(_ping(redis)).addTimeout(timeout, clock)
     except defer.TimeoutError:
-        raise Unavailable(f"Redis at {url} did not answer within {timeout} s") from None
+        raise Unavailable(f"Redis at {redact_url(url)} did not answer within {timeout} s") from None
 
 
 async def _ping(redis: Any) -> None:

@@ -19,8 +19,11 @@ from dim.cluster.forwarder import KafkaForwarder, topic_of
 from dim.cluster.interface import IForwarder
 from dim.cluster.threads import ThreadBridge
 from dim.errors import Unavailable
+from tests.integration.services import kafka_security
 
 KAFKA = os.environ.get("DIM_KAFKA", "127.0.0.1:9092")
+#: The login of the stack's Kafka (DIM_KAFKA_SASL), for every client of these tests.
+SECURITY = kafka_security()
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -61,7 +64,7 @@ class KafkaForwarderTests(TestCase):
 
         def run() -> None:
             if self.topics:
-                admin = AdminClient({"bootstrap.servers": KAFKA})
+                admin = AdminClient({"bootstrap.servers": KAFKA, **SECURITY})
                 for f in admin.delete_topics(self.topics, operation_timeout=10).values():
                     try:
                         f.result(10)
@@ -73,7 +76,7 @@ class KafkaForwarderTests(TestCase):
         """A started forwarder for node ``<name>-<run>``, stopped after the test."""
         node = f"{name}-{self.run_id}"
         forwarder = KafkaForwarder(node, KAFKA, self.bridge, connect_timeout=5.0,
-                                   **kw)
+                                   security_config=SECURITY, **kw)
         self.topics.append(forwarder.topic)
         await forwarder.start()
         self.addCleanup(forwarder.stop)
@@ -114,14 +117,15 @@ class KafkaForwarderTests(TestCase):
         got: list[dict[str, Any]] = []
         node.set_receiver(got.append)
         gateway = KafkaForwarder(f"gateway-{self.run_id}", KAFKA, self.bridge,
-                                 connect_timeout=5.0, consume=False)
+                                 connect_timeout=5.0, consume=False, security_config=SECURITY)
         yield gateway.start()
         self.addCleanup(gateway.stop)
         yield gateway.forward(node.node, {"t": "frames", "to": {}, "skip": None})
         yield defer.Deferred.fromCoroutine(wait_for(lambda: got, 30))
         self.assertEqual(got, [{"t": "frames", "to": {}, "skip": None}])
         topics = yield self.bridge.call(
-            lambda: AdminClient({"bootstrap.servers": KAFKA}).list_topics(timeout=5).topics)
+            lambda: AdminClient({"bootstrap.servers": KAFKA, **SECURITY}).list_topics(
+                timeout=5).topics)
         self.assertNotIn(gateway.topic, topics)
 
     @defer.inlineCallbacks
@@ -156,7 +160,7 @@ class KafkaForwarderTests(TestCase):
         yield self.bridge.call(b._consumer.close)
         yield b._producer_loop
         again: list[int] = []
-        b2 = KafkaForwarder(b.node, KAFKA, self.bridge)
+        b2 = KafkaForwarder(b.node, KAFKA, self.bridge, security_config=SECURITY)
         b2.set_receiver(lambda env: again.append(env["n"]))
         yield b2.start()
         self.addCleanup(b2.stop)
