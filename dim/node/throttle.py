@@ -18,8 +18,8 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 #: A thousandth of a frame: clock readings far from zero lose precision, and a client that
 #: waited exactly ``retry_after`` must not be refused for a rounding error.
