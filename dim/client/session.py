@@ -21,7 +21,9 @@ Policies worth knowing:
 - Sends: no ``sent`` :data:`SEND_TIMEOUT` seconds after writing a ``send``: it is written once
   more with the same id; no ``sent`` 4 s after that: the message is ``failed`` until
   :meth:`ClientSession.retry`.  A message whose connection is lost goes back to the outbox
-  and is written again, with the same id, after reconnecting.
+  and is written again, with the same id, after reconnecting.  A send refused with
+  ``rate_limited`` is written again after the error's ``retry_after`` (sends refused together
+  one after another, that far apart), and that refusal does not count as an attempt.
 - Reconnect: delay ``uniform(0, min(30, 0.5 * 2 ** (attempt - 1)))``; the route asks the
   gateway to exclude the node that failed, and asks again without exclusion if that leaves
   no node (a single-node ``dim`` comes back on the same node).
@@ -409,6 +411,8 @@ class ClientSession(EventSource):
         self.outgoing: dict[str, OutgoingMessage] = {}
         self._outbox: list[str] = []
         self._send_timers: dict[str, Any] = {}
+        #: When the last send refused with ``rate_limited`` is due to go again.
+        self._rate_next = float("-inf")
         self._counter = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
 
@@ -858,12 +862,22 @@ class ClientSession(EventSource):
         if message is not None and message.state == SENDING:
             self._stop_resending(message.id)
             if frame.code == errors.RateLimited.code:
-                # Not the message's fault: keep the resend timer's pace.
-                self._send_timers[message.id] = self.reactor.callLater(
-                    SEND_TIMEOUT, self._send_timeout, message.id)
+                self._rate_limited(message, frame.retry_after)
                 return
             message.state, message.error = FAILED, f"{frame.code}: {frame.message}"
             self.emit(MessageStatus(message.id, FAILED, message))
+
+    def _rate_limited(self, message: OutgoingMessage, retry_after: float | None) -> None:
+        """The node refused a send for now: not the message's fault, and no attempt lost.
+        Refused sends go again one after another, ``retry_after`` apart (the time the node
+        needs for one more), so a long paste drains at the node's pace instead of failing."""
+        message.attempts = 0
+        wait = retry_after if retry_after is not None and retry_after > 0 else SEND_TIMEOUT
+        now = self.reactor.seconds()
+        at = max(now, self._rate_next) + wait
+        self._rate_next = at
+        self._send_timers[message.id] = self.reactor.callLater(
+            at - now, self._send_timeout, message.id)
 
     def _on_goaway(self, conn: ClientConnection, frame: F.Goaway) -> None:
         self._connection_broken(conn, f"node going away: {frame.reason}")
