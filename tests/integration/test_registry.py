@@ -192,6 +192,18 @@ class ZooKeeperNodeRegistryTests(TestCase):
             wait_for(lambda: [n.id for n in watcher.nodes()] == ["a"], 5))
 
     @defer.inlineCallbacks
+    def test_tls_node_seen_as_tls(self):
+        """A node registered as TLS is seen with tls by a watcher, a plain one without."""
+        tls = yield defer.Deferred.fromCoroutine(self.registry())
+        plain = yield defer.Deferred.fromCoroutine(self.registry())
+        watcher = yield defer.Deferred.fromCoroutine(self.registry())
+        yield tls.register(NodeInfo(id="t", host="h", port=1, tls=True))
+        yield plain.register(NodeInfo(id="p", host="h", port=2))
+        yield watcher.watch()
+        yield defer.Deferred.fromCoroutine(wait_for(lambda: len(watcher.nodes()) == 2, 5))
+        self.assertEqual({n.id: n.tls for n in watcher.nodes()}, {"t": True, "p": False})
+
+    @defer.inlineCallbacks
     def test_unreachable_fails_fast(self):
         """start() fails with Unavailable when nothing listens."""
         registry = ZooKeeperNodeRegistry("127.0.0.1:1", self.bridge, reactor,
