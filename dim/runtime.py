@@ -87,6 +87,13 @@ def service_defaults(options: Any, names: list[str]) -> None:
             options[option] = os.environ.get(variable) or default
 
 
+def tidy_option_docs(options: Any) -> None:
+    """Join the lines of the ``opt_`` methods' docstrings, as ``--help`` shows them."""
+    for name, doc in list(options.docs.items()):
+        if doc:
+            options.docs[name] = " ".join(doc.split())
+
+
 #: The credentials of the cluster services: option, environment variable, what it holds.
 #: (Redis's password is part of its URL: ``redis://:PASSWORD@host:port``.)
 CREDENTIAL_PARAMETERS: list[list[Any]] = [
@@ -111,6 +118,7 @@ class ServiceCredentialOptions:
     def __init__(self) -> None:
         super().__init__()
         self["kafka-option"] = []  # type: ignore[index]
+        tidy_option_docs(self)
 
     def opt_kafka_option(self, value: str) -> None:
         """A librdkafka setting KEY=VALUE for every Kafka client (repeatable), e.g.

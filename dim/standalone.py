@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import OrderedMultiService
+from dim.runtime import OrderedMultiService, tidy_option_docs
 
 _log = Logger()
 
@@ -43,6 +43,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["limit"] = []
+        tidy_option_docs(self)
 
     def opt_limit(self, value: str) -> None:
         """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,

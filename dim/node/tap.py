@@ -29,7 +29,7 @@ from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
 from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, ServiceCredentialOptions,
-                         cluster_namespace, redact_url, service_defaults)
+                         cluster_namespace, redact_url, service_defaults, tidy_option_docs)
 
 _log = Logger(namespace="dim.node")
 
@@ -63,6 +63,7 @@ class Options(ServiceCredentialOptions, usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["limit"] = []
+        tidy_option_docs(self)
 
     def opt_limit(self, value: str) -> None:
         """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
