@@ -292,6 +292,14 @@ class FieldErrorTests(unittest.TestCase):
         """A sync limit below 1 is bad_request."""
         self.check({"type": "sync", "after": 0, "limit": 0}, "bad_request")
 
+    def test_trailing_newline_refused(self) -> None:
+        """A trailing newline does not pass the id or user name rules."""
+        self.check({"type": "send", "id": "x\n", "to": "bob", "body": "hi"}, "bad_request",
+                   "x\n")
+        self.check({"type": "send", "id": "x", "to": "bob\n", "body": "hi"}, "bad_request",
+                   "x")
+        self.check({"type": "typing", "to": "bob\n"}, "bad_request")
+
     def test_integers_beyond_64_bits(self) -> None:
         """Integers above 2^63 - 1 in any client field are bad_request."""
         big = 2**63

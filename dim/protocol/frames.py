@@ -24,8 +24,9 @@ MAX_INT = 2**63 - 1
 #: How deeply a client frame's JSON may nest (the deepest frame of the contract has 2 levels).
 MAX_NESTING = 32
 
-UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")]
-ClientId = Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,64}$")]
+# \Z, not $: a $ would also match before a trailing newline ("bob\n").
+UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,32}\Z")]
+ClientId = Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,64}\Z")]
 Seq = Annotated[int, Meta(ge=0, le=MAX_INT)]
 GroupId = Annotated[str, Meta(min_length=1, max_length=64)]
 
