@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 from dim.cluster.interface import NodeInfo
 from dim.cluster.registry import ZooKeeperNodeRegistry
 from dim.cluster.threads import ThreadBridge
+from dim.errors import Unavailable
 from dim.store.redis import RedisStore
 from tests.integration.services import (CONNECT_TIMEOUT, kafka_security, redis_url,
                                         require_kafka, require_redis, require_zookeeper,
@@ -65,6 +66,33 @@ class RedisAuthTests(TestCase):
         finally:
             yield store.redis.delete(f"{store.prefix}user:alice")
             yield store.close()
+
+
+    @defer.inlineCallbacks
+    def test_acl_user(self) -> Any:
+        """An ACL user in the URL (redis://USER:PASSWORD@...) is how DIM logs in; with a
+        wrong password for that user it is refused."""
+        address = require_redis()
+        admin = yield txredisapi.Connection(
+            address.host, address.port, dbid=address.db, password=address.password,
+            reconnect=False, connectTimeout=CONNECT_TIMEOUT, replyTimeout=5)
+        self.addCleanup(admin.disconnect)
+        user, password = f"dimtest{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        yield admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*",
+                                    "&*", "+@all")
+        self.addCleanup(admin.execute_command, "ACL", "DELUSER", user)
+        where = f"{address.host}:{address.port}/{address.db}"
+        store = yield RedisStore.connect(f"redis://{user}:{password}@{where}",
+                                         prefix=f"authtest{uuid.uuid4().hex}:", timeout=2.0)
+        try:
+            who = yield store.redis.execute_command("ACL", "WHOAMI")
+            self.assertEqual(who, user)
+        finally:
+            yield store.close()
+        failure = yield self.assertFailure(
+            RedisStore.connect(f"redis://{user}:wrong@{where}", timeout=1.0), Unavailable)
+        self.assertIn("refused DIM's credentials", str(failure))
+        self.assertNotIn(":wrong@", str(failure))
 
 
 class ZooKeeperAuthTests(TestCase):
