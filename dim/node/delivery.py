@@ -504,7 +504,12 @@ class NodeCore:
         ``rate_limited``.
         """
         session: Session = conn.session
-        if not self._within_limit("typing", session.user, None, quiet=True):
+        try:
+            within = self._within_limit("typing", session.user, None, quiet=True)
+        except errors.RateLimited:
+            metrics.count("typing_dropped")  # the flood's report drops its frame too
+            raise
+        if not within:
             metrics.count("typing_dropped")
             return None
         user = session.user
