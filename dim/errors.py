@@ -83,6 +83,12 @@ class RateLimited(DimError):
 
     code, status = "rate_limited", 429
 
+    def __init__(self, message: str | None = None, ref: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, ref)
+        #: Seconds until the request would be accepted again, when known.
+        self.retry_after = retry_after
+
 
 class Internal(DimError):
     """The server failed; the request may be retried."""

@@ -65,6 +65,11 @@ def advertised(port: Any, advertise: str | None) -> tuple[str, int]:
     return host, addr.port
 
 
+def speaks_tls(description: str) -> bool:
+    """Whether a server endpoint description (strports) listens with TLS (``ssl:...``)."""
+    return description.strip().split(":", 1)[0].lower() == "ssl"
+
+
 #: Where the cluster services are when neither an option nor the environment says.
 DEFAULT_SERVICES = {"redis": ("DIM_REDIS", "redis://127.0.0.1:6379"),
                     "kafka": ("DIM_KAFKA", "127.0.0.1:9092"),
@@ -92,6 +97,112 @@ def check_output_limits(options: Any) -> None:
         raise usage.UsageError("--max-output must be at least --push-limit")
     if options["slow-consumer-grace"] <= 0:
         raise usage.UsageError("--slow-consumer-grace must be positive")
+
+
+def tidy_option_docs(options: Any) -> None:
+    """Join the lines of the ``opt_`` methods' docstrings, as ``--help`` shows them."""
+    for name, doc in list(options.docs.items()):
+        if doc:
+            options.docs[name] = " ".join(doc.split())
+
+
+#: The credentials of the cluster services: option, environment variable, what it holds.
+#: (Redis's password is part of its URL: ``redis://:PASSWORD@host:port``.)
+CREDENTIAL_PARAMETERS: list[list[Any]] = [
+    ["zookeeper-auth", None, None,
+     "ZooKeeper digest credential USER:PASSWORD; DIM's znodes are then readable and writable "
+     "by it alone (default: $DIM_ZOOKEEPER_AUTH, else none: open znodes)."],
+    ["kafka-sasl", None, None,
+     "Kafka SASL login MECHANISM:USER:PASSWORD, MECHANISM one of PLAIN, SCRAM-SHA-256, "
+     "SCRAM-SHA-512 (default: $DIM_KAFKA_SASL, else none)."],
+]
+
+#: The SASL mechanisms DIM passes to librdkafka.
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class ServiceCredentialOptions:
+    """The credential options of a process that uses the cluster services (a mixin for
+    :class:`twisted.python.usage.Options`): ``--zookeeper-auth``, ``--kafka-sasl`` and any
+    number of ``--kafka-option KEY=VALUE``.  Call :meth:`credential_defaults` in
+    ``postOptions``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["kafka-option"] = []  # type: ignore[index]
+        tidy_option_docs(self)
+
+    def opt_kafka_option(self, value: str) -> None:
+        """A librdkafka setting KEY=VALUE for every Kafka client (repeatable), e.g.
+        security.protocol=SASL_SSL or ssl.ca.location=/etc/dim/kafka-ca.pem."""
+        key, sep, setting = value.partition("=")
+        if not sep or not key.strip():
+            from twisted.python import usage
+
+            raise usage.UsageError(f"--kafka-option {value!r}: expected KEY=VALUE")
+        self["kafka-option"].append((key.strip(), setting))  # type: ignore[index]
+
+    def credential_defaults(self) -> None:
+        """Fill unset credentials from the environment and check them: sets
+        ``zookeeper-digest`` ((user, password) or None) and ``kafka-security`` (a dict)."""
+        import os
+
+        from twisted.python import usage
+
+        options: Any = self
+        for option, variable in (("zookeeper-auth", "DIM_ZOOKEEPER_AUTH"),
+                                 ("kafka-sasl", "DIM_KAFKA_SASL")):
+            if not options[option]:
+                options[option] = os.environ.get(variable) or None
+        try:
+            options["zookeeper-digest"] = zookeeper_digest(options["zookeeper-auth"])
+            options["kafka-security"] = kafka_security(options["kafka-sasl"],
+                                                       options["kafka-option"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def zookeeper_digest(auth: str | None) -> tuple[str, str] | None:
+    """``USER:PASSWORD`` as (user, password), or None; ValueError when malformed."""
+    if not auth:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--zookeeper-auth (DIM_ZOOKEEPER_AUTH) must be USER:PASSWORD")
+    return user, password
+
+
+def kafka_security(sasl: str | None, extra: Any = ()) -> dict[str, str]:
+    """librdkafka settings for a SASL login ``MECHANISM:USER:PASSWORD`` (or none), with the
+    ``(key, value)`` pairs of ``extra`` over them.  SASL alone means SASL_PLAINTEXT; add
+    ``security.protocol=SASL_SSL`` (and ``ssl.ca.location``) for TLS.  ValueError when
+    malformed."""
+    config: dict[str, str] = {}
+    if sasl:
+        mechanism, _, rest = sasl.partition(":")
+        user, sep, password = rest.partition(":")
+        if mechanism.upper() not in KAFKA_SASL_MECHANISMS or not sep or not user:
+            raise ValueError("--kafka-sasl (DIM_KAFKA_SASL) must be MECHANISM:USER:PASSWORD "
+                             f"with MECHANISM one of {', '.join(KAFKA_SASL_MECHANISMS)}")
+        config = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism.upper(),
+                  "sasl.username": user, "sasl.password": password}
+    for key, value in extra:
+        config[key] = value
+    return config
+
+
+def redact_url(url: str) -> str:
+    """A service URL with any password in it replaced by ``***`` (for logs)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if not parsed.password:
+        return url
+    host = parsed.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parsed.username or ''}:***@{host}" + (f":{parsed.port}" if parsed.port else "")
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def cluster_namespace(cluster: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import OrderedMultiService, check_output_limits
+from dim.runtime import OrderedMultiService, check_output_limits, tidy_option_docs
 
 _log = Logger()
 
@@ -47,8 +47,25 @@ class Options(usage.Options):
         ["max-group-members", None, 500, "Most members a group may have.", int],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["limit"] = []
+        tidy_option_docs(self)
+
+    def opt_limit(self, value: str) -> None:
+        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
+        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
+        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
+        self["limit"].append(value)
+
     def postOptions(self) -> None:
         from dim.gateway.routing import STRATEGIES
+        from dim.node.throttle import Limits
+
+        try:
+            self["limits"] = Limits.parse(self["limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--limit {e}") from None
 
         if self["routing"] not in STRATEGIES:
             raise usage.UsageError(f"--routing must be one of {', '.join(sorted(STRATEGIES))}")
@@ -73,8 +90,9 @@ def makeService(options: Options) -> OrderedMultiService:
     from dim.gateway.app import Gateway
     from dim.node.delivery import NodeCore
     from dim.node.service import NodeService
+    from dim.node.throttle import UserLimiter
     from dim.passwords import PasswordHasher
-    from dim.runtime import ResourceService, advertised
+    from dim.runtime import ResourceService, advertised, speaks_tls
     from dim.store.sqlite import SQLiteStore
     from dim.tokens import TokenAuthority
 
@@ -94,7 +112,8 @@ def makeService(options: Options) -> OrderedMultiService:
     nodes = LocalNodeRegistry()
 
     core = NodeCore(options["node-id"], store, sessions, tokens.verify, reactor,
-                    heartbeat=options["heartbeat"], max_frame=options["max-frame"])
+                    heartbeat=options["heartbeat"], max_frame=options["max-frame"],
+                    limiter=UserLimiter(options["limits"]))
     node = NodeService(core, options["node"], reactor, push_limit=options["push-limit"],
                        max_output=options["max-output"],
                        slow_consumer_grace=options["slow-consumer-grace"])
@@ -102,7 +121,8 @@ def makeService(options: Options) -> OrderedMultiService:
 
     def register_node(port: Any) -> None:
         host, number = advertised(port, options["advertise"])
-        nodes.add(NodeInfo(id=core.node_id, host=host, port=number),
+        nodes.add(NodeInfo(id=core.node_id, host=host, port=number,
+                           tls=speaks_tls(options["node"])),
                   connections=core.connection_count)
         _log.info("DIM node {node} takes clients on {host}:{port}", node=core.node_id,
                   host=host, port=number)

@@ -416,6 +416,33 @@ class SendTests(SessionTestCase):
         self.assertIn("not_found", out.error)
         self.assertEqual(events.of(S.ServerError)[0].code, "not_found")
 
+    def test_rate_limited_sends_go_again_at_the_nodes_pace(self) -> None:
+        """Refused sends go again retry_after apart, in order, never failing for it."""
+        session, reactor, _, events, side = self.connect()
+        out = [session.send("bob", f"line {i}") for i in range(5)]
+        self.assertEqual(len(side.received()), 5)
+        side.send(F.Sent(id=out[0].id, mid="m0", seq=1, ts=5),
+                  *[F.Error(code="rate_limited", message="slow down", ref=m.id,
+                            retry_after=0.5) for m in out[1:]])
+        resent: list[str] = []
+        for _ in range(4):
+            reactor.advance(0.5)
+            [again] = [f for f in side.received() if isinstance(f, F.Send)]
+            resent.append(again.id)
+            if len(resent) < 3:  # refused once more: it goes to the back of the line
+                side.send(F.Error(code="rate_limited", message="slow down", ref=again.id,
+                                  retry_after=0.5))
+            else:
+                side.send(F.Sent(id=again.id, mid=again.id, seq=len(resent), ts=5))
+        self.assertEqual(resent, [m.id for m in out[1:]])
+        for _ in range(4):
+            reactor.advance(0.5)
+            for frame in side.received():
+                if isinstance(frame, F.Send):
+                    side.send(F.Sent(id=frame.id, mid=frame.id, seq=9, ts=5))
+        self.assertEqual([m.state for m in out], [S.SENT] * 5)
+        self.assertNotIn(S.FAILED, [e.state for e in events.of(S.MessageStatus)])
+
     def test_ids_are_unique(self) -> None:
         """Ids differ between messages and between sessions."""
         a, _, _, _ = self.make()

@@ -162,6 +162,56 @@ class FatalErrorTests(unittest.TestCase):
         self.assertEqual(out[1].code, "bad_frame")
 
 
+class NestingTests(unittest.TestCase):
+    """JSON nested deeper than any frame is bad_frame, whatever the stack depth left."""
+
+    def nested(self, levels: int) -> bytes:
+        return raw(b'{"type":"send","id":"x","to":"bob","body":' + b"[" * levels
+                   + b"]" * levels + b"}")
+
+    def test_deep_nesting_is_bad_frame(self) -> None:
+        """990 levels of arrays give bad_frame after the frames before them, no exception."""
+        for levels in (F.MAX_NESTING, 990, 100_000):
+            d = codec.FrameDecoder(max_frame=1 << 20)
+            out = d.feed(framed({"type": "ping"}) + self.nested(levels)
+                         + framed({"type": "ping"}))
+            self.assertEqual(out[0], F.Ping())
+            self.assertEqual([e.code for e in out[1:]], ["bad_frame"], levels)
+            self.assertTrue(d.closed)
+
+    def test_deep_nesting_with_little_stack_left(self) -> None:
+        """Even with almost no recursion depth left, a deep frame is bad_frame, not raised."""
+        import sys
+
+        d = codec.FrameDecoder(max_frame=1 << 20)
+        data = framed({"type": "ping"}) + self.nested(990)
+        limit = sys.getrecursionlimit()
+
+        def deep(n: int) -> list[codec.Decoded]:
+            return deep(n - 1) if n else d.feed(data)
+
+        sys.setrecursionlimit(200)
+        try:
+            out = deep(150)
+        finally:
+            sys.setrecursionlimit(limit)
+        self.assertEqual(out[0], F.Ping())
+        self.assertEqual(out[1].code, "bad_frame")
+
+    def test_brackets_in_strings_are_text(self) -> None:
+        """A body full of brackets and escaped quotes is a message, not nesting."""
+        body = '[{"\\' * 200 + '\\"' + "[" * 500
+        d = codec.FrameDecoder()
+        [frame] = d.feed(framed({"type": "send", "id": "x", "to": "bob", "body": body}))
+        self.assertEqual(frame.body, body)
+
+    def test_shallow_frame_with_many_brackets(self) -> None:
+        """Many sibling arrays at a shallow depth are not too deep (a bad field, not a frame)."""
+        d = codec.FrameDecoder()
+        out = d.feed(framed({"type": "send", "id": "x", "to": "bob", "body": [[]] * 200}))
+        self.assertEqual([e.code for e in out], ["bad_request"])
+
+
 class FieldErrorTests(unittest.TestCase):
     """Well-formed frames with bad content give a non-fatal error and the stream goes on."""
 
@@ -250,6 +300,33 @@ class FieldErrorTests(unittest.TestCase):
     def test_sync_limit_zero(self) -> None:
         """A sync limit below 1 is bad_request."""
         self.check({"type": "sync", "after": 0, "limit": 0}, "bad_request")
+
+    def test_trailing_newline_refused(self) -> None:
+        """A trailing newline does not pass the id or user name rules."""
+        self.check({"type": "send", "id": "x\n", "to": "bob", "body": "hi"}, "bad_request",
+                   "x\n")
+        self.check({"type": "send", "id": "x", "to": "bob\n", "body": "hi"}, "bad_request",
+                   "x")
+        self.check({"type": "typing", "to": "bob\n"}, "bad_request")
+
+    def test_integers_beyond_64_bits(self) -> None:
+        """Integers above 2^63 - 1 in any client field are bad_request."""
+        big = 2**63
+        self.check({"type": "sync", "after": big}, "bad_request")
+        self.check({"type": "sync", "after": 10**30}, "bad_request")
+        self.check({"type": "sync", "after": 0, "limit": big}, "bad_request")
+        self.check({"type": "ack", "seq": big}, "bad_request")
+        self.check({"type": "read", "seq": big}, "bad_request")
+        self.check({"type": "hello", "v": big, "token": "t"}, "bad_request")
+        self.check({"type": "send", "id": "f", "to": "bob", "kind": "file",
+                    "file": {"id": "a", "name": "n", "size": big, "mime": "m"}},
+                   "bad_request", "f")
+
+    def test_largest_integer_accepted(self) -> None:
+        """2^63 - 1 is still a valid seq."""
+        d = codec.FrameDecoder()
+        self.assertEqual(d.feed(framed({"type": "sync", "after": 2**63 - 1})),
+                         [F.Sync(after=2**63 - 1)])
 
 
 json_values = st.recursive(

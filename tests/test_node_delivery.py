@@ -6,6 +6,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 
+from dim.node.throttle import Limit, Limits, UserLimiter
 from dim.protocol import codec
 from dim.protocol import frames as F
 from tests.test_node_fixtures import EPOCH, Node
@@ -596,7 +597,8 @@ class IsolationTests(SynchronousTestCase):
 
     def test_junk_and_flood(self) -> None:
         """Junk closes only its connection; a flood of sends does not delay another user."""
-        node = Node()
+        # Every send of the flood is stored: a limit high enough not to refuse any.
+        node = Node(limiter=UserLimiter(Limits({"send": Limit(1e6, 1000)})))
         alice = node.login("alice")
         bob = node.login("bob")
         junk = node.login("carol")
@@ -606,3 +608,92 @@ class IsolationTests(SynchronousTestCase):
         bob.send(F.Ping())
         self.assertEqual(bob.of_type(F.Pong), [F.Pong(last_seq=500)])
         self.assertFalse(bob.closing or alice.closing)
+
+
+class HostileFrameTests(SynchronousTestCase):
+    """Frames built to break the decoder or the store get the contract's errors."""
+
+    def setUp(self) -> None:
+        self.node = Node()
+        self.alice = self.node.login("alice")
+
+    def test_sync_after_beyond_64_bits(self) -> None:
+        """sync.after = 2^63 is bad_request; the connection stays and the next sync works."""
+        self.alice.send({"type": "sync", "after": 2**63})
+        self.alice.send(F.Sync(after=0))
+        frames = self.alice.received()
+        self.assertEqual(frames[0].code, "bad_request")
+        self.assertIsInstance(frames[-1], F.Synced)
+        self.assertFalse(self.alice.closing)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_deeply_nested_json(self) -> None:
+        """990 levels of nesting: the send before it is stored, then bad_frame and close."""
+        nested = b'{"type":"ping","x":' + b"[" * 990 + b"]" * 990 + b"}"
+        self.alice.send(codec.encode(send(1))
+                        + len(nested).to_bytes(4, "big") + nested)
+        frames = self.alice.received()
+        self.assertIsInstance(frames[0], F.Sent)
+        self.assertEqual(frames[1].code, "bad_frame")
+        self.assertTrue(self.alice.closing)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class SendLimitTests(SynchronousTestCase):
+    """send is limited per user: over the limit, rate_limited with retry_after, nothing stored."""
+
+    def setUp(self) -> None:
+        self.node = Node()
+        self.alice = self.node.login("alice")
+        self.bob = self.node.login("bob")
+        self.carol = self.node.login("carol")
+
+    def test_flood_is_refused_and_not_stored(self) -> None:
+        """Of 2,000 sends at once some get rate_limited (ref, retry_after) and are not stored."""
+        for i in range(2000):
+            self.alice.send(send(i))
+        frames = self.alice.received()
+        sent = [f for f in frames if isinstance(f, F.Sent)]
+        refused = [f for f in frames if isinstance(f, F.Error)]
+        self.assertEqual(len(sent) + len(refused), 2000)
+        self.assertGreaterEqual(len(sent), 50)
+        self.assertGreater(len(refused), 1500)
+        self.assertEqual({e.code for e in refused}, {"rate_limited"})
+        self.assertEqual(refused[0].ref, f"m{len(sent)}")
+        self.assertGreater(refused[0].retry_after, 0)
+        self.assertLessEqual(refused[0].retry_after, 1)
+        # Only what was answered sent is in bob's inbox.
+        self.assertEqual(self.successResultOf(self.node.store.last_seq("bob")), len(sent))
+        self.assertEqual(len(self.bob.of_type(F.Msg)), len(sent))
+
+    def test_other_users_unaffected(self) -> None:
+        """While alice is refused, carol's send to bob is stored and delivered."""
+        for i in range(500):
+            self.alice.send(send(i))
+        self.assertEqual(self.alice.of_type(F.Error)[-1].code, "rate_limited")
+        self.bob.received()
+        self.carol.send(F.Send(id="c1", to="bob", body="hi"))
+        [sent] = self.carol.received()
+        self.assertIsInstance(sent, F.Sent)
+        [msg] = self.bob.received()
+        self.assertEqual((msg.from_, msg.body), ("carol", "hi"))
+
+    def test_after_retry_after(self) -> None:
+        """A send waiting retry_after seconds passes again; the limit spans all sessions."""
+        for i in range(200):
+            self.alice.send(send(i))
+        err = self.alice.of_type(F.Error)[-1]
+        other = self.node.login("alice")
+        other.send(F.Send(id="x1", to="bob", body="from another session"))
+        self.assertEqual([f.code for f in other.of_type(F.Error)], ["rate_limited"])
+        self.node.clock.advance(err.retry_after)
+        other.send(F.Send(id="x2", to="bob", body="later"))
+        self.assertEqual([f.id for f in other.of_type(F.Sent)], ["x2"])
+
+    def test_operator_limit(self) -> None:
+        """A limit given to the node replaces the default."""
+        node = Node(limiter=UserLimiter(Limits({"send": Limit(1.0, 2)})))
+        alice = node.login("alice")
+        for i in range(3):
+            alice.send(send(i))
+        self.assertEqual([type(f) for f in alice.received()], [F.Sent, F.Sent, F.Error])

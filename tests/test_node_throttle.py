@@ -1,9 +1,9 @@
-"""Tests of the token bucket with a flood report that limits typing frames."""
+"""Tests of the token buckets that limit the frames each user sends."""
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dim.node.throttle import Throttle, Verdict
+from dim.node.throttle import DEFAULT_LIMITS, Limit, Limits, Throttle, UserLimiter, Verdict
 
 
 class ThrottleTests(SynchronousTestCase):
@@ -52,3 +52,83 @@ class ThrottleTests(SynchronousTestCase):
         again = [t.check(100.0 + i * 0.01) for i in range(50)]
         self.assertEqual(first.count(Verdict.FLOOD), 1)
         self.assertEqual(again.count(Verdict.FLOOD), 1)
+
+
+class RetryAfterTests(SynchronousTestCase):
+    """A bucket says how long until the next frame would pass."""
+
+    def test_retry_after_an_empty_bucket(self) -> None:
+        """At rate 4 with no token left, the next frame passes in a quarter second."""
+        t = Throttle(rate=4.0, burst=2)
+        t.check(0.0)
+        t.check(0.0)
+        self.assertEqual(t.check(0.0), Verdict.DROP)
+        self.assertAlmostEqual(t.retry_after(0.0), 0.25)
+        self.assertAlmostEqual(t.retry_after(0.1), 0.15)
+        self.assertEqual(t.retry_after(0.25), 0.0)
+        self.assertEqual(t.check(0.25), Verdict.ADMIT)
+
+
+class LimitsTests(SynchronousTestCase):
+    """Operators set limits as ACTION=RATE:BURST over sane defaults."""
+
+    def test_defaults_let_a_paste_through_but_not_a_flood(self) -> None:
+        """The default send limit admits 50 at once and refuses most of 2,000 at once."""
+        limiter = UserLimiter()
+        admitted = [limiter.check("send", "alice", 0.0) for _ in range(2000)]
+        self.assertEqual(admitted[:50], [Verdict.ADMIT] * 50)
+        self.assertLess(admitted.count(Verdict.ADMIT), 200)
+
+    def test_parse(self) -> None:
+        """Settings replace the default of their action and leave the others."""
+        limits = Limits.parse(["send=100000:100000", "typing=2"])
+        self.assertEqual(limits["send"], Limit(100000.0, 100000))
+        self.assertEqual(limits["typing"], Limit(2.0, 2))
+        self.assertEqual(limits["react"], DEFAULT_LIMITS["react"])
+
+    def test_parse_refuses_nonsense(self) -> None:
+        """An unknown action, a missing '=', a zero rate or burst are refused."""
+        for bad in ("shout=1:1", "send", "send=0:10", "send=5:0", "send=x", "send=nan:1"):
+            with self.assertRaises(ValueError, msg=bad):
+                Limits.parse([bad])
+
+    def test_per_user(self) -> None:
+        """One user's empty bucket leaves another user's full."""
+        limiter = UserLimiter(Limits({"send": Limit(1.0, 2)}))
+        verdicts = [limiter.check("send", "alice", 0.0) for _ in range(3)]
+        self.assertEqual(verdicts, [Verdict.ADMIT, Verdict.ADMIT, Verdict.DROP])
+        self.assertEqual(limiter.check("send", "bob", 0.0), Verdict.ADMIT)
+        self.assertAlmostEqual(limiter.retry_after("send", "alice", 0.0), 1.0)
+
+    def test_sweep_forgets_full_buckets(self) -> None:
+        """Buckets full again are forgotten; one still refilling is kept."""
+        limiter = UserLimiter(Limits({"send": Limit(1.0, 2)}))
+        limiter.check("send", "alice", 0.0)
+        for _ in range(2):
+            limiter.check("send", "bob", 9.5)
+        limiter.sweep(10.0)
+        self.assertEqual(len(limiter), 1)
+        self.assertEqual(limiter.retry_after("send", "alice", 10.0), 0.0)
+
+
+class OptionTests(SynchronousTestCase):
+    """``twistd dim --limit`` sets the node's limits and refuses a bad one."""
+
+    def test_limit_option(self) -> None:
+        """Repeated --limit options set their actions; the others keep their defaults."""
+        from dim.standalone import Options
+
+        options = Options()
+        options.parseOptions(["--limit", "send=5:50", "--limit", "typing=2:4"])
+        self.assertEqual(options["limits"]["send"], Limit(5.0, 50))
+        self.assertEqual(options["limits"]["typing"], Limit(2.0, 4))
+        self.assertEqual(options["limits"]["edit"], DEFAULT_LIMITS["edit"])
+
+    def test_bad_limit_option(self) -> None:
+        """A --limit that does not parse is a usage error."""
+        from twisted.python.usage import UsageError
+
+        from dim.standalone import Options
+
+        with self.assertRaises(UsageError):
+            Options().parseOptions(["--limit", "send=fast"])

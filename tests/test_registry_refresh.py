@@ -23,7 +23,7 @@ class FlakyClient:
         self.sets: list[tuple[str, bytes]] = []
         self.creates: list[str] = []
 
-    def create(self, path: str, data: bytes, ephemeral: bool = False,
+    def create(self, path: str, data: bytes, acl: Any = None, ephemeral: bool = False,
                makepath: bool = False) -> None:
         self.creates.append(path)
 

@@ -1,4 +1,4 @@
-"""``dim-chat [--gateway URL] [--user NAME]``: the terminal chat.
+"""``dim-chat [--gateway URL] [--user NAME] [--ca FILE]``: the terminal chat.
 
 Textual and Twisted share one asyncio loop: the asyncio reactor is installed on a fresh loop
 before anything imports the reactor, the reactor runs that loop, and the Textual app runs as
@@ -24,6 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seen: tell senders a message was read only once everything "
                              "before it was seen too (default); shown: up to the newest "
                              "message of the conversation opened")
+    parser.add_argument("--ca", metavar="FILE",
+                        help="trust the certificate authorities in this PEM file for an "
+                             "https gateway and TLS nodes (default: the system's)")
     return parser.parse_args(argv)
 
 
@@ -45,10 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     from dim.client.session import ChatClient
     from tui.app import ChatApp
 
+    from dim.client.tls import https_agent, load_trust_root
+
+    trust_root = None
+    request_options: dict[str, object] = {}
+    if args.ca:
+        try:
+            trust_root = load_trust_root(args.ca)
+        except (OSError, ValueError) as e:
+            print(f"dim-chat: --ca {args.ca}: {e}", file=sys.stderr)
+            return 2
+        request_options["agent"] = https_agent(reactor, trust_root)
     config = ClientConfig()
     gateway_url = args.gateway or config.gateway
-    client = ChatClient(GatewayClient(gateway_url), reactor, config=config,
-                        device=args.device[:64], read_claim=args.read_marks)
+    client = ChatClient(GatewayClient(gateway_url, request_options=request_options), reactor,
+                        config=config, device=args.device[:64], read_claim=args.read_marks,
+                        trust_root=trust_root)
     app = ChatApp(client, user=args.user or config.user,
                   password=os.environ.get("DIM_PASSWORD") or None)
     outcome: dict[str, BaseException] = {}

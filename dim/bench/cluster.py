@@ -1,13 +1,16 @@
 """Cluster mode for the benchmarks: Redis, ZooKeeper and Kafka, one gateway and N nodes.
 
-The bench uses the services already answering on their default local ports, or starts its
-own with ``scripts/stack up --dir DIR`` (and stops them after).  Its processes use a cluster
+The bench uses the services already answering on their default local ports (with the
+credentials of ``DIM_REDIS``, ``DIM_ZOOKEEPER_AUTH`` and ``DIM_KAFKA_SASL`` in its
+environment), or starts its own with ``scripts/stack up --dir DIR`` (and stops them after),
+passing that stack's credentials to the processes it starts.  Its processes use a cluster
 name of their own (``--cluster benchXXXX``: Redis key prefix, ZooKeeper root and Kafka topics),
 so they share the services with anything else without touching its data.
 """
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import socket
@@ -114,6 +117,12 @@ class Services:
         self.started_dir = d
         if result.returncode != 0 or services_down():
             return ("scripts/stack up failed: " + (result.stderr or result.stdout)[-500:]).strip()
+        # The stack's addresses and credentials (DIM_REDIS with its password,
+        # DIM_ZOOKEEPER_AUTH, DIM_KAFKA_SASL): the processes the bench starts inherit them.
+        for line in result.stdout.splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.startswith("DIM_"):
+                os.environ[name] = value
         return None
 
     def release(self) -> None:
@@ -144,7 +153,7 @@ class Cluster:
         for nid, port in zip(self.node_ids, self.node_ports):
             argv = _TWISTD + ["--logfile", str(workdir / f"{nid}.log"), "dim-node", "--id", nid,
                               "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
-                              "--cluster", self.name]
+                              "--cluster", self.name] + P.BENCH_LIMITS
             if heartbeat is not None:
                 argv += ["--heartbeat", f"{heartbeat:g}"]
             argv += node_args or []

@@ -23,6 +23,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent.parent
 #: The secret the bench gives the DIM processes, so it can mint tokens for idle clients.
 BENCH_SECRET = "dim-bench-secret-not-for-production"
+#: Per-user rate limits for the nodes the bench starts: its load generators send thousands
+#: of messages a second from few users, far above what the defaults let one person send.
+BENCH_LIMITS = ["--limit", "send=1000000:1000000", "--limit", "typing=1000000:1000000"]
 
 
 def free_port() -> int:
@@ -154,7 +157,7 @@ class EmbeddedDim:
                  "--data", str(self.data)]
         if heartbeat is not None:
             argv += ["--heartbeat", f"{heartbeat:g}"]
-        argv += list(extra)
+        argv += BENCH_LIMITS + list(extra)
         self.process = ServerProcess("dim", argv, workdir, env={"DIM_SECRET": BENCH_SECRET})
         self.base = f"http://127.0.0.1:{self.http_port}"
 

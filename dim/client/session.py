@@ -21,7 +21,9 @@ Policies worth knowing:
 - Sends: no ``sent`` :data:`SEND_TIMEOUT` seconds after writing a ``send``: it is written once
   more with the same id; no ``sent`` 4 s after that: the message is ``failed`` until
   :meth:`ClientSession.retry`.  A message whose connection is lost goes back to the outbox
-  and is written again, with the same id, after reconnecting.
+  and is written again, with the same id, after reconnecting.  A send refused with
+  ``rate_limited`` is written again after the error's ``retry_after`` (sends refused together
+  one after another, that far apart), and that refusal does not count as an attempt.
 - Reconnect: delay ``uniform(0, min(30, 0.5 * 2 ** (attempt - 1)))``; the route asks the
   gateway to exclude the node that failed, and asks again without exclusion if that leaves
   no node (a single-node ``dim`` comes back on the same node).
@@ -40,7 +42,7 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Union
 
 import msgspec
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -56,8 +58,12 @@ from dim.client.config import ClientConfig
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
 from dim.client.roster import Roster
+from dim.client.tls import tls_endpoint
 from dim.protocol import frames as F
 from dim.protocol.wire import FrameProtocol
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 log = Logger()
 
@@ -100,16 +106,18 @@ STATE_RANK = {FAILED: 0, SENDING: 0, SENT: 1, DELIVERED: 2, READ: 3}
 
 @dataclass(frozen=True)
 class NodeAddress:
-    """A node a client can connect to: its id and TCP address."""
+    """A node a client can connect to: its id, TCP address, and whether it speaks TLS."""
 
     id: str
     host: str
     port: int
+    tls: bool = False
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> NodeAddress:
-        """A node from the gateway's ``{id, host, port}``."""
-        return cls(id=str(obj["id"]), host=str(obj["host"]), port=int(obj["port"]))
+        """A node from the gateway's ``{id, host, port}`` (and ``tls: true`` for TLS)."""
+        return cls(id=str(obj["id"]), host=str(obj["host"]), port=int(obj["port"]),
+                   tls=obj.get("tls") is True)
 
 
 @dataclass
@@ -375,16 +383,20 @@ class ClientSession(EventSource):
     ``reactor`` provides time (``callLater``, ``seconds``) and TCP; ``gateway`` gives nodes
     (``route``); ``rng`` returns floats in [0, 1) for the backoff jitter; ``cache``, when
     given, receives every message and the last contiguous seq, and gives the starting seq.
+    A node with ``tls: true`` is connected to with TLS over ``endpoint_factory``'s endpoint,
+    its certificate verified against ``trust_root`` (the system's authorities when None).
     """
 
     def __init__(self, gateway: RouteSource, reactor: Any, user: str, token: str, *,
                  device: str | None = "dim-chat", last_seq: int | None = None,
                  cache: MessageCache | None = None, rng: Callable[[], float] = random.random,
                  endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
+                 trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
         super().__init__()
         self.gateway = gateway
         self.reactor = reactor
+        self.trust_root = trust_root
         self.user = user
         self.token = token
         self.device = device
@@ -399,6 +411,8 @@ class ClientSession(EventSource):
         self.outgoing: dict[str, OutgoingMessage] = {}
         self._outbox: list[str] = []
         self._send_timers: dict[str, Any] = {}
+        #: When the last send refused with ``rate_limited`` is due to go again.
+        self._rate_next = float("-inf")
         self._counter = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
 
@@ -576,6 +590,8 @@ class ClientSession(EventSource):
             self.state = CONNECTING
         self.emit(Connecting(node))
         endpoint = self.endpoint_factory(self.reactor, node.host, node.port)
+        if node.tls:
+            endpoint = tls_endpoint(endpoint, node.host, self.trust_root)
         factory = Factory.forProtocol(lambda: ClientConnection(self))  # type: ignore[arg-type]
         d = endpoint.connect(factory)
         d.addErrback(self._connect_failed, node)
@@ -846,12 +862,22 @@ class ClientSession(EventSource):
         if message is not None and message.state == SENDING:
             self._stop_resending(message.id)
             if frame.code == errors.RateLimited.code:
-                # Not the message's fault: keep the resend timer's pace.
-                self._send_timers[message.id] = self.reactor.callLater(
-                    SEND_TIMEOUT, self._send_timeout, message.id)
+                self._rate_limited(message, frame.retry_after)
                 return
             message.state, message.error = FAILED, f"{frame.code}: {frame.message}"
             self.emit(MessageStatus(message.id, FAILED, message))
+
+    def _rate_limited(self, message: OutgoingMessage, retry_after: float | None) -> None:
+        """The node refused a send for now: not the message's fault, and no attempt lost.
+        Refused sends go again one after another, ``retry_after`` apart (the time the node
+        needs for one more), so a long paste drains at the node's pace instead of failing."""
+        message.attempts = 0
+        wait = retry_after if retry_after is not None and retry_after > 0 else SEND_TIMEOUT
+        now = self.reactor.seconds()
+        at = max(now, self._rate_next) + wait
+        self._rate_next = at
+        self._send_timers[message.id] = self.reactor.callLater(
+            at - now, self._send_timeout, message.id)
 
     def _on_goaway(self, conn: ClientConnection, frame: F.Goaway) -> None:
         self._connection_broken(conn, f"node going away: {frame.reason}")
@@ -995,6 +1021,7 @@ class ChatClient(EventSource):
                  device: str = "dim-chat", rng: Callable[[], float] = random.random,
                  endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
                  read_claim: str = READ_SEEN,
+                 trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
         super().__init__()
         if read_claim not in (READ_SEEN, READ_SHOWN):
@@ -1007,6 +1034,8 @@ class ChatClient(EventSource):
         self.device = device
         self.rng = rng
         self.endpoint_factory = endpoint_factory
+        #: What TLS nodes' certificates are verified against (None: the system's roots).
+        self.trust_root = trust_root
         self.user: str | None = None
         self.session: ClientSession | None = None
         self.cache: MessageCache | None = None
@@ -1091,7 +1120,8 @@ class ChatClient(EventSource):
             self.cache = self.cache_factory(self.gateway.base_url, user)
         self.session = ClientSession(self.gateway, self.reactor, user, token, device=self.device,
                                      cache=self.cache, rng=self.rng,
-                                     endpoint_factory=self.endpoint_factory)
+                                     endpoint_factory=self.endpoint_factory,
+                                     trust_root=self.trust_root)
         self.session.subscribe(self._relay)
         self.session.start(node)
 

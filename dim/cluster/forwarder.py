@@ -62,7 +62,9 @@ class KafkaForwarder:
     trades latency for batching (0: send at once).  ``forward_timeout`` (seconds) bounds how
     long :meth:`forward` may wait for the brokers before it fails with
     :class:`dim.errors.Unavailable`.  ``producer_config`` and
-    ``consumer_config`` add or override librdkafka settings.  With ``skip_backlog``,
+    ``consumer_config`` add or override librdkafka settings; ``security_config`` (SASL and
+    TLS settings, see :func:`dim.runtime.kafka_security`) goes to every client, the admin
+    client included.  With ``skip_backlog``,
     :meth:`start` reads from the end of the topic as it is then, skipping envelopes left from
     a previous life of the node (they are hints about stored messages, useless after a
     restart); otherwise reading resumes at the group's committed offset.
@@ -74,7 +76,8 @@ class KafkaForwarder:
                  max_replication: int = 3, connect_timeout: float = 5.0,
                  producer_config: dict[str, Any] | None = None,
                  consumer_config: dict[str, Any] | None = None,
-                 skip_backlog: bool = False, consume: bool = True) -> None:
+                 skip_backlog: bool = False, consume: bool = True,
+                 security_config: dict[str, Any] | None = None) -> None:
         self.node = node
         #: False for a sender only (the gateway): no topic of its own, no consumer.
         self.consume = consume
@@ -87,8 +90,10 @@ class KafkaForwarder:
         self.batch = batch
         self.max_replication = max_replication
         self.connect_timeout = connect_timeout
+        self.security_config: dict[str, Any] = dict(security_config or {})
         self.producer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
+            **self.security_config,
             "linger.ms": linger_ms,
             "acks": "all",
             "enable.idempotence": False,
@@ -104,6 +109,7 @@ class KafkaForwarder:
         }
         self.consumer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
+            **self.security_config,
             "group.id": topic_of(node, topic_prefix),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -162,7 +168,7 @@ class KafkaForwarder:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.security_config})
         try:
             return admin, admin.list_topics(timeout=self.connect_timeout)
         except KafkaException as e:

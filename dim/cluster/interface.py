@@ -24,6 +24,9 @@ class NodeInfo(Struct, kw_only=True):
     port: int
     connections: int = 0
     incarnation: str = ""
+    #: Whether the node's client port speaks TLS (clients then connect with TLS and verify
+    #: its certificate).
+    tls: bool = False
 
 
 class SessionRef(Struct, frozen=True, kw_only=True):

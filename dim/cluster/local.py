@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import msgspec
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -134,8 +135,7 @@ class LocalNodeRegistry:
             raise KeyError(node_id)
         self._counters.pop(node_id, None)
         if node.connections != n:
-            self._nodes[node_id] = NodeInfo(id=node.id, host=node.host, port=node.port,
-                                            connections=n, incarnation=node.incarnation)
+            self._nodes[node_id] = msgspec.structs.replace(node, connections=n)
             self._changed()
 
     def nodes(self) -> list[NodeInfo]:
@@ -144,8 +144,7 @@ class LocalNodeRegistry:
         for node_id, node in self._nodes.items():
             counter = self._counters.get(node_id)
             if counter is not None:
-                node = NodeInfo(id=node.id, host=node.host, port=node.port,
-                                connections=counter(), incarnation=node.incarnation)
+                node = msgspec.structs.replace(node, connections=counter())
             out.append(node)
         return out
 

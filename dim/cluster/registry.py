@@ -41,19 +41,30 @@ class ZooKeeperNodeRegistry:
     :class:`ThreadBridge` (the caller owns its lifecycle; give it at least 2 threads);
     ``clock`` drives the periodic refresh.  ``session_timeout`` (seconds) bounds how long a
     dead node's znode outlives it; ZooKeeper clamps it to [2, 20] ticks of its tickTime.
+    ``auth`` (user, password) is a digest credential: the client authenticates with it, and
+    the root, its parent and every node's znode get an ACL granting everything to it and
+    nothing to anyone else (an existing root and parent are given that ACL at start).
     ``client`` replaces the KazooClient (tests).
     """
 
     def __init__(self, hosts: str, bridge: ThreadBridge, clock: IReactorTime,
                  session_timeout: float = 4.0, root: str = "/dim/nodes",
                  refresh_interval: float = 2.0, connect_timeout: float = 5.0,
-                 client: Any = None) -> None:
+                 client: Any = None, auth: tuple[str, str] | None = None) -> None:
+        #: The ACL of DIM's znodes (None: ZooKeeper's open default).
+        self.acl: list[Any] | None = None
+        if auth is not None:
+            from kazoo.security import make_digest_acl
+
+            self.acl = [make_digest_acl(auth[0], auth[1], all=True)]
         if client is None:
             from kazoo.client import KazooClient
 
             client = KazooClient(hosts=hosts, timeout=session_timeout,
                                  connection_retry={"max_tries": -1, "delay": 0.1,
-                                                   "max_delay": 1.0})
+                                                   "max_delay": 1.0},
+                                 auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None,
+                                 default_acl=self.acl)
         self.client = client
         self.bridge = bridge
         self.clock = clock
@@ -82,8 +93,20 @@ class ZooKeeperNodeRegistry:
             except Exception as e:
                 await self.bridge.call(self._close_client)
                 raise Unavailable(f"ZooKeeper did not answer: {e}") from e
-            await self.bridge.call(self.client.ensure_path, self.root)
+            await self.bridge.call(self._make_root)
         return defer.Deferred.fromCoroutine(run())
+
+    def _make_root(self) -> None:
+        """(pool thread) Create the root; with a credential, give the root and its parent
+        (the cluster's own znodes) the ACL."""
+        self.client.ensure_path(self.root, acl=self.acl)
+        if self.acl is None:
+            return
+        parent = self.root.rsplit("/", 1)[0]
+        for path in ([parent] if parent else []) + [self.root]:
+            acls, _stat = self.client.get_acls(path)
+            if list(acls) != self.acl:
+                self.client.set_acls(path, self.acl)
 
     def stop(self) -> defer.Deferred[None]:
         """Stop refreshing and close the ZooKeeper session: this node's znode goes at once."""
@@ -125,8 +148,7 @@ class ZooKeeperNodeRegistry:
         """This node's record with the live connection count."""
         assert self._me is not None
         count = self._connections() if self._connections is not None else self._me.connections
-        return NodeInfo(id=self._me.id, host=self._me.host, port=self._me.port,
-                        connections=count, incarnation=self._me.incarnation)
+        return msgspec.structs.replace(self._me, connections=count)
 
     def _path(self, node_id: str) -> str:
         return f"{self.root}/{node_id}"
@@ -144,7 +166,7 @@ class ZooKeeperNodeRegistry:
             except NoNodeError:
                 pass
         try:
-            self.client.create(path, data, ephemeral=True, makepath=True)
+            self.client.create(path, data, acl=self.acl, ephemeral=True, makepath=True)
         except NodeExistsError:
             # A znode of a previous incarnation whose session has not expired yet (a fast
             # restart), or ours from before a reconnect.  Replace it with one owned by this
@@ -154,7 +176,7 @@ class ZooKeeperNodeRegistry:
                 self.client.delete(path)
             except NoNodeError:
                 pass
-            self.client.create(path, data, ephemeral=True, makepath=True)
+            self.client.create(path, data, acl=self.acl, ephemeral=True, makepath=True)
         return not first
 
     def _publish(self) -> defer.Deferred[None] | None:

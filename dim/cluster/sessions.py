@@ -144,11 +144,12 @@ class RedisSessionRegistry:
                 poolsize: int = 4) -> defer.Deferred[RedisSessionRegistry]:
         """Connect to ``url`` and load the scripts; fails with Unavailable if Redis does not
         answer within ``timeout`` seconds."""
-        from dim.store.redis import check_reachable, open_redis
+        from dim.store.redis import check_credentials, check_reachable, open_redis
 
         async def run() -> RedisSessionRegistry:
             from twisted.internet import reactor
 
+            await check_credentials(url, timeout)
             redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
             try:
                 await check_reachable(redis, url, timeout, reactor)  # type: ignore[arg-type]

@@ -60,8 +60,11 @@ R = TypeVar("R")
 
 
 def node_dict(node: NodeInfo) -> dict[str, Any]:
-    """A node as the gateway's answers show it to clients."""
-    return {"id": node.id, "host": node.host, "port": node.port}
+    """A node as the gateway's answers show it to clients (``tls`` only when true)."""
+    out: dict[str, Any] = {"id": node.id, "host": node.host, "port": node.port}
+    if node.tls:
+        out["tls"] = True
+    return out
 
 
 def message_dict(entry: InboxEntry) -> dict[str, Any]:

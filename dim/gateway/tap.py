@@ -24,12 +24,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from dim.runtime import ClusterProcess, cluster_namespace, service_defaults
+from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, ServiceCredentialOptions,
+                         cluster_namespace, redact_url, service_defaults)
 
 _log = Logger(namespace="dim.gateway")
 
 
-class Options(usage.Options):
+class Options(ServiceCredentialOptions, usage.Options):
     """Command line of ``twistd dim-gateway``."""
 
     optParameters = [
@@ -52,6 +53,7 @@ class Options(usage.Options):
          "(default: $DIM_FILES, else ./dim-files)."],
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members of a group, its owner included.", int],
+        *CREDENTIAL_PARAMETERS,
     ]
 
     def postOptions(self) -> None:
@@ -63,6 +65,7 @@ class Options(usage.Options):
         if not self["cluster"] or not all(c.isalnum() or c in "._-" for c in self["cluster"]):
             raise usage.UsageError("--cluster may hold letters, digits, '.', '_' and '-' only")
         service_defaults(self, ["redis", "zookeeper", "kafka"])
+        self.credential_defaults()
         if not self["files"]:
             import os
             self["files"] = os.environ.get("DIM_FILES") or "dim-files"
@@ -109,8 +112,8 @@ class ClusterGateway(ClusterProcess):
         timeout = o["connect-timeout"]
         _log.info("DIM gateway starting (cluster {cluster}, routing {routing})",
                   cluster=o["cluster"], routing=o["routing"])
-        self.connecting("Redis", o["redis"])
-        _log.info("gateway: connecting to Redis at {url}", url=o["redis"])
+        self.connecting("Redis", redact_url(o["redis"]))
+        _log.info("gateway: connecting to Redis at {url}", url=redact_url(o["redis"]))
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
         self.sessions = await RedisSessionRegistry.connect(
@@ -124,7 +127,8 @@ class ClusterGateway(ClusterProcess):
         _log.info("gateway: connecting to Kafka at {kafka}", kafka=o["kafka"])
         self.forwarder = KafkaForwarder(f"gateway-{uuid.uuid4().hex[:12]}", o["kafka"],
                                         kafka_bridge, topic_prefix=self.names["topic_prefix"],
-                                        connect_timeout=timeout, consume=False)
+                                        connect_timeout=timeout, consume=False,
+                                        security_config=o["kafka-security"])
         await self.forwarder.start()
         _log.info("gateway: Kafka answers")
         if self._stopping:
@@ -136,7 +140,8 @@ class ClusterGateway(ClusterProcess):
         self.registry = ZooKeeperNodeRegistry(o["zookeeper"], bridge, self.reactor,
                                               session_timeout=o["zk-timeout"],
                                               root=self.names["zk_root"],
-                                              connect_timeout=timeout)
+                                              connect_timeout=timeout,
+                                              auth=o["zookeeper-digest"])
         await self.registry.start()
         self.registry.subscribe(self._nodes_changed)
         await self.registry.watch()

@@ -107,6 +107,9 @@ class ClientConnection(FrameProtocol):
         self._backpressure: _WriteBackpressure | None = None
         #: When the node started closing this connection (None while it is not).
         self.closing_since: float | None = None
+        #: A fatal error waiting for the requests in flight before it (their answers go
+        #: first), after which the connection closes.
+        self._fatal_pending: errors.DimError | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,7 +169,7 @@ class ClientConnection(FrameProtocol):
         super().dataReceived(data)
 
     def frameRejected(self, error: errors.DimError) -> None:
-        if not self.is_open:
+        if not self.is_open or self._fatal_pending is not None:
             return
         if self.state is not ConnectionState.READY and not error.fatal:
             rejected = getattr(error, "frame_type", None)
@@ -178,7 +181,7 @@ class ClientConnection(FrameProtocol):
     def frameReceived(self, frame: F._Frame) -> None:
         ftype = F.frame_type(frame)
         metrics.frame_in(ftype)
-        if not self.is_open:
+        if not self.is_open or self._fatal_pending is not None:
             return
         state = self.state
         if state is ConnectionState.READY:
@@ -239,6 +242,12 @@ class ClientConnection(FrameProtocol):
 
     def _settled(self, _: object) -> None:
         self._in_flight -= 1
+        if self._fatal_pending is not None and self._in_flight <= 0:
+            error, self._fatal_pending = self._fatal_pending, None
+            if self.is_open:
+                self._write_error(error)
+                self._lose()
+            return
         if self._in_flight <= RESUME_IN_FLIGHT and "requests" in self._pause_reasons:
             self.resume_reading("requests")
 
@@ -338,7 +347,16 @@ class ClientConnection(FrameProtocol):
                 f"more than {self.max_output} bytes sent to this connection wait unread"))
 
     def sendError(self, error: errors.DimError) -> None:
-        """Send an ``error`` frame; close the connection if the error is fatal."""
+        """Send an ``error`` frame; close the connection if the error is fatal.
+
+        A fatal error behind requests still in flight (a batched store write, say) waits
+        for their answers, so that a valid ``send`` before a broken frame still gets its
+        ``sent``; nothing more is read meanwhile."""
+        if error.fatal and self._in_flight > 0 and self.state is ConnectionState.READY:
+            if self._fatal_pending is None and self.is_open:
+                self._fatal_pending = error
+                self.pause_reading("closing")
+            return
         self._write_error(error)
         if error.fatal:
             self._lose()

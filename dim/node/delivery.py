@@ -33,7 +33,7 @@ from dim.node import metrics
 from dim.node.connection import ClientConnection
 from dim.node.batch import StoreBatcher
 from dim.node.fanout import Fanout, Push
-from dim.node.throttle import Throttle, Verdict
+from dim.node.throttle import UserLimiter, Verdict
 from dim.protocol import frames as F
 from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
                                  Receipt, SendOp, SendResult, entry_frame, message_frame)
@@ -59,7 +59,7 @@ class Session:
     """
 
     __slots__ = ("conn", "user", "id", "ready", "_held", "_pending", "_timer", "_acked",
-                 "_clock", "_after", "typing", "sends", "checking", "draining", "read_seq")
+                 "_clock", "_after", "sends", "checking", "draining", "read_seq")
 
     def __init__(self, conn: ClientConnection, user: str, session_id: str,
                  clock: IReactorTime, retransmit_after: float) -> None:
@@ -76,8 +76,6 @@ class Session:
         self._acked = 0
         self._clock = clock
         self._after = retransmit_after
-        #: The limit on this session's ``typing`` frames (made on the first one).
-        self.typing: Throttle | None = None
         #: Sends that wait for a check (group, file) or behind one, in the order they came
         #: (made on the first such send: an empty deque costs 600 bytes a session).
         self.sends: deque[F.Send] | None = None
@@ -175,8 +173,8 @@ class Session:
 class NodeCore:
     """The node's handling of client frames, shared by all its connections.
 
-    ``typing_limit`` makes each session's :class:`~dim.node.throttle.Throttle` for
-    ``typing`` frames.
+    ``limiter`` holds the per-user rate limits (:mod:`dim.node.throttle`) that ``send`` and
+    ``typing`` frames are checked against before anything else is done with them.
     """
 
     def __init__(self, node_id: str, store: IStore, sessions: ISessionRegistry,
@@ -185,7 +183,7 @@ class NodeCore:
                  forwarder: IForwarder | None = None, retransmit_after: float = 4.0,
                  shutdown_grace: float = SHUTDOWN_GRACE,
                  drain_timeout: float = DRAIN_TIMEOUT,
-                 typing_limit: Callable[[], Throttle] = Throttle) -> None:
+                 limiter: UserLimiter | None = None) -> None:
         self.node_id = node_id
         self.store = store
         self.sessions = sessions
@@ -199,7 +197,7 @@ class NodeCore:
         self.retransmit_after = retransmit_after
         self.shutdown_grace = shutdown_grace
         self.drain_timeout = drain_timeout
-        self.typing_limit = typing_limit
+        self.limiter = limiter if limiter is not None else UserLimiter()
         #: Writes frames to sessions here and elsewhere; ``local`` is its map of this node's
         #: sessions.
         self.fanout = Fanout(node_id, sessions, clock, forwarder)
@@ -334,6 +332,7 @@ class NodeCore:
         send behind it.
         """
         session: Session = conn.session
+        self._within_limit("send", session.user, frame.id)
         conn.request_began()
         if frame.group is None and frame.file is None and not session.sends:
             to = frame.to
@@ -494,18 +493,17 @@ class NodeCore:
     def on_typing(self, conn: ClientConnection, frame: F.Typing) -> Deferred[None] | None:
         """Pass ``typing`` on to the person or the group's other members; never stored.
 
-        Frames over the session's limit are dropped; a flood that goes on gets one
+        Frames over the user's limit are dropped; a flood that goes on gets one
         ``rate_limited``.
         """
         session: Session = conn.session
-        limit = session.typing
-        if limit is None:
-            limit = session.typing = self.typing_limit()
-        verdict = limit.check(self.clock.seconds())
-        if verdict is not Verdict.ADMIT:
+        try:
+            within = self._within_limit("typing", session.user, None, quiet=True)
+        except errors.RateLimited:
+            metrics.count("typing_dropped")  # the flood's report drops its frame too
+            raise
+        if not within:
             metrics.count("typing_dropped")
-            if verdict is Verdict.FLOOD:
-                raise errors.RateLimited("typing is sent too often; extra frames are dropped")
             return None
         user = session.user
         if frame.to is not None:
@@ -529,6 +527,26 @@ class NodeCore:
 
         d.addCallback(to_group)
         return d
+
+    # ------------------------------------------------------------------ limits
+
+    def _within_limit(self, action: str, user: str, ref: str | None,
+                      quiet: bool = False) -> bool:
+        """Count one ``action`` frame of ``user``: True if it is within the limit.
+
+        Over the limit it raises ``rate_limited`` (with ``retry_after``), or, when ``quiet``,
+        returns False and raises only once for a flood that goes on.
+        """
+        limiter = self.limiter
+        now = self.clock.seconds()
+        verdict = limiter.check(action, user, now)
+        if verdict is Verdict.ADMIT:
+            return True
+        if quiet and verdict is Verdict.DROP:
+            return False
+        extra = "; extra frames are dropped" if quiet else ""
+        raise errors.RateLimited(f"{action} is sent too often{extra}", ref=ref,
+                                 retry_after=limiter.retry_after(action, user, now))
 
     # ------------------------------------------------------------------ presence
 

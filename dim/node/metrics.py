@@ -73,7 +73,7 @@ class NodeCollector:
         for event, doc in (("retransmits", "msg frames sent again for want of an ack"),
                            ("envelopes_out", "Envelopes forwarded to other nodes"),
                            ("envelopes_in", "Envelopes received from other nodes"),
-                           ("typing_dropped", "typing frames dropped over a session's limit"),
+                           ("typing_dropped", "typing frames dropped over their sender's limit"),
                            ("session_lookups",
                             "Session registry look-ups made to forward frames"),
                            ("pushes_held_back",

@@ -28,12 +28,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import (ClusterProcess, check_output_limits, cluster_namespace,
-                         service_defaults)
+from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, ServiceCredentialOptions,
+                         check_output_limits, cluster_namespace, redact_url, service_defaults,
+                         tidy_option_docs)
 
 _log = Logger(namespace="dim.node")
 
-class Options(usage.Options):
+class Options(ServiceCredentialOptions, usage.Options):
     """Command line of ``twistd dim-node``."""
 
     optParameters = [
@@ -64,9 +65,27 @@ class Options(usage.Options):
          "Unread bytes above which a client is closed with slow_consumer.", int],
         ["slow-consumer-grace", None, 15.0,
          "Seconds a client may leave its socket buffer full before slow_consumer.", float],
+        *CREDENTIAL_PARAMETERS,
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["limit"] = []
+        tidy_option_docs(self)
+
+    def opt_limit(self, value: str) -> None:
+        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
+        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
+        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
+        self["limit"].append(value)
+
     def postOptions(self) -> None:
+        from dim.node.throttle import Limits
+
+        try:
+            self["limits"] = Limits.parse(self["limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--limit {e}") from None
         from dim import secret
 
         if not self["id"]:
@@ -85,6 +104,7 @@ class Options(usage.Options):
         if self["session-ttl"] is None:
             self["session-ttl"] = float(max(4 * self["heartbeat"], 20))
         service_defaults(self, ["redis", "kafka", "zookeeper"])
+        self.credential_defaults()
         try:
             self["secret"] = secret.required()
         except secret.SecretMissing as e:
@@ -123,7 +143,8 @@ class ClusterNode(ClusterProcess):
         from dim.cluster.sessions import RedisSessionRegistry
         from dim.node.delivery import NodeCore
         from dim.node.service import NodeService
-        from dim.runtime import advertised
+        from dim.node.throttle import UserLimiter
+        from dim.runtime import advertised, speaks_tls
         from dim.store.redis import RedisStore
         from dim.tokens import TokenAuthority
 
@@ -133,8 +154,9 @@ class ClusterNode(ClusterProcess):
                   node=me, cluster=o["cluster"], inc=self.incarnation)
 
         # 1. Redis: store and sessions; forget this id's previous life.
-        self.connecting("Redis", o["redis"])
-        _log.info("node {node}: connecting to Redis at {url}", node=me, url=o["redis"])
+        self.connecting("Redis", redact_url(o["redis"]))
+        _log.info("node {node}: connecting to Redis at {url}", node=me,
+                  url=redact_url(o["redis"]))
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
         self.sessions = await RedisSessionRegistry.connect(
@@ -155,7 +177,8 @@ class ClusterNode(ClusterProcess):
                                         linger_ms=o["linger-ms"],
                                         forward_timeout=o["forward-timeout"],
                                         topic_prefix=self.names["topic_prefix"],
-                                        connect_timeout=timeout, skip_backlog=True)
+                                        connect_timeout=timeout, skip_backlog=True,
+                                        security_config=o["kafka-security"])
         await self.forwarder.start()
         self.forwarding = True
         _log.info("node {node}: reading envelopes from Kafka topic {topic} (replication {r}), "
@@ -168,7 +191,9 @@ class ClusterNode(ClusterProcess):
         tokens = TokenAuthority(o["secret"], self.store)
         self.core = NodeCore(me, self.store, self.sessions, tokens.verify, self.reactor,
                              heartbeat=o["heartbeat"], max_frame=o["max-frame"],
-                             forwarder=self.forwarder)
+                             forwarder=self.forwarder, limiter=UserLimiter(o["limits"]))
+        _log.info("node {node}: rate limits per user (frames a second:burst): {limits}",
+                  node=me, limits=o["limits"].describe())
         self.connecting("the client port", o["listen"])
         self.node = NodeService(self.core, o["listen"], self.reactor,
                                 push_limit=o["push-limit"], max_output=o["max-output"],
@@ -188,9 +213,10 @@ class ClusterNode(ClusterProcess):
         self.registry = ZooKeeperNodeRegistry(
             o["zookeeper"], registry_bridge, self.reactor, session_timeout=o["zk-timeout"],
             root=self.names["zk_root"], refresh_interval=min(2.0, o["zk-timeout"] / 2),
-            connect_timeout=timeout)
+            connect_timeout=timeout, auth=o["zookeeper-digest"])
         await self.registry.start()
-        info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation)
+        info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation,
+                        tls=speaks_tls(o["listen"]))
         await self.registry.register(info, connections=self.core.connection_count,
                                      on_reregister=self._reregistered)
         self.registered = True

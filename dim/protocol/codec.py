@@ -8,6 +8,8 @@ returns nothing more.  It never raises for any input.
 """
 from __future__ import annotations
 
+import math
+import re
 import struct
 from typing import Any, Iterable, Union
 
@@ -41,7 +43,11 @@ def encode_payload(obj: Any) -> bytes:
 
 def error_frame(err: errors.DimError) -> F.Error:
     """The ``error`` frame that reports a :class:`DimError`."""
-    return F.Error(code=err.code, message=err.message, ref=err.ref)
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        # Rounded up to the millisecond, so a client waiting that long is not early.
+        retry_after = math.ceil(retry_after * 1000) / 1000
+    return F.Error(code=err.code, message=err.message, ref=err.ref, retry_after=retry_after)
 
 
 def _check_send(frame: F.Send) -> None:
@@ -80,6 +86,42 @@ def _clamp_sync(frame: F.Sync) -> None:
 
 _CHECKS = {F.Send: _check_send, F.Typing: _check_target, F.Hello: _check_hello,
            F.Sync: _clamp_sync}
+
+
+# The characters that open or close a JSON container or a string, or escape in a string.
+_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
+
+
+def _too_deep(payload: bytes) -> bool:
+    """Whether the JSON in ``payload`` nests containers deeper than ``MAX_NESTING``.
+
+    A frame with few brackets cannot be too deep, and counting them is cheap: only a frame
+    with more than ``MAX_NESTING`` opening brackets (inside strings or not) is scanned.
+    """
+    limit = F.MAX_NESTING
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_string = False
+    escaped_at = -1  # the position a backslash in a string escapes
+    for match in _STRUCTURE.finditer(payload):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if char == b"\\":
+                escaped_at = at + 1
+            elif char == b'"':
+                in_string = False
+        elif char == b'"':
+            in_string = True
+        elif char == b"[" or char == b"{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 # A msgspec decoder and the set of accepted tags per tuple of frame types: both depend only
@@ -152,10 +194,15 @@ class FrameDecoder:
         return len(self._buffer)
 
     def _decode(self, payload: bytes) -> Decoded:
+        if _too_deep(payload):
+            return errors.BadFrame(f"the frame's JSON nests deeper than {F.MAX_NESTING} levels")
         try:
             frame = self._decoder.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as e:
             return self._classify(payload, e)
+        except RecursionError:
+            # Not deep by our count, yet too deep for the stack left: still not a frame.
+            return errors.BadFrame("the frame's JSON nests too deeply")
         check = _CHECKS.get(type(frame))
         if check is not None:
             try:
@@ -170,6 +217,8 @@ class FrameDecoder:
             obj = msgspec.json.decode(payload)
         except (msgspec.DecodeError, UnicodeDecodeError):
             return errors.BadFrame("the frame is not UTF-8 JSON")
+        except RecursionError:
+            return errors.BadFrame("the frame's JSON nests too deeply")
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             return errors.BadFrame("the frame is not a JSON object with a string 'type'")
         ref = obj.get("id") if isinstance(obj.get("id"), str) else None

@@ -18,10 +18,16 @@ MAX_BODY_BYTES = 16 * 1024
 DEFAULT_SYNC_LIMIT = 100
 MAX_SYNC_LIMIT = 1000
 MESSAGE_KINDS = ("text", "image", "file")
+#: The largest integer a client may send in any field: seqs, sizes and counts are stored as
+#: signed 64-bit integers, so anything larger could only fail further in.
+MAX_INT = 2**63 - 1
+#: How deeply a client frame's JSON may nest (the deepest frame of the contract has 2 levels).
+MAX_NESTING = 32
 
-UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")]
-ClientId = Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,64}$")]
-Seq = Annotated[int, Meta(ge=0)]
+# \Z, not $: a $ would also match before a trailing newline ("bob\n").
+UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,32}\Z")]
+ClientId = Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,64}\Z")]
+Seq = Annotated[int, Meta(ge=0, le=MAX_INT)]
 GroupId = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
@@ -38,7 +44,7 @@ class FileRef(Struct, omit_defaults=True, kw_only=True):
 
     id: Annotated[str, Meta(min_length=1, max_length=64)]
     name: Annotated[str, Meta(min_length=1, max_length=255)]
-    size: Annotated[int, Meta(ge=0)]
+    size: Annotated[int, Meta(ge=0, le=MAX_INT)]
     mime: Annotated[str, Meta(min_length=1, max_length=255)]
 
 
@@ -48,7 +54,7 @@ class FileRef(Struct, omit_defaults=True, kw_only=True):
 class Hello(_Frame, tag="hello"):
     """First frame of every connection: the protocol version and a gateway token."""
 
-    v: int
+    v: Annotated[int, Meta(ge=0, le=MAX_INT)]
     token: Annotated[str, Meta(min_length=1, max_length=4096)]
     device: Annotated[str, Meta(max_length=64)] | None = None
 
@@ -74,7 +80,7 @@ class Sync(_Frame, tag="sync"):
     """Ask for inbox messages with seq > ``after``."""
 
     after: Seq = 0
-    limit: Annotated[int, Meta(ge=1)] = DEFAULT_SYNC_LIMIT
+    limit: Annotated[int, Meta(ge=1, le=MAX_INT)] = DEFAULT_SYNC_LIMIT
 
 
 class Ping(_Frame, tag="ping"):
@@ -162,11 +168,13 @@ class Pong(_Frame, tag="pong"):
 
 
 class Error(_Frame, tag="error"):
-    """Something went wrong; ``ref`` is the ``id`` of the offending frame, if it had one."""
+    """Something went wrong; ``ref`` is the ``id`` of the offending frame, if it had one,
+    and ``retry_after`` (with ``rate_limited``) the seconds until it would be accepted."""
 
     code: str
     message: str
     ref: str | None = None
+    retry_after: float | None = None
 
 
 class Goaway(_Frame, tag="goaway"):

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import msgspec
 from twisted.internet import defer
@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
+from dim.runtime import redact_url
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
                                  Receipt, SendOp, SendResult, StoredMessage, StoreOp)
 
@@ -421,14 +422,53 @@ def parse_redis_url(url: str) -> tuple[str, int, int]:
 def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> Any:
     """A lazy txredisapi connection pool to ``url`` (commands queue until it is connected).
 
-    Numbers are not converted (user names like ``"42"`` stay strings).
+    A password in the URL (``redis://:PASSWORD@host:port``, or ``redis://USER:PASSWORD@...``
+    for an ACL user) is sent with AUTH on every connection.  Numbers are not converted (user names like ``"42"`` stay strings).
     """
     import txredisapi  # imports the global reactor: only at run time, never at import time
 
     host, port, db = parse_redis_url(url)
     return txredisapi.lazyConnectionPool(host=host, port=port, dbid=db, poolsize=poolsize,
                                          connectTimeout=connect_timeout,
-                                         convertNumbers=False)
+                                         convertNumbers=False, password=redis_password(url),
+                                         username=redis_username(url))
+
+
+def redis_username(url: str) -> str | None:
+    """The ACL user of ``redis://USER:PASSWORD@host:port/db`` (percent-decoded), or None."""
+    parsed = urlparse(url)
+    return unquote(parsed.username) if parsed.username else None
+
+
+def redis_password(url: str) -> str | None:
+    """The password of ``redis://:PASSWORD@host:port/db`` (percent-decoded), or None."""
+    password = urlparse(url).password
+    return unquote(password) if password else None
+
+
+
+async def check_credentials(url: str, timeout: float) -> None:
+    """Log in to Redis once, outside any pool, when ``url`` carries credentials: fail with
+    :class:`Unavailable` naming the refusal (a wrong password or user) at once, where a pool
+    would keep retrying and only time out.  Other failures are left to
+    :func:`check_reachable`."""
+    password = redis_password(url)
+    if password is None:
+        return
+    import txredisapi
+
+    host, port, db = parse_redis_url(url)
+    try:
+        conn = await txredisapi.Connection(host, port, dbid=db, password=password,
+                                           username=redis_username(url), reconnect=False,
+                                           connectTimeout=timeout, replyTimeout=timeout)
+    except Exception as e:
+        text = str(e)
+        if any(word in text for word in ("WRONGPASS", "NOAUTH", "auth")):
+            raise Unavailable(f"Redis at {redact_url(url)} refused DIM's credentials: "
+                              f"{text}") from None
+        return
+    await conn.disconnect()
 
 
 async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
@@ -436,7 +476,7 @@ async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorT
     try:
         await defer.Deferred.fromCoroutine(_ping(redis)).addTimeout(timeout, clock)
     except defer.TimeoutError:
-        raise Unavailable(f"Redis at {url} did not answer within {timeout} s") from None
+        raise Unavailable(f"Redis at {redact_url(url)} did not answer within {timeout} s") from None
 
 
 async def _ping(redis: Any) -> None:
@@ -512,6 +552,7 @@ class RedisStore:
                        poolsize: int, clock: IReactorTime | None) -> RedisStore:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
+        await check_credentials(url, timeout)
         redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
         try:
             await check_reachable(redis, url, timeout, clock)

@@ -54,20 +54,42 @@ def free_ports(n: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Services:
-    """Where Redis, ZooKeeper and Kafka answer."""
+    """Where Redis, ZooKeeper and Kafka answer, and their credentials (the Redis password is
+    in its URL; ``zookeeper_auth`` is ``USER:PASSWORD``, ``kafka_sasl``
+    ``MECHANISM:USER:PASSWORD``, both empty without authentication)."""
 
     redis: str
     zookeeper: str
     kafka: str
+    zookeeper_auth: str = ""
+    kafka_sasl: str = ""
 
     @classmethod
     def shared(cls) -> Services:
-        """The services of ``DIM_REDIS``/``DIM_ZOOKEEPER``/``DIM_KAFKA``; fails the test if one
-        of them does not accept connections."""
+        """The services of ``DIM_REDIS``/``DIM_ZOOKEEPER``/``DIM_KAFKA`` (with
+        ``DIM_ZOOKEEPER_AUTH``/``DIM_KAFKA_SASL``); fails the test if one of them does not
+        accept connections."""
         env.require_redis()
         env.require_zookeeper()
         env.require_kafka()
-        return cls(env.redis_url(), env.zookeeper_hosts(), env.kafka_bootstrap())
+        return cls(env.redis_url(), env.zookeeper_hosts(), env.kafka_bootstrap(),
+                   os.environ.get("DIM_ZOOKEEPER_AUTH", ""), os.environ.get("DIM_KAFKA_SASL", ""))
+
+    def credential_env(self) -> dict[str, str]:
+        """The environment giving a DIM process these credentials (set even when empty, so
+        no credential of another stack leaks in from the test's environment)."""
+        return {"DIM_ZOOKEEPER_AUTH": self.zookeeper_auth, "DIM_KAFKA_SASL": self.kafka_sasl}
+
+    def zookeeper_client_args(self) -> dict[str, Any]:
+        """What a KazooClient needs to act as DIM here."""
+        return ({"auth_data": [("digest", self.zookeeper_auth)]} if self.zookeeper_auth
+                else {})
+
+    def kafka_config(self) -> dict[str, str]:
+        """``bootstrap.servers`` and the login, for a confluent-kafka client."""
+        from dim.runtime import kafka_security
+
+        return {"bootstrap.servers": self.kafka, **kafka_security(self.kafka_sasl or None)}
 
 
 # ---------------------------------------------------------------- a private stack
@@ -120,7 +142,8 @@ class PrivateStack:
                 raise AssertionError(f"the private stack did not start:\n{result.stderr[-3000:]}")
             found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
             cls._services = Services(found["DIM_REDIS"], found["DIM_ZOOKEEPER"],
-                                     found["DIM_KAFKA"])
+                                     found["DIM_KAFKA"], found.get("DIM_ZOOKEEPER_AUTH", ""),
+                                     found.get("DIM_KAFKA_SASL", ""))
             import atexit
             atexit.register(cls.down)
         return cls._services
@@ -180,7 +203,7 @@ class LocalCluster:
             "--redis", services.redis, "--zookeeper", services.zookeeper,
             "--kafka", services.kafka, "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout),
             "--files", str(workdir / "files")],
-            workdir, env={"DIM_SECRET": SECRET}, name="gateway")
+            workdir, env={"DIM_SECRET": SECRET, **services.credential_env()}, name="gateway")
         self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
         self.ports = dict(zip(self.ids, ports[1:]))
         self.nodes: dict[str, DimProcess] = {}
@@ -190,7 +213,8 @@ class LocalCluster:
                 "--redis", services.redis, "--kafka", services.kafka,
                 "--zookeeper", services.zookeeper, "--cluster", self.name,
                 "--heartbeat", str(heartbeat), "--zk-timeout", str(zk_timeout),
-                *(node_args or [])], workdir, env={"DIM_SECRET": SECRET}, name=node_id)
+                *(node_args or [])], workdir,
+                env={"DIM_SECRET": SECRET, **services.credential_env()}, name=node_id)
 
     def processes(self) -> list[DimProcess]:
         """The gateway and every node."""
@@ -247,27 +271,32 @@ class LocalCluster:
         """Stop the processes; delete this cluster's Redis keys, znodes and Kafka topics."""
         self.stop()
         delete_redis_keys(self.services.redis, f"{self.name}:*")
-        delete_znodes(self.services.zookeeper, f"/{self.name}")
-        delete_topics(self.services.kafka, [f"{self.name}.node.{i}" for i in self.ids])
+        delete_znodes(self.services.zookeeper, f"/{self.name}",
+                      **self.services.zookeeper_client_args())
+        delete_topics(self.services.kafka_config(),
+                      [f"{self.name}.node.{i}" for i in self.ids])
 
 
 def delete_redis_keys(url: str, pattern: str) -> None:
     """Delete every key matching ``pattern`` (redis-cli, so no reactor is needed)."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
     script = ("local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
               "redis.call('DEL', k) n = n + 1 end return n")
+    # The password goes through the environment, not the command line.
+    auth = {"REDISCLI_AUTH": unquote(parts.password)} if parts.password else {}
     subprocess.run(["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p",
                     str(parts.port or 6379), "-n", parts.path.strip("/") or "0",
-                    "EVAL", script, "0", pattern], capture_output=True, timeout=30)
+                    "EVAL", script, "0", pattern], capture_output=True, timeout=30,
+                   env={**os.environ, **auth})
 
 
-def delete_znodes(hosts: str, path: str) -> None:
-    """Delete a znode and everything under it."""
+def delete_znodes(hosts: str, path: str, **client_args: Any) -> None:
+    """Delete a znode and everything under it (``client_args`` may carry ``auth_data``)."""
     from kazoo.client import KazooClient
 
-    zk = KazooClient(hosts=hosts, timeout=5)
+    zk = KazooClient(hosts=hosts, timeout=5, **client_args)
     try:
         zk.start(5)
         zk.delete(path, recursive=True)
@@ -278,12 +307,13 @@ def delete_znodes(hosts: str, path: str) -> None:
         zk.close()
 
 
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Delete Kafka topics (missing ones are ignored)."""
+def delete_topics(config: dict[str, str], topics: list[str]) -> None:
+    """Delete Kafka topics (missing ones are ignored); ``config`` holds
+    ``bootstrap.servers`` and any login."""
     from confluent_kafka.admin import AdminClient
 
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the answers
+        admin = AdminClient(dict(config))  # alive until the answers
         futures = admin.delete_topics(topics, operation_timeout=10)
         for f in futures.values():
             try:

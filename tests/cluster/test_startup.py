@@ -50,8 +50,8 @@ class StartFailureTests(unittest.TestCase):
         }
         nosecret = node("no-secret", s.redis, s.kafka, s.zookeeper, secret="")
         self.addCleanup(delete_redis_keys, s.redis, f"{name}:*")
-        self.addCleanup(delete_znodes, s.zookeeper, f"/{name}")
-        self.addCleanup(delete_topics, s.kafka, [f"{name}.node.no-zookeeper-{name}"])
+        self.addCleanup(delete_znodes, s.zookeeper, f"/{name}", **s.zookeeper_client_args())
+        self.addCleanup(delete_topics, s.kafka_config(), [f"{name}.node.no-zookeeper-{name}"])
         for p, _ in cases.values():
             p.start()
         nosecret.start()

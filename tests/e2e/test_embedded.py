@@ -265,7 +265,8 @@ class DurabilityTests(unittest.TestCase):
     def test_kill_between_sent_and_login(self):
         """Everything that got sent before kill -9 is there for the recipient after restart."""
         workdir = Path(self.mktemp()).resolve()
-        dim = EmbeddedDim(workdir)
+        # 200 sends at once are over the default per-user limit: allow them all.
+        dim = EmbeddedDim(workdir, extra=["--limit", "send=1000:1000"])
         dim.start()
         try:
             alice_login = yield register_and_login(dim.base, "alice10")

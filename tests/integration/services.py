@@ -5,7 +5,12 @@ default address:
 
 - ``DIM_REDIS``: a redis:// URL (default ``redis://127.0.0.1:6379``, database 0);
 - ``DIM_ZOOKEEPER``: a kazoo host string (default ``127.0.0.1:2181``);
-- ``DIM_KAFKA``: Kafka bootstrap servers, comma separated (default ``127.0.0.1:9092``).
+- ``DIM_KAFKA``: Kafka bootstrap servers, comma separated (default ``127.0.0.1:9092``);
+- ``DIM_ZOOKEEPER_AUTH``: the digest credential ``USER:PASSWORD`` of DIM's znodes (none by
+  default);
+- ``DIM_KAFKA_SASL``: the Kafka login ``MECHANISM:USER:PASSWORD`` (none by default).
+
+The password of Redis, when it has one, is in ``DIM_REDIS`` (``redis://:PASSWORD@host:port``).
 
 :func:`require` fails a test fast, with a message naming the service and the way to start
 it, when nothing accepts connections at an address (tests must fail, never skip, when a
@@ -16,7 +21,8 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 DEFAULT_ZOOKEEPER = "127.0.0.1:2181"
@@ -59,12 +65,38 @@ def redis_address() -> RedisAddress:
         raise ValueError(f"DIM_REDIS must be a redis:// URL, not {redis_url()!r}")
     path = parts.path.strip("/")
     return RedisAddress(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
-                        db=int(path) if path else 0, password=parts.password)
+                        db=int(path) if path else 0,
+                        password=unquote(parts.password) if parts.password else None)
 
 
 def zookeeper_hosts() -> str:
     """The ZooKeeper connection string for kazoo (``DIM_ZOOKEEPER``)."""
     return os.environ.get("DIM_ZOOKEEPER") or DEFAULT_ZOOKEEPER
+
+
+def zookeeper_auth() -> tuple[str, str] | None:
+    """The digest credential (user, password) of ``DIM_ZOOKEEPER_AUTH``, or None."""
+    from dim.runtime import zookeeper_digest
+
+    return zookeeper_digest(os.environ.get("DIM_ZOOKEEPER_AUTH"))
+
+
+def zookeeper_client_args() -> dict[str, Any]:
+    """What a KazooClient needs to be DIM (``auth_data``) on these services."""
+    auth = zookeeper_auth()
+    return {"auth_data": [("digest", f"{auth[0]}:{auth[1]}")]} if auth else {}
+
+
+def kafka_security() -> dict[str, str]:
+    """The librdkafka settings of ``DIM_KAFKA_SASL`` (empty without it)."""
+    from dim.runtime import kafka_security as security
+
+    return security(os.environ.get("DIM_KAFKA_SASL"))
+
+
+def kafka_config() -> dict[str, str]:
+    """``bootstrap.servers`` and the login: what every Kafka client of a test needs."""
+    return {"bootstrap.servers": kafka_bootstrap(), **kafka_security()}
 
 
 def zookeeper_addresses() -> list[tuple[str, int]]:

@@ -20,8 +20,11 @@ from dim.cluster.forwarder import KafkaForwarder, topic_of
 from dim.cluster.interface import IForwarder
 from dim.cluster.threads import ThreadBridge
 from dim.errors import Unavailable
+from tests.integration.services import kafka_security
 
 KAFKA = os.environ.get("DIM_KAFKA", "127.0.0.1:9092")
+#: The login of the stack's Kafka (DIM_KAFKA_SASL), for every client of these tests.
+SECURITY = kafka_security()
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -72,7 +75,7 @@ class KafkaForwarderTests(TestCase):
 
         def run() -> None:
             if self.topics:
-                admin = AdminClient({"bootstrap.servers": KAFKA})
+                admin = AdminClient({"bootstrap.servers": KAFKA, **SECURITY})
                 for f in admin.delete_topics(self.topics, operation_timeout=10).values():
                     try:
                         f.result(10)
@@ -84,7 +87,7 @@ class KafkaForwarderTests(TestCase):
         """A started forwarder for node ``<name>-<run>``, stopped after the test."""
         node = f"{name}-{self.run_id}"
         forwarder = KafkaForwarder(node, KAFKA, self.bridge, connect_timeout=5.0,
-                                   **kw)
+                                   security_config=SECURITY, **kw)
         self.topics.append(forwarder.topic)
         await forwarder.start()
         self.addCleanup(forwarder.stop)
@@ -125,14 +128,15 @@ class KafkaForwarderTests(TestCase):
         got: list[bytes] = []
         node.set_receiver(got.append)
         gateway = KafkaForwarder(f"gateway-{self.run_id}", KAFKA, self.bridge,
-                                 connect_timeout=5.0, consume=False)
+                                 connect_timeout=5.0, consume=False, security_config=SECURITY)
         yield gateway.start()
         self.addCleanup(gateway.stop)
         yield gateway.forward(node.node, b'{"to": {}}')
         yield defer.Deferred.fromCoroutine(wait_for(lambda: got, 30))
         self.assertEqual(got, [b'{"to": {}}'])
         topics = yield self.bridge.call(
-            lambda: AdminClient({"bootstrap.servers": KAFKA}).list_topics(timeout=5).topics)
+            lambda: AdminClient({"bootstrap.servers": KAFKA, **SECURITY}).list_topics(
+                timeout=5).topics)
         self.assertNotIn(gateway.topic, topics)
 
     @defer.inlineCallbacks
@@ -167,7 +171,7 @@ class KafkaForwarderTests(TestCase):
         yield self.bridge.call(b._consumer.close)
         yield b._producer_loop
         again: list[int] = []
-        b2 = KafkaForwarder(b.node, KAFKA, self.bridge)
+        b2 = KafkaForwarder(b.node, KAFKA, self.bridge, security_config=SECURITY)
         b2.set_receiver(lambda env: again.append(_n(env)))
         yield b2.start()
         self.addCleanup(b2.stop)

@@ -20,6 +20,7 @@ from dim.cluster.interface import INodeRegistry, NodeInfo
 from dim.cluster.registry import ZooKeeperNodeRegistry
 from dim.cluster.threads import ThreadBridge
 from dim.errors import Unavailable
+from tests.integration.services import zookeeper_auth, zookeeper_client_args
 
 ZK_HOSTS = os.environ.get("DIM_ZOOKEEPER", "127.0.0.1:2181")
 SESSION_TIMEOUT = 4.0
@@ -28,7 +29,8 @@ SESSION_TIMEOUT = 4.0
 CRASHING_NODE = """
 import json, sys, time
 from kazoo.client import KazooClient
-zk = KazooClient(hosts=sys.argv[1], timeout=float(sys.argv[3]))
+zk = KazooClient(hosts=sys.argv[1], timeout=float(sys.argv[3]),
+                 auth_data=[("digest", sys.argv[4])] if sys.argv[4] else None)
 zk.start(5)
 zk.create(sys.argv[2], json.dumps({"id": "c", "host": "127.0.0.1", "port": 1,
           "connections": 0, "incarnation": "x"}).encode(), ephemeral=True, makepath=True)
@@ -68,7 +70,7 @@ class ZooKeeperNodeRegistryTests(TestCase):
         from kazoo.client import KazooClient
 
         def run() -> None:
-            zk = KazooClient(hosts=ZK_HOSTS)
+            zk = KazooClient(hosts=ZK_HOSTS, **zookeeper_client_args())
             zk.start(5)
             try:
                 zk.delete(self.root.rsplit("/", 1)[0], recursive=True)
@@ -81,6 +83,7 @@ class ZooKeeperNodeRegistryTests(TestCase):
         """A started registry under this test's root, stopped after the test."""
         kw.setdefault("session_timeout", SESSION_TIMEOUT)
         kw.setdefault("refresh_interval", 0.2)
+        kw.setdefault("auth", zookeeper_auth())
         registry = ZooKeeperNodeRegistry(ZK_HOSTS, self.bridge, reactor, root=self.root,
                                          connect_timeout=3.0, **kw)
         await registry.start()
@@ -134,7 +137,8 @@ class ZooKeeperNodeRegistryTests(TestCase):
         yield watcher.watch()
         proc = subprocess.Popen(
             [sys.executable, "-c", CRASHING_NODE, ZK_HOSTS, self.root + "/c",
-             str(SESSION_TIMEOUT)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             str(SESSION_TIMEOUT), os.environ.get("DIM_ZOOKEEPER_AUTH", "")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.addCleanup(proc.wait)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         line = yield self.bridge.call(proc.stdout.readline)
@@ -157,7 +161,8 @@ class ZooKeeperNodeRegistryTests(TestCase):
         yield watcher.watch()
         proc = subprocess.Popen(
             [sys.executable, "-c", CRASHING_NODE, ZK_HOSTS, self.root + "/c",
-             str(SESSION_TIMEOUT)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             str(SESSION_TIMEOUT), os.environ.get("DIM_ZOOKEEPER_AUTH", "")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.addCleanup(proc.wait)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         self.assertEqual(b"ready\n", (yield self.bridge.call(proc.stdout.readline)))
@@ -185,6 +190,18 @@ class ZooKeeperNodeRegistryTests(TestCase):
         yield defer.Deferred.fromCoroutine(wait_for(lambda: again == [True], 5))
         yield defer.Deferred.fromCoroutine(
             wait_for(lambda: [n.id for n in watcher.nodes()] == ["a"], 5))
+
+    @defer.inlineCallbacks
+    def test_tls_node_seen_as_tls(self):
+        """A node registered as TLS is seen with tls by a watcher, a plain one without."""
+        tls = yield defer.Deferred.fromCoroutine(self.registry())
+        plain = yield defer.Deferred.fromCoroutine(self.registry())
+        watcher = yield defer.Deferred.fromCoroutine(self.registry())
+        yield tls.register(NodeInfo(id="t", host="h", port=1, tls=True))
+        yield plain.register(NodeInfo(id="p", host="h", port=2))
+        yield watcher.watch()
+        yield defer.Deferred.fromCoroutine(wait_for(lambda: len(watcher.nodes()) == 2, 5))
+        self.assertEqual({n.id: n.tls for n in watcher.nodes()}, {"t": True, "p": False})
 
     @defer.inlineCallbacks
     def test_unreachable_fails_fast(self):

@@ -22,9 +22,11 @@ from dim.cluster.threads import ThreadBridge
 from tests.integration.services import (
     CONNECT_TIMEOUT,
     kafka_replication,
+    kafka_security,
     require_kafka,
     require_redis,
     require_zookeeper,
+    zookeeper_client_args,
 )
 
 
@@ -89,7 +91,7 @@ class ZooKeeperTests(TestCase):
     @inlineCallbacks
     def client(self) -> Any:
         """A started kazoo client, closed at the end of the test."""
-        client = KazooClient(hosts=self.hosts, timeout=4.0)
+        client = KazooClient(hosts=self.hosts, timeout=4.0, **zookeeper_client_args())
         self.addCleanup(self.bridge.call, self.close, client)
         yield self.bridge.call(client.start, timeout=2 * CONNECT_TIMEOUT)
         return client
@@ -143,7 +145,7 @@ class KafkaTests(TestCase):
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.common = {"bootstrap.servers": self.bootstrap,
-                       "socket.connection.setup.timeout.ms": 5000}
+                       "socket.connection.setup.timeout.ms": 5000, **kafka_security()}
 
     @inlineCallbacks
     def create_topic(self) -> Any:
