@@ -16,6 +16,7 @@ from twisted.application import strports
 from twisted.logger import Logger
 from twisted.python import usage
 
+from dim.gateway.limits import LIMIT_PARAMETERS, limit_options
 from dim.protocol.frames import DEFAULT_MAX_FRAME
 from dim.runtime import OrderedMultiService
 
@@ -38,6 +39,7 @@ class Options(usage.Options):
         ["token-ttl", None, 7 * 86400, "Token lifetime in seconds.", int],
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members a group may have.", int],
+        *LIMIT_PARAMETERS,
     ]
 
     def postOptions(self) -> None:
@@ -51,6 +53,12 @@ class Options(usage.Options):
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
         if self["max-file-size"] < 1 or self["max-group-members"] < 1:
             raise usage.UsageError("--max-file-size and --max-group-members must be positive")
+        from dim import secret
+        try:
+            secret.from_environment()
+        except secret.SecretMissing as e:
+            raise usage.UsageError(str(e)) from None
+        self["limits"] = limit_options(self)
 
 
 def makeService(options: Options) -> OrderedMultiService:
@@ -71,7 +79,7 @@ def makeService(options: Options) -> OrderedMultiService:
     from dim.tokens import TokenAuthority
 
     data = Path(options["data"])
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     top = OrderedMultiService()
 
     # Opened when the service starts, after twistd has daemonized (a fork keeps no threads).
@@ -102,8 +110,10 @@ def makeService(options: Options) -> OrderedMultiService:
     gateway = Gateway(store, tokens, PasswordHasher(hashing.pool, reactor), nodes, sessions,
                       routing=options["routing"], files=FileStorage(data / "files"),
                       max_file_size=options["max-file-size"],
-                      max_group_members=options["max-group-members"], pusher=core)
-    http = strports.service(options["gateway"], gateway.site(reactor=reactor), reactor=reactor)
+                      max_group_members=options["max-group-members"], pusher=core,
+                      limits=options["limits"])
+    http = strports.service(options["gateway"], gateway.http_factory(reactor=reactor),
+                            reactor=reactor)
     http.setServiceParent(top)
     _log.info("DIM gateway on {endpoint}, data in {data}", endpoint=options["gateway"],
               data=str(data.resolve()))

@@ -24,6 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
+from dim.gateway.limits import LIMIT_PARAMETERS, limit_options
 from dim.runtime import ClusterProcess, cluster_namespace, service_defaults
 
 _log = Logger(namespace="dim.gateway")
@@ -52,6 +53,7 @@ class Options(usage.Options):
          "(default: $DIM_FILES, else ./dim-files)."],
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members of a group, its owner included.", int],
+        *LIMIT_PARAMETERS,
     ]
 
     def postOptions(self) -> None:
@@ -68,6 +70,7 @@ class Options(usage.Options):
             self["files"] = os.environ.get("DIM_FILES") or "dim-files"
         if self["max-file-size"] < 1 or self["max-group-members"] < 1:
             raise usage.UsageError("--max-file-size and --max-group-members must be 1 or more")
+        self["limits"] = limit_options(self)
         try:
             self["secret"] = secret.required()
         except secret.SecretMissing as e:
@@ -154,9 +157,11 @@ class ClusterGateway(ClusterProcess):
                                self.registry, self.sessions, routing=o["routing"],
                                files=files, max_file_size=o["max-file-size"],
                                max_group_members=o["max-group-members"],
-                               pusher=ForwardingPusher(self.sessions, self.forwarder))
+                               pusher=ForwardingPusher(self.sessions, self.forwarder),
+                               limits=o["limits"])
         self.connecting("the HTTP port", o["listen"])
-        self.http = strports.service(o["listen"], self.gateway.site(reactor=self.reactor),
+        self.http = strports.service(o["listen"],
+                                     self.gateway.http_factory(reactor=self.reactor),
                                      reactor=self.reactor)
         self.http.setServiceParent(self)
         self._service = None

@@ -19,8 +19,9 @@ DEFAULT_SYNC_LIMIT = 100
 MAX_SYNC_LIMIT = 1000
 MESSAGE_KINDS = ("text", "image", "file")
 
-UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,32}$")]
-ClientId = Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,64}$")]
+# \Z, not $: "$" also matches before a trailing newline, so "x\n" would pass.
+UserName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,32}\Z")]
+ClientId = Annotated[str, Meta(pattern=r"^[\x20-\x7e]{1,64}\Z")]
 Seq = Annotated[int, Meta(ge=0)]
 GroupId = Annotated[str, Meta(min_length=1, max_length=64)]
 
