@@ -23,6 +23,10 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent.parent
 #: The secret the bench gives the DIM processes, so it can mint tokens for idle clients.
 BENCH_SECRET = "dim-bench-secret-not-for-production"
+#: The gateway limits the bench's own load needs: every user is registered from 127.0.0.1,
+#: and its logins come in parallel from there.
+BENCH_GATEWAY_LIMITS = ["--registrations-burst", "1000000", "--login-share", "256",
+                        "--max-connections-per-address", "0"]
 
 
 def free_port() -> int:
@@ -151,7 +155,7 @@ class EmbeddedDim:
             argv += ["--profile", str(profile), "--profiler", "cprofile", "--savestats"]
         argv += ["dim", "--gateway", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
                  "--node", f"tcp:{self.node_port}:interface=127.0.0.1:backlog=4096",
-                 "--data", str(self.data)]
+                 "--data", str(self.data), *BENCH_GATEWAY_LIMITS]
         if heartbeat is not None:
             argv += ["--heartbeat", f"{heartbeat:g}"]
         argv += list(extra)
