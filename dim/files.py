@@ -197,7 +197,8 @@ def image_problem(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         with Image.open(path) as image:
             width, height = image.size
             bands = len(image.getbands())
-            frames = image.n_frames if getattr(image, "is_animated", False) else 1
+            animated = getattr(image, "is_animated", False)
+            frames = int(getattr(image, "n_frames", 1)) if animated else 1
     except Image.DecompressionBombError:
         return f"the image has more than {max_pixels} pixels"
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):

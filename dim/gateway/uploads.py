@@ -30,8 +30,9 @@ from one client address.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -261,7 +262,7 @@ def is_upload(channel: Any) -> bool:
     return bool(command == UPLOAD_METHOD and path == UPLOAD_PATH)
 
 
-def bearer(values: list[bytes] | None) -> str | None:
+def bearer(values: Sequence[bytes] | None) -> str | None:
     """The token of ``Authorization: Bearer <token>`` header values, or None."""
     if not values:
         return None
@@ -376,7 +377,7 @@ class GatewayHTTPFactory(WrappingFactory):
                 return None
         wrapper = super().buildProtocol(addr)
         if wrapper is not None:
-            wrapper.dim_host = host
+            wrapper.dim_host = host  # type: ignore[attr-defined]
         return wrapper
 
     def registerProtocol(self, p: ProtocolWrapper) -> None:
