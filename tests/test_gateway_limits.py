@@ -500,6 +500,42 @@ class SmallOnesTests(GatewayTestCase):
                 msgspec.convert(value, kind)
 
 
+    def test_deep_json(self) -> None:
+        """JSON nested 30,000 levels deep (under 64 KiB) is 400, not a logged 500."""
+        raw = b"[" * 30000 + b"]" * 30000
+        self.assertError(self.call("POST", "/v1/register", raw=raw), 400, "bad_request")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class PluginOptionsTests(SynchronousTestCase):
+    """The limits are options of both twistd plugins."""
+
+    def test_dim_and_gateway_options(self) -> None:
+        """--registrations-burst, --trusted-proxy... reach GatewayLimits; bad ones are
+        refused with a usage error."""
+        from twisted.python import usage
+
+        from dim.gateway.tap import Options as GatewayOptions
+        from dim.standalone import Options as DimOptions
+        self.patch(os, "environ", {**os.environ, "DIM_SECRET": "s" * 32})
+        for options_class, extra in ((DimOptions, ["--data", self.mktemp()]),
+                                     (GatewayOptions, [])):
+            options = options_class()
+            options.parseOptions([*extra, "--registrations-burst", "7", "--trusted-proxy",
+                                  "10.0.0.1, ::1", "--login-free-failures", "3",
+                                  "--request-timeout", "5", "--max-image-pixels", "1000"])
+            limits = options["limits"]
+            self.assertEqual((limits.registrations_burst, limits.login_free_failures,
+                              limits.request_timeout, limits.max_image_pixels),
+                             (7, 3, 5.0, 1000))
+            self.assertEqual(limits.trusted_proxies, frozenset({"10.0.0.1", "::1"}))
+            self.assertEqual(options_class().parseOptions(extra) or None, None)
+            for bad in (["--trusted-proxy", "proxy.example"], ["--request-timeout", "0"],
+                        ["--login-share", "0"]):
+                with self.assertRaises(usage.UsageError):
+                    options_class().parseOptions([*extra, *bad])
+
+
 class SecretAndFileModeTests(SynchronousTestCase):
     """Short secrets are refused; data files are private."""
 

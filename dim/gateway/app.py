@@ -228,6 +228,8 @@ class Gateway:
             body = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             raise BadRequest("the body is not valid JSON") from None
+        except RecursionError:
+            raise BadRequest("the body's JSON is nested too deeply") from None
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
         return body

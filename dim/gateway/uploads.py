@@ -42,7 +42,7 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from dim.errors import DimError, Internal, TooLarge, Unauthorized
+from dim.errors import DimError, Internal, TooLarge, Unauthorized, Unavailable
 from dim.files import FileStorage, Upload
 from dim.gateway.errors import error_json
 
@@ -126,7 +126,15 @@ class StreamingRequest(Request):
         held, self._held = self._held or [], None
         if self._gone or self.refused:
             return
-        self.upload = self.storage.begin(self.limit) if self.storage is not None else None
+        try:
+            self.upload = self.storage.begin(self.limit) if self.storage is not None else None
+        except OSError:
+            _log.failure("starting an upload failed")
+            self.refuse(Unavailable("the upload cannot be stored now; retry"))
+            self._pause(False)
+            if self._received_args is not None:
+                self._close()
+            return
         for chunk in held:
             self._store_chunk(chunk)
         if self.refused:
