@@ -11,7 +11,11 @@ The routes of part 2 live in :mod:`dim.gateway.people`, :mod:`dim.gateway.groups
 route of the one Klein app.  Every failure is a :class:`dim.errors.DimError` raised by a route
 and turned into an HTTP status and ``{"error": {"code", "message"}}`` in one place
 (:meth:`Gateway.domain_error`; an upload refused before its body is read uses the same
-:func:`dim.gateway.errors.error_json`).
+:func:`dim.gateway.errors.error_json`).  A 429 carries ``Retry-After``.
+
+The operator's limits (:class:`dim.gateway.limits.GatewayLimits`) throttle logins and
+registrations here, and bound requests and connections in the Site of :meth:`Gateway.site`
+and :meth:`Gateway.http_factory`.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from dim.errors import (
     Conflict,
     DimError,
     Forbidden,
+    RateLimited,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -316,14 +321,19 @@ class Gateway:
         ``node`` is where the client should connect, chosen by the routing strategy; it is
         null when no node is live (the token is still good: ask ``/v1/route`` later).
         An unknown user costs the same password verification as a wrong password, and both
-        get the same answer.
+        get the same answer.  429 with ``Retry-After`` while the account or the client's
+        address must wait after failures (see :class:`dim.gateway.limits.LoginThrottle`).
         """
         address = self.client(request)
         body = self.json_body(request)
         user, password = body.get("user"), body.get("password")
         if not isinstance(user, str) or not isinstance(password, str):
             raise BadRequest("user and password must be strings")
-        keys = self.logins.admit([f"user:{user[:64]}", f"addr:{address}"])
+        try:
+            keys = self.logins.admit([f"user:{user[:64]}", f"addr:{address}"])
+        except RateLimited:
+            metrics.LOGINS.labels(outcome="throttled").inc()
+            raise
         ok: bool | None = None
         try:
             ok = await self.check_password(user, password, address)
