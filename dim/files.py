@@ -139,10 +139,10 @@ class Upload:
 
 
 class FileStorage:
-    """The directory of uploaded files (created if missing), each under its id."""
+    """The directory of uploaded files (created 0700 if missing), each under its id (0600)."""
 
     def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self.directory = os.path.abspath(directory)
 
     def begin(self, limit: int) -> Upload:

@@ -552,7 +552,8 @@ class SecretAndFileModeTests(SynchronousTestCase):
             Options().parseOptions(["--data", self.mktemp()])
 
     def test_sqlite_and_secret_private(self) -> None:
-        """dim.sqlite3 and the kept secret are created 0600, whatever the umask."""
+        """dim.sqlite3 (and its WAL), the kept secret and uploaded files are created 0600,
+        the files directory 0700, whatever the umask."""
         from pathlib import Path
         data = Path(self.mktemp())
         data.mkdir()
@@ -570,6 +571,17 @@ class SecretAndFileModeTests(SynchronousTestCase):
             self.addCleanup(db.close)
         finally:
             os.umask(old)
+        from dim.files import FileStorage
+        old = os.umask(0o022)
+        try:
+            storage = FileStorage(str(data / "files"))
+            upload = storage.begin(10)
+            upload.write(b"x")
+            file_id = upload.commit()
+        finally:
+            os.umask(old)
+        self.assertEqual(stat.S_IMODE((data / "files").stat().st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE((data / "files" / file_id).stat().st_mode), 0o600)
         for name in ("dim.sqlite3", "dim.sqlite3-wal", "secret"):
             self.assertEqual(stat.S_IMODE((data / name).stat().st_mode), 0o600, name)
 
