@@ -22,7 +22,7 @@ from dim.errors import RateLimited
 from dim.gateway import openapi
 from dim.gateway.app import Gateway
 from dim.gateway.files import byte_range
-from dim.gateway.limits import GatewayLimits, client_address
+from dim.gateway.limits import GatewayLimits, address_key, client_address
 from dim.gateway.uploads import StreamingRequestFactory
 from dim.passwords import PasswordHasher
 from dim.store.sqlite import private_file
@@ -130,6 +130,17 @@ class LoginThrottleTests(LimitsTestCase):
                          "10.9.9.9")
         request.requestHeaders.setRawHeaders(b"x-forwarded-for", [b"junk"])
         self.assertEqual(client_address(request, frozenset({"192.0.2.7"})), "192.0.2.7")
+
+
+    def test_ipv6_counted_by_64(self) -> None:
+        """Addresses of one IPv6 /64 share their limits; IPv4 ones count alone."""
+        for i in range(51):
+            self.login_from(f"nobody{i}", "wrong-pass", f"2001:db8:1:2::{i + 1:x}")
+        self.retry_after(self.login_from("nobody", "wrong-pass", "2001:db8:1:2:ffff::9"))
+        self.assertEqual(self.login_from("nobody", "wrong-pass", "2001:db8:1:3::1").status,
+                         401)
+        self.assertEqual(address_key("192.0.2.1"), "192.0.2.1")
+        self.assertEqual(address_key("::ffff:192.0.2.1"), "192.0.2.1")
 
 
 class RegistrationLimitTests(LimitsTestCase):

@@ -47,7 +47,13 @@ from dim.files import FileStorage
 from dim.gateway import files, groups, metrics, openapi, people
 from dim.gateway.errors import error_document
 from dim.gateway.fields import USER_NAME, query_int
-from dim.gateway.limits import GatewayLimits, LoginThrottle, TokenBuckets, client_address
+from dim.gateway.limits import (
+    GatewayLimits,
+    LoginThrottle,
+    TokenBuckets,
+    address_key,
+    client_address,
+)
 from dim.gateway.routing import STRATEGIES, RoutingStrategy
 from dim.gateway.uploads import GatewayHTTPFactory, HTTPSite, StreamingRequestFactory
 from dim.passwords import PasswordHasher
@@ -185,8 +191,9 @@ class Gateway:
         return GatewayHTTPFactory(self.site(**kwargs), self.limits)
 
     def client(self, request: IRequest) -> str:
-        """The request's client address (see :func:`dim.gateway.limits.client_address`)."""
-        return client_address(request, self.limits.trusted_proxies)
+        """The request's client, as the limits count it: its address (see
+        :func:`dim.gateway.limits.client_address`), or its /64 for IPv6."""
+        return address_key(client_address(request, self.limits.trusted_proxies))
 
     def now_ms(self) -> int:
         """The clock's time in milliseconds since the epoch."""

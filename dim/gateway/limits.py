@@ -147,6 +147,20 @@ def peer_host(request: IRequest) -> str:
     return str(getattr(peer, "host", None) or getattr(peer, "name", None) or "")
 
 
+def address_key(address: str) -> str:
+    """What limits count an address as: itself, or for IPv6 its /64 network (one host
+    usually holds a whole /64, so counting single addresses would let it rotate)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def client_address(request: IRequest, trusted_proxies: frozenset[str]) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the rightmost
     address of ``X-Forwarded-For`` that is not a trusted proxy."""
