@@ -27,6 +27,10 @@ SNIFF_BYTES = 8192
 OCTET_STREAM = "application/octet-stream"
 _MIME = re.compile(r"[A-Za-z0-9!#$&^_.+\-]{1,64}/[A-Za-z0-9!#$&^_.+\-]{1,64}")
 _PARTIAL_PREFIX = ".partial-"
+#: The most pixels an image (one frame of it) may have, by default.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+#: The most bytes an image may take once decoded (every frame, every band), by default.
+DEFAULT_MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 def new_file_id() -> str:
@@ -98,6 +102,16 @@ class Upload:
             self.head += data[:SNIFF_BYTES - len(self.head)]
         self.size += len(data)
 
+    @property
+    def partial_path(self) -> str:
+        """Where the bytes are being written (until :meth:`commit`)."""
+        return self._partial
+
+    def flush(self) -> None:
+        """Push what was written so far to the file, for a reader of :attr:`partial_path`."""
+        if self._file is not None:
+            self._file.flush()
+
     def commit(self) -> str:
         """Make the bytes durable and visible under a new id, and return the id."""
         if self._file is None:
@@ -125,10 +139,10 @@ class Upload:
 
 
 class FileStorage:
-    """The directory of uploaded files (created if missing), each under its id."""
+    """The directory of uploaded files (created 0700 if missing), each under its id (0600)."""
 
     def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self.directory = os.path.abspath(directory)
 
     def begin(self, limit: int) -> Upload:
@@ -169,3 +183,31 @@ class FileStorage:
                 except FileNotFoundError:
                     pass
         return count
+
+
+def image_problem(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> str | None:
+    """Why the image at ``path`` must be refused (too many pixels, or too large once
+    decoded: a decompression bomb), or None.  Only the image's headers are read (and, for an
+    animated image, its frame count); nothing is decoded.  Content Pillow cannot read is not
+    refused here: no client can decode it either."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+            animated = getattr(image, "is_animated", False)
+            frames = int(getattr(image, "n_frames", 1)) if animated else 1
+    except Image.DecompressionBombError:
+        return f"the image has more than {max_pixels} pixels"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return None
+    pixels = width * height
+    if pixels > max_pixels:
+        return (f"the image is {width}x{height}: more than {max_pixels} pixels "
+                "is not accepted")
+    if pixels * bands * frames > max_bytes:
+        return (f"the image would take {pixels * bands * frames} bytes once decoded, "
+                f"over {max_bytes}")
+    return None

@@ -16,6 +16,7 @@ from twisted.application import strports
 from twisted.logger import Logger
 from twisted.python import usage
 
+from dim.gateway.limits import LIMIT_PARAMETERS, limit_options
 from dim.protocol.frames import DEFAULT_MAX_FRAME
 from dim.runtime import OrderedMultiService, check_output_limits, tidy_option_docs
 
@@ -45,6 +46,7 @@ class Options(usage.Options):
         ["token-ttl", None, 7 * 86400, "Token lifetime in seconds.", int],
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members a group may have.", int],
+        *LIMIT_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -63,7 +65,7 @@ class Options(usage.Options):
         from dim.node.throttle import Limits
 
         try:
-            self["limits"] = Limits.parse(self["limit"])
+            self["frame-limits"] = Limits.parse(self["limit"])
         except ValueError as e:
             raise usage.UsageError(f"--limit {e}") from None
 
@@ -76,6 +78,12 @@ class Options(usage.Options):
         check_output_limits(self)
         if self["max-file-size"] < 1 or self["max-group-members"] < 1:
             raise usage.UsageError("--max-file-size and --max-group-members must be positive")
+        from dim import secret
+        try:
+            secret.from_environment()
+        except secret.SecretMissing as e:
+            raise usage.UsageError(str(e)) from None
+        self["limits"] = limit_options(self)
 
 
 def makeService(options: Options) -> OrderedMultiService:
@@ -97,7 +105,7 @@ def makeService(options: Options) -> OrderedMultiService:
     from dim.tokens import TokenAuthority
 
     data = Path(options["data"])
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     top = OrderedMultiService()
 
     # Opened when the service starts, after twistd has daemonized (a fork keeps no threads).
@@ -113,7 +121,7 @@ def makeService(options: Options) -> OrderedMultiService:
 
     core = NodeCore(options["node-id"], store, sessions, tokens.verify, reactor,
                     heartbeat=options["heartbeat"], max_frame=options["max-frame"],
-                    limiter=UserLimiter(options["limits"]))
+                    limiter=UserLimiter(options["frame-limits"]))
     node = NodeService(core, options["node"], reactor, push_limit=options["push-limit"],
                        max_output=options["max-output"],
                        slow_consumer_grace=options["slow-consumer-grace"])
@@ -132,8 +140,10 @@ def makeService(options: Options) -> OrderedMultiService:
     gateway = Gateway(store, tokens, PasswordHasher(hashing.pool, reactor), nodes, sessions,
                       routing=options["routing"], files=FileStorage(data / "files"),
                       max_file_size=options["max-file-size"],
-                      max_group_members=options["max-group-members"], pusher=core)
-    http = strports.service(options["gateway"], gateway.site(reactor=reactor), reactor=reactor)
+                      max_group_members=options["max-group-members"], pusher=core,
+                      limits=options["limits"])
+    http = strports.service(options["gateway"], gateway.http_factory(reactor=reactor),
+                            reactor=reactor)
     http.setServiceParent(top)
     _log.info("DIM gateway on {endpoint}, data in {data}", endpoint=options["gateway"],
               data=str(data.resolve()))

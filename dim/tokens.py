@@ -1,8 +1,13 @@
 """Bearer tokens: signed JWTs that any node can check with the shared secret and the store.
 
 A token is a PyJWT HS256 token with the claims ``sub`` (the user), ``iat`` and ``exp``
-(seconds since the epoch) and ``jti`` (a random id).  Expiry is checked against an injected
-clock, and revocation (logout) against :meth:`dim.store.interface.IStore.is_revoked`.
+(seconds since the epoch), ``jti`` (a random id) and ``ep`` (the user's token epoch when it
+was issued; absent means 0).  Expiry is checked against an injected clock, revocation
+(logout) against :meth:`dim.store.interface.IStore.is_revoked`, and the epoch against
+:meth:`dim.store.interface.IStore.token_epoch`: a password change starts a new epoch, which
+invalidates every older token but the one that made the change.
+
+Tokens are secrets: nothing here logs one, and errors never quote one.
 """
 from __future__ import annotations
 
@@ -46,11 +51,16 @@ class TokenAuthority:
         self.ttl = ttl
         self._clock = clock if clock is not None else WallClock()
 
-    def issue(self, user: str) -> tuple[str, int]:
-        """A new token for ``user`` and its expiry time (integer seconds since the epoch)."""
+    def issue(self, user: str, epoch: int = 0) -> tuple[str, int]:
+        """A new token for ``user`` in token epoch ``epoch`` (see
+        :meth:`dim.store.interface.IStore.token_epoch`) and its expiry time (integer seconds
+        since the epoch)."""
         now = int(self._clock.seconds())
         expires = now + self.ttl
-        claims = {"sub": user, "iat": now, "exp": expires, "jti": secrets.token_urlsafe(16)}
+        claims: dict[str, Any] = {"sub": user, "iat": now, "exp": expires,
+                                  "jti": secrets.token_urlsafe(16)}
+        if epoch:
+            claims["ep"] = epoch
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
 
     def _claims(self, token: Any) -> dict[str, Any]:
@@ -66,6 +76,7 @@ class TokenAuthority:
             raise Unauthorized("invalid token") from None
         if not (isinstance(claims.get("sub"), str) and claims["sub"]
                 and isinstance(claims.get("jti"), str)
+                and type(claims.get("ep", 0)) is int
                 and isinstance(claims.get("exp"), int)
                 and not isinstance(claims.get("exp"), bool)):
             raise Unauthorized("invalid token")
@@ -81,6 +92,17 @@ class TokenAuthority:
         revoked = yield self._store.is_revoked(claims["jti"])
         if revoked:
             raise Unauthorized("token revoked")
+        epoch, kept = yield self._store.token_epoch(claims["sub"])
+        if claims.get("ep", 0) != epoch and claims["jti"] != kept:
+            raise Unauthorized("token revoked by a password change")
+        return claims["sub"]
+
+    @inlineCallbacks
+    def revoke_others(self, token: Any) -> Any:
+        """Revoke every token of ``token``'s user except ``token`` itself (a password
+        change); fires with the user."""
+        claims = self._claims(token)
+        yield self._store.bump_token_epoch(claims["sub"], claims["jti"])
         return claims["sub"]
 
     @inlineCallbacks

@@ -135,6 +135,17 @@ class StoreContractMixin(StoreFixtures):
         self.assertTrue((yield store.is_revoked("jti-1")))
         self.assertFalse((yield store.is_revoked("jti-2")))
 
+    @defer.inlineCallbacks
+    def test_token_epochs(self):
+        """A user's token epoch starts at 0 and each bump raises it and keeps one token id."""
+        store = yield self.store()
+        self.assertEqual((0, None), tuple((yield store.token_epoch("alice"))))
+        self.assertEqual(1, (yield store.bump_token_epoch("alice", "jti-a")))
+        self.assertEqual((1, "jti-a"), tuple((yield store.token_epoch("alice"))))
+        self.assertEqual(2, (yield store.bump_token_epoch("alice", "jti-b")))
+        self.assertEqual((2, "jti-b"), tuple((yield store.token_epoch("alice"))))
+        self.assertEqual((0, None), tuple((yield store.token_epoch("bob"))))
+
     # -- storing messages ------------------------------------------------------------------
 
     @defer.inlineCallbacks

@@ -120,9 +120,9 @@ class OptionTests(SynchronousTestCase):
 
         options = Options()
         options.parseOptions(["--limit", "send=5:50", "--limit", "typing=2:4"])
-        self.assertEqual(options["limits"]["send"], Limit(5.0, 50))
-        self.assertEqual(options["limits"]["typing"], Limit(2.0, 4))
-        self.assertEqual(options["limits"]["edit"], DEFAULT_LIMITS["edit"])
+        self.assertEqual(options["frame-limits"]["send"], Limit(5.0, 50))
+        self.assertEqual(options["frame-limits"]["typing"], Limit(2.0, 4))
+        self.assertEqual(options["frame-limits"]["edit"], DEFAULT_LIMITS["edit"])
 
     def test_bad_limit_option(self) -> None:
         """A --limit that does not parse is a usage error."""

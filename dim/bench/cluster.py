@@ -145,7 +145,8 @@ class Cluster:
         self.gateway = P.ServerProcess(
             "gateway", _TWISTD + ["--logfile", str(workdir / "gateway.log"), "dim-gateway",
                                   "--listen", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
-                                  "--cluster", self.name, "--routing", "least_connections"],
+                                  "--cluster", self.name, "--routing", "least_connections",
+                                  *P.BENCH_GATEWAY_LIMITS],
             workdir, env)
         self.node_ids = [f"n{i + 1}" for i in range(nodes)]
         self.node_ports = [P.free_port() for _ in range(nodes)]

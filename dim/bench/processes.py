@@ -26,6 +26,10 @@ BENCH_SECRET = "dim-bench-secret-not-for-production"
 #: Per-user rate limits for the nodes the bench starts: its load generators send thousands
 #: of messages a second from few users, far above what the defaults let one person send.
 BENCH_LIMITS = ["--limit", "send=1000000:1000000", "--limit", "typing=1000000:1000000"]
+#: The gateway limits the bench's own load needs: every user is registered from 127.0.0.1,
+#: and its logins come in parallel from there.
+BENCH_GATEWAY_LIMITS = ["--registrations-burst", "1000000", "--login-share", "256",
+                        "--max-connections-per-address", "0"]
 
 
 def free_port() -> int:
@@ -154,7 +158,7 @@ class EmbeddedDim:
             argv += ["--profile", str(profile), "--profiler", "cprofile", "--savestats"]
         argv += ["dim", "--gateway", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
                  "--node", f"tcp:{self.node_port}:interface=127.0.0.1:backlog=4096",
-                 "--data", str(self.data)]
+                 "--data", str(self.data), *BENCH_GATEWAY_LIMITS]
         if heartbeat is not None:
             argv += ["--heartbeat", f"{heartbeat:g}"]
         argv += BENCH_LIMITS + list(extra)

@@ -11,7 +11,11 @@ The routes of part 2 live in :mod:`dim.gateway.people`, :mod:`dim.gateway.groups
 route of the one Klein app.  Every failure is a :class:`dim.errors.DimError` raised by a route
 and turned into an HTTP status and ``{"error": {"code", "message"}}`` in one place
 (:meth:`Gateway.domain_error`; an upload refused before its body is read uses the same
-:func:`dim.gateway.errors.error_json`).
+:func:`dim.gateway.errors.error_json`).  A 429 carries ``Retry-After``.
+
+The operator's limits (:class:`dim.gateway.limits.GatewayLimits`) throttle logins and
+registrations here, and bound requests and connections in the Site of :meth:`Gateway.site`
+and :meth:`Gateway.http_factory`.
 """
 from __future__ import annotations
 
@@ -29,13 +33,29 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
 from dim.cluster.interface import INodeRegistry, IPusher, ISessionRegistry, NodeInfo
-from dim.errors import BadRequest, Conflict, DimError, TooLarge, Unauthorized, Unavailable
+from dim.errors import (
+    BadRequest,
+    Conflict,
+    DimError,
+    Forbidden,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from dim.files import FileStorage
-from dim.gateway import files, groups, metrics, people
+from dim.gateway import files, groups, metrics, openapi, people
 from dim.gateway.errors import error_document
 from dim.gateway.fields import USER_NAME, query_int
+from dim.gateway.limits import (
+    GatewayLimits,
+    LoginThrottle,
+    TokenBuckets,
+    address_key,
+    client_address,
+)
 from dim.gateway.routing import STRATEGIES, RoutingStrategy
-from dim.gateway.uploads import StreamingRequestFactory
+from dim.gateway.uploads import GatewayHTTPFactory, HTTPSite, StreamingRequestFactory
 from dim.passwords import PasswordHasher
 from dim.protocol import frames as F
 from dim.store.interface import InboxEntry, IStore, entry_frame
@@ -110,7 +130,8 @@ class Gateway:
     ``files`` is where uploads are kept (None: the file calls answer 503);
     ``max_file_size`` bounds an upload in bytes; ``max_group_members`` bounds a group (its
     owner included); ``pusher`` (an :class:`dim.cluster.interface.IPusher`) carries ``notify``
-    frames to users' sessions (None: nothing is pushed).
+    frames to users' sessions (None: nothing is pushed).  ``limits`` are the operator's
+    limits on logins, registrations and HTTP connections (:class:`GatewayLimits`).
     """
 
     app = Klein()
@@ -122,7 +143,8 @@ class Gateway:
                  files: FileStorage | None = None,
                  max_file_size: int = DEFAULT_MAX_FILE_SIZE,
                  max_group_members: int = DEFAULT_MAX_GROUP_MEMBERS,
-                 pusher: IPusher | None = None) -> None:
+                 pusher: IPusher | None = None,
+                 limits: GatewayLimits | None = None) -> None:
         if routing not in STRATEGIES:
             raise ValueError(f"unknown routing strategy {routing!r}; "
                              f"one of {', '.join(sorted(STRATEGIES))}")
@@ -139,17 +161,37 @@ class Gateway:
         self.max_file_size = max_file_size
         self.max_group_members = max_group_members
         self.pusher = pusher
+        self.limits = limits if limits is not None else GatewayLimits()
+        self.logins = LoginThrottle(self.clock, self.limits)
+        self.registrations = TokenBuckets(self.clock, self.limits.registrations_burst,
+                                          self.limits.registrations_per_hour)
+        if hasattr(self.passwords, "per_client"):
+            self.passwords.per_client = self.limits.hash_share
 
     def resource(self) -> IResource:
         """The Twisted Web resource serving this gateway (``Site(gateway.resource())``)."""
         return self.app.resource()
 
     def site(self, **kwargs: Any) -> Site:
-        """A Site serving this gateway whose uploads stream to file storage as they arrive
-        (keyword arguments go to :class:`twisted.web.server.Site`, e.g. ``reactor``)."""
-        return Site(self.resource(),
-                    requestFactory=StreamingRequestFactory(self.files, self.max_file_size),
-                    **kwargs)
+        """A Site serving this gateway: uploads stream to file storage as they arrive once
+        their token is checked, other bodies are capped at :data:`MAX_JSON_BODY` while they
+        are read, and every request must be in within the limits' deadlines (keyword
+        arguments go to :class:`twisted.web.server.Site`, e.g. ``reactor``)."""
+        kwargs.setdefault("timeout", self.limits.idle_timeout)
+        return HTTPSite(self.resource(), self.limits,
+                        requestFactory=StreamingRequestFactory(
+                            self.files, self.max_file_size, self.tokens.verify, MAX_JSON_BODY),
+                        **kwargs)
+
+    def http_factory(self, **kwargs: Any) -> GatewayHTTPFactory:
+        """What a port should listen with: :meth:`site` behind the cap on concurrent
+        connections per client address."""
+        return GatewayHTTPFactory(self.site(**kwargs), self.limits)
+
+    def client(self, request: IRequest) -> str:
+        """The request's client, as the limits count it: its address (see
+        :func:`dim.gateway.limits.client_address`), or its /64 for IPv6."""
+        return address_key(client_address(request, self.limits.trusted_proxies))
 
     def now_ms(self) -> int:
         """The clock's time in milliseconds since the epoch."""
@@ -196,6 +238,8 @@ class Gateway:
             body = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             raise BadRequest("the body is not valid JSON") from None
+        except RecursionError:
+            raise BadRequest("the body's JSON is nested too deeply") from None
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
         return body
@@ -233,6 +277,9 @@ class Gateway:
     def domain_error(self, request: IRequest, failure: Failure) -> bytes:
         """A DIM error: its status and ``{"error": {"code", "message"}}``."""
         err = failure.value
+        retry_after = getattr(err, "retry_after", None)
+        if err.status == 429:
+            request.setHeader(b"retry-after", str(int(retry_after or 1)).encode("ascii"))
         return self.respond(request, error_document(err.code, err.message), err.status)
 
     @app.handle_errors(HTTPException)
@@ -255,7 +302,10 @@ class Gateway:
     @app.route("/v1/register", methods=["POST"])
     @_measured("register")
     async def register(self, request: IRequest) -> bytes:
-        """Create an account: 201 ``{user}``; 409 taken; 400 invalid."""
+        """Create an account: 201 ``{user}``; 409 taken; 400 invalid; 429 over the
+        registrations of the client's address."""
+        address = self.client(request)
+        self.registrations.take(address, "registrations")
         body = self.json_body(request)
         user, password = body.get("user"), body.get("password")
         if not isinstance(user, str) or not USER_NAME.fullmatch(user):
@@ -264,7 +314,7 @@ class Gateway:
             raise BadRequest(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
         if await self.store.user_exists(user):
             raise Conflict(f"the user name {user} is taken")
-        password_hash = await self.passwords.hash(password)
+        password_hash = await self.passwords.hash(password, client=address)
         await self.store.create_user(user, password_hash, int(self.clock.seconds() * 1000))
         return self.respond(request, {"user": user}, 201)
 
@@ -276,32 +326,78 @@ class Gateway:
         ``node`` is where the client should connect, chosen by the routing strategy; it is
         null when no node is live (the token is still good: ask ``/v1/route`` later).
         An unknown user costs the same password verification as a wrong password, and both
-        get the same answer.
+        get the same answer.  429 with ``Retry-After`` while the account or the client's
+        address must wait after failures (see :class:`dim.gateway.limits.LoginThrottle`).
         """
+        address = self.client(request)
         body = self.json_body(request)
         user, password = body.get("user"), body.get("password")
         if not isinstance(user, str) or not isinstance(password, str):
             raise BadRequest("user and password must be strings")
-        password_hash = None
-        if USER_NAME.fullmatch(user) and len(password) <= MAX_PASSWORD:
-            password_hash = await self.store.get_password_hash(user)
-        if password_hash is None:
-            await self.passwords.verify_dummy(password)
+        try:
+            keys = self.logins.admit([f"user:{user[:64]}", f"addr:{address}"])
+        except RateLimited:
+            metrics.LOGINS.labels(outcome="throttled").inc()
+            raise
+        ok: bool | None = None
+        try:
+            ok = await self.check_password(user, password, address)
+        finally:
+            self.logins.done(keys, ok)
+        if not ok:
             metrics.LOGINS.labels(outcome="failed").inc()
             raise Unauthorized(LOGIN_FAILED)
-        if not await self.passwords.verify(password_hash, password):
-            metrics.LOGINS.labels(outcome="failed").inc()
-            raise Unauthorized(LOGIN_FAILED)
-        if self.passwords.needs_rehash(password_hash):
-            try:
-                await self.store.set_password_hash(user, await self.passwords.hash(password))
-            except Exception:
-                self.log.failure("rehashing the password of {user} failed", user=user)
-        token, expires = self.tokens.issue(user)
+        epoch, _ = await self.store.token_epoch(user)
+        token, expires = self.tokens.issue(user, epoch)
         node = self.choose_node(user)
         metrics.LOGINS.labels(outcome="ok").inc()
         return self.respond(request, {"token": token, "user": user, "expires": expires,
                                       "node": node_dict(node) if node else None})
+
+    async def check_password(self, user: str, password: str, address: str) -> bool:
+        """Whether ``password`` is the password of ``user`` (an unknown user costs the same
+        work and is False); rehashes a good password made with old parameters."""
+        password_hash = None
+        if USER_NAME.fullmatch(user) and len(password) <= MAX_PASSWORD:
+            password_hash = await self.store.get_password_hash(user)
+        if password_hash is None:
+            await self.passwords.verify_dummy(password, client=address)
+            return False
+        if not await self.passwords.verify(password_hash, password, client=address):
+            return False
+        if self.passwords.needs_rehash(password_hash):
+            try:
+                await self.store.set_password_hash(
+                    user, await self.passwords.hash(password, client=address))
+            except Exception:
+                self.log.failure("rehashing the password of {user} failed", user=user)
+        return True
+
+    @app.route("/v1/password", methods=["PUT"])
+    @_measured("password")
+    async def change_password(self, request: IRequest) -> bytes:
+        """Change the caller's password (``old``, ``new``) and revoke every other token of
+        the caller: 200 ``{}``; 400 invalid; 401; 403 wrong old password; 429 throttled."""
+        user = await self.authenticated_user(request)
+        token = self.bearer_token(request)
+        address = self.client(request)
+        body = self.json_body(request)
+        old, new = body.get("old"), body.get("new")
+        if not isinstance(old, str):
+            raise BadRequest("old must be the current password")
+        if not isinstance(new, str) or not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
+            raise BadRequest(f"new must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+        keys = self.logins.admit([f"user:{user}", f"addr:{address}"])
+        ok: bool | None = None
+        try:
+            ok = await self.check_password(user, old, address)
+        finally:
+            self.logins.done(keys, ok)
+        if not ok:
+            raise Forbidden("the old password is wrong")
+        await self.store.set_password_hash(user, await self.passwords.hash(new, client=address))
+        await self.tokens.revoke_others(token)
+        return self.respond(request, {})
 
     @app.route("/v1/logout", methods=["POST"])
     @_measured("logout")
@@ -399,6 +495,11 @@ class Gateway:
     def health(self, request: IRequest) -> bytes:
         """Liveness: 200 ``{status: "ok"}``."""
         return self.respond(request, {"status": "ok"})
+
+    @app.route("/v1/openapi.json", methods=["GET"])
+    def openapi_document(self, request: IRequest) -> bytes:
+        """The OpenAPI 3 description of this API (unauthenticated)."""
+        return self.respond(request, openapi.DOCUMENT)
 
     @app.route("/metrics", methods=["GET"])
     def prometheus(self, request: IRequest) -> bytes:

@@ -15,7 +15,7 @@ from twisted.web.iweb import IRequest
 
 from dim import files
 from dim.errors import BadRequest, NotFound
-from dim.gateway.fields import USER_NAME, query_int, query_text, text_field
+from dim.gateway.fields import USER_NAME, has_control, query_int, query_text, text_field
 from dim.protocol import frames as F
 from dim.store.interface import Contact, Profile
 
@@ -67,6 +67,8 @@ async def search(gw: Gateway, request: IRequest) -> bytes:
         raise BadRequest("q (the text to look for) is required")
     if len(text) > MAX_QUERY:
         raise BadRequest(f"q must be at most {MAX_QUERY} characters")
+    if has_control(text):
+        raise BadRequest("q must not hold control characters")
     limit = query_int(request, "limit", DEFAULT_SEARCH_LIMIT)
     if limit < 1:
         raise BadRequest("limit must be 1 or more")

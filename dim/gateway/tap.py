@@ -24,6 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
+from dim.gateway.limits import LIMIT_PARAMETERS, limit_options
 from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, ServiceCredentialOptions,
                          cluster_namespace, redact_url, service_defaults)
 
@@ -54,6 +55,7 @@ class Options(ServiceCredentialOptions, usage.Options):
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members of a group, its owner included.", int],
         *CREDENTIAL_PARAMETERS,
+        *LIMIT_PARAMETERS,
     ]
 
     def postOptions(self) -> None:
@@ -71,6 +73,7 @@ class Options(ServiceCredentialOptions, usage.Options):
             self["files"] = os.environ.get("DIM_FILES") or "dim-files"
         if self["max-file-size"] < 1 or self["max-group-members"] < 1:
             raise usage.UsageError("--max-file-size and --max-group-members must be 1 or more")
+        self["limits"] = limit_options(self)
         try:
             self["secret"] = secret.required()
         except secret.SecretMissing as e:
@@ -159,9 +162,11 @@ class ClusterGateway(ClusterProcess):
                                self.registry, self.sessions, routing=o["routing"],
                                files=files, max_file_size=o["max-file-size"],
                                max_group_members=o["max-group-members"],
-                               pusher=ForwardingPusher(self.sessions, self.forwarder))
+                               pusher=ForwardingPusher(self.sessions, self.forwarder),
+                               limits=o["limits"])
         self.connecting("the HTTP port", o["listen"])
-        self.http = strports.service(o["listen"], self.gateway.site(reactor=self.reactor),
+        self.http = strports.service(o["listen"],
+                                     self.gateway.http_factory(reactor=self.reactor),
                                      reactor=self.reactor)
         self.http.setServiceParent(self)
         self._service = None

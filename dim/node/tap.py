@@ -83,7 +83,7 @@ class Options(ServiceCredentialOptions, usage.Options):
         from dim.node.throttle import Limits
 
         try:
-            self["limits"] = Limits.parse(self["limit"])
+            self["frame-limits"] = Limits.parse(self["limit"])
         except ValueError as e:
             raise usage.UsageError(f"--limit {e}") from None
         from dim import secret
@@ -191,9 +191,10 @@ class ClusterNode(ClusterProcess):
         tokens = TokenAuthority(o["secret"], self.store)
         self.core = NodeCore(me, self.store, self.sessions, tokens.verify, self.reactor,
                              heartbeat=o["heartbeat"], max_frame=o["max-frame"],
-                             forwarder=self.forwarder, limiter=UserLimiter(o["limits"]))
+                             forwarder=self.forwarder,
+                             limiter=UserLimiter(o["frame-limits"]))
         _log.info("node {node}: rate limits per user (frames a second:burst): {limits}",
-                  node=me, limits=o["limits"].describe())
+                  node=me, limits=o["frame-limits"].describe())
         self.connecting("the client port", o["listen"])
         self.node = NodeService(self.core, o["listen"], self.reactor,
                                 push_limit=o["push-limit"], max_output=o["max-output"],

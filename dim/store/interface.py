@@ -183,6 +183,14 @@ class IStore(Interface):
     def is_revoked(jti: str) -> Any:
         """Whether a token id was revoked."""
 
+    def token_epoch(user: str) -> Any:
+        """``(epoch, kept)``: the user's token epoch (0 until the first
+        :meth:`bump_token_epoch`) and the token id kept valid by the last bump (or None)."""
+
+    def bump_token_epoch(user: str, keep: str) -> Any:
+        """Start a new token epoch for ``user`` (a password change: every token of an older
+        epoch is invalid) keeping the token id ``keep`` valid; fires with the new epoch."""
+
     def store_message(sender: str, client_id: str, recipients: list[str], group: str | None,
                       body: str, kind: str, file: dict[str, Any] | None, ts: int) -> Any:
         """Store one message in the sender's inbox and each recipient's, durably.

@@ -59,6 +59,7 @@ class MemoryStore:
         self._users: dict[str, _Inbox] = {}
         self._names: list[str] = []
         self._revoked: dict[str, int] = {}
+        self._token_epochs: dict[str, tuple[int, str | None]] = {}
         self._messages: dict[str, _Record] = {}
         self._by_client_id: dict[tuple[str, str], str] = {}
         self._next_mid = 1
@@ -123,6 +124,16 @@ class MemoryStore:
     def is_revoked(self, jti: str) -> defer.Deferred[bool]:
         """Whether a token id was revoked (and not purged since its expiry)."""
         return defer.succeed(jti in self._revoked)
+
+    def token_epoch(self, user: str) -> defer.Deferred[tuple[int, str | None]]:
+        """The user's token epoch and the token id its last bump kept."""
+        return defer.succeed(self._token_epochs.get(user, (0, None)))
+
+    def bump_token_epoch(self, user: str, keep: str) -> defer.Deferred[int]:
+        """A new token epoch for ``user``, keeping the token id ``keep``."""
+        epoch = self._token_epochs.get(user, (0, None))[0] + 1
+        self._token_epochs[user] = (epoch, keep)
+        return defer.succeed(epoch)
 
     # -- messages --------------------------------------------------------------------------
 

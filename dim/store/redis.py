@@ -10,6 +10,7 @@ from the prefix, so this is not meant for Redis Cluster):
 
 - ``user:<name>``: hash ``pw``, ``ts``; ``names``: sorted set (score 0) for prefix search.
 - ``revoked:<jti>``: a key that expires when the token does.
+- ``tokens:<name>``: hash ``epoch``, ``kept``: the user's token epoch (password changes).
 - ``mid``: the message-id counter; ``msg:<mid>``: hash ``m`` (the message as JSON),
   ``sender``, ``id``, ``seqs`` (JSON ``{user: seq}``), ``pa``/``pr`` (recipients that have not
   acked/read it yet), ``self`` (1 when the sender is among the recipients).
@@ -388,8 +389,17 @@ if redis.call('HEXISTS', p .. 'avatars', f) == 1 then return 1 end
 return 0
 """
 
+#: ARGV: prefix, user, token id to keep.  A new token epoch; returns it.
+BUMP_TOKENS = """
+local k = ARGV[1] .. 'tokens:' .. ARGV[2]
+local epoch = redis.call('HINCRBY', k, 'epoch', 1)
+redis.call('HSET', k, 'kept', ARGV[3])
+return epoch
+"""
+
 SCRIPTS = {
     "create_user": CREATE_USER,
+    "bump_tokens": BUMP_TOKENS,
     "revoke": REVOKE,
     "store_message": STORE_MESSAGE,
     "ack": ACK,
@@ -638,6 +648,21 @@ class RedisStore:
     def is_revoked(self, jti: str) -> defer.Deferred[bool]:
         """Whether a token id was revoked (and has not expired since)."""
         return self.redis.exists(self._key("revoked", jti)).addCallback(bool)
+
+    def token_epoch(self, user: str) -> defer.Deferred[tuple[int, str | None]]:
+        """The user's token epoch and the token id its last bump kept."""
+        def parse(values: Any) -> tuple[int, str | None]:
+            epoch, kept = values or (None, None)
+            if isinstance(kept, bytes):
+                kept = kept.decode()
+            return int(epoch or 0), kept
+        return self.redis.hmget(self._key("tokens", user), ["epoch", "kept"]).addCallback(parse)
+
+    def bump_token_epoch(self, user: str, keep: str) -> defer.Deferred[int]:
+        """A new token epoch for ``user``, keeping the token id ``keep``."""
+        async def run() -> int:
+            return int(await self._run("bump_tokens", user, keep))
+        return defer.Deferred.fromCoroutine(run())
 
     @staticmethod
     async def _none(coro: Any) -> None:

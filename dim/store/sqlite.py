@@ -24,6 +24,7 @@ operation in its own SAVEPOINT, so only the failing one is lost.  Seqs have no g
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -73,8 +74,30 @@ CREATE TABLE IF NOT EXISTS revoked (
     expires INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS revoked_by_expiry ON revoked (expires);
+CREATE TABLE IF NOT EXISTS token_epochs (
+    name TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    kept TEXT
+) WITHOUT ROWID;
 PRAGMA user_version = 1;
 """
+
+
+def private_file(path: str) -> None:
+    """Make sure the database file exists with mode 0600 (SQLite gives its -wal and -shm
+    files the database's mode), unless it is in memory."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass
 
 #: Whether every recipient of message ``m`` acknowledged (read) it.  ``members`` holds
 #: ``[user id, seq, is a recipient]`` for every inbox that got the message.
@@ -233,6 +256,7 @@ class SQLiteStore:
         """
         if self._thread is not None:
             return
+        private_file(self._path)
         self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -561,6 +585,24 @@ class SQLiteStore:
         """Whether a token id was revoked (and not purged since its expiry)."""
         return self._submit(lambda cursor: cursor.execute(
             "SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone() is not None)
+
+    def token_epoch(self, user: str) -> defer.Deferred[tuple[int, str | None]]:
+        """The user's token epoch and the token id its last bump kept."""
+        def operation(cursor: sqlite3.Cursor) -> tuple[int, str | None]:
+            row = cursor.execute("SELECT epoch, kept FROM token_epochs WHERE name = ?",
+                                 (user,)).fetchone()
+            return (int(row[0]), row[1]) if row else (0, None)
+        return self._submit(operation)
+
+    def bump_token_epoch(self, user: str, keep: str) -> defer.Deferred[int]:
+        """A new token epoch for ``user``, keeping the token id ``keep``."""
+        def operation(cursor: sqlite3.Cursor) -> int:
+            row = cursor.execute(
+                "INSERT INTO token_epochs (name, epoch, kept) VALUES (?, 1, ?)"
+                " ON CONFLICT (name) DO UPDATE SET epoch = epoch + 1, kept = excluded.kept"
+                " RETURNING epoch", (user, keep)).fetchone()
+            return int(row[0])
+        return self._submit(operation)
 
     # -- messages --------------------------------------------------------------------------
 
