@@ -50,6 +50,11 @@ def stored(mid: str, sender: str, cid: str, seqs: dict[str, int]) -> list[Any]:
     return [0, json.dumps(message), seqs]
 
 
+def reply(results: list[Any], version: int = 0) -> str:
+    """The batch script's answer: the session version, then one result per operation."""
+    return json.dumps([version, results])
+
+
 class BatchTests(TestCase):
     """Every store, ack and read of one reactor turn becomes one script call."""
 
@@ -74,7 +79,7 @@ class BatchTests(TestCase):
         self.assertEqual("p:", self.redis.calls[0][1][0])
         answer = [stored(f"m{n}", "alice", f"c{n}", {"alice": n + 1, "bob": n + 1})
                   for n in range(50)] + [[["m0", "c0", "alice", 1]]]
-        self.redis.calls[0][2].callback(json.dumps(answer))
+        self.redis.calls[0][2].callback(reply(answer))
         results = [self.successResultOf(d) for d in sends]
         self.assertEqual([f"m{n}" for n in range(50)], [r.message.mid for r in results])
         self.assertEqual([n + 1 for n in range(50)], [r.seqs["bob"] for r in results])
@@ -86,7 +91,7 @@ class BatchTests(TestCase):
         first, bad, last = self.send("alice", "1"), self.send("alice", "2", "nobody"), \
             self.send("alice", "3")
         self.clock.advance(0)
-        self.redis.calls[0][2].callback(json.dumps([
+        self.redis.calls[0][2].callback(reply([
             stored("a", "alice", "1", {"alice": 1, "bob": 1}), [-1, "nobody"],
             stored("b", "alice", "3", {"alice": 2, "bob": 2})]))
         self.assertEqual("a", self.successResultOf(first).message.mid)
@@ -98,7 +103,7 @@ class BatchTests(TestCase):
         """An op the script reports as raised fails with Internal; the others succeed."""
         good, bad = self.store.ack("bob", 1), self.store.read("carol", 2)
         self.clock.advance(0)
-        self.redis.calls[0][2].callback(json.dumps([{}, {"e": "WRONGTYPE"}]))
+        self.redis.calls[0][2].callback(reply([{}, {"e": "WRONGTYPE"}]))
         self.assertEqual([], self.successResultOf(good))
         self.failureResultOf(bad, Internal)
 
@@ -116,7 +121,7 @@ class BatchTests(TestCase):
         """An answer that does not match the batch fails every op rather than misassign."""
         sends = [self.send("alice", f"c{n}") for n in range(2)]
         self.clock.advance(0)
-        self.redis.calls[0][2].callback(json.dumps([stored("a", "alice", "c0", {"bob": 1})]))
+        self.redis.calls[0][2].callback(reply([stored("a", "alice", "c0", {"bob": 1})]))
         for d in sends:
             self.failureResultOf(d, Internal)
 
@@ -129,7 +134,7 @@ class BatchTests(TestCase):
         later.append(self.send("alice", "3"))
         self.clock.advance(0)
         self.assertEqual(1, len(self.redis.calls))
-        self.redis.calls[0][2].callback(json.dumps([stored("a", "alice", "1", {"bob": 1})]))
+        self.redis.calls[0][2].callback(reply([stored("a", "alice", "1", {"bob": 1})]))
         self.successResultOf(first)
         self.assertEqual(1, len(self.redis.calls))
         self.clock.advance(0)
@@ -145,7 +150,7 @@ class BatchTests(TestCase):
         self.clock.advance(0)
         closed = self.store.close()
         self.assertEqual([], disconnected)
-        self.redis.calls[0][2].callback(json.dumps([stored("a", "alice", "1", {"bob": 1})]))
+        self.redis.calls[0][2].callback(reply([stored("a", "alice", "1", {"bob": 1})]))
         self.successResultOf(d)
         self.successResultOf(closed)
         self.assertEqual([True], disconnected)

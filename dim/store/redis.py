@@ -162,10 +162,11 @@ end
 #: The hot path in one script call: ARGV: prefix, a msgpack list of operations, each
 #: ``["s", sender, client id, draft message JSON, file id, [recipient...]]`` (store),
 #: ``["a", user, seq]`` (ack) or ``["r", user, seq]`` (read: ack, then mark read), run in
-#: list order.  Returns a JSON list with one result per operation: the store function's, the
-#: receipts ``[[mid, id, sender, seq], ...]`` (``{}`` when none) of an ack or read, or
-#: ``{"e": message}`` when that operation raised (the others still run: each operation checks
-#: everything before its first write).
+#: list order.  Returns JSON ``[session version, results]``: the session registry's version
+#: counter (see :mod:`dim.cluster.sessions`) and one result per operation: the store
+#: function's, the receipts ``[[mid, id, sender, seq], ...]`` (``{}`` when none) of an ack or
+#: read, or ``{"e": message}`` when that operation raised (the others still run: each
+#: operation checks everything before its first write).
 BATCH = _LUA_STORE + _LUA_ADVANCE + """
 local function run(p, op)
   local kind = op[1]
@@ -188,7 +189,7 @@ for i, op in ipairs(cmsgpack.unpack(ARGV[2])) do
     out[i] = {e = tostring(res)}
   end
 end
-return cjson.encode(out)
+return cjson.encode({tonumber(redis.call('GET', p .. 'sessver') or '0'), out})
 """
 
 #: ARGV: prefix, user, after, limit.  Returns {last_seq, {m, pa, pr}, ...}.
@@ -450,6 +451,25 @@ def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> An
                                          convertNumbers=False)
 
 
+def open_redis_subscriber(url: str, factory: Any, connect_timeout: float = 2.0,
+                          reactor: Any = None) -> Any:
+    """A started ClientService holding one connection to ``url`` for pub/sub.
+
+    ``factory`` builds the protocol (a ``txredisapi.SubscriberProtocol``); the service
+    connects again, with a short backoff, whenever the connection is lost.
+    """
+    from twisted.application.internet import ClientService, backoffPolicy
+    from twisted.internet.endpoints import HostnameEndpoint
+
+    if reactor is None:
+        from twisted.internet import reactor
+    host, port, _ = parse_redis_url(url)
+    service = ClientService(HostnameEndpoint(reactor, host, port, timeout=connect_timeout),
+                            factory, retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0))
+    service.startService()
+    return service
+
+
 async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
     """Fail with :class:`Unavailable` unless Redis answers PING within ``timeout``."""
     try:
@@ -461,6 +481,24 @@ async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorT
 async def _ping(redis: Any) -> None:
     await redis.ping()
 
+
+
+#: The highest version of the session registry (``sessver``, see :mod:`dim.cluster.sessions`)
+#: seen in any answer from Redis in this process, per key prefix.  A node's session cache
+#: answers from memory only once it has heard every change up to this version, so a session
+#: added before a message was stored is never missed for that message.
+_session_versions: dict[str, int] = {}
+
+
+def saw_session_version(prefix: str, version: int) -> None:
+    """Note that Redis under ``prefix`` reached session version ``version``."""
+    if version > _session_versions.get(prefix, 0):
+        _session_versions[prefix] = version
+
+
+def session_version_seen(prefix: str) -> int:
+    """The highest session version seen under ``prefix`` (0 when none)."""
+    return _session_versions.get(prefix, 0)
 
 
 class LuaScripts:
@@ -494,8 +532,8 @@ class LuaScripts:
             await self.load()
             return await self.redis.evalsha(self._shas[name], [], argv)
 
-#: What the batch script answers for one operation: a store's list, receipts, or {"e": ...}.
-_decode_batch = msgspec.json.Decoder(list).decode
+#: The batch script's answer: the session version, then one result per operation.
+_decode_batch = msgspec.json.Decoder(tuple[int, list[Any]]).decode
 _encode_batch = msgspec.msgpack.Encoder().encode
 
 #: One operation waiting for its batch: the operation as the batch script reads it, the
@@ -572,11 +610,13 @@ class _Batcher:
         self._in_flight = False
         results: list[Any] | None = None
         why = ""
+        version = 0
         if isinstance(reply, Failure):
             why = str(reply.value) or type(reply.value).__name__
         else:
             try:
-                results = _decode_batch(reply)
+                version, results = _decode_batch(reply)
+                saw_session_version(self._scripts.prefix, version)
             except (msgspec.DecodeError, TypeError) as e:
                 why = f"unreadable answer: {e}"
             else:
