@@ -31,7 +31,8 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from dim.cluster.interface import ISessionRegistry, SessionRef
-from dim.store.redis import LuaScripts, saw_session_version, session_version_seen
+from dim.store.redis import (LuaScripts, ScriptBatcher, saw_session_version,
+                             session_version_seen)
 
 #: Shared Lua: the live sessions of a user (dropping dead ones, noted as changes), and
 #: ``publish``: count one change of the users in ``changed`` (a set) in ``sessver`` and tell
@@ -75,46 +76,65 @@ local function publish(p)
 end
 """
 
-#: ARGV: prefix, user, session, node, ttl_ms.  Returns {1 if it is the user's first session
-#: else 0, session version}.
-ADD = _LUA_LIVE + """
-local p, user, session, node, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local before = live_sessions(p, user)
-local first = 0
-if #before == 0 then first = 1 end
-local k = p .. 'sess:' .. user
-if redis.call('HGET', k, session) ~= node then
-  redis.call('HSET', k, session, node)
-  touch(user)
+#: The registry's hot path in one script call: ARGV: prefix, a msgpack list of operations,
+#: each ``["a", user, session, node, ttl_ms]`` (add: answers 1 if it is the user's first
+#: live session, else 0), ``["r", user, session]`` (remove: 1 if the user had the session
+#: and has no live session left, else 0) or ``["l", user...]`` (locate: answers
+#: ``[version, [session, node, ...] per user]``, ``{}`` for a user with none, where version
+#: is ``sessver`` before this call's changes), run in list order.  Publishes one change
+#: event for the whole call.  Returns JSON ``[session version, [result per operation]]``,
+#: ``{"e": message}`` for an operation that raised.
+BATCH = _LUA_LIVE + """
+local function add(p, user, session, node, ttl)
+  local before = live_sessions(p, user)
+  local first = 0
+  if #before == 0 then first = 1 end
+  local k = p .. 'sess:' .. user
+  if redis.call('HGET', k, session) ~= node then
+    redis.call('HSET', k, session, node)
+    touch(user)
+  end
+  revive(p, node)
+  redis.call('SADD', p .. 'nodesess:' .. node, user .. '\\0' .. session)
+  redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
+  redis.call('PEXPIRE', p .. 'nodesess:' .. node, ttl * 4)
+  return first
 end
-revive(p, node)
-redis.call('SADD', p .. 'nodesess:' .. node, user .. '\\0' .. session)
-redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
-redis.call('PEXPIRE', p .. 'nodesess:' .. node, ttl * 4)
-return {first, publish(p)}
-"""
-
-#: ARGV: prefix, user, session.  Returns {1 if the user has no live session left else 0,
-#: session version}.
-REMOVE = _LUA_LIVE + """
-local p, user, session = ARGV[1], ARGV[2], ARGV[3]
-local node = redis.call('HGET', p .. 'sess:' .. user, session)
-if node then
-  redis.call('HDEL', p .. 'sess:' .. user, session)
-  redis.call('SREM', p .. 'nodesess:' .. node, user .. '\\0' .. session)
-  touch(user)
+local function remove(p, user, session)
+  local node = redis.call('HGET', p .. 'sess:' .. user, session)
+  if node then
+    redis.call('HDEL', p .. 'sess:' .. user, session)
+    redis.call('SREM', p .. 'nodesess:' .. node, user .. '\\0' .. session)
+    touch(user)
+  end
+  local left = live_sessions(p, user)
+  if #left == 0 and node then return 1 end
+  return 0
 end
-local left = live_sessions(p, user)
-local last = 0
-if #left == 0 and node then last = 1 end
-return {last, publish(p)}
-"""
-
-#: ARGV: prefix, user 1..n.  Returns {session version, {session, node, ...} per user}.
-LOCATE = _LUA_LIVE + """
+local p = ARGV[1]
+local base = tonumber(redis.call('GET', p .. 'sessver') or '0')
+local function run(op)
+  local kind = op[1]
+  if kind == 'a' then return add(p, op[2], op[3], op[4], tonumber(op[5])) end
+  if kind == 'r' then return remove(p, op[2], op[3]) end
+  if kind == 'l' then
+    local found = {}
+    for i = 2, #op do found[#found + 1] = live_sessions(p, op[i]) end
+    return {base, found}
+  end
+  error('unknown operation ' .. tostring(kind))
+end
 local out = {}
-for i = 2, #ARGV do out[#out + 1] = live_sessions(ARGV[1], ARGV[i]) end
-return {publish(ARGV[1]), out}
+for i, op in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local ok, res = pcall(run, op)
+  if ok then
+    out[i] = res
+  else
+    if type(res) == 'table' then res = res.err end
+    out[i] = {e = tostring(res)}
+  end
+end
+return cjson.encode({publish(p), out})
 """
 
 #: ARGV: prefix, node, ttl_ms.  Renews the node's liveness; returns its session count.
@@ -154,8 +174,7 @@ out[1] = publish(p)
 return out
 """
 
-SCRIPTS = {"add": ADD, "remove": REMOVE, "locate": LOCATE, "refresh": REFRESH,
-           "drop_node": DROP_NODE}
+SCRIPTS = {"batch": BATCH, "refresh": REFRESH, "drop_node": DROP_NODE}
 
 
 class _Subscriber:
@@ -246,6 +265,7 @@ class RedisSessionRegistry:
         self.channel = prefix + "sess"
         self._scripts = LuaScripts(redis, prefix, SCRIPTS)
         self._clock = clock
+        self._batcher = ScriptBatcher(self._scripts, clock)
         self._cache: dict[str, _Entry] = {}
         self._live = False
         self._epoch = 0
@@ -345,23 +365,26 @@ class RedisSessionRegistry:
 
     def add(self, user: str, session: str, node: str) -> defer.Deferred[bool]:
         """Record a session (and renew its node's lifetime); fires True if it is the user's
-        first live session."""
-        async def run() -> bool:
-            first, version = await self._run("add", user, session, node, self.ttl_ms)
-            self._forget([user], int(version))
-            return bool(int(first))
-        return defer.Deferred.fromCoroutine(run())
+        first live session.  Joins the batch of this reactor turn."""
+        return self._batcher.submit(["a", user, session, node, self.ttl_ms],
+                                    self._changed_here, user)
 
     def remove(self, user: str, session: str) -> defer.Deferred[bool]:
-        """Forget a session; fires True if it existed and the user has no live session left."""
-        async def run() -> bool:
-            last, version = await self._run("remove", user, session)
-            self._forget([user], int(version))
-            return bool(int(last))
-        return defer.Deferred.fromCoroutine(run())
+        """Forget a session; fires True if it existed and the user has no live session left.
+        Joins the batch of this reactor turn."""
+        return self._batcher.submit(["r", user, session], self._changed_here, user)
+
+    def _changed_here(self, raw: Any, user: str | None) -> bool:
+        """An add's or remove's answer; the user changed (the event follows)."""
+        if user is not None:
+            self._cache.pop(user, None)
+        return bool(int(raw))
 
     def locate(self, users: list[str]) -> defer.Deferred[dict[str, list[SessionRef]]]:
-        """``{user: [SessionRef, ...]}`` for the given users with a live session."""
+        """``{user: [SessionRef, ...]}`` for the given users with a live session.
+
+        From the cache when it is current (see the class docstring), else from Redis in the
+        batch of this reactor turn."""
         found: dict[str, list[SessionRef]] = {}
         if not users:
             return defer.succeed(found)
@@ -386,16 +409,17 @@ class RedisSessionRegistry:
         epoch, live = self._epoch, self._live
         self._locating += 1
 
-        def answered(reply: list[Any]) -> dict[str, list[SessionRef]]:
-            version, lists = int(reply[0]), reply[1]
-            saw_session_version(self.prefix, version)
+        def answered(raw: list[Any], _: Any) -> dict[str, list[SessionRef]]:
+            version, lists = int(raw[0]), raw[1]
+            if len(lists) != len(missing):
+                raise ValueError(f"{len(lists)} answers for {len(missing)} users")
             keep = live and self._live and epoch == self._epoch
             if keep and len(self._cache) + len(missing) > self.max_cached:
                 self._cache.clear()
             expires = now + self.cache_ttl
-            for user, flat in zip(missing, lists):
+            for user, flat in zip(missing, lists, strict=True):
                 refs = [SessionRef(session=flat[i], node=flat[i + 1])
-                        for i in range(0, len(flat), 2)]
+                        for i in range(0, len(flat), 2)] if flat else []
                 if refs:
                     found[user] = refs
                 if keep and self._dirty.get(user, 0) <= version:
@@ -408,8 +432,7 @@ class RedisSessionRegistry:
                 self._dirty.clear()
             return result
 
-        d = defer.Deferred.fromCoroutine(self._run("locate", *missing))
-        d.addCallback(answered)
+        d = self._batcher.submit(["l", *missing], answered, None)
         d.addBoth(done)
         return d
 
@@ -440,5 +463,6 @@ class RedisSessionRegistry:
                 service, self._subscription = self._subscription, None
                 await service.stopService()
             self._unsubscribed()
+            await self._batcher.drained()
             await self.redis.disconnect()
         return defer.Deferred.fromCoroutine(run())

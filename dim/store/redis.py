@@ -161,17 +161,19 @@ end
 
 #: The hot path in one script call: ARGV: prefix, a msgpack list of operations, each
 #: ``["s", sender, client id, draft message JSON, file id, [recipient...]]`` (store),
-#: ``["a", user, seq]`` (ack) or ``["r", user, seq]`` (read: ack, then mark read), run in
-#: list order.  Returns JSON ``[session version, results]``: the session registry's version
-#: counter (see :mod:`dim.cluster.sessions`) and one result per operation: the store
-#: function's, the receipts ``[[mid, id, sender, seq], ...]`` (``{}`` when none) of an ack or
-#: read, or ``{"e": message}`` when that operation raised (the others still run: each
+#: ``["a", user, seq]`` (ack), ``["r", user, seq]`` (read: ack, then mark read) or
+#: ``["n", user]`` (the inbox's last seq), run in list order.  Returns JSON
+#: ``[session version, results]``: the session registry's version counter (see
+#: :mod:`dim.cluster.sessions`) and one result per operation: the store function's, the
+#: receipts ``[[mid, id, sender, seq], ...]`` (``{}`` when none) of an ack or read, the last
+#: seq, or ``{"e": message}`` when that operation raised (the others still run: each
 #: operation checks everything before its first write).
 BATCH = _LUA_STORE + _LUA_ADVANCE + """
 local function run(p, op)
   local kind = op[1]
   if kind == 's' then return store(p, op[2], op[3], op[4], op[5], op[6]) end
   if kind == 'a' then return advance(p, op[2], tonumber(op[3]), 'ack', 'pa', true) end
+  if kind == 'n' then return redis.call('LLEN', p .. 'inbox:' .. op[2]) end
   if kind == 'r' then
     advance(p, op[2], tonumber(op[3]), 'ack', 'pa', false)
     return advance(p, op[2], tonumber(op[3]), 'read', 'pr', true)
@@ -542,8 +544,12 @@ _encode_batch = msgspec.msgpack.Encoder().encode
 _Pending = tuple[list[Any], defer.Deferred[Any], Callable[[Any, str | None], Any], str | None]
 
 
-class _Batcher:
-    """Sends the store's hot-path operations to Redis as one script call per batch.
+class ScriptBatcher:
+    """Sends operations to Redis as one call of the script ``batch`` per batch.
+
+    The script takes the key prefix and a msgpack list of operations and answers JSON
+    ``[session version, [one result per operation]]`` (an operation that raised answers
+    ``{"e": message}``); the version goes to :func:`saw_session_version`.
 
     Every operation submitted in one reactor turn joins one batch, sent at the end of the
     turn (``callLater(0)``).  At most one batch is in flight: what is submitted meanwhile
@@ -560,6 +566,7 @@ class _Batcher:
     max_ops = 512
 
     def __init__(self, scripts: LuaScripts, clock: IReactorTime | None) -> None:
+        """Batch through the script named ``batch`` of ``scripts``."""
         self._scripts = scripts
         self._clock = clock
         self._queue: list[_Pending] = []
@@ -654,6 +661,11 @@ def _send_result(raw: list[Any], ref: str | None) -> SendResult:
                       seqs={u: int(s) for u, s in raw[2].items()}, duplicate=status == 1)
 
 
+def _int(raw: Any, ref: str | None) -> int:
+    """An integer answer."""
+    return int(raw)
+
+
 def _receipts(raw: Any, ref: str | None) -> list[Receipt]:
     """Receipts from an ack's or read's answer (``{}`` when there are none)."""
     if not raw:
@@ -677,7 +689,7 @@ class RedisStore:
         #: ``"fsync"``, ``"everysec"``, ``"none"`` or ``"unknown"``: see the module docstring.
         self.durability = durability
         self._scripts = LuaScripts(redis, prefix, SCRIPTS)
-        self._batcher = _Batcher(self._scripts, clock)
+        self._batcher = ScriptBatcher(self._scripts, clock)
         self._closed: defer.Deferred[None] | None = None
         #: How many user names one step of :meth:`search_users` reads.
         self.search_page = 1000
@@ -721,10 +733,10 @@ class RedisStore:
             fsync = await self.redis.execute_command("CONFIG", "GET", "appendfsync")
         except Exception:
             return "unknown"  # CONFIG may be disabled on a managed Redis
-        if dict(zip(aof[::2], aof[1::2])).get("appendonly") != "yes":
+        if dict(zip(aof[::2], aof[1::2], strict=False)).get("appendonly") != "yes":
             return "none"
-        return "fsync" if dict(zip(fsync[::2], fsync[1::2])).get("appendfsync") == "always" \
-            else "everysec"
+        settings = dict(zip(fsync[::2], fsync[1::2], strict=False))
+        return "fsync" if settings.get("appendfsync") == "always" else "everysec"
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script (again after a Redis restart flushed them)."""
@@ -796,7 +808,7 @@ class RedisStore:
                       ts: int) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's.
 
-        Joins the batch of this reactor turn (see :class:`_Batcher`): one sender's messages
+        Joins the batch of this reactor turn (see :class:`ScriptBatcher`): one sender's messages
         are stored in call order.  Fires once Redis answered, which is durable in the sense
         of the module docstring.  NotFound (nothing written) if the sender or a recipient
         does not exist; Internal if the batch failed.
@@ -823,8 +835,11 @@ class RedisStore:
         return defer.Deferred.fromCoroutine(run())
 
     def last_seq(self, user: str) -> defer.Deferred[int]:
-        """The highest seq in the user's inbox (0 when empty or unknown)."""
-        return self.redis.llen(self._key("inbox", user)).addCallback(int)
+        """The highest seq in the user's inbox (0 when empty or unknown).
+
+        Joins the batch of this reactor turn, so a reconnect storm's ``welcome`` frames cost
+        one script call per turn, and the answer counts every store called before it."""
+        return self._batcher.submit(["n", user], _int, None)
 
     def ack(self, user: str, seq: int) -> defer.Deferred[list[Receipt]]:
         """Acknowledge the user's inbox up to ``seq``; the receipts this newly makes.
