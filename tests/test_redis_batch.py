@@ -20,13 +20,22 @@ class RecordingRedis:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[Any], defer.Deferred[Any]]] = []
         self.shas: dict[str, str] = {}
+        self.gets: list[tuple[str, defer.Deferred[Any]]] = []
+
+    def get(self, key: str) -> defer.Deferred[Any]:
+        """GET: a Deferred the test fires."""
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.gets.append((key, d))
+        return d
 
     def script_load(self, body: str) -> defer.Deferred[str]:
+        """SCRIPT LOAD: the script's SHA-1."""
         sha = hashlib.sha1(body.encode()).hexdigest()
         self.shas[sha] = body
         return defer.succeed(sha)
 
     def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
+        """EVALSHA: recorded, with a Deferred the test fires."""
         d: defer.Deferred[Any] = defer.Deferred()
         self.calls.append((self.shas[sha], list(args), d))
         return d
@@ -39,6 +48,7 @@ class RecordingRedis:
 
     @staticmethod
     def assert_batch(body: str) -> None:
+        """Fail unless ``body`` is the store's batch script."""
         if body != BATCH:
             raise AssertionError("not the batch script")
 

@@ -65,6 +65,15 @@ class RegistryBatchTests(TestCase):
         self.failureResultOf(add, Internal)
         self.failureResultOf(found, Internal)
 
+    def test_subscribed_reads_the_version_first(self) -> None:
+        """Once subscribed, the cache starts only when the version reached is read."""
+        self.registry._subscribed()
+        self.assertFalse(self.registry._live)
+        self.assertEqual([self.prefix + "sessver"], [key for key, _ in self.redis.gets])
+        self.redis.gets[0][1].callback("7")
+        self.assertTrue(self.registry._live)
+        self.assertEqual(7, self.registry._applied)
+
     def test_no_cache_without_events(self) -> None:
         """Before the change events flow, every locate asks Redis."""
         for _ in range(2):
@@ -73,8 +82,7 @@ class RegistryBatchTests(TestCase):
 
     def test_cache_answers_once_current(self) -> None:
         """With events flowing and every seen change heard, a second locate asks nothing."""
-        self.registry._subscribed()
-        self.registry._changed("5\x00carol")
+        self.registry._caught_up(5)
         self.assertEqual({"bob": [SessionRef(session="s", node="n1")]},
                          self.locate_answered(["bob"], [["s", "n1"]], 5, 5))
         d = self.registry.locate(["bob"])
@@ -85,8 +93,7 @@ class RegistryBatchTests(TestCase):
 
     def test_unheard_change_asks_redis(self) -> None:
         """A version seen (e.g. in a store batch) but not yet heard makes locate ask Redis."""
-        self.registry._subscribed()
-        self.registry._changed("5\x00carol")
+        self.registry._caught_up(5)
         self.locate_answered(["bob"], [{}], 5, 5)
         saw_session_version(self.prefix, 6)
         self.locate_answered(["bob"], [["s", "n2"]], 6, 6)
@@ -100,8 +107,7 @@ class RegistryBatchTests(TestCase):
     def test_event_before_answer_not_cached(self) -> None:
         """A change heard while a locate is in flight, newer than its answer, keeps the
         answer out of the cache."""
-        self.registry._subscribed()
-        self.registry._changed("5\x00carol")
+        self.registry._caught_up(5)
         d = self.registry.locate(["bob"])
         self.clock.advance(0)
         self.registry._changed("6\x00bob")
@@ -111,8 +117,7 @@ class RegistryBatchTests(TestCase):
 
     def test_event_drops_entry_and_expiry(self) -> None:
         """An event naming a cached user drops it; an entry older than cache_ttl is not used."""
-        self.registry._subscribed()
-        self.registry._changed("5\x00carol")
+        self.registry._caught_up(5)
         self.locate_answered(["bob", "dan"], [{}, {}], 5, 5)
         self.registry._changed("6\x00bob")
         self.assertNotIn("bob", self.registry._cache)
@@ -126,8 +131,7 @@ class RegistryBatchTests(TestCase):
 
     def test_lost_subscription_empties_cache(self) -> None:
         """Losing the event connection empties the cache and stops answering from it."""
-        self.registry._subscribed()
-        self.registry._changed("5\x00carol")
+        self.registry._caught_up(5)
         self.locate_answered(["bob"], [{}], 5, 5)
         self.registry._unsubscribed()
         self.assertEqual({}, self.registry._cache)
@@ -136,8 +140,7 @@ class RegistryBatchTests(TestCase):
 
     def test_own_add_drops_entry(self) -> None:
         """An add through this registry drops the user's entry as soon as it is answered."""
-        self.registry._subscribed()
-        self.registry._changed("5\x00carol")
+        self.registry._caught_up(5)
         self.locate_answered(["bob"], [{}], 5, 5)
         d = self.registry.add("bob", "s", "n1")
         self.clock.advance(0)

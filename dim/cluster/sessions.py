@@ -20,7 +20,14 @@ says which users went offline.  A node restarting with the same id must call
 ``drop_node(own id)`` before accepting connections, so its previous life's sessions are gone.
 
 Keys (prefix default ``dim:``): ``sess:<user>`` hash session -> node; ``nodesess:<node>`` set
-of ``user\\x00session`` (for drop_node), expiring with the node; ``alive:<node>``.
+of ``user\\x00session`` (for drop_node), expiring with the node; ``alive:<node>``;
+``sessver``: a counter of session changes.  Every script that changes sessions counts the
+change and publishes ``version\\x00user...`` on the channel ``<prefix>sess``.
+
+Every node keeps a cache of where users' sessions are, fed by those events (see
+:class:`RedisSessionRegistry`), so that delivering a message needs no Redis look-up in the
+steady state.  Adds, removes and look-ups made in one reactor turn go to Redis as one script
+call (:class:`dim.store.redis.ScriptBatcher`).
 """
 from __future__ import annotations
 
@@ -326,9 +333,31 @@ class RedisSessionRegistry:
         return d
 
     def _subscribed(self) -> None:
-        """(reactor) Events flow from now on: start from an empty cache."""
+        """(reactor) Events flow from now on: read the version reached so far, then start
+        the cache from empty (every entry then comes from a look-up made after that)."""
+        epoch = self._epoch = self._epoch + 1
+        self._cache.clear()
+
+        def read(version: Any) -> None:
+            if epoch == self._epoch:
+                self._caught_up(int(version or 0))
+
+        d = self.redis.get(self.prefix + "sessver")
+        d.addCallbacks(read, lambda f: self._subscription_failed(f, epoch))
+
+    def _subscription_failed(self, failure: Any, epoch: int) -> None:
+        """(reactor) The version could not be read: drop the event connection, so that
+        subscribing again tries again."""
+        if epoch == self._epoch and self._subscription is not None:
+            self._subscription.whenConnected().addCallback(
+                lambda p: p.transport.loseConnection())
+
+    def _caught_up(self, version: int) -> None:
+        """(reactor) Every change up to ``version`` is reflected in what Redis answers from
+        now on, and every later one will be heard: answer from the cache."""
         self._epoch += 1
         self._cache.clear()
+        self._applied = version
         self._live = True
         waiting, self._waiting = self._waiting, []
         for d in waiting:

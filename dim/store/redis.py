@@ -1,9 +1,14 @@
 """DIM's store on Redis, for cluster mode: several nodes share one Redis.
 
-Every write that must be atomic across nodes is one Lua script (loaded at connect, run with
-EVALSHA): storing a message (recipient check, dedup on ``(sender, id)``, one seq per inbox, the
-message and its inbox entries), acknowledging and reading.  Redis runs one script at a time, so
-two nodes writing the same inbox never collide and seqs have no gaps.
+Every write that must be atomic across nodes is done by a Lua script (loaded at connect, run
+with EVALSHA): storing a message (recipient check, dedup on ``(sender, id)``, one seq per
+inbox, the message and its inbox entries), acknowledging and reading.  Redis runs one script
+at a time, so two nodes writing the same inbox never collide and seqs have no gaps.
+
+The hot path (``store_message``, ``ack``, ``read``, ``last_seq``) is batched: every such call
+made in one reactor turn goes to Redis in ONE call of the script :data:`BATCH`, which runs
+them in call order and answers each on its own (:class:`ScriptBatcher`).  One batch is in
+flight at a time, so batches, and so one sender's messages, are stored in call order.
 
 Keys, all under a prefix (default ``dim:``), on ONE Redis instance (the scripts compute keys
 from the prefix, so this is not meant for Redis Cluster):
