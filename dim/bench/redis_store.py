@@ -7,6 +7,9 @@ Each sender keeps ``--window`` messages in flight (a client waiting for ``sent``
 the calling process's CPU seconds per message and, with ``--redis-pid``, Redis's own (from
 /proc), plus messages per second.  Uses its own key prefix and deletes it at the end.
 
+Then a reconnect storm: every sender says ``hello`` at once (a session added, then the
+inbox's last_seq read for ``welcome``), with the CPU per hello.
+
 Not a timed test: a benchmark to compare versions of the store on one machine.
 """
 from __future__ import annotations
@@ -57,23 +60,32 @@ async def _run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         for d in window:
             await d
 
-    redis_before = _proc_cpu(args.redis_pid) if args.redis_pid else 0.0
-    cpu_before, wall_before = time.process_time(), time.monotonic()
-    await defer.gatherResults([defer.Deferred.fromCoroutine(one_sender(i))
-                               for i in range(args.senders)], consumeErrors=True)
-    cpu = time.process_time() - cpu_before
-    wall = time.monotonic() - wall_before
-    redis_cpu = (_proc_cpu(args.redis_pid) - redis_before) if args.redis_pid else None
-    total = per_sender * args.senders
+    def hello(user: str) -> defer.Deferred[Any]:
+        """What a node does for ``hello``: add the session, then read last_seq."""
+        return sessions.add(user, f"storm-{user}", "bench-node").addCallback(
+            lambda _: store.last_seq(user))
+
+    result: dict[str, Any] = {}
+    for name, count, run in [
+            ("msg", per_sender * args.senders,
+             lambda: [defer.Deferred.fromCoroutine(one_sender(i))
+                      for i in range(args.senders)]),
+            ("hello", len(senders), lambda: [hello(u) for u in senders])]:
+        redis_before = _proc_cpu(args.redis_pid) if args.redis_pid else 0.0
+        cpu_before, wall_before = time.process_time(), time.monotonic()
+        await defer.gatherResults(run(), consumeErrors=True)
+        cpu = time.process_time() - cpu_before
+        wall = time.monotonic() - wall_before
+        result[f"{name}s"] = count
+        result[f"{name}s_per_s"] = round(count / wall)
+        result[f"process_cpu_us_per_{name}"] = round(cpu / count * 1e6, 1)
+        if args.redis_pid:
+            redis_cpu = _proc_cpu(args.redis_pid) - redis_before
+            result[f"redis_cpu_us_per_{name}"] = round(redis_cpu / count * 1e6, 1)
     await _delete_prefix(store.redis, prefix)
     await sessions.close()
     await store.close()
-    return {
-        "messages": total, "senders": args.senders, "window": args.window,
-        "msgs_per_s": round(total / wall),
-        "process_cpu_us_per_msg": round(cpu / total * 1e6, 1),
-        "redis_cpu_us_per_msg": None if redis_cpu is None else round(redis_cpu / total * 1e6, 1),
-    }
+    return {"senders": args.senders, "window": args.window, **result}
 
 
 async def _delete_prefix(redis: Any, prefix: str) -> None:
@@ -95,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-pid", type=int, default=0,
                         help="pid of the Redis server, to count its CPU")
     parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--senders", type=int, default=32)
+    parser.add_argument("--senders", type=int, default=32,
+                        help="senders (and so the clients of the hello storm)")
     parser.add_argument("--window", type=int, default=8)
     args = parser.parse_args(argv)
 
