@@ -7,7 +7,7 @@ Each sender keeps ``--window`` messages in flight (a client waiting for ``sent``
 the calling process's CPU seconds per message and, with ``--redis-pid``, Redis's own (from
 /proc), plus messages per second.  Uses its own key prefix and deletes it at the end.
 
-Then a reconnect storm: every sender says ``hello`` at once (a session added, then the
+Then a reconnect storm: ``--hellos`` clients say ``hello`` at once (a session added, then the
 inbox's last_seq read for ``welcome``), with the CPU per hello.
 
 Not a timed test: a benchmark to compare versions of the store on one machine.
@@ -70,7 +70,8 @@ async def _run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             ("msg", per_sender * args.senders,
              lambda: [defer.Deferred.fromCoroutine(one_sender(i))
                       for i in range(args.senders)]),
-            ("hello", len(senders), lambda: [hello(u) for u in senders])]:
+            ("hello", args.hellos,
+             lambda: [hello(f"h{i}") for i in range(args.hellos)])]:
         redis_before = _proc_cpu(args.redis_pid) if args.redis_pid else 0.0
         cpu_before, wall_before = time.process_time(), time.monotonic()
         await defer.gatherResults(run(), consumeErrors=True)
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--senders", type=int, default=32,
                         help="senders (and so the clients of the hello storm)")
     parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--hellos", type=int, default=2000,
+                        help="clients of the hello storm")
     args = parser.parse_args(argv)
 
     def run(reactor: Any) -> defer.Deferred[None]:

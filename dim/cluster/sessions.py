@@ -92,6 +92,7 @@ end
 #: event for the whole call.  Returns JSON ``[session version, [result per operation]]``,
 #: ``{"e": message}`` for an operation that raised.
 BATCH = _LUA_LIVE + """
+local renewed = {}
 local function add(p, user, session, node, ttl)
   local before = live_sessions(p, user)
   local first = 0
@@ -101,10 +102,13 @@ local function add(p, user, session, node, ttl)
     redis.call('HSET', k, session, node)
     touch(user)
   end
-  revive(p, node)
   redis.call('SADD', p .. 'nodesess:' .. node, user .. '\\0' .. session)
-  redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
-  redis.call('PEXPIRE', p .. 'nodesess:' .. node, ttl * 4)
+  if not renewed[node] then
+    renewed[node] = true
+    revive(p, node)
+    redis.call('SET', p .. 'alive:' .. node, '1', 'PX', ttl)
+    redis.call('PEXPIRE', p .. 'nodesess:' .. node, ttl * 4)
+  end
   return first
 end
 local function remove(p, user, session)
