@@ -51,7 +51,8 @@ async def _run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         sender, to = senders[index], recipients[index]
         window: list[defer.Deferred[Any]] = []
         for n in range(per_sender):
-            d = store.store_message(sender, f"c{n}", [to], None, "hello", "text", None, 0)
+            d: Any = store.store_message(sender, f"c{n}", [to], None, "hello", "text", None,
+                                         0)
             d.addCallback(lambda result, to=to: sessions.locate([to]).addCallback(
                 lambda _: store.ack(to, result.seqs[to])))
             window.append(d)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="clients of the hello storm")
     args = parser.parse_args(argv)
 
-    def run(reactor: Any) -> defer.Deferred[None]:
+    def run(reactor: Any) -> Any:
         d = defer.Deferred.fromCoroutine(_run(reactor, args))
         d.addCallback(lambda result: print(json.dumps(result)))
         return d

@@ -389,10 +389,11 @@ class RedisSessionRegistry:
             self._cache.pop(user, None)
 
     def _now(self) -> float:
-        if self._clock is None:
+        clock: Any = self._clock
+        if clock is None:
             from twisted.internet import reactor
-            self._clock = reactor  # type: ignore[assignment]
-        return self._clock.seconds()  # type: ignore[union-attr]
+            clock = self._clock = reactor  # type: ignore[assignment]
+        return float(clock.seconds())
 
     # -- ISessionRegistry ------------------------------------------------------------------
 

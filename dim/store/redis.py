@@ -471,8 +471,9 @@ def open_redis_subscriber(url: str, factory: Any, connect_timeout: float = 2.0,
     if reactor is None:
         from twisted.internet import reactor
     host, port, _ = parse_redis_url(url)
-    service = ClientService(HostnameEndpoint(reactor, host, port, timeout=connect_timeout),
-                            factory, retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0))
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+    service = ClientService(endpoint, factory,
+                            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0))
     service.startService()
     return service
 
@@ -599,10 +600,11 @@ class ScriptBatcher:
 
     def _schedule(self) -> None:
         if self._flush_call is None and not self._in_flight and self._queue:
-            clock = self._clock
+            clock: Any = self._clock
             if clock is None:
-                from twisted.internet import reactor as clock  # type: ignore[assignment]
-            self._flush_call = clock.callLater(0, self._flush)  # type: ignore[union-attr]
+                from twisted.internet import reactor
+                clock = reactor
+            self._flush_call = clock.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
