@@ -152,6 +152,26 @@ class BatchTests(TestCase):
         self.assertEqual(["2", "3"], [op[2] for op in self.redis.ops(1)])
         self.assertNoResult(later[0])
 
+    def test_big_batches_are_split_in_order(self) -> None:
+        """More ops (or bytes) than one call takes go as several calls, in call order."""
+        self.store._batcher.max_ops = 3
+        self.store._batcher.max_bytes = 10_000
+        for n in range(4):
+            self.send("alice", f"c{n}")
+        big = self.store.store_message("alice", "big", ["bob"], None, "x" * 20_000, "text",
+                                       None, 1)
+        self.send("alice", "last")
+        seen: list[list[str]] = []
+        for index in range(3):
+            self.clock.advance(0)
+            self.assertEqual(index + 1, len(self.redis.calls))
+            ops = self.redis.ops(index)
+            seen.append([op[2] for op in ops])
+            self.redis.calls[index][2].callback(reply(
+                [stored(f"m{op[2]}", "alice", op[2], {"bob": 1}) for op in ops]))
+        self.assertEqual([["c0", "c1", "c2"], ["c3", "big"], ["last"]], seen)
+        self.assertEqual("mbig", self.successResultOf(big).message.mid)
+
     def test_close_waits_for_the_batch(self) -> None:
         """close() disconnects only after the batch under way is answered."""
         disconnected: list[bool] = []

@@ -570,6 +570,8 @@ class ScriptBatcher:
 
     #: The most operations in one script call, so one call never holds Redis for long.
     max_ops = 512
+    #: About the most bytes of operations in one script call (at least one operation goes).
+    max_bytes = 1 << 20
 
     def __init__(self, scripts: LuaScripts, clock: IReactorTime | None) -> None:
         """Batch through the script named ``batch`` of ``scripts``."""
@@ -610,7 +612,13 @@ class ScriptBatcher:
         self._flush_call = None
         if self._in_flight or not self._queue:
             return
-        batch, self._queue = self._queue[:self.max_ops], self._queue[self.max_ops:]
+        size, count = 0, 0
+        for op, _, _, _ in self._queue[:self.max_ops]:
+            size += sum(len(part) for part in op if isinstance(part, str))
+            count += 1
+            if size >= self.max_bytes:
+                break
+        batch, self._queue = self._queue[:count], self._queue[count:]
         self._in_flight = True
         self.batches += 1
         try:
