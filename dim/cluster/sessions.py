@@ -188,49 +188,6 @@ return out
 SCRIPTS = {"batch": BATCH, "refresh": REFRESH, "drop_node": DROP_NODE}
 
 
-class _Subscriber:
-    """Builds the pub/sub protocol that feeds a registry's cache with change events."""
-
-    def __init__(self, registry: RedisSessionRegistry) -> None:
-        self.registry = registry
-
-    def buildProtocol(self, addr: Any) -> Any:
-        import txredisapi
-
-        registry = self.registry
-
-        class Protocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
-            def connectionMade(self) -> Any:
-                d = super().connectionMade()
-                d.addCallback(lambda _: self.subscribe(registry.channel))
-                d.addCallback(lambda _: registry._subscribed())
-                d.addErrback(lambda f: self.transport.loseConnection())
-                return d
-
-            def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
-                registry._changed(message)
-
-            def connectionLost(self, why: Any) -> None:
-                registry._unsubscribed()
-                super().connectionLost(why)
-
-        protocol = Protocol(charset="utf-8", convertNumbers=False)
-        protocol.factory = self
-        return protocol
-
-    def stopTrying(self) -> None:
-        """(txredisapi calls it when AUTH fails; the ClientService retries anyway.)"""
-
-    def connectionError(self, why: str) -> None:
-        """(txredisapi reports a failed AUTH or SELECT here.)"""
-
-    def doStart(self) -> None:
-        """(Factory interface.)"""
-
-    def doStop(self) -> None:
-        """(Factory interface.)"""
-
-
 class _Entry:
     """A cached answer of locate for one user: as of session version ``version``."""
 
@@ -307,7 +264,8 @@ class RedisSessionRegistry:
                 await registry.load_scripts()
                 if cache:
                     registry._subscription = open_redis_subscriber(
-                        url, _Subscriber(registry), connect_timeout=timeout)
+                        url, registry.channel, registry._subscribed, registry._changed,
+                        registry._unsubscribed, connect_timeout=timeout)
                     try:
                         await registry.subscribed().addTimeout(
                             timeout, reactor)  # type: ignore[arg-type]

@@ -51,6 +51,7 @@ from urllib.parse import urlparse
 import msgspec
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -458,24 +459,70 @@ def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> An
                                          convertNumbers=False)
 
 
-def open_redis_subscriber(url: str, factory: Any, connect_timeout: float = 2.0,
-                          reactor: Any = None) -> Any:
-    """A started ClientService holding one connection to ``url`` for pub/sub.
+def open_redis_subscriber(url: str, channel: str, on_subscribed: Callable[[], Any],
+                          on_message: Callable[[str], Any], on_lost: Callable[[], Any],
+                          connect_timeout: float = 2.0, reactor: Any = None) -> Any:
+    """A started ClientService holding one connection to ``url`` subscribed to ``channel``.
 
-    ``factory`` builds the protocol (a ``txredisapi.SubscriberProtocol``); the service
-    connects again, with a short backoff, whenever the connection is lost.
+    Calls ``on_subscribed()`` once each (re)connection is subscribed, ``on_message(text)`` for
+    every message, ``on_lost()`` when the connection goes; the service connects again, with
+    a short backoff, whenever the connection is lost.
     """
     from twisted.application.internet import ClientService, backoffPolicy
     from twisted.internet.endpoints import HostnameEndpoint
 
     if reactor is None:
         from twisted.internet import reactor
-    host, port, _ = parse_redis_url(url)
+    address = parse_redis_url(url)
+    host, port = address[0], address[1]
     endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+    factory: Any = _SubscriberFactory(channel, on_subscribed, on_message, on_lost)
     service = ClientService(endpoint, factory,
                             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0))
     service.startService()
     return service
+
+
+class _SubscriberFactory(Factory):
+    """Builds the pub/sub protocols of :func:`open_redis_subscriber`."""
+
+    def __init__(self, channel: str, on_subscribed: Callable[[], Any],
+                 on_message: Callable[[str], Any], on_lost: Callable[[], Any]) -> None:
+        self.channel = channel
+        self.on_subscribed = on_subscribed
+        self.on_message = on_message
+        self.on_lost = on_lost
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A txredisapi subscriber that subscribes as soon as it is connected."""
+        import txredisapi
+
+        factory = self
+
+        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+            def connectionMade(self) -> Any:
+                d = super().connectionMade()
+                d.addCallback(lambda _: self.subscribe(factory.channel))
+                d.addCallback(lambda _: factory.on_subscribed())
+                d.addErrback(lambda _: self.transport.loseConnection())
+                return d
+
+            def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+                factory.on_message(message)
+
+            def connectionLost(self, why: Any) -> None:
+                factory.on_lost()
+                super().connectionLost(why)
+
+        protocol = Subscriber(charset="utf-8", convertNumbers=False)
+        protocol.factory = self
+        return protocol
+
+    def stopTrying(self) -> None:
+        """(txredisapi calls it when AUTH fails; the ClientService retries anyway.)"""
+
+    def connectionError(self, why: str) -> None:
+        """(txredisapi reports a failed AUTH or SELECT here.)"""
 
 
 async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
@@ -1032,7 +1079,11 @@ class RedisStore:
             self._closed = self._batcher.drained().addCallback(
                 lambda _: self.redis.disconnect()).addCallback(lambda _: None)
         result: defer.Deferred[None] = defer.Deferred()
-        self._closed.addBoth(lambda r: (result.callback(None), r)[1])
+
+        def done(outcome: Any) -> Any:
+            result.callback(None)
+            return outcome
+        self._closed.addBoth(done)
         return result
 
 
