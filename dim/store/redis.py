@@ -1,9 +1,14 @@
 """DIM's store on Redis, for cluster mode: several nodes share one Redis.
 
-Every write that must be atomic across nodes is one Lua script (loaded at connect, run with
-EVALSHA): storing a message (recipient check, dedup on ``(sender, id)``, one seq per inbox, the
-message and its inbox entries), acknowledging and reading.  Redis runs one script at a time, so
-two nodes writing the same inbox never collide and seqs have no gaps.
+Every write that must be atomic across nodes is done by a Lua script (loaded at connect, run
+with EVALSHA): storing a message (recipient check, dedup on ``(sender, id)``, one seq per
+inbox, the message and its inbox entries), acknowledging and reading.  Redis runs one script
+at a time, so two nodes writing the same inbox never collide and seqs have no gaps.
+
+The hot path (``store_message``, ``ack``, ``read``, ``last_seq``) is batched: every such call
+made in one reactor turn goes to Redis in ONE call of the script :data:`BATCH`, which runs
+them in call order and answers each on its own (:class:`ScriptBatcher`).  One batch is in
+flight at a time, so batches, and so one sender's messages, are stored in call order.
 
 Keys, all under a prefix (default ``dim:``), on ONE Redis instance (the scripts compute keys
 from the prefix, so this is not meant for Redis Cluster):
@@ -40,17 +45,19 @@ that would acknowledge a ``sent`` before it is on disk.
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import msgspec
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dim.errors import BadRequest, Conflict, NotFound, TooLarge, Unavailable
+from dim.errors import (BadRequest, Conflict, DimError, Internal, NotFound, TooLarge,
+                        Unavailable)
 from dim.runtime import redact_url
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
                                  Receipt, SendOp, SendResult, StoredMessage, StoreOp)
@@ -93,50 +100,49 @@ if cur < expires then redis.call('SET', k, '1', 'EXAT', expires) end
 return 1
 """
 
-#: ARGV: prefix, sender, client id, group ('' for none), message JSON with an empty mid as
-#: its first field (the script splices the mid in), n, recipient 1..n, then the id of the
-#: file the message points at ('' or absent for none): every inbox's user may then read it.
-#: Returns {0, message JSON, seqs JSON} when stored, {1, message JSON, seqs JSON} for a
-#: duplicate, {-1, unknown user} when a user does not exist (nothing written).
-STORE_MESSAGE = _LUA_BASE36 + """
-local p, sender, cid = ARGV[1], ARGV[2], ARGV[3]
-local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
-if known then
-  local k = p .. 'msg:' .. known
-  return {1, redis.call('HGET', k, 'm'), redis.call('HGET', k, 'seqs')}
+#: Stores one message: prefix, sender, client id, the message JSON with an empty mid as its
+#: first field (the function splices the mid in), the id of the file the message points at
+#: ('' for none: every inbox's user may then read it), the recipients (a Lua list).
+#: Returns {0, message JSON, seqs} when stored, {1, message JSON, seqs} for a duplicate
+#: (seqs: a table user -> seq), {-1, unknown user} when a user does not exist.  Every check
+#: comes before the first write, so a failed store writes nothing.
+_LUA_STORE = _LUA_BASE36 + """
+local function store(p, sender, cid, draft, fid, rcpts)
+  local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
+  if known then
+    local k = p .. 'msg:' .. known
+    local f = redis.call('HMGET', k, 'm', 'seqs')
+    return {1, f[1], cjson.decode(f[2])}
+  end
+  local users, recipients, seen = {sender}, {}, {[sender] = true}
+  local rseen = {}
+  for _, r in ipairs(rcpts) do
+    if not rseen[r] then rseen[r] = true; recipients[#recipients + 1] = r end
+    if not seen[r] then seen[r] = true; users[#users + 1] = r end
+  end
+  for _, u in ipairs(users) do
+    if redis.call('EXISTS', p .. 'user:' .. u) == 0 then return {-1, u} end
+  end
+  local mid = base36(redis.call('INCR', p .. 'mid'))
+  -- draft starts with {"mid":"" (9 bytes, mid is the first field): splice the mid in
+  -- without re-encoding (cjson would round large numbers).
+  local mjson = '{"mid":"' .. mid .. '"' .. string.sub(draft, 10)
+  local seqs = {}
+  for _, u in ipairs(users) do
+    seqs[u] = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
+  end
+  if fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
+  local selfr = 0
+  if rseen[sender] then selfr = 1 end
+  redis.call('HSET', p .. 'msg:' .. mid, 'm', mjson, 'sender', sender, 'id', cid,
+             'seqs', cjson.encode(seqs), 'pa', #recipients, 'pr', #recipients, 'self', selfr)
+  redis.call('HSET', p .. 'dedup:' .. sender, cid, mid)
+  return {0, mjson, seqs}
 end
-local n = tonumber(ARGV[6])
-local users, recipients, seen = {sender}, {}, {[sender] = true}
-local rseen = {}
-for i = 1, n do
-  local r = ARGV[6 + i]
-  if not rseen[r] then rseen[r] = true; recipients[#recipients + 1] = r end
-  if not seen[r] then seen[r] = true; users[#users + 1] = r end
-end
-for _, u in ipairs(users) do
-  if redis.call('EXISTS', p .. 'user:' .. u) == 0 then return {-1, u} end
-end
-local mid = base36(redis.call('INCR', p .. 'mid'))
--- ARGV[5] starts with {"mid":"" (9 bytes, mid is the first field): splice the mid in
--- without re-encoding (cjson would round large numbers).
-local mjson = '{"mid":"' .. mid .. '"' .. string.sub(ARGV[5], 10)
-local seqs = {}
-for _, u in ipairs(users) do
-  seqs[u] = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
-end
-local sjson = cjson.encode(seqs)
-local fid = ARGV[7 + n]
-if fid and fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
-local selfr = 0
-if rseen[sender] then selfr = 1 end
-redis.call('HSET', p .. 'msg:' .. mid, 'm', mjson, 'sender', sender, 'id', cid,
-           'seqs', sjson, 'pa', #recipients, 'pr', #recipients, 'self', selfr)
-redis.call('HSET', p .. 'dedup:' .. sender, cid, mid)
-return {0, mjson, sjson}
 """
 
-#: The shared body of ack and read: move one mark of ARGV[2] (user) up to ARGV[3] and
-#: decrement the matching pending counter of every newly covered message.
+#: The shared body of ack and read: move one mark of ``user`` up to ``seq`` and decrement
+#: the matching pending counter of every newly covered message.
 _LUA_ADVANCE = """
 local function advance(p, user, seq, mark, counter, want_receipts)
   local inbox = p .. 'inbox:' .. user
@@ -161,15 +167,39 @@ local function advance(p, user, seq, mark, counter, want_receipts)
 end
 """
 
-#: ARGV: prefix, user, seq.  Returns the receipts {{mid, id, sender, seq}, ...}.
-ACK = _LUA_ADVANCE + """
-return advance(ARGV[1], ARGV[2], tonumber(ARGV[3]), 'ack', 'pa', true)
-"""
-
-#: ARGV: prefix, user, seq.  Acks up to seq, then marks read; returns the read receipts.
-READ = _LUA_ADVANCE + """
-advance(ARGV[1], ARGV[2], tonumber(ARGV[3]), 'ack', 'pa', false)
-return advance(ARGV[1], ARGV[2], tonumber(ARGV[3]), 'read', 'pr', true)
+#: The hot path in one script call: ARGV: prefix, a msgpack list of operations, each
+#: ``["s", sender, client id, draft message JSON, file id, [recipient...]]`` (store),
+#: ``["a", user, seq]`` (ack), ``["r", user, seq]`` (read: ack, then mark read) or
+#: ``["n", user]`` (the inbox's last seq), run in list order.  Returns JSON
+#: ``[session version, results]``: the session registry's version counter (see
+#: :mod:`dim.cluster.sessions`) and one result per operation: the store function's, the
+#: receipts ``[[mid, id, sender, seq], ...]`` (``{}`` when none) of an ack or read, the last
+#: seq, or ``{"e": message}`` when that operation raised (the others still run: each
+#: operation checks everything before its first write).
+BATCH = _LUA_STORE + _LUA_ADVANCE + """
+local function run(p, op)
+  local kind = op[1]
+  if kind == 's' then return store(p, op[2], op[3], op[4], op[5], op[6]) end
+  if kind == 'a' then return advance(p, op[2], tonumber(op[3]), 'ack', 'pa', true) end
+  if kind == 'n' then return redis.call('LLEN', p .. 'inbox:' .. op[2]) end
+  if kind == 'r' then
+    advance(p, op[2], tonumber(op[3]), 'ack', 'pa', false)
+    return advance(p, op[2], tonumber(op[3]), 'read', 'pr', true)
+  end
+  error('unknown operation ' .. tostring(kind))
+end
+local p = ARGV[1]
+local out = {}
+for i, op in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local ok, res = pcall(run, p, op)
+  if ok then
+    out[i] = res
+  else
+    if type(res) == 'table' then res = res.err end
+    out[i] = {e = tostring(res)}
+  end
+end
+return cjson.encode({tonumber(redis.call('GET', p .. 'sessver') or '0'), out})
 """
 
 #: ARGV: prefix, user, after, limit.  Returns {last_seq, {m, pa, pr}, ...}.
@@ -401,9 +431,7 @@ SCRIPTS = {
     "create_user": CREATE_USER,
     "bump_tokens": BUMP_TOKENS,
     "revoke": REVOKE,
-    "store_message": STORE_MESSAGE,
-    "ack": ACK,
-    "read": READ,
+    "batch": BATCH,
     "fetch": FETCH,
     "get_profile": GET_PROFILE,
     "update_profile": UPDATE_PROFILE,
@@ -481,6 +509,77 @@ async def check_credentials(url: str, timeout: float) -> None:
     await conn.disconnect()
 
 
+def open_redis_subscriber(url: str, channel: str, on_subscribed: Callable[[], Any],
+                          on_message: Callable[[str], Any], on_lost: Callable[[], Any],
+                          connect_timeout: float = 2.0, reactor: Any = None) -> Any:
+    """A started ClientService holding one connection to ``url`` subscribed to ``channel``.
+
+    Calls ``on_subscribed()`` once each (re)connection is subscribed, ``on_message(text)`` for
+    every message, ``on_lost()`` when the connection goes; the service connects again, with
+    a short backoff, whenever the connection is lost.
+    """
+    from twisted.application.internet import ClientService, backoffPolicy
+    from twisted.internet.endpoints import HostnameEndpoint
+
+    if reactor is None:
+        from twisted.internet import reactor
+    address = parse_redis_url(url)
+    host, port = address[0], address[1]
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+    factory: Any = _SubscriberFactory(channel, on_subscribed, on_message, on_lost,
+                                      redis_password(url), redis_username(url))
+    service = ClientService(endpoint, factory,
+                            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0))
+    service.startService()
+    return service
+
+
+class _SubscriberFactory(Factory):
+    """Builds the pub/sub protocols of :func:`open_redis_subscriber`."""
+
+    def __init__(self, channel: str, on_subscribed: Callable[[], Any],
+                 on_message: Callable[[str], Any], on_lost: Callable[[], Any],
+                 password: str | None = None, username: str | None = None) -> None:
+        self.channel = channel
+        self.password = password
+        self.username = username
+        self.on_subscribed = on_subscribed
+        self.on_message = on_message
+        self.on_lost = on_lost
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A txredisapi subscriber that subscribes as soon as it is connected."""
+        import txredisapi
+
+        factory = self
+
+        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+            def connectionMade(self) -> Any:
+                d = super().connectionMade()
+                d.addCallback(lambda _: self.subscribe(factory.channel))
+                d.addCallback(lambda _: factory.on_subscribed())
+                d.addErrback(lambda _: self.transport.loseConnection())
+                return d
+
+            def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+                factory.on_message(message)
+
+            def connectionLost(self, why: Any) -> None:
+                factory.on_lost()
+                super().connectionLost(why)
+
+        protocol = Subscriber(charset="utf-8", convertNumbers=False, password=self.password,
+                              username=self.username)
+        protocol.factory = self
+        return protocol
+
+    def stopTrying(self) -> None:
+        """(txredisapi calls it when AUTH fails; the ClientService retries anyway.)"""
+
+    def connectionError(self, why: str) -> None:
+        """(txredisapi reports a failed AUTH or SELECT here.)"""
+
+
 async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorTime) -> None:
     """Fail with :class:`Unavailable` unless Redis answers PING within ``timeout``."""
     try:
@@ -492,6 +591,24 @@ async def check_reachable(redis: Any, url: str, timeout: float, clock: IReactorT
 async def _ping(redis: Any) -> None:
     await redis.ping()
 
+
+
+#: The highest version of the session registry (``sessver``, see :mod:`dim.cluster.sessions`)
+#: seen in any answer from Redis in this process, per key prefix.  A node's session cache
+#: answers from memory only once it has heard every change up to this version, so a session
+#: added before a message was stored is never missed for that message.
+_session_versions: dict[str, int] = {}
+
+
+def saw_session_version(prefix: str, version: int) -> None:
+    """Note that Redis under ``prefix`` reached session version ``version``."""
+    if version > _session_versions.get(prefix, 0):
+        _session_versions[prefix] = version
+
+
+def session_version_seen(prefix: str) -> int:
+    """The highest session version seen under ``prefix`` (0 when none)."""
+    return _session_versions.get(prefix, 0)
 
 
 class LuaScripts:
@@ -525,6 +642,155 @@ class LuaScripts:
             await self.load()
             return await self.redis.evalsha(self._shas[name], [], argv)
 
+#: The batch script's answer: the session version, then one result per operation.
+_decode_batch = msgspec.json.Decoder(tuple[int, list[Any]]).decode
+_encode_batch = msgspec.msgpack.Encoder().encode
+
+#: One operation waiting for its batch: the operation as the batch script reads it, the
+#: caller's Deferred, the function that turns the script's answer into the caller's value
+#: (raising a DimError for a failed operation), and the ``ref`` of its errors.
+_Pending = tuple[list[Any], defer.Deferred[Any], Callable[[Any, str | None], Any], str | None]
+
+
+class ScriptBatcher:
+    """Sends operations to Redis as one call of the script ``batch`` per batch.
+
+    The script takes the key prefix and a msgpack list of operations and answers JSON
+    ``[session version, [one result per operation]]`` (an operation that raised answers
+    ``{"e": message}``); the version goes to :func:`saw_session_version`.
+
+    Every operation submitted in one reactor turn joins one batch, sent at the end of the
+    turn (``callLater(0)``).  At most one batch is in flight: what is submitted meanwhile
+    waits and goes as the next batch once the answer is in.  So batches run in Redis in
+    submission order whichever pooled connection carries them, and one sender's operations
+    keep their order without waiting for each other: order comes from the batch order.
+
+    The script runs the operations in order and answers each separately, so one failed
+    operation (an unknown recipient) fails alone; a batch that fails as a whole (Redis gone,
+    a timeout) fails every one of its operations with :class:`dim.errors.Internal`.
+    """
+
+    #: The most operations in one script call, so one call never holds Redis for long.
+    max_ops = 512
+    #: About the most bytes of operations in one script call (at least one operation goes).
+    max_bytes = 1 << 20
+
+    def __init__(self, scripts: LuaScripts, clock: IReactorTime | None) -> None:
+        """Batch through the script named ``batch`` of ``scripts``."""
+        self._scripts = scripts
+        self._clock = clock
+        self._queue: list[_Pending] = []
+        self._flush_call: Any = None
+        self._in_flight = False
+        self._idle: list[defer.Deferred[None]] = []
+        #: How many batches were sent (for tests and metrics).
+        self.batches = 0
+
+    def submit(self, op: list[Any], convert: Callable[[Any, str | None], Any],
+               ref: str | None) -> defer.Deferred[Any]:
+        """Queue one operation; fires with ``convert(its answer, ref)``."""
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._queue.append((op, d, convert, ref))
+        self._schedule()
+        return d
+
+    def drained(self) -> defer.Deferred[None]:
+        """Fires once nothing is queued or in flight."""
+        if not self._queue and not self._in_flight:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def _schedule(self) -> None:
+        if self._flush_call is None and not self._in_flight and self._queue:
+            clock: Any = self._clock
+            if clock is None:
+                from twisted.internet import reactor
+                clock = reactor
+            self._flush_call = clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if self._in_flight or not self._queue:
+            return
+        size, count = 0, 0
+        for op, _, _, _ in self._queue[:self.max_ops]:
+            size += sum(len(part) for part in op if isinstance(part, str))
+            count += 1
+            if size >= self.max_bytes:
+                break
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        self._in_flight = True
+        self.batches += 1
+        try:
+            blob = _encode_batch([op for op, _, _, _ in batch])
+            d = defer.Deferred.fromCoroutine(self._scripts.run("batch", blob))
+        except Exception:
+            d = defer.fail()
+        d.addBoth(self._answered, batch)
+
+    def _answered(self, reply: Any, batch: list[_Pending]) -> None:
+        self._in_flight = False
+        results: list[Any] | None = None
+        why = ""
+        version = 0
+        if isinstance(reply, Failure):
+            why = str(reply.value) or type(reply.value).__name__
+        else:
+            try:
+                version, results = _decode_batch(reply)
+                saw_session_version(self._scripts.prefix, version)
+            except (msgspec.DecodeError, TypeError) as e:
+                why = f"unreadable answer: {e}"
+            else:
+                if len(results) != len(batch):
+                    why = f"{len(results)} answers to {len(batch)} operations"
+                    results = None
+        for i, (_, d, convert, ref) in enumerate(batch):
+            if results is None:
+                d.errback(Internal(f"the store failed: {why}", ref=ref))
+                continue
+            raw = results[i]
+            if isinstance(raw, dict) and "e" in raw:
+                d.errback(Internal(f"the store failed: {raw['e']}", ref=ref))
+                continue
+            try:
+                value = convert(raw, ref)
+            except Exception as e:
+                d.errback(e if isinstance(e, DimError) else
+                          Internal(f"the store failed: {e}", ref=ref))
+            else:
+                d.callback(value)
+        self._schedule()
+        if not self._queue and not self._in_flight:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+
+def _send_result(raw: list[Any], ref: str | None) -> SendResult:
+    """A SendResult from the store function's answer; NotFound for an unknown user."""
+    status = int(raw[0])
+    if status < 0:
+        raise NotFound(f"no such user: {raw[1]}", ref=ref)
+    return SendResult(message=_decode_message(raw[1]),
+                      seqs={u: int(s) for u, s in raw[2].items()}, duplicate=status == 1)
+
+
+def _int(raw: Any, ref: str | None) -> int:
+    """An integer answer."""
+    return int(raw)
+
+
+def _receipts(raw: Any, ref: str | None) -> list[Receipt]:
+    """Receipts from an ack's or read's answer (``{}`` when there are none)."""
+    if not raw:
+        return []
+    return [Receipt(mid=mid, id=cid, sender=sender, seq=int(at))
+            for mid, cid, sender, at in raw]
+
+
 @implementer(IStore)
 class RedisStore:
     """An :class:`IStore` on Redis; build it with :func:`connect` (which loads the scripts).
@@ -533,14 +799,14 @@ class RedisStore:
     that several DIM installations (or tests) can share one Redis.
     """
 
-    def __init__(self, redis: Any, prefix: str = "dim:", durability: str = "unknown") -> None:
+    def __init__(self, redis: Any, prefix: str = "dim:", durability: str = "unknown",
+                 clock: IReactorTime | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
         #: ``"fsync"``, ``"everysec"``, ``"none"`` or ``"unknown"``: see the module docstring.
         self.durability = durability
         self._scripts = LuaScripts(redis, prefix, SCRIPTS)
-        #: sender -> a Deferred that fires when that sender's last store_message is done.
-        self._tails: dict[str, defer.Deferred[None]] = {}
+        self._batcher = ScriptBatcher(self._scripts, clock)
         self._closed: defer.Deferred[None] | None = None
         #: How many user names one step of :meth:`search_users` reads.
         self.search_page = 1000
@@ -566,7 +832,7 @@ class RedisStore:
         redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
         try:
             await check_reachable(redis, url, timeout, clock)
-            store = cls(redis, prefix)
+            store = cls(redis, prefix, clock=clock)
             store.durability = await store._read_durability()
             if require_fsync and store.durability != "fsync":
                 raise Unavailable(
@@ -585,10 +851,10 @@ class RedisStore:
             fsync = await self.redis.execute_command("CONFIG", "GET", "appendfsync")
         except Exception:
             return "unknown"  # CONFIG may be disabled on a managed Redis
-        if dict(zip(aof[::2], aof[1::2])).get("appendonly") != "yes":
+        if dict(zip(aof[::2], aof[1::2], strict=False)).get("appendonly") != "yes":
             return "none"
-        return "fsync" if dict(zip(fsync[::2], fsync[1::2])).get("appendfsync") == "always" \
-            else "everysec"
+        settings = dict(zip(fsync[::2], fsync[1::2], strict=False))
+        return "fsync" if settings.get("appendfsync") == "always" else "everysec"
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script (again after a Redis restart flushed them)."""
@@ -673,64 +939,36 @@ class RedisStore:
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
                       ts: int) -> defer.Deferred[SendResult]:
-        """Store one message in the sender's inbox and every recipient's, in one script.
+        """Store one message in the sender's inbox and every recipient's.
 
-        Fires once Redis answered, which is durable in the sense of the module docstring.
-        NotFound (nothing written) if the sender or a recipient does not exist.
+        Joins the batch of this reactor turn (see :class:`ScriptBatcher`): one sender's messages
+        are stored in call order.  Fires once Redis answered, which is durable in the sense
+        of the module docstring.  NotFound (nothing written) if the sender or a recipient
+        does not exist; Internal if the batch failed.
         """
         to = recipients[0] if group is None and recipients else None
         draft = StoredMessage(mid="", id=client_id, sender=sender, ts=ts, to=to, group=group,
                               body=body, kind=kind, file=file)
-
-        async def run() -> SendResult:
-            # One sender's messages are stored in call order: a pool spreads commands over
-            # several connections, so each call waits for the previous one of its sender.
-            previous = self._tails.get(sender)
-            done: defer.Deferred[None] = defer.Deferred()
-            self._tails[sender] = done
-            try:
-                if previous is not None:
-                    await previous
-                return await self._store(sender, client_id, recipients, draft)
-            finally:
-                if self._tails.get(sender) is done:
-                    del self._tails[sender]
-                done.callback(None)
-        return defer.Deferred.fromCoroutine(run())
-
-    async def _store(self, sender: str, client_id: str, recipients: list[str],
-                     draft: StoredMessage) -> SendResult:
-        """Run the store script once and turn its reply into a SendResult."""
-        file_id = draft.file.get("id") if isinstance(draft.file, dict) else None
-        reply = await self._run("store_message", sender, client_id, draft.group or "",
-                                _encode_message(draft), len(recipients), *recipients,
-                                file_id if isinstance(file_id, str) else "")
-        status = int(reply[0])
-        if status < 0:
-            raise NotFound(f"no such user: {reply[1]}", ref=client_id)
-        message = _decode_message(reply[1])
-        seqs = {u: int(s) for u, s in json.loads(reply[2]).items()}
-        return SendResult(message=message, seqs=seqs, duplicate=status == 1)
+        file_id = file.get("id") if isinstance(file, dict) else None
+        op = ["s", sender, client_id, _encode_message(draft).decode(),
+              file_id if isinstance(file_id, str) else "", list(recipients)]
+        return self._batcher.submit(op, _send_result, client_id)
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in batch order; one outcome each (see
-        IStore.apply)."""
-        async def run() -> list[Any]:
-            out: list[Any] = []
-            for op in ops:
-                try:
-                    if type(op) is SendOp:
-                        out.append(await self.store_message(
-                            op.sender, op.client_id, op.recipients, op.group, op.body,
-                            op.kind, op.file, op.ts))
-                    else:
-                        delivered = await self.ack(op.user, op.seq)
-                        read = await self.read(op.user, op.seq) if op.read else []
-                        out.append((delivered, read))
-                except Exception:
-                    out.append(Failure())
-            return out
-        return defer.Deferred.fromCoroutine(run())
+        IStore.apply).  Every operation is handed over in this reactor turn, so they all
+        go to Redis in one script call, in order."""
+        calls: list[defer.Deferred[Any]] = []
+        for op in ops:
+            if type(op) is SendOp:
+                calls.append(self.store_message(op.sender, op.client_id, op.recipients,
+                                                op.group, op.body, op.kind, op.file, op.ts))
+            elif op.read:
+                calls.append(_both(self.ack(op.user, op.seq), self.read(op.user, op.seq)))
+            else:
+                calls.append(self.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
+        return defer.DeferredList(calls, consumeErrors=True).addCallback(
+            lambda results: [value for _, value in results])
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -746,21 +984,23 @@ class RedisStore:
         return defer.Deferred.fromCoroutine(run())
 
     def last_seq(self, user: str) -> defer.Deferred[int]:
-        """The highest seq in the user's inbox (0 when empty or unknown)."""
-        return self.redis.llen(self._key("inbox", user)).addCallback(int)
+        """The highest seq in the user's inbox (0 when empty or unknown).
+
+        Joins the batch of this reactor turn, so a reconnect storm's ``welcome`` frames cost
+        one script call per turn, and the answer counts every store called before it."""
+        return self._batcher.submit(["n", user], _int, None)
 
     def ack(self, user: str, seq: int) -> defer.Deferred[list[Receipt]]:
-        """Acknowledge the user's inbox up to ``seq``; the receipts this newly makes."""
-        return defer.Deferred.fromCoroutine(self._receipts("ack", user, seq))
+        """Acknowledge the user's inbox up to ``seq``; the receipts this newly makes.
+
+        Joins the batch of this reactor turn, after the stores called before it."""
+        return self._batcher.submit(["a", user, int(seq)], _receipts, None)
 
     def read(self, user: str, seq: int) -> defer.Deferred[list[Receipt]]:
-        """Mark the user's inbox read (and acked) up to ``seq``; the read receipts."""
-        return defer.Deferred.fromCoroutine(self._receipts("read", user, seq))
+        """Mark the user's inbox read (and acked) up to ``seq``; the read receipts.
 
-    async def _receipts(self, script: str, user: str, seq: int) -> list[Receipt]:
-        reply = await self._run(script, user, int(seq))
-        return [Receipt(mid=mid, id=cid, sender=sender, seq=int(at))
-                for mid, cid, sender, at in reply]
+        Joins the batch of this reactor turn, after the stores called before it."""
+        return self._batcher.submit(["r", user, int(seq)], _receipts, None)
 
     def acked_seq(self, user: str) -> defer.Deferred[int]:
         """The highest seq the user acknowledged (0 when none)."""
@@ -920,11 +1160,17 @@ class RedisStore:
         return defer.Deferred.fromCoroutine(run())
 
     def close(self) -> defer.Deferred[None]:
-        """Close the connections (every acknowledged write is already in Redis); idempotent."""
+        """Close the connections once the batches under way are answered (every
+        acknowledged write is already in Redis); idempotent."""
         if self._closed is None:
-            self._closed = self.redis.disconnect().addCallback(lambda _: None)
+            self._closed = self._batcher.drained().addCallback(
+                lambda _: self.redis.disconnect()).addCallback(lambda _: None)
         result: defer.Deferred[None] = defer.Deferred()
-        self._closed.addBoth(lambda r: (result.callback(None), r)[1])
+
+        def done(outcome: Any) -> Any:
+            result.callback(None)
+            return outcome
+        self._closed.addBoth(done)
         return result
 
 
@@ -949,3 +1195,16 @@ def connect(url: str = "redis://127.0.0.1:6379", prefix: str = "dim:", timeout: 
             clock: IReactorTime | None = None) -> defer.Deferred[RedisStore]:
     """Shorthand for :meth:`RedisStore.connect`."""
     return RedisStore.connect(url, prefix, timeout, require_fsync, poolsize, clock)
+
+
+def _both(ack: defer.Deferred[Any], read: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """``(delivered, read)`` receipts of an ack and a read, or the first failure itself."""
+    d = defer.gatherResults([ack, read], consumeErrors=True)
+
+    def unwrap(failure: Failure) -> Failure:
+        if failure.check(defer.FirstError):
+            return failure.value.subFailure
+        return failure
+
+    d.addCallbacks(tuple, unwrap)
+    return d

@@ -9,10 +9,10 @@ import os
 import uuid
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
-from dim.errors import Unavailable
+from dim.errors import NotFound, Unavailable
 from dim.store.redis import RedisStore, check_reachable, open_redis
 from tests.store_contract import TS, DurableStoreContractMixin
 from tests.store_contract_people import DurablePeopleStoreContractMixin
@@ -162,3 +162,104 @@ class RedisStoreTests(RedisPrefixTestCase):
         yield self.assertFailure(RedisStore.connect("redis://127.0.0.1:1", timeout=0.5),
                                  Unavailable)
         self.assertLess(reactor.seconds() - start, 3)
+
+
+class RedisBatchTests(RedisPrefixTestCase):
+    """The per-turn batch on a real Redis: order, duplicates, failures that stay alone."""
+
+    @defer.inlineCallbacks
+    def users(self, store, *names: str):
+        """Create the named users."""
+        for name in names:
+            yield store.create_user(name, "h", TS)
+
+    @defer.inlineCallbacks
+    def test_order_per_sender_in_and_across_batches(self):
+        """Sends from several turns keep each sender's order in the inbox, in few calls."""
+        from twisted.internet import reactor
+
+        store = yield self.open()
+        yield self.users(store, "alice", "bob", "carol")
+        before = store._batcher.batches
+        calls = []
+        for turn in range(5):
+            for n in range(40):
+                for sender in ("alice", "bob"):
+                    calls.append(store.store_message(sender, f"{turn}-{n}", ["carol"], None,
+                                                     f"{turn}-{n}", "text", None, TS))
+            yield task.deferLater(reactor, 0, lambda: None)
+        results = yield defer.gatherResults(calls)
+        self.assertLessEqual(store._batcher.batches - before, 5)
+        entries, last = yield store.fetch("carol", 0, 1000)
+        self.assertEqual(400, last)
+        self.assertEqual(list(range(1, 401)), sorted(r.seqs["carol"] for r in results))
+        for sender in ("alice", "bob"):
+            bodies = [e.message.body for e in entries if e.message.sender == sender]
+            self.assertEqual([f"{t}-{n}" for t in range(5) for n in range(40)], bodies)
+
+    @defer.inlineCallbacks
+    def test_duplicate_in_one_batch(self):
+        """The same (sender, id) twice in one batch is stored once; the second is a duplicate."""
+        store = yield self.open()
+        yield self.users(store, "alice", "bob")
+        r1, r2 = yield defer.gatherResults([
+            store.store_message("alice", "x", ["bob"], None, "hi", "text", None, TS),
+            store.store_message("alice", "x", ["bob"], None, "hi", "text", None, TS)])
+        self.assertEqual((False, True), (r1.duplicate, r2.duplicate))
+        self.assertEqual(r1.message, r2.message)
+        self.assertEqual(r1.seqs, r2.seqs)
+        self.assertEqual(1, (yield store.last_seq("bob")))
+
+    @defer.inlineCallbacks
+    def test_unknown_recipient_fails_alone(self):
+        """In one batch, a send to an unknown user fails with NotFound, writes nothing, and
+        the sends around it are stored with consecutive seqs."""
+        store = yield self.open()
+        yield self.users(store, "alice", "bob")
+        d1 = store.store_message("alice", "1", ["bob"], None, "a", "text", None, TS)
+        bad = store.store_message("alice", "2", ["nobody"], None, "b", "text", None, TS)
+        d3 = store.store_message("alice", "3", ["bob"], None, "c", "text", None, TS)
+        ack = store.ack("bob", 2)
+        failure = yield self.assertFailure(bad, NotFound)
+        self.assertEqual("2", failure.ref)
+        r1, r3 = yield defer.gatherResults([d1, d3])
+        self.assertEqual({"alice": 1, "bob": 1}, r1.seqs)
+        self.assertEqual({"alice": 2, "bob": 2}, r3.seqs)
+        receipts = yield ack
+        self.assertEqual(["1", "3"], [r.id for r in receipts])
+        self.assertEqual(2, (yield store.last_seq("alice")))
+        entries, _ = yield store.fetch("bob", 0, 10)
+        self.assertEqual(["a", "c"], [e.message.body for e in entries])
+        # the failed id was not taken: sending it again to a real user stores it
+        again = yield store.store_message("alice", "2", ["bob"], None, "b", "text", None, TS)
+        self.assertFalse(again.duplicate)
+
+    @defer.inlineCallbacks
+    def test_group_fan_out_and_read_in_one_batch(self):
+        """A group send in a batch reaches every member's inbox; a read in the same turn
+        after it covers it."""
+        store = yield self.open()
+        yield self.users(store, "alice", "bob", "carol")
+        group = yield store.create_group("alice", "g", ["bob", "carol"], TS)
+        members = ["alice", "bob", "carol"]
+        sent = store.store_message("alice", "g1", members, group.id, "hey", "text", None, TS)
+        read = store.read("bob", 1)
+        result = yield sent
+        self.assertEqual({"alice": 1, "bob": 1, "carol": 1}, result.seqs)
+        self.assertEqual(group.id, result.message.group)
+        receipts = yield read
+        self.assertEqual([("g1", "alice", 1)], [(r.id, r.sender, r.seq) for r in receipts])
+        for user in members:
+            entries, _ = yield store.fetch(user, 0, 10)
+            self.assertEqual(["hey"], [e.message.body for e in entries])
+
+    @defer.inlineCallbacks
+    def test_batch_after_redis_lost_its_scripts(self):
+        """A batch sent after SCRIPT FLUSH reloads the script and stores every send."""
+        store = yield self.open()
+        yield self.users(store, "alice", "bob")
+        yield store.redis.execute_command("SCRIPT", "FLUSH")
+        results = yield defer.gatherResults([
+            store.store_message("alice", str(n), ["bob"], None, "x", "text", None, TS)
+            for n in range(10)])
+        self.assertEqual(list(range(1, 11)), [r.seqs["bob"] for r in results])
