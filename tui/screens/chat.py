@@ -147,6 +147,8 @@ class ChatScreen(Screen[None]):
     # ------------------------------------------------------------ layout
 
     def on_resize(self) -> None:
+        # F3/F4 choices hold until the terminal changes size; then its width decides again.
+        self.side_wanted = self.members_wanted = None
         self.apply_layout()
 
     def apply_layout(self) -> None:
@@ -344,7 +346,8 @@ class ChatScreen(Screen[None]):
             others = [m for m in history if m.sender != self.me]
             if others:
                 first_new = others[-min(unread, len(others))]
-                log.mark_new_after(first_new.seq - 1)
+                if first_new is not history[0]:  # a line above everything tells nothing
+                    log.mark_new_after(first_new.seq - 1)
         for text, ts in self.group_events.pop(peer, []):
             await log.add_info(text, ts)
         self.client.mark_seen(peer)
