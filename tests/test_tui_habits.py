@@ -11,7 +11,6 @@ from typing import Any
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from dim.client import session as S
 from tui.app import ChatApp
 from tui.commands import COMMANDS
 from tui.palette import DimCommands
@@ -19,7 +18,7 @@ from tui.screens import chat as chat_screen
 from tui.screens.login import LoginScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.message_input import MessageInput
-from tui.widgets.message_log import MessageLog, MessageRow, nick_colour
+from tui.widgets.message_log import MessageLog, nick_colour
 from tests.test_tui_app import FakeChatCore, async_test, logged_in, shown, submit
 from tests.test_tui_defects import group_core
 from tests.test_tui_people import notice
