@@ -155,6 +155,10 @@ class InputTests(unittest.TestCase):
             await pilot.press("tab")
             self.assertEqual({first, input_of(app).text}, {"/remove ", "/retry "})
             self.assertIs(app.focused, input_of(app))
+            await type_text(pilot, "zzz")
+            await pilot.press("tab")
+            self.assertEqual(input_of(app).text, "zzz")
+            self.assertIs(app.focused, input_of(app), "Tab with text never leaves the input")
 
     @async_test
     async def test_ctrl_up_down_recall_sent_input(self) -> None:

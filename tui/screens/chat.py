@@ -49,7 +49,7 @@ NARROW_SIDE = 60
 #: The conversations pane's width on a wide and on a middling terminal.
 SIDE_WIDE, SIDE_NARROW, WIDE = 34, 26, 130
 #: The legend under the members of a group.
-MEMBERS_LEGEND = "● online  ○ offline  · not a contact: presence unknown"
+MEMBERS_LEGEND = "● online  ○ offline\n· not a contact:\n  presence unknown"
 
 
 class ChatScreen(Screen[None]):
@@ -57,12 +57,12 @@ class ChatScreen(Screen[None]):
 
     CSS_PATH = "chat.tcss"
     BINDINGS = [
-        Binding("ctrl+r", "retry", "Retry failed"),
-        Binding("ctrl+o", "older", "Older"),
-        Binding("ctrl+s", "save", "Save file"),
+        Binding("ctrl+r", "retry", "Retry", show=False),
+        Binding("ctrl+o", "older", "Older", show=False),
+        Binding("ctrl+s", "save", "Save file", show=False),
         Binding("f1", "help", "Help"),
         Binding("f2", "focus_contacts", "Contacts"),
-        Binding("f3", "toggle_side", "Side pane"),
+        Binding("f3", "toggle_side", "Panes"),
         Binding("f4", "toggle_members", "Members", show=False),
         Binding("f5", "reconnect", "Reconnect", show=False),
         Binding("ctrl+l", "redraw", "Redraw", show=False),
@@ -118,7 +118,7 @@ class ChatScreen(Screen[None]):
                 yield Static("Contacts", classes="pane-title")
                 yield ContactList(id="contacts")
             with Vertical(id="conversation"):
-                yield Static("No conversation open: /open USER, or pick one on the left.",
+                yield Static("No conversation open: /open USER, or pick one (F1: help)",
                              id="title")
                 yield MessageLog(id="log")
                 yield Static("", id="below")
@@ -216,7 +216,7 @@ class ChatScreen(Screen[None]):
         await conversation_list.show(conversations, extra, self.peer, self.label)
         self.order = conversation_list.peers()
         unread = {c.peer: c.unread for c in conversations}
-        hotlist = [(n, self.label(p), unread[p], p in self.mentions)
+        hotlist = [(n, self.label(p).replace("# ", "#"), unread[p], p in self.mentions)
                    for n, p in enumerate(self.order, 1) if unread.get(p) and p != self.peer]
         self.query_one(ConnectionBar).set_hotlist(hotlist)
 
@@ -288,7 +288,7 @@ class ChatScreen(Screen[None]):
         """The line above the open conversation."""
         peer = self.peer
         if peer is None:
-            return "No conversation open: /open USER, or pick one on the left."
+            return "No conversation open: /open USER, or pick one (F1: help)"
         if peer.startswith("#"):
             group = self.client.group(peer)
             if group is None:

@@ -76,8 +76,11 @@ class MessageInput(TextArea):
             self._stop(event)
             self.recall(-1 if key == "ctrl+up" else 1)
             return
-        if key == "tab" and self.text.strip() and self.complete():
+        if key == "tab" and self.text.strip():
+            # With text in the input Tab only completes (else it would move away from it).
             self._stop(event)
+            if not self.complete():
+                self.app.bell()
             return
         await super()._on_key(event)
 
