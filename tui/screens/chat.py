@@ -118,7 +118,7 @@ class ChatScreen(Screen[None]):
                 yield Static("Contacts", classes="pane-title")
                 yield ContactList(id="contacts")
             with Vertical(id="conversation"):
-                yield Static("No conversation open: /open USER, or pick one (F1: help)",
+                yield Static("No conversation: /open USER or pick one (F1 help)",
                              id="title")
                 yield MessageLog(id="log")
                 yield Static("", id="below")
@@ -132,10 +132,12 @@ class ChatScreen(Screen[None]):
     async def on_mount(self) -> None:
         self.query_one(MemberList).display = False
         self.query_one("#below").display = False
+        self.query_one("#notice").display = False
         self.query_one(MessageInput).completer = self.completions
         # Names and statuses change without a notify: look again now and then.
         self.set_interval(PEOPLE_REFRESH, self.refresh_people)
-        self.note_groups()
+        if self.client.groups():
+            self.note_groups()  # else the first fetch of the groups is the starting point
         await self.refresh_conversations()
         await self.refresh_contacts()
         self.apply_layout()
@@ -186,7 +188,9 @@ class ChatScreen(Screen[None]):
 
     def say(self, text: str) -> None:
         """Show a line of help, error or progress above the input; it fades after a while."""
-        self.query_one("#notice", Static).update(Content(text))
+        line = self.query_one("#notice", Static)
+        line.update(Content(text))
+        line.display = bool(text)
         if self._notice_timer is not None:
             self._notice_timer.stop()
             self._notice_timer = None
@@ -288,7 +292,7 @@ class ChatScreen(Screen[None]):
         """The line above the open conversation."""
         peer = self.peer
         if peer is None:
-            return "No conversation open: /open USER, or pick one (F1: help)"
+            return "No conversation: /open USER or pick one (F1 help)"
         if peer.startswith("#"):
             group = self.client.group(peer)
             if group is None:
