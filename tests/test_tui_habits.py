@@ -244,7 +244,8 @@ class LookTests(unittest.TestCase):
 
     @async_test
     async def test_times_dim_senders_coloured_and_day_lines(self) -> None:
-        """The time is dim, the sender in its colour; a day change draws a line once."""
+        """The time is dim, the sender in its colour; a line names each day, today's only
+        after an older one."""
         core = FakeChatCore()
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test() as pilot:
@@ -254,7 +255,9 @@ class LookTests(unittest.TestCase):
             core.receive("bob", "after", ts=yesterday + DAY_MS)
             await submit(pilot, "/open bob")
             log = log_of(app)
-            self.assertEqual(log.day_lines(), [time.strftime("%A %d %B %Y")])
+            self.assertEqual(log.day_lines(), [
+                time.strftime("%A %d %B %Y", time.localtime(yesterday / 1000)),
+                time.strftime("%A %d %B %Y")])
             row = log.rows()[0]
             content = row.render()
             styles = {str(span.style) for span in content.spans}  # type: ignore[attr-defined]

@@ -262,11 +262,12 @@ class MessageLog(VerticalScroll):
             if row.own and row.seq is not None and row.state not in (S.SENDING, S.FAILED):
                 newest_own = row
                 break
-        previous_day: str | None = None
+        # The first message gets a day line too unless it is from today.
+        previous_day: str | None = day_of(int(time.time() * 1000))
         new_drawn = False
         for row in rows:
             day = day_of(row.ts)
-            day_line = day if previous_day is not None and day != previous_day else None
+            day_line = day if day != previous_day else None
             previous_day = day
             new_line = (not new_drawn and self.new_after is not None and row.seq is not None
                         and row.seq > self.new_after and not row.own)
