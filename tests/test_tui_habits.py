@@ -50,7 +50,8 @@ class ScrollingTests(unittest.TestCase):
 
     @async_test
     async def test_scroll_keys_from_the_input(self) -> None:
-        """PgUp/PgDn and shift+up/down scroll the log; Home/End jump when the input is empty."""
+        """PgUp/PgDn and shift+up/down scroll the log; Home/End jump when the input is empty,
+        ctrl+home/ctrl+end always."""
         core = FakeChatCore()
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test(size=(80, 24)) as pilot:
@@ -82,6 +83,10 @@ class ScrollingTests(unittest.TestCase):
             await pilot.pause()
             self.assertEqual(log.scroll_y, bottom)
             self.assertEqual(input_of(app).cursor_location, (0, 0))
+            await pilot.press("ctrl+home")
+            await pilot.pause()
+            self.assertEqual(log.scroll_y, 0)
+            self.assertEqual(input_of(app).text, "abc")
 
     @async_test
     async def test_new_messages_line_on_reopening(self) -> None:

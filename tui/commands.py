@@ -54,6 +54,7 @@ KEYS: list[tuple[str, str]] = [
     ("PgUp/PgDn", "scroll the conversation a page"),
     ("shift+up/shift+down", "scroll the conversation a line"),
     ("Home/End", "top/bottom of the conversation (input empty)"),
+    ("ctrl+home/ctrl+end", "top/bottom of the conversation, always"),
     ("alt+1 .. alt+9", "open conversation 1..9 of the list"),
     ("ctrl+n/ctrl+p", "next/previous conversation (alt+right/left)"),
     ("alt+a", "next conversation with unread messages"),

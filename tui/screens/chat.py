@@ -364,7 +364,8 @@ class ChatScreen(Screen[None]):
     # ------------------------------------------------------------ the last conversation
 
     def _state_key(self) -> str:
-        return self.me
+        gateway = getattr(self.app, "gateway_url", None)
+        return f"{self.me}@{gateway}" if gateway else self.me
 
     def last_conversation(self) -> str | None:
         """The conversation open when the person last left, if it can be opened again."""
