@@ -25,7 +25,9 @@ def start_logging(path: str | None = None, beginner: LogBeginner | None = None,
     path = path or log_path()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     out = open(path, "a", encoding="utf-8")
-    observer = FilteringLogObserver(textFileLogObserver(out),
-                                    [LogLevelFilterPredicate(defaultLogLevel=level)])
-    (beginner or globalLogBeginner).beginLoggingTo([observer], redirectStandardIO=False)
+    observer = FilteringLogObserver(
+        textFileLogObserver(out),  # type: ignore[arg-type]
+        [LogLevelFilterPredicate(defaultLogLevel=level)])  # type: ignore[list-item]
+    (beginner or globalLogBeginner).beginLoggingTo(
+        [observer], redirectStandardIO=False)  # type: ignore[list-item]
     return out

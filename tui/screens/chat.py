@@ -747,8 +747,9 @@ class ChatScreen(Screen[None]):
     def note_groups(self) -> list[tuple[str, str]]:
         """Compare the groups with how they were last seen: the lines to show, as
         ``(peer, text)`` (joins, leaves, renames, and the person's own joining or leaving)."""
-        now = {g["id"]: {"name": g.get("name"), "members": list(g.get("members", []))}
-               for g in self.client.groups()}
+        now: dict[str, dict[str, Any]] = {
+            g["id"]: {"name": g.get("name"), "members": list(g.get("members", []))}
+            for g in self.client.groups()}
         for gid, g in now.items():
             old = self.group_names.get(gid)
             if old is not None and old != g["name"]:
@@ -761,16 +762,16 @@ class ChatScreen(Screen[None]):
         lines: list[tuple[str, str]] = []
         for gid, g in now.items():
             peer = "#" + gid
-            old = before.get(gid)
-            if old is None:
+            was = before.get(gid)
+            if was is None:
                 lines.append((peer, f"you are in the group {g['name']}"))
                 continue
-            if old["name"] != g["name"]:
-                lines.append((peer, f"the group was renamed from {old['name']} to {g['name']}"))
+            if was["name"] != g["name"]:
+                lines.append((peer, f"the group was renamed from {was['name']} to {g['name']}"))
             for user in g["members"]:
-                if user not in old["members"]:
+                if user not in was["members"]:
                     lines.append((peer, f"{name(user)} joined"))
-            for user in old["members"]:
+            for user in was["members"]:
                 if user not in g["members"]:
                     lines.append((peer, f"{name(user)} left"))
         for gid, g in before.items():
