@@ -167,7 +167,8 @@ class InputTests(unittest.TestCase):
 
     @async_test
     async def test_ctrl_up_down_recall_sent_input(self) -> None:
-        """ctrl+up recalls older sent lines, ctrl+down newer, then what was being typed."""
+        """ctrl+up recalls older sent lines, ctrl+down newer, then what was being typed; a
+        doubled slash sends a line starting with one."""
         core = FakeChatCore()
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test() as pilot:
@@ -184,6 +185,8 @@ class InputTests(unittest.TestCase):
             self.assertEqual(input_of(app).text, "two")
             await pilot.press("ctrl+down")
             self.assertEqual(input_of(app).text, "draft")
+            await submit(pilot, "//etc/hosts is a file")
+            self.assertEqual(list(core.outgoing_by_id.values())[-1].body, "/etc/hosts is a file")
 
 
 class SwitchingTests(unittest.TestCase):

@@ -49,6 +49,7 @@ COMMANDS: list[Command] = [
 
 KEYS: list[tuple[str, str]] = [
     ("Enter", "send (ctrl+j or shift+enter: a new line)"),
+    ("//text", "send a message that starts with /"),
     ("Tab", "complete a command, user or #group; again: the next"),
     ("ctrl+up/ctrl+down", "recall what you sent before"),
     ("PgUp/PgDn", "scroll the conversation a page"),
