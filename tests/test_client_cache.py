@@ -65,6 +65,33 @@ class CacheTests(unittest.TestCase):
         self.assertEqual(again.last_seq, 1)
         self.assertEqual([x.body for x in again.history("bob")], ["body 1"])
 
+    def test_receipts_survive_reopening(self) -> None:
+        """Who acknowledged and read a group message is kept, per user, across a reopen."""
+        path = os.path.join(self.mktemp(), "alice.sqlite3")
+        cache = MessageCache(path, "alice")
+        cache.add_receipt("m1", "bob", False)
+        cache.add_receipt("m1", "carol", True)
+        cache.add_receipt("m1", "bob", True)
+        cache.add_receipt("m1", "carol", False)  # a late delivered never undoes a read
+        cache.close()
+        again = MessageCache(path, "alice")
+        self.assertEqual(again.receipts(["m1", "m2"]), {"m1": ({"bob", "carol"}, {"bob", "carol"})})
+
+
+class ReaderTests(unittest.TestCase):
+    """The upload source that reads as empty once closed."""
+
+    def test_read_after_close_is_empty(self) -> None:
+        """Reading a closed upload source gives b'' (ends the producer) instead of raising."""
+        from dim.client.transfer import ClosableReader
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"abcdef")
+        reader = ClosableReader(open(path, "rb"))
+        self.assertEqual(reader.read(2), b"ab")
+        reader.close()
+        self.assertEqual(reader.read(2), b"")
+
 
 class ConfigTests(unittest.TestCase):
     """Settings and tokens on disk."""

@@ -477,11 +477,11 @@ class ReconnectTests(SessionTestCase):
     """Losing the node: backoff, routing elsewhere, outbox, resync."""
 
     def test_backoff_full_jitter_bounds(self) -> None:
-        """Delays are rng * min(30, 0.5 * 2^(attempt-1)): 0 with rng 0, the cap with rng 1."""
+        """Delays are rng * min(8, 0.5 * 2^(attempt-1)): 0 with rng 0, the cap with rng 1."""
         self.assertEqual([S.full_jitter(n, lambda: 1.0) for n in range(1, 10)],
-                         [0.5, 1, 2, 4, 8, 16, 30, 30, 30])
+                         [0.5, 1, 2, 4, 8, 8, 8, 8, 8])
         self.assertEqual(S.full_jitter(5, lambda: 0.0), 0)
-        self.assertEqual(S.full_jitter(1000, lambda: 0.999), 0.999 * 30)
+        self.assertEqual(S.full_jitter(1000, lambda: 0.999), 0.999 * 8)
 
     def test_backoff_grows_while_routing_fails(self) -> None:
         """Each failed route schedules the next attempt with a larger (jittered) delay."""
@@ -495,6 +495,18 @@ class ReconnectTests(SessionTestCase):
         got = [(e.attempt, e.in_seconds) for e in events.of(S.Reconnecting)]
         self.assertEqual(got, [(1, 0.5), (2, 0.5), (3, 2.0)])
         self.assertEqual(reactor.tcpClients[-1][1], 9001)
+
+    def test_reconnect_now_skips_the_wait(self) -> None:
+        """reconnect_now during the backoff wait routes at once, and the wait is cancelled."""
+        session, reactor, gateway, events = self.make([errors.Unavailable(), NODE2],
+                                                      rng=lambda: 1.0)
+        session.start()
+        self.assertEqual(session.state, S.RECONNECTING)
+        self.assertEqual(len(gateway.calls), 1)
+        self.assertTrue(session.reconnect_now())
+        self.assertEqual(len(gateway.calls), 2)
+        self.assertEqual(reactor.tcpClients[-1][1], 9001)
+        self.assertEqual([c for c in reactor.getDelayedCalls() if c.active()], [])
 
     def test_reconnect_excludes_failed_node(self) -> None:
         """After losing node n1 the route asks to exclude n1, then connects where told."""

@@ -23,8 +23,10 @@ from dim import errors
 from dim.client import session as S
 from dim.client import transfer
 from dim.client.cache import ChatMessage, Conversation, MessageCache
+from dim.protocol import frames as F
 from tui.app import ChatApp, ChatCore
 from tui.screens.chat import ChatScreen
+from tui.screens.help import HelpScreen
 from tui.screens.login import LoginScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.conversation_list import ConversationList
@@ -56,7 +58,7 @@ class FakeChatCore(S.EventSource):
 
     def __init__(self, users: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.users = dict(users or {"alice": "secret123"})
+        self.users = dict(users or {"alice": "secret123", "bob": "bobsecret", "carol": "carol123"})
         self.user: str | None = None
         self._state = S.OFFLINE
         self._node: S.NodeAddress | None = None
@@ -78,6 +80,9 @@ class FakeChatCore(S.EventSource):
         self.upload_gate: defer.Deferred[Any] | None = None
         self.refreshes = 0
         self.file_bytes = b""
+        self.reconnects = 0
+        self.user_infos: list[str] = []
+        self.online_users: set[str] = set()
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -126,6 +131,8 @@ class FakeChatCore(S.EventSource):
         """Queue a message in state sending (``to`` may be ``#`` + a group id)."""
         if self.user is None:
             raise errors.Unauthorized("not logged in")
+        if len(body.encode("utf-8")) > F.MAX_BODY_BYTES:
+            raise errors.TooLarge(f"the message is over {F.MAX_BODY_BYTES} bytes")
         group = to[1:] if to.startswith("#") else None
         out = S.OutgoingMessage(id=f"o{next(self._ids)}", body=body,
                                 to=None if group else to, group=group,
@@ -142,6 +149,18 @@ class FakeChatCore(S.EventSource):
             out.state, out.error = S.SENDING, None
             self.emit(S.MessageStatus(id, S.SENDING, out))
         return out
+
+    def reconnect(self) -> bool:
+        """Counted; connects again at once."""
+        self.reconnects += 1
+        if self.user is None:
+            return False
+        self._start(self.user)
+        return True
+
+    def receipts(self, mids: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """From the cache, as the real core keeps them."""
+        return self.cache.receipts(mids) if self.cache else {}
 
     def conversations(self) -> list[Conversation]:
         """From the cache, newest first."""
@@ -162,10 +181,12 @@ class FakeChatCore(S.EventSource):
             self.cache.mark_seen(peer)
 
     def user_info(self, name: str) -> defer.Deferred[dict[str, Any]]:
-        """Known users are online; others are not found."""
+        """Known users are online (unless ``online_users`` is set); others are not found."""
+        self.user_infos.append(name)
         if name not in self.users:
             return defer.fail(errors.NotFound("no such user"))
-        return defer.succeed({"user": name, "online": True})
+        online = name in self.online_users if self.online_users else True
+        return defer.succeed({"user": name, "online": online})
 
     # ---------------------------------------------------------------- part 2
 
@@ -370,6 +391,9 @@ class FakeChatCore(S.EventSource):
         """The recipient acknowledged."""
         out = self.outgoing_by_id[id]
         out.state = S.DELIVERED
+        out.delivered_by.add(by)
+        if self.cache is not None and out.mid:
+            self.cache.add_receipt(out.mid, by, False)
         self.emit(S.MessageStatus(id, S.DELIVERED, out))
         self.emit(S.Delivered(id, out.mid or "", by))
 
@@ -483,12 +507,14 @@ class LoginTests(unittest.TestCase):
         app = ChatApp(core)
         async with app.run_test() as pilot:
             await pilot.click("#user")
-            await pilot.press(*"carol")
+            await pilot.press(*"dave")
             await pilot.click("#password")
+            await pilot.press(*"password9")
+            await pilot.click("#confirm")
             await pilot.press(*"password9")
             await pilot.click("#register")
             await logged_in(pilot)
-            self.assertEqual(core.users["carol"], "password9")
+            self.assertEqual(core.users["dave"], "password9")
 
     @async_test
     async def test_saved_login_skips_the_form(self) -> None:
@@ -627,8 +653,10 @@ class ChatTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             await submit(pilot, "/help")
-            notice = str(app.screen.query_one("#notice").render())
-            self.assertIn("/open USER", notice)
+            self.assertIsInstance(app.screen, HelpScreen)
+            self.assertIn("/open USER", str(app.screen.query_one("#help-text").render()))
+            await pilot.press("escape")
+            await pilot.pause()
             await submit(pilot, "/msg carol hi there")
             (out,) = core.outgoing_by_id.values()
             self.assertEqual((out.to, out.body), ("carol", "hi there"))

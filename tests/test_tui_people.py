@@ -321,7 +321,7 @@ class GroupTests(unittest.TestCase):
         """A group is listed; open shows members with presence; names and delivery counts."""
         core = self.core()
         app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
+        async with app.run_test(size=(140, 40)) as pilot:  # wide enough for the members pane
             await logged_in(pilot)
             self.assertIn("# team", app.screen.query_one(ConversationList).lines())
             await submit(pilot, "/open # team")
@@ -417,8 +417,10 @@ class FileTests(unittest.TestCase):
             core.receive("bob", "look", kind="image",
                          file={"id": "f10", "name": "a.png", "size": 5000, "mime": "image/png"})
             await pilot.pause()
-            self.assertTrue(shown(app)[-2].endswith("bob: [file: notes.txt, 3 B]"), shown(app))
-            self.assertTrue(shown(app)[-1].endswith("bob: [image: a.png, 4.9 KB] look"), shown(app))
+            self.assertTrue(shown(app)[-2].endswith("Bob Builder: [file: notes.txt, 3 B]"),
+                            shown(app))
+            self.assertTrue(shown(app)[-1].endswith("Bob Builder: [image: a.png, 4.9 KB] look"),
+                            shown(app))
             await submit(pilot, "/save notes.txt")
             self.assertEqual(core.saved, [ref])
             self.assertIn("Saved notes.txt to /tmp/downloads/notes.txt", notice(app))

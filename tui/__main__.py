@@ -3,7 +3,7 @@
 Textual and Twisted share one asyncio loop: the asyncio reactor is installed on a fresh loop
 before anything imports the reactor, the reactor runs that loop, and the Textual app runs as
 a task on it.  ``DIM_PASSWORD``, when set, is used as the password (with ``--user``, or the
-last user).
+last user).  Log events go to ``$XDG_STATE_HOME/dim-chat/dim-chat.log``, never the terminal.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the terminal chat until the person quits."""
     args = parse_args(argv)
+    from tui.logfile import start_logging
+    start_logging()  # before anything can log: nothing may write over the screen
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     from twisted.internet import asyncioreactor
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tui.images import prepare
     prepare()  # ask the terminal about pictures while it can still be asked
+
+    import platformdirs
 
     from dim.client.config import ClientConfig
     from dim.client.gateway import GatewayClient
@@ -65,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                         config=config, device=args.device[:64], read_claim=args.read_marks,
                         trust_root=trust_root)
     app = ChatApp(client, user=args.user or config.user,
-                  password=os.environ.get("DIM_PASSWORD") or None)
+                  password=os.environ.get("DIM_PASSWORD") or None, gateway_url=gateway_url,
+                  state_path=os.path.join(platformdirs.user_state_dir("dim-chat"),
+                                          "chat.json"))
     outcome: dict[str, BaseException] = {}
 
     def run_app() -> None:

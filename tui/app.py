@@ -13,6 +13,7 @@ from dim import errors
 from dim.client import session as S
 from dim.client.cache import Conversation
 from tui import wait_for
+from tui.palette import DimCommands
 from tui.screens.chat import ChatScreen
 from tui.screens.login import LoginScreen
 from tui.widgets.connection_bar import ConnectionBar
@@ -57,6 +58,12 @@ class ChatCore(Protocol):
 
     def retry(self, id: str) -> S.OutgoingMessage:
         """Send a failed message again."""
+
+    def reconnect(self) -> bool:
+        """Connect again now, without waiting out the backoff."""
+
+    def receipts(self, mids: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """Who acknowledged and who read one's own messages: (delivered to, read by)."""
 
     def conversations(self) -> list[Conversation]:
         """Conversations with unread counts, newest first."""
@@ -149,13 +156,21 @@ class ChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "dim-chat"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    #: ctrl+n and ctrl+p switch conversations, as in weechat and irssi: the palette is ctrl+k.
+    COMMAND_PALETTE_BINDING = "ctrl+k"
+    COMMANDS = App.COMMANDS | {DimCommands}
 
     def __init__(self, client: ChatCore, *, user: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, gateway_url: str | None = None,
+                 state_path: str | None = None) -> None:
         super().__init__()
         self.client = client
         self.initial_user = user
         self.initial_password = password
+        #: The gateway logged in at, shown on the login screen and in its errors.
+        self.gateway_url = gateway_url
+        #: Where the chat remembers the open conversation between runs (None: nowhere).
+        self.state_path = state_path
         self.connection_state = client.state
         self.connection_node: str | None = None
         self.connection_user: str | None = None
@@ -169,9 +184,18 @@ class ChatApp(App[None]):
         self._unsubscribe = self.client.subscribe(lambda event: self.post_message(CoreEvent(event)))
         if self.client.resume(self.initial_user):
             self.connection_user = self.client.user
-            self.push_screen(ChatScreen(self.client))
+            self.push_screen(self.chat_screen())
         else:
-            self.push_screen(LoginScreen(self.initial_user, self.initial_password))
+            self.push_screen(self.login_screen(self.initial_user, self.initial_password))
+
+    def chat_screen(self) -> ChatScreen:
+        """A new chat screen for the logged-in user."""
+        return ChatScreen(self.client, self.state_path)
+
+    def login_screen(self, user: str | None, password: str | None,
+                     notice: str = "") -> LoginScreen:
+        """A new login screen naming the gateway."""
+        return LoginScreen(user, password, notice, gateway=self.gateway_url)
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -197,10 +221,12 @@ class ChatApp(App[None]):
             self._login_error(screen, e.message)
             return
         except Exception as e:  # the gateway cannot be reached
-            self._login_error(screen, f"Cannot reach the gateway: {e}")
+            where = f" at {self.gateway_url}" if self.gateway_url else ""
+            self._login_error(screen, f"Cannot reach the gateway{where}: {e} "
+                                      "(is DIM running? dim-chat --gateway URL picks another)")
             return
         self.connection_user = self.client.user
-        await self.switch_screen(ChatScreen(self.client))
+        await self.switch_screen(self.chat_screen())
 
     @staticmethod
     def _login_error(screen: Any, text: str) -> None:
@@ -210,7 +236,7 @@ class ChatApp(App[None]):
     def logout(self) -> None:
         """Log out and go back to the login screen."""
         self.client.logout()
-        self.switch_screen(LoginScreen(self.client.user, None, "Logged out."))
+        self.switch_screen(self.login_screen(self.client.user, None, "Logged out."))
 
     # ------------------------------------------------------------ client-core events
 
@@ -230,14 +256,15 @@ class ChatApp(App[None]):
         for bar in self.screen.query(ConnectionBar):
             bar.refresh_state()
         if isinstance(event, S.SessionExpired):
-            await self.switch_screen(LoginScreen(
+            await self.switch_screen(self.login_screen(
                 self.client.user, None, f"Please log in again ({event.message})."))
             return
         if isinstance(self.screen, ChatScreen):
             await self.screen.handle_event(event)
 
     def ring(self) -> None:
-        """Ring the bell for a message in a conversation that is not open (at most once a second)."""
+        """Ring the bell for a message in a conversation that is not open (at most once a
+        second)."""
         now = time.monotonic()
         if now - self._last_bell >= BELL_INTERVAL:
             self._last_bell = now

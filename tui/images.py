@@ -7,17 +7,41 @@ reports no size.  :func:`prepare` is called once before the app starts; afterwar
 """
 from __future__ import annotations
 
+import os
+import sys
 from importlib import import_module
-from typing import Any
+from typing import Any, Mapping
 
 _prepared: dict[str, Any] = {}
 
 
-def prepare() -> bool:
-    """Import textual-image while the terminal can still be asked; False if it cannot work."""
+def in_multiplexer(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the terminal is tmux or screen, which take the Kitty graphics query (an APC
+    sequence, ``ESC _ G ... ESC \\``) for a window title and show it there."""
+    env = os.environ if environ is None else environ
+    term = env.get("TERM", "")
+    return bool(env.get("TMUX")) or term.startswith(("screen", "tmux"))
+
+
+def prepare(environ: Mapping[str, str] | None = None) -> bool:
+    """Import textual-image while the terminal can still be asked; False if it cannot work.
+
+    Inside tmux or screen the terminal is not probed for graphics at all (the Kitty graphics
+    probe would become the pane's title): pictures are drawn in coloured half cells.
+    """
     if "image" not in _prepared:
         try:
-            _prepared["image"] = import_module("textual_image.widget").Image
+            if in_multiplexer(environ):
+                # textual-image probes when its renderable package is imported, only if
+                # stdout is a terminal: import it while stdout reads as none.
+                real, sys.__stdout__ = sys.__stdout__, None  # type: ignore[misc]
+                try:
+                    import_module("textual_image.renderable")
+                finally:
+                    sys.__stdout__ = real  # type: ignore[misc]
+                _prepared["image"] = import_module("textual_image.widget").HalfcellImage
+            else:
+                _prepared["image"] = import_module("textual_image.widget").Image
         except Exception:  # no size, no terminal, no Pillow: pictures are off
             _prepared["image"] = None
     return _prepared["image"] is not None

@@ -83,6 +83,9 @@ CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, seq);
 CREATE INDEX IF NOT EXISTS messages_mid ON messages (mid);
 CREATE TABLE IF NOT EXISTS seen (peer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS receipts (
+    mid TEXT NOT NULL, by_user TEXT NOT NULL, read INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (mid, by_user));
 """
 
 _COLUMNS = "seq, mid, id, sender, ts, to_user, grp, body, kind, delivered, read, file"
@@ -163,6 +166,31 @@ class MessageCache:
         with self._db:
             self._db.execute("UPDATE messages SET read = 1, delivered = 1 "
                              "WHERE mid = ? AND grp IS NULL", (mid,))
+
+    def add_receipt(self, mid: str, by: str, read: bool) -> None:
+        """Recipient ``by`` acknowledged (or read) the message ``mid``; kept so a group
+        message's counts survive reopening the conversation and restarting."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO receipts (mid, by_user, read) VALUES (?, ?, ?) "
+                "ON CONFLICT(mid, by_user) DO UPDATE SET read = MAX(read, excluded.read)",
+                (mid, by, int(read)))
+
+    def receipts(self, mids: Iterable[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """For each of ``mids`` that has receipts: (delivered to, read by)."""
+        found: dict[str, tuple[set[str], set[str]]] = {}
+        wanted = list(dict.fromkeys(mids))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            rows = self._db.execute(
+                "SELECT mid, by_user, read FROM receipts WHERE mid IN "
+                f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for mid, by, read in rows:
+                delivered, read_by = found.setdefault(mid, (set(), set()))
+                delivered.add(by)
+                if read:
+                    read_by.add(by)
+        return found
 
     def get(self, seq: int) -> ChatMessage | None:
         """The message at ``seq``, if cached."""

@@ -24,9 +24,10 @@ Policies worth knowing:
   and is written again, with the same id, after reconnecting.  A send refused with
   ``rate_limited`` is written again after the error's ``retry_after`` (sends refused together
   one after another, that far apart), and that refusal does not count as an attempt.
-- Reconnect: delay ``uniform(0, min(30, 0.5 * 2 ** (attempt - 1)))``; the route asks the
-  gateway to exclude the node that failed, and asks again without exclusion if that leaves
-  no node (a single-node ``dim`` comes back on the same node).
+- Reconnect: delay ``uniform(0, min(8, 0.5 * 2 ** (attempt - 1)))`` (so a restarted server
+  is found again within 8 s), or at once on :meth:`ClientSession.reconnect_now`; the route
+  asks the gateway to exclude the node that failed, and asks again without exclusion if that
+  leaves no node (a single-node ``dim`` comes back on the same node).
 - Typing: :meth:`ClientSession.typing` writes at most one ``typing`` per conversation every
   :data:`TYPING_INTERVAL` seconds; nothing is queued while offline.
 - Read: :meth:`ClientSession.read` is cumulative; a lower or equal seq than the last one
@@ -71,7 +72,7 @@ SEND_TIMEOUT = 4.0
 HELLO_TIMEOUT = 10.0
 ACK_INTERVAL = 0.05
 BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
+BACKOFF_CAP = 8.0
 SYNC_PAGE = 500
 #: A sync unanswered this long is asked again; one refused by an error, after SYNC_RETRY.
 SYNC_TIMEOUT = 10.0
@@ -510,6 +511,25 @@ class ClientSession(EventSource):
         self._flush_outbox()
         return message
 
+    def reconnect_now(self) -> bool:
+        """Connect again at once: skip the backoff wait, or drop a connection that looks
+        stuck.  False if the session is stopped."""
+        if self._stopping:
+            return False
+        self._attempt = 0
+        if self._reconnect_call is not None:
+            self._cancel(self._reconnect_call)
+            self._reconnect_call = None
+            self._route()
+            return True
+        conn = self._conn
+        if conn is not None:
+            self._connection_broken(conn, "reconnecting at the person's request")
+            return True
+        if self.state == OFFLINE:
+            self._route()
+        return True
+
     def read(self, seq: int) -> bool:
         """The person has seen everything of the inbox up to ``seq``: tell the node (cumulative).
 
@@ -782,6 +802,7 @@ class ClientSession(EventSource):
     def _on_delivered(self, conn: ClientConnection, frame: F.Delivered) -> None:
         if self.cache is not None:
             self.cache.mark_delivered(frame.mid)
+            self.cache.add_receipt(frame.mid, frame.by, False)
         message = self.outgoing.get(frame.id)
         if message is not None and message.mid in (None, frame.mid):
             self._stop_resending(frame.id)
@@ -811,6 +832,7 @@ class ClientSession(EventSource):
             return
         if self.cache is not None:
             self.cache.mark_read(frame.mid)
+            self.cache.add_receipt(frame.mid, frame.by, True)
         message = self.outgoing.get(frame.id) if frame.id is not None else None
         if message is not None and message.mid in (None, frame.mid):
             self._stop_resending(message.id)
@@ -1170,6 +1192,15 @@ class ChatClient(EventSource):
         else:
             self.session.typing(to=peer)
 
+    def reconnect(self) -> bool:
+        """Connect again now, without waiting out the backoff; False if not logged in."""
+        return self.session.reconnect_now() if self.session is not None else False
+
+    def receipts(self, mids: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """Who acknowledged and who read each of one's own messages ``mids`` (kept in the
+        cache), as (delivered to, read by)."""
+        return self.cache.receipts(mids) if self.cache is not None else {}
+
     def retry(self, id: str) -> OutgoingMessage:
         """Send a failed message again."""
         if self.session is None:
@@ -1322,7 +1353,7 @@ class ChatClient(EventSource):
     def set_avatar(self, path: str, progress: Progress | None = None) -> Deferred[dict[str, Any]]:
         """Upload the image at ``path`` and make it the avatar: the new profile.
         BadRequest if the gateway does not take it for an image."""
-        source = open(path, "rb")
+        source = transfer.ClosableReader(open(path, "rb"))
         d = self.gateway.upload(source, os.path.basename(path), transfer.mime_of(path), progress)
 
         def closed(result: Any) -> Any:
@@ -1387,7 +1418,7 @@ class ChatClient(EventSource):
         kind "image" for images, else "file"."""
         self._session()
         mime = transfer.mime_of(path)
-        source = open(path, "rb")
+        source = transfer.ClosableReader(open(path, "rb"))
         d = self.gateway.upload(source, os.path.basename(path), mime, progress)
 
         def uploaded(file: dict[str, Any]) -> OutgoingMessage:

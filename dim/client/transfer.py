@@ -71,3 +71,35 @@ def describe_file(kind: str, file: dict[str, Any] | None) -> str:
         return f"[{kind}]"
     label = "image" if kind == "image" else "file"
     return f"[{label}: {file.get('name', '?')}, {human_size(int(file.get('size') or 0))}]"
+
+
+class ClosableReader:
+    """A file being uploaded that reads as empty once closed.
+
+    The upload's producer may read another chunk after the gateway has already refused the
+    file (too large) and the file was closed; an empty read ends it quietly instead of
+    failing with "read of closed file".
+    """
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes, or nothing once closed."""
+        if self.closed:
+            return b""
+        return self._source.read(size)  # type: ignore[no-any-return]
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move in the file (the producer measures its length this way)."""
+        return 0 if self.closed else self._source.seek(offset, whence)  # type: ignore[no-any-return]
+
+    def tell(self) -> int:
+        """Where the next read starts."""
+        return 0 if self.closed else self._source.tell()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the file; later reads give nothing."""
+        self.closed = True
+        self._source.close()

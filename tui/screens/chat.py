@@ -2,8 +2,10 @@
 middle, a group's members on the right, and the input at the bottom."""
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING, Any, Awaitable
+import time
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from textual.app import ComposeResult
@@ -18,6 +20,8 @@ from dim import errors
 from dim.client import session as S
 from dim.client.transfer import human_size, safe_name
 from tui import wait_for
+from tui.commands import BY_NAME, command_help, command_names
+from tui.screens.help import HelpScreen
 from tui.screens.image import ImageScreen
 from tui.screens.profile import ProfileScreen
 from tui.screens.search import SearchScreen
@@ -26,38 +30,26 @@ from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.message_input import MessageInput
-from tui.widgets.message_log import MessageLog
+from tui.widgets.message_log import MessageLog, permanent
 from tui.widgets.transfer_bar import TransferBar
 
 if TYPE_CHECKING:
     from tui.app import ChatCore
-
-HELP = """Commands:
-  /open USER          open the conversation with USER (/open #GROUP for a group)
-  /msg USER TEXT      send TEXT to USER (without opening it)
-  /add USER           ask USER to be a contact (or accept their request)
-  /remove USER        remove a contact (or decline, or withdraw, a request)
-  /accept USER, /decline USER   answer a contact request (also a, d in the contacts pane)
-  /search TEXT        find people by user or display name
-  /profile            edit your display name and status;  /avatar PATH  set your picture
-  /group new NAME USER...   make a group;   /group add USER, /group remove USER,
-  /group leave, /group rename NAME          change the open group
-  /send PATH          upload a file or image and send it here
-  /save [NAME]        save the newest (or the named) file here to Downloads (also ctrl+s)
-  /view [NAME]        show the newest (or the named) image here
-  /retry              send this conversation's failed messages again (also ctrl+r)
-  /older              load older messages (also ctrl+o)
-  /logout             log out and forget the saved login
-  /help               this help
-  /quit               leave (also ctrl+q)
-Enter sends; ctrl+j or shift+enter starts a new line; tab moves between panes;
-F2 goes to the contacts pane (a accepts, d declines, Enter opens), Escape back here."""
 
 HISTORY_PAGE = 50
 #: How long "is typing" stays without a new typing frame.
 TYPING_SHOWN = 5.0
 #: How often contacts, groups and the own profile are fetched again, in seconds.
 PEOPLE_REFRESH = 60.0
+#: How long a notice stays: this long, plus a little per line.
+NOTICE_SECONDS = 8.0
+#: Below this width the members pane hides itself; below NARROW_SIDE the conversations pane.
+NARROW_MEMBERS = 110
+NARROW_SIDE = 60
+#: The conversations pane's width on a wide and on a middling terminal.
+SIDE_WIDE, SIDE_NARROW, WIDE = 34, 26, 130
+#: The legend under the members of a group.
+MEMBERS_LEGEND = "● online  ○ offline\n· not a contact:\n  presence unknown"
 
 
 class ChatScreen(Screen[None]):
@@ -65,23 +57,52 @@ class ChatScreen(Screen[None]):
 
     CSS_PATH = "chat.tcss"
     BINDINGS = [
-        Binding("ctrl+r", "retry", "Retry failed"),
-        Binding("ctrl+o", "older", "Older"),
-        Binding("ctrl+s", "save", "Save file"),
+        Binding("ctrl+r", "retry", "Retry", show=False),
+        Binding("ctrl+o", "older", "Older", show=False),
+        Binding("ctrl+s", "save", "Save file", show=False),
+        Binding("f1", "help", "Help"),
         Binding("f2", "focus_contacts", "Contacts"),
+        Binding("f3", "toggle_side", "Panes"),
+        Binding("f4", "toggle_members", "Members", show=False),
+        Binding("f5", "reconnect", "Reconnect", show=False),
+        Binding("ctrl+l", "redraw", "Redraw", show=False),
+        Binding("ctrl+n,alt+right", "next_conversation", "Next", show=False),
+        Binding("ctrl+p,alt+left", "previous_conversation", "Previous", show=False),
+        Binding("alt+a", "next_active", "Next active", show=False),
+        *[Binding(f"alt+{n}", f"nth_conversation({n})", show=False) for n in range(1, 10)],
         Binding("escape", "focus_input", "Input", show=False),
         Binding("ctrl+q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, client: ChatCore) -> None:
+    def __init__(self, client: ChatCore, state_path: str | None = None) -> None:
         super().__init__()
         self.client = client
+        self.state_path = state_path
         self.peer: str | None = None
         self.opened: list[str] = []
         self._refresh_pending = False
         #: Who is typing where: peer -> user -> the timer that clears it.
         self.typing: dict[str, dict[str, Timer]] = {}
         self._fetching_avatars: set[str] = set()
+        #: Every group's name as last seen (also of groups left), and old names to ids.
+        self.group_names: dict[str, str] = {}
+        self.old_group_names: dict[str, str] = {}
+        #: The groups as last seen, to tell joins, leaves and renames.
+        self._groups_seen: dict[str, dict[str, Any]] | None = None
+        #: Lines about groups that are not open, shown when opened.
+        self.group_events: dict[str, list[tuple[str, int]]] = {}
+        #: Presence of people who are not contacts, as last asked of the gateway.
+        self.presence_hint: dict[str, bool] = {}
+        #: Conversations with a message mentioning the person, not yet opened.
+        self.mentions: set[str] = set()
+        #: Failed messages already told about (said once, not at every reconnect).
+        self._failed_said: set[str] = set()
+        #: The person's own choice of which panes show (None: by the terminal's width).
+        self.side_wanted: bool | None = None
+        self.members_wanted: bool | None = None
+        self._notice_timer: Timer | None = None
+        #: The conversation list's order, for alt+N and ctrl+n/ctrl+p.
+        self.order: list[str] = []
 
     @property
     def me(self) -> str:
@@ -97,9 +118,10 @@ class ChatScreen(Screen[None]):
                 yield Static("Contacts", classes="pane-title")
                 yield ContactList(id="contacts")
             with Vertical(id="conversation"):
-                yield Static("No conversation open: /open USER, or pick one on the left.",
+                yield Static("No conversation: /open USER or pick one (F1 help)",
                              id="title")
                 yield MessageLog(id="log")
+                yield Static("", id="below")
                 yield Static("", id="typing")
                 yield TransferBar(id="transfer")
                 yield Static("", id="notice")
@@ -109,29 +131,98 @@ class ChatScreen(Screen[None]):
 
     async def on_mount(self) -> None:
         self.query_one(MemberList).display = False
+        self.query_one("#below").display = False
+        self.query_one("#notice").display = False
+        self.query_one(MessageInput).completer = self.completions
         # Names and statuses change without a notify: look again now and then.
         self.set_interval(PEOPLE_REFRESH, self.refresh_people)
+        if self.client.groups():
+            self.note_groups()  # else the first fetch of the groups is the starting point
         await self.refresh_conversations()
         await self.refresh_contacts()
+        self.apply_layout()
         self.query_one(MessageInput).focus()
+        last = self.last_conversation()
+        if last is not None:
+            await self.open(last)
+
+    # ------------------------------------------------------------ layout
+
+    def on_resize(self) -> None:
+        # F3/F4 choices hold until the terminal changes size; then its width decides again.
+        self.side_wanted = self.members_wanted = None
+        self.apply_layout()
+
+    def apply_layout(self) -> None:
+        """Show or hide the side and members panes for the terminal's width (or as the
+        person chose with F3/F4)."""
+        width = self.size.width or self.app.size.width
+        side = self.query_one("#side")
+        side.display = self.side_wanted if self.side_wanted is not None else width >= NARROW_SIDE
+        side.styles.width = SIDE_WIDE if width >= WIDE else SIDE_NARROW
+        members = self.query_one(MemberList)
+        group = self.peer is not None and self.peer.startswith("#") \
+            and self.client.group(self.peer) is not None
+        wanted = self.members_wanted if self.members_wanted is not None \
+            else width >= NARROW_MEMBERS
+        members.display = group and wanted
+
+    def action_toggle_side(self) -> None:
+        """Hide or show the conversations and contacts pane."""
+        self.side_wanted = not self.query_one("#side").display
+        self.apply_layout()
+
+    def action_toggle_members(self) -> None:
+        """Hide or show a group's members pane."""
+        self.members_wanted = not self.query_one(MemberList).display
+        self.apply_layout()
+
+    def action_redraw(self) -> None:
+        """Draw the whole screen again (after something else wrote over it)."""
+        self.app.refresh(repaint=True, layout=True)
+        self.refresh(repaint=True, layout=True)
+        for widget in self.query("*"):
+            widget.refresh()
 
     # ------------------------------------------------------------ showing
 
     def say(self, text: str) -> None:
-        """Show a line of help, error or progress above the input."""
-        self.query_one("#notice", Static).update(Content(text))
+        """Show a line of help, error or progress above the input; it fades after a while."""
+        line = self.query_one("#notice", Static)
+        line.update(Content(text))
+        line.display = bool(text)
+        if self._notice_timer is not None:
+            self._notice_timer.stop()
+            self._notice_timer = None
+        if text:
+            self._notice_timer = self.set_timer(NOTICE_SECONDS + 2 * text.count("\n"),
+                                                lambda: self.say(""))
 
     def notice(self) -> str:
         """The notice line's text."""
         return str(self.query_one("#notice", Static).render())
+
+    def label(self, peer: str) -> str:
+        """How a conversation is named: a display name, a group's name (also of a group
+        left), or the user."""
+        if peer.startswith("#") and self.client.group(peer) is None:
+            name = self.group_names.get(peer[1:])
+            return f"# {name} (left)" if name else peer
+        return self.client.display_name(peer)
 
     async def refresh_conversations(self) -> None:
         """Redraw the conversation list from the client core (groups included)."""
         self._refresh_pending = False
         groups = ["#" + g["id"] for g in self.client.groups()]
         extra = [p for p in reversed(self.opened)] + groups
-        await self.query_one(ConversationList).show(self.client.conversations(), extra, self.peer,
-                                                    self.client.display_name)
+        conversations = self.client.conversations()
+        conversation_list = self.query_one(ConversationList)
+        await conversation_list.show(conversations, extra, self.peer, self.label)
+        self.order = conversation_list.peers()
+        unread = {c.peer: c.unread for c in conversations}
+        hotlist = [(n, self.label(p).replace("# ", "#"), unread[p], p in self.mentions)
+                   for n, p in enumerate(self.order, 1) if unread.get(p) and p != self.peer]
+        self.query_one(ConnectionBar).set_hotlist(hotlist)
 
     def refresh_conversations_soon(self) -> None:
         """Redraw the list shortly, once for a burst of events."""
@@ -171,34 +262,46 @@ class ChatScreen(Screen[None]):
             return  # initials it is
         await self.refresh_contacts()
 
+    def online(self, user: str) -> bool | None:
+        """Whether ``user`` is online: a contact's live presence, else what the gateway said
+        when last asked (None if never asked)."""
+        state = self.client.is_online(user)
+        return state if state is not None else self.presence_hint.get(user)
+
     def refresh_members(self) -> None:
         """Redraw the members pane and title of the open conversation."""
         group = self.client.group(self.peer) if self.peer and self.peer.startswith("#") else None
         self.query_one(MemberList).show(group, self.client.display_name, self.client.is_online,
-                                        self.me)
+                                        self.me, MEMBERS_LEGEND)
         self.query_one("#title", Static).update(Content(self.title_text()))
+        self.apply_layout()
 
     def refresh_people(self) -> None:
-        """Have the core fetch contacts, groups and profile again; events redraw.
+        """Have the core fetch contacts, groups and profile again; events redraw.  The
+        presence of a non-contact in the open conversation is asked again too.
 
         Returns nothing on purpose: a timer awaits what its callback returns, and a
         Deferred still in flight cannot be awaited by an asyncio task.
         """
         self.client.refresh_people()
+        if self.peer is not None and not self.peer.startswith("#") \
+                and self.client.is_online(self.peer) is None:
+            self.check_user(self.peer)
 
     def title_text(self) -> str:
         """The line above the open conversation."""
         peer = self.peer
         if peer is None:
-            return "No conversation open: /open USER, or pick one on the left."
+            return "No conversation: /open USER or pick one (F1 help)"
         if peer.startswith("#"):
             group = self.client.group(peer)
             if group is None:
-                return f"Group {peer} (not a member)"
+                name = self.group_names.get(peer[1:])
+                return f"Group {name} (you left it)" if name else f"Group {peer} (not a member)"
             return f"Group {group['name']} ({len(group.get('members', []))} members)"
         name = self.client.display_name(peer)
         title = f"Conversation with {peer}" + (f" - {name}" if name != peer else "")
-        online = self.client.is_online(peer)
+        online = self.online(peer)
         if online is not None:
             title += " (online)" if online else " (offline)"
         return title
@@ -216,16 +319,22 @@ class ChatScreen(Screen[None]):
         """Redraw the typing line."""
         self.query_one("#typing", Static).update(Content(self.typing_text()))
 
+    def on_message_log_below_changed(self, event: MessageLog.BelowChanged) -> None:
+        below = self.query_one("#below", Static)
+        below.display = event.count > 0
+        below.update(Content(f"↓ {event.count} new below (End or PgDn)" if event.count else ""))
+
     async def open(self, peer: str) -> None:
         """Open the conversation with ``peer``: its cached history, then what is pending."""
+        unread = next((c.unread for c in self.client.conversations() if c.peer == peer), 0)
         self.peer = peer
+        self.mentions.discard(peer)
         if peer not in self.opened and not peer.startswith("#"):
             self.opened.append(peer)
         group = self.client.group(peer) if peer.startswith("#") else None
         recipients = max(0, len(group.get("members", [])) - 1) if group else None
         log = self.query_one(MessageLog)
-        await log.reset(self.me, self.client.display_name if peer.startswith("#") else None,
-                        recipients)
+        await log.reset(self.me, self.client.display_name, recipients)
         self.refresh_members()
         self.show_typing()
         try:
@@ -236,10 +345,66 @@ class ChatScreen(Screen[None]):
         await log.add_older(history)
         for out in self.client.pending(peer):
             await log.add_outgoing(out, self.me)
+        log.apply_receipts(self.client.receipts([r.mid for r in log.by_id.values() if r.mid]))
+        if unread:
+            others = [m for m in history if m.sender != self.me]
+            if others:
+                first_new = others[-min(unread, len(others))]
+                if first_new is not history[0]:  # a line above everything tells nothing
+                    log.mark_new_after(first_new.seq - 1)
+        for text, ts in self.group_events.pop(peer, []):
+            await log.add_info(text, ts)
         self.client.mark_seen(peer)
         await self.refresh_conversations()
+        log.anchor()
         log.scroll_end(animate=False)
         self.query_one(MessageInput).focus()
+        self.remember_conversation(peer)
+
+    # ------------------------------------------------------------ the last conversation
+
+    def _state_key(self) -> str:
+        gateway = getattr(self.app, "gateway_url", None)
+        return f"{self.me}@{gateway}" if gateway else self.me
+
+    def last_conversation(self) -> str | None:
+        """The conversation open when the person last left, if it can be opened again."""
+        if self.state_path is None:
+            return None
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return None
+        peer = state.get("last", {}).get(self._state_key()) if isinstance(state, dict) else None
+        if not isinstance(peer, str) or not peer:
+            return None
+        if peer.startswith("#") and self.client.group(peer) is None:
+            return None
+        return peer
+
+    def remember_conversation(self, peer: str | None) -> None:
+        """Keep the open conversation, to open it again at the next start."""
+        if self.state_path is None:
+            return
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {}
+        if not isinstance(state, dict):
+            state = {}
+        last = state.setdefault("last", {})
+        if last.get(self._state_key()) == peer:
+            return
+        last[self._state_key()] = peer
+        try:
+            os.makedirs(os.path.dirname(self.state_path) or ".", exist_ok=True)
+            with open(self.state_path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(state, f)
+            os.replace(self.state_path + ".tmp", self.state_path)
+        except OSError:
+            pass  # remembering is a convenience
 
     # ------------------------------------------------------------ the person
 
@@ -263,27 +428,51 @@ class ChatScreen(Screen[None]):
         if self.peer is not None and text.strip() and not text.startswith("/"):
             self.client.typing(self.peer)
 
+    def on_message_input_scroll(self, event: MessageInput.Scroll) -> None:
+        log = self.query_one(MessageLog)
+        if event.where == "page_up":
+            log.scroll_page_up(animate=False)
+        elif event.where == "page_down":
+            log.scroll_page_down(animate=False)
+        elif event.where == "line_up":
+            log.scroll_up(animate=False)
+        elif event.where == "line_down":
+            log.scroll_down(animate=False)
+        elif event.where == "top":
+            log.scroll_home(animate=False)
+        else:
+            log.scroll_end(animate=False)
+
     async def on_message_input_submitted(self, event: MessageInput.Submitted) -> None:
         text = event.text.rstrip("\n")
-        if text.startswith("/"):
+        if text.startswith("/") and not text.startswith("//"):
             await self.command(text)
         elif self.peer is None:
             self.say("Open a conversation first: /open USER (or /help).")
         else:
-            await self.send(self.peer, text)
+            await self.send(self.peer, text[1:] if text.startswith("//") else text)
 
-    async def send(self, peer: str, text: str) -> None:
-        """Send ``text`` to ``peer`` and show it if that conversation is open."""
+    async def send(self, peer: str, text: str) -> bool:
+        """Send ``text`` to ``peer`` and show it if that conversation is open.  A message
+        refused at once goes back into the input, so nothing typed is lost."""
         try:
             out = self.client.send(peer, text)
         except errors.DimError as e:
-            self.say(f"Not sent: {e.message}")
-            return
+            box = self.query_one(MessageInput)
+            if peer == self.peer and not box.text:
+                box.text = text
+                box.move_cursor(box.document.end)
+                self.say(f"Not sent: {e.message} (yours is {len(text.encode())} bytes); "
+                         "it is back in the input.")
+            else:
+                self.say(f"Not sent: {e.message}")
+            return False
         if peer == self.peer:
             await self.query_one(MessageLog).add_outgoing(out, self.me)
         elif peer not in self.opened:
             self.opened.append(peer)
         self.refresh_conversations_soon()
+        return True
 
     async def call(self, d: Any, done: str | None = None) -> Any:
         """Await a client-core call; say ``done`` on success, the reason on failure (None)."""
@@ -305,13 +494,10 @@ class ChatScreen(Screen[None]):
         name, args = parts[0].lower(), parts[1:]
         rest = text[len(parts[0]):].strip()
         if name == "/open" and rest:
-            peer = self.group_peer(rest) if rest.startswith("#") else args[0]
-            await self.open(peer)
-            if not peer.startswith("#"):
-                self.check_user(peer)
+            await self.open_command(rest)
         elif name == "/msg" and len(args) == 2:
-            await self.send(args[0], args[1])
-            self.say(f"Sent to {args[0]}.")
+            if await self.user_exists(args[0]) and await self.send(args[0], args[1]):
+                self.say(f"Sent to {args[0]}.")
         elif name in ("/add", "/accept") and len(args) == 1:
             await self.add_contact(args[0])
         elif name in ("/remove", "/decline") and len(args) == 1:
@@ -335,27 +521,148 @@ class ChatScreen(Screen[None]):
         elif name == "/view":
             await self.view_image(rest or None)
         elif name == "/help":
-            self.say(HELP)
+            if rest:
+                self.say(command_help(rest) or f"No command {rest!r}; /help lists them.")
+            else:
+                self.action_help()
         elif name == "/quit":
             await self.app.action_quit()
         elif name == "/retry":
             self.action_retry()
         elif name == "/older":
             await self.action_older()
+        elif name == "/reconnect":
+            self.action_reconnect()
+        elif name == "/redraw":
+            self.action_redraw()
         elif name == "/logout":
             self.app.logout()  # type: ignore[attr-defined]
+        elif name in BY_NAME:
+            self.say(f"Usage: {command_help(name)}")
         else:
             self.say(f"Unknown command {text!r}; /help lists them.")
 
-    def group_peer(self, text: str) -> str:
-        """``#id`` of the group named (by id or by name) in ``text``, which starts with #."""
+    def action_help(self) -> None:
+        """Every command and key, in a dialog that scrolls."""
+        self.app.push_screen(HelpScreen())
+
+    def action_reconnect(self) -> None:
+        """Connect again now instead of waiting out the countdown."""
+        if self.client.reconnect():
+            self.say("Reconnecting now.")
+        else:
+            self.say("Not logged in.")
+
+    async def open_command(self, rest: str) -> None:
+        """/open USER or /open #GROUP: only what exists is opened."""
+        if rest.startswith("#"):
+            peer = self.group_peer(rest)
+            if peer is not None:
+                await self.open(peer)
+            return
+        user = rest.split()[0]
+        if await self.user_exists(user):
+            await self.open(user)
+
+    async def user_exists(self, user: str) -> bool:
+        """Whether ``user`` can be written to: False (and said) if the gateway knows no
+        such user; True when it cannot be asked (the message waits in the outbox)."""
+        if self.client.is_online(user) is not None or user == self.me:
+            return True
+        try:
+            info = await wait_for(self.client.user_info(user))
+        except errors.NotFound:
+            self.say(f"There is no user {user!r}: both people must register before /open.")
+            return False
+        except Exception:
+            return True
+        if isinstance(info, dict) and "online" in info:
+            self.presence_hint[user] = bool(info["online"])
+        return True
+
+    def group_peer(self, text: str) -> str | None:
+        """``#id`` of the group named (by id, name or former name) in ``text``, which starts
+        with #; None (and said) if there is no such group."""
         wanted = text[1:].strip()
         if self.client.group(wanted) is not None:
             return "#" + wanted
         for group in self.client.groups():
             if group.get("name") == wanted:
                 return "#" + group["id"]
-        return "#" + wanted
+        gid = self.old_group_names.get(wanted)
+        if gid is not None and self.client.group(gid) is not None:
+            self.say(f"#{wanted} is now called {self.client.group(gid)['name']}.")  # type: ignore[index]
+            return "#" + gid
+        names = ", ".join("#" + str(g.get("name")) for g in self.client.groups()) or "none"
+        self.say(f"You are in no group {text.strip()!r} (yours: {names}).")
+        return None
+
+    # ------------------------------------------------------------ switching
+
+    def action_nth_conversation(self, n: int) -> None:
+        """Open conversation ``n`` (from 1) of the list."""
+        if 1 <= n <= len(self.order):
+            self.run_worker(self.open(self.order[n - 1]), exclusive=False)
+
+    def _step(self, step: int) -> None:
+        if not self.order:
+            return
+        index = self.order.index(self.peer) if self.peer in self.order else -1
+        self.run_worker(self.open(self.order[(index + step) % len(self.order)]),
+                        exclusive=False)
+
+    def action_next_conversation(self) -> None:
+        """Open the next conversation of the list."""
+        self._step(1)
+
+    def action_previous_conversation(self) -> None:
+        """Open the previous conversation of the list."""
+        self._step(-1)
+
+    def action_next_active(self) -> None:
+        """Open the next conversation with unread messages (mentions first)."""
+        unread = {c.peer for c in self.client.conversations() if c.unread and c.peer != self.peer}
+        if not unread:
+            self.say("No conversation with unread messages.")
+            return
+        mentioned = [p for p in self.order if p in unread and p in self.mentions]
+        ordered = mentioned + [p for p in self.order if p in unread and p not in mentioned]
+        target = ordered[0] if ordered else sorted(unread)[0]
+        self.run_worker(self.open(target), exclusive=False)
+
+    # ------------------------------------------------------------ completion
+
+    def known_users(self) -> list[str]:
+        """User names the person might mean: contacts, members, conversation peers."""
+        users: list[str] = [c["user"] for c in self.client.contacts()]
+        for group in self.client.groups():
+            users += group.get("members", [])
+        users += [p for p in self.order if not p.startswith("#")]
+        return [u for u in dict.fromkeys(users) if u != self.me]
+
+    def completions(self, text: str) -> tuple[int, list[str]]:
+        """Tab completion of the input's last word: commands, users, #groups, /help topics."""
+        start = max(text.rfind(" "), text.rfind("\n")) + 1
+        word = text[start:]
+        head = text[:start]
+        if start == 0 and word.startswith("/"):
+            return 0, [n + " " for n in command_names(word)]
+        first = head.split(maxsplit=1)[0].lower() if head.strip() else ""
+        if first == "/help" and head.strip() == "/help":
+            return start, [n + " " for n in command_names("/" + word.lstrip("/"))]
+        if word.startswith("#"):
+            names = [str(g.get("name")) for g in self.client.groups()]
+            return start, ["#" + n + " " for n in names if n.lower().startswith(word[1:].lower())]
+        if first in ("/open",) and len(head.split()) == 1:
+            users = [u for u in self.known_users() if u.lower().startswith(word.lower())]
+            groups = ["#" + str(g.get("name")) for g in self.client.groups()
+                      if str(g.get("name")).lower().startswith(word.lower())]
+            return start, [u + " " for u in users + groups]
+        if not word:
+            return start, []
+        users = [u for u in self.known_users() if u.lower().startswith(word.lower())]
+        suffix = ": " if start == 0 else " "
+        return start, [u + suffix for u in users]
 
     # ------------------------------------------------------------ people
 
@@ -409,11 +716,12 @@ class ChatScreen(Screen[None]):
         if sub == "new" and len(words) >= 2:
             created = await self.call(self.client.create_group(words[1], words[2:]))
             if isinstance(created, dict) and "id" in created:
-                self.say(f"Made group {created['name']} with {len(created.get('members', []))} members.")
+                count = len(created.get("members", []))
+                self.say(f"Made group {created['name']} with {count} members.")
                 await self.refresh_conversations()
                 await self.open("#" + created["id"])
             return
-        if group is None:
+        if group is None or self.client.group(group) is None:
             self.say("Open a group first (or /group new NAME USER...).")
             return
         if sub == "add" and len(words) == 2:
@@ -425,14 +733,60 @@ class ChatScreen(Screen[None]):
                 self.peer = None
                 await self.query_one(MessageLog).reset(self.me)
                 self.refresh_members()
+                self.remember_conversation(None)
         elif sub == "rename" and len(words) >= 2:
             name = rest.split(maxsplit=1)[1]
             await self.call(self.client.rename_group(group, name), f"Renamed to {name}.")
         else:
-            self.say("Usage: /group new NAME USER... | add USER | remove USER | leave | rename NAME")
+            self.say("Usage: /group new NAME USER... | add USER | remove USER | leave "
+                     "| rename NAME")
             return
         self.refresh_members()
         await self.refresh_conversations()
+
+    def note_groups(self) -> list[tuple[str, str]]:
+        """Compare the groups with how they were last seen: the lines to show, as
+        ``(peer, text)`` (joins, leaves, renames, and the person's own joining or leaving)."""
+        now: dict[str, dict[str, Any]] = {
+            g["id"]: {"name": g.get("name"), "members": list(g.get("members", []))}
+            for g in self.client.groups()}
+        for gid, g in now.items():
+            old = self.group_names.get(gid)
+            if old is not None and old != g["name"]:
+                self.old_group_names[str(old)] = gid
+            self.group_names[gid] = str(g["name"])
+        before, self._groups_seen = self._groups_seen, now
+        if before is None:
+            return []
+        name = self.client.display_name
+        lines: list[tuple[str, str]] = []
+        for gid, g in now.items():
+            peer = "#" + gid
+            was = before.get(gid)
+            if was is None:
+                lines.append((peer, f"you are in the group {g['name']}"))
+                continue
+            if was["name"] != g["name"]:
+                lines.append((peer, f"the group was renamed from {was['name']} to {g['name']}"))
+            for user in g["members"]:
+                if user not in was["members"]:
+                    lines.append((peer, f"{name(user)} joined"))
+            for user in was["members"]:
+                if user not in g["members"]:
+                    lines.append((peer, f"{name(user)} left"))
+        for gid, g in before.items():
+            if gid not in now:
+                lines.append(("#" + gid, f"you are no longer in {g['name']}"))
+        return lines
+
+    async def show_group_changes(self) -> None:
+        """Put join, leave and rename lines into the groups they concern."""
+        ts = int(time.time() * 1000)
+        for peer, text in self.note_groups():
+            if peer == self.peer:
+                await self.query_one(MessageLog).add_info(text, ts)
+            else:
+                self.group_events.setdefault(peer, []).append((text, ts))
 
     # ------------------------------------------------------------ files
 
@@ -499,25 +853,23 @@ class ChatScreen(Screen[None]):
             if not isinstance(fetched, str):
                 return
             path = fetched
-        self.app.push_screen(ImageScreen(path, f"{file.get('name')} ({human_size(int(file.get('size') or 0))})"))
+        size = human_size(int(file.get("size") or 0))
+        self.app.push_screen(ImageScreen(path, f"{file.get('name')} ({size})"))
 
     # ------------------------------------------------------------ others
 
     def check_user(self, peer: str) -> None:
-        """Warn, without blocking, if ``peer`` is not a user."""
+        """Ask the gateway, without blocking, whether ``peer`` (not a contact) is online,
+        and show it in the title."""
         async def check() -> None:
             try:
                 info = await wait_for(self.client.user_info(peer))
-            except errors.NotFound:
-                self.say(f"There is no user {peer!r}.")
-                return
             except Exception:
                 return
-            if self.peer == peer and isinstance(info, dict):
-                title = self.title_text()
-                if self.client.is_online(peer) is None:
-                    title += " (online)" if info.get("online") else " (offline)"
-                self.query_one("#title", Static).update(Content(title))
+            if isinstance(info, dict) and "online" in info:
+                self.presence_hint[peer] = bool(info["online"])
+            if self.peer == peer:
+                self.query_one("#title", Static).update(Content(self.title_text()))
         self.run_worker(check(), exclusive=False)
 
     def action_focus_contacts(self) -> None:
@@ -529,12 +881,16 @@ class ChatScreen(Screen[None]):
         self.query_one(MessageInput).focus()
 
     def action_retry(self) -> None:
-        """Send the open conversation's failed messages again."""
-        failed = self.query_one(MessageLog).failed_ids()
+        """Send the open conversation's failed messages again (not those refused for good)."""
+        log = self.query_one(MessageLog)
+        failed = log.failed_ids()
         if not failed:
-            self.say("Nothing to retry.")
+            refused = log.failed_ids(retryable=False)
+            self.say("Nothing to retry: the node refused those for good." if refused
+                     else "Nothing to retry.")
             return
         for id in failed:
+            self._failed_said.discard(id)
             self.client.retry(id)
         self.say(f"Retrying {len(failed)} message(s).")
 
@@ -580,6 +936,12 @@ class ChatScreen(Screen[None]):
             if peer == self.peer:
                 self.show_typing()
 
+    def mentions_me(self, body: str) -> bool:
+        """Whether a message names the person (user or display name)."""
+        text = body.lower()
+        names = {self.me.lower(), self.client.display_name(self.me).lower()} - {""}
+        return any(name in text for name in names)
+
     async def handle_event(self, event: Any) -> None:
         """Show one client-core event."""
         logs = self.query(MessageLog)
@@ -593,13 +955,18 @@ class ChatScreen(Screen[None]):
                 await log.add_message(event.entry)
                 self.client.mark_seen(peer)
             elif event.entry.sender != self.me:
+                if self.mentions_me(event.entry.body):
+                    self.mentions.add(peer)
                 self.app.ring()  # type: ignore[attr-defined]
             self.refresh_conversations_soon()
         elif isinstance(event, S.MessageStatus):
             if event.message.peer() == self.peer:
                 await log.add_outgoing(event.message, self.me)
-            if event.state == S.FAILED and event.message.error:
-                self.say(f"Not sent: {event.message.error}. ctrl+r retries.")
+            if event.state == S.FAILED and event.message.error \
+                    and event.id not in self._failed_said:
+                self._failed_said.add(event.id)
+                how = "" if permanent(event.message.error) else " ctrl+r retries."
+                self.say(f"Not sent: {event.message.error}.{how}")
             if event.state == S.SENT:
                 self.refresh_conversations_soon()
         elif isinstance(event, S.Delivered):
@@ -610,9 +977,20 @@ class ChatScreen(Screen[None]):
             self.refresh_conversations_soon()
         elif isinstance(event, S.PeerTyping):
             self.peer_typing(event.user, event.peer)
-        elif isinstance(event, (S.PresenceChanged, S.RosterChanged)):
+        elif isinstance(event, S.PresenceChanged):
             await self.refresh_contacts()
             self.refresh_conversations_soon()
+        elif isinstance(event, S.RosterChanged):
+            if event.what == "groups":
+                await self.show_group_changes()
+            if event.what in ("names", "profile", "contacts", "groups"):
+                log.relabel()
+            await self.refresh_contacts()
+            self.refresh_conversations_soon()
+        elif isinstance(event, S.Connected):
+            if self.peer is not None and not self.peer.startswith("#") \
+                    and self.client.is_online(self.peer) is None:
+                self.check_user(self.peer)
         elif isinstance(event, S.Notified):
             self.notified(event)
         elif isinstance(event, S.SyncFinished):

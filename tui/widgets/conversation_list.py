@@ -17,13 +17,16 @@ def conversation_line(label: str, unread: int) -> str:
 
 
 class ConversationItem(ListItem):
-    """One conversation in the list."""
+    """One conversation in the list, drawn after its number (alt+N opens it)."""
 
-    def __init__(self, peer: str, unread: int, label: str | None = None) -> None:
+    def __init__(self, peer: str, unread: int, label: str | None = None,
+                 number: int | None = None) -> None:
         self.peer = peer
         self.unread = unread
         self.plain = conversation_line(label or peer, unread)
-        super().__init__(Static(Content(self.plain)), classes="-unread" if unread else "")
+        prefix = f"{number}." if number is not None and number <= 9 else "  "
+        text = Content.assemble((f"{prefix} ", "dim"), self.plain)
+        super().__init__(Static(text), classes="-unread" if unread else "")
 
 
 class ConversationList(ListView):
@@ -48,10 +51,15 @@ class ConversationList(ListView):
         if now == wanted:
             return
         await self.clear()
-        await self.extend(ConversationItem(peer, unread, name(peer)) for peer, unread in rows)
+        await self.extend(ConversationItem(peer, unread, name(peer), n)
+                          for n, (peer, unread) in enumerate(rows, 1))
         for i, (peer, _) in enumerate(rows):
             if peer == current:
                 self.index = i
+
+    def peers(self) -> list[str]:
+        """The conversations listed, top to bottom."""
+        return [item.peer for item in self.query(ConversationItem)]
 
     def lines(self) -> list[str]:
         """What the list shows, top to bottom."""

@@ -30,15 +30,22 @@ class MemberList(Static):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("", **kwargs)
         self.plain_lines: list[str] = []
+        self.legend = ""
 
     def show(self, group: dict[str, Any] | None, name: Callable[[str], str],
-             online: Callable[[str], bool | None], me: str) -> None:
-        """Show ``group``'s members (or nothing, and hide, for a person-to-person chat)."""
+             online: Callable[[str], bool | None], me: str, legend: str = "") -> None:
+        """Show ``group``'s members, with ``legend`` under them explaining the dots (or
+        nothing, and hide, for a person-to-person chat)."""
         self.display = group is not None
         if group is None:
             self.plain_lines = []
+            self.legend = ""
             self.update("")
             return
         self.plain_lines = member_lines(group, name, online, me)
+        self.legend = legend
         heading = f"Members ({len(self.plain_lines)})"
-        self.update(Content("\n".join([heading, *self.plain_lines])))
+        content = Content("\n".join([heading, *self.plain_lines]))
+        if legend:
+            content = content + Content.styled("\n\n" + legend, "dim")
+        self.update(content)

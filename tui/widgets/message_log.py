@@ -1,7 +1,9 @@
-"""The open conversation: messages with times, senders and marks on one's own messages."""
+"""The open conversation: messages with dimmed times, coloured senders, day-change lines, a
+"new messages" line, and one compact receipt at the newest of one's own messages."""
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -9,6 +11,7 @@ from textual import events
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Static
 
 from dim.client import session as S
@@ -23,20 +26,42 @@ MARKS = {
     S.FAILED: "✗ failed (ctrl+r retries)",
 }
 
+#: Error codes a second try cannot fix: the message is refused, not lost.
+PERMANENT = ("not_found", "bad_request", "forbidden", "too_large", "unknown_type", "conflict")
+
+#: Nick colours, picked per user by a stable hash (readable on dark and light themes).
+NICK_COLOURS = ("#e06c75", "#98c379", "#e5c07b", "#61afef", "#c678dd", "#56b6c2",
+                "#d19a66", "#be5046", "#7ec699", "#f08d49", "#b294bb", "#8abeb7")
+
+
+def nick_colour(user: str) -> str:
+    """The colour ``user``'s name is drawn in, the same on every run and screen."""
+    return NICK_COLOURS[zlib.crc32(user.encode("utf-8")) % len(NICK_COLOURS)]
+
 
 def clock_time(ts_ms: int) -> str:
-    """A message time as the log shows it: HH:MM, with the date if not today."""
-    t = time.localtime(ts_ms / 1000)
-    if time.strftime("%Y-%m-%d", t) == time.strftime("%Y-%m-%d"):
-        return time.strftime("%H:%M", t)
-    return time.strftime("%Y-%m-%d %H:%M", t)
+    """A message time as the log shows it: HH:MM (day-change lines carry the date)."""
+    return time.strftime("%H:%M", time.localtime(ts_ms / 1000))
 
 
-def mark_text(state: str | None, recipients: int | None, delivered: int, read: int) -> str:
+def day_of(ts_ms: int) -> str:
+    """The local day of a message time, as a day-change line names it."""
+    return time.strftime("%A %d %B %Y", time.localtime(ts_ms / 1000))
+
+
+def permanent(error: str | None) -> bool:
+    """Whether a failed message's error is one that retrying cannot fix."""
+    return bool(error) and str(error).split(":", 1)[0].strip() in PERMANENT
+
+
+def mark_text(state: str | None, recipients: int | None, delivered: int, read: int,
+              error: str | None = None) -> str:
     """The mark on one's own message: its state, or for a group how many of the
     ``recipients`` it was delivered to and read by."""
     if state is None:
         return ""
+    if state == S.FAILED and permanent(error):
+        return f"✗ not sent: {error}"
     if recipients is None or state in (S.SENDING, S.FAILED):
         return MARKS.get(state, "")
     if state == S.READ or (recipients and read >= recipients):
@@ -48,7 +73,11 @@ def mark_text(state: str | None, recipients: int | None, delivered: int, read: i
 
 
 class MessageRow(Static):
-    """One message: time, sender, body (or file) and, for one's own, its marks."""
+    """One message: time, sender, body (or file) and, for one's own, its mark.
+
+    ``plain`` is the message line as text; a day-change or "new messages" line drawn above
+    it is not part of it.
+    """
 
     def __init__(self, *, seq: int | None, id: str, mid: str | None, sender: str, ts: int,
                  body: str, own: bool, state: str | None, label: str | None = None,
@@ -58,32 +87,56 @@ class MessageRow(Static):
         self.sender, self.ts, self.body, self.own, self.state = sender, ts, body, own, state
         self.label = label or sender
         self.kind, self.file, self.recipients = kind, file, recipients
+        self.error: str | None = None
         self.delivered_by: set[str] = set()
         self.read_by: set[str] = set()
+        #: Whether this row carries the receipt (the newest own message does).
+        self.show_mark = True
+        #: A line drawn above the message: a day change, or where new messages start.
+        self.day_line: str | None = None
+        self.new_line = False
         super().__init__(classes="-own" if own else "")
         self.plain = ""
         self._render_text()
+
+    def mark(self) -> str:
+        """The receipt or state this row shows (sending and failed always show)."""
+        if not self.own:
+            return ""
+        if not self.show_mark and self.state not in (S.SENDING, S.FAILED):
+            return ""
+        return mark_text(self.state, self.recipients, len(self.delivered_by),
+                         len(self.read_by), self.error)
 
     def _render_text(self) -> None:
         text = self.body
         if self.file is not None or self.kind in ("image", "file"):
             text = describe_file(self.kind, self.file) + (f" {self.body}" if self.body else "")
         text = text.replace("\n", "\n      ")
-        mark = ""
-        if self.own:
-            mark = mark_text(self.state, self.recipients, len(self.delivered_by), len(self.read_by))
-        self.plain = f"{clock_time(self.ts)} {self.label}: {text}" + (f"  {mark}" if mark else "")
+        mark = self.mark()
+        stamp = clock_time(self.ts)
+        self.plain = f"{stamp} {self.label}: {text}" + (f"  {mark}" if mark else "")
         self.set_class(self.state == S.FAILED, "-failed")
         self.set_class(self.file is not None, "-file")
-        self.update(Content(self.plain))
+        parts: list[Any] = []
+        if self.day_line is not None:
+            parts.append((f"── {self.day_line} ──\n", "dim"))
+        if self.new_line:
+            parts.append(("── new messages ──\n", "bold $accent"))
+        parts += [(stamp, "dim"), " ", (self.label, f"bold {nick_colour(self.sender)}"),
+                  ": ", text]
+        if mark:
+            parts.append(f"  {mark}" if self.state == S.FAILED else (f"  {mark}", "dim"))
+        self.update(Content.assemble(*parts))
 
     def set_state(self, state: str, *, seq: int | None = None, mid: str | None = None,
-                  ts: int | None = None) -> None:
+                  ts: int | None = None, error: str | None = None) -> None:
         """Show a new state of one's own message (never going back)."""
         if self.state is not None and self.state != S.FAILED \
                 and S.STATE_RANK[state] < S.STATE_RANK[self.state]:
             return
         self.state = state
+        self.error = error if state == S.FAILED else None
         self.seq = seq if seq is not None else self.seq
         self.mid = mid if mid is not None else self.mid
         self.ts = ts if ts is not None else self.ts
@@ -101,17 +154,45 @@ class MessageRow(Static):
                 self.state = S.DELIVERED
             self._render_text()
 
+    def relabel(self, label: str) -> None:
+        """The sender's display name changed."""
+        if label != self.label:
+            self.label = label
+            self._render_text()
+
+    def set_lines(self, day_line: str | None, new_line: bool, show_mark: bool) -> None:
+        """Set what is drawn above the message and whether it carries the receipt."""
+        if (day_line, new_line, show_mark) != (self.day_line, self.new_line, self.show_mark):
+            self.day_line, self.new_line, self.show_mark = day_line, new_line, show_mark
+            self._render_text()
+
+
+class InfoRow(Static):
+    """A line about the conversation itself: someone joined or left, a rename."""
+
+    def __init__(self, text: str, ts: int) -> None:
+        self.plain = f"{clock_time(ts)} -- {text}"
+        self.ts = ts
+        super().__init__(Content.styled(self.plain, "dim italic"), classes="-info")
+
 
 class MessageLog(VerticalScroll):
     """The messages of one conversation, oldest at the top; each seq appears once.
 
-    ``namer`` gives display names for group messages; ``recipients`` is how many members
-    besides oneself a group message goes to (None for a person-to-person chat).
+    ``namer`` gives display names; ``recipients`` is how many members besides oneself a
+    group message goes to (None for a person-to-person chat).  ``unseen_below`` counts
+    messages that arrived while the person was scrolled up.
     """
 
     @dataclass
     class OlderWanted(Message):
         """The person scrolled up past the oldest message shown."""
+
+    @dataclass
+    class BelowChanged(Message):
+        """How many new messages wait below the part shown changed."""
+
+        count: int
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -120,6 +201,15 @@ class MessageLog(VerticalScroll):
         self.by_id: dict[str, MessageRow] = {}
         self.namer: Callable[[str], str] | None = None
         self.recipients: int | None = None
+        #: The seq above which messages are new (a line is drawn there), if any.
+        self.new_after: int | None = None
+        self.unseen_below = 0
+        #: The row at the top of the view and how far into it, kept across a resize.
+        self._top: tuple[Widget, float] | None = None
+        self._size_seen = self.size
+
+    def on_mount(self) -> None:
+        self.anchor()  # stay at the newest message until the person scrolls up
 
     async def reset(self, me: str, namer: Callable[[str], str] | None = None,
                     recipients: int | None = None) -> None:
@@ -127,14 +217,21 @@ class MessageLog(VerticalScroll):
         self.me = me
         self.namer = namer
         self.recipients = recipients
+        self.new_after = None
         self.by_seq.clear()
         self.by_id.clear()
+        self._set_below(0)
         await self.remove_children()
 
     @property
     def oldest_seq(self) -> int | None:
         """The lowest seq shown, where older history continues."""
         return min(self.by_seq) if self.by_seq else None
+
+    @property
+    def at_bottom(self) -> bool:
+        """Whether the newest line is in view."""
+        return self.max_scroll_y == 0 or self.scroll_y >= self.max_scroll_y - 1
 
     def _label(self, sender: str) -> str:
         return self.namer(sender) if self.namer is not None else sender
@@ -152,6 +249,41 @@ class MessageLog(VerticalScroll):
         if row.own:
             self.by_id[row.message_id] = row
 
+    def rows(self) -> list[MessageRow]:
+        """The message rows, top to bottom."""
+        return list(self.query(MessageRow))
+
+    def decorate(self) -> None:
+        """Draw day-change lines and the "new messages" line, and put the receipt on the
+        newest of one's own messages that the node has stored."""
+        rows = self.rows()
+        newest_own = None
+        for row in reversed(rows):
+            if row.own and row.seq is not None and row.state not in (S.SENDING, S.FAILED):
+                newest_own = row
+                break
+        # The first message gets a day line too unless it is from today.
+        previous_day: str | None = day_of(int(time.time() * 1000))
+        new_drawn = False
+        for row in rows:
+            day = day_of(row.ts)
+            day_line = day if day != previous_day else None
+            previous_day = day
+            new_line = (not new_drawn and self.new_after is not None and row.seq is not None
+                        and row.seq > self.new_after and not row.own)
+            new_drawn = new_drawn or new_line
+            row.set_lines(day_line, new_line, row is newest_own)
+
+    def mark_new_after(self, seq: int | None) -> None:
+        """Draw the "new messages" line above the first message after ``seq``."""
+        self.new_after = seq
+        self.decorate()
+
+    def relabel(self) -> None:
+        """Names changed: draw every sender with its current display name."""
+        for row in self.rows():
+            row.relabel(self._label(row.sender))
+
     async def add_message(self, m: ChatMessage) -> None:
         """Show an inbox message at its place by seq (once)."""
         if m.seq in self.by_seq:
@@ -161,17 +293,33 @@ class MessageLog(VerticalScroll):
             row.set_state(S.READ if m.read else S.DELIVERED if m.delivered else S.SENT,
                           seq=m.seq, mid=m.mid, ts=m.ts)
             self.by_seq[m.seq] = row
+            self.decorate()
             return
         row = self._row_for_message(m)
         self._remember(row)
-        later = [r for r in self.query(MessageRow) if r.seq is not None and r.seq > m.seq]
-        at_bottom = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        later = [r for r in self.rows() if r.seq is not None and r.seq > m.seq]
+        at_bottom = self.at_bottom
         if later:
             await self.mount(row, before=later[0])
         else:
-            pending = [r for r in self.query(MessageRow) if r.seq is None]
+            pending = [r for r in self.rows() if r.seq is None]
             await self.mount(row, before=pending[0] if pending else None)
-        if at_bottom and not later:
+        self.decorate()
+        if later:
+            return
+        if at_bottom:
+            self.scroll_end(animate=False)
+        elif m.sender != self.me:
+            if self.unseen_below == 0 and self.new_after is None:
+                self.new_after = m.seq - 1
+                self.decorate()
+            self._set_below(self.unseen_below + 1)
+
+    async def add_info(self, text: str, ts: int | None = None) -> None:
+        """A line about the conversation (a join, a leave, a rename), at the bottom."""
+        at_bottom = self.at_bottom
+        await self.mount(InfoRow(text, ts if ts is not None else int(time.time() * 1000)))
+        if at_bottom:
             self.scroll_end(animate=False)
 
     async def add_older(self, messages: list[ChatMessage]) -> None:
@@ -186,6 +334,22 @@ class MessageLog(VerticalScroll):
                 await self.mount_all(rows, before=shown.first())
             else:
                 await self.mount_all(rows)
+            self.decorate()
+
+    def apply_receipts(self, receipts: dict[str, tuple[set[str], set[str]]]) -> None:
+        """Who acknowledged and read one's own messages, as the client core kept it."""
+        for row in self.by_id.values():
+            if row.mid is not None and row.mid in receipts:
+                delivered, read = receipts[row.mid]
+                if delivered - row.delivered_by or read - row.read_by:
+                    row.delivered_by |= delivered
+                    row.read_by |= read
+                    if row.recipients is None:
+                        row.set_state(S.READ if read else S.DELIVERED)
+                    else:
+                        if row.state in (S.SENDING, S.SENT, None):
+                            row.state = S.DELIVERED
+                        row._render_text()
 
     async def add_outgoing(self, out: S.OutgoingMessage, me: str) -> None:
         """Show (or update) one's own message sent from here."""
@@ -193,24 +357,62 @@ class MessageLog(VerticalScroll):
         if row is not None:
             row.delivered_by |= out.delivered_by
             row.read_by |= out.read_by
-            row.set_state(out.state, seq=out.seq, mid=out.mid, ts=out.ts)
+            row.set_state(out.state, seq=out.seq, mid=out.mid, ts=out.ts, error=out.error)
             if out.seq is not None:
                 self.by_seq[out.seq] = row
+            self.decorate()
             return
         if out.seq is not None and out.seq in self.by_seq:
             return
         row = MessageRow(seq=out.seq, id=out.id, mid=out.mid, sender=me, ts=out.ts or out.created,
                          body=out.body, own=True, state=out.state, label=self._label(me),
                          kind=out.kind, file=out.file, recipients=self.recipients)
+        row.error = out.error if out.state == S.FAILED else None
         row.delivered_by |= out.delivered_by
         row.read_by |= out.read_by
         self._remember(row)
         await self.mount(row)
+        self.decorate()
         self.scroll_end(animate=False)
+        self._set_below(0)
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         if self.scroll_y <= 0 and self.by_seq:
             self.post_message(self.OlderWanted())
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if self.unseen_below and self.at_bottom:
+            self._set_below(0)
+        if self.size == self._size_seen:
+            self._top = self._row_at(new)
+
+    def _row_at(self, y: float) -> tuple[Widget, float] | None:
+        for child in self.children:
+            region = child.virtual_region
+            if region.y <= y < region.y + max(region.height, 1):
+                return child, y - region.y
+        return None
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._size_seen = event.size
+        if self.is_anchored and not self._anchor_released:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+        elif self._top is not None:
+            row, offset = self._top
+            self.call_after_refresh(self._back_to, row, offset)
+
+    def _back_to(self, row: Widget, offset: float) -> None:
+        """Scroll so that ``row`` is at the top again (after a resize)."""
+        if row.parent is self:
+            self.scroll_to(y=row.virtual_region.y + offset, animate=False, immediate=True,
+                           release_anchor=False)
+            self._top = (row, offset)
+
+    def _set_below(self, count: int) -> None:
+        if count != self.unseen_below:
+            self.unseen_below = count
+            self.post_message(self.BelowChanged(count))
 
     def mark_delivered(self, mid: str, by: str | None = None) -> None:
         """Mark one's own message ``mid`` delivered (it may have been sent from another device)."""
@@ -231,10 +433,23 @@ class MessageLog(VerticalScroll):
         """The files of the messages shown, oldest first."""
         return [row.file for row in self.query(MessageRow) if row.file is not None]
 
-    def failed_ids(self) -> list[str]:
-        """Ids of one's own messages shown as failed."""
-        return [row.message_id for row in self.by_id.values() if row.state == S.FAILED]
+    def failed_ids(self, retryable: bool = True) -> list[str]:
+        """Ids of one's own messages shown as failed (only those a retry can fix, unless
+        ``retryable`` is False)."""
+        return [row.message_id for row in self.by_id.values() if row.state == S.FAILED
+                and not (retryable and permanent(row.error))]
 
     def lines(self) -> list[str]:
-        """What the log shows, top to bottom."""
-        return [row.plain for row in self.query(MessageRow)]
+        """What the log shows, top to bottom (message and info lines)."""
+        return [row.plain for row in self.query("MessageRow, InfoRow")]  # type: ignore[attr-defined]
+
+    def day_lines(self) -> list[str]:
+        """The day-change lines drawn, top to bottom."""
+        return [row.day_line for row in self.rows() if row.day_line is not None]
+
+    def new_line_at(self) -> int | None:
+        """The seq of the message the "new messages" line is drawn above, if any."""
+        for row in self.rows():
+            if row.new_line:
+                return row.seq
+        return None
