@@ -25,7 +25,9 @@ class NeverReadingClientTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.dim = EmbeddedDim(Path(self.mktemp()).resolve(),
-                               extra=["--slow-consumer-grace", "2"])
+                               # the flood is far above a person's send limit on purpose
+                               extra=["--slow-consumer-grace", "2",
+                                      "--limit", "send=1000000:1000000"])
         self.dim.start()
         self.addCleanup(self.dim.process.stop)
         self.clients: list[WireClient] = []
