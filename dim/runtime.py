@@ -304,3 +304,32 @@ class ClusterProcess(MultiService):
         _log.error("{label} cannot start: {reason}; exiting", label=self.label, reason=reason)
         exit_with(1)
         stop_reactor(self.reactor)
+
+
+class FrameLimitOptions:
+    """The node's per-user frame rate limits as options (a mixin for
+    :class:`twisted.python.usage.Options`): any number of ``--limit ACTION=RATE:BURST``.
+    Call :meth:`frame_limit_defaults` in ``postOptions``; it sets ``frame-limits``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["limit"] = []  # type: ignore[index]
+        tidy_option_docs(self)
+
+    def opt_limit(self, value: str) -> None:
+        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
+        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
+        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
+        self["limit"].append(value)  # type: ignore[index]
+
+    def frame_limit_defaults(self) -> None:
+        """Parse the ``--limit`` options into ``frame-limits`` (a usage error if one is bad)."""
+        from twisted.python import usage
+
+        from dim.node.throttle import Limits
+
+        options: Any = self
+        try:
+            options["frame-limits"] = Limits.parse(options["limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--limit {e}") from None

@@ -18,12 +18,12 @@ from twisted.python import usage
 
 from dim.gateway.limits import LIMIT_PARAMETERS, limit_options
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import OrderedMultiService, check_output_limits, tidy_option_docs
+from dim.runtime import FrameLimitOptions, OrderedMultiService, check_output_limits
 
 _log = Logger()
 
 
-class Options(usage.Options):
+class Options(FrameLimitOptions, usage.Options):
     """Command line of ``twistd dim``."""
 
     optParameters = [
@@ -49,25 +49,10 @@ class Options(usage.Options):
         *LIMIT_PARAMETERS,
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self["limit"] = []
-        tidy_option_docs(self)
-
-    def opt_limit(self, value: str) -> None:
-        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
-        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
-        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
-        self["limit"].append(value)
-
     def postOptions(self) -> None:
         from dim.gateway.routing import STRATEGIES
-        from dim.node.throttle import Limits
 
-        try:
-            self["frame-limits"] = Limits.parse(self["limit"])
-        except ValueError as e:
-            raise usage.UsageError(f"--limit {e}") from None
+        self.frame_limit_defaults()
 
         if self["routing"] not in STRATEGIES:
             raise usage.UsageError(f"--routing must be one of {', '.join(sorted(STRATEGIES))}")

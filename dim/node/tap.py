@@ -28,13 +28,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, ServiceCredentialOptions,
-                         check_output_limits, cluster_namespace, redact_url, service_defaults,
-                         tidy_option_docs)
+from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, FrameLimitOptions,
+                         ServiceCredentialOptions, check_output_limits, cluster_namespace,
+                         redact_url, service_defaults)
 
 _log = Logger(namespace="dim.node")
 
-class Options(ServiceCredentialOptions, usage.Options):
+class Options(FrameLimitOptions, ServiceCredentialOptions, usage.Options):
     """Command line of ``twistd dim-node``."""
 
     optParameters = [
@@ -68,24 +68,8 @@ class Options(ServiceCredentialOptions, usage.Options):
         *CREDENTIAL_PARAMETERS,
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self["limit"] = []
-        tidy_option_docs(self)
-
-    def opt_limit(self, value: str) -> None:
-        """Rate limit of one client frame type per user, ACTION=RATE:BURST (frames a second,
-        at once), e.g. send=10:100; repeat for each action (send, typing, edit, recall,
-        react).  Defaults: send=10:100, typing=1:3, edit=5:30, recall=5:30, react=10:60."""
-        self["limit"].append(value)
-
     def postOptions(self) -> None:
-        from dim.node.throttle import Limits
-
-        try:
-            self["frame-limits"] = Limits.parse(self["limit"])
-        except ValueError as e:
-            raise usage.UsageError(f"--limit {e}") from None
+        self.frame_limit_defaults()
         from dim import secret
 
         if not self["id"]:

@@ -113,6 +113,35 @@ class AckOp(Struct, kw_only=True):
 StoreOp = SendOp | AckOp
 
 
+def apply_each(store: Any, ops: list[StoreOp]) -> Any:
+    """:meth:`IStore.apply` through the store's own ``store_message``, ``ack`` and ``read``,
+    every call made at once in batch order (for stores that order or batch single calls
+    themselves): a Deferred of each operation's outcome, a Failure in place of any that
+    failed."""
+    from twisted.internet import defer
+
+    calls: list[Any] = []
+    for op in ops:
+        if type(op) is SendOp:
+            calls.append(store.store_message(op.sender, op.client_id, op.recipients, op.group,
+                                             op.body, op.kind, op.file, op.ts))
+        elif op.read:
+            both = defer.gatherResults([store.ack(op.user, op.seq),
+                                        store.read(op.user, op.seq)], consumeErrors=True)
+            calls.append(both.addCallbacks(tuple, _first_failure))
+        else:
+            calls.append(store.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
+    return defer.DeferredList(calls, consumeErrors=True).addCallback(
+        lambda results: [value for _, value in results])
+
+
+def _first_failure(failure: Any) -> Any:
+    """The failure inside a FirstError (the one that made a gather fail)."""
+    from twisted.internet.defer import FirstError
+
+    return failure.value.subFailure if failure.check(FirstError) else failure
+
+
 class Profile(Struct, kw_only=True):
     """What other people see of a user: display name, status text and avatar file id."""
 

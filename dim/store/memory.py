@@ -13,7 +13,8 @@ from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
+                                 Profile, Receipt, SendResult, StoredMessage, StoreOp,
+                                 apply_each)
 
 
 def base36(number: int) -> str:
@@ -167,19 +168,7 @@ class MemoryStore:
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in order; one outcome each (see IStore.apply)."""
-        calls: list[defer.Deferred[Any]] = []
-        for op in ops:
-            if type(op) is SendOp:
-                calls.append(self.store_message(op.sender, op.client_id, op.recipients,
-                                                op.group, op.body, op.kind, op.file, op.ts))
-            elif op.read:
-                calls.append(defer.gatherResults(
-                    [self.ack(op.user, op.seq), self.read(op.user, op.seq)],
-                    consumeErrors=True).addCallback(tuple))
-            else:
-                calls.append(self.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
-        return defer.DeferredList(calls, consumeErrors=True).addCallback(
-            lambda results: [value for _, value in results])
+        return apply_each(self, ops)  # type: ignore[no-any-return]
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

@@ -60,7 +60,8 @@ from dim.errors import (BadRequest, Conflict, DimError, Internal, NotFound, TooL
                         Unavailable)
 from dim.runtime import redact_url
 from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
-                                 Receipt, SendOp, SendResult, StoredMessage, StoreOp)
+                                 Receipt, SendResult, StoredMessage, StoreOp,
+                                 apply_each)
 
 _encode_message = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(StoredMessage).decode
@@ -958,17 +959,7 @@ class RedisStore:
         """Run a batch of sends and acks in batch order; one outcome each (see
         IStore.apply).  Every operation is handed over in this reactor turn, so they all
         go to Redis in one script call, in order."""
-        calls: list[defer.Deferred[Any]] = []
-        for op in ops:
-            if type(op) is SendOp:
-                calls.append(self.store_message(op.sender, op.client_id, op.recipients,
-                                                op.group, op.body, op.kind, op.file, op.ts))
-            elif op.read:
-                calls.append(_both(self.ack(op.user, op.seq), self.read(op.user, op.seq)))
-            else:
-                calls.append(self.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
-        return defer.DeferredList(calls, consumeErrors=True).addCallback(
-            lambda results: [value for _, value in results])
+        return apply_each(self, ops)  # type: ignore[no-any-return]
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -1196,15 +1187,3 @@ def connect(url: str = "redis://127.0.0.1:6379", prefix: str = "dim:", timeout: 
     """Shorthand for :meth:`RedisStore.connect`."""
     return RedisStore.connect(url, prefix, timeout, require_fsync, poolsize, clock)
 
-
-def _both(ack: defer.Deferred[Any], read: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """``(delivered, read)`` receipts of an ack and a read, or the first failure itself."""
-    d = defer.gatherResults([ack, read], consumeErrors=True)
-
-    def unwrap(failure: Failure) -> Failure:
-        if failure.check(defer.FirstError):
-            return failure.value.subFailure
-        return failure
-
-    d.addCallbacks(tuple, unwrap)
-    return d
