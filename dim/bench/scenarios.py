@@ -53,7 +53,7 @@ class Params:
 
 QUICK = Params(flood_seconds=3, flood_conns_per_worker=4, flood_window=128, connections=2000,
                conn_workers=4, conn_steps=4, heartbeat=2, idle_seconds=6, chat_pairs=8,
-               chat_workers=2, step_seconds=2, rate_start=500, rate_factor=2.0, max_steps=6,
+               chat_workers=2, step_seconds=2, rate_start=500, rate_factor=2.0, max_steps=7,
                drain_seconds=4, login_users=4, login_conns=4, login_seconds=4, route_conns=16,
                route_seconds=3, storm_clients=500)
 FULL = Params(flood_seconds=10, flood_conns_per_worker=4, flood_window=128, connections=19000,
