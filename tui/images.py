@@ -14,6 +14,11 @@ from typing import Any, Mapping
 
 _prepared: dict[str, Any] = {}
 
+#: The most pixels a picture may have to be drawn (as the gateway allows for uploads): a
+#: small file can claim a huge image (a decompression bomb), whose decoding would take
+#: gigabytes; such a picture is shown as text instead.
+MAX_PIXELS = 40_000_000
+
 
 def in_multiplexer(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the terminal is tmux or screen, which take the Kitty graphics query (an APC
@@ -44,7 +49,33 @@ def prepare(environ: Mapping[str, str] | None = None) -> bool:
                 _prepared["image"] = import_module("textual_image.widget").Image
         except Exception:  # no size, no terminal, no Pillow: pictures are off
             _prepared["image"] = None
+        else:
+            # Whatever decodes a picture later refuses one past the limit rather than
+            # allocating it (Pillow raises DecompressionBombError above twice this).
+            from PIL import Image
+
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     return _prepared["image"] is not None
+
+
+def too_large(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why the picture at ``path`` must not be decoded (its header claims more than
+    ``max_pixels`` pixels, or it cannot be read), or None when it may be shown.  Only the
+    header is read."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return "pictures need Pillow"
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+    except Image.DecompressionBombError:
+        return f"it claims more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+    except Exception as e:  # not a picture Pillow knows, or no Pillow: never decode it
+        return f"it cannot be read as a picture ({type(e).__name__})"
+    if width * height > max_pixels:
+        return f"it is {width}x{height} pixels, more than {max_pixels:,} are never decoded"
+    return None
 
 
 def image_class() -> Any:

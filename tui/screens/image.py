@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label
 
-from tui.images import image_class
+from tui.images import image_class, too_large
 
 
 class ImageScreen(ModalScreen[None]):
@@ -26,8 +26,11 @@ class ImageScreen(ModalScreen[None]):
         with Vertical(classes="dialog image-dialog"):
             yield Label(f"{self.title_text}  (Escape closes)", classes="dialog-title")
             image = image_class()
+            refused = too_large(self.path) if image is not None else None
             if image is None:
                 yield Label(f"This terminal cannot show pictures; the file is {self.path}")
+            elif refused is not None:
+                yield Label(f"Not shown: {refused}; the file is {self.path}")
             else:
                 yield image(self.path, id="image")
 

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import ListItem, ListView, Static
 
 from dim.client.roster import initials
-from tui.images import image_class
+from tui.images import image_class, too_large
 
 ONLINE_DOT = "●"
 OFFLINE_DOT = "○"
@@ -43,7 +43,7 @@ class ContactItem(ListItem):
         classes = ("-online" if contact.get("online") else "-offline") if self.pending is None \
             else f"-pending-{self.pending}"
         text = Static(Content(self.plain), classes="contact-text")
-        image = image_class() if avatar is not None else None
+        image = image_class() if avatar is not None and too_large(avatar) is None else None
         if image is None:
             super().__init__(text, classes=classes)
         else:
