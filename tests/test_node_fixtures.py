@@ -105,12 +105,13 @@ class Node:
 
 
 class ForwarderHub:
-    """Joins fake forwarders in memory; envelopes are delivered at once, through JSON."""
+    """Joins fake forwarders in memory; envelopes (bytes) are delivered at once.  ``log``
+    keeps each envelope decoded from JSON, for tests to read."""
 
     def __init__(self) -> None:
-        self.receivers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self.receivers: dict[str, Callable[[bytes], Any]] = {}
         self.log: list[tuple[str, str, dict[str, Any]]] = []
-        self.held: list[tuple[str, dict[str, Any]]] | None = None
+        self.held: list[tuple[str, bytes]] | None = None
 
     def forwarder(self, node: str) -> FakeForwarder:
         """The forwarder of one node."""
@@ -123,8 +124,8 @@ class ForwarderHub:
     def release(self) -> None:
         """Deliver the kept envelopes in order and deliver at once from now on."""
         held, self.held = self.held or [], None
-        for node, envelope in held:
-            self.receivers[node](envelope)
+        for node, payload in held:
+            self.receivers[node](payload)
 
 
 @implementer(IForwarder)
@@ -135,17 +136,17 @@ class FakeForwarder:
         self.hub = hub
         self.node = node
 
-    def forward(self, node: str, envelope: dict[str, Any]) -> Deferred[None]:
-        """Pass the envelope (as JSON would carry it) to the node's receiver."""
-        copy = json.loads(json.dumps(envelope))
-        self.hub.log.append((self.node, node, copy))
+    def forward(self, node: str, payload: bytes) -> Deferred[None]:
+        """Pass the envelope's bytes to the node's receiver."""
+        assert isinstance(payload, bytes), payload
+        self.hub.log.append((self.node, node, json.loads(payload)))
         if self.hub.held is not None:
-            self.hub.held.append((node, copy))
+            self.hub.held.append((node, payload))
         else:
-            self.hub.receivers[node](copy)
+            self.hub.receivers[node](payload)
         return succeed(None)
 
-    def set_receiver(self, receiver: Callable[[dict[str, Any]], Any]) -> None:
+    def set_receiver(self, receiver: Callable[[bytes], Any]) -> None:
         """Register this node's receiver with the hub."""
         self.hub.receivers[self.node] = receiver
 

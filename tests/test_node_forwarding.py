@@ -1,6 +1,7 @@
 """Tests of delivery between two NodeCores joined by an in-memory forwarder."""
 from __future__ import annotations
 
+import msgspec
 from twisted.trial.unittest import SynchronousTestCase
 
 from dim import errors
@@ -102,10 +103,11 @@ class ForwardingTests(SynchronousTestCase):
         """Envelopes of an unknown kind or shape are logged and dropped."""
         bob = self.n2.login("bob")
         core = self.n2.core
-        core.receive_envelope({"t": "other"})
-        core.receive_envelope({"t": "frames", "to": 5})
-        core.receive_envelope({"t": "frames", "to": {"bob": [5, {"no": "type"}]}})
-        core.receive_envelope({"t": "frames", "to": {"bob": "x"}})
+        for envelope in ({"t": "other"}, {"t": "frames", "to": 5},
+                         {"t": "frames", "to": {"bob": [5, {"no": "type"}]}},
+                         {"t": "frames", "to": {"bob": "x"}}):
+            core.receive_envelope(msgspec.json.encode(envelope))
+        core.receive_envelope(b"not json")
         self.assertEqual(bob.received(), [])
 
     def test_skip(self) -> None:
@@ -113,8 +115,8 @@ class ForwardingTests(SynchronousTestCase):
         bob = self.n2.login("bob")
         bob2 = self.n2.login("bob")
         frame = F.Delivered(id="x", mid="1", by="carol").to_dict()
-        self.n2.core.receive_envelope({"t": "frames", "to": {"bob": [frame]},
-                                       "skip": bob.conn.session.id})
+        self.n2.core.receive_envelope(msgspec.json.encode(
+            {"t": "frames", "to": {"bob": [frame]}, "skip": bob.conn.session.id}))
         self.assertEqual(bob.received(), [])
         self.assertEqual(bob2.received(), [F.Delivered(id="x", mid="1", by="carol")])
 

@@ -1,6 +1,7 @@
 """Tests of the gateway's cluster pusher: one envelope per node holding sessions."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.internet import defer
@@ -19,10 +20,10 @@ class RecordingForwarder:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.failing = failing
 
-    def forward(self, node: str, envelope: dict[str, Any]) -> defer.Deferred[None]:
+    def forward(self, node: str, payload: bytes) -> defer.Deferred[None]:
         if node == self.failing:
             return defer.fail(RuntimeError("broker down"))
-        self.sent.append((node, envelope))
+        self.sent.append((node, json.loads(payload)))
         return defer.succeed(None)
 
     def set_receiver(self, receiver: Any) -> None:

@@ -5,7 +5,7 @@
   heartbeats (:mod:`dim.cluster.sessions`).
 - :class:`INodeRegistry`: the live nodes, their addresses and connection counts.  In one
   process, the one local node; in a cluster, ephemeral znodes in ZooKeeper.
-- :class:`IForwarder`: carries envelopes to other nodes.  In one process there are no other
+- :class:`IForwarder`: carries envelopes (bytes) to other nodes.  In one process there are no other
   nodes; in a cluster, one Kafka topic per node.
 """
 from __future__ import annotations
@@ -67,16 +67,20 @@ class INodeRegistry(Interface):
 
 
 class IForwarder(Interface):
-    """Carries envelopes (plain JSON-able dicts) from this node to another node."""
+    """Carries envelopes (opaque bytes, encoded by the caller) from this node to another."""
 
     node = Attribute("The id of this node.")
 
-    def forward(node: str, envelope: dict[str, Any]) -> Any:
-        """Send an envelope to a node; fires once it is handed over durably."""
+    def forward(node: str, payload: bytes) -> Any:
+        """Hand one encoded envelope to be delivered to ``node``; fires once it is handed
+        over durably (fails with :class:`dim.errors.Unavailable` if it could not be).
+        Envelopes forwarded to one node arrive in the order they were forwarded, unless
+        one fails."""
 
-    def set_receiver(receiver: Callable[[dict[str, Any]], Any]) -> None:
-        """Deliver envelopes addressed to this node to ``receiver`` (on the reactor thread).
-        If ``receiver`` returns a Deferred, the envelope counts as handled when it fires."""
+    def set_receiver(receiver: Callable[[bytes], Any]) -> None:
+        """Hand each envelope addressed to this node to ``receiver`` (on the reactor thread),
+        in order.  If ``receiver`` returns a Deferred, the envelope counts as handled when
+        it fires."""
 
 
 class IPusher(Interface):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -10,6 +11,7 @@ from zope.interface import implementer
 from dim.cluster.interface import IForwarder, IPusher, ISessionRegistry
 
 _log = Logger()
+_encode = msgspec.json.Encoder().encode
 
 
 @implementer(IPusher)
@@ -37,8 +39,8 @@ class ForwardingPusher:
         for user, refs in located.items():
             for node in {ref.node for ref in refs}:
                 by_node.setdefault(node, {})[user] = targets[user]
-        sends = [maybeDeferred(self.forwarder.forward, node, {"t": "frames", "to": to,
-                                                             "skip": None})
+        sends = [maybeDeferred(self.forwarder.forward, node,
+                               _encode({"t": "frames", "to": to, "skip": None}))
                  for node, to in by_node.items()]
         done = DeferredList(sends, consumeErrors=True)
         done.addCallback(self._report)

@@ -684,16 +684,21 @@ class NodeCore:
         for node, to in by_node.items():
             envelope = {"t": "frames", "to": to, "skip": skip}
             metrics.count("envelopes_out")
-            d = maybeDeferred(self.forwarder.forward, node, envelope)
+            d = maybeDeferred(self.forwarder.forward, node, _encode_envelope(envelope))
             d.addCallbacks(_nothing, _forward_failed, errbackArgs=(node,))
             handed.append(d)
         if len(handed) == 1:
             return handed[0]
         return DeferredList(handed).addCallback(_nothing)
 
-    def receive_envelope(self, envelope: dict[str, Any]) -> None:
-        """Deliver an envelope from another node to the sessions here."""
+    def receive_envelope(self, payload: bytes) -> None:
+        """Deliver an envelope from another node (JSON bytes) to the sessions here."""
         metrics.count("envelopes_in")
+        try:
+            envelope = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            _log.warn("ignoring an envelope that is not JSON: {env!r}", env=payload[:200])
+            return
         if not isinstance(envelope, dict) or envelope.get("t") != "frames":
             _log.warn("ignoring an envelope of unknown kind: {env!r}", env=envelope)
             return
@@ -768,6 +773,9 @@ def _encoded(frame: Outgoing) -> _Push:
         return codec.encode_payload(frame), ftype, seq if type(seq) is int else None
     seq = frame.seq if type(frame) is F.Msg else None
     return codec.encode(frame), F.frame_type(frame), seq
+
+
+_encode_envelope = msgspec.json.Encoder().encode
 
 
 def _nothing(_: object) -> None:

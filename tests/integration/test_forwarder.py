@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from confluent_kafka.admin import AdminClient
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -21,6 +22,8 @@ from dim.cluster.threads import ThreadBridge
 from dim.errors import Unavailable
 
 KAFKA = os.environ.get("DIM_KAFKA", "127.0.0.1:9092")
+enc = msgspec.json.encode
+dec = msgspec.json.decode
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -90,13 +93,13 @@ class KafkaForwarderTests(TestCase):
         b = yield defer.Deferred.fromCoroutine(self.forwarder("b"))
         self.assertEqual(topic_of(a.node), a.topic)
         got: dict[str, list[int]] = {"a": [], "b": []}
-        a.set_receiver(lambda env: got["a"].append(env["n"]))
-        b.set_receiver(lambda env: got["b"].append(env["n"]))
+        a.set_receiver(lambda env: got["a"].append(dec(env)["n"]))
+        b.set_receiver(lambda env: got["b"].append(dec(env)["n"]))
         start = time.monotonic()
         sends = []
         for n in range(1000):
-            sends.append(a.forward(b.node, {"from": a.node, "n": n, "body": "x" * 100}))
-            sends.append(b.forward(a.node, {"from": b.node, "n": n, "body": "y" * 100}))
+            sends.append(a.forward(b.node, enc({"from": a.node, "n": n, "body": "x" * 100})))
+            sends.append(b.forward(a.node, enc({"from": b.node, "n": n, "body": "y" * 100})))
         yield defer.gatherResults(sends)
         acked = time.monotonic() - start
         yield defer.Deferred.fromCoroutine(
@@ -111,15 +114,15 @@ class KafkaForwarderTests(TestCase):
     def test_sender_only(self):
         """A forwarder that does not consume (the gateway's) makes no topic and still sends."""
         node = yield defer.Deferred.fromCoroutine(self.forwarder("node"))
-        got: list[dict[str, Any]] = []
+        got: list[bytes] = []
         node.set_receiver(got.append)
         gateway = KafkaForwarder(f"gateway-{self.run_id}", KAFKA, self.bridge,
                                  connect_timeout=5.0, consume=False)
         yield gateway.start()
         self.addCleanup(gateway.stop)
-        yield gateway.forward(node.node, {"t": "frames", "to": {}, "skip": None})
+        yield gateway.forward(node.node, b'{"t":"frames","to":{},"skip":null}')
         yield defer.Deferred.fromCoroutine(wait_for(lambda: got, 30))
-        self.assertEqual(got, [{"t": "frames", "to": {}, "skip": None}])
+        self.assertEqual(got, [b'{"t":"frames","to":{},"skip":null}'])
         topics = yield self.bridge.call(
             lambda: AdminClient({"bootstrap.servers": KAFKA}).list_topics(timeout=5).topics)
         self.assertNotIn(gateway.topic, topics)
@@ -133,7 +136,8 @@ class KafkaForwarderTests(TestCase):
         held: list[defer.Deferred[None]] = []
         got: list[int] = []
 
-        def receive(env: dict[str, Any]) -> Any:
+        def receive(payload: bytes) -> Any:
+            env = dec(payload)
             got.append(env["n"])
             if env["n"] == 2:
                 d: defer.Deferred[None] = defer.Deferred()
@@ -142,10 +146,10 @@ class KafkaForwarderTests(TestCase):
             return None
         b.set_receiver(receive)
         for n in range(2):
-            yield a.forward(b.node, {"n": n})
+            yield a.forward(b.node, enc({"n": n}))
         yield defer.Deferred.fromCoroutine(wait_for(lambda: got == [0, 1], 10))
         yield sleep(0.3)  # let the commit of 0..1 go out with the next poll
-        yield a.forward(b.node, {"n": 2})
+        yield a.forward(b.node, enc({"n": 2}))
         yield defer.Deferred.fromCoroutine(wait_for(lambda: got == [0, 1, 2], 10))
         # Simulate a crash of b after n=2 was received but before its offset was committed:
         # end the loop, drop the pending commit, close the consumer without committing.
@@ -157,7 +161,7 @@ class KafkaForwarderTests(TestCase):
         yield b._producer_loop
         again: list[int] = []
         b2 = KafkaForwarder(b.node, KAFKA, self.bridge)
-        b2.set_receiver(lambda env: again.append(env["n"]))
+        b2.set_receiver(lambda env: again.append(dec(env)["n"]))
         yield b2.start()
         self.addCleanup(b2.stop)
         yield defer.Deferred.fromCoroutine(wait_for(lambda: again == [2], 15))
@@ -175,13 +179,13 @@ class KafkaForwarderTests(TestCase):
                                                                   linger_ms=linger))
             b.set_receiver(lambda env, a=a, b=b: b.forward(a.node, env))
             waiting: dict[int, defer.Deferred[None]] = {}
-            a.set_receiver(lambda env: waiting.pop(env["n"]).callback(None))
+            a.set_receiver(lambda env: waiting.pop(dec(env)["n"]).callback(None))
             samples = []
             for n in range(-20, 300):  # the first 20 warm up
                 d: defer.Deferred[None] = defer.Deferred()
                 waiting[n] = d
                 start = time.perf_counter()
-                a.forward(b.node, {"n": n})
+                a.forward(b.node, enc({"n": n}))
                 yield d
                 if n >= 0:
                     samples.append((time.perf_counter() - start) * 1000)
