@@ -160,15 +160,105 @@ class FramingTests(TestCase):
 
 
 class ReceivingTests(TestCase):
-    """A record's envelopes reach the receiver one by one, in order."""
+    """A record's envelopes reach the receiver one by one, in order, and once."""
+
+    def setUp(self) -> None:
+        bridge: Any = FakeBridge(FakeReactor())
+        self.forwarder = KafkaForwarder("a", "127.0.0.1:1", bridge)
+        self.got: list[bytes] = []
+        self.forwarder.set_receiver(self.got.append)
 
     def test_deliver_in_order(self) -> None:
         """Each payload of a record is handed to the receiver, in order."""
-        bridge: Any = FakeBridge(FakeReactor())
-        forwarder = KafkaForwarder("a", "127.0.0.1:1", bridge)
-        got: list[bytes] = []
-        forwarder.set_receiver(got.append)
         pending: list[Any] = []
-        forwarder._deliver(pack([b"1", b"2", b"3"]), pending)
-        self.assertEqual(got, [b"1", b"2", b"3"])
+        self.forwarder._deliver(b"b:1:1", pack([b"1", b"2", b"3"]), pending)
+        self.assertEqual(self.got, [b"1", b"2", b"3"])
         self.assertEqual(pending, [])
+
+    def test_repeat_dropped(self) -> None:
+        """A record id handed on already (its nudge came first) is not handed on again."""
+        pending: list[Any] = []
+        nudge = pack([b"b:1:7", pack([b"x", b"y"])])
+        self.forwarder._deliver_nudge(nudge, pending)
+        self.forwarder._deliver(b"b:1:7", pack([b"x", b"y"]), pending)
+        self.forwarder._deliver_nudge(nudge, pending)  # the nudge from another partition
+        self.forwarder._deliver(b"b:1:8", pack([b"z"]), pending)
+        self.assertEqual(self.got, [b"x", b"y", b"z"])
+
+    def test_old_keys_not_ids(self) -> None:
+        """A record keyed by a bare node id (no record id) is always handed on."""
+        pending: list[Any] = []
+        self.forwarder._deliver(b"n1", pack([b"1"]), pending)
+        self.forwarder._deliver(b"n1", pack([b"2"]), pending)
+        self.assertEqual(self.got, [b"1", b"2"])
+
+
+class NudgeTests(TestCase):
+    """Records held up by the brokers are sent again on the nudge partitions."""
+
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        bridge: Any = FakeBridge(self.reactor)
+        self.forwarder = KafkaForwarder("a", "127.0.0.1:1", bridge, nudge_after=1.0)
+        self.producer = FakeProducer()
+        self.nudger = FakeNudger()
+        self.forwarder._producer = self.producer
+        self.forwarder._nudger = self.nudger
+        self.forwarder.nudge_partitions = 3
+        self.forwarder._running.set()
+
+    def test_held_record_nudged_once_on_every_partition(self) -> None:
+        """A record unacknowledged after nudge_after goes to each nudge partition once,
+        with the other records to the same node held as long, in one nudge record."""
+        self.forwarder.forward("b", b"1")
+        self.reactor.advance(0)
+        self.reactor.advance(0.2)
+        self.forwarder.forward("b", b"2")
+        self.forwarder.forward("c", b"3")
+        self.reactor.advance(0)
+        self.forwarder._check_held()
+        self.assertEqual(self.nudger.produced, [])  # not held long enough yet
+        self.reactor.advance(1.1)
+        self.forwarder._check_held()
+        by_topic: dict[str, set[int]] = {}
+        for topic, value, partition in self.nudger.produced:
+            by_topic.setdefault(topic, set()).add(partition)
+            parts = unpack(value)
+            payloads = [p for at in range(1, len(parts), 2) for p in unpack(parts[at])]
+            self.assertEqual(payloads, [b"1", b"2"] if topic.startswith(topic_of("b"))
+                             else [b"3"])
+        self.assertEqual(by_topic, {topic_of("b") + ".nudge": {0, 1, 2},
+                                    topic_of("c") + ".nudge": {0, 1, 2}})
+        self.forwarder._check_held()
+        self.reactor.advance(2.0)
+        self.forwarder._check_held()
+        self.assertEqual(len(self.nudger.produced), 6)  # each record nudged once
+        self.assertEqual(self.forwarder.problems()[-1][:7], "kafka: ")
+        self.flushLoggedErrors()
+
+    def test_acknowledged_in_time_not_nudged(self) -> None:
+        """A record the brokers acknowledged within nudge_after is never nudged."""
+        d = self.forwarder.forward("b", b"1")
+        self.reactor.advance(0)
+        self.reactor.advance(0.5)
+        self.forwarder._poll_producer(0)
+        self.reactor.hops()
+        self.successResultOf(d)
+        self.reactor.advance(2.0)
+        self.forwarder._check_held()
+        self.assertEqual(self.nudger.produced, [])
+        self.assertEqual(self.forwarder.problems(), [])
+
+
+class FakeNudger:
+    """The nudge producer: records produce() calls with their partition."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes, int]] = []
+
+    def produce(self, topic: str, value: bytes, partition: int,
+                on_delivery: Callable[[Any, Any], None]) -> None:
+        self.produced.append((topic, value, partition))
+
+    def poll(self, timeout: float) -> int:
+        return 0

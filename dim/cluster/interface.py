@@ -24,6 +24,9 @@ class NodeInfo(Struct, kw_only=True):
     port: int
     connections: int = 0
     incarnation: str = ""
+    #: What the node finds wrong with the services it uses ("kafka: ...", "zookeeper: ..."),
+    #: empty when all is well; the gateway's /v1/health reports them.
+    problems: list[str] = []
 
 
 class SessionRef(Struct, frozen=True, kw_only=True):

@@ -154,13 +154,22 @@ class ClusterGateway(ClusterProcess):
                                self.registry, self.sessions, routing=o["routing"],
                                files=files, max_file_size=o["max-file-size"],
                                max_group_members=o["max-group-members"],
-                               pusher=ForwardingPusher(self.sessions, self.forwarder))
+                               pusher=ForwardingPusher(self.sessions, self.forwarder),
+                               health=self._problems)
         self.connecting("the HTTP port", o["listen"])
         self.http = strports.service(o["listen"], self.gateway.site(reactor=self.reactor),
                                      reactor=self.reactor)
         self.http.setServiceParent(self)
         self._service = None
         _log.info("gateway: HTTP API on {endpoint}; ready", endpoint=o["listen"])
+
+    def _problems(self) -> list[str]:
+        """What this gateway finds wrong with ZooKeeper and Kafka now."""
+        out: list[str] = []
+        for part in (self.registry, self.forwarder):
+            if part is not None:
+                out.extend(f"gateway: {problem}" for problem in part.problems())
+        return out
 
     def _nodes_changed(self, nodes: list[Any]) -> None:
         """(reactor) The live nodes changed: forget the sessions of every node that left."""

@@ -181,7 +181,8 @@ class ClusterNode(ClusterProcess):
         await self.registry.start()
         info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation)
         await self.registry.register(info, connections=self.core.connection_count,
-                                     on_reregister=self._reregistered)
+                                     on_reregister=self._reregistered,
+                                     problems=self.forwarder.problems)
         self.registered = True
         self._service = None
         _log.info("node {node}: registered in ZooKeeper as {path} (session timeout {t:g} s); "
