@@ -248,7 +248,8 @@ class LocalCluster:
         self.stop()
         delete_redis_keys(self.services.redis, f"{self.name}:*")
         delete_znodes(self.services.zookeeper, f"/{self.name}")
-        delete_topics(self.services.kafka, [f"{self.name}.node.{i}" for i in self.ids])
+        delete_topics(self.services.kafka, [f"{self.name}.node.{i}{suffix}" for i in self.ids
+                                            for suffix in ("", ".nudge")])
 
 
 def delete_redis_keys(url: str, pattern: str) -> None:
