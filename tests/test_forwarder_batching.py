@@ -262,3 +262,28 @@ class FakeNudger:
 
     def poll(self, timeout: float) -> int:
         return 0
+
+
+class MetricsTests(TestCase):
+    """The bus's figures reach Prometheus."""
+
+    def test_in_flight_and_records(self) -> None:
+        """Envelopes waiting for the brokers show in dim_bus_envelopes_in_flight, records
+        produced in dim_bus_records_out."""
+        from prometheus_client import REGISTRY
+
+        reactor = FakeReactor()
+        bridge: Any = FakeBridge(reactor)
+        forwarder = KafkaForwarder("m", "127.0.0.1:1", bridge)
+        forwarder._producer = FakeProducer()
+        forwarder._running.set()
+        before = REGISTRY.get_sample_value("dim_bus_envelopes_in_flight") or 0.0
+        records = REGISTRY.get_sample_value("dim_bus_records_out_total") or 0.0
+        for _ in range(3):
+            forwarder.forward("b", b"x")
+        reactor.advance(0)
+        self.assertEqual(REGISTRY.get_sample_value("dim_bus_envelopes_in_flight"), before + 3)
+        self.assertEqual(REGISTRY.get_sample_value("dim_bus_records_out_total"), records + 1)
+        forwarder._poll_producer(0)
+        reactor.hops()
+        self.assertEqual(REGISTRY.get_sample_value("dim_bus_envelopes_in_flight"), before)
