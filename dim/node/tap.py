@@ -56,6 +56,8 @@ class Options(usage.Options):
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the node gives up.", float],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
+        ["metrics", None, None,
+         "Endpoint serving Prometheus metrics at /metrics (e.g. tcp:9101:interface=127.0.0.1)."],
     ]
 
     def postOptions(self) -> None:
@@ -170,6 +172,9 @@ class ClusterNode(ClusterProcess):
         if self._stopping:
             return
 
+        if o["metrics"]:
+            self._serve_metrics(o["metrics"])
+
         # 4. ZooKeeper: register, so the gateway routes clients here.
         registry_bridge = self.bridge(f"dim-zookeeper-{me}", 3)
         self.connecting("ZooKeeper", o["zookeeper"])
@@ -187,6 +192,19 @@ class ClusterNode(ClusterProcess):
         self._service = None
         _log.info("node {node}: registered in ZooKeeper as {path} (session timeout {t:g} s); "
                   "ready", node=me, path=f"{self.names['zk_root']}/{me}", t=o["zk-timeout"])
+
+    def _serve_metrics(self, endpoint: str) -> None:
+        """Serve the process's Prometheus metrics (node, bus) at ``/metrics``."""
+        from prometheus_client.twisted import MetricsResource
+        from twisted.application import strports
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource())
+        strports.service(endpoint, Site(root), reactor=self.reactor).setServiceParent(self)
+        _log.info("node {node}: Prometheus metrics on {endpoint} at /metrics",
+                  node=self.node_id, endpoint=endpoint)
 
     def _reregistered(self) -> None:
         """Our znode was lost and made again: the gateway may have dropped our sessions, so
