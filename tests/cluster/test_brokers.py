@@ -175,8 +175,9 @@ class BrokerFaultTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_zookeeper_away_longer_than_session(self):
-        """ZooKeeper stops for longer than the session timeout: the nodes register again,
-        their sessions are added again, and nothing is lost."""
+        """ZooKeeper is SIGKILLed and stays away for longer than the session timeout: the
+        nodes keep their sessions or register again, stay listed, log it as DIM lines (not
+        stderr), and nothing is lost."""
         chat = Conversation(self.people, rate=5)
         chat.start()
         yield sleep(2)
@@ -196,7 +197,13 @@ class BrokerFaultTests(unittest.TestCase):
         self.assertEqual(tally.lost, [], tally.summary())
         self.assertEqual(tally.twice, [], tally.summary())
         self.assertIn("ZooKeeper connection to", logs)
-        self.assertIn("registered again", logs)
+        # ZooKeeper keeps sessions across its own restart (they are in its log, and their
+        # timers start again when it is back), so a node's session usually survives;
+        # if it expired, the node registered again and re-added its sessions.
+        for node_id, node in self.cluster.nodes.items():
+            tail = node.log_tail(400)
+            self.assertTrue("(same session)" in tail or "registered again" in tail,
+                            f"{node_id} neither kept its session nor registered again")
         self.assertNotIn("[stderr#error]", logs)
 
 
