@@ -120,3 +120,34 @@ class StateTests(unittest.TestCase):
         self.assertEqual(levels, [None, LogLevel.warn, LogLevel.info, LogLevel.warn,
                                   LogLevel.error, LogLevel.info])
         self.assertEqual(registry.problems(), [])
+
+
+class KazooLogTests(unittest.TestCase):
+    """kazoo's Python log records reach Twisted's logger, not stderr."""
+
+    @defer.inlineCallbacks
+    def test_kazoo_lines_to_twisted(self):
+        """A kazoo warning about a dropped connection is logged at info under its own
+        namespace, and a kazoo error stays an error; nothing propagates to the root
+        logger (whose last-resort handler writes to stderr)."""
+        import logging
+
+        from twisted.logger import LogLevel
+
+        from dim.cluster.registry import capture_kazoo_logs
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        bridge = ThreadBridge("kazoo-log", max_threads=1, reactor=reactor)
+        capture_kazoo_logs(bridge)
+        kazoo = logging.getLogger("kazoo.client")
+        kazoo.warning("Connection dropped: socket connection broken")
+        kazoo.error("Session has expired")
+        yield deferLater(reactor, 0.05, lambda: None)
+        ours = [(e["log_namespace"], e["log_level"], e.get("text")) for e in events
+                if e.get("log_namespace", "").startswith("kazoo")]
+        self.assertEqual(ours, [
+            ("kazoo.client", LogLevel.info, "Connection dropped: socket connection broken"),
+            ("kazoo.client", LogLevel.error, "Session has expired")])
+        self.assertFalse(logging.getLogger("kazoo").propagate)
