@@ -77,7 +77,7 @@ class KafkaForwarderTests(TestCase):
         node = f"{name}-{self.run_id}"
         forwarder = KafkaForwarder(node, KAFKA, self.bridge, connect_timeout=5.0,
                                    **kw)
-        self.topics.append(forwarder.topic)
+        self.topics += [forwarder.topic, forwarder.nudge_topic]
         await forwarder.start()
         self.addCleanup(forwarder.stop)
         return forwarder
@@ -109,6 +109,23 @@ class KafkaForwarderTests(TestCase):
               f"all received after {total:.2f} s (replication {a.replication})")
         self.assertEqual(list(range(1000)), got["a"])
         self.assertEqual(list(range(1000)), got["b"])
+
+    @defer.inlineCallbacks
+    def test_many_ticks_in_order(self):
+        """500 envelopes forwarded one per reactor turn, without waiting for the brokers
+        (so many records in the producer at once), arrive in the order forwarded."""
+        a = yield defer.Deferred.fromCoroutine(self.forwarder("ta"))
+        b = yield defer.Deferred.fromCoroutine(self.forwarder("tb"))
+        got: list[int] = []
+        b.set_receiver(lambda env: got.append(dec(env)))
+        sends = []
+        for n in range(500):
+            sends.append(a.forward(b.node, enc(n)))
+            yield sleep(0)
+        yield defer.gatherResults(sends)
+        yield defer.Deferred.fromCoroutine(wait_for(lambda: len(got) >= 500, 30))
+        self.assertEqual(got, list(range(500)))
+        self.assertGreater(a.records_out, 50)  # not all in one record
 
     @defer.inlineCallbacks
     def test_sender_only(self):
