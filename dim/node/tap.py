@@ -53,6 +53,9 @@ class Options(usage.Options):
         ["linger-ms", None, 0, "Kafka producer linger (batching) in milliseconds.", float],
         ["forward-timeout", None, 30.0,
          "Seconds a forward to another node may wait for Kafka before it is given up.", float],
+        ["nudge-after", None, 1.0,
+         "Seconds a forward may wait for Kafka before its recipient is nudged (0: never).",
+         float],
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the node gives up.", float],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
@@ -73,6 +76,8 @@ class Options(usage.Options):
             raise usage.UsageError("--heartbeat must be at least 1 second")
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        if self["nudge-after"] < 0:
+            raise usage.UsageError("--nudge-after must be 0 (never) or more")
         if self["zk-timeout"] <= 0 or self["connect-timeout"] <= 0:
             raise usage.UsageError("--zk-timeout and --connect-timeout must be positive")
         if self["session-ttl"] is None:
@@ -148,7 +153,8 @@ class ClusterNode(ClusterProcess):
                                         linger_ms=o["linger-ms"],
                                         forward_timeout=o["forward-timeout"],
                                         topic_prefix=self.names["topic_prefix"],
-                                        connect_timeout=timeout, skip_backlog=True)
+                                        connect_timeout=timeout, skip_backlog=True,
+                                        nudge_after=o["nudge-after"] or None)
         await self.forwarder.start()
         self.forwarding = True
         _log.info("node {node}: reading envelopes from Kafka topic {topic} (replication {r}), "
