@@ -562,6 +562,22 @@ class NodesHealthMetricsTests(GatewayTestCase):
         self.assertEqual((answer.status, answer.json), (200, {"status": "ok"}))
         self.assertEqual(answer.content_type, "application/json")
 
+    def test_health_degraded(self) -> None:
+        """health says degraded, with each problem, when a node or the gateway reports one."""
+        self.nodes.remove("node-b")
+        self.nodes.add(NodeInfo(id="node-b", host="10.0.0.2", port=7002,
+                                problems=["kafka: no broker reachable"]))
+        problems = ["gateway: zookeeper: suspended"]
+        self.gateway.health_problems = lambda: problems
+        answer = self.call("GET", "/v1/health")
+        self.assertEqual((answer.status, answer.json), (200, {
+            "status": "degraded",
+            "problems": ["gateway: zookeeper: suspended",
+                         "node node-b: kafka: no broker reachable"]}))
+        problems.clear()
+        self.nodes.remove("node-b")
+        self.assertEqual(self.call("GET", "/v1/health").json, {"status": "ok"})
+
     def test_metrics(self) -> None:
         """/metrics exposes request counts by route and status."""
         before = metrics.REQUESTS.labels(route="health", status="200")._value.get()

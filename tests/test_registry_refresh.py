@@ -81,3 +81,73 @@ class RefreshTests(unittest.TestCase):
         self.addCleanup(registry._refresh.stop)
         yield self.refresh(registry, clock)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ListeningClient(FlakyClient):
+    """A stand-in that takes a connection state listener, as kazoo's client does."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.listeners: list[Any] = []
+
+    def add_listener(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+
+class StateTests(unittest.TestCase):
+    """ZooKeeper connection states are logged at honest levels."""
+
+    def test_states_logged(self) -> None:
+        """A lost connection is a warning, a lost session an error, the return info; the
+        state shows in problems()."""
+        from twisted.logger import LogLevel
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        bridge = ThreadBridge("registry-state", max_threads=1, reactor=reactor)
+        client = ListeningClient()
+        registry = ZooKeeperNodeRegistry("zk:1", bridge, Clock(), client=client)
+        self.assertEqual(len(client.listeners), 1)
+        levels = []
+        for state in ("CONNECTED", "SUSPENDED", "CONNECTED", "SUSPENDED", "LOST", "CONNECTED"):
+            registry._log_state(state)
+            if state != "CONNECTED":
+                self.assertEqual(registry.problems(), [f"zookeeper: {state.lower()}"])
+            ours = [e for e in events if e.get("log_namespace") == "dim.zookeeper"]
+            levels.append(ours[-1]["log_level"] if ours else None)
+            events.clear()
+        self.assertEqual(levels, [None, LogLevel.warn, LogLevel.info, LogLevel.warn,
+                                  LogLevel.error, LogLevel.info])
+        self.assertEqual(registry.problems(), [])
+
+
+class KazooLogTests(unittest.TestCase):
+    """kazoo's Python log records reach Twisted's logger, not stderr."""
+
+    @defer.inlineCallbacks
+    def test_kazoo_lines_to_twisted(self):
+        """A kazoo warning about a dropped connection is logged at info under its own
+        namespace, and a kazoo error stays an error; nothing propagates to the root
+        logger (whose last-resort handler writes to stderr)."""
+        import logging
+
+        from twisted.logger import LogLevel
+
+        from dim.cluster.registry import capture_kazoo_logs
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        bridge = ThreadBridge("kazoo-log", max_threads=1, reactor=reactor)
+        capture_kazoo_logs(bridge)
+        kazoo = logging.getLogger("kazoo.client")
+        kazoo.warning("Connection dropped: socket connection broken")
+        kazoo.error("Session has expired")
+        yield deferLater(reactor, 0.05, lambda: None)
+        ours = [(e["log_namespace"], e["log_level"], e.get("text")) for e in events
+                if e.get("log_namespace", "").startswith("kazoo")]
+        self.assertEqual(ours, [
+            ("kazoo.client", LogLevel.info, "Connection dropped: socket connection broken"),
+            ("kazoo.client", LogLevel.error, "Session has expired")])
+        self.assertFalse(logging.getLogger("kazoo").propagate)

@@ -49,12 +49,6 @@ def prepare(environ: Mapping[str, str] | None = None) -> bool:
                 _prepared["image"] = import_module("textual_image.widget").Image
         except Exception:  # no size, no terminal, no Pillow: pictures are off
             _prepared["image"] = None
-        else:
-            # Whatever decodes a picture later refuses one past the limit rather than
-            # allocating it (Pillow raises DecompressionBombError above twice this).
-            from PIL import Image
-
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     return _prepared["image"] is not None
 
 

@@ -5,7 +5,7 @@
   heartbeats (:mod:`dim.cluster.sessions`).
 - :class:`INodeRegistry`: the live nodes, their addresses and connection counts.  In one
   process, the one local node; in a cluster, ephemeral znodes in ZooKeeper.
-- :class:`IForwarder`: carries envelopes to other nodes.  In one process there are no other
+- :class:`IForwarder`: carries envelopes (bytes) to other nodes.  In one process there are no other
   nodes; in a cluster, one Kafka topic per node.
 """
 from __future__ import annotations
@@ -27,6 +27,9 @@ class NodeInfo(Struct, kw_only=True):
     #: Whether the node's client port speaks TLS (clients then connect with TLS and verify
     #: its certificate).
     tls: bool = False
+    #: What the node finds wrong with the services it uses ("kafka: ...", "zookeeper: ..."),
+    #: empty when all is well; the gateway's /v1/health reports them.
+    problems: list[str] = []
 
 
 class SessionRef(Struct, frozen=True, kw_only=True):
@@ -76,12 +79,15 @@ class IForwarder(Interface):
     node = Attribute("The id of this node.")
 
     def forward(node: str, payload: bytes) -> Any:
-        """Send an envelope's bytes to a node; fires once it is handed over durably."""
+        """Hand one encoded envelope to be delivered to ``node``; fires once it is handed
+        over durably (fails with :class:`dim.errors.Unavailable` if it could not be).
+        Envelopes forwarded to one node arrive in the order they were forwarded, unless
+        one fails."""
 
     def set_receiver(receiver: Callable[[bytes], Any]) -> None:
-        """Deliver the bytes of envelopes addressed to this node to ``receiver`` (on the
-        reactor thread, in the order they were forwarded).  If ``receiver`` returns a
-        Deferred, the envelope counts as handled when it fires."""
+        """Hand each envelope addressed to this node to ``receiver`` (on the reactor thread),
+        in order.  If ``receiver`` returns a Deferred, the envelope counts as handled when
+        it fires."""
 
 
 class IPusher(Interface):

@@ -8,28 +8,93 @@ node closes its ZooKeeper session, or ``session_timeout`` seconds after the node
 The gateway side watches the children of the root (a kazoo ``ChildrenWatch``) and the data of
 each child (a ``DataWatch``) and keeps a local list, so :meth:`nodes` answers without I/O.
 
+Connection states are logged as DIM lines at honest levels: a lost connection (kazoo's
+``SUSPENDED``; the session and the ephemeral znode survive if kazoo reconnects within the
+session timeout) is a warning, its return an info line, a lost session (``LOST``: the znode
+is gone until the next refresh makes it again) an error.  kazoo's own log lines, which
+would otherwise reach stderr through Python's last-resort handler, go to Twisted's logger
+(namespace ``kazoo...``) at their own levels, but for connection failures while ZooKeeper is
+away, which are info (the state lines above say what matters).  The state is also in
+:mod:`dim.cluster.metrics` and in :meth:`ZooKeeperNodeRegistry.problems`.
+
 Threads: kazoo calls back on its own threads.  Those callbacks only hop to the reactor thread
 with :meth:`ThreadBridge.to_reactor`; every blocking kazoo call runs on the bridge's pool with
 :meth:`ThreadBridge.call`.  Nothing here calls kazoo on the reactor thread.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import msgspec
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
+from dim.cluster import metrics
 from dim.cluster.interface import INodeRegistry, NodeInfo
 from dim.cluster.threads import ThreadBridge
 from dim.errors import Unavailable
 
-_log = Logger()
+_log = Logger(namespace="dim.zookeeper")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(NodeInfo).decode
+
+
+class _KazooToTwisted(logging.Handler):
+    """Python logging records of kazoo, handed to Twisted's logger on the reactor thread."""
+
+    def __init__(self, bridge: ThreadBridge) -> None:
+        super().__init__()
+        self.bridge = bridge
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Hop one record to the reactor (kazoo logs from its own threads)."""
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            text = f"{text}: {record.exc_info[1]!r}"
+        level = _kazoo_level(record.levelno, text)
+        try:
+            self.bridge.to_reactor(_emit, record.name, level, text)
+        except Exception:
+            pass  # no reactor to hop to (shutting down)
+
+
+def _kazoo_level(levelno: int, text: str) -> LogLevel:
+    """Twisted's level for a kazoo line: connection trouble is info (the registry logs the
+    state change itself, once, at its own level)."""
+    lowered = text.lower()
+    if any(word in lowered for word in ("connection", "connect ", "socket", "refused",
+                                        "timed out", "time-out", "retrying")):
+        return LogLevel.info
+    if levelno >= logging.ERROR:
+        return LogLevel.error
+    if levelno >= logging.WARNING:
+        return LogLevel.warn
+    if levelno >= logging.INFO:
+        return LogLevel.info
+    return LogLevel.debug
+
+
+def _emit(namespace: str, level: LogLevel, text: str) -> None:
+    Logger(namespace=namespace).emit(level, "{text}", text=text)
+
+
+def capture_kazoo_logs(bridge: ThreadBridge) -> None:
+    """Send the ``kazoo`` loggers' records to Twisted's logger (idempotent per process;
+    the latest bridge is used)."""
+    logger = logging.getLogger("kazoo")
+    for handler in list(logger.handlers):
+        if isinstance(handler, _KazooToTwisted):
+            logger.removeHandler(handler)
+    logger.addHandler(_KazooToTwisted(bridge))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 @implementer(INodeRegistry)
@@ -80,7 +145,51 @@ class ZooKeeperNodeRegistry:
         self._me: NodeInfo | None = None
         self._connections: Callable[[], int] | None = None
         self._on_reregister: Callable[[], Any] | None = None
+        self._problems: Callable[[], list[str]] | None = None
         self._refresh: LoopingCall | None = None
+        #: kazoo's connection state (CONNECTED, SUSPENDED, LOST), or "closed".
+        self.zk_state = "closed"
+        self._suspended_at: float | None = None
+        self.hosts = hosts
+        self.session_timeout = session_timeout
+        capture_kazoo_logs(bridge)
+        if hasattr(client, "add_listener"):  # test stand-ins may have none
+            client.add_listener(self._state_changed)
+        metrics.add_registry(self)
+
+    # -- connection state ------------------------------------------------------------------
+
+    def _state_changed(self, state: Any) -> None:
+        """(kazoo's thread) A connection state change: only hop."""
+        self.bridge.to_reactor(self._log_state, str(state))
+
+    def _log_state(self, state: str) -> None:
+        """(reactor) Log a ZooKeeper connection state change at its honest level."""
+        before, self.zk_state = self.zk_state, state
+        now = self.clock.seconds()
+        if self._stopped:
+            return
+        if state == "SUSPENDED":
+            self._suspended_at = now
+            metrics.count("zookeeper_suspended")
+            _log.warn("ZooKeeper connection to {hosts} lost; reconnecting (the session, and "
+                      "this process's znodes, survive if it is back within {t:g} s)",
+                      hosts=self.hosts, t=self.session_timeout)
+        elif state == "LOST":
+            metrics.count("zookeeper_lost")
+            _log.error("ZooKeeper session lost (expired or closed): ephemeral znodes are gone; "
+                       "they are made again once ZooKeeper answers")
+        elif state == "CONNECTED" and before in ("SUSPENDED", "LOST"):
+            away = now - self._suspended_at if self._suspended_at is not None else 0.0
+            self._suspended_at = None
+            _log.info("ZooKeeper connection back after {s:.1f} s ({what})", s=away,
+                      what="same session" if before == "SUSPENDED" else "a new session")
+
+    def problems(self) -> list[str]:
+        """What is wrong with ZooKeeper now, as short sentences (empty when all is well)."""
+        if self._stopped or self.zk_state in ("CONNECTED", "closed"):
+            return []
+        return [f"zookeeper: {self.zk_state.lower()}"]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,9 +232,11 @@ class ZooKeeperNodeRegistry:
     # -- the node side ---------------------------------------------------------------------
 
     def register(self, info: NodeInfo, connections: Callable[[], int] | None = None,
-                 on_reregister: Callable[[], Any] | None = None) -> defer.Deferred[None]:
+                 on_reregister: Callable[[], Any] | None = None,
+                 problems: Callable[[], list[str]] | None = None) -> defer.Deferred[None]:
         """Create this node's ephemeral znode and keep it fresh every ``refresh_interval``
-        with ``connections()`` (read on the reactor thread).
+        with ``connections()`` and ``problems()`` (what the node finds wrong with the
+        services it uses, for the gateway's health report), both read on the reactor thread.
 
         If the znode was lost (the ZooKeeper session expired, e.g. after a long pause), the
         next refresh creates it again and calls ``on_reregister`` on the reactor thread: the
@@ -135,6 +246,7 @@ class ZooKeeperNodeRegistry:
         self._me = info
         self._connections = connections
         self._on_reregister = on_reregister
+        self._problems = problems
 
         async def run() -> None:
             await self.bridge.call(self._write, self._snapshot(), True)
@@ -148,7 +260,13 @@ class ZooKeeperNodeRegistry:
         """This node's record with the live connection count."""
         assert self._me is not None
         count = self._connections() if self._connections is not None else self._me.connections
-        return msgspec.structs.replace(self._me, connections=count)
+        problems: list[str] = []
+        if self._problems is not None:
+            try:
+                problems = list(self._problems())
+            except Exception:
+                _log.failure("reading this node's problems failed")
+        return msgspec.structs.replace(self._me, connections=count, problems=problems)
 
     def _path(self, node_id: str) -> str:
         return f"{self.root}/{node_id}"

@@ -144,7 +144,8 @@ class Gateway:
                  max_file_size: int = DEFAULT_MAX_FILE_SIZE,
                  max_group_members: int = DEFAULT_MAX_GROUP_MEMBERS,
                  pusher: IPusher | None = None,
-                 limits: GatewayLimits | None = None) -> None:
+                 limits: GatewayLimits | None = None,
+                 health: Callable[[], list[str]] | None = None) -> None:
         if routing not in STRATEGIES:
             raise ValueError(f"unknown routing strategy {routing!r}; "
                              f"one of {', '.join(sorted(STRATEGIES))}")
@@ -167,6 +168,8 @@ class Gateway:
                                           self.limits.registrations_per_hour)
         if hasattr(self.passwords, "per_client"):
             self.passwords.per_client = self.limits.hash_share
+        #: What this process finds wrong with the services it uses (for /v1/health).
+        self.health_problems = health
 
     def resource(self) -> IResource:
         """The Twisted Web resource serving this gateway (``Site(gateway.resource())``)."""
@@ -493,7 +496,14 @@ class Gateway:
     @app.route("/v1/health", methods=["GET"])
     @_measured("health")
     def health(self, request: IRequest) -> bytes:
-        """Liveness: 200 ``{status: "ok"}``."""
+        """Liveness: 200 ``{status: "ok"}``, or 200 ``{status: "degraded", problems}`` when
+        this gateway or a node reports trouble with Kafka or ZooKeeper (each node's in its
+        znode, so a node that lost ZooKeeper shows once it is back, or by its absence)."""
+        problems = list(self.health_problems()) if self.health_problems is not None else []
+        for node in sorted(self.nodes.nodes(), key=lambda n: n.id):
+            problems.extend(f"node {node.id}: {problem}" for problem in node.problems)
+        if problems:
+            return self.respond(request, {"status": "degraded", "problems": problems})
         return self.respond(request, {"status": "ok"})
 
     @app.route("/v1/openapi.json", methods=["GET"])

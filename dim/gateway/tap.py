@@ -163,7 +163,7 @@ class ClusterGateway(ClusterProcess):
                                files=files, max_file_size=o["max-file-size"],
                                max_group_members=o["max-group-members"],
                                pusher=ForwardingPusher(self.sessions, self.forwarder),
-                               limits=o["limits"])
+                               limits=o["limits"], health=self._problems)
         self.connecting("the HTTP port", o["listen"])
         self.http = strports.service(o["listen"],
                                      self.gateway.http_factory(reactor=self.reactor),
@@ -171,6 +171,14 @@ class ClusterGateway(ClusterProcess):
         self.http.setServiceParent(self)
         self._service = None
         _log.info("gateway: HTTP API on {endpoint}; ready", endpoint=o["listen"])
+
+    def _problems(self) -> list[str]:
+        """What this gateway finds wrong with ZooKeeper and Kafka now."""
+        out: list[str] = []
+        for part in (self.registry, self.forwarder):
+            if part is not None:
+                out.extend(f"gateway: {problem}" for problem in part.problems())
+        return out
 
     def _nodes_changed(self, nodes: list[Any]) -> None:
         """(reactor) The live nodes changed: forget the sessions of every node that left."""

@@ -55,6 +55,9 @@ class Options(FrameLimitOptions, ServiceCredentialOptions, usage.Options):
         ["linger-ms", None, 0, "Kafka producer linger (batching) in milliseconds.", float],
         ["forward-timeout", None, 30.0,
          "Seconds a forward to another node may wait for Kafka before it is given up.", float],
+        ["nudge-after", None, 1.0,
+         "Seconds a forward may wait for Kafka before its recipient is nudged (0: never).",
+         float],
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the node gives up.", float],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
@@ -66,6 +69,8 @@ class Options(FrameLimitOptions, ServiceCredentialOptions, usage.Options):
         ["slow-consumer-grace", None, 15.0,
          "Seconds a client may leave its socket buffer full before slow_consumer.", float],
         *CREDENTIAL_PARAMETERS,
+        ["metrics", None, None,
+         "Endpoint serving Prometheus metrics at /metrics (e.g. tcp:9101:interface=127.0.0.1)."],
     ]
 
     def postOptions(self) -> None:
@@ -83,6 +88,8 @@ class Options(FrameLimitOptions, ServiceCredentialOptions, usage.Options):
         check_output_limits(self)
         if self["max-frame"] < 1024:
             raise usage.UsageError("--max-frame must be at least 1024 bytes")
+        if self["nudge-after"] < 0:
+            raise usage.UsageError("--nudge-after must be 0 (never) or more")
         if self["zk-timeout"] <= 0 or self["connect-timeout"] <= 0:
             raise usage.UsageError("--zk-timeout and --connect-timeout must be positive")
         if self["session-ttl"] is None:
@@ -162,7 +169,8 @@ class ClusterNode(ClusterProcess):
                                         forward_timeout=o["forward-timeout"],
                                         topic_prefix=self.names["topic_prefix"],
                                         connect_timeout=timeout, skip_backlog=True,
-                                        security_config=o["kafka-security"])
+                                        security_config=o["kafka-security"],
+                                        nudge_after=o["nudge-after"] or None)
         await self.forwarder.start()
         self.forwarding = True
         _log.info("node {node}: reading envelopes from Kafka topic {topic} (replication {r}), "
@@ -191,6 +199,9 @@ class ClusterNode(ClusterProcess):
         if self._stopping:
             return
 
+        if o["metrics"]:
+            self._serve_metrics(o["metrics"])
+
         # 4. ZooKeeper: register, so the gateway routes clients here.
         registry_bridge = self.bridge(f"dim-zookeeper-{me}", 3)
         self.connecting("ZooKeeper", o["zookeeper"])
@@ -203,11 +214,25 @@ class ClusterNode(ClusterProcess):
         info = NodeInfo(id=me, host=host, port=number, incarnation=self.incarnation,
                         tls=speaks_tls(o["listen"]))
         await self.registry.register(info, connections=self.core.connection_count,
-                                     on_reregister=self._reregistered)
+                                     on_reregister=self._reregistered,
+                                     problems=self.forwarder.problems)
         self.registered = True
         self._service = None
         _log.info("node {node}: registered in ZooKeeper as {path} (session timeout {t:g} s); "
                   "ready", node=me, path=f"{self.names['zk_root']}/{me}", t=o["zk-timeout"])
+
+    def _serve_metrics(self, endpoint: str) -> None:
+        """Serve the process's Prometheus metrics (node, bus) at ``/metrics``."""
+        from prometheus_client.twisted import MetricsResource
+        from twisted.application import strports
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource())
+        strports.service(endpoint, Site(root), reactor=self.reactor).setServiceParent(self)
+        _log.info("node {node}: Prometheus metrics on {endpoint} at /metrics",
+                  node=self.node_id, endpoint=endpoint)
 
     def _reregistered(self) -> None:
         """Our znode was lost and made again: the gateway may have dropped our sessions, so

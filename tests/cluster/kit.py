@@ -274,7 +274,8 @@ class LocalCluster:
         delete_znodes(self.services.zookeeper, f"/{self.name}",
                       **self.services.zookeeper_client_args())
         delete_topics(self.services.kafka_config(),
-                      [f"{self.name}.node.{i}" for i in self.ids])
+                      [f"{self.name}.node.{i}{suffix}" for i in self.ids
+                       for suffix in ("", ".nudge")])
 
 
 def delete_redis_keys(url: str, pattern: str) -> None:

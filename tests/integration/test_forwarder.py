@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from confluent_kafka.admin import AdminClient
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -25,6 +26,8 @@ from tests.integration.services import kafka_security
 KAFKA = os.environ.get("DIM_KAFKA", "127.0.0.1:9092")
 #: The login of the stack's Kafka (DIM_KAFKA_SASL), for every client of these tests.
 SECURITY = kafka_security()
+enc = msgspec.json.encode
+dec = msgspec.json.decode
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -88,7 +91,7 @@ class KafkaForwarderTests(TestCase):
         node = f"{name}-{self.run_id}"
         forwarder = KafkaForwarder(node, KAFKA, self.bridge, connect_timeout=5.0,
                                    security_config=SECURITY, **kw)
-        self.topics.append(forwarder.topic)
+        self.topics += [forwarder.topic, forwarder.nudge_topic]
         await forwarder.start()
         self.addCleanup(forwarder.stop)
         return forwarder
@@ -120,6 +123,23 @@ class KafkaForwarderTests(TestCase):
               f"all received after {total:.2f} s (replication {a.replication})")
         self.assertEqual(list(range(1000)), got["a"])
         self.assertEqual(list(range(1000)), got["b"])
+
+    @defer.inlineCallbacks
+    def test_many_ticks_in_order(self):
+        """500 envelopes forwarded one per reactor turn, without waiting for the brokers
+        (so many records in the producer at once), arrive in the order forwarded."""
+        a = yield defer.Deferred.fromCoroutine(self.forwarder("ta"))
+        b = yield defer.Deferred.fromCoroutine(self.forwarder("tb"))
+        got: list[int] = []
+        b.set_receiver(lambda env: got.append(dec(env)))
+        sends = []
+        for n in range(500):
+            sends.append(a.forward(b.node, enc(n)))
+            yield sleep(0)
+        yield defer.gatherResults(sends)
+        yield defer.Deferred.fromCoroutine(wait_for(lambda: len(got) >= 500, 30))
+        self.assertEqual(got, list(range(500)))
+        self.assertGreater(a.records_out, 50)  # not all in one record
 
     @defer.inlineCallbacks
     def test_sender_only(self):
