@@ -55,7 +55,8 @@ class ThreeBrokers:
                                      f"{result.stderr[-3000:]}")
             found = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
             cls._services = Services(found["DIM_REDIS"], found["DIM_ZOOKEEPER"],
-                                     found["DIM_KAFKA"])
+                                     found["DIM_KAFKA"], found.get("DIM_ZOOKEEPER_AUTH", ""),
+                                     found.get("DIM_KAFKA_SASL", ""))
             import atexit
             atexit.register(cls.down)
         return cls._services
