@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -55,7 +56,7 @@ class PasswordHasher:
                  salt_len: int | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING,
                  per_client: int = DEFAULT_PER_CLIENT, workers: int | None = None) -> None:
-        params: dict[str, int] = {}
+        params: dict[str, Any] = {}
         for name, value in (("time_cost", time_cost), ("memory_cost", memory_cost),
                             ("parallelism", parallelism), ("hash_len", hash_len),
                             ("salt_len", salt_len)):
@@ -85,7 +86,7 @@ class PasswordHasher:
             return fail(RateLimited("too many logins at once; retry shortly"))
         if self._by_client.get(client, 0) >= self.per_client:
             error = RateLimited("too many logins at once from this client; retry shortly")
-            error.retry_after = 1  # type: ignore[attr-defined]
+            error.retry_after = 1
             return fail(error)
         self.pending += 1
         self._by_client[client] = self._by_client.get(client, 0) + 1

@@ -65,7 +65,8 @@ class GatewayClientTests(unittest.TestCase):
         gw, res = client((200, {"messages": [], "last_seq": 0}))
         gw.token = "T"
         self.successResultOf(gw.messages(after=5, limit=10))
-        self.assertEqual((res.requests[0]["method"], res.requests[0]["path"]), ("GET", "/v1/messages"))
+        self.assertEqual((res.requests[0]["method"], res.requests[0]["path"]), ("GET",
+                                                                                "/v1/messages"))
         self.assertEqual(res.requests[0]["args"], {"after": ["5"], "limit": ["10"]})
 
     def test_register_conflict(self) -> None:

@@ -59,7 +59,8 @@ def live_client(base_url: str, user: str, register: bool = True, device: str = "
         yield chat.wait_for(S.Connected)
     except BaseException as e:
         chat.stop()
-        raise AssertionError(f"{user} did not connect ({e!r}); events: {chat.events.events}")
+        raise AssertionError(f"{user} did not connect ({e!r}); events: {chat.events.events}"
+                             ) from e
     return chat
 
 

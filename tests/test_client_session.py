@@ -6,7 +6,8 @@ meant to be reused: ``EventRecorder.wait_for`` also works on the real reactor ag
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport

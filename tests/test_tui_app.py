@@ -13,7 +13,8 @@ import functools
 import inspect
 import itertools
 import os
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from textual import events
 from twisted.internet import defer
@@ -73,7 +74,8 @@ class FakeChatCore(S.EventSource):
         self.contact_map: dict[str, dict[str, Any]] = {}
         self.group_map: dict[str, dict[str, Any]] = {}
         self.names: dict[str, str] = {}
-        self.profile: dict[str, Any] = {"user": "alice", "name": "alice", "status": "", "avatar": None}
+        self.profile: dict[str, Any] = {"user": "alice", "name": "alice", "status": "",
+                                        "avatar": None}
         self.calls: list[tuple[Any, ...]] = []
         self.saved: list[dict[str, Any]] = []
         self.download_dir = "/tmp/downloads"
@@ -257,7 +259,8 @@ class FakeChatCore(S.EventSource):
         self.emit(S.RosterChanged("contacts"))
         return defer.succeed(None)
 
-    def update_profile(self, name: str | None = None, status: str | None = None) -> defer.Deferred[dict[str, Any]]:
+    def update_profile(self, name: str | None = None,
+                       status: str | None = None) -> defer.Deferred[dict[str, Any]]:
         """Keep the new fields."""
         self.calls.append(("update_profile", name, status))
         if name is not None:
@@ -311,14 +314,13 @@ class FakeChatCore(S.EventSource):
         """Leave."""
         return self.remove_member(group_id, self.user or "")
 
-    def send_file(self, peer: str, path: str, progress: Any = None) -> defer.Deferred[S.OutgoingMessage]:
+    def send_file(self, peer: str, path: str,
+                  progress: Any = None) -> defer.Deferred[S.OutgoingMessage]:
         """Report progress in two steps, then send a file message; ``upload_gate`` holds it."""
         size = os.path.getsize(path)
         mime = transfer.mime_of(path)
         if progress is not None:
             progress(size // 2, size)
-        d: defer.Deferred[S.OutgoingMessage] = defer.Deferred()
-
         def finish(_: Any = None) -> S.OutgoingMessage:
             if progress is not None:
                 progress(size, size)
@@ -553,7 +555,8 @@ class ChatTests(unittest.TestCase):
             await submit(pilot, "hello bob")
             (out,) = core.outgoing_by_id.values()
             self.assertEqual((out.to, out.body), ("bob", "hello bob"))
-            self.assertRegex(shown(app)[-1], r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d alice: hello bob  … sending$")
+            self.assertRegex(shown(app)[-1],
+                             r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d alice: hello bob  … sending$")
             core.confirm(out.id)
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("✓ sent"), shown(app))

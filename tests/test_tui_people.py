@@ -85,7 +85,8 @@ class ContactPaneTests(unittest.TestCase):
             self.assertEqual(core.calls, [("add_contact", "dave")])
             self.assertIn("dave is a contact", notice(app))
             self.assertIn("● [DD] Dave D (dave)", contacts(app))
-            core.contact_map["erin"] = {"user": "erin", "name": "erin", "online": False, "pending": "in"}
+            core.contact_map["erin"] = {"user": "erin", "name": "erin", "online": False,
+                                        "pending": "in"}
             core.users["erin"] = "e" * 8
             core.emit(S.Notified("contact_request", {"from": "erin"}))
             core.emit(S.RosterChanged("contacts"))
@@ -137,7 +138,8 @@ class ContactPaneTests(unittest.TestCase):
             await logged_in(pilot)
             await submit(pilot, "/search a")
             self.assertIsInstance(app.screen, SearchScreen)
-            self.assertEqual(app.screen.lines(), ["[A] alice", "[C] Carol (carol)", "[DD] Dave D (dave)"])
+            self.assertEqual(app.screen.lines(), ["[A] alice", "[C] Carol (carol)",
+                                                  "[DD] Dave D (dave)"])
             await pilot.press("down", "enter")
             await pilot.pause()
             self.assertNotIsInstance(app.screen, SearchScreen)
@@ -330,7 +332,8 @@ class GroupTests(unittest.TestCase):
             members = app.screen.query_one(MemberList)
             self.assertTrue(members.display)
             self.assertEqual(members.plain_lines, [
-                "● alice [owner, you]", "● Bob Builder (bob)", "○ Carol (carol)", "· Dave D (dave)"])
+                "● alice [owner, you]", "● Bob Builder (bob)", "○ Carol (carol)",
+                "· Dave D (dave)"])
             core.receive("bob", "hello team", group="g1")
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("Bob Builder: hello team"), shown(app))
@@ -342,7 +345,8 @@ class GroupTests(unittest.TestCase):
             core.emit(S.Delivered(out.id, out.mid or "", "carol"))
             core.emit(S.ReadReceipt(out.id, out.mid or "", "bob"))
             await pilot.pause()
-            self.assertTrue(shown(app)[-1].endswith("✓✓ delivered to 2 of 3, read by 1"), shown(app))
+            self.assertTrue(shown(app)[-1].endswith("✓✓ delivered to 2 of 3, read by 1"),
+                            shown(app))
             await submit(pilot, "/open bob")
             self.assertFalse(members.display)
 
@@ -444,7 +448,8 @@ class FileTests(unittest.TestCase):
             await submit(pilot, "/view")
             self.assertIn("No image to view", notice(app))
             core.receive("bob", "", kind="image",
-                         file={"id": "f10", "name": "a.png", "size": len(core.file_bytes), "mime": "image/png"})
+                         file={"id": "f10", "name": "a.png", "size": len(core.file_bytes),
+                               "mime": "image/png"})
             await pilot.pause()
             await submit(pilot, "/view")
             self.assertIsInstance(app.screen, ImageScreen)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from textual.app import App
 from textual.binding import Binding
@@ -181,7 +182,9 @@ class ChatApp(App[None]):
         self._unsubscribe: Callable[[], None] | None = None
 
     def on_mount(self) -> None:
-        self._unsubscribe = self.client.subscribe(lambda event: self.post_message(CoreEvent(event)))
+        def forward(event: Any) -> None:
+            self.post_message(CoreEvent(event))
+        self._unsubscribe = self.client.subscribe(forward)
         if self.client.resume(self.initial_user):
             self.connection_user = self.client.user
             self.push_screen(self.chat_screen())

@@ -43,7 +43,8 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
+from collections.abc import Callable, Iterable
 
 import msgspec
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -364,7 +365,9 @@ def default_endpoint(reactor: Any, host: str, port: int) -> IStreamClientEndpoin
 
 def full_jitter(attempt: int, rng: Callable[[], float], base: float = BACKOFF_BASE,
                 cap: float = BACKOFF_CAP) -> float:
-    """Delay before reconnect attempt ``attempt`` (from 1): uniform in [0, min(cap, base*2^(n-1))]."""
+    """Delay before reconnect attempt ``attempt`` (from 1).
+
+    Uniform in [0, min(cap, base*2^(n-1))]."""
     return rng() * min(cap, base * (2 ** min(attempt - 1, 32)))
 
 
@@ -391,7 +394,8 @@ class ClientSession(EventSource):
     def __init__(self, gateway: RouteSource, reactor: Any, user: str, token: str, *,
                  device: str | None = "dim-chat", last_seq: int | None = None,
                  cache: MessageCache | None = None, rng: Callable[[], float] = random.random,
-                 endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
+                 endpoint_factory: Callable[[Any, str, int],
+                                            IStreamClientEndpoint] = default_endpoint,
                  trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
         super().__init__()
@@ -599,7 +603,7 @@ class ClientSession(EventSource):
         if self._stopping:
             return
         if f.check(errors.Unauthorized):
-            self._expire(f.value.message)
+            self._expire(cast(errors.Unauthorized, f.value).message)
             return
         log.info("route failed: {f}", f=f.getErrorMessage())
         self._schedule_reconnect()
@@ -612,7 +616,7 @@ class ClientSession(EventSource):
         endpoint = self.endpoint_factory(self.reactor, node.host, node.port)
         if node.tls:
             endpoint = tls_endpoint(endpoint, node.host, self.trust_root)
-        factory = Factory.forProtocol(lambda: ClientConnection(self))  # type: ignore[arg-type]
+        factory = Factory.forProtocol(lambda: ClientConnection(self))
         d = endpoint.connect(factory)
         d.addErrback(self._connect_failed, node)
 
@@ -1041,7 +1045,8 @@ class ChatClient(EventSource):
                  config: ClientConfig | None = None,
                  cache_factory: Callable[[str, str], MessageCache] | None = MessageCache.open_for,
                  device: str = "dim-chat", rng: Callable[[], float] = random.random,
-                 endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
+                 endpoint_factory: Callable[[Any, str, int],
+                                            IStreamClientEndpoint] = default_endpoint,
                  read_claim: str = READ_SEEN,
                  trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
@@ -1338,7 +1343,8 @@ class ChatClient(EventSource):
                 self.roster.drop_contact(user)
         return self.gateway.remove_contact(user).addCallback(done)
 
-    def update_profile(self, name: str | None = None, status: str | None = None) -> Deferred[dict[str, Any]]:
+    def update_profile(self, name: str | None = None,
+                       status: str | None = None) -> Deferred[dict[str, Any]]:
         """Change the display name and/or status: the new profile."""
         fields = {k: v for k, v in (("name", name), ("status", status)) if v is not None}
 
@@ -1390,7 +1396,8 @@ class ChatClient(EventSource):
 
     def add_member(self, group_id: str, user: str) -> Deferred[dict[str, Any]]:
         """Add ``user`` to a group (owner only)."""
-        return self.gateway.add_members(group_id.lstrip("#"), [user]).addCallback(self._group_answer)
+        return self.gateway.add_members(group_id.lstrip("#"),
+                                        [user]).addCallback(self._group_answer)
 
     def remove_member(self, group_id: str, user: str) -> Deferred[None]:
         """Remove ``user`` from a group (owner only, or oneself)."""

@@ -191,7 +191,7 @@ SCRIPTS = {"batch": BATCH, "refresh": REFRESH, "drop_node": DROP_NODE}
 class _Entry:
     """A cached answer of locate for one user: as of session version ``version``."""
 
-    __slots__ = ("refs", "version", "expires")
+    __slots__ = ("expires", "refs", "version")
 
     def __init__(self, refs: list[SessionRef], version: int, expires: float) -> None:
         self.refs = refs
@@ -261,8 +261,8 @@ class RedisSessionRegistry:
             await check_credentials(url, timeout)
             redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
             try:
-                await check_reachable(redis, url, timeout, reactor)  # type: ignore[arg-type]
-                registry = cls(redis, prefix, ttl, clock=reactor)  # type: ignore[arg-type]
+                await check_reachable(redis, url, timeout, reactor)
+                registry = cls(redis, prefix, ttl, clock=reactor)
                 await registry.load_scripts()
                 if cache:
                     registry._subscription = open_redis_subscriber(
@@ -270,7 +270,7 @@ class RedisSessionRegistry:
                         registry._unsubscribed, connect_timeout=timeout)
                     try:
                         await registry.subscribed().addTimeout(
-                            timeout, reactor)  # type: ignore[arg-type]
+                            timeout, reactor)
                     except defer.TimeoutError:
                         pass  # the cache starts once the subscription is up
             except BaseException:
@@ -352,7 +352,7 @@ class RedisSessionRegistry:
         clock: Any = self._clock
         if clock is None:
             from twisted.internet import reactor
-            clock = self._clock = reactor  # type: ignore[assignment]
+            clock = self._clock = reactor
         return float(clock.seconds())
 
     # -- ISessionRegistry ------------------------------------------------------------------

@@ -7,7 +7,8 @@ Nothing else in DIM calls a blocking client method on the reactor thread.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool

@@ -11,7 +11,8 @@ Envelopes from other nodes come back in through :meth:`Fanout.receive`.  It is t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
 
 import msgspec
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed

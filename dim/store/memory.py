@@ -169,7 +169,7 @@ class MemoryStore:
         """Run a batch of sends and acks in order; one outcome each (see IStore.apply)."""
         calls: list[defer.Deferred[Any]] = []
         for op in ops:
-            if type(op) is SendOp:
+            if isinstance(op, SendOp):
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
                                                 op.group, op.body, op.kind, op.file, op.ts))
             elif op.read:

@@ -46,7 +46,7 @@ that would acknowledge a ``sent`` before it is on disk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import msgspec
@@ -461,7 +461,8 @@ def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> An
     """A lazy txredisapi connection pool to ``url`` (commands queue until it is connected).
 
     A password in the URL (``redis://:PASSWORD@host:port``, or ``redis://USER:PASSWORD@...``
-    for an ACL user) is sent with AUTH on every connection.  Numbers are not converted (user names like ``"42"`` stay strings).
+    for an ACL user) is sent with AUTH on every connection.  Numbers are not converted (user
+    names like ``"42"`` stay strings).
     """
     import txredisapi  # imports the global reactor: only at run time, never at import time
 
@@ -553,7 +554,7 @@ class _SubscriberFactory(Factory):
 
         factory = self
 
-        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+        class Subscriber(txredisapi.SubscriberProtocol):
             def connectionMade(self) -> Any:
                 d = super().connectionMade()
                 d.addCallback(lambda _: self.subscribe(factory.channel))
@@ -827,7 +828,8 @@ class RedisStore:
     async def _connect(cls, url: str, prefix: str, timeout: float, require_fsync: bool,
                        poolsize: int, clock: IReactorTime | None) -> RedisStore:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor
+            clock = cast(IReactorTime, reactor)
         await check_credentials(url, timeout)
         redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
         try:
@@ -960,7 +962,7 @@ class RedisStore:
         go to Redis in one script call, in order."""
         calls: list[defer.Deferred[Any]] = []
         for op in ops:
-            if type(op) is SendOp:
+            if isinstance(op, SendOp):
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
                                                 op.group, op.body, op.kind, op.file, op.ts))
             elif op.read:
@@ -1203,7 +1205,7 @@ def _both(ack: defer.Deferred[Any], read: defer.Deferred[Any]) -> defer.Deferred
 
     def unwrap(failure: Failure) -> Failure:
         if failure.check(defer.FirstError):
-            return failure.value.subFailure
+            return cast(defer.FirstError, failure.value).subFailure
         return failure
 
     d.addCallbacks(tuple, unwrap)

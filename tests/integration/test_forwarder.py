@@ -190,7 +190,7 @@ class KafkaForwarderTests(TestCase):
                                                                   linger_ms=linger))
             b.set_receiver(lambda env, a=a, b=b: b.forward(a.node, env))
             waiting: dict[int, defer.Deferred[None]] = {}
-            a.set_receiver(lambda env: waiting.pop(_n(env)).callback(None))
+            a.set_receiver(lambda env, waiting=waiting: waiting.pop(_n(env)).callback(None))
             samples = []
             for n in range(-20, 300):  # the first 20 warm up
                 d: defer.Deferred[None] = defer.Deferred()

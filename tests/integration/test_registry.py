@@ -184,7 +184,8 @@ class ZooKeeperNodeRegistryTests(TestCase):
         a = yield defer.Deferred.fromCoroutine(self.registry())
         watcher = yield defer.Deferred.fromCoroutine(self.registry())
         again: list[bool] = []
-        yield a.register(NodeInfo(id="a", host="h", port=1), on_reregister=lambda: again.append(True))
+        yield a.register(NodeInfo(id="a", host="h", port=1),
+                         on_reregister=lambda: again.append(True))
         yield watcher.watch()
         yield self.bridge.call(watcher.client.delete, self.root + "/a")
         yield defer.Deferred.fromCoroutine(wait_for(lambda: again == [True], 5))
