@@ -25,7 +25,8 @@ from dim.client import session as S
 from dim.client import transfer
 from dim.client.cache import ChatMessage, Conversation, MessageCache
 from dim.protocol import frames as F
-from tui.app import ChatApp, ChatCore
+from tui.app import ChatApp
+from tui.core import ChatCore
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
 from tui.screens.login import LoginScreen
@@ -593,6 +594,20 @@ class ChatTests(unittest.TestCase):
             self.assertEqual(len(shown(app)), 1)
             self.assertRegex(shown(app)[0], r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d bob: hi alice$")
             self.assertEqual(app.bells, 0)
+
+    @async_test
+    async def test_logout_command_returns_to_the_login(self) -> None:
+        """/logout forgets the saved login, goes offline and shows the login screen."""
+        core = FakeChatCore()
+        core.saved_login = "alice"
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/logout")
+            await pilot.pause()
+            self.assertIsInstance(app.screen, LoginScreen)
+            self.assertIsNone(core.saved_login)
+            self.assertEqual(core.state, S.OFFLINE)
 
     @async_test
     async def test_unread_count_and_bell(self) -> None:

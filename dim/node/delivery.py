@@ -215,7 +215,7 @@ class NodeCore:
         self.limiter = limiter if limiter is not None else UserLimiter()
         #: Writes frames to sessions here and elsewhere; ``local`` is its map of this node's
         #: sessions.
-        self.fanout = Fanout(node_id, sessions, clock, forwarder)
+        self.fanout: Fanout[Session] = Fanout(node_id, sessions, clock, forwarder)
         #: Gathers each reactor turn's sends, acks and reads into one store call.
         self.batch = StoreBatcher(lambda ops: self.store.apply(ops), clock)
         #: Every open connection, authenticated or not.
