@@ -41,8 +41,7 @@ class PasswordHasher:
     """Hashes and verifies passwords with Argon2id in a thread pool.
 
     ``pool`` is a started :class:`~twisted.python.threadpool.ThreadPool`; ``reactor`` receives
-    the results (an ``IReactorFromThreads``; when None, the global reactor is looked up at
-    the first call, after any reactor installation).  The Argon2 parameters default to
+    the results (an ``IReactorFromThreads``).  The Argon2 parameters default to
     argon2-cffi's own defaults; tests pass tiny ones so they run fast.  At most
     ``max_pending`` operations wait or run at once: beyond that, new ones fail at once with
     :class:`dim.errors.RateLimited` instead of queueing without bound under a login flood,
@@ -50,7 +49,7 @@ class PasswordHasher:
     pool runs at most ``workers`` at once (its size by default), taking clients in turn.
     """
 
-    def __init__(self, pool: ThreadPool, reactor: Any = None, *,
+    def __init__(self, pool: ThreadPool, reactor: Any, *,
                  time_cost: int | None = None, memory_cost: int | None = None,
                  parallelism: int | None = None, hash_len: int | None = None,
                  salt_len: int | None = None,
@@ -79,9 +78,6 @@ class PasswordHasher:
                                                     Deferred[Any]]]] = OrderedDict()
 
     def _in_pool(self, f: Callable[..., T], *args: Any, client: str = "") -> Deferred[T]:
-        if self._reactor is None:
-            from twisted.internet import reactor as global_reactor
-            self._reactor = global_reactor
         if self.pending >= self.max_pending:
             return fail(RateLimited("too many logins at once; retry shortly"))
         if self._by_client.get(client, 0) >= self.per_client:

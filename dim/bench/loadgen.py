@@ -618,7 +618,7 @@ class Worker:
         big scenario needs no Argon2 hash per user; existing users are left alone."""
         from dim.errors import Conflict
         from dim.store.redis import RedisStore
-        store = yield RedisStore.connect(url, prefix)
+        store = yield RedisStore.connect(url, prefix, clock=self.reactor)
         made = 0
         now = int(time.time() * 1000)
         sem = defer.DeferredSemaphore(64)

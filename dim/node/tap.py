@@ -161,7 +161,8 @@ class ClusterNode(ClusterProcess):
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
         self.sessions = await RedisSessionRegistry.connect(
-            o["redis"], self.names["redis_prefix"], ttl=o["session-ttl"], timeout=timeout)
+            o["redis"], self.names["redis_prefix"], ttl=o["session-ttl"], timeout=timeout,
+            clock=self.reactor)
         _log.info("node {node}: Redis answers (durability: {d}); sessions live {ttl:g} s "
                   "without a heartbeat", node=me, d=self.store.durability, ttl=o["session-ttl"])
         dropped = await self.sessions.drop_node(me)

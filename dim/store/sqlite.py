@@ -225,10 +225,8 @@ class SQLiteStore:
     one transaction.
     """
 
-    def __init__(self, path: str, reactor: Any = None, batch_limit: int = 4000,
+    def __init__(self, path: str, reactor: Any, batch_limit: int = 4000,
                  start: bool = True) -> None:
-        if reactor is None:
-            from twisted.internet import reactor  # noqa: the default, imported late
         self._reactor = reactor
         self._path = path
         self._batch_limit = batch_limit

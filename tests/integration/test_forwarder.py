@@ -63,7 +63,7 @@ class KafkaForwarderTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        self.bridge = ThreadBridge("kafka-test", max_threads=8)
+        self.bridge = ThreadBridge("kafka-test", max_threads=8, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.run_id = uuid.uuid4().hex[:10]

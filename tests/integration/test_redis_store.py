@@ -9,7 +9,7 @@ import os
 import uuid
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from dim.errors import NotFound, Unavailable
@@ -53,10 +53,10 @@ class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContr
         self.addCleanup(delete_prefix, REDIS_URL, self.prefix)
 
     def makeStore(self) -> Any:
-        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
+        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
 
     def reopenStore(self) -> Any:
-        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
+        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
 
 
 class RedisPrefixTestCase(TestCase):
@@ -71,7 +71,7 @@ class RedisPrefixTestCase(TestCase):
     @defer.inlineCallbacks
     def open(self):
         """A store (a node's connection) under the test's prefix, closed at the end."""
-        store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
+        store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
         self.addCleanup(store.close)
         return store
 
@@ -159,8 +159,8 @@ class RedisStoreTests(RedisPrefixTestCase):
         """Connecting to a port where nothing listens fails with Unavailable, quickly."""
         from twisted.internet import reactor
         start = reactor.seconds()
-        yield self.assertFailure(RedisStore.connect("redis://127.0.0.1:1", timeout=0.5),
-                                 Unavailable)
+        yield self.assertFailure(
+            RedisStore.connect("redis://127.0.0.1:1", timeout=0.5, clock=reactor), Unavailable)
         self.assertLess(reactor.seconds() - start, 3)
 
 

@@ -61,7 +61,7 @@ class ZooKeeperNodeRegistryTests(TestCase):
 
     def setUp(self) -> None:
         self.root = f"/dimtest/{uuid.uuid4().hex[:12]}/nodes"
-        self.bridge = ThreadBridge("zk-test", max_threads=4)
+        self.bridge = ThreadBridge("zk-test", max_threads=4, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.addCleanup(self.delete_root)
