@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +14,8 @@ from twisted.trial import unittest
 from dim import errors
 from dim.client import session as S
 from tests.harness import EmbeddedDim, sleep
-from tests.test_client_live import LiveChat, _Anything, live_client
-
-
-def png(width: int = 4, height: int = 4) -> bytes:
-    """A small valid PNG (grey pixels), so the gateway recognises an image by its content."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    raw = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
-                                                              0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+from tests.fakes.client import LiveChat, _Anything, live_client
+from tests.fakes.client import png
 
 
 def sha256_of(path: str) -> str:

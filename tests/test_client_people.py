@@ -25,8 +25,8 @@ from dim.client.cache import ChatMessage, MessageCache
 from dim.client.gateway import GatewayClient, ProgressBodyProducer
 from dim.client.roster import Roster, initials
 from dim.protocol import frames as F
-from tests.test_client_gateway import client
-from tests.test_client_session import NODE1, NodeSide, SessionTestCase, msg
+from tests.fakes.client import client
+from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg
 
 
 class SignalTests(SessionTestCase):

@@ -102,3 +102,24 @@ class ImportGraphTests(unittest.TestCase):
                          {"dim.gateway.fields", "dim.gateway.app"})
         self.assertEqual(find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}), ["a", "b", "c", "a"])
         self.assertIsNone(find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}))
+
+
+class TestFixtureImportTests(unittest.TestCase):
+    """Test modules share fixtures through tests/fakes/, never by importing each other."""
+
+    def test_no_test_module_imports_another(self) -> None:
+        """No file under tests/ (but tests/cluster/, reworked elsewhere) imports a test_ module."""
+        offenders = []
+        for path in sorted((ROOT / "tests").rglob("*.py")):
+            if path.is_relative_to(ROOT / "tests" / "cluster"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                if any(n.rpartition(".")[2].startswith("test_") for n in names):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        self.assertEqual(offenders, [])

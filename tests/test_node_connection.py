@@ -11,7 +11,7 @@ from dim import errors
 from dim.node import connection as connection_module
 from dim.node.connection import ClientConnection, ConnectionFactory, ConnectionState
 from dim.protocol import frames as F
-from tests.test_node_fixtures import FakeClient
+from tests.fakes.node import FakeClient
 
 
 class RecordingHandler:

@@ -17,38 +17,13 @@ from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.transfer_bar import TransferBar
-from tests.test_tui_app import FakeChatCore, async_test, logged_in, shown, submit
-
-USERS = {"alice": "secret123", "bob": "x" * 8, "carol": "y" * 8, "dave": "z" * 8}
-
-
-def core_with_people() -> FakeChatCore:
-    """alice with bob (online, a status), carol (offline) and dave's pending request."""
-    core = FakeChatCore(dict(USERS))
-    core.names = {"bob": "Bob Builder", "carol": "Carol", "dave": "Dave D"}
-    core.contact_map = {
-        "bob": {"user": "bob", "name": "Bob Builder", "status": "at work", "avatar": None,
-                "online": True, "pending": None},
-        "carol": {"user": "carol", "name": "Carol", "status": "", "avatar": None,
-                  "online": False, "pending": None},
-        "dave": {"user": "dave", "name": "Dave D", "status": "", "avatar": None,
-                 "online": False, "pending": "in"}}
-    return core
+from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import core_with_people, notice, text_of
 
 
 def contacts(app: ChatApp) -> list[str]:
     """The lines of the contacts pane."""
     return app.screen.query_one(ContactList).lines()
-
-
-def notice(app: ChatApp) -> str:
-    """The notice line."""
-    return str(app.screen.query_one("#notice").render())
-
-
-def text_of(app: ChatApp, selector: str) -> str:
-    """What a Static shows."""
-    return str(app.screen.query_one(selector).render())
 
 
 class ContactPaneTests(unittest.TestCase):
@@ -166,7 +141,7 @@ class ContactPaneTests(unittest.TestCase):
     @async_test
     async def test_avatar_pictures_in_the_pane(self) -> None:
         """A contact's avatar is fetched once into the cache and shown beside the name."""
-        from tests.test_client_live_people import png
+        from tests.fakes.client import png
         from textual_image.widget import Image
         os.environ["XDG_CACHE_HOME"] = os.path.abspath(self.mktemp())
         self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
@@ -435,7 +410,7 @@ class FileTests(unittest.TestCase):
     @async_test
     async def test_view_image(self) -> None:
         """/view fetches the newest image once into the cache and shows it in a dialog."""
-        from tests.test_client_live_people import png
+        from tests.fakes.client import png
         from tui.screens.image import ImageScreen
         os.environ["XDG_CACHE_HOME"] = os.path.abspath(self.mktemp())
         self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
@@ -459,7 +434,6 @@ class FileTests(unittest.TestCase):
             await submit(pilot, "/view a.png")
             self.assertIsInstance(app.screen, ImageScreen)
             self.assertEqual(len(core.saved), 1)  # the second view used the cached copy
-
 
 
 class PictureSupportTests(unittest.TestCase):

@@ -15,7 +15,7 @@ from dim.cluster.interface import ISessionRegistry, SessionRef
 from dim.cluster.sessions import RedisSessionRegistry
 from dim.errors import Unavailable
 from dim.store.redis import _session_versions, saw_session_version, session_version_seen
-from tests.integration.test_redis_store import delete_prefix
+from tests.fakes.redis import delete_prefix
 
 REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
 
