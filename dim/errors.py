@@ -16,7 +16,7 @@ class DimError(Exception):
     fatal: bool = False
 
     def __init__(self, message: str | None = None, ref: str | None = None) -> None:
-        self.message = message or self.__class__.__doc__.splitlines()[0].rstrip(".")
+        self.message = message or (self.__class__.__doc__ or "").splitlines()[0].rstrip(".")
         self.ref = ref
         super().__init__(self.message)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -40,8 +41,7 @@ class PasswordHasher:
     """Hashes and verifies passwords with Argon2id in a thread pool.
 
     ``pool`` is a started :class:`~twisted.python.threadpool.ThreadPool`; ``reactor`` receives
-    the results (an ``IReactorFromThreads``; when None, the global reactor is looked up at
-    the first call, after any reactor installation).  The Argon2 parameters default to
+    the results (an ``IReactorFromThreads``).  The Argon2 parameters default to
     argon2-cffi's own defaults; tests pass tiny ones so they run fast.  At most
     ``max_pending`` operations wait or run at once: beyond that, new ones fail at once with
     :class:`dim.errors.RateLimited` instead of queueing without bound under a login flood,
@@ -49,13 +49,13 @@ class PasswordHasher:
     pool runs at most ``workers`` at once (its size by default), taking clients in turn.
     """
 
-    def __init__(self, pool: ThreadPool, reactor: Any = None, *,
+    def __init__(self, pool: ThreadPool, reactor: Any, *,
                  time_cost: int | None = None, memory_cost: int | None = None,
                  parallelism: int | None = None, hash_len: int | None = None,
                  salt_len: int | None = None,
                  max_pending: int = DEFAULT_MAX_PENDING,
                  per_client: int = DEFAULT_PER_CLIENT, workers: int | None = None) -> None:
-        params: dict[str, int] = {}
+        params: dict[str, Any] = {}
         for name, value in (("time_cost", time_cost), ("memory_cost", memory_cost),
                             ("parallelism", parallelism), ("hash_len", hash_len),
                             ("salt_len", salt_len)):
@@ -78,14 +78,11 @@ class PasswordHasher:
                                                     Deferred[Any]]]] = OrderedDict()
 
     def _in_pool(self, f: Callable[..., T], *args: Any, client: str = "") -> Deferred[T]:
-        if self._reactor is None:
-            from twisted.internet import reactor as global_reactor
-            self._reactor = global_reactor
         if self.pending >= self.max_pending:
             return fail(RateLimited("too many logins at once; retry shortly"))
         if self._by_client.get(client, 0) >= self.per_client:
             error = RateLimited("too many logins at once from this client; retry shortly")
-            error.retry_after = 1  # type: ignore[attr-defined]
+            error.retry_after = 1
             return fail(error)
         self.pending += 1
         self._by_client[client] = self._by_client.get(client, 0) + 1

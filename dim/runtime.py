@@ -1,11 +1,13 @@
 """Small services that tie the life of a resource to a twistd service tree."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 _log = Logger()
 
@@ -21,9 +23,8 @@ class OrderedMultiService(MultiService):
         Service.stopService(self)
         d: Deferred[None] = succeed(None)
         for service in reversed(list(self)):
-            d.addCallback(lambda _, s=service: maybeDeferred(s.stopService))
-            d.addErrback(lambda f, s=service: _log.failure("stopping {name} failed", f,
-                                                           name=s.name or repr(s)))
+            d.addCallback(_stop, service)
+            d.addErrback(_stop_failed, service)
         return d
 
 
@@ -333,3 +334,13 @@ class FrameLimitOptions:
             options["frame-limits"] = Limits.parse(options["limit"])
         except ValueError as e:
             raise usage.UsageError(f"--limit {e}") from None
+
+
+def _stop(_: object, service: IService) -> Deferred[None]:
+    """Stop one child service."""
+    return maybeDeferred(service.stopService)
+
+
+def _stop_failed(failure: Failure, service: IService) -> None:
+    """Log a child that failed to stop; the next one still stops."""
+    _log.failure("stopping {name} failed", failure, name=service.name or repr(service))

@@ -123,7 +123,7 @@ def makeService(options: Options) -> OrderedMultiService:
     node.listening().addCallback(register_node)
 
     gateway = Gateway(store, tokens, PasswordHasher(hashing.pool, reactor), nodes, sessions,
-                      routing=options["routing"], files=FileStorage(data / "files"),
+                      routing=options["routing"], files=FileStorage(str(data / "files")),
                       max_file_size=options["max-file-size"],
                       max_group_members=options["max-group-members"], pusher=core,
                       limits=options["limits"])

@@ -44,7 +44,8 @@ class DimProcess:
                  env: dict[str, str] | None = None, name: str | None = None) -> None:
         self.plugin, self.args, self.workdir = plugin, args, workdir
         self.name = name or plugin
-        self.env = {**os.environ, "DIM_SECRET": "end-to-end-test-secret-of-at-least-32-bytes", **(env or {})}
+        self.env = {**os.environ, "DIM_SECRET": "end-to-end-test-secret-of-at-least-32-bytes",
+                    **(env or {})}
         self.log = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -162,7 +163,7 @@ def register_and_login(base: str, user: str, password: str = "correct horse batt
 
 
 class _WireProtocol(protocol.Protocol):
-    def __init__(self, owner: "WireClient") -> None:
+    def __init__(self, owner: WireClient) -> None:
         self.owner = owner
         self.buf = b""
 

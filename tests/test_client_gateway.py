@@ -1,45 +1,12 @@
 """The client's gateway calls against a scripted HTTP resource, through treq's StubTreq."""
 from __future__ import annotations
 
-import json
-from typing import Any
 
-from treq.testing import StubTreq
 from twisted.trial import unittest
-from twisted.web.resource import Resource
-from twisted.web.server import Request
 
 from dim import errors
-from dim.client.gateway import GatewayClient, error_from_answer
-
-
-class ScriptedGateway(Resource):
-    """Answers every request with the next (status, body) and records what was asked."""
-
-    isLeaf = True
-
-    def __init__(self, *answers: tuple[int, Any]) -> None:
-        super().__init__()
-        self.answers = list(answers)
-        self.requests: list[dict[str, Any]] = []
-
-    def render(self, request: Request) -> bytes:
-        body = request.content.read()
-        self.requests.append({
-            "method": request.method.decode(), "path": request.path.decode(),
-            "args": {k.decode(): [x.decode() for x in v] for k, v in request.args.items()},
-            "auth": (request.getHeader("authorization") or ""),
-            "json": json.loads(body) if body else None})
-        status, answer = self.answers.pop(0)
-        request.setResponseCode(status)
-        request.setHeader("content-type", "application/json")
-        return answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-
-
-def client(*answers: tuple[int, Any]) -> tuple[GatewayClient, ScriptedGateway]:
-    """A GatewayClient whose requests go to a ScriptedGateway with these answers."""
-    resource = ScriptedGateway(*answers)
-    return GatewayClient("http://gw.test/", StubTreq(resource)), resource
+from dim.client.gateway import error_from_answer
+from tests.fakes.client import client
 
 
 class GatewayClientTests(unittest.TestCase):
@@ -65,7 +32,8 @@ class GatewayClientTests(unittest.TestCase):
         gw, res = client((200, {"messages": [], "last_seq": 0}))
         gw.token = "T"
         self.successResultOf(gw.messages(after=5, limit=10))
-        self.assertEqual((res.requests[0]["method"], res.requests[0]["path"]), ("GET", "/v1/messages"))
+        self.assertEqual((res.requests[0]["method"], res.requests[0]["path"]), ("GET",
+                                                                                "/v1/messages"))
         self.assertEqual(res.requests[0]["args"], {"after": ["5"], "limit": ["10"]})
 
     def test_register_conflict(self) -> None:

@@ -7,60 +7,13 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from dim.client import session as S
-from dim.client.cache import MessageCache
-from dim.client.gateway import GatewayClient
 from tests.harness import EmbeddedDim
-from tests.test_client_session import EventRecorder
-
-PASSWORD = "correct horse battery"
-WAIT = 20.0
-
-
-class LiveChat:
-    """One user's ChatClient on the real reactor, with its events recorded."""
-
-    def __init__(self, base_url: str, user: str, device: str = "test") -> None:
-        self.user = user
-        self.gateway = GatewayClient(base_url, request_options={"persistent": False, "timeout": 20})
-        self.client = S.ChatClient(self.gateway, reactor, config=None, device=device,
-                                   cache_factory=lambda url, name: MessageCache(":memory:", name))
-        self.events = EventRecorder(self.client)
-
-    def wait_for(self, kind: type, timeout: float = WAIT, **fields: Any) -> defer.Deferred[Any]:
-        """The first event of class ``kind`` whose fields match (already seen, or coming)."""
-        def match(e: Any) -> bool:
-            return isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())
-        return self.events.wait_for(match, timeout, reactor)
-
-    def received(self) -> list[str]:
-        """Bodies of the messages received, in the order they were reported."""
-        return [e.entry.body for e in self.events.of(S.MessageReceived)]
-
-    def stop(self) -> None:
-        """Disconnect for good."""
-        self.client.stop()
-
-
-@defer.inlineCallbacks
-def live_client(base_url: str, user: str, register: bool = True, device: str = "test"):
-    """A connected LiveChat for ``user`` (registered first unless ``register`` is false)."""
-    chat = LiveChat(base_url, user, device)
-    try:
-        if register:
-            yield chat.client.register(user, PASSWORD)
-        else:
-            yield chat.client.login(user, PASSWORD)
-        yield chat.wait_for(S.Connected)
-    except BaseException as e:
-        chat.stop()
-        raise AssertionError(f"{user} did not connect ({e!r}); events: {chat.events.events}")
-    return chat
+from tests.fakes.client import LiveChat, _Anything, live_client
 
 
 class LiveSessionTests(unittest.TestCase):
@@ -123,11 +76,3 @@ class LiveSessionTests(unittest.TestCase):
         self.assertGreaterEqual(len(alice.events.of(S.Connected)), 2)
 
 
-class _Anything:
-    """Equal to any object whose named attributes have the given values."""
-
-    def __init__(self, **fields: Any) -> None:
-        self.fields = fields
-
-    def __eq__(self, other: object) -> bool:
-        return all(getattr(other, k, None) == v for k, v in self.fields.items())

@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from dim import errors
 from dim.client import session as S
 from tests.harness import EmbeddedDim, sleep
-from tests.test_client_live import LiveChat, _Anything, live_client
-
-
-def png(width: int = 4, height: int = 4) -> bytes:
-    """A small valid PNG (grey pixels), so the gateway recognises an image by its content."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    raw = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+from tests.fakes.client import LiveChat, _Anything, live_client
+from tests.fakes.client import png
 
 
 def sha256_of(path: str) -> str:
@@ -180,7 +170,8 @@ class LivePeopleTests(unittest.TestCase):
 
         up: list[tuple[int, int]] = []
         out = yield alice.client.send_file("bob", str(image), lambda a, b: up.append((a, b)))
-        self.assertEqual((out.kind, out.file["mime"], out.file["name"]), ("image", "image/png", "cat.png"))
+        self.assertEqual((out.kind, out.file["mime"], out.file["name"]), ("image", "image/png",
+                                                                          "cat.png"))
         yield alice.wait_for(S.MessageStatus, id=out.id, state=S.SENT)
         got = yield bob.wait_for(S.MessageReceived, entry=_Anything(kind="image"))
         self.assertEqual(got.entry.file["size"], image.stat().st_size)
@@ -211,7 +202,7 @@ class LivePeopleTests(unittest.TestCase):
         carol.client.download_dir = str(self.work / "carol")
         avatar = yield carol.client.save_file({"id": profile["avatar"], "name": "alice.png"})
         self.assertEqual(sha256_of(avatar), sha256_of(str(image)))
-        with self.assertRaises(Exception):
+        with self.assertRaises(errors.DimError):
             yield alice.client.set_avatar(str(blob))
         again = yield bob.client.save_file(got.entry.file)
         self.assertEqual(os.path.basename(again), "data (1).bin")

@@ -25,8 +25,8 @@ from dim.client.cache import ChatMessage, MessageCache
 from dim.client.gateway import GatewayClient, ProgressBodyProducer
 from dim.client.roster import Roster, initials
 from dim.protocol import frames as F
-from tests.test_client_gateway import client
-from tests.test_client_session import NODE1, NodeSide, SessionTestCase, msg
+from tests.fakes.client import client
+from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg
 
 
 class SignalTests(SessionTestCase):
@@ -42,7 +42,8 @@ class SignalTests(SessionTestCase):
     def test_typing_notice_names_the_conversation(self) -> None:
         """typing from bob to alice is bob's conversation; in a group it is #group."""
         session, reactor, _, events, side = self.connect()
-        side.send(F.TypingNotice(from_="bob", to="alice"), F.TypingNotice(from_="carol", group="g1"))
+        side.send(F.TypingNotice(from_="bob", to="alice"), F.TypingNotice(from_="carol",
+                                                                          group="g1"))
         self.assertEqual(events.of(S.PeerTyping),
                          [S.PeerTyping("bob", "bob"), S.PeerTyping("carol", "#g1")])
 
@@ -57,13 +58,14 @@ class SignalTests(SessionTestCase):
         reactor.advance(0.2)
         self.assertTrue(session.typing(to="bob"))
         frames = [f for f in side.received() if isinstance(f, F.Typing)]
-        self.assertEqual([(f.to, f.group) for f in frames], [("bob", None), (None, "g1"), ("bob", None)])
+        self.assertEqual([(f.to, f.group) for f in frames], [("bob", None), (None, "g1"), ("bob",
+                                                                                           None)])
         session.stop()
         reactor.advance(10)
         self.assertFalse(session.typing(to="bob"))
 
     def test_read_is_cumulative_and_waits_for_the_connection(self) -> None:
-        """read(seq) is written once per higher seq, capped at the handled seq, and queued offline."""
+        """read(seq) is written once per higher seq, capped at the handled seq, queued offline."""
         session, reactor, _, _, side = self.connect(answers=[NODE1])
         side.send(msg(1), msg(2), msg(3))
         side.received()
@@ -102,7 +104,8 @@ class SignalTests(SessionTestCase):
         (send,) = [f for f in side.received() if isinstance(f, F.Send)]
         self.assertEqual((send.group, send.to), ("g1", None))
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
-        side.send(F.Delivered(id=out.id, mid="m1", by="bob"), F.Delivered(id=out.id, mid="m1", by="carol"),
+        side.send(F.Delivered(id=out.id, mid="m1", by="bob"), F.Delivered(id=out.id, mid="m1",
+                                                                          by="carol"),
                   F.ReadNotice(id=out.id, mid="m1", by="bob"))
         self.assertEqual(out.delivered_by, {"bob", "carol"})
         self.assertEqual(out.read_by, {"bob"})
@@ -129,7 +132,8 @@ class SignalTests(SessionTestCase):
     def test_notify_event(self) -> None:
         """notify frames are reported with their fields."""
         session, reactor, _, events, side = self.connect()
-        side.send(F.Notify(event="contact_request", from_="bob"), F.Notify(event="group_changed", group="g1"))
+        side.send(F.Notify(event="contact_request", from_="bob"), F.Notify(event="group_changed",
+                                                                           group="g1"))
         self.assertEqual(events.of(S.Notified), [S.Notified("contact_request", {"from": "bob"}),
                                                  S.Notified("group_changed", {"group": "g1"})])
 
@@ -138,12 +142,14 @@ class SignalTests(SessionTestCase):
         cache = MessageCache(":memory:", "alice")
         session, reactor, _, events, side = self.connect(cache=cache)
         ref = {"id": "f1", "name": "cat.png", "size": 10, "mime": "image/png"}
-        out = session.send("bob", "", kind="image", file=ref)
+        session.send("bob", "", kind="image", file=ref)
         (send,) = [f for f in side.received() if isinstance(f, F.Send)]
         self.assertEqual((send.kind, send.file.id, send.file.name), ("image", "f1", "cat.png"))
-        side.send(msg(2, kind="file", body="", file=F.FileRef(id="f2", name="a.txt", size=3, mime="text/plain")))
+        side.send(msg(2, kind="file", body="", file=F.FileRef(id="f2", name="a.txt", size=3,
+                                                              mime="text/plain")))
         (got,) = events.of(S.MessageReceived)
-        self.assertEqual(got.entry.file, {"id": "f2", "name": "a.txt", "size": 3, "mime": "text/plain"})
+        self.assertEqual(got.entry.file, {"id": "f2", "name": "a.txt", "size": 3,
+                                          "mime": "text/plain"})
         self.assertEqual(cache.get(2).file["name"], "a.txt")
         self.assertRaises(errors.BadRequest, session.send, "bob", "", kind="text", file=ref)
         self.assertRaises(errors.BadRequest, session.send, "bob", "", kind="file", file={"id": "x"})
@@ -182,10 +188,12 @@ class ReadWatermarkTests(unittest.TestCase):
         db = sqlite3.connect(path)
         db.executescript(
             "CREATE TABLE messages (seq INTEGER PRIMARY KEY, mid TEXT NOT NULL, id TEXT NOT NULL,"
-            " sender TEXT NOT NULL, ts INTEGER NOT NULL, to_user TEXT, grp TEXT, body TEXT NOT NULL,"
+            " sender TEXT NOT NULL, ts INTEGER NOT NULL, to_user TEXT, grp TEXT,"
+            " body TEXT NOT NULL,"
             " kind TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL"
             " DEFAULT 0, peer TEXT NOT NULL);"
-            "INSERT INTO messages VALUES (1,'m1','c1','bob',1,'alice',NULL,'old','text',0,0,'bob');")
+            "INSERT INTO messages VALUES"
+            " (1,'m1','c1','bob',1,'alice',NULL,'old','text',0,0,'bob');")
         db.commit()
         db.close()
         cache = MessageCache(path, "alice")
@@ -285,10 +293,12 @@ class RosterTests(unittest.TestCase):
         changes: list[str] = []
         roster = Roster(gw, "alice", changes.append)
         roster.refresh()
-        self.assertEqual([c["user"] for c in roster.contact_list()], ["erin", "carol", "bob", "dave"])
+        self.assertEqual([c["user"] for c in roster.contact_list()], ["erin", "carol", "bob",
+                                                                      "dave"])
         self.assertTrue(roster.set_online("bob", True))
         self.assertFalse(roster.set_online("bob", True))
-        self.assertEqual([c["user"] for c in roster.contact_list()], ["erin", "bob", "carol", "dave"])
+        self.assertEqual([c["user"] for c in roster.contact_list()], ["erin", "bob", "carol",
+                                                                      "dave"])
         self.assertEqual(roster.name("bob"), "Bob B")
         self.assertEqual(roster.name("zed"), "Zed X")  # looked up: a member, not a contact
         self.assertEqual(roster.name("alice"), "Alice A")
@@ -417,7 +427,7 @@ class UploadSink(Resource):
 
 
 class RangedBytes(Resource):
-    """Serves fixed bytes as the gateway does: 200 whole, 206 for ``Range: bytes=N-``, 416 past the end."""
+    """Serves fixed bytes as the gateway does: 200 whole, 206 for ``Range: bytes=N-``, 416 after."""
 
     isLeaf = True
 
@@ -459,7 +469,8 @@ class FileCallTests(unittest.TestCase):
         clock = task.Clock()
         coop = task.Cooperator(scheduler=lambda f: clock.callLater(0, f), started=True)
         progress: list[tuple[int, int]] = []
-        d = gw.upload(io.BytesIO(data), "cat.png", "image/png", lambda a, b: progress.append((a, b)),
+        d = gw.upload(io.BytesIO(data), "cat.png", "image/png", lambda a, b: progress.append((a,
+                                                                                              b)),
                       cooperator=coop)
         for _ in range(200):
             clock.advance(0)
@@ -518,19 +529,21 @@ class FileCallTests(unittest.TestCase):
         return self.successResultOf(d)
 
     def test_download_then_resume_with_range(self) -> None:
-        """A whole download, then a partial one finished with Range: same bytes, progress to the end."""
+        """A whole download, then a partial one finished with Range: same bytes, progress to end."""
         data = os.urandom(5000)
         gw, where = self.serve(data)
         path = os.path.join(where, "out")
         progress: list[tuple[int, int]] = []
-        self.assertEqual(self.done(gw.download("f1", path, lambda a, b: progress.append((a, b)))), 5000)
+        self.assertEqual(self.done(gw.download("f1", path, lambda a, b: progress.append((a, b)))),
+                         5000)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), data)
         self.assertEqual(progress[-1], (5000, 5000))
         with open(path, "wb") as f:
             f.write(data[:1234])
         progress.clear()
-        self.assertEqual(self.done(gw.download("f1", path, lambda a, b: progress.append((a, b)))), 5000)
+        self.assertEqual(self.done(gw.download("f1", path, lambda a, b: progress.append((a, b)))),
+                         5000)
         with open(path, "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), hashlib.sha256(data).hexdigest())
         self.assertEqual(progress[0], (1234, 5000))

@@ -6,141 +6,16 @@ meant to be reused: ``EventRecorder.wait_for`` also works on the real reactor ag
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
 
-from twisted.internet import defer
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
-from twisted.trial import unittest
 
 from dim import errors
 from dim.client import session as S
 from dim.client.cache import MessageCache
-from dim.protocol import codec
 from dim.protocol import frames as F
+from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg
+from tests.fakes.client import RouteScript
 
-NODE1 = {"id": "n1", "host": "127.0.0.1", "port": 9000}
 NODE2 = {"id": "n2", "host": "127.0.0.1", "port": 9001}
-
-
-class EventRecorder:
-    """Subscribes to a session (or ChatClient) and keeps every event, in order."""
-
-    def __init__(self, source: S.EventSource) -> None:
-        self.events: list[S.SessionEvent] = []
-        self._waiters: list[tuple[Callable[[S.SessionEvent], bool], defer.Deferred[Any]]] = []
-        source.subscribe(self._record)
-
-    def _record(self, event: S.SessionEvent) -> None:
-        self.events.append(event)
-        for waiter in list(self._waiters):
-            match, d = waiter
-            if match(event):
-                self._waiters.remove(waiter)
-                d.callback(event)
-
-    def of(self, kind: type) -> list[Any]:
-        """Every recorded event of one class."""
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def wait_for(self, match: Callable[[S.SessionEvent], bool], timeout: float | None = None,
-                 clock: Any = None) -> defer.Deferred[Any]:
-        """A Deferred firing with the next event ``match`` accepts (or a recorded one)."""
-        for event in self.events:
-            if match(event):
-                return defer.succeed(event)
-        d: defer.Deferred[Any] = defer.Deferred()
-        self._waiters.append((match, d))
-        if timeout is not None:
-            if clock is None:
-                from twisted.internet import reactor as clock  # the real reactor, for live tests
-            d.addTimeout(timeout, clock)
-        return d
-
-
-class RouteScript:
-    """A gateway stand-in: answers ``route`` from a list of nodes or errors, recording calls."""
-
-    def __init__(self, answers: Iterable[Any] = ()) -> None:
-        self.answers = list(answers)
-        self.calls: list[list[str]] = []
-        self.base_url = "http://gateway.test"
-        self.token: str | None = "tok"
-
-    def route(self, exclude: Iterable[str] = ()) -> defer.Deferred[dict[str, Any]]:
-        """The next scripted answer: a node dict, or an exception to fail with."""
-        self.calls.append(list(exclude))
-        answer = self.answers.pop(0) if self.answers else errors.Unavailable("no node")
-        if isinstance(answer, BaseException):
-            return defer.fail(answer)
-        return defer.succeed({"node": answer})
-
-
-class NodeSide:
-    """The node's end of one client connection: reads the client's frames, writes frames."""
-
-    def __init__(self, reactor: MemoryReactorClock, index: int = -1) -> None:
-        host, port, factory, _, _ = reactor.tcpClients[index]
-        self.host, self.port = host, port
-        self.transport = StringTransport()
-        self.protocol = factory.buildProtocol(None)
-        self.protocol.makeConnection(self.transport)
-        self.decoder = codec.FrameDecoder(F.CLIENT_FRAME_TYPES)
-
-    def received(self) -> list[F._Frame]:
-        """The frames the client wrote since the last call."""
-        data = self.transport.value()
-        self.transport.clear()
-        return self.decoder.feed(data)  # type: ignore[return-value]
-
-    def types(self) -> list[str]:
-        """The types of the frames the client wrote since the last call."""
-        return [F.frame_type(f) for f in self.received()]
-
-    def send(self, *frames: F._Frame) -> None:
-        """Deliver frames to the client in one read."""
-        self.protocol.dataReceived(codec.encode_many(frames))
-
-    def welcome(self, node: str = "n1", last_seq: int = 0, heartbeat: int = 30) -> None:
-        """Read the client's hello and welcome it."""
-        hello = self.received()
-        assert hello and isinstance(hello[0], F.Hello), hello
-        self.send(F.Welcome(user="alice", node=node, heartbeat=heartbeat, max_frame=65536,
-                            last_seq=last_seq))
-
-    def lose(self, why: str = "gone") -> None:
-        """The TCP connection drops."""
-        from twisted.internet.error import ConnectionLost
-        self.protocol.connectionLost(Failure(ConnectionLost(why)))
-
-
-def msg(seq: int, sender: str = "bob", body: str | None = None, **kw: Any) -> F.Msg:
-    """A ``msg`` frame to alice at inbox position ``seq``."""
-    fields: dict[str, Any] = dict(mid=f"m{seq}", id=f"c{seq}", from_=sender, to="alice",
-                                  ts=1_700_000_000_000 + seq, seq=seq, body=body or f"hello {seq}",
-                                  kind="text")
-    fields.update(kw)
-    return F.Msg(**fields)
-
-
-class SessionTestCase(unittest.TestCase):
-    """Builds a session for alice on a MemoryReactorClock with a scripted gateway."""
-
-    def make(self, answers: Iterable[Any] = (), rng: Callable[[], float] = lambda: 0.5,
-             **kw: Any) -> tuple[S.ClientSession, MemoryReactorClock, RouteScript, EventRecorder]:
-        """A session for alice, not started, with its reactor, gateway and event record."""
-        reactor = MemoryReactorClock()
-        gateway = RouteScript(answers)
-        session = S.ClientSession(gateway, reactor, "alice", "tok", rng=rng, **kw)
-        return session, reactor, gateway, EventRecorder(session)
-
-    def connect(self, node: dict[str, Any] = NODE1, last_seq: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
-        """A session for alice, connected to ``node`` and welcomed; plus the node's side."""
-        session, reactor, gateway, events = self.make(**kw)
-        session.start(node)
-        side = NodeSide(reactor)
-        side.welcome(node["id"], last_seq=last_seq)
-        return session, reactor, gateway, events, side
 
 
 class ConnectTests(SessionTestCase):

@@ -5,48 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
-from twisted.internet.task import Clock
 
 from dim.files import FILE_ID, Upload
-from tests.test_files import JPEG, PDF, PNG
-from tests.test_gateway import NOW, GatewayTestCase
-
-
-class FilesTestCase(GatewayTestCase):
-    """Helpers for uploads and downloads through StubTreq."""
-
-    def upload_answer(self, token: str | None, data: bytes, name: str | None = "f.bin",
-                      mime: str | None = "application/octet-stream") -> Any:
-        """POST /v1/files with these bytes; the answer."""
-        path = "/v1/files" + (f"?name={name}" if name is not None else "")
-        headers = {"Content-Type": mime} if mime is not None else {}
-        return self.call("POST", path, raw=data, token=token, headers=headers)
-
-    def upload(self, token: str, data: bytes, name: str = "f.bin",
-               mime: str = "application/octet-stream") -> dict[str, Any]:
-        """Upload; the file dict of the 201 answer."""
-        answer = self.upload_answer(token, data, name, mime)
-        self.assertEqual(answer.status, 201, answer.raw)
-        return answer.json["file"]
-
-    def download(self, token: str | None, file_id: str,
-                 headers: dict[str, str] | None = None) -> Any:
-        """GET /v1/files/ID; the answer."""
-        return self.call("GET", f"/v1/files/{file_id}", token=token, headers=headers)
-
-    def header(self, answer: Any, name: str) -> str | None:
-        """One header of an answer, or None."""
-        values = answer.headers.getRawHeaders(name.encode())
-        return values[0].decode() if values else None
-
-    def stored(self) -> list[str]:
-        """The names in the storage directory (stored files and partial ones)."""
-        return sorted(os.listdir(self.files.directory))
+from tests.fakes.files import JPEG, PDF, PNG
+from tests.fakes.gateway import NOW
+from tests.fakes.gateway import FilesTestCase, StreamingTestCase, http_request
 
 
 class UploadTests(FilesTestCase):
@@ -269,75 +234,6 @@ class AccessTests(FilesTestCase):
         self.assertEqual((answer.status, answer.raw), (200, PNG))
         self.assertEqual(answer.content_type, "image/png")
         self.assertError(self.download(None, image["id"]), 401, "unauthorized")
-
-
-def http_request(head: str, body: bytes = b"") -> bytes:
-    """Raw HTTP/1.1 request bytes: ``head`` lines joined by CRLF, then the body."""
-    return head.replace("\n", "\r\n").encode() + b"\r\n\r\n" + body
-
-
-def dechunk(raw: bytes) -> bytes:
-    """The body of a chunked transfer encoding (as far as it was written)."""
-    body = b""
-    while raw:
-        size, _, raw = raw.partition(b"\r\n")
-        n = int(size, 16)
-        if n == 0:
-            break
-        body, raw = body + raw[:n], raw[n + 2:]
-    return body
-
-
-class StreamingTestCase(FilesTestCase):
-    """``gateway.site()`` driven over a StringTransport with a Clock."""
-
-    max_file_size = 1000
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.token = self.login()
-        self.site_clock = Clock()
-        self.site = self.gateway.site(reactor=self.site_clock)
-        self.requests: list[Any] = []
-        factory = self.site.requestFactory
-
-        def recording(channel: Any, *queued: Any) -> Any:
-            request = factory(channel)
-            self.requests.append(request)
-            return request
-
-        self.site.requestFactory = recording
-        self.channel = self.site.buildProtocol(None)
-        self.transport = StringTransport()
-        self.channel.makeConnection(self.transport)
-        self.lost = False
-        self.addCleanup(self.lose)
-
-    def lose(self) -> None:
-        """The client's connection goes away (once)."""
-        if not self.lost:
-            self.lost = True
-            self.channel.connectionLost(Failure(ConnectionDone()))
-
-    def head(self, length: int | None, extra: str = "", token: str | None = None,
-             path: str = "/v1/files?name=a.bin") -> str:
-        """The head of an upload request: a Content-Length, or chunked when None."""
-        lines = [f"POST {path} HTTP/1.1", "Host: gateway.test",
-                 f"Authorization: Bearer {token or self.token}"]
-        lines.append(f"Content-Length: {length}" if length is not None
-                     else "Transfer-Encoding: chunked")
-        return "\n".join(lines) + extra
-
-    def answer(self) -> tuple[int, dict[str, str], Any]:
-        """The status, headers and JSON body written so far."""
-        raw = self.transport.value()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        headers = {k.lower(): v for k, v in headers.items()}
-        if headers.get("transfer-encoding") == "chunked":
-            body = dechunk(body)
-        return int(lines[0].split()[1]), headers, json.loads(body) if body else None
 
 
 class StreamingUploadTests(StreamingTestCase):

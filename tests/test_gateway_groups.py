@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.test_gateway import GatewayTestCase
+from tests.fakes.gateway import GatewayTestCase
 
 
 def changed(group_id: str) -> list[dict[str, Any]]:

@@ -26,9 +26,9 @@ from dim.gateway.limits import GatewayLimits, address_key, client_address
 from dim.gateway.uploads import StreamingRequestFactory
 from dim.passwords import PasswordHasher
 from dim.store.sqlite import private_file
-from tests.test_gateway import GatewayTestCase
-from tests.test_gateway_files import FilesTestCase, StreamingTestCase, http_request
-from tests.test_tokens import FAST_ARGON2, InlineReactor
+from tests.fakes.gateway import GatewayTestCase
+from tests.fakes.gateway import FilesTestCase, StreamingTestCase, http_request
+from tests.fakes.tokens import FAST_ARGON2, InlineReactor
 
 PROXY = "127.0.0.1"
 
@@ -365,7 +365,7 @@ class ImageTests(FilesTestCase):
 
     def test_bomb_refused(self) -> None:
         """A small PNG of 9000x9000 pixels is refused as an image; a normal one passes."""
-        from tests.test_files import PNG, png
+        from tests.fakes.files import PNG, png
         token = self.login()
         bomb = png(9000, 9000)
         self.assertLess(len(bomb), 200_000)

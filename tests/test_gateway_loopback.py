@@ -20,7 +20,7 @@ from dim.files import FileStorage, Upload
 from dim.gateway.app import Gateway
 from dim.store.memory import MemoryStore
 from dim.tokens import TokenAuthority
-from tests.test_tokens import SECRET, fast_hasher
+from tests.fakes.tokens import SECRET, fast_hasher
 
 MIB = 1024 * 1024
 

@@ -1,8 +1,8 @@
 """Tests of the gateway's people calls: search, profiles, contacts and their notifications."""
 from __future__ import annotations
 
-from tests.test_files import PDF, PNG
-from tests.test_gateway import GatewayTestCase
+from tests.fakes.files import PDF, PNG
+from tests.fakes.gateway import GatewayTestCase
 
 
 class PeopleTestCase(GatewayTestCase):

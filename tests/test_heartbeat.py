@@ -5,7 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dim.protocol import frames as F
 from dim.node.heartbeat import HeartbeatMonitor
-from tests.test_node_fixtures import Node
+from tests.fakes.node import Node
 
 
 class HeartbeatTests(SynchronousTestCase):

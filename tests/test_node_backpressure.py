@@ -6,7 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dim.node import connection as connection_module
 from dim.node.connection import unsent_bytes
 from dim.protocol import frames as F
-from tests.test_node_fixtures import FakeClient, Node
+from tests.fakes.node import FakeClient, Node
 
 
 def _stall(client: FakeClient, unsent: int) -> None:

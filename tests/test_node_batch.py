@@ -10,7 +10,7 @@ from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import codec
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import USERS, Node, envelope_json, joined_nodes
+from tests.fakes.node import USERS, Node, envelope_json, joined_nodes
 
 
 def _feed(client: Any, frames: list[F._Frame]) -> None:

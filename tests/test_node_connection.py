@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -11,7 +11,7 @@ from dim import errors
 from dim.node import connection as connection_module
 from dim.node.connection import ClientConnection, ConnectionFactory, ConnectionState
 from dim.protocol import frames as F
-from tests.test_node_fixtures import FakeClient
+from tests.fakes.node import FakeClient
 
 
 class RecordingHandler:

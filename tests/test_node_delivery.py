@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dim.node.throttle import Limit, Limits, UserLimiter
 from dim.protocol import codec
 from dim.protocol import frames as F
-from tests.test_node_fixtures import EPOCH, Node
+from tests.fakes.node import EPOCH, Node
 
 TS = int(EPOCH * 1000)
 

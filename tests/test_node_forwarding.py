@@ -9,7 +9,7 @@ from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import codec
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import (USERS, ForwarderHub, Node, RemoteLikeRegistry,
+from tests.fakes.node import (USERS, ForwarderHub, Node, RemoteLikeRegistry,
                                       envelope_json, joined_nodes)
 
 

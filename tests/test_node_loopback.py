@@ -18,7 +18,7 @@ from dim.cluster.local import LocalSessionRegistry
 from dim.node.delivery import NodeCore
 from dim.node.service import NodeService
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import USERS, authenticate
+from tests.fakes.node import USERS, authenticate
 
 
 class RawClient(protocol.Protocol):

@@ -6,7 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dim.node import metrics
 from dim.protocol import frames as F
-from tests.test_node_fixtures import Node
+from tests.fakes.node import Node
 
 
 def sample(name: str, **labels: str) -> float:

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import EPOCH, USERS, FakeClient, ForwarderHub, Node
+from tests.fakes.node import EPOCH, USERS, FakeClient, ForwarderHub, Node
 
 
 class Tracked:

@@ -9,7 +9,7 @@ from dim.node.connection import ClientConnection
 from dim.node.service import NodeService
 from dim.protocol import codec
 from dim.protocol import frames as F
-from tests.test_node_fixtures import Node
+from tests.fakes.node import Node
 
 
 class NodeServiceTests(SynchronousTestCase):

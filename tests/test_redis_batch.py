@@ -1,56 +1,16 @@
 """RedisStore's per-turn batching, on a stand-in Redis that records its script calls."""
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
-import msgspec
 from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from dim.errors import Internal, NotFound
 from dim.store.interface import Receipt
-from dim.store.redis import BATCH, RedisStore
-
-
-class RecordingRedis:
-    """Answers SCRIPT LOAD; keeps every EVALSHA with a Deferred the test fires."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[Any], defer.Deferred[Any]]] = []
-        self.shas: dict[str, str] = {}
-        self.gets: list[tuple[str, defer.Deferred[Any]]] = []
-
-    def get(self, key: str) -> defer.Deferred[Any]:
-        """GET: a Deferred the test fires."""
-        d: defer.Deferred[Any] = defer.Deferred()
-        self.gets.append((key, d))
-        return d
-
-    def script_load(self, body: str) -> defer.Deferred[str]:
-        """SCRIPT LOAD: the script's SHA-1."""
-        sha = hashlib.sha1(body.encode()).hexdigest()
-        self.shas[sha] = body
-        return defer.succeed(sha)
-
-    def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
-        """EVALSHA: recorded, with a Deferred the test fires."""
-        d: defer.Deferred[Any] = defer.Deferred()
-        self.calls.append((self.shas[sha], list(args), d))
-        return d
-
-    def ops(self, index: int) -> list[list[Any]]:
-        """The operations of the index-th script call, as the script reads them."""
-        body, args, _ = self.calls[index]
-        self.assert_batch(body)
-        return msgspec.msgpack.decode(args[1])
-
-    @staticmethod
-    def assert_batch(body: str) -> None:
-        """Fail unless ``body`` is the store's batch script."""
-        if body != BATCH:
-            raise AssertionError("not the batch script")
+from dim.store.redis import RedisStore
+from tests.fakes.redis import RecordingRedis
 
 
 def stored(mid: str, sender: str, cid: str, seqs: dict[str, int]) -> list[Any]:

@@ -12,7 +12,7 @@ from dim.cluster.interface import SessionRef
 from dim.cluster.sessions import BATCH, RedisSessionRegistry
 from dim.errors import Internal
 from dim.store.redis import saw_session_version
-from tests.test_redis_batch import RecordingRedis
+from tests.fakes.redis import RecordingRedis
 
 
 def reply(results: list[Any], version: int) -> str:

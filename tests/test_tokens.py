@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jwt
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,34 +15,7 @@ from dim.errors import RateLimited, Unauthorized
 from dim.passwords import PasswordHasher
 from dim.store.memory import MemoryStore
 from dim.tokens import TokenAuthority
-
-SECRET = b"test-secret-of-at-least-32-bytes!!"
-#: Argon2 parameters small enough for unit tests to hash in well under a millisecond.
-FAST_ARGON2: dict[str, int] = {"time_cost": 1, "memory_cost": 8, "parallelism": 1}
-
-
-class InlinePool:
-    """A thread pool that runs every call at once on the calling thread, recording it."""
-
-    def __init__(self) -> None:
-        self.calls: list[Callable[..., Any]] = []
-
-    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None],
-                                 f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        self.calls.append(f)
-        try:
-            result = f(*args, **kw)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
-class InlineReactor:
-    """The ``callFromThread`` part of a reactor, calling at once."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        f(*args, **kw)
+from tests.fakes.tokens import FAST_ARGON2, SECRET, InlinePool, InlineReactor, fast_hasher
 
 
 class QueueReactor:
@@ -59,12 +32,6 @@ class QueueReactor:
         """Run the next queued call on the test's thread."""
         f, args, kw = self.calls.get(timeout=timeout)
         f(*args, **kw)
-
-
-def fast_hasher() -> tuple[PasswordHasher, InlinePool]:
-    """A PasswordHasher with tiny Argon2 parameters working inline, and its pool."""
-    pool = InlinePool()
-    return PasswordHasher(pool, InlineReactor(), **FAST_ARGON2), pool  # type: ignore[arg-type]
 
 
 class TokenAuthorityTests(SynchronousTestCase):

@@ -21,21 +21,14 @@ from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog
-from tests.test_tui_app import FakeChatCore, async_test, logged_in, shown, submit
-from tests.test_tui_people import USERS, core_with_people, notice, text_of
+from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import USERS, notice, text_of
+from tests.fakes.tui import group_core
 
 
 def screen_text(app: ChatApp) -> str:
     """Everything the terminal shows now, as text (one line per row)."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def group_core(members: list[str] | None = None) -> FakeChatCore:
-    """alice's fake core with contacts and a group "team" (g1) she owns."""
-    core = core_with_people()
-    core.group_map = {"g1": {"id": "g1", "name": "team", "owner": "alice",
-                             "members": members or ["alice", "bob", "carol"]}}
-    return core
 
 
 class DefectTests(unittest.TestCase):

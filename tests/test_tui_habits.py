@@ -19,9 +19,9 @@ from tui.screens.login import LoginScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog, nick_colour
-from tests.test_tui_app import FakeChatCore, async_test, logged_in, shown, submit
-from tests.test_tui_defects import group_core
-from tests.test_tui_people import notice
+from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import group_core
+from tests.fakes.tui import notice
 
 DAY_MS = 24 * 3600 * 1000
 

@@ -68,7 +68,7 @@ class RawPeer:
             self.sock.settimeout(max(0.05, end - time.monotonic()))
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not chunk:
                 break

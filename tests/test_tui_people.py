@@ -17,38 +17,13 @@ from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.transfer_bar import TransferBar
-from tests.test_tui_app import FakeChatCore, async_test, logged_in, shown, submit
-
-USERS = {"alice": "secret123", "bob": "x" * 8, "carol": "y" * 8, "dave": "z" * 8}
-
-
-def core_with_people() -> FakeChatCore:
-    """alice with bob (online, a status), carol (offline) and dave's pending request."""
-    core = FakeChatCore(dict(USERS))
-    core.names = {"bob": "Bob Builder", "carol": "Carol", "dave": "Dave D"}
-    core.contact_map = {
-        "bob": {"user": "bob", "name": "Bob Builder", "status": "at work", "avatar": None,
-                "online": True, "pending": None},
-        "carol": {"user": "carol", "name": "Carol", "status": "", "avatar": None,
-                  "online": False, "pending": None},
-        "dave": {"user": "dave", "name": "Dave D", "status": "", "avatar": None,
-                 "online": False, "pending": "in"}}
-    return core
+from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import core_with_people, notice, text_of
 
 
 def contacts(app: ChatApp) -> list[str]:
     """The lines of the contacts pane."""
     return app.screen.query_one(ContactList).lines()
-
-
-def notice(app: ChatApp) -> str:
-    """The notice line."""
-    return str(app.screen.query_one("#notice").render())
-
-
-def text_of(app: ChatApp, selector: str) -> str:
-    """What a Static shows."""
-    return str(app.screen.query_one(selector).render())
 
 
 class ContactPaneTests(unittest.TestCase):
@@ -85,7 +60,8 @@ class ContactPaneTests(unittest.TestCase):
             self.assertEqual(core.calls, [("add_contact", "dave")])
             self.assertIn("dave is a contact", notice(app))
             self.assertIn("● [DD] Dave D (dave)", contacts(app))
-            core.contact_map["erin"] = {"user": "erin", "name": "erin", "online": False, "pending": "in"}
+            core.contact_map["erin"] = {"user": "erin", "name": "erin", "online": False,
+                                        "pending": "in"}
             core.users["erin"] = "e" * 8
             core.emit(S.Notified("contact_request", {"from": "erin"}))
             core.emit(S.RosterChanged("contacts"))
@@ -137,7 +113,8 @@ class ContactPaneTests(unittest.TestCase):
             await logged_in(pilot)
             await submit(pilot, "/search a")
             self.assertIsInstance(app.screen, SearchScreen)
-            self.assertEqual(app.screen.lines(), ["[A] alice", "[C] Carol (carol)", "[DD] Dave D (dave)"])
+            self.assertEqual(app.screen.lines(), ["[A] alice", "[C] Carol (carol)",
+                                                  "[DD] Dave D (dave)"])
             await pilot.press("down", "enter")
             await pilot.pause()
             self.assertNotIsInstance(app.screen, SearchScreen)
@@ -164,7 +141,7 @@ class ContactPaneTests(unittest.TestCase):
     @async_test
     async def test_avatar_pictures_in_the_pane(self) -> None:
         """A contact's avatar is fetched once into the cache and shown beside the name."""
-        from tests.test_client_live_people import png
+        from tests.fakes.client import png
         from textual_image.widget import Image
         os.environ["XDG_CACHE_HOME"] = os.path.abspath(self.mktemp())
         self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
@@ -330,7 +307,8 @@ class GroupTests(unittest.TestCase):
             members = app.screen.query_one(MemberList)
             self.assertTrue(members.display)
             self.assertEqual(members.plain_lines, [
-                "● alice [owner, you]", "● Bob Builder (bob)", "○ Carol (carol)", "· Dave D (dave)"])
+                "● alice [owner, you]", "● Bob Builder (bob)", "○ Carol (carol)",
+                "· Dave D (dave)"])
             core.receive("bob", "hello team", group="g1")
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("Bob Builder: hello team"), shown(app))
@@ -342,7 +320,8 @@ class GroupTests(unittest.TestCase):
             core.emit(S.Delivered(out.id, out.mid or "", "carol"))
             core.emit(S.ReadReceipt(out.id, out.mid or "", "bob"))
             await pilot.pause()
-            self.assertTrue(shown(app)[-1].endswith("✓✓ delivered to 2 of 3, read by 1"), shown(app))
+            self.assertTrue(shown(app)[-1].endswith("✓✓ delivered to 2 of 3, read by 1"),
+                            shown(app))
             await submit(pilot, "/open bob")
             self.assertFalse(members.display)
 
@@ -431,7 +410,7 @@ class FileTests(unittest.TestCase):
     @async_test
     async def test_view_image(self) -> None:
         """/view fetches the newest image once into the cache and shows it in a dialog."""
-        from tests.test_client_live_people import png
+        from tests.fakes.client import png
         from tui.screens.image import ImageScreen
         os.environ["XDG_CACHE_HOME"] = os.path.abspath(self.mktemp())
         self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
@@ -444,7 +423,8 @@ class FileTests(unittest.TestCase):
             await submit(pilot, "/view")
             self.assertIn("No image to view", notice(app))
             core.receive("bob", "", kind="image",
-                         file={"id": "f10", "name": "a.png", "size": len(core.file_bytes), "mime": "image/png"})
+                         file={"id": "f10", "name": "a.png", "size": len(core.file_bytes),
+                               "mime": "image/png"})
             await pilot.pause()
             await submit(pilot, "/view")
             self.assertIsInstance(app.screen, ImageScreen)
@@ -454,7 +434,6 @@ class FileTests(unittest.TestCase):
             await submit(pilot, "/view a.png")
             self.assertIsInstance(app.screen, ImageScreen)
             self.assertEqual(len(core.saved), 1)  # the second view used the cached copy
-
 
 
 class PictureSupportTests(unittest.TestCase):

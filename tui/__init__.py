@@ -16,5 +16,5 @@ T = TypeVar("T")
 async def wait_for(d: Deferred[T] | Any) -> T:
     """Await a Deferred (or a plain value) from Textual code on the shared asyncio loop."""
     if not isinstance(d, Deferred):
-        return d  # type: ignore[no-any-return]
+        return d
     return await d.asFuture(asyncio.get_running_loop())

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import Any, cast
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     def run_app() -> None:
         d = Deferred.fromFuture(asyncio.ensure_future(app.run_async(), loop=loop))
 
-        def failed(f):  # type: ignore[no-untyped-def]
+        def failed(f):
             outcome["error"] = f.value
         d.addErrback(failed)
-        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        d.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(run_app)  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(run_app)
+    cast(Any, reactor).run(installSignalHandlers=False)
     if "error" in outcome:
         raise outcome["error"]
     return app.return_code or 0

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any
+from collections.abc import Callable
 
 from textual.app import App
 from textual.binding import Binding
@@ -11,8 +12,8 @@ from textual.message import Message
 
 from dim import errors
 from dim.client import session as S
-from dim.client.cache import Conversation
 from tui import wait_for
+from tui.core import ChatCore
 from tui.palette import DimCommands
 from tui.screens.chat import ChatScreen
 from tui.screens.login import LoginScreen
@@ -20,127 +21,6 @@ from tui.widgets.connection_bar import ConnectionBar
 
 #: At most one bell per this many seconds, so a burst of messages rings once.
 BELL_INTERVAL = 1.0
-
-
-class ChatCore(Protocol):
-    """What the chat needs of its client core (:class:`dim.client.session.ChatClient`)."""
-
-    user: str | None
-
-    @property
-    def state(self) -> str:
-        """offline, connecting, connected or reconnecting."""
-
-    @property
-    def node(self) -> S.NodeAddress | None:
-        """The node connected to, if any."""
-
-    def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]:
-        """Hear every session event."""
-
-    def resume(self, user: str | None = None) -> bool:
-        """Start from a saved login."""
-
-    def login(self, user: str, password: str) -> Any:
-        """Log in and connect (a Deferred)."""
-
-    def register(self, user: str, password: str) -> Any:
-        """Register, log in and connect (a Deferred)."""
-
-    def logout(self) -> None:
-        """Disconnect and forget the saved login."""
-
-    def stop(self) -> None:
-        """Disconnect."""
-
-    def send(self, to: str, body: str) -> S.OutgoingMessage:
-        """Send a message."""
-
-    def retry(self, id: str) -> S.OutgoingMessage:
-        """Send a failed message again."""
-
-    def reconnect(self) -> bool:
-        """Connect again now, without waiting out the backoff."""
-
-    def receipts(self, mids: list[str]) -> dict[str, tuple[set[str], set[str]]]:
-        """Who acknowledged and who read one's own messages: (delivered to, read by)."""
-
-    def conversations(self) -> list[Conversation]:
-        """Conversations with unread counts, newest first."""
-
-    def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> Any:
-        """A Deferred of older messages of one conversation."""
-
-    def pending(self, peer: str) -> list[S.OutgoingMessage]:
-        """One's own messages to ``peer`` that have no seq yet."""
-
-    def mark_seen(self, peer: str) -> None:
-        """The person has seen the conversation."""
-
-    def user_info(self, name: str) -> Any:
-        """A Deferred of ``{user, online}``."""
-
-    def typing(self, peer: str) -> None:
-        """The person is typing in ``peer``'s conversation (the core throttles)."""
-
-    def contacts(self) -> list[dict[str, Any]]:
-        """Contacts and requests: ``{user, name, status, avatar, online, pending}``."""
-
-    def groups(self) -> list[dict[str, Any]]:
-        """The user's groups: ``{id, name, owner, members}``."""
-
-    def group(self, group_id: str) -> dict[str, Any] | None:
-        """One group (``group_id`` with or without the leading ``#``)."""
-
-    def display_name(self, user: str) -> str:
-        """How to name a user, or ``#`` + a group id."""
-
-    def is_online(self, user: str) -> bool | None:
-        """Whether a contact is online; None for someone not a contact."""
-
-    def own_profile(self) -> dict[str, Any]:
-        """The person's own profile."""
-
-    def refresh_people(self) -> Any:
-        """A Deferred: contacts, groups and profile fetched again."""
-
-    def search_users(self, text: str) -> Any:
-        """A Deferred of the users found: ``[{user, name, avatar}]``."""
-
-    def add_contact(self, user: str) -> Any:
-        """A Deferred of the contact entry (a request, or an acceptance)."""
-
-    def remove_contact(self, user: str) -> Any:
-        """A Deferred: a contact or request removed."""
-
-    def update_profile(self, name: str | None = None, status: str | None = None) -> Any:
-        """A Deferred of the new profile."""
-
-    def set_avatar(self, path: str, progress: Any = None) -> Any:
-        """A Deferred of the profile with the image at ``path`` as its avatar."""
-
-    def create_group(self, name: str, members: list[str]) -> Any:
-        """A Deferred of the new group."""
-
-    def rename_group(self, group_id: str, name: str) -> Any:
-        """A Deferred of the renamed group."""
-
-    def add_member(self, group_id: str, user: str) -> Any:
-        """A Deferred of the group with ``user`` added."""
-
-    def remove_member(self, group_id: str, user: str) -> Any:
-        """A Deferred: ``user`` removed from the group."""
-
-    def leave_group(self, group_id: str) -> Any:
-        """A Deferred: the person left the group."""
-
-    def send_file(self, peer: str, path: str, progress: Any = None) -> Any:
-        """A Deferred of the OutgoingMessage sent after uploading ``path``."""
-
-    def save_file(self, file: dict[str, Any], progress: Any = None,
-                  directory: str | None = None) -> Any:
-        """A Deferred of the path a received file was saved at (in ``directory``, or the
-        download directory)."""
 
 
 @dataclass
@@ -181,7 +61,9 @@ class ChatApp(App[None]):
         self._unsubscribe: Callable[[], None] | None = None
 
     def on_mount(self) -> None:
-        self._unsubscribe = self.client.subscribe(lambda event: self.post_message(CoreEvent(event)))
+        def forward(event: Any) -> None:
+            self.post_message(CoreEvent(event))
+        self._unsubscribe = self.client.subscribe(forward)
         if self.client.resume(self.initial_user):
             self.connection_user = self.client.user
             self.push_screen(self.chat_screen())
@@ -261,6 +143,14 @@ class ChatApp(App[None]):
             return
         if isinstance(self.screen, ChatScreen):
             await self.screen.handle_event(event)
+
+    def on_chat_screen_logout_requested(self, message: ChatScreen.LogoutRequested) -> None:
+        """The chat screen's /logout."""
+        self.logout()
+
+    def on_chat_screen_ring(self, message: ChatScreen.Ring) -> None:
+        """The chat screen heard a message for a conversation that is not open."""
+        self.ring()
 
     def ring(self) -> None:
         """Ring the bell for a message in a conversation that is not open (at most once a

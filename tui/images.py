@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 from importlib import import_module
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 _prepared: dict[str, Any] = {}
 

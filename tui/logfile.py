@@ -26,8 +26,8 @@ def start_logging(path: str | None = None, beginner: LogBeginner | None = None,
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     out = open(path, "a", encoding="utf-8")
     observer = FilteringLogObserver(
-        textFileLogObserver(out),  # type: ignore[arg-type]
-        [LogLevelFilterPredicate(defaultLogLevel=level)])  # type: ignore[list-item]
+        textFileLogObserver(out),
+        [LogLevelFilterPredicate(defaultLogLevel=level)])
     (beginner or globalLogBeginner).beginLoggingTo(
-        [observer], redirectStandardIO=False)  # type: ignore[list-item]
+        [observer], redirectStandardIO=False)
     return out

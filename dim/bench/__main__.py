@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 import traceback
+from typing import Any
 from pathlib import Path
 
 from dim.bench import report
@@ -34,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(quick=args.quick, out=out, profile=args.profile, log=_log)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     started = time.monotonic()
-    results = {"machine": report.machine(), "mode": "quick" if args.quick else "full",
-               "command": "dim-bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "scenarios": ctx.results}
+    results: dict[str, Any] = {
+        "machine": report.machine(), "mode": "quick" if args.quick else "full",
+        "command": "dim-bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "scenarios": ctx.results}
     for name in names:
         if name in ctx.results:
             continue
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             ctx.results[name] = SCENARIOS[name](ctx)
-        except Exception as e:  # noqa: BLE001 - a broken scenario is reported, not hidden
+        except Exception as e:
             _log(traceback.format_exc())
             ctx.results[name] = report.failed(f"{type(e).__name__}: {e}"[:2000])
         ctx.results[name]["elapsed_s"] = round(time.monotonic() - t0, 1)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     report.write_markdown(results, out)
     try:
         report.plot(results, out)
-    except Exception:  # noqa: BLE001 - plots are a convenience
+    except Exception:
         _log("plotting failed:\n" + traceback.format_exc())
     _log(f"wrote {out / 'results.json'} and {out / 'results.md'} "
          f"in {results['elapsed_s']}s")

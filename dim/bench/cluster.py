@@ -144,7 +144,8 @@ class Cluster:
         env = {"DIM_SECRET": P.BENCH_SECRET}
         self.gateway = P.ServerProcess(
             "gateway", _TWISTD + ["--logfile", str(workdir / "gateway.log"), "dim-gateway",
-                                  "--listen", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
+                                  "--listen",
+                                  f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
                                   "--cluster", self.name, "--routing", "least_connections",
                                   *P.BENCH_GATEWAY_LIMITS],
             workdir, env)
@@ -160,10 +161,10 @@ class Cluster:
             argv += node_args or []
             self.nodes.append(P.ServerProcess(nid, argv, workdir, env))
 
-    def start(self, timeout: float = 60.0) -> "Cluster":
+    def start(self, timeout: float = 60.0) -> Cluster:
         """Start the nodes and the gateway; wait until the gateway lists every node."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for node, port in zip(self.nodes, self.node_ports):
+        for node in self.nodes:
             node.start()
         self.gateway.start()
         for node, port in zip(self.nodes, self.node_ports):

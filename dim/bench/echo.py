@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import Int32StringReceiver
@@ -37,11 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--interface", default="127.0.0.1")
     args = parser.parse_args(argv)
-    from twisted.internet import reactor
-    port = reactor.listenTCP(args.port, EchoFactory(), backlog=BACKLOG,  # type: ignore[attr-defined]
+    from twisted.internet import reactor as installed
+    reactor: Any = installed
+    port = reactor.listenTCP(args.port, EchoFactory(), backlog=BACKLOG,
                              interface=args.interface)
     print(f"listening {port.getHost().port}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import psutil
 
@@ -39,7 +40,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: "ServerProcess", timeout: float = 60.0) -> None:
+def wait_for_port(port: int, proc: ServerProcess, timeout: float = 60.0) -> None:
     """Block until 127.0.0.1:port accepts connections; fail if the process died first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,7 +67,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         """Start the process; its output goes to its log file."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
@@ -165,7 +166,7 @@ class EmbeddedDim:
         self.process = ServerProcess("dim", argv, workdir, env={"DIM_SECRET": BENCH_SECRET})
         self.base = f"http://127.0.0.1:{self.http_port}"
 
-    def start(self) -> "EmbeddedDim":
+    def start(self) -> EmbeddedDim:
         """Start and wait until the gateway and the node accept connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process.start()
@@ -267,7 +268,8 @@ class WorkerProcess:
         self.errlog.close()
 
 
-def call_all(workers: Sequence[WorkerProcess], cmds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def call_all(workers: Sequence[WorkerProcess], cmds: Sequence[dict[str, Any]]) -> list[dict[str,
+                                                                                            Any]]:
     """Send each worker its command at once, then collect every answer."""
     for w, c in zip(workers, cmds):
         w.send(c)

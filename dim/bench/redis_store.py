@@ -37,7 +37,7 @@ async def _run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     prefix = f"dimbench:{uuid.uuid4().hex[:8]}:"
     store = await RedisStore.connect(args.redis, prefix=prefix, clock=reactor)
-    sessions = await RedisSessionRegistry.connect(args.redis, prefix=prefix)
+    sessions = await RedisSessionRegistry.connect(args.redis, prefix=prefix, clock=reactor)
     senders = [f"s{i}" for i in range(args.senders)]
     recipients = [f"r{i}" for i in range(args.senders)]
     for user in senders + recipients:

@@ -12,7 +12,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import psutil
 
@@ -437,9 +438,9 @@ def run_chat_same_node(ctx: Context) -> dict[str, Any]:
 def cprofile_summary(path: Path, top: int = 25) -> dict[str, Any]:
     """The top functions of a cProfile stats file by own time."""
     import pstats
-    st = pstats.Stats(str(path))
+    st: Any = pstats.Stats(str(path))  # total_tt and stats are not in its stubs
     total = st.total_tt or 1.0
-    rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     return {"total_s": round(total, 3), "self": [
         {"function": f"{fn} ({Path(file).name}:{line})", "seconds": round(tt, 3),
          "percent": round(100.0 * tt / total, 1), "calls": nc}
@@ -460,7 +461,7 @@ def cluster_unavailable() -> str | None:
     return None
 
 
-def _seed_users(worker: P.WorkerProcess, cl: "C.Cluster", users: list[str]) -> None:
+def _seed_users(worker: P.WorkerProcess, cl: C.Cluster, users: list[str]) -> None:
     """Create the users straight in the cluster's Redis store (one shared Argon2 hash)."""
     from dim.runtime import DEFAULT_SERVICES
     url = __import__("os").environ.get("DIM_REDIS") or DEFAULT_SERVICES["redis"][1]
@@ -593,7 +594,8 @@ def run_reconnect_storm(ctx: Context) -> dict[str, Any]:
         statuses: list[dict[str, Any]] = []
         while time.time() - kill_at < limit:
             time.sleep(0.5)
-            statuses = P.call_all(workers, [{"cmd": "storm_status", "since": kill_at}] * len(workers))
+            statuses = P.call_all(workers, [{"cmd": "storm_status",
+                                             "since": kill_at}] * len(workers))
             affected = sum(s["disconnected_after"] for s in statuses)
             if (sum(s["back"] for s in statuses) >= affected
                     and sum(s["connected"] for s in statuses) >= n):

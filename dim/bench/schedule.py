@@ -21,7 +21,7 @@ class OpenLoopSchedule:
         self.start = float(start)
         self.duration = float(duration)
         #: How many sends the whole schedule holds.
-        self.total = int(round(self.rate * self.duration))
+        self.total = round(self.rate * self.duration)
         #: How many sends were handed out so far.
         self.issued = 0
 

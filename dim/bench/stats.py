@@ -6,7 +6,8 @@ histogram buckets; the load generators send their raw samples to the orchestrato
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def next_rates(start: float, factor: float, limit: float) -> list[float]:
     """A geometric rate ladder from ``start`` up to ``limit`` (inclusive)."""
     if start <= 0 or factor <= 1:
         raise ValueError("start must be > 0 and factor > 1")
-    rates = []
+    rates: list[float] = []
     r = float(start)
     while r <= limit * 1.000001:
         rates.append(round(r))

@@ -12,7 +12,8 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -103,7 +104,8 @@ def default_cache_path(gateway_url: str, user: str) -> str:
     parts = urlsplit(gateway_url)
     where = (parts.hostname or "local") + "_" + str(parts.port or "")
     digest = hashlib.sha256(gateway_url.encode()).hexdigest()[:8]
-    return os.path.join(platformdirs.user_data_dir(APP_NAME), f"{where}-{digest}", f"{user}.sqlite3")
+    return os.path.join(platformdirs.user_data_dir(APP_NAME), f"{where}-{digest}",
+                        f"{user}.sqlite3")
 
 
 class MessageCache:
@@ -197,7 +199,8 @@ class MessageCache:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE seq = ?", (seq,)).fetchone()
         return _row(row) if row else None
 
-    def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> list[ChatMessage]:
+    def history(self, peer: str, before_seq: int | None = None,
+                limit: int = 50) -> list[ChatMessage]:
         """Up to ``limit`` messages of one conversation below ``before_seq``, oldest first."""
         bound = before_seq if before_seq is not None else 2**62
         rows = self._db.execute(
@@ -231,7 +234,8 @@ class MessageCache:
     def mark_seen(self, peer: str, seq: int | None = None) -> None:
         """The person has seen ``peer``'s conversation up to ``seq`` (default: all of it)."""
         if seq is None:
-            row = self._db.execute("SELECT MAX(seq) FROM messages WHERE peer = ?", (peer,)).fetchone()
+            row = self._db.execute("SELECT MAX(seq) FROM messages WHERE peer = ?", (peer,
+                                                                                    )).fetchone()
             seq = row[0] or 0
         with self._db:
             self._db.execute(

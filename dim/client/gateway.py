@@ -1,16 +1,18 @@
 """The gateway's HTTP API as seen from a client.
 
 :class:`GatewayClient` wraps the contract's calls (register, login, route, messages, user,
-nodes, health, and part 2's people, contacts, groups and files) in methods that return Deferreds of the decoded JSON answer.  A 4xx/5xx answer
-becomes the :class:`~dim.errors.DimError` subclass named by the error body's code, so callers
-handle one error tree whether a failure came from the gateway or a node.  The HTTP library is
-injected (``treq`` itself, or a ``treq.testing.StubTreq`` in tests).
+nodes, health, and part 2's people, contacts, groups and files) in methods that return
+Deferreds of the decoded JSON answer.  A 4xx/5xx answer becomes the
+:class:`~dim.errors.DimError` subclass named by the error body's code, so callers handle one
+error tree whether a failure came from the gateway or a node.  The HTTP library is injected
+(``treq`` itself, or a ``treq.testing.StubTreq`` in tests).
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 import treq
@@ -20,6 +22,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from dim import errors
+from dim.client.transfer import ClosableReader
 
 #: The contract's status codes, for error answers whose body names no known code.
 _BY_STATUS: dict[int, type[errors.DimError]] = {
@@ -75,7 +78,7 @@ class GatewayClient:
 
     @inlineCallbacks
     def _call(self, method: str, path: str, *, body: Any = None,
-              params: dict[str, Any] | None = None, auth: bool = True):  # type: ignore[no-untyped-def]
+              params: dict[str, Any] | None = None, auth: bool = True):
         headers = self._headers(auth)
         kwargs: dict[str, Any] = {**self.request_options, "headers": headers}
         if body is not None:
@@ -92,7 +95,8 @@ class GatewayClient:
         try:
             return json.loads(content)
         except ValueError:
-            raise errors.Internal(f"the gateway answered {path} with something not JSON")
+            raise errors.Internal(
+                f"the gateway answered {path} with something not JSON") from None
 
     def register(self, user: str, password: str) -> Deferred[dict[str, Any]]:
         """Create an account: ``{user}``; Conflict if taken, BadRequest if invalid."""
@@ -132,7 +136,9 @@ class GatewayClient:
     # ------------------------------------------------------------ part 2: people
 
     def search_users(self, text: str, limit: int = 20) -> Deferred[dict[str, Any]]:
-        """Users whose user or display name contains ``text``: ``{users: [{user, name, avatar}]}``."""
+        """Users whose user or display name contains ``text``.
+
+        The answer is ``{users: [{user, name, avatar}]}``."""
         return self._call("GET", "/v1/users", params={"q": text, "limit": limit})
 
     def profile(self) -> Deferred[dict[str, Any]]:
@@ -140,14 +146,18 @@ class GatewayClient:
         return self._call("GET", "/v1/profile")
 
     def update_profile(self, **fields: Any) -> Deferred[dict[str, Any]]:
-        """Change any of ``name``, ``status``, ``avatar``: the new profile; BadRequest if invalid."""
+        """Change any of ``name``, ``status``, ``avatar``: the new profile.
+
+        BadRequest if invalid."""
         unknown = set(fields) - {"name", "status", "avatar"}
         if unknown:
             raise errors.BadRequest(f"not a profile field: {', '.join(sorted(unknown))}")
         return self._call("PUT", "/v1/profile", body=fields)
 
     def contacts(self) -> Deferred[dict[str, Any]]:
-        """Contacts and pending requests: ``{contacts: [{user, name, status, avatar, online, pending}]}``."""
+        """Contacts and pending requests.
+
+        The answer is ``{contacts: [{user, name, status, avatar, online, pending}]}``."""
         return self._call("GET", "/v1/contacts")
 
     def add_contact(self, user: str) -> Deferred[dict[str, Any]]:
@@ -189,9 +199,10 @@ class GatewayClient:
     # ------------------------------------------------------------ part 2: files
 
     @inlineCallbacks
-    def upload(self, source: BinaryIO, name: str, mime: str = "application/octet-stream",
+    def upload(self, source: BinaryIO | ClosableReader, name: str,
+               mime: str = "application/octet-stream",
                progress: Progress | None = None,
-               cooperator: Any = None):  # type: ignore[no-untyped-def]
+               cooperator: Any = None):
         """Upload the bytes of ``source`` as a file named ``name``, streamed from disk.
 
         ``progress(done, total)`` is called as bytes go out.  Returns the gateway's
@@ -210,10 +221,10 @@ class GatewayClient:
             answer = json.loads(content)
             return answer["file"]
         except (ValueError, KeyError, TypeError):
-            raise errors.Internal("the gateway's upload answer has no file")
+            raise errors.Internal("the gateway's upload answer has no file") from None
 
     @inlineCallbacks
-    def download(self, file_id: str, path: str, progress: Progress | None = None):  # type: ignore[no-untyped-def]
+    def download(self, file_id: str, path: str, progress: Progress | None = None):
         """Fetch file ``file_id`` into ``path``, resuming a partial ``path`` with Range.
 
         ``progress(done, total)`` is called as bytes arrive (``total`` is 0 when unknown).
@@ -224,7 +235,8 @@ class GatewayClient:
         if have:
             headers["Range"] = f"bytes={have}-"
         kwargs: dict[str, Any] = {**self.request_options, "headers": headers, "unbuffered": True}
-        response = yield self._treq.request("GET", self._url("/v1/files/" + quote(file_id, safe="")),
+        response = yield self._treq.request("GET", self._url("/v1/files/" + quote(file_id,
+                                                                                  safe="")),
                                             **kwargs)
         if response.code == 416 and have:
             # The partial file is already whole (or longer than the file): start over once.
@@ -294,7 +306,7 @@ class ProgressBodyProducer:
     the transport's backpressure pauses it; ``cooperator`` is injectable for tests.
     """
 
-    def __init__(self, source: BinaryIO, progress: Progress | None = None,
+    def __init__(self, source: BinaryIO | ClosableReader, progress: Progress | None = None,
                  cooperator: Any = None, read_size: int = 64 * 1024) -> None:
         kwargs: dict[str, Any] = {"readSize": read_size}
         if cooperator is not None:

@@ -43,7 +43,8 @@ import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
+from collections.abc import Callable, Iterable
 
 import msgspec
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -317,8 +318,9 @@ class EventSource:
 # ---------------------------------------------------------------- the wire
 
 
-class ClientConnection(FrameProtocol):
-    """One TCP connection to a node; frames go to and come from its :class:`ClientSession`."""
+class NodeConnection(FrameProtocol):
+    """The client's TCP connection to a node; frames go to and come from its
+    :class:`ClientSession`.  The node's end is :class:`dim.node.connection.ClientConnection`."""
 
     frame_types = F.SERVER_FRAME_TYPES
     max_frame = CLIENT_MAX_FRAME
@@ -364,7 +366,9 @@ def default_endpoint(reactor: Any, host: str, port: int) -> IStreamClientEndpoin
 
 def full_jitter(attempt: int, rng: Callable[[], float], base: float = BACKOFF_BASE,
                 cap: float = BACKOFF_CAP) -> float:
-    """Delay before reconnect attempt ``attempt`` (from 1): uniform in [0, min(cap, base*2^(n-1))]."""
+    """Delay before reconnect attempt ``attempt`` (from 1).
+
+    Uniform in [0, min(cap, base*2^(n-1))]."""
     return rng() * min(cap, base * (2 ** min(attempt - 1, 32)))
 
 
@@ -391,7 +395,8 @@ class ClientSession(EventSource):
     def __init__(self, gateway: RouteSource, reactor: Any, user: str, token: str, *,
                  device: str | None = "dim-chat", last_seq: int | None = None,
                  cache: MessageCache | None = None, rng: Callable[[], float] = random.random,
-                 endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
+                 endpoint_factory: Callable[[Any, str, int],
+                                            IStreamClientEndpoint] = default_endpoint,
                  trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
         super().__init__()
@@ -421,7 +426,7 @@ class ClientSession(EventSource):
         self.node: NodeAddress | None = None
         self.heartbeat: float | None = None
         self.welcome: F.Welcome | None = None
-        self._conn: ClientConnection | None = None
+        self._conn: NodeConnection | None = None
         self._stopping = False
         self._attempt = 0
         self._failed_node: str | None = None
@@ -599,7 +604,7 @@ class ClientSession(EventSource):
         if self._stopping:
             return
         if f.check(errors.Unauthorized):
-            self._expire(f.value.message)
+            self._expire(cast(errors.Unauthorized, f.value).message)
             return
         log.info("route failed: {f}", f=f.getErrorMessage())
         self._schedule_reconnect()
@@ -612,7 +617,7 @@ class ClientSession(EventSource):
         endpoint = self.endpoint_factory(self.reactor, node.host, node.port)
         if node.tls:
             endpoint = tls_endpoint(endpoint, node.host, self.trust_root)
-        factory = Factory.forProtocol(lambda: ClientConnection(self))  # type: ignore[arg-type]
+        factory = Factory.forProtocol(lambda: NodeConnection(self))
         d = endpoint.connect(factory)
         d.addErrback(self._connect_failed, node)
 
@@ -645,7 +650,7 @@ class ClientSession(EventSource):
 
     # ------------------------------------------------------------ connection events
 
-    def _connection_made(self, conn: ClientConnection) -> None:
+    def _connection_made(self, conn: NodeConnection) -> None:
         if self._stopping:
             conn.transport.loseConnection()
             return
@@ -659,11 +664,11 @@ class ClientSession(EventSource):
         self._dead_call = self.reactor.callLater(HELLO_TIMEOUT, self._dead, conn)
         conn.sendFrame(F.Hello(v=F.PROTOCOL_VERSION, token=self.token, device=self.device))
 
-    def _heard(self, conn: ClientConnection) -> None:
+    def _heard(self, conn: NodeConnection) -> None:
         if conn is self._conn and self._dead_call is not None and self.heartbeat:
             self._dead_call.reset(2 * self.heartbeat)
 
-    def _wrote(self, conn: ClientConnection) -> None:
+    def _wrote(self, conn: NodeConnection) -> None:
         if conn is not self._conn or not self.heartbeat:
             return
         if self._ping_call is not None and self._ping_call.active():
@@ -671,19 +676,19 @@ class ClientSession(EventSource):
         else:
             self._ping_call = self.reactor.callLater(self.heartbeat, self._ping, conn)
 
-    def _ping(self, conn: ClientConnection) -> None:
+    def _ping(self, conn: NodeConnection) -> None:
         self._ping_call = None
         if conn is self._conn:
             conn.sendFrame(F.Ping())
 
-    def _dead(self, conn: ClientConnection) -> None:
+    def _dead(self, conn: NodeConnection) -> None:
         self._dead_call = None
         if conn is not self._conn:
             return
         waited = 2 * self.heartbeat if self.heartbeat else HELLO_TIMEOUT
         self._connection_broken(conn, f"nothing heard from the node for {waited:g} s")
 
-    def _connection_broken(self, conn: ClientConnection, reason: str) -> None:
+    def _connection_broken(self, conn: NodeConnection, reason: str) -> None:
         """Give up on a connection that still looks open, and reconnect."""
         if conn is not self._conn:
             return
@@ -691,12 +696,12 @@ class ClientSession(EventSource):
         if conn.transport is not None:
             conn.transport.abortConnection()
 
-    def _connection_lost(self, conn: ClientConnection, reason: Failure | None) -> None:
+    def _connection_lost(self, conn: NodeConnection, reason: Failure | None) -> None:
         if conn is self._conn:
             text = reason.getErrorMessage() if reason is not None else "connection lost"
             self._lost(conn, text)
 
-    def _drop(self, conn: ClientConnection, reason: str) -> None:
+    def _drop(self, conn: NodeConnection, reason: str) -> None:
         """Forget ``conn``: stop its timers, put its unconfirmed sends back in the outbox."""
         if conn is not self._conn:
             return
@@ -713,7 +718,7 @@ class ClientSession(EventSource):
             message.attempts = 0
         self._outbox = waiting + [i for i in self._outbox if i not in waiting]
 
-    def _lost(self, conn: ClientConnection, reason: str) -> None:
+    def _lost(self, conn: NodeConnection, reason: str) -> None:
         node = self.node
         self._drop(conn, reason)
         self.emit(Disconnected(node, reason))
@@ -724,20 +729,20 @@ class ClientSession(EventSource):
 
     # ------------------------------------------------------------ frames
 
-    def _frame_received(self, conn: ClientConnection, frame: F._Frame) -> None:
+    def _frame_received(self, conn: NodeConnection, frame: F._Frame) -> None:
         if conn is not self._conn:
             return
         handler = getattr(self, "_on_" + F.frame_type(frame), None)
         if handler is not None:
             handler(conn, frame)
 
-    def _on_pong(self, conn: ClientConnection, frame: F.Pong) -> None:
+    def _on_pong(self, conn: NodeConnection, frame: F.Pong) -> None:
         # A node that tells the inbox's last seq lets an idle client find a message whose
         # ``msg`` never came (its notification was lost between nodes): sync up to it.
         if frame.last_seq is not None and frame.last_seq > self.last_seq:
             self._request_sync()
 
-    def _on_welcome(self, conn: ClientConnection, frame: F.Welcome) -> None:
+    def _on_welcome(self, conn: NodeConnection, frame: F.Welcome) -> None:
         self.welcome = frame
         self.heartbeat = max(1, frame.heartbeat)
         self.state = CONNECTED
@@ -759,7 +764,7 @@ class ClientSession(EventSource):
         elif self.last_seq:
             self._ack_wanted = True
 
-    def _on_sent(self, conn: ClientConnection, frame: F.Sent) -> None:
+    def _on_sent(self, conn: NodeConnection, frame: F.Sent) -> None:
         message = self.outgoing.get(frame.id)
         if message is not None:
             self._stop_resending(message.id)
@@ -776,7 +781,7 @@ class ClientSession(EventSource):
             message.state = SENT
             self.emit(MessageStatus(message.id, SENT, message))
 
-    def _on_msg(self, conn: ClientConnection, frame: F.Msg) -> None:
+    def _on_msg(self, conn: NodeConnection, frame: F.Msg) -> None:
         if frame.seq <= self.last_seq or frame.seq in self._ahead:
             self._ack_wanted = True  # a retransmission: our ack may have been lost
             return
@@ -799,7 +804,7 @@ class ClientSession(EventSource):
         else:
             self.emit(MessageReceived(entry))
 
-    def _on_delivered(self, conn: ClientConnection, frame: F.Delivered) -> None:
+    def _on_delivered(self, conn: NodeConnection, frame: F.Delivered) -> None:
         if self.cache is not None:
             self.cache.mark_delivered(frame.mid)
             self.cache.add_receipt(frame.mid, frame.by, False)
@@ -817,7 +822,7 @@ class ClientSession(EventSource):
             message.state, message.error = state, None
             self.emit(MessageStatus(message.id, state, message))
 
-    def _on_read(self, conn: ClientConnection, frame: F.ReadNotice) -> None:
+    def _on_read(self, conn: NodeConnection, frame: F.ReadNotice) -> None:
         if frame.seq is not None:
             if frame.by != self.user:
                 return
@@ -843,21 +848,21 @@ class ClientSession(EventSource):
             self._advance(message, READ if message.group is None else DELIVERED)
         self.emit(ReadReceipt(frame.id or "", frame.mid, frame.by))
 
-    def _on_presence(self, conn: ClientConnection, frame: F.Presence) -> None:
+    def _on_presence(self, conn: NodeConnection, frame: F.Presence) -> None:
         self.emit(PresenceChanged(frame.user, frame.online))
 
-    def _on_typing(self, conn: ClientConnection, frame: F.TypingNotice) -> None:
+    def _on_typing(self, conn: NodeConnection, frame: F.TypingNotice) -> None:
         if frame.from_ == self.user:
             return
         self.emit(PeerTyping(frame.from_, conversation_of(self.user, frame.from_, frame.to,
                                                           frame.group)))
 
-    def _on_notify(self, conn: ClientConnection, frame: F.Notify) -> None:
+    def _on_notify(self, conn: NodeConnection, frame: F.Notify) -> None:
         fields = {k: v for k, v in (("from", frame.from_), ("user", frame.user),
                                     ("group", frame.group)) if v is not None}
         self.emit(Notified(frame.event, fields))
 
-    def _on_synced(self, conn: ClientConnection, frame: F.Synced) -> None:
+    def _on_synced(self, conn: NodeConnection, frame: F.Synced) -> None:
         self._cancel(self._sync_call)
         self._sync_call = None
         self._syncing = False
@@ -868,7 +873,7 @@ class ClientSession(EventSource):
         else:
             self.emit(SyncFinished(self.last_seq))
 
-    def _on_error(self, conn: ClientConnection, frame: F.Error) -> None:
+    def _on_error(self, conn: NodeConnection, frame: F.Error) -> None:
         self.emit(ServerError(frame.code, frame.message, frame.ref))
         if frame.ref is None and self._syncing and frame.code != errors.Unauthorized.code:
             # An error without a ref answers a frame that had no id: while a sync is out,
@@ -901,7 +906,7 @@ class ClientSession(EventSource):
         self._send_timers[message.id] = self.reactor.callLater(
             at - now, self._send_timeout, message.id)
 
-    def _on_goaway(self, conn: ClientConnection, frame: F.Goaway) -> None:
+    def _on_goaway(self, conn: NodeConnection, frame: F.Goaway) -> None:
         self._connection_broken(conn, f"node going away: {frame.reason}")
 
     # ------------------------------------------------------------ seq bookkeeping
@@ -941,7 +946,7 @@ class ClientSession(EventSource):
             self._sync_call = None
             self._request_sync()
 
-    def _batch_done(self, conn: ClientConnection) -> None:
+    def _batch_done(self, conn: NodeConnection) -> None:
         """After a batch of received frames: persist the seq and ack it (coalesced)."""
         if conn is not self._conn:
             return
@@ -957,11 +962,11 @@ class ClientSession(EventSource):
         else:
             self._ack_call = self.reactor.callLater(wait, self._ack_due, conn)
 
-    def _ack_due(self, conn: ClientConnection) -> None:
+    def _ack_due(self, conn: NodeConnection) -> None:
         self._ack_call = None
         self._flush_ack(conn)
 
-    def _flush_ack(self, conn: ClientConnection) -> None:
+    def _flush_ack(self, conn: NodeConnection) -> None:
         if conn is not self._conn or not self.connected or self.last_seq == 0:
             return
         if self.last_seq > self._acked or self._ack_wanted:
@@ -1041,7 +1046,8 @@ class ChatClient(EventSource):
                  config: ClientConfig | None = None,
                  cache_factory: Callable[[str, str], MessageCache] | None = MessageCache.open_for,
                  device: str = "dim-chat", rng: Callable[[], float] = random.random,
-                 endpoint_factory: Callable[[Any, str, int], IStreamClientEndpoint] = default_endpoint,
+                 endpoint_factory: Callable[[Any, str, int],
+                                            IStreamClientEndpoint] = default_endpoint,
                  read_claim: str = READ_SEEN,
                  trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
@@ -1338,7 +1344,8 @@ class ChatClient(EventSource):
                 self.roster.drop_contact(user)
         return self.gateway.remove_contact(user).addCallback(done)
 
-    def update_profile(self, name: str | None = None, status: str | None = None) -> Deferred[dict[str, Any]]:
+    def update_profile(self, name: str | None = None,
+                       status: str | None = None) -> Deferred[dict[str, Any]]:
         """Change the display name and/or status: the new profile."""
         fields = {k: v for k, v in (("name", name), ("status", status)) if v is not None}
 
@@ -1390,7 +1397,8 @@ class ChatClient(EventSource):
 
     def add_member(self, group_id: str, user: str) -> Deferred[dict[str, Any]]:
         """Add ``user`` to a group (owner only)."""
-        return self.gateway.add_members(group_id.lstrip("#"), [user]).addCallback(self._group_answer)
+        return self.gateway.add_members(group_id.lstrip("#"),
+                                        [user]).addCallback(self._group_answer)
 
     def remove_member(self, group_id: str, user: str) -> Deferred[None]:
         """Remove ``user`` from a group (owner only, or oneself)."""

@@ -89,15 +89,15 @@ class ClosableReader:
         """Up to ``size`` bytes, or nothing once closed."""
         if self.closed:
             return b""
-        return self._source.read(size)  # type: ignore[no-any-return]
+        return self._source.read(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         """Move in the file (the producer measures its length this way)."""
-        return 0 if self.closed else self._source.seek(offset, whence)  # type: ignore[no-any-return]
+        return 0 if self.closed else self._source.seek(offset, whence)
 
     def tell(self) -> int:
         """Where the next read starts."""
-        return 0 if self.closed else self._source.tell()  # type: ignore[no-any-return]
+        return 0 if self.closed else self._source.tell()
 
     def close(self) -> None:
         """Close the file; later reads give nothing."""

@@ -1,1 +1,1 @@
-"""Cluster plumbing: node registry (ZooKeeper), forwarding (Kafka), sessions, and the thread bridge."""
+"""Cluster plumbing: node registry (ZooKeeper), forwarding (Kafka), sessions, thread bridge."""

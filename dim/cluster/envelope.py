@@ -13,7 +13,7 @@ recipients' sessions; the node's fan-out and the gateway's pusher both use it.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import msgspec
 

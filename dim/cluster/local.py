@@ -8,7 +8,8 @@ implementations work unchanged.  The embedded ``dim`` and the unit tests use the
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import msgspec
 from twisted.internet.defer import Deferred, succeed

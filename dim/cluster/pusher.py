@@ -40,8 +40,7 @@ class ForwardingPusher:
         sends = [maybeDeferred(self.forwarder.forward, node, E.encode(envelope))
                  for node, envelope in E.by_node(located, [(items, None)]).items()]
         done = DeferredList(sends, consumeErrors=True)
-        done.addCallback(self._report)
-        return done
+        return done.addCallback(self._report)
 
     @staticmethod
     def _report(results: list[tuple[bool, Any]]) -> None:

@@ -191,7 +191,7 @@ SCRIPTS = {"batch": BATCH, "refresh": REFRESH, "drop_node": DROP_NODE}
 class _Entry:
     """A cached answer of locate for one user: as of session version ``version``."""
 
-    __slots__ = ("refs", "version", "expires")
+    __slots__ = ("expires", "refs", "version")
 
     def __init__(self, refs: list[SessionRef], version: int, expires: float) -> None:
         self.refs = refs
@@ -223,8 +223,8 @@ class RedisSessionRegistry:
     #: The most users kept in the cache (it is emptied when full).
     max_cached = 100_000
 
-    def __init__(self, redis: Any, prefix: str = "dim:", ttl: float = 30.0,
-                 clock: IReactorTime | None = None, cache_ttl: float = 5.0) -> None:
+    def __init__(self, redis: Any, prefix: str = "dim:", ttl: float = 30.0, *,
+                 clock: IReactorTime, cache_ttl: float = 5.0) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl * 1000))
@@ -249,28 +249,35 @@ class RedisSessionRegistry:
     @classmethod
     def connect(cls, url: str = "redis://127.0.0.1:6379", prefix: str = "dim:",
                 ttl: float = 30.0, timeout: float = 2.0, poolsize: int = 4,
-                cache: bool = True) -> defer.Deferred[RedisSessionRegistry]:
+                cache: bool = True, clock: Any = None) -> defer.Deferred[RedisSessionRegistry]:
         """Connect to ``url``, load the scripts and (``cache``) subscribe to session changes;
-        fails with Unavailable if Redis does not answer within ``timeout`` seconds."""
+        fails with Unavailable if Redis does not answer within ``timeout`` seconds.
+
+        ``clock`` is the reactor (time and TCP).  It is optional only until
+        dim/gateway/tap.py, which is being reworked, passes its own; then it becomes required
+        like every other clock under dim/.
+        """
         from dim.store.redis import (check_credentials, check_reachable, open_redis,
                                      open_redis_subscriber)
 
-        async def run() -> RedisSessionRegistry:
+        reactor: Any = clock
+        if reactor is None:
             from twisted.internet import reactor
 
+        async def run() -> RedisSessionRegistry:
             await check_credentials(url, timeout)
             redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
             try:
-                await check_reachable(redis, url, timeout, reactor)  # type: ignore[arg-type]
-                registry = cls(redis, prefix, ttl, clock=reactor)  # type: ignore[arg-type]
+                await check_reachable(redis, url, timeout, reactor)
+                registry = cls(redis, prefix, ttl, clock=reactor)
                 await registry.load_scripts()
                 if cache:
                     registry._subscription = open_redis_subscriber(
                         url, registry.channel, registry._subscribed, registry._changed,
-                        registry._unsubscribed, connect_timeout=timeout)
+                        registry._unsubscribed, connect_timeout=timeout, reactor=reactor)
                     try:
                         await registry.subscribed().addTimeout(
-                            timeout, reactor)  # type: ignore[arg-type]
+                            timeout, reactor)
                     except defer.TimeoutError:
                         pass  # the cache starts once the subscription is up
             except BaseException:
@@ -349,11 +356,7 @@ class RedisSessionRegistry:
             self._cache.pop(user, None)
 
     def _now(self) -> float:
-        clock: Any = self._clock
-        if clock is None:
-            from twisted.internet import reactor
-            clock = self._clock = reactor  # type: ignore[assignment]
-        return float(clock.seconds())
+        return float(self._clock.seconds())
 
     # -- ISessionRegistry ------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ Nothing else in DIM calls a blocking client method on the reactor thread.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -17,16 +18,12 @@ from twisted.python.threadpool import ThreadPool
 class ThreadBridge:
     """A named pool of threads for blocking calls, with the hop back to the reactor.
 
-    ``reactor`` must provide ``IReactorThreads`` (``callFromThread``); the global reactor is
-    used when none is given.  :meth:`start` is idempotent, :meth:`stop` waits for running
-    calls to finish (it blocks, so call it while no call is stuck forever).
+    ``reactor`` must provide ``IReactorThreads`` (``callFromThread``).  :meth:`start` is
+    idempotent, :meth:`stop` waits for running calls to finish (it blocks, so call it while
+    no call is stuck forever).
     """
 
-    def __init__(self, name: str, max_threads: int = 4, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+    def __init__(self, name: str, max_threads: int = 4, *, reactor: Any) -> None:
         self.name = name
         self.reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=max_threads, name=name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -28,11 +28,10 @@ from twisted.web.static import NoRangeStaticProducer, SingleRangeStaticProducer
 
 from dim.errors import BadRequest, Forbidden, NotFound, Unavailable
 from dim.files import FILE_ID, FileStorage, Upload, choose_mime, image_problem
+from dim.gateway.context import RouteContext
 from dim.gateway.fields import has_control, query_text
 from dim.store.interface import FileRecord
 
-if TYPE_CHECKING:
-    from dim.gateway.app import Gateway
 
 MAX_FILE_NAME = 255
 #: Bytes read at a time when copying a buffered body to storage.
@@ -50,14 +49,14 @@ def content_disposition(name: str) -> bytes:
     return ("attachment; filename*=UTF-8''" + urllib.parse.quote(name, safe="")).encode("ascii")
 
 
-def storage(gw: Gateway) -> FileStorage:
+def storage(gw: RouteContext) -> FileStorage:
     """The gateway's file storage; Unavailable when it has none."""
     if gw.files is None:
         raise Unavailable("this gateway keeps no files")
     return gw.files
 
 
-def finished_upload(gw: Gateway, request: IRequest) -> Upload | None:
+def finished_upload(gw: RouteContext, request: IRequest) -> Upload | None:
     """The request's body in storage: the upload a streaming request made (None if it was
     dropped, or discarded when the client went away), or a copy of the body twisted.web
     buffered (TooLarge past the limit)."""
@@ -73,7 +72,7 @@ def finished_upload(gw: Gateway, request: IRequest) -> Upload | None:
     return upload
 
 
-async def upload(gw: Gateway, request: IRequest) -> bytes:
+async def upload(gw: RouteContext, request: IRequest) -> bytes:
     """Store the body as a file named ``name``: 201 ``{file: {id, name, size, mime, sha256}}``;
     400 empty or without a name; 413 over the size limit.
 
@@ -117,7 +116,7 @@ async def upload(gw: Gateway, request: IRequest) -> bytes:
             request.upload.discard()  # type: ignore[attr-defined]
 
 
-async def download(gw: Gateway, request: IRequest, file_id: str) -> Any:
+async def download(gw: RouteContext, request: IRequest, file_id: str) -> Any:
     """A file's bytes: 200 with Content-Type, Content-Length and Content-Disposition, or 206
     for a satisfiable Range (416 otherwise); 403 unless the caller may read it; 404."""
     me = await gw.authenticated_user(request)

@@ -10,17 +10,16 @@ an upload's, not a malformed request).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.web.iweb import IRequest
 
 from dim.errors import BadRequest, Forbidden, NotFound, TooLarge
+from dim.gateway.context import RouteContext
 from dim.gateway.fields import text_field, user_list
 from dim.gateway.people import notify_frame
 from dim.store.interface import Group
 
-if TYPE_CHECKING:
-    from dim.gateway.app import Gateway
 
 MAX_GROUP_NAME = 64
 #: The longest group id the gateway looks up.
@@ -33,13 +32,13 @@ def group_dict(group: Group) -> dict[str, Any]:
             "members": list(group.members)}
 
 
-def notify_changed(gw: Gateway, group_id: str, *member_lists: list[str]) -> None:
+def notify_changed(gw: RouteContext, group_id: str, *member_lists: list[str]) -> None:
     """Notify ``group_changed`` to every user of the given member lists, once each."""
     users = dict.fromkeys(u for members in member_lists for u in members)
     gw.notify({u: [notify_frame("group_changed", group=group_id)] for u in users})
 
 
-async def member_group(gw: Gateway, group_id: str, me: str) -> Group:
+async def member_group(gw: RouteContext, group_id: str, me: str) -> Group:
     """The group, when ``me`` is a member: NotFound if there is none, Forbidden otherwise."""
     group = await gw.store.get_group(group_id) if len(group_id) <= MAX_GROUP_ID else None
     if group is None:
@@ -49,7 +48,7 @@ async def member_group(gw: Gateway, group_id: str, me: str) -> Group:
     return group
 
 
-async def create(gw: Gateway, request: IRequest) -> bytes:
+async def create(gw: RouteContext, request: IRequest) -> bytes:
     """Make a group owned by the caller: 201 ``{group}``; 400 invalid; 404 unknown member;
     413 over the member limit."""
     me = await gw.authenticated_user(request)
@@ -63,19 +62,19 @@ async def create(gw: Gateway, request: IRequest) -> bytes:
     return gw.respond(request, {"group": group_dict(group)}, 201)
 
 
-async def list_groups(gw: Gateway, request: IRequest) -> bytes:
+async def list_groups(gw: RouteContext, request: IRequest) -> bytes:
     """The caller's groups: 200 ``{groups: [{id, name, owner, members}]}``."""
     me = await gw.authenticated_user(request)
     return gw.respond(request, {"groups": [group_dict(g) for g in await gw.store.groups_of(me)]})
 
 
-async def show(gw: Gateway, request: IRequest, group_id: str) -> bytes:
+async def show(gw: RouteContext, request: IRequest, group_id: str) -> bytes:
     """One group: 200 ``{group}``; 403 not a member; 404."""
     me = await gw.authenticated_user(request)
     return gw.respond(request, {"group": group_dict(await member_group(gw, group_id, me))})
 
 
-async def rename(gw: Gateway, request: IRequest, group_id: str) -> bytes:
+async def rename(gw: RouteContext, request: IRequest, group_id: str) -> bytes:
     """Rename a group: 200 ``{group}``; 403 unless the owner; 404; 400 invalid name."""
     me = await gw.authenticated_user(request)
     group = await member_group(gw, group_id, me)
@@ -87,7 +86,7 @@ async def rename(gw: Gateway, request: IRequest, group_id: str) -> bytes:
     return gw.respond(request, {"group": group_dict(group)})
 
 
-async def add_members(gw: Gateway, request: IRequest, group_id: str) -> bytes:
+async def add_members(gw: RouteContext, request: IRequest, group_id: str) -> bytes:
     """Add ``users`` (a non-empty list): 200 ``{group}``; 403 unless the owner; 404 unknown
     group or user; 413 over the member limit."""
     me = await gw.authenticated_user(request)
@@ -103,7 +102,7 @@ async def add_members(gw: Gateway, request: IRequest, group_id: str) -> bytes:
     return gw.respond(request, {"group": group_dict(group)})
 
 
-async def remove_member(gw: Gateway, request: IRequest, group_id: str, name: str) -> bytes:
+async def remove_member(gw: RouteContext, request: IRequest, group_id: str, name: str) -> bytes:
     """Remove a member: the owner removes anyone, a member removes itself: 200 ``{group}``
     (null when the group was deleted because nobody remained); 403 otherwise; 404 unknown
     group or not a member.  An owner leaving hands the group to the longest-standing member.

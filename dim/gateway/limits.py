@@ -137,7 +137,7 @@ def rate_limited(message: str, retry_after: float) -> RateLimited:
     """A RateLimited error carrying ``retry_after`` (whole seconds, at least 1), which the
     gateway sends as ``Retry-After``."""
     error = RateLimited(message)
-    error.retry_after = max(1, math.ceil(retry_after))  # type: ignore[attr-defined]
+    error.retry_after = max(1, math.ceil(retry_after))
     return error
 
 
@@ -181,7 +181,7 @@ def client_address(request: IRequest, trusted_proxies: frozenset[str]) -> str:
 
 
 class _Failures:
-    __slots__ = ("count", "last", "checking")
+    __slots__ = ("checking", "count", "last")
 
     def __init__(self) -> None:
         self.count = 0

@@ -9,18 +9,17 @@ user asked; ``contact_added`` (``user``: the other one) to both when a request b
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.web.iweb import IRequest
 
 from dim import files
 from dim.errors import BadRequest, NotFound
+from dim.gateway.context import RouteContext
 from dim.gateway.fields import USER_NAME, has_control, query_int, query_text, text_field
 from dim.protocol import frames as F
 from dim.store.interface import Contact, Profile
 
-if TYPE_CHECKING:
-    from dim.gateway.app import Gateway
 
 DEFAULT_SEARCH_LIMIT = 20
 MAX_SEARCH_LIMIT = 50
@@ -40,7 +39,7 @@ def notify_frame(event: str, **fields: Any) -> F.Notify:
     return F.Notify(event=event, **fields)
 
 
-async def known_profile(gw: Gateway, name: str) -> Profile:
+async def known_profile(gw: RouteContext, name: str) -> Profile:
     """The profile of an existing user; NotFound otherwise."""
     profile = await gw.store.get_profile(name) if USER_NAME.fullmatch(name) else None
     if profile is None:
@@ -48,7 +47,7 @@ async def known_profile(gw: Gateway, name: str) -> Profile:
     return profile
 
 
-async def contact_dict(gw: Gateway, contact: Contact) -> dict[str, Any]:
+async def contact_dict(gw: RouteContext, contact: Contact) -> dict[str, Any]:
     """A contact list entry: ``{user, name, status, avatar, online, pending}``."""
     profile = await gw.store.get_profile(contact.user)
     if profile is None:
@@ -57,7 +56,7 @@ async def contact_dict(gw: Gateway, contact: Contact) -> dict[str, Any]:
     return {**profile_dict(profile), "online": bool(online), "pending": contact.pending}
 
 
-async def search(gw: Gateway, request: IRequest) -> bytes:
+async def search(gw: RouteContext, request: IRequest) -> bytes:
     """Users whose user or display name contains ``q`` (spaces around it ignored): 200
     ``{users: [{user, name, avatar}]}``; 400 without ``q`` (or one over 64 characters);
     ``limit`` 20 by default, at most 50."""
@@ -77,7 +76,7 @@ async def search(gw: Gateway, request: IRequest) -> bytes:
         {"user": p.user, "name": p.name, "avatar": p.avatar} for p in found]})
 
 
-async def user(gw: Gateway, request: IRequest, name: str) -> bytes:
+async def user(gw: RouteContext, request: IRequest, name: str) -> bytes:
     """One user: 200 ``{user, online, name, status, avatar}``; 404."""
     await gw.authenticated_user(request)
     profile = await known_profile(gw, name)
@@ -85,13 +84,13 @@ async def user(gw: Gateway, request: IRequest, name: str) -> bytes:
     return gw.respond(request, {**profile_dict(profile), "online": bool(online)})
 
 
-async def get_profile(gw: Gateway, request: IRequest) -> bytes:
+async def get_profile(gw: RouteContext, request: IRequest) -> bytes:
     """The caller's profile: 200 ``{user, name, status, avatar}``."""
     me = await gw.authenticated_user(request)
     return gw.respond(request, profile_dict(await known_profile(gw, me)))
 
 
-async def put_profile(gw: Gateway, request: IRequest) -> bytes:
+async def put_profile(gw: RouteContext, request: IRequest) -> bytes:
     """Change any of ``name`` (1-64 characters), ``status`` (0-140) and ``avatar`` (the id of
     an image the caller uploaded, recognised as one by its content, or null): 200 the new
     profile; 400 when none of them is given or one is invalid.  Other fields are ignored."""
@@ -111,7 +110,7 @@ async def put_profile(gw: Gateway, request: IRequest) -> bytes:
     return gw.respond(request, profile_dict(profile))
 
 
-async def avatar_field(gw: Gateway, me: str, value: Any) -> str | None:
+async def avatar_field(gw: RouteContext, me: str, value: Any) -> str | None:
     """An avatar: None, or the id of an image file ``me`` uploaded; BadRequest otherwise."""
     if value is None:
         return None
@@ -126,7 +125,7 @@ async def avatar_field(gw: Gateway, me: str, value: Any) -> str | None:
     return value
 
 
-async def list_contacts(gw: Gateway, request: IRequest) -> bytes:
+async def list_contacts(gw: RouteContext, request: IRequest) -> bytes:
     """The caller's contacts and pending requests: 200 ``{contacts: [{user, name, status,
     avatar, online, pending}]}``."""
     me = await gw.authenticated_user(request)
@@ -134,7 +133,7 @@ async def list_contacts(gw: Gateway, request: IRequest) -> bytes:
     return gw.respond(request, {"contacts": [await contact_dict(gw, c) for c in entries]})
 
 
-async def add_contact(gw: Gateway, request: IRequest) -> bytes:
+async def add_contact(gw: RouteContext, request: IRequest) -> bytes:
     """Ask for ``user`` or accept its request: 200 ``{contact}``; 404 unknown; 400 yourself.
 
     A new request notifies ``contact_request`` to the user asked; a request becoming mutual
@@ -157,7 +156,7 @@ async def add_contact(gw: Gateway, request: IRequest) -> bytes:
     return gw.respond(request, {"contact": await contact_dict(gw, contact)})
 
 
-async def remove_contact(gw: Gateway, request: IRequest, name: str) -> bytes:
+async def remove_contact(gw: RouteContext, request: IRequest, name: str) -> bytes:
     """Remove a contact or a pending request, either way: 200 ``{}``; 404 if there is none.
     The other side is notified ``contact_removed``."""
     me = await gw.authenticated_user(request)

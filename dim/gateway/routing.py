@@ -9,7 +9,8 @@ import bisect
 import hashlib
 import itertools
 import random
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from dim.cluster.interface import NodeInfo
 

@@ -35,8 +35,10 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request, Site
@@ -140,7 +142,9 @@ class StreamingRequest(Request):
         if self.refused:
             return
         if self._continue and not self._received:
-            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # The channel has its transport while one of its requests reads a body.
+            self.channel.transport.write(  # type: ignore[union-attr]
+                b"HTTP/1.1 100 Continue\r\n\r\n")
         self._pause(False)
         if self._received_args is not None:
             self.requestReceived(*self._received_args)
@@ -203,7 +207,7 @@ class StreamingRequest(Request):
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode("ascii")
         self.channel.persistent = False
-        self.channel.transport.write(head + body)
+        self.channel.transport.write(head + body)  # type: ignore[union-attr]
         if waiting:
             # The client sends no body before a 100 Continue: nothing to drain.
             self._close()
@@ -306,7 +310,7 @@ class DeadlineChannel(HTTPChannel):
         self._stop_deadline()
         super().allContentReceived()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """The connection is gone: its deadline with it."""
         self._stop_deadline()
         super().connectionLost(reason)
@@ -378,11 +382,11 @@ class GatewayHTTPFactory(WrappingFactory):
         """A wrapped channel, or None (the connection is closed) over the cap."""
         host = str(getattr(addr, "host", "") or "")
         cap = self.limits.max_connections_per_address
-        if cap and host and host not in self.limits.trusted_proxies:
-            if self.open.get(host, 0) >= cap:
-                _log.info("refusing a connection from {host}: {cap} already open",
-                          host=host, cap=cap)
-                return None
+        if (cap and host and host not in self.limits.trusted_proxies
+                and self.open.get(host, 0) >= cap):
+            _log.info("refusing a connection from {host}: {cap} already open",
+                      host=host, cap=cap)
+            return None
         wrapper = super().buildProtocol(addr)
         if wrapper is not None:
             wrapper.dim_host = host  # type: ignore[attr-defined]

@@ -9,7 +9,8 @@ wire.  The handler also hears ``connection_made(conn)`` and ``connection_lost(co
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterable, Protocol as TypingProtocol
+from typing import Any, Protocol as TypingProtocol, cast
+from collections.abc import Iterable
 
 import msgspec
 from twisted.internet.defer import Deferred
@@ -46,7 +47,8 @@ def unsent_bytes(transport: Any) -> int:
     for TLS the wrapped TCP transport's (the encrypted bytes).  0 for transports without
     them (test doubles).
     """
-    for t in (transport, getattr(transport, "transport", None)):
+    layers: tuple[Any, ...] = (transport, getattr(transport, "transport", None))
+    for t in layers:
         buffer = getattr(t, "dataBuffer", None)
         if buffer is not None:
             return len(buffer) - t.offset + t._tempDataLen
@@ -270,7 +272,7 @@ class ClientConnection(FrameProtocol):
 
     def _failed(self, failure: Failure, frame: F._Frame) -> None:
         if failure.check(errors.DimError):
-            error: errors.DimError = failure.value
+            error = cast(errors.DimError, failure.value)
         else:
             _log.failure("handling a {type} frame failed", failure, type=F.frame_type(frame))
             error = errors.Internal("the node failed to handle this frame; it may be retried")

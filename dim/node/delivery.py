@@ -17,7 +17,8 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from functools import partial
-from typing import Any, Callable
+from typing import Any, cast
+from collections.abc import Callable
 
 import msgspec
 from twisted.internet.defer import (Deferred, DeferredList, FirstError, gatherResults,
@@ -58,8 +59,22 @@ class Session:
     Until ``welcome`` is sent, pushes are held back and written after it.
     """
 
-    __slots__ = ("conn", "user", "id", "ready", "_held", "_pending", "_timer", "_acked",
-                 "_clock", "_after", "sends", "checking", "draining", "read_seq")
+    __slots__ = (
+        "_acked",
+        "_after",
+        "_clock",
+        "_held",
+        "_pending",
+        "_timer",
+        "checking",
+        "conn",
+        "draining",
+        "id",
+        "read_seq",
+        "ready",
+        "sends",
+        "user",
+    )
 
     def __init__(self, conn: ClientConnection, user: str, session_id: str,
                  clock: IReactorTime, retransmit_after: float) -> None:
@@ -200,7 +215,7 @@ class NodeCore:
         self.limiter = limiter if limiter is not None else UserLimiter()
         #: Writes frames to sessions here and elsewhere; ``local`` is its map of this node's
         #: sessions.
-        self.fanout = Fanout(node_id, sessions, clock, forwarder)
+        self.fanout: Fanout[Session] = Fanout(node_id, sessions, clock, forwarder)
         #: Gathers each reactor turn's sends, acks and reads into one store call.
         self.batch = StoreBatcher(lambda ops: self.store.apply(ops), clock)
         #: Every open connection, authenticated or not.
@@ -283,8 +298,7 @@ class NodeCore:
             conn.close()
             return succeed(None)
         d = maybeDeferred(self.authenticate, frame.token)
-        d.addCallback(self._authenticated, conn)
-        return d
+        return d.addCallback(self._authenticated, conn)
 
     def _authenticated(self, user: str, conn: ClientConnection) -> Deferred[None] | None:
         if not conn.is_open:
@@ -336,7 +350,7 @@ class NodeCore:
         conn.request_began()
         if frame.group is None and frame.file is None and not session.sends:
             to = frame.to
-            self._store(session, frame, [] if to == session.user else [to], None, None)
+            self._store(session, frame, [] if to == session.user else [cast(str, to)], None, None)
             return
         if session.sends is None:
             session.sends = deque()
@@ -355,7 +369,7 @@ class NodeCore:
                 if frame.group is None and frame.file is None:
                     sends.popleft()
                     to = frame.to
-                    self._store(session, frame, [] if to == session.user else [to], None,
+                    self._store(session, frame, [] if to == session.user else [cast(str, to)], None,
                                 None)
                     continue
                 session.checking = True
@@ -396,8 +410,7 @@ class NodeCore:
                 file = _checked_file(found.pop(0), frame.file, user, frame.id)
             return recipients, frame.group, file
 
-        d.addCallback(check)
-        return d
+        return d.addCallback(check)
 
     def _store(self, session: Session, frame: F.Send, recipients: list[str],
                group: str | None, file: dict[str, Any] | None) -> None:
@@ -677,7 +690,7 @@ def _gather(lookups: list[Deferred[Any]]) -> Deferred[list[Any]]:
 
     def unwrap(failure: Failure) -> Failure:
         if failure.check(FirstError):
-            return failure.value.subFailure
+            return cast(FirstError, failure.value).subFailure
         return failure
 
     d.addErrback(unwrap)
@@ -713,5 +726,8 @@ def _checked_file(record: FileRecord | None, file: F.FileRef, user: str,
 def _chain(d: Deferred[None]) -> Deferred[None]:
     """A new Deferred that fires when ``d`` does, so callers cannot disturb ``d``."""
     out: Deferred[None] = Deferred()
-    d.addBoth(lambda r: (out.callback(None), r)[1])
+    def fire(result: Any) -> Any:
+        out.callback(None)
+        return result
+    d.addBoth(fire)
     return out

@@ -11,7 +11,8 @@ Envelopes from other nodes come back in through :meth:`Fanout.receive`.  It is t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -26,14 +27,23 @@ from dim.node import metrics
 from dim.protocol import codec
 from dim.protocol import frames as F
 
-if TYPE_CHECKING:
-    from dim.node.delivery import Session
-
 _log = Logger()
 
 # An item to push: the encoded frame (with its length prefix), its type, and its seq when
 # it is a msg to track for retransmission.
 Push = tuple[bytes, str, "int | None"]
+
+
+class LocalSession(Protocol):
+    """What fan-out needs of a session on this node (:class:`dim.node.delivery.Session`)."""
+
+    id: str
+
+    def push(self, data: bytes, frame_type: str, seq: int | None) -> None:
+        """Write one encoded frame to the session's connection."""
+
+
+SessionT = TypeVar("SessionT", bound=LocalSession)
 
 
 def encoded(frame: F._Frame) -> Push:
@@ -43,7 +53,7 @@ def encoded(frame: F._Frame) -> Push:
 
 
 @implementer(IPusher)
-class Fanout:
+class Fanout(Generic[SessionT]):
     """Delivers frames to the sessions of users wherever they are.
 
     ``local`` maps user -> {session id: Session} for this node; the node's connection code
@@ -57,7 +67,7 @@ class Fanout:
         self.clock = clock
         self.forwarder = forwarder
         #: user -> {session id: Session} for the sessions on this node.
-        self.local: dict[str, dict[str, Session]] = {}
+        self.local: dict[str, dict[str, SessionT]] = {}
         #: Registry look-ups made for deliveries (for tests and metrics).
         self.locates = 0
         # A registry in this process answers at once: ask it without a Deferred.
@@ -174,7 +184,8 @@ class Fanout:
                                skip)
 
 
-def push_local(sessions: dict[str, Session], items: list[Push], skip: str | None) -> None:
+def push_local(sessions: Mapping[str, LocalSession], items: list[Push],
+               skip: str | None) -> None:
     """Write the items to every session of one user on this node but ``skip``."""
     for session in list(sessions.values()):
         if session.id == skip:

@@ -7,7 +7,8 @@ checks every connection's timestamps on each sweep.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall

@@ -8,7 +8,7 @@ much as encoding the frame.  Whatever serves ``/metrics`` for the process expose
 from __future__ import annotations
 
 from collections import Counter as _Tally
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric

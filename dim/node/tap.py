@@ -42,7 +42,8 @@ class Options(FrameLimitOptions, ServiceCredentialOptions, usage.Options):
         ["listen", None, "tcp:9001:interface=127.0.0.1", "Endpoint of the client port."],
         ["advertise", None, None, "HOST:PORT clients should connect to (default: the bound one)."],
         ["redis", None, None, "Redis URL (default: $DIM_REDIS, else redis://127.0.0.1:6379)."],
-        ["kafka", None, None, "Kafka bootstrap servers (default: $DIM_KAFKA, else 127.0.0.1:9092)."],
+        ["kafka", None, None,
+         "Kafka bootstrap servers (default: $DIM_KAFKA, else 127.0.0.1:9092)."],
         ["zookeeper", None, None,
          "ZooKeeper hosts (default: $DIM_ZOOKEEPER, else 127.0.0.1:2181)."],
         ["cluster", None, "dim",
@@ -151,7 +152,8 @@ class ClusterNode(ClusterProcess):
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
         self.sessions = await RedisSessionRegistry.connect(
-            o["redis"], self.names["redis_prefix"], ttl=o["session-ttl"], timeout=timeout)
+            o["redis"], self.names["redis_prefix"], ttl=o["session-ttl"], timeout=timeout,
+            clock=self.reactor)
         _log.info("node {node}: Redis answers (durability: {d}); sessions live {ttl:g} s "
                   "without a heartbeat", node=me, d=self.store.durability, ttl=o["session-ttl"])
         dropped = await self.sessions.drop_node(me)

@@ -37,8 +37,16 @@ class Verdict(enum.Enum):
 class Throttle:
     """A token bucket with a flood report, driven by the caller's clock readings."""
 
-    __slots__ = ("rate", "burst", "flood_drops", "flood_window", "_tokens", "_at", "_drops",
-                 "_reported")
+    __slots__ = (
+        "_at",
+        "_drops",
+        "_reported",
+        "_tokens",
+        "burst",
+        "flood_drops",
+        "flood_window",
+        "rate",
+    )
 
     def __init__(self, rate: float = 1.0, burst: int = 3, flood_drops: int = 20,
                  flood_window: float = 10.0) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import re
 import struct
-from typing import Any, Iterable, Union
+from typing import Any, Union
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -65,7 +66,8 @@ def _check_send(frame: F.Send) -> None:
             raise errors.BadRequest(f"a {frame.kind} message needs a 'file'", ref=frame.id)
         if frame.body is None:
             frame.body = ""
-    if len(frame.body) > F.MAX_BODY_BYTES // 4 and len(frame.body.encode("utf-8")) > F.MAX_BODY_BYTES:
+    if (len(frame.body) > F.MAX_BODY_BYTES // 4
+            and len(frame.body.encode("utf-8")) > F.MAX_BODY_BYTES):
         raise errors.TooLarge(f"body is over {F.MAX_BODY_BYTES} bytes of UTF-8", ref=frame.id)
 
 
@@ -84,8 +86,9 @@ def _clamp_sync(frame: F.Sync) -> None:
         frame.limit = F.MAX_SYNC_LIMIT
 
 
-_CHECKS = {F.Send: _check_send, F.Typing: _check_target, F.Hello: _check_hello,
-           F.Sync: _clamp_sync}
+_CHECKS: dict[type[Any], Callable[[Any], Any]] = {
+    F.Send: _check_send, F.Typing: _check_target, F.Hello: _check_hello,
+    F.Sync: _clamp_sync}
 
 
 # The characters that open or close a JSON container or a string, or escape in a string.
@@ -137,8 +140,8 @@ def _decoder_for(frame_types: tuple[type[F._Frame], ...]) -> tuple[
     key = tuple(frame_types)
     found = _DECODERS.get(key)
     if found is None:
-        found = (msgspec.json.Decoder(Union[key]),  # type: ignore[valid-type]
-                 frozenset(cls.__struct_config__.tag for cls in key))
+        found = (msgspec.json.Decoder(Union[key]),
+                 frozenset(str(cls.__struct_config__.tag) for cls in key))
         _DECODERS[key] = found
     return found
 
@@ -146,7 +149,7 @@ def _decoder_for(frame_types: tuple[type[F._Frame], ...]) -> tuple[
 class FrameDecoder:
     """Turns a byte stream into frames of one direction (client-to-node or node-to-client)."""
 
-    __slots__ = ("max_frame", "_decoder", "_tags", "_buffer", "closed")
+    __slots__ = ("_buffer", "_decoder", "_tags", "closed", "max_frame")
 
     def __init__(self, frame_types: tuple[type[F._Frame], ...] = F.CLIENT_FRAME_TYPES,
                  max_frame: int = F.DEFAULT_MAX_FRAME) -> None:

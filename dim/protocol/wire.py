@@ -7,16 +7,27 @@ stores or reactors beyond the transport.
 """
 from __future__ import annotations
 
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import Attribute
 
 from dim import errors
 from dim.protocol import codec
 from dim.protocol import frames as F
 
 
+class IStreamTransport(ITCPTransport, IConsumer, IPushProducer):
+    """What the reactor's TCP and TLS transports provide, as the protocols here use it."""
+
+    disconnecting = Attribute("True once loseConnection was called.")
+
+
 class FrameProtocol(Protocol):
     """A connection that speaks length-prefixed JSON frames."""
+
+    #: Set by makeConnection before any other method runs.
+    transport: IStreamTransport
 
     #: The frames this side accepts; nodes read client frames, clients read node frames.
     frame_types: tuple[type[F._Frame], ...] = F.CLIENT_FRAME_TYPES

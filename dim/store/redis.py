@@ -46,7 +46,7 @@ that would acknowledge a ``sent`` before it is on disk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import msgspec
@@ -462,7 +462,8 @@ def open_redis(url: str, poolsize: int = 10, connect_timeout: float = 2.0) -> An
     """A lazy txredisapi connection pool to ``url`` (commands queue until it is connected).
 
     A password in the URL (``redis://:PASSWORD@host:port``, or ``redis://USER:PASSWORD@...``
-    for an ACL user) is sent with AUTH on every connection.  Numbers are not converted (user names like ``"42"`` stay strings).
+    for an ACL user) is sent with AUTH on every connection.  Numbers are not converted (user
+    names like ``"42"`` stay strings).
     """
     import txredisapi  # imports the global reactor: only at run time, never at import time
 
@@ -512,7 +513,7 @@ async def check_credentials(url: str, timeout: float) -> None:
 
 def open_redis_subscriber(url: str, channel: str, on_subscribed: Callable[[], Any],
                           on_message: Callable[[str], Any], on_lost: Callable[[], Any],
-                          connect_timeout: float = 2.0, reactor: Any = None) -> Any:
+                          connect_timeout: float = 2.0, *, reactor: Any) -> Any:
     """A started ClientService holding one connection to ``url`` subscribed to ``channel``.
 
     Calls ``on_subscribed()`` once each (re)connection is subscribed, ``on_message(text)`` for
@@ -522,8 +523,6 @@ def open_redis_subscriber(url: str, channel: str, on_subscribed: Callable[[], An
     from twisted.application.internet import ClientService, backoffPolicy
     from twisted.internet.endpoints import HostnameEndpoint
 
-    if reactor is None:
-        from twisted.internet import reactor
     address = parse_redis_url(url)
     host, port = address[0], address[1]
     endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
@@ -554,7 +553,7 @@ class _SubscriberFactory(Factory):
 
         factory = self
 
-        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+        class Subscriber(txredisapi.SubscriberProtocol):
             def connectionMade(self) -> Any:
                 d = super().connectionMade()
                 d.addCallback(lambda _: self.subscribe(factory.channel))
@@ -676,7 +675,7 @@ class ScriptBatcher:
     #: About the most bytes of operations in one script call (at least one operation goes).
     max_bytes = 1 << 20
 
-    def __init__(self, scripts: LuaScripts, clock: IReactorTime | None) -> None:
+    def __init__(self, scripts: LuaScripts, clock: IReactorTime) -> None:
         """Batch through the script named ``batch`` of ``scripts``."""
         self._scripts = scripts
         self._clock = clock
@@ -705,11 +704,7 @@ class ScriptBatcher:
 
     def _schedule(self) -> None:
         if self._flush_call is None and not self._in_flight and self._queue:
-            clock: Any = self._clock
-            if clock is None:
-                from twisted.internet import reactor
-                clock = reactor
-            self._flush_call = clock.callLater(0, self._flush)
+            self._flush_call = self._clock.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
@@ -800,8 +795,8 @@ class RedisStore:
     that several DIM installations (or tests) can share one Redis.
     """
 
-    def __init__(self, redis: Any, prefix: str = "dim:", durability: str = "unknown",
-                 clock: IReactorTime | None = None) -> None:
+    def __init__(self, redis: Any, prefix: str = "dim:", durability: str = "unknown", *,
+                 clock: IReactorTime) -> None:
         self.redis = redis
         self.prefix = prefix
         #: ``"fsync"``, ``"everysec"``, ``"none"`` or ``"unknown"``: see the module docstring.
@@ -815,7 +810,7 @@ class RedisStore:
     @classmethod
     def connect(cls, url: str = "redis://127.0.0.1:6379", prefix: str = "dim:",
                 timeout: float = 2.0, require_fsync: bool = False, poolsize: int = 10,
-                clock: IReactorTime | None = None) -> defer.Deferred[RedisStore]:
+                *, clock: IReactorTime) -> defer.Deferred[RedisStore]:
         """Connect to ``url``, load the scripts; fires with the store.
 
         Fails with :class:`dim.errors.Unavailable` if Redis does not answer within
@@ -826,9 +821,7 @@ class RedisStore:
 
     @classmethod
     async def _connect(cls, url: str, prefix: str, timeout: float, require_fsync: bool,
-                       poolsize: int, clock: IReactorTime | None) -> RedisStore:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+                       poolsize: int, clock: IReactorTime) -> RedisStore:
         await check_credentials(url, timeout)
         redis = open_redis(url, poolsize=poolsize, connect_timeout=timeout)
         try:
@@ -1182,8 +1175,8 @@ def _group(row: list[Any]) -> Group:
 
 
 def connect(url: str = "redis://127.0.0.1:6379", prefix: str = "dim:", timeout: float = 2.0,
-            require_fsync: bool = False, poolsize: int = 10,
-            clock: IReactorTime | None = None) -> defer.Deferred[RedisStore]:
+            require_fsync: bool = False, poolsize: int = 10, *,
+            clock: IReactorTime) -> defer.Deferred[RedisStore]:
     """Shorthand for :meth:`RedisStore.connect`."""
-    return RedisStore.connect(url, prefix, timeout, require_fsync, poolsize, clock)
+    return RedisStore.connect(url, prefix, timeout, require_fsync, poolsize, clock=clock)
 

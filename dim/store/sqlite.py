@@ -28,7 +28,8 @@ import os
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple, cast
+from collections.abc import Callable
 
 import msgspec
 from twisted.internet import defer
@@ -224,10 +225,8 @@ class SQLiteStore:
     one transaction.
     """
 
-    def __init__(self, path: str, reactor: Any = None, batch_limit: int = 4000,
+    def __init__(self, path: str, reactor: Any, batch_limit: int = 4000,
                  start: bool = True) -> None:
-        if reactor is None:
-            from twisted.internet import reactor  # noqa: the default, imported late
         self._reactor = reactor
         self._path = path
         self._batch_limit = batch_limit
@@ -289,7 +288,7 @@ class SQLiteStore:
 
     def _finished(self) -> None:
         """The writer thread closed the connection: join it and fire every close()."""
-        self._thread.join()
+        cast(threading.Thread, self._thread).join()
         self._closed = True
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
@@ -326,7 +325,7 @@ class SQLiteStore:
             if batch:
                 self._reactor.callFromThread(self._fire, self._execute(batch))
         try:
-            self._conn.close()
+            cast(sqlite3.Connection, self._conn).close()
         except sqlite3.Error:
             log.err(None, "closing the SQLite store")
         self._reactor.callFromThread(self._finished)
@@ -347,7 +346,7 @@ class SQLiteStore:
             return [(d, False, error) for d, _ in batch]
         self.batches += 1
         self.operations += len(batch)
-        return results
+        return cast(list[tuple[defer.Deferred[Any], bool, Any]], results)
 
     def _attempt(self, batch: list[tuple[defer.Deferred[Any], Operation | _Send]],
                  careful: bool) -> list[tuple[defer.Deferred[Any], bool, Any]] | None:
@@ -358,7 +357,7 @@ class SQLiteStore:
         The careful way runs each call in its own SAVEPOINT.
         """
         cursor = self._cursor
-        conn = self._conn
+        conn = cast(sqlite3.Connection, self._conn)
         results: list[tuple[defer.Deferred[Any], bool, Any]] = []
         cursor.execute("BEGIN")
         at, end = 0, len(batch)
@@ -374,7 +373,7 @@ class SQLiteStore:
                     cursor.execute("SAVEPOINT op")
                 done = len(results)
                 try:
-                    self._store_run(run, results)
+                    self._store_run(cast(list[tuple[defer.Deferred[Any], _Send]], run), results)
                 except Exception:
                     if not careful:
                         return None
@@ -393,7 +392,7 @@ class SQLiteStore:
                 cursor.execute("SAVEPOINT op")
             changes = conn.total_changes
             try:
-                value = operation(cursor)
+                value = cast(Operation, operation)(cursor)
             except Exception:
                 failure = Failure()
                 if careful:
@@ -444,7 +443,8 @@ class SQLiteStore:
                 results.append((d, True, self._original(cursor, sender, client_id)))
                 continue
             if len(recipients) == 1:
-                members = (sender,) if recipients[0] == sender else (sender, recipients[0])
+                members: tuple[str, ...] = ((sender,) if recipients[0] == sender
+                                            else (sender, recipients[0]))
             else:
                 members = tuple(dict.fromkeys((sender, *recipients)))
             member_uids = []
@@ -502,7 +502,7 @@ class SQLiteStore:
     def _rollback(self) -> None:
         """Roll the open transaction back, if any, and forget what it wrote."""
         self._forget()
-        if self._conn.in_transaction:
+        if cast(sqlite3.Connection, self._conn).in_transaction:
             try:
                 self._cursor.execute("ROLLBACK")
             except sqlite3.Error:
@@ -645,7 +645,7 @@ class SQLiteStore:
                 put((slot, _Send(op.sender, op.client_id, tuple(op.recipients), op.group,
                                  op.body, op.kind, op.file, file_text, op.ts)))
             else:
-                put((slot, self._ack_operation(op)))
+                put((slot, self._ack_operation(cast(AckOp, op))))
         return batch.deferred
 
     def _ack_operation(self, op: AckOp) -> Operation:
@@ -832,7 +832,7 @@ class SQLiteStore:
             gids = cursor.execute(
                 "SELECT m.grp FROM users u JOIN group_members m ON m.user = u.id"
                 " WHERE u.name = ? ORDER BY m.grp", (user,)).fetchall()
-            return [_group(cursor, gid) for (gid,) in gids]
+            return [cast(Group, _group(cursor, gid)) for (gid,) in gids]
         return self._submit(operation)
 
     def rename_group(self, group_id: str, name: str) -> defer.Deferred[Group]:
@@ -843,7 +843,7 @@ class SQLiteStore:
             if gid is not None:
                 cursor.execute("UPDATE groups SET name = ? WHERE id = ?", (name, gid))
                 if cursor.rowcount:
-                    return _group(cursor, gid)
+                    return cast(Group, _group(cursor, gid))
             raise NotFound(f"no such group: {group_id}")
         return self._submit(operation)
 

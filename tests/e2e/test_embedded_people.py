@@ -7,7 +7,7 @@ import os
 import treq
 from twisted.internet import defer
 
-from tests.e2e.test_embedded import EmbeddedTestCase
+from tests.fakes.embedded import EmbeddedTestCase
 from tests.harness import WireClient, http
 
 

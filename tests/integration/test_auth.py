@@ -59,7 +59,7 @@ class RedisAuthTests(TestCase):
         """DIM's store, given the URL with the password, reads and writes."""
         require_redis()
         store = yield RedisStore.connect(redis_url(), prefix=f"authtest{uuid.uuid4().hex}:",
-                                         timeout=2.0)
+                                         timeout=2.0, clock=reactor)
         try:
             yield store.create_user("alice", "hash", 0)
             self.assertTrue((yield store.user_exists("alice")))
@@ -83,14 +83,16 @@ class RedisAuthTests(TestCase):
         self.addCleanup(admin.execute_command, "ACL", "DELUSER", user)
         where = f"{address.host}:{address.port}/{address.db}"
         store = yield RedisStore.connect(f"redis://{user}:{password}@{where}",
-                                         prefix=f"authtest{uuid.uuid4().hex}:", timeout=2.0)
+                                         prefix=f"authtest{uuid.uuid4().hex}:", timeout=2.0,
+                                         clock=reactor)
         try:
             who = yield store.redis.execute_command("ACL", "WHOAMI")
             self.assertEqual(who, user)
         finally:
             yield store.close()
         failure = yield self.assertFailure(
-            RedisStore.connect(f"redis://{user}:wrong@{where}", timeout=1.0), Unavailable)
+            RedisStore.connect(f"redis://{user}:wrong@{where}", timeout=1.0,
+                               clock=reactor), Unavailable)
         self.assertIn("refused DIM's credentials", str(failure))
         self.assertNotIn(":wrong@", str(failure))
 
@@ -103,7 +105,7 @@ class ZooKeeperAuthTests(TestCase):
 
     def setUp(self) -> None:
         self.hosts = require_zookeeper()
-        self.bridge = ThreadBridge("zk-auth-test", max_threads=4)
+        self.bridge = ThreadBridge("zk-auth-test", max_threads=4, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.cluster = f"/dimauth{uuid.uuid4().hex[:10]}"
@@ -200,7 +202,7 @@ class KafkaAuthTests(TestCase):
         self.security = kafka_security()
         self.assertTrue(self.security, "DIM_KAFKA_SASL is not set: the stack runs without "
                                        "authentication (scripts/stack --no-auth?)")
-        self.bridge = ThreadBridge("kafka-auth-test", max_threads=2)
+        self.bridge = ThreadBridge("kafka-auth-test", max_threads=2, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
 

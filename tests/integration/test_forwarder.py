@@ -66,7 +66,7 @@ class KafkaForwarderTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        self.bridge = ThreadBridge("kafka-test", max_threads=8)
+        self.bridge = ThreadBridge("kafka-test", max_threads=8, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.run_id = uuid.uuid4().hex[:10]
@@ -210,7 +210,7 @@ class KafkaForwarderTests(TestCase):
                                                                   linger_ms=linger))
             b.set_receiver(lambda env, a=a, b=b: b.forward(a.node, env))
             waiting: dict[int, defer.Deferred[None]] = {}
-            a.set_receiver(lambda env: waiting.pop(_n(env)).callback(None))
+            a.set_receiver(lambda env, waiting=waiting: waiting.pop(_n(env)).callback(None))
             samples = []
             for n in range(-20, 300):  # the first 20 warm up
                 d: defer.Deferred[None] = defer.Deferred()

@@ -5,41 +5,18 @@ does not answer.  Every test uses its own key prefix and deletes its keys afterw
 """
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from dim.errors import NotFound, Unavailable
-from dim.store.redis import RedisStore, check_reachable, open_redis
+from dim.store.redis import RedisStore
 from tests.store_contract import TS, DurableStoreContractMixin
 from tests.store_contract_people import DurablePeopleStoreContractMixin
-
-REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
-
-
-@defer.inlineCallbacks
-def delete_prefix(url: str, prefix: str):
-    """Delete every key under ``prefix`` (test clean-up; nothing to do if Redis is down)."""
-    from twisted.internet import reactor
-
-    redis = open_redis(url, poolsize=1, connect_timeout=1.0)
-    try:
-        try:
-            yield defer.ensureDeferred(check_reachable(redis, url, 1.0, reactor))
-        except Unavailable:
-            return
-        cursor = "0"
-        while True:
-            cursor, keys = yield redis.scan(cursor, pattern=prefix + "*", count=1000)
-            if keys:
-                yield redis.delete(*keys)
-            if str(cursor) == "0":
-                break
-    finally:
-        yield redis.disconnect()
+from tests.fakes.redis import RedisPrefixTestCase, delete_prefix
+from tests.fakes.redis import REDIS_URL
 
 
 class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
@@ -53,27 +30,10 @@ class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContr
         self.addCleanup(delete_prefix, REDIS_URL, self.prefix)
 
     def makeStore(self) -> Any:
-        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
+        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
 
     def reopenStore(self) -> Any:
-        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
-
-
-class RedisPrefixTestCase(TestCase):
-    """A test whose stores share one fresh key prefix, deleted at the end."""
-
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.prefix = f"dimtest:{uuid.uuid4().hex[:12]}:"
-        self.addCleanup(delete_prefix, REDIS_URL, self.prefix)
-
-    @defer.inlineCallbacks
-    def open(self):
-        """A store (a node's connection) under the test's prefix, closed at the end."""
-        store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
-        self.addCleanup(store.close)
-        return store
+        return RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
 
 
 class RedisStoreTests(RedisPrefixTestCase):
@@ -159,8 +119,8 @@ class RedisStoreTests(RedisPrefixTestCase):
         """Connecting to a port where nothing listens fails with Unavailable, quickly."""
         from twisted.internet import reactor
         start = reactor.seconds()
-        yield self.assertFailure(RedisStore.connect("redis://127.0.0.1:1", timeout=0.5),
-                                 Unavailable)
+        yield self.assertFailure(
+            RedisStore.connect("redis://127.0.0.1:1", timeout=0.5, clock=reactor), Unavailable)
         self.assertLess(reactor.seconds() - start, 3)
 
 

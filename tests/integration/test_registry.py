@@ -61,7 +61,7 @@ class ZooKeeperNodeRegistryTests(TestCase):
 
     def setUp(self) -> None:
         self.root = f"/dimtest/{uuid.uuid4().hex[:12]}/nodes"
-        self.bridge = ThreadBridge("zk-test", max_threads=4)
+        self.bridge = ThreadBridge("zk-test", max_threads=4, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.addCleanup(self.delete_root)
@@ -184,7 +184,8 @@ class ZooKeeperNodeRegistryTests(TestCase):
         a = yield defer.Deferred.fromCoroutine(self.registry())
         watcher = yield defer.Deferred.fromCoroutine(self.registry())
         again: list[bool] = []
-        yield a.register(NodeInfo(id="a", host="h", port=1), on_reregister=lambda: again.append(True))
+        yield a.register(NodeInfo(id="a", host="h", port=1),
+                         on_reregister=lambda: again.append(True))
         yield watcher.watch()
         yield self.bridge.call(watcher.client.delete, self.root + "/a")
         yield defer.Deferred.fromCoroutine(wait_for(lambda: again == [True], 5))

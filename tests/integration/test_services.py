@@ -84,7 +84,7 @@ class ZooKeeperTests(TestCase):
 
     def setUp(self) -> None:
         self.hosts = require_zookeeper()
-        self.bridge = ThreadBridge(unique("test-zookeeper"), max_threads=4)
+        self.bridge = ThreadBridge(unique("test-zookeeper"), max_threads=4, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
 
@@ -141,7 +141,7 @@ class KafkaTests(TestCase):
 
     def setUp(self) -> None:
         self.bootstrap = require_kafka()
-        self.bridge = ThreadBridge(unique("test-kafka"), max_threads=2)
+        self.bridge = ThreadBridge(unique("test-kafka"), max_threads=2, reactor=reactor)
         self.bridge.start()
         self.addCleanup(self.bridge.stop)
         self.common = {"bootstrap.servers": self.bootstrap,

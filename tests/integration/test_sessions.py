@@ -15,7 +15,7 @@ from dim.cluster.interface import ISessionRegistry, SessionRef
 from dim.cluster.sessions import RedisSessionRegistry
 from dim.errors import Unavailable
 from dim.store.redis import _session_versions, saw_session_version, session_version_seen
-from tests.integration.test_redis_store import delete_prefix
+from tests.fakes.redis import delete_prefix
 
 REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
 
@@ -37,7 +37,7 @@ class RegistryCase(TestCase):
             self.prefix = f"dimtest:{uuid.uuid4().hex[:12]}:"
             self.addCleanup(delete_prefix, REDIS_URL, self.prefix)
         registry = yield RedisSessionRegistry.connect(REDIS_URL, prefix=self.prefix, ttl=ttl,
-                                                      timeout=2.0)
+                                                      timeout=2.0, clock=reactor)
         self.addCleanup(registry.close)
         return registry
 
@@ -123,7 +123,8 @@ class RedisSessionRegistryTests(RegistryCase):
     def test_unreachable_fails_fast(self):
         """Connecting where nothing listens fails with Unavailable."""
         yield self.assertFailure(
-            RedisSessionRegistry.connect("redis://127.0.0.1:1", timeout=0.5), Unavailable)
+            RedisSessionRegistry.connect("redis://127.0.0.1:1", timeout=0.5, clock=reactor),
+            Unavailable)
 
 
 @defer.inlineCallbacks
@@ -249,7 +250,7 @@ class SessionCacheTests(RegistryCase):
         that has not heard it yet asks Redis for the recipient."""
         from dim.store.redis import RedisStore
         a = yield self.registry()
-        store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0)
+        store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
         self.addCleanup(store.close)
         yield store.create_user("alice", "h", 0)
         yield store.create_user("bob", "h", 0)

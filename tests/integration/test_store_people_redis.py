@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.integration.test_redis_store import RedisPrefixTestCase
+from tests.fakes.redis import RedisPrefixTestCase
 from tests.store_contract import TS
 from tests.store_contract_people import attachment
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import platformdirs
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Static, TextArea
@@ -21,6 +22,7 @@ from dim.client import session as S
 from dim.client.transfer import human_size, safe_name
 from tui import wait_for
 from tui.commands import BY_NAME, command_help, command_names
+from tui.core import ChatCore
 from tui.screens.help import HelpScreen
 from tui.screens.image import ImageScreen
 from tui.screens.profile import ProfileScreen
@@ -32,9 +34,6 @@ from tui.widgets.member_list import MemberList
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog, permanent
 from tui.widgets.transfer_bar import TransferBar
-
-if TYPE_CHECKING:
-    from tui.app import ChatCore
 
 HISTORY_PAGE = 50
 #: How long "is typing" stays without a new typing frame.
@@ -73,6 +72,12 @@ class ChatScreen(Screen[None]):
         Binding("escape", "focus_input", "Input", show=False),
         Binding("ctrl+q", "app.quit", "Quit"),
     ]
+
+    class LogoutRequested(Message):
+        """The person asked to log out (/logout); the app logs out and shows the login."""
+
+    class Ring(Message):
+        """A message came in a conversation that is not open; the app rings the bell."""
 
     def __init__(self, client: ChatCore, state_path: str | None = None) -> None:
         super().__init__()
@@ -536,7 +541,7 @@ class ChatScreen(Screen[None]):
         elif name == "/redraw":
             self.action_redraw()
         elif name == "/logout":
-            self.app.logout()  # type: ignore[attr-defined]
+            self.post_message(self.LogoutRequested())
         elif name in BY_NAME:
             self.say(f"Usage: {command_help(name)}")
         else:
@@ -957,7 +962,7 @@ class ChatScreen(Screen[None]):
             elif event.entry.sender != self.me:
                 if self.mentions_me(event.entry.body):
                     self.mentions.add(peer)
-                self.app.ring()  # type: ignore[attr-defined]
+                self.post_message(self.Ring())
             self.refresh_conversations_soon()
         elif isinstance(event, S.MessageStatus):
             if event.message.peer() == self.peer:

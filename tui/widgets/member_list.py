@@ -1,7 +1,8 @@
 """The members pane of an open group: who is in it, who owns it, who is online."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from textual.content import Content
 from textual.widgets import Static

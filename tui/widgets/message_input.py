@@ -3,7 +3,7 @@ Tab completes, ctrl+up/ctrl+down recall what was sent, and the scrolling keys mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from textual import events
 from textual.message import Message

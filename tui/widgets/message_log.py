@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from textual import events
 from textual.containers import VerticalScroll

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dim.protocol import frames as F
 from dim.store.interface import FileRecord
 from dim.store.memory import MemoryStore
-from tests.test_node_fixtures import (EPOCH, FakeClient, ForwarderHub, Node,
+from tests.fakes.node import (EPOCH, FakeClient, ForwarderHub, Node,
                                       RemoteLikeRegistry, joined_nodes)
 
 USERS = ("alice", "bob", "carol", "dave")

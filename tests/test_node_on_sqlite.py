@@ -15,7 +15,7 @@ from dim.node.delivery import NodeCore
 from dim.protocol import frames as F
 from dim.store.interface import FileRecord
 from dim.store.sqlite import SQLiteStore
-from tests.test_node_fixtures import EPOCH, FakeClient, authenticate
+from tests.fakes.node import EPOCH, FakeClient, authenticate
 
 USERS = ("alice", "bob", "carol", "dave")
 

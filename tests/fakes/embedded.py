@@ -1,0 +1,43 @@
+"""The embedded-DIM fixture: a test case that runs a real ``twistd -n dim`` per test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.harness import EmbeddedDim, WireClient, register_and_login
+
+
+class EmbeddedTestCase(unittest.TestCase):
+    """Runs one embedded ``dim`` per test in a directory of its own."""
+
+    timeout = 120
+    heartbeat: int | None = None
+
+    def setUp(self) -> None:
+        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=self.heartbeat)
+        self.dim.start()
+        self.addCleanup(self.dim.process.stop)
+        self.clients: list[WireClient] = []
+
+    def tearDown(self) -> defer.Deferred:
+        return defer.gatherResults([c.close() for c in self.clients])
+
+    @defer.inlineCallbacks
+    def user(self, name: str, device: str | None = None):
+        """Register and log in ``name``, connect to the node it was given; a WireClient."""
+        login = yield register_and_login(self.dim.base, name)
+        node = login["node"]
+        c = yield WireClient.login(node["host"], node["port"], login["token"], device)
+        c.token = login["token"]
+        self.clients.append(c)
+        return c
+
+    @defer.inlineCallbacks
+    def second_session(self, first: WireClient, device: str):
+        """Another session of the same user, with the same token."""
+        c = yield WireClient.login("127.0.0.1", self.dim.node_port, first.token, device)
+        c.token = first.token
+        self.clients.append(c)
+        return c

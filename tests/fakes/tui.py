@@ -1,0 +1,469 @@
+"""The terminal chat's test fixtures: a fake client core (no network) and Pilot helpers.
+
+:class:`FakeChatCore` implements the same interface as :class:`dim.client.session.ChatClient`
+(tests/test_tui_app.py checks that), stores messages in the real :class:`MessageCache` and
+emits the real session events, with helpers to play the node's part (receive, confirm,
+deliver, fail).  Textual runs on asyncio: under ``trial --reactor=asyncio`` the coroutines run
+on the reactor's loop; under another reactor each test runs on a private asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from dim import errors
+from dim.client import session as S
+from dim.client import transfer
+from dim.client.cache import ChatMessage, Conversation, MessageCache
+from dim.protocol import frames as F
+from tui.app import ChatApp
+from tui.screens.chat import ChatScreen
+from tui.widgets.connection_bar import ConnectionBar
+from tui.widgets.message_input import MessageInput
+from tui.widgets.message_log import MessageLog
+
+NODE = S.NodeAddress("n1", "127.0.0.1", 9000)
+
+
+def as_deferred(coro: Awaitable[Any]) -> defer.Deferred[Any]:
+    """Run a coroutine as a Deferred: on the asyncio reactor's loop, else on a private loop."""
+    from twisted.internet import reactor
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(coro, loop=loop))
+    return defer.maybeDeferred(asyncio.run, coro)  # type: ignore[arg-type]
+
+
+def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., defer.Deferred[Any]]:
+    """Make an ``async def`` test method a trial test returning a Deferred."""
+    @functools.wraps(fn)
+    def wrapper(self: Any) -> defer.Deferred[Any]:
+        return as_deferred(fn(self))
+    return wrapper
+
+
+class FakeChatCore(S.EventSource):
+    """A client core with no network: the test plays the node through its helpers."""
+
+    def __init__(self, users: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.users = dict(users or {"alice": "secret123", "bob": "bobsecret", "carol": "carol123"})
+        self.user: str | None = None
+        self._state = S.OFFLINE
+        self._node: S.NodeAddress | None = None
+        self.cache: MessageCache | None = None
+        self.outgoing_by_id: dict[str, S.OutgoingMessage] = {}
+        self.retried: list[str] = []
+        self.logins: list[tuple[str, str]] = []
+        self.saved_login: str | None = None
+        self.seq = 0
+        self._ids = itertools.count(1)
+        self.typed: list[str] = []
+        self.contact_map: dict[str, dict[str, Any]] = {}
+        self.group_map: dict[str, dict[str, Any]] = {}
+        self.names: dict[str, str] = {}
+        self.profile: dict[str, Any] = {"user": "alice", "name": "alice", "status": "",
+                                        "avatar": None}
+        self.calls: list[tuple[Any, ...]] = []
+        self.saved: list[dict[str, Any]] = []
+        self.download_dir = "/tmp/downloads"
+        self.upload_gate: defer.Deferred[Any] | None = None
+        self.refreshes = 0
+        self.file_bytes = b""
+        self.reconnects = 0
+        self.user_infos: list[str] = []
+        self.online_users: set[str] = set()
+
+    # ---------------------------------------------------------------- ChatCore
+
+    @property
+    def state(self) -> str:
+        """offline, connecting, connected or reconnecting."""
+        return self._state
+
+    @property
+    def node(self) -> S.NodeAddress | None:
+        """The node connected to."""
+        return self._node
+
+    def resume(self, user: str | None = None) -> bool:
+        """Start from a saved login (set ``saved_login`` to have one)."""
+        if self.saved_login is None or (user and user != self.saved_login):
+            return False
+        self._start(self.saved_login)
+        return True
+
+    def login(self, user: str, password: str) -> defer.Deferred[None]:
+        """Accept the passwords in ``users``."""
+        self.logins.append((user, password))
+        if self.users.get(user) != password:
+            return defer.fail(errors.Unauthorized("wrong user name or password"))
+        self._start(user)
+        return defer.succeed(None)
+
+    def register(self, user: str, password: str) -> defer.Deferred[None]:
+        """Create a user unless the name is taken."""
+        if user in self.users:
+            return defer.fail(errors.Conflict("taken"))
+        self.users[user] = password
+        return self.login(user, password)
+
+    def logout(self) -> None:
+        """Go offline and forget the saved login."""
+        self.saved_login = None
+        self.stop()
+
+    def stop(self) -> None:
+        """Go offline."""
+        self._state = S.OFFLINE
+
+    def send(self, to: str, body: str) -> S.OutgoingMessage:
+        """Queue a message in state sending (``to`` may be ``#`` + a group id)."""
+        if self.user is None:
+            raise errors.Unauthorized("not logged in")
+        if len(body.encode("utf-8")) > F.MAX_BODY_BYTES:
+            raise errors.TooLarge(f"the message is over {F.MAX_BODY_BYTES} bytes")
+        group = to[1:] if to.startswith("#") else None
+        out = S.OutgoingMessage(id=f"o{next(self._ids)}", body=body,
+                                to=None if group else to, group=group,
+                                created=1_700_000_000_000)
+        self.outgoing_by_id[out.id] = out
+        self.emit(S.MessageStatus(out.id, S.SENDING, out))
+        return out
+
+    def retry(self, id: str) -> S.OutgoingMessage:
+        """Put a failed message back to sending."""
+        out = self.outgoing_by_id[id]
+        self.retried.append(id)
+        if out.state == S.FAILED:
+            out.state, out.error = S.SENDING, None
+            self.emit(S.MessageStatus(id, S.SENDING, out))
+        return out
+
+    def reconnect(self) -> bool:
+        """Counted; connects again at once."""
+        self.reconnects += 1
+        if self.user is None:
+            return False
+        self._start(self.user)
+        return True
+
+    def receipts(self, mids: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """From the cache, as the real core keeps them."""
+        return self.cache.receipts(mids) if self.cache else {}
+
+    def conversations(self) -> list[Conversation]:
+        """From the cache, newest first."""
+        return self.cache.conversations() if self.cache else []
+
+    def history(self, peer: str, before_seq: int | None = None,
+                limit: int = 50) -> defer.Deferred[list[ChatMessage]]:
+        """From the cache."""
+        return defer.succeed(self.cache.history(peer, before_seq, limit) if self.cache else [])
+
+    def pending(self, peer: str) -> list[S.OutgoingMessage]:
+        """Own messages without a seq."""
+        return [m for m in self.outgoing_by_id.values() if m.peer() == peer and m.seq is None]
+
+    def mark_seen(self, peer: str) -> None:
+        """Clear the unread count."""
+        if self.cache:
+            self.cache.mark_seen(peer)
+
+    def user_info(self, name: str) -> defer.Deferred[dict[str, Any]]:
+        """Known users are online (unless ``online_users`` is set); others are not found."""
+        self.user_infos.append(name)
+        if name not in self.users:
+            return defer.fail(errors.NotFound("no such user"))
+        online = name in self.online_users if self.online_users else True
+        return defer.succeed({"user": name, "online": online})
+
+    # ---------------------------------------------------------------- part 2
+
+    def typing(self, peer: str) -> None:
+        """Record the typing call (the real core throttles it)."""
+        self.typed.append(peer)
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Contacts as the test set them, requests first, then online."""
+        def rank(c: dict[str, Any]) -> tuple[int, str]:
+            pending = c.get("pending")
+            n = 0 if pending == "in" else 3 if pending == "out" else 1 if c.get("online") else 2
+            return n, str(c.get("name") or c["user"])
+        return sorted(self.contact_map.values(), key=rank)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Groups as the test set them."""
+        return sorted(self.group_map.values(), key=lambda g: g["name"])
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """One group."""
+        return self.group_map.get(group_id.lstrip("#"))
+
+    def display_name(self, user: str) -> str:
+        """Display names from ``names``; groups as "# name"."""
+        if user.startswith("#"):
+            group = self.group(user)
+            return "# " + group["name"] if group else user
+        return self.names.get(user, user)
+
+    def is_online(self, user: str) -> bool | None:
+        """Contacts' online flags."""
+        contact = self.contact_map.get(user)
+        return bool(contact.get("online")) if contact and contact.get("pending") is None else None
+
+    def own_profile(self) -> dict[str, Any]:
+        """The profile as last saved."""
+        return dict(self.profile)
+
+    def refresh_people(self) -> defer.Deferred[None]:
+        """Counted; the answer stays in flight, as a real fetch does for a while."""
+        self.refreshes += 1
+        return defer.Deferred()
+
+    def search_users(self, text: str) -> defer.Deferred[list[dict[str, Any]]]:
+        """Known users whose name contains ``text``."""
+        return defer.succeed([{"user": u, "name": self.names.get(u, u), "avatar": None}
+                              for u in sorted(self.users) if text.lower() in u.lower()])
+
+    def add_contact(self, user: str) -> defer.Deferred[dict[str, Any]]:
+        """An incoming request becomes a contact; otherwise a request goes out."""
+        self.calls.append(("add_contact", user))
+        if user not in self.users:
+            return defer.fail(errors.NotFound(f"no such user: {user}"))
+        contact = self.contact_map.get(user)
+        pending = None if contact and contact.get("pending") == "in" else "out"
+        contact = {"user": user, "name": self.names.get(user, user), "status": "",
+                   "avatar": None, "online": pending is None, "pending": pending}
+        self.contact_map[user] = contact
+        self.emit(S.RosterChanged("contacts"))
+        return defer.succeed(contact)
+
+    def remove_contact(self, user: str) -> defer.Deferred[None]:
+        """Drop a contact or request."""
+        self.calls.append(("remove_contact", user))
+        if self.contact_map.pop(user, None) is None:
+            return defer.fail(errors.NotFound("no such contact"))
+        self.emit(S.RosterChanged("contacts"))
+        return defer.succeed(None)
+
+    def update_profile(self, name: str | None = None,
+                       status: str | None = None) -> defer.Deferred[dict[str, Any]]:
+        """Keep the new fields."""
+        self.calls.append(("update_profile", name, status))
+        if name is not None:
+            self.profile["name"] = name
+        if status is not None:
+            self.profile["status"] = status
+        return defer.succeed(dict(self.profile))
+
+    def set_avatar(self, path: str, progress: Any = None) -> defer.Deferred[dict[str, Any]]:
+        """Images become the avatar; anything else is refused."""
+        self.calls.append(("set_avatar", os.path.basename(path)))
+        if transfer.kind_for(transfer.mime_of(path)) != "image":
+            return defer.fail(errors.BadRequest("not an image"))
+        self.profile["avatar"] = "f-avatar"
+        return defer.succeed(dict(self.profile))
+
+    def create_group(self, name: str, members: list[str]) -> defer.Deferred[dict[str, Any]]:
+        """A group owned by the user."""
+        self.calls.append(("create_group", name, list(members)))
+        gid = f"g{len(self.group_map) + 1}"
+        group = {"id": gid, "name": name, "owner": self.user, "members": [self.user, *members]}
+        self.group_map[gid] = group
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(group)
+
+    def rename_group(self, group_id: str, name: str) -> defer.Deferred[dict[str, Any]]:
+        """Rename."""
+        group = self.group_map[group_id.lstrip("#")]
+        group["name"] = name
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(group)
+
+    def add_member(self, group_id: str, user: str) -> defer.Deferred[dict[str, Any]]:
+        """Add a member."""
+        group = self.group_map[group_id.lstrip("#")]
+        group["members"].append(user)
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(group)
+
+    def remove_member(self, group_id: str, user: str) -> defer.Deferred[None]:
+        """Remove a member (the user itself: leave)."""
+        gid = group_id.lstrip("#")
+        if user == self.user:
+            self.group_map.pop(gid)
+        else:
+            self.group_map[gid]["members"].remove(user)
+        self.emit(S.RosterChanged("groups"))
+        return defer.succeed(None)
+
+    def leave_group(self, group_id: str) -> defer.Deferred[None]:
+        """Leave."""
+        return self.remove_member(group_id, self.user or "")
+
+    def send_file(self, peer: str, path: str,
+                  progress: Any = None) -> defer.Deferred[S.OutgoingMessage]:
+        """Report progress in two steps, then send a file message; ``upload_gate`` holds it."""
+        size = os.path.getsize(path)
+        mime = transfer.mime_of(path)
+        if progress is not None:
+            progress(size // 2, size)
+        def finish(_: Any = None) -> S.OutgoingMessage:
+            if progress is not None:
+                progress(size, size)
+            out = S.OutgoingMessage(id=f"o{next(self._ids)}", body="", created=1_700_000_000_000,
+                                    kind=transfer.kind_for(mime),
+                                    file={"id": "f1", "name": os.path.basename(path), "size": size,
+                                          "mime": mime})
+            if peer.startswith("#"):
+                out.group = peer[1:]
+            else:
+                out.to = peer
+            self.outgoing_by_id[out.id] = out
+            self.emit(S.MessageStatus(out.id, S.SENDING, out))
+            return out
+        if self.upload_gate is not None:
+            self.upload_gate.addCallback(finish)
+            return self.upload_gate
+        return defer.succeed(finish())
+
+    def save_file(self, file: dict[str, Any], progress: Any = None,
+                  directory: str | None = None) -> defer.Deferred[str]:
+        """Pretend to save into ``download_dir``; into ``directory`` write ``file_bytes``."""
+        self.saved.append(file)
+        if progress is not None:
+            progress(int(file.get("size") or 0), int(file.get("size") or 0))
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, file["name"])
+            with open(path, "wb") as f:
+                f.write(self.file_bytes)
+            return defer.succeed(path)
+        return defer.succeed(os.path.join(self.download_dir, file["name"]))
+
+    # ---------------------------------------------------------------- playing the node
+
+    def _start(self, user: str) -> None:
+        self.user = user
+        if self.cache is None:
+            self.cache = MessageCache(":memory:", user)
+        self._node, self._state = NODE, S.CONNECTING
+        self.emit(S.Connecting(NODE))
+        self._state = S.CONNECTED
+        self.emit(S.Connected(NODE, user, self.seq))
+
+    def receive(self, sender: str, body: str, ts: int = 1_700_000_000_000,
+                group: str | None = None, kind: str = "text",
+                file: dict[str, Any] | None = None) -> ChatMessage:
+        """A message from ``sender`` arrives (in ``group``, if given)."""
+        self.seq += 1
+        entry = ChatMessage(seq=self.seq, mid=f"m{self.seq}", id=f"c{self.seq}", sender=sender,
+                            to=None if group else self.user, group=group, ts=ts, body=body,
+                            kind=kind, file=file)
+        assert self.cache is not None
+        self.cache.put(entry)
+        self.emit(S.MessageReceived(entry))
+        return entry
+
+    def confirm(self, id: str) -> None:
+        """The node answers ``sent``."""
+        out = self.outgoing_by_id[id]
+        self.seq += 1
+        out.state, out.seq, out.mid, out.ts = S.SENT, self.seq, f"m{self.seq}", out.created
+        assert self.cache is not None and self.user is not None
+        self.cache.put(ChatMessage(seq=out.seq, mid=out.mid, id=out.id, sender=self.user,
+                                   to=out.to, group=out.group, ts=out.ts, body=out.body,
+                                   kind=out.kind, file=out.file))
+        self.emit(S.MessageStatus(id, S.SENT, out))
+
+    def deliver(self, id: str, by: str = "bob") -> None:
+        """The recipient acknowledged."""
+        out = self.outgoing_by_id[id]
+        out.state = S.DELIVERED
+        out.delivered_by.add(by)
+        if self.cache is not None and out.mid:
+            self.cache.add_receipt(out.mid, by, False)
+        self.emit(S.MessageStatus(id, S.DELIVERED, out))
+        self.emit(S.Delivered(id, out.mid or "", by))
+
+    def fail(self, id: str) -> None:
+        """No sent came in time."""
+        out = self.outgoing_by_id[id]
+        out.state, out.error = S.FAILED, "no answer from the node"
+        self.emit(S.MessageStatus(id, S.FAILED, out))
+
+    def set_state(self, state: str, event: S.SessionEvent) -> None:
+        """Change the connection state and report it."""
+        self._state = state
+        self.emit(event)
+
+
+def shown(app: ChatApp) -> list[str]:
+    """The lines of the open conversation."""
+    return app.screen.query_one(MessageLog).lines()
+
+
+def bar(app: ChatApp) -> str:
+    """The connection bar's text."""
+    return app.screen.query_one(ConnectionBar).plain
+
+
+async def submit(pilot: Any, text: str) -> None:
+    """Type ``text`` into the message input and press Enter."""
+    box = pilot.app.screen.query_one(MessageInput)
+    box.focus()
+    box.text = text
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def logged_in(pilot: Any) -> None:
+    """Wait until the chat screen shows."""
+    for _ in range(50):
+        if isinstance(pilot.app.screen, ChatScreen):
+            await pilot.pause()
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"still on {pilot.app.screen!r}")
+
+
+USERS = {"alice": "secret123", "bob": "x" * 8, "carol": "y" * 8, "dave": "z" * 8}
+
+
+def core_with_people() -> FakeChatCore:
+    """alice with bob (online, a status), carol (offline) and dave's pending request."""
+    core = FakeChatCore(dict(USERS))
+    core.names = {"bob": "Bob Builder", "carol": "Carol", "dave": "Dave D"}
+    core.contact_map = {
+        "bob": {"user": "bob", "name": "Bob Builder", "status": "at work", "avatar": None,
+                "online": True, "pending": None},
+        "carol": {"user": "carol", "name": "Carol", "status": "", "avatar": None,
+                  "online": False, "pending": None},
+        "dave": {"user": "dave", "name": "Dave D", "status": "", "avatar": None,
+                 "online": False, "pending": "in"}}
+    return core
+
+
+def notice(app: ChatApp) -> str:
+    """The notice line."""
+    return str(app.screen.query_one("#notice").render())
+
+
+def text_of(app: ChatApp, selector: str) -> str:
+    """What a Static shows."""
+    return str(app.screen.query_one(selector).render())
+
+
+def group_core(members: list[str] | None = None) -> FakeChatCore:
+    """alice's fake core with contacts and a group "team" (g1) she owns."""
+    core = core_with_people()
+    core.group_map = {"g1": {"id": "g1", "name": "team", "owner": "alice",
+                             "members": members or ["alice", "bob", "carol"]}}
+    return core
