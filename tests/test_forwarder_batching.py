@@ -2,7 +2,8 @@
 record per destination node per tick, delivery reports settled in one hop per poll."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from twisted.internet import task
 from twisted.trial.unittest import TestCase

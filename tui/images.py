@@ -65,7 +65,7 @@ def too_large(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
         with Image.open(path) as picture:
             width, height = picture.size
     except Image.DecompressionBombError:
-        return f"it claims more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+        return f"it claims more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels"
     except Exception as e:  # not a picture Pillow knows, or no Pillow: never decode it
         return f"it cannot be read as a picture ({type(e).__name__})"
     if width * height > max_pixels:

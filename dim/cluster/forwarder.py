@@ -73,7 +73,8 @@ import struct
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -200,7 +201,7 @@ class _Record:
     """A record produced and not yet acknowledged: its destination, id, value, the
     forwards it carries and when it was produced (reactor time)."""
 
-    __slots__ = ("node", "rid", "value", "waiting", "since", "nudged")
+    __slots__ = ("node", "nudged", "rid", "since", "value", "waiting")
 
     def __init__(self, node: str, rid: bytes, value: bytes,
                  waiting: list[defer.Deferred[None]], since: float) -> None:

@@ -10,7 +10,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from msgspec import Struct
 from zope.interface import Attribute, Interface

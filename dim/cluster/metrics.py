@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter as _Tally
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric

@@ -24,13 +24,15 @@ with :meth:`ThreadBridge.to_reactor`; every blocking kazoo call runs on the brid
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import msgspec
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim.cluster import metrics
@@ -372,8 +374,11 @@ class ZooKeeperNodeRegistry:
             return data is not None and not self._stopped
 
         d = self.bridge.call(DataWatch, self.client, self._path(child), on_data)
-        d.addErrback(lambda f: (self._watched.discard(child),
-                                _log.failure("cannot watch node {child}", f, child=child)))
+        def failed(failure: Failure) -> None:
+            self._watched.discard(child)
+            _log.failure("cannot watch node {child}", failure, child=child)
+
+        d.addErrback(failed)
         return d
 
     def _data_changed(self, child: str, data: bytes | None) -> None:

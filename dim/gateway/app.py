@@ -20,7 +20,8 @@ and :meth:`Gateway.http_factory`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar, cast
+from collections.abc import Callable
 
 import msgspec
 from klein import Klein
@@ -29,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException
 
 from dim.cluster.interface import INodeRegistry, IPusher, ISessionRegistry, NodeInfo
@@ -103,11 +104,12 @@ def _measured(route: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
         @functools.wraps(f)
         def measured(self: Gateway, request: IRequest, *args: Any, **kwargs: Any) -> R:
             start = self.clock.seconds()
+            web: Request = cast(Request, request)
 
             def finished(_: object) -> None:
-                metrics.observe(route, request.code, self.clock.seconds() - start)
+                metrics.observe(route, web.code, self.clock.seconds() - start)
 
-            request.notifyFinish().addBoth(finished)
+            web.notifyFinish().addBoth(finished)
             return f(self, request, *args, **kwargs)
 
         return measured
@@ -119,7 +121,8 @@ def _routed(app: Klein, method: str, url: str, name: str, metric: str,
             f: Callable[..., R]) -> Callable[..., R]:
     """Make ``f`` (a function of the gateway, the request and the URL's arguments) the
     endpoint ``name`` of ``app`` for ``method url``, measured as ``metric``."""
-    return app.route(url, methods=[method], endpoint=name)(_measured(metric)(f))
+    endpoint: Any = _measured(metric)(f)
+    return cast(Callable[..., R], app.route(url, methods=[method], endpoint=name)(endpoint))
 
 
 class Gateway:
@@ -279,7 +282,7 @@ class Gateway:
     @app.handle_errors(DimError)
     def domain_error(self, request: IRequest, failure: Failure) -> bytes:
         """A DIM error: its status and ``{"error": {"code", "message"}}``."""
-        err = failure.value
+        err = cast(DimError, failure.value)
         retry_after = getattr(err, "retry_after", None)
         if err.status == 429:
             request.setHeader(b"retry-after", str(int(retry_after or 1)).encode("ascii"))
@@ -288,7 +291,7 @@ class Gateway:
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
         """No such route (404) or method (405), in the same JSON shape."""
-        err = failure.value
+        err = cast(HTTPException, failure.value)
         code = "not_found" if err.code == 404 else "bad_request"
         message = "no such endpoint" if err.code == 404 else (err.description or err.name)
         return self.respond(request, error_document(code, message), err.code or 500)

@@ -122,7 +122,7 @@ def apply_each(store: Any, ops: list[StoreOp]) -> Any:
 
     calls: list[Any] = []
     for op in ops:
-        if type(op) is SendOp:
+        if isinstance(op, SendOp):
             calls.append(store.store_message(op.sender, op.client_id, op.recipients, op.group,
                                              op.body, op.kind, op.file, op.ts))
         elif op.read:

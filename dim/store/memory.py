@@ -168,7 +168,7 @@ class MemoryStore:
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in order; one outcome each (see IStore.apply)."""
-        return apply_each(self, ops)  # type: ignore[no-any-return]
+        return apply_each(self, ops)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

@@ -46,7 +46,7 @@ that would acknowledge a ``sent`` before it is on disk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import msgspec
@@ -952,7 +952,7 @@ class RedisStore:
         """Run a batch of sends and acks in batch order; one outcome each (see
         IStore.apply).  Every operation is handed over in this reactor turn, so they all
         go to Redis in one script call, in order."""
-        return apply_each(self, ops)  # type: ignore[no-any-return]
+        return apply_each(self, ops)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

@@ -201,7 +201,8 @@ class LocalCluster:
         self.gateway = DimProcess("dim-gateway", [
             "--listen", f"tcp:{self.http_port}:interface=127.0.0.1",
             "--redis", services.redis, "--zookeeper", services.zookeeper,
-            "--kafka", services.kafka, "--cluster", self.name, "--routing", routing, "--zk-timeout", str(zk_timeout),
+            "--kafka", services.kafka, "--cluster", self.name, "--routing", routing,
+            "--zk-timeout", str(zk_timeout),
             "--files", str(workdir / "files")],
             workdir, env={"DIM_SECRET": SECRET, **services.credential_env()}, name="gateway")
         self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
@@ -473,7 +474,7 @@ class Conversation:
     def check(self) -> Tally:
         """Count lost, twice-shown and out-of-order messages (see the module docstring)."""
         tally = Tally(sent=len(self.messages))
-        for sender, message, recipient, n in self.messages:
+        for sender, message, recipient, _ in self.messages:
             key = (sender.user, message.id)
             if message.seq is None:
                 tally.unconfirmed += 1

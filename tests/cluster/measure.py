@@ -29,7 +29,6 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from dim.client.session import NodeAddress
 from tests.cluster.kit import (Conversation, LocalCluster, Person, Services, log_in_all,
                                percentile)
 from tests.cluster.test_failover import people_on, wait_until
