@@ -9,8 +9,8 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from tests.test_client_live_people import png
-from tests.test_tui_app import async_test
+from tests.fakes.client import png
+from tests.fakes.tui import async_test
 from tui import images
 
 
