@@ -44,7 +44,8 @@ from dim.errors import (
     Unavailable,
 )
 from dim.files import FileStorage
-from dim.gateway import files, groups, metrics, openapi, people
+from dim.gateway import conversations, files, groups, metrics, openapi, people
+from dim.gateway.conversations import message_dict
 from dim.gateway.errors import error_document
 from dim.gateway.fields import USER_NAME, query_int
 from dim.gateway.limits import (
@@ -84,15 +85,6 @@ def node_dict(node: NodeInfo) -> dict[str, Any]:
     out: dict[str, Any] = {"id": node.id, "host": node.host, "port": node.port}
     if node.tls:
         out["tls"] = True
-    return out
-
-
-def message_dict(entry: InboxEntry) -> dict[str, Any]:
-    """An inbox entry as the ``msg`` frame the node would send for it (the same converter),
-    with its delivered and read marks always present."""
-    out: dict[str, Any] = entry_frame(entry).to_dict()
-    out["delivered"] = entry.delivered
-    out["read"] = entry.read
     return out
 
 
@@ -444,6 +436,9 @@ class Gateway:
                                       "last_seq": last_seq, "more": more})
 
     # ------------------------------------------------------------ people (dim.gateway.people)
+
+    list_conversations = _routed(app, "GET", "/v1/conversations", "conversations",
+                                 "conversations", conversations.conversations)
 
     search_users = _routed(app, "GET", "/v1/users", "search_users", "users", people.search)
     user = _routed(app, "GET", "/v1/users/<string:name>", "user", "user", people.user)

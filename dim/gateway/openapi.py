@@ -106,6 +106,10 @@ DOCUMENT: dict[str, Any] = {
                  last_seq={"type": "integer"}, more={"type": "boolean"}), [400],
             params=[_query("after", {"type": "integer", "minimum": 0}),
                     _query("limit", {"type": "integer", "minimum": 1})])},
+        "/v1/conversations": {"get": _op(
+            "The caller's conversations with read pointers and unread counts, newest first",
+            200, _obj(["conversations"], conversations={"type": "array"}), [400],
+            params=[_query("limit", {"type": "integer", "minimum": 1})])},
         "/v1/users": {"get": _op(
             "Search users by user or display name", 200,
             _obj(["users"], users={"type": "array"}), [400],

@@ -460,6 +460,9 @@ class NodeCore:
         and ``read`` to the senders, ``read {seq}`` to the user's other sessions.  A seq
         this session already said it read changes nothing and tells nobody."""
         session: Session = conn.session
+        if frame.with_ is not None or frame.group is not None:
+            self._read_conversation(conn, frame)
+            return
         session.acknowledge(frame.seq)
         if frame.seq <= session.read_seq:
             return
@@ -474,6 +477,36 @@ class NodeCore:
         # Reading implies receiving, and a client may read without acking first: the ack
         # is recorded too, so its senders still hear ``delivered`` before ``read``.
         self.batch.add(AckOp(user=user, seq=seq, read=True), read,
+                       partial(conn.request_ended, frame))
+
+    def _read_conversation(self, conn: ClientConnection, frame: F.Read) -> None:
+        """``read`` of one conversation (``with`` or ``group``): acknowledge and read its
+        entries up to ``seq``; ``delivered`` and ``read`` to their senders, and the same
+        ``read`` to the user's other sessions when the read pointer moved."""
+        if frame.with_ is not None and frame.group is not None:
+            raise errors.BadRequest("read names a conversation by with or group, not both")
+        session: Session = conn.session
+        user, seq, skip = session.user, frame.seq, session.id
+        conv = frame.with_ if frame.with_ is not None else "#" + str(frame.group)
+        conn.request_began()
+
+        def read(outcome: tuple[list[Receipt], list[Receipt], int]) -> None:
+            conn.request_ended(frame)
+            delivered, receipts, moved = outcome
+            targets: dict[str, list[F._Frame]] = {}
+            for receipt in delivered:
+                targets.setdefault(receipt.sender, []).append(
+                    F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
+            for receipt in receipts:
+                targets.setdefault(receipt.sender, []).append(
+                    F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
+            if moved:
+                targets.setdefault(user, []).append(
+                    F.ReadNotice(seq=seq, by=user, with_=frame.with_, group=frame.group))
+            if targets:
+                self._deliver_now(targets, skip=skip)
+
+        self.batch.add(AckOp(user=user, seq=seq, read=True, conv=conv), read,
                        partial(conn.request_ended, frame))
 
     def _read(self, receipts: list[list[Receipt]], user: str, seq: int, skip: str) -> None:

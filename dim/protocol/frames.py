@@ -94,10 +94,13 @@ class Typing(_Frame, tag="typing"):
     group: GroupId | None = None
 
 
-class Read(_Frame, tag="read"):
-    """The person has seen everything of this user's inbox up to ``seq``."""
+class Read(_Frame, tag="read", rename={"with_": "with"}):
+    """The person has seen everything of this user's inbox up to ``seq``; with ``with`` (a
+    peer) or ``group``, every entry of that conversation up to ``seq``."""
 
     seq: Seq
+    with_: UserName | None = None
+    group: GroupId | None = None
 
 
 ClientFrame = Union[Hello, Send, Ack, Sync, Ping, Typing, Read]
@@ -198,14 +201,16 @@ class TypingNotice(_Frame, tag="typing", rename={"from_": "from"}):
     group: str | None = None
 
 
-class ReadNotice(_Frame, tag="read"):
+class ReadNotice(_Frame, tag="read", rename={"with_": "with"}):
     """A recipient has seen a message (``id``, ``mid``, ``by``), or another session of this
-    user has read up to ``seq``."""
+    user has read up to ``seq`` (of one conversation, with ``with`` or ``group``)."""
 
     by: str
     id: str | None = None
     mid: str | None = None
     seq: int | None = None
+    with_: str | None = None
+    group: str | None = None
 
 
 class Notify(_Frame, tag="notify", rename={"from_": "from"}):

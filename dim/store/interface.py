@@ -102,15 +102,54 @@ class SendOp(Struct, kw_only=True):
 
 class AckOp(Struct, kw_only=True):
     """The user received (with ``read``: also read) its inbox up to ``seq``, as a batch
-    operation of :meth:`IStore.apply`."""
+    operation of :meth:`IStore.apply`.
+
+    With ``conv`` (and ``read``), only that conversation is read up to ``seq``: see
+    :meth:`IStore.read_conversation`; the outcome is then ``(delivered, read, moved)``.
+    """
 
     user: str
     seq: int
     read: bool = False
+    conv: str | None = None
 
 
 #: An operation of :meth:`IStore.apply`.
 StoreOp = SendOp | AckOp
+
+
+#: The kinds of entry that count as unread: messages, not edits, recalls or reactions.
+UNREAD_KINDS = frozenset(("text", "image", "file"))
+
+
+def conversation_of(message: StoredMessage, user: str) -> str:
+    """The key of the conversation of ``user`` that ``message`` belongs to: ``#`` and the
+    group id for a group message, else the other person's name (``user`` itself for a
+    message to oneself).  User names cannot start with ``#``, so keys never collide."""
+    if message.group is not None:
+        return "#" + message.group
+    if message.sender != user:
+        return message.sender
+    return message.to or user
+
+
+def counts_unread(message: StoredMessage, user: str) -> bool:
+    """Whether ``message`` in ``user``'s inbox counts as unread while above its
+    conversation's read pointer: a message (not an edit, recall or reaction) from someone
+    else."""
+    return message.sender != user and message.kind in UNREAD_KINDS
+
+
+class Conversation(Struct, kw_only=True):
+    """One conversation of a user's inbox: its key (see :func:`conversation_of`), newest
+    entry, read pointer and the counts of unread entries and of unread ones mentioning the
+    user."""
+
+    conv: str
+    last: InboxEntry
+    read_seq: int = 0
+    unread: int = 0
+    mentions: int = 0
 
 
 class Profile(Struct, kw_only=True):
@@ -233,6 +272,22 @@ class IStore(Interface):
 
     def acked_seq(user: str) -> Any:
         """The highest seq the user acknowledged (0 when none)."""
+
+    def read_conversation(user: str, conv: str, seq: int) -> Any:
+        """Mark every entry of one conversation of ``user`` (``conv`` as
+        :func:`conversation_of` names it) up to ``seq`` read, and so acknowledged.
+
+        The conversation's read pointer only moves forward (clamped to its newest entry).
+        Fires with ``(delivered, read, moved)``: the :class:`Receipt` lists of entries from
+        other users this newly acknowledged and newly read, and the new read pointer (0 when
+        it did not move).  A read of the whole inbox (:meth:`read`) moves the read pointer
+        of every conversation with entries up to its ``seq``.  Costs in proportion to the
+        entries newly read, never to the inbox size.
+        """
+
+    def conversations(user: str, limit: int) -> Any:
+        """The user's :class:`Conversation` list, most recent activity (highest newest seq)
+        first, at most ``limit``."""
 
     # ------------------------------------------------------------------ people
 

@@ -12,8 +12,9 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
+from dim.store.interface import (AckOp, Contact, Conversation, FileRecord, Group, InboxEntry,
+                                 IStore, Profile, Receipt, SendOp, SendResult, StoredMessage,
+                                 StoreOp, conversation_of, counts_unread)
 
 
 def base36(number: int) -> str:
@@ -37,6 +38,16 @@ class _Record:
 
 
 @dataclass
+class _Conv:
+    """One conversation of an inbox: its entries' seqs, read pointer and unread count."""
+
+    seqs: list[int] = field(default_factory=list)
+    read: int = 0
+    unread: int = 0
+    mentions: int = 0
+
+
+@dataclass
 class _Inbox:
     """One user's inbox: its messages in seq order and how far they were acked and read."""
 
@@ -45,6 +56,9 @@ class _Inbox:
     mids: list[str] = field(default_factory=list)
     acked: int = 0
     read: int = 0
+    convs: dict[str, _Conv] = field(default_factory=dict)
+    #: The conversation key of every entry, in seq order (parallel to ``mids``).
+    entry_convs: list[str] = field(default_factory=list)
 
 
 @implementer(IStore)
@@ -159,6 +173,12 @@ class MemoryStore:
             inbox = self._users[name]
             inbox.mids.append(mid)
             seqs[name] = len(inbox.mids)
+            key = conversation_of(message, name)
+            inbox.entry_convs.append(key)
+            conv = inbox.convs.setdefault(key, _Conv())
+            conv.seqs.append(seqs[name])
+            if counts_unread(message, name):
+                conv.unread += 1
         self._messages[mid] = _Record(message, seqs, frozenset(recipients))
         if isinstance(file, dict) and isinstance(file.get("id"), str):
             self._file_readers.setdefault(file["id"], set()).update(seqs)
@@ -172,6 +192,8 @@ class MemoryStore:
             if type(op) is SendOp:
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
                                                 op.group, op.body, op.kind, op.file, op.ts))
+            elif type(op) is AckOp and op.conv is not None:
+                calls.append(self.read_conversation(op.user, op.conv, op.seq))
             elif op.read:
                 calls.append(defer.gatherResults(
                     [self.ack(op.user, op.seq), self.read(op.user, op.seq)],
@@ -191,10 +213,13 @@ class MemoryStore:
         entries = []
         for offset, mid in enumerate(inbox.mids[start:start + max(limit, 0)]):
             record = self._messages[mid]
-            entries.append(InboxEntry(seq=start + offset + 1, message=record.message,
-                                      delivered=self._all(record, "acked"),
-                                      read=self._all(record, "read")))
+            entries.append(self._entry(record, start + offset + 1))
         return defer.succeed((entries, len(inbox.mids)))
+
+    def _entry(self, record: _Record, seq: int) -> InboxEntry:
+        """The inbox entry of ``record`` at ``seq``, with its delivered and read marks."""
+        return InboxEntry(seq=seq, message=record.message,
+                          delivered=self._all(record, "acked"), read=self._all(record, "read"))
 
     def last_seq(self, user: str) -> defer.Deferred[int]:
         """The highest seq in the user's inbox (0 when empty or unknown)."""
@@ -214,6 +239,46 @@ class MemoryStore:
         """The highest seq the user acknowledged (0 when none)."""
         inbox = self._users.get(user)
         return defer.succeed(inbox.acked if inbox else 0)
+
+    def read_conversation(self, user: str, conv: str, seq: int) -> defer.Deferred[
+            tuple[list[Receipt], list[Receipt], int]]:
+        """Read one conversation up to ``seq``; ``(delivered, read, new pointer or 0)``."""
+        inbox = self._users.get(user)
+        state = inbox.convs.get(conv) if inbox else None
+        if inbox is None or state is None:
+            return defer.succeed(([], [], 0))
+        new = min(seq, state.seqs[-1])
+        if new <= state.read:
+            return defer.succeed(([], [], 0))
+        delivered: list[Receipt] = []
+        read: list[Receipt] = []
+        start = bisect.bisect_right(state.seqs, state.read)
+        for at in state.seqs[start:bisect.bisect_right(state.seqs, new)]:
+            message = self._messages[inbox.mids[at - 1]].message
+            if counts_unread(message, user):
+                state.unread -= 1
+            if message.sender == user:
+                continue
+            receipt = Receipt(mid=message.mid, id=message.id, sender=message.sender, seq=at)
+            if at > inbox.acked:
+                delivered.append(receipt)
+            read.append(receipt)
+        state.read = new
+        return defer.succeed((delivered, read, new))
+
+    def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
+        """The user's conversations, most recent activity first, at most ``limit``."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return defer.succeed([])
+        newest = sorted(inbox.convs.items(), key=lambda item: -item[1].seqs[-1])
+        out = []
+        for key, state in newest[:max(limit, 0)]:
+            last = state.seqs[-1]
+            out.append(Conversation(
+                conv=key, last=self._entry(self._messages[inbox.mids[last - 1]], last),
+                read_seq=state.read, unread=state.unread, mentions=state.mentions))
+        return defer.succeed(out)
 
     # -- people ----------------------------------------------------------------------------
 
@@ -367,9 +432,15 @@ class MemoryStore:
     # -- helpers ---------------------------------------------------------------------------
 
     def _all(self, record: _Record, mark: str) -> bool:
-        """Whether every recipient of the record has its ``mark`` (acked/read) past it."""
-        return all(getattr(self._users[name], mark) >= record.seqs[name]
-                   for name in record.recipients)
+        """Whether every recipient of the record has its ``mark`` (acked/read) past it: its
+        conversation's read pointer counts for both."""
+        for name in record.recipients:
+            inbox, seq = self._users[name], record.seqs[name]
+            if mark == "acked" and inbox.acked >= seq:
+                continue
+            if inbox.convs[inbox.entry_convs[seq - 1]].read < seq:
+                return False
+        return True
 
     def _advance(self, user: str, seq: int, mark: str) -> list[Receipt]:
         """Move the user's ``mark`` up to ``seq`` (clamped) and list the newly covered
@@ -385,9 +456,18 @@ class MemoryStore:
         receipts = []
         for at in range(old + 1, new + 1):
             message = self._messages[inbox.mids[at - 1]].message
+            conv = inbox.convs[inbox.entry_convs[at - 1]]
+            if conv.read >= at:
+                continue  # its conversation was read already: acked and read then
+            if mark == "read" and counts_unread(message, user):
+                conv.unread -= 1
             if message.sender != user:
                 receipts.append(Receipt(mid=message.mid, id=message.id,
                                         sender=message.sender, seq=at))
+        if mark == "read":
+            for key in set(inbox.entry_convs[old:new]):
+                conv = inbox.convs[key]
+                conv.read = max(conv.read, new)
         return receipts
 
 

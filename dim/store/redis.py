@@ -23,6 +23,11 @@ from the prefix, so this is not meant for Redis Cluster):
 - ``inbox:<user>``: a list of mids; the entry at index ``i`` has seq ``i + 1``, so the seq is
   the list length after RPUSH (the counter and the entry are one thing and cannot diverge).
 - ``marks:<user>``: hash ``ack``, ``read``.
+- Conversations (``<conv>`` as :func:`dim.store.interface.conversation_of` names it; the
+  message hash keeps ``cv``, the group's ``#id`` or the direct message's addressee, and
+  ``cu``, 1 when the message counts as unread): ``convs:<user>``, sorted set conv -> its
+  newest seq; ``conv:<user>:<conv>``: hash ``read`` (the read pointer), ``unread``,
+  ``mentions``; ``cseqs:<user>:<conv>``: sorted set of the conversation's seqs.
 - ``profile:<user>``: hash ``name``, ``status``, ``avatar`` (absent: the default profile);
   ``folds``: hash user -> case-folded display name (for search); ``avatars``: hash file id ->
   how many profiles show it.
@@ -59,8 +64,9 @@ from zope.interface import implementer
 from dim.errors import (BadRequest, Conflict, DimError, Internal, NotFound, TooLarge,
                         Unavailable)
 from dim.runtime import redact_url
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
-                                 Receipt, SendOp, SendResult, StoredMessage, StoreOp)
+from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
+                                 Group, InboxEntry, IStore, Profile, Receipt, SendOp,
+                                 SendResult, StoredMessage, StoreOp)
 
 _encode_message = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(StoredMessage).decode
@@ -107,7 +113,11 @@ return 1
 #: (seqs: a table user -> seq), {-1, unknown user} when a user does not exist.  Every check
 #: comes before the first write, so a failed store writes nothing.
 _LUA_STORE = _LUA_BASE36 + """
-local function store(p, sender, cid, draft, fid, rcpts)
+local function conv_of(cv, sender, u)
+  if string.sub(cv, 1, 1) == '#' or sender == u then return cv end
+  return sender
+end
+local function store(p, sender, cid, draft, fid, rcpts, cv, cu)
   local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
   if known then
     local k = p .. 'msg:' .. known
@@ -129,20 +139,30 @@ local function store(p, sender, cid, draft, fid, rcpts)
   local mjson = '{"mid":"' .. mid .. '"' .. string.sub(draft, 10)
   local seqs = {}
   for _, u in ipairs(users) do
-    seqs[u] = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
+    local seq = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
+    seqs[u] = seq
+    local c = conv_of(cv, sender, u)
+    redis.call('ZADD', p .. 'convs:' .. u, seq, c)
+    redis.call('ZADD', p .. 'cseqs:' .. u .. ':' .. c, seq, seq)
+    if cu == '1' and u ~= sender then
+      redis.call('HINCRBY', p .. 'conv:' .. u .. ':' .. c, 'unread', 1)
+    end
   end
   if fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
   local selfr = 0
   if rseen[sender] then selfr = 1 end
   redis.call('HSET', p .. 'msg:' .. mid, 'm', mjson, 'sender', sender, 'id', cid,
-             'seqs', cjson.encode(seqs), 'pa', #recipients, 'pr', #recipients, 'self', selfr)
+             'seqs', cjson.encode(seqs), 'pa', #recipients, 'pr', #recipients, 'self', selfr,
+             'cv', cv, 'cu', cu)
   redis.call('HSET', p .. 'dedup:' .. sender, cid, mid)
   return {0, mjson, seqs}
 end
 """
 
 #: The shared body of ack and read: move one mark of ``user`` up to ``seq`` and decrement
-#: the matching pending counter of every newly covered message.
+#: the matching pending counter of every newly covered message that no conversation read
+#: covered (those were acknowledged and read then).  A read also lowers the unread counts
+#: and moves the read pointer of every conversation it covers.
 _LUA_ADVANCE = """
 local function advance(p, user, seq, mark, counter, want_receipts)
   local inbox = p .. 'inbox:' .. user
@@ -153,22 +173,72 @@ local function advance(p, user, seq, mark, counter, want_receipts)
   if new <= old then return receipts end
   redis.call('HSET', marks, mark, new)
   local mids = redis.call('LRANGE', inbox, old, new - 1)
+  local creads = {}
   for i, mid in ipairs(mids) do
     local k = p .. 'msg:' .. mid
-    local f = redis.call('HMGET', k, 'sender', 'id', 'self')
-    if f[1] ~= user or f[3] == '1' then
-      redis.call('HINCRBY', k, counter, -1)
+    local f = redis.call('HMGET', k, 'sender', 'id', 'self', 'cv', 'cu')
+    local c = conv_of(f[4] or '', f[1], user)
+    local ck = p .. 'conv:' .. user .. ':' .. c
+    if creads[c] == nil then
+      creads[c] = tonumber(redis.call('HGET', ck, 'read') or '0')
     end
-    if want_receipts and f[1] ~= user then
-      receipts[#receipts + 1] = {mid, f[2], f[1], old + i}
+    if creads[c] < old + i then
+      if f[1] ~= user or f[3] == '1' then
+        redis.call('HINCRBY', k, counter, -1)
+      end
+      if mark == 'read' and f[1] ~= user and f[5] == '1' then
+        redis.call('HINCRBY', ck, 'unread', -1)
+      end
+      if want_receipts and f[1] ~= user then
+        receipts[#receipts + 1] = {mid, f[2], f[1], old + i}
+      end
+    end
+  end
+  if mark == 'read' then
+    for c, r in pairs(creads) do
+      if r < new then redis.call('HSET', p .. 'conv:' .. user .. ':' .. c, 'read', new) end
     end
   end
   return receipts
 end
+
+-- Read one conversation up to seq: {delivered receipts, read receipts, new pointer or 0}.
+local function read_conv(p, user, c, seq)
+  local last = redis.call('ZSCORE', p .. 'convs:' .. user, c)
+  if not last then return {{}, {}, 0} end
+  local ck = p .. 'conv:' .. user .. ':' .. c
+  local old = tonumber(redis.call('HGET', ck, 'read') or '0')
+  local new = math.min(seq, tonumber(last))
+  if new <= old then return {{}, {}, 0} end
+  local acked = tonumber(redis.call('HGET', p .. 'marks:' .. user, 'ack') or '0')
+  local delivered, read = {}, {}
+  local inbox = p .. 'inbox:' .. user
+  for _, at in ipairs(redis.call('ZRANGEBYSCORE', p .. 'cseqs:' .. user .. ':' .. c,
+                                 '(' .. old, new)) do
+    local s = tonumber(at)
+    local mid = redis.call('LINDEX', inbox, s - 1)
+    local k = p .. 'msg:' .. mid
+    local f = redis.call('HMGET', k, 'sender', 'id', 'self', 'cu')
+    if f[1] ~= user or f[3] == '1' then
+      redis.call('HINCRBY', k, 'pr', -1)
+      if s > acked then redis.call('HINCRBY', k, 'pa', -1) end
+    end
+    if f[1] ~= user then
+      if f[4] == '1' then redis.call('HINCRBY', ck, 'unread', -1) end
+      local receipt = {mid, f[2], f[1], s}
+      if s > acked then delivered[#delivered + 1] = receipt end
+      read[#read + 1] = receipt
+    end
+  end
+  redis.call('HSET', ck, 'read', new)
+  return {delivered, read, new}
+end
 """
 
 #: The hot path in one script call: ARGV: prefix, a msgpack list of operations, each
-#: ``["s", sender, client id, draft message JSON, file id, [recipient...]]`` (store),
+#: ``["s", sender, client id, draft message JSON, file id, [recipient...], cv, cu]`` (store;
+#: ``cv`` and ``cu`` as the message hash keeps them), ``["c", user, conv, seq]`` (read one
+#: conversation),
 #: ``["a", user, seq]`` (ack), ``["r", user, seq]`` (read: ack, then mark read) or
 #: ``["n", user]`` (the inbox's last seq), run in list order.  Returns JSON
 #: ``[session version, results]``: the session registry's version counter (see
@@ -179,7 +249,8 @@ end
 BATCH = _LUA_STORE + _LUA_ADVANCE + """
 local function run(p, op)
   local kind = op[1]
-  if kind == 's' then return store(p, op[2], op[3], op[4], op[5], op[6]) end
+  if kind == 's' then return store(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8]) end
+  if kind == 'c' then return read_conv(p, op[2], op[3], tonumber(op[4])) end
   if kind == 'a' then return advance(p, op[2], tonumber(op[3]), 'ack', 'pa', true) end
   if kind == 'n' then return redis.call('LLEN', p .. 'inbox:' .. op[2]) end
   if kind == 'r' then
@@ -213,6 +284,23 @@ if after < 0 then after = 0 end
 local mids = redis.call('LRANGE', inbox, after, after + limit - 1)
 for _, mid in ipairs(mids) do
   out[#out + 1] = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
+end
+return out
+"""
+
+#: ARGV: prefix, user, limit.  Returns {{conv, newest seq, read, unread, mentions, m, pa,
+#: pr}, ...}, most recent first.
+CONVERSATIONS = """
+local p, user = ARGV[1], ARGV[2]
+local out = {}
+local convs = redis.call('ZREVRANGE', p .. 'convs:' .. user, 0, tonumber(ARGV[3]) - 1,
+                         'WITHSCORES')
+for i = 1, #convs, 2 do
+  local c, last = convs[i], tonumber(convs[i + 1])
+  local f = redis.call('HMGET', p .. 'conv:' .. user .. ':' .. c, 'read', 'unread', 'mentions')
+  local mid = redis.call('LINDEX', p .. 'inbox:' .. user, last - 1)
+  local m = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
+  out[#out + 1] = {c, last, f[1] or '0', f[2] or '0', f[3] or '0', m[1], m[2], m[3]}
 end
 return out
 """
@@ -433,6 +521,7 @@ SCRIPTS = {
     "revoke": REVOKE,
     "batch": BATCH,
     "fetch": FETCH,
+    "conversations": CONVERSATIONS,
     "get_profile": GET_PROFILE,
     "update_profile": UPDATE_PROFILE,
     "search_page": SEARCH_PAGE,
@@ -783,6 +872,11 @@ def _int(raw: Any, ref: str | None) -> int:
     return int(raw)
 
 
+def _conversation_read(raw: Any, ref: str | None) -> tuple[list[Receipt], list[Receipt], int]:
+    """``(delivered, read, moved)`` from a conversation read's answer."""
+    return _receipts(raw[0], ref), _receipts(raw[1], ref), int(raw[2])
+
+
 def _receipts(raw: Any, ref: str | None) -> list[Receipt]:
     """Receipts from an ack's or read's answer (``{}`` when there are none)."""
     if not raw:
@@ -950,8 +1044,10 @@ class RedisStore:
         draft = StoredMessage(mid="", id=client_id, sender=sender, ts=ts, to=to, group=group,
                               body=body, kind=kind, file=file)
         file_id = file.get("id") if isinstance(file, dict) else None
+        cv = "#" + group if group is not None else to or sender
         op = ["s", sender, client_id, _encode_message(draft).decode(),
-              file_id if isinstance(file_id, str) else "", list(recipients)]
+              file_id if isinstance(file_id, str) else "", list(recipients), cv,
+              "1" if kind in UNREAD_KINDS else "0"]
         return self._batcher.submit(op, _send_result, client_id)
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
@@ -963,6 +1059,8 @@ class RedisStore:
             if type(op) is SendOp:
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
                                                 op.group, op.body, op.kind, op.file, op.ts))
+            elif type(op) is AckOp and op.conv is not None:
+                calls.append(self.read_conversation(op.user, op.conv, op.seq))
             elif op.read:
                 calls.append(_both(self.ack(op.user, op.seq), self.read(op.user, op.seq)))
             else:
@@ -1006,6 +1104,26 @@ class RedisStore:
         """The highest seq the user acknowledged (0 when none)."""
         return self.redis.hget(self._key("marks", user), "ack").addCallback(
             lambda v: int(v) if v is not None else 0)
+
+    def read_conversation(self, user: str, conv: str, seq: int) -> defer.Deferred[
+            tuple[list[Receipt], list[Receipt], int]]:
+        """Read one conversation up to ``seq``; ``(delivered, read, new pointer or 0)``.
+
+        Joins the batch of this reactor turn, after the stores called before it."""
+        return self._batcher.submit(["c", user, conv, int(seq)], _conversation_read, None)
+
+    def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
+        """The user's conversations, most recent activity first, at most ``limit``."""
+        async def run() -> list[Conversation]:
+            if limit <= 0:
+                return []
+            reply = await self._run("conversations", user, int(limit))
+            return [Conversation(
+                conv=conv, last=InboxEntry(seq=int(last), message=_decode_message(m),
+                                           delivered=int(pa) <= 0, read=int(pr) <= 0),
+                read_seq=int(read), unread=int(unread), mentions=int(mentions))
+                for conv, last, read, unread, mentions, m, pa, pr in reply]
+        return defer.Deferred.fromCoroutine(run())
 
     # -- people ----------------------------------------------------------------------------
 

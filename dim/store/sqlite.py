@@ -37,8 +37,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
-from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
+from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
+                                 Group, InboxEntry, IStore, Profile, Receipt, SendOp,
+                                 SendResult, StoredMessage, StoreOp)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     user INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     message INTEGER NOT NULL,
+    conv TEXT,
     PRIMARY KEY (user, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revoked (
@@ -80,6 +82,39 @@ CREATE TABLE IF NOT EXISTS token_epochs (
     kept TEXT
 ) WITHOUT ROWID;
 PRAGMA user_version = 1;
+"""
+
+#: Per-conversation state (see :func:`dim.store.interface.conversation_of` for ``conv``):
+#: the newest seq, the read pointer and the unread counts, kept up to date by every store
+#: and read so that neither scales with the inbox.  ``inbox.conv`` indexes the entries.
+CONVERSATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS convs (
+    user INTEGER NOT NULL,
+    conv TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    read_seq INTEGER NOT NULL DEFAULT 0,
+    unread INTEGER NOT NULL DEFAULT 0,
+    mentions INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, conv)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS convs_by_last ON convs (user, last);
+CREATE INDEX IF NOT EXISTS inbox_by_conv ON inbox (user, conv, seq);
+"""
+
+#: The conversation key of message ``m`` in the inbox of user ``u`` (SQL of
+#: :func:`dim.store.interface.conversation_of`).
+_CONV_KEY = """(CASE WHEN m.grp IS NOT NULL THEN '#' || m.grp WHEN m.sender != u.name
+THEN m.sender ELSE coalesce(m.to_user, u.name) END)"""
+
+#: Fills in ``inbox.conv`` and ``convs`` for a file written before conversations existed.
+_MIGRATE_CONVERSATIONS = f"""
+UPDATE inbox SET conv = (SELECT {_CONV_KEY} FROM messages m, users u
+                         WHERE m.id = inbox.message AND u.id = inbox.user);
+INSERT OR REPLACE INTO convs (user, conv, last, read_seq, unread)
+SELECT i.user, i.conv, max(i.seq), u.read_seq,
+       sum(i.seq > u.read_seq AND m.sender != u.name AND m.kind IN ('text', 'image', 'file'))
+FROM inbox i JOIN users u ON u.id = i.user JOIN messages m ON m.id = i.message
+GROUP BY i.user, i.conv;
 """
 
 
@@ -100,20 +135,42 @@ def private_file(path: str) -> None:
             pass
 
 #: Whether every recipient of message ``m`` acknowledged (read) it.  ``members`` holds
-#: ``[user id, seq, is a recipient]`` for every inbox that got the message.
-_ALL_MARKED = """NOT EXISTS (SELECT 1 FROM json_each(m.members) AS r JOIN users AS u
-                 ON u.id = r.value ->> 0 WHERE r.value ->> 2 AND u.{mark} < r.value ->> 1)"""
+#: ``[user id, seq, is a recipient]`` for every inbox that got the message.  An entry is
+#: read once its conversation's read pointer passed it, and acknowledged once read too.
+_ALL_MARKED = f"""NOT EXISTS (SELECT 1 FROM json_each(m.members) AS r JOIN users AS u
+                 ON u.id = r.value ->> 0 WHERE r.value ->> 2 AND {{mark}} < r.value ->> 1
+                 AND coalesce((SELECT c.read_seq FROM convs c WHERE c.user = u.id
+                               AND c.conv = {_CONV_KEY}), 0) < r.value ->> 1)"""
 
-_FETCH = f"""
+_FETCH_COLUMNS = f"""
 SELECT i.seq, m.id, m.client_id, m.sender, m.ts, m.to_user, m.grp, m.body, m.kind, m.file,
-       {_ALL_MARKED.format(mark="acked_seq")}, {_ALL_MARKED.format(mark="read_seq")}
+       {_ALL_MARKED.format(mark="u.acked_seq")}, {_ALL_MARKED.format(mark="0")}
 FROM inbox i JOIN messages m ON m.id = i.message
-WHERE i.user = ? AND i.seq > ? ORDER BY i.seq LIMIT ?
 """
 
+_FETCH = _FETCH_COLUMNS + "WHERE i.user = ? AND i.seq > ? ORDER BY i.seq LIMIT ?"
+
+#: Entries newly covered by an ack or read of the whole inbox: those (old, new] of user ?1
+#: that no conversation read covered (they were acknowledged and read then).
 _COVERED = """
-SELECT i.seq, m.id, m.client_id, m.sender FROM inbox i JOIN messages m ON m.id = i.message
-WHERE i.user = ? AND i.seq > ? AND i.seq <= ? AND m.sender != ? ORDER BY i.seq
+SELECT i.seq, m.id, m.client_id, m.sender, m.kind, i.conv FROM inbox i
+JOIN messages m ON m.id = i.message
+WHERE i.user = ?1 AND i.seq > ?2 AND i.seq <= ?3
+AND i.seq > coalesce((SELECT c.read_seq FROM convs c WHERE c.user = ?1
+                      AND c.conv = i.conv), 0)
+ORDER BY i.seq
+"""
+
+#: A whole-inbox read of user ?1 from ?2 to ?3 moves the read pointer of every conversation
+#: with entries in that range up to ?3 (the unread counts were lowered entry by entry).
+_READ_CONVS = """
+UPDATE convs SET read_seq = max(read_seq, ?3)
+WHERE user = ?1 AND conv IN (SELECT conv FROM inbox WHERE user = ?1 AND seq > ?2
+                             AND seq <= ?3)
+"""
+_LOWER_UNREAD = """
+UPDATE convs SET unread = unread - j.value ->> 1 FROM json_each(?2) AS j
+WHERE convs.user = ?1 AND convs.conv = j.value ->> 0
 """
 
 _STOP = object()
@@ -135,8 +192,15 @@ INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file,
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_INBOX = """
-INSERT INTO inbox (user, seq, message)
-SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)
+INSERT INTO inbox (user, seq, message, conv)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)
+"""
+#: ``[user id, conv, seq, unread]`` rows: the conversation's newest seq and added unread.
+_UPSERT_CONVS = """
+INSERT INTO convs (user, conv, last, unread)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+ON CONFLICT (user, conv) DO UPDATE SET last = max(last, excluded.last),
+                                       unread = unread + excluded.unread
 """
 _UPDATE_SEQS = """
 UPDATE users SET last_seq = j.value ->> 1 FROM json_each(?) AS j WHERE users.id = j.value ->> 0
@@ -263,6 +327,12 @@ class SQLiteStore:
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.executescript(SCHEMA)
         self._conn.executescript(PEOPLE_SCHEMA)
+        columns = [row[1] for row in self._conn.execute("PRAGMA table_info(inbox)")]
+        if "conv" not in columns:
+            self._conn.executescript("BEGIN; ALTER TABLE inbox ADD COLUMN conv TEXT;"
+                                     + CONVERSATION_SCHEMA + _MIGRATE_CONVERSATIONS
+                                     + "COMMIT;")
+        self._conn.executescript(CONVERSATION_SCHEMA)
         self._cursor = self._conn.cursor()
         self._thread = threading.Thread(target=self._run, name=f"sqlite-store {self._path}",
                                         daemon=True)
@@ -428,7 +498,8 @@ class SQLiteStore:
         fresh: dict[tuple[str, str], SendResult] = {}
         message_rows: list[tuple[Any, ...]] = []
         nul_rows: list[tuple[Any, ...]] = []
-        inbox_rows: list[tuple[int, int, int]] = []
+        inbox_rows: list[tuple[int, int, int, str]] = []
+        conv_rows: list[tuple[int, str, int, int]] = []
         changed: dict[int, int] = {}
         for d, send in run:
             sender, client_id, recipients, group, body, kind, file, file_text, ts = send
@@ -459,15 +530,19 @@ class SQLiteStore:
                 message_id += 1
                 seqs = {}
                 marks = []
+                to = recipients[0] if group is None and recipients else None
+                countable = kind in UNREAD_KINDS
                 for name, uid in zip(members, member_uids):
                     seq = seq_cache.get(uid)
                     if seq is None:
                         seq = cursor.execute("SELECT last_seq FROM users WHERE id = ?",
                                              (uid,)).fetchone()[0]
                     seq = seqs[name] = changed[uid] = seq_cache[uid] = seq + 1
-                    inbox_rows.append((uid, seq, message_id))
+                    conv = ("#" + group if group is not None
+                            else sender if name != sender else to or sender)
+                    inbox_rows.append((uid, seq, message_id, conv))
+                    conv_rows.append((uid, conv, seq, int(countable and name != sender)))
                     marks.append((uid, seq, name in recipients))
-                to = recipients[0] if group is None and recipients else None
                 row = (message_id, sender, client_id, ts, to, group, body, kind, file_text,
                        marks)
                 if ("\0" in body or "\0" in client_id or "\0" in kind or "\0" in sender
@@ -490,6 +565,7 @@ class SQLiteStore:
             if message_rows:
                 cursor.execute(_INSERT_MESSAGES, (_batch_json(message_rows),))
             cursor.execute(_INSERT_INBOX, (_batch_json(inbox_rows),))
+            cursor.execute(_UPSERT_CONVS, (_batch_json(conv_rows),))
             cursor.execute(_UPDATE_SEQS, (_batch_json(list(changed.items())),))
             self._last_message = message_id
 
@@ -633,7 +709,11 @@ class SQLiteStore:
         put = self._queue.put
         for i, op in enumerate(ops):
             slot = _Slot(batch, i)
-            if type(op) is SendOp:
+            if type(op) is AckOp and op.conv is not None:
+                user, conv, seq = op.user, op.conv, op.seq
+                put((slot, lambda cursor, user=user, conv=conv, seq=seq:  # type: ignore[misc]
+                     self._read_conversation(cursor, user, conv, seq)))
+            elif type(op) is SendOp:
                 file_text = None
                 if op.file is not None:
                     try:
@@ -717,11 +797,77 @@ class SQLiteStore:
         old = was_read if read else acked
         if new <= old:
             return []
+        receipts = []
+        lowered: dict[str, int] = {}
+        for at, message_id, client_id, sender, kind, conv in cursor.execute(
+                _COVERED, (uid, old, new)).fetchall():
+            if read and sender != user and kind in UNREAD_KINDS:
+                lowered[conv] = lowered.get(conv, 0) + 1
+            if sender != user:
+                receipts.append(Receipt(mid=mid_of(message_id), id=client_id, sender=sender,
+                                        seq=at))
         if read:
             cursor.execute("UPDATE users SET read_seq = ? WHERE id = ?", (new, uid))
-        return [Receipt(mid=mid_of(message_id), id=client_id, sender=sender, seq=at)
-                for at, message_id, client_id, sender in cursor.execute(
-                    _COVERED, (uid, old, new, user))]
+            if lowered:
+                cursor.execute(_LOWER_UNREAD, (uid, _batch_json(list(lowered.items()))))
+            cursor.execute(_READ_CONVS, (uid, old, new))
+        return receipts
+
+    def read_conversation(self, user: str, conv: str, seq: int) -> defer.Deferred[
+            tuple[list[Receipt], list[Receipt], int]]:
+        """Read one conversation up to ``seq``; ``(delivered, read, new pointer or 0)``."""
+        return self._submit(lambda cursor: self._read_conversation(cursor, user, conv, seq))
+
+    def _read_conversation(self, cursor: sqlite3.Cursor, user: str, conv: str,
+                           seq: int) -> tuple[list[Receipt], list[Receipt], int]:
+        """The writer-thread side of :meth:`read_conversation`."""
+        row = cursor.execute(
+            "SELECT u.id, u.acked_seq, c.read_seq, c.last FROM users u JOIN convs c"
+            " ON c.user = u.id WHERE u.name = ? AND c.conv = ?", (user, conv)).fetchone()
+        if row is None:
+            return [], [], 0
+        uid, acked, old, last = row
+        new = min(seq, last)
+        if new <= old:
+            return [], [], 0
+        delivered: list[Receipt] = []
+        read: list[Receipt] = []
+        lowered = 0
+        for at, message_id, client_id, sender, kind in cursor.execute(
+                "SELECT i.seq, m.id, m.client_id, m.sender, m.kind FROM inbox i"
+                " JOIN messages m ON m.id = i.message WHERE i.user = ? AND i.conv = ?"
+                " AND i.seq > ? AND i.seq <= ? ORDER BY i.seq",
+                (uid, conv, old, new)).fetchall():
+            if sender == user:
+                continue
+            lowered += kind in UNREAD_KINDS
+            receipt = Receipt(mid=mid_of(message_id), id=client_id, sender=sender, seq=at)
+            if at > acked:
+                delivered.append(receipt)
+            read.append(receipt)
+        cursor.execute("UPDATE convs SET read_seq = ?, unread = unread - ?"
+                       " WHERE user = ? AND conv = ?", (new, lowered, uid, conv))
+        return delivered, read, new
+
+    def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
+        """The user's conversations, most recent activity first, at most ``limit``."""
+        def operation(cursor: sqlite3.Cursor) -> list[Conversation]:
+            uid = self._uid(cursor, user)
+            if uid is None:
+                return []
+            rows = cursor.execute(
+                "SELECT conv, last, read_seq, unread, mentions FROM convs WHERE user = ?"
+                " ORDER BY last DESC LIMIT ?", (uid, max(limit, 0))).fetchall()
+            out = []
+            for conv, last, read_seq, unread, mentions in rows:
+                entry = cursor.execute(_FETCH, (uid, last - 1, 1)).fetchone()
+                out.append(Conversation(
+                    conv=conv, last=InboxEntry(seq=entry[0], message=_message(entry[1:10]),
+                                               delivered=bool(entry[10]),
+                                               read=bool(entry[11])),
+                    read_seq=read_seq, unread=unread, mentions=mentions))
+            return out
+        return self._submit(operation)
 
     # -- people ----------------------------------------------------------------------------
 

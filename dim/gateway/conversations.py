@@ -1,0 +1,53 @@
+"""The gateway's calls about conversations: the conversation list with its read state.
+
+Each function is one route of :class:`dim.gateway.app.Gateway` (which lists them all); it takes
+the gateway and the request, and raises :class:`dim.errors.DimError` for every failure.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.web.iweb import IRequest
+
+from dim.errors import BadRequest
+from dim.gateway.fields import query_int
+from dim.store.interface import Conversation, InboxEntry, entry_frame
+
+if TYPE_CHECKING:
+    from dim.gateway.app import Gateway
+
+DEFAULT_CONVERSATIONS_LIMIT = 50
+MAX_CONVERSATIONS_LIMIT = 200
+
+
+def message_dict(entry: InboxEntry) -> dict[str, Any]:
+    """An inbox entry as the ``msg`` frame the node would send for it (the same converter),
+    with its delivered and read marks always present."""
+    out: dict[str, Any] = entry_frame(entry).to_dict()
+    out["delivered"] = entry.delivered
+    out["read"] = entry.read
+    return out
+
+
+def conversation_key(key: str) -> dict[str, str]:
+    """``{"group": ID}`` for a group conversation's key, else ``{"with": USER}``."""
+    return {"group": key[1:]} if key.startswith("#") else {"with": key}
+
+
+def conversation_dict(conv: Conversation) -> dict[str, Any]:
+    """One conversation as ``GET /v1/conversations`` lists it."""
+    return {**conversation_key(conv.conv), "last": message_dict(conv.last),
+            "read_seq": conv.read_seq,
+            "unread": conv.unread, "mentions": conv.mentions}
+
+
+async def conversations(gw: Gateway, request: IRequest) -> bytes:
+    """The caller's conversations, most recent activity first: 200 ``{conversations:
+    [{with | group, last, read_seq, unread, mentions}]}``; ``limit`` 50 by default, at
+    most 200; 400 for a bad limit."""
+    user = await gw.authenticated_user(request)
+    limit = query_int(request, "limit", DEFAULT_CONVERSATIONS_LIMIT)
+    if limit < 1:
+        raise BadRequest("limit must be 1 or more")
+    found = await gw.store.conversations(user, min(limit, MAX_CONVERSATIONS_LIMIT))
+    return gw.respond(request, {"conversations": [conversation_dict(c) for c in found]})

@@ -1,0 +1,45 @@
+"""End-to-end tests of part 3 (conversations) against ``twistd -n dim``, over TCP and HTTP."""
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tests.e2e.test_embedded import EmbeddedTestCase
+from tests.harness import http
+
+
+class ConversationReadTests(EmbeddedTestCase):
+    """Read pointers per conversation, shared by every device, with server unread counts."""
+
+    @defer.inlineCallbacks
+    def test_read_one_conversation_across_devices(self):
+        """bob reads alice's conversation on one device: the other device hears it, alice
+        gets read marks, and the server counts carol's message as still unread."""
+        alice = yield self.user("alice30")
+        carol = yield self.user("carol30")
+        bob = yield self.user("bob30")
+        bob2 = yield self.second_session(bob, "phone")
+        alice.send({"type": "send", "id": "a1", "to": "bob30", "body": "hello"})
+        sent = yield alice.expect("sent", id="a1")
+        carol.send({"type": "send", "id": "c1", "to": "bob30", "body": "hi"})
+        yield carol.expect("sent", id="c1")
+        first = yield bob.expect("msg", id="a1")
+        yield bob.expect("msg", id="c1")
+
+        r = yield http("GET", f"{self.dim.base}/v1/conversations", token=bob.token)
+        self.assertEqual(r.code, 200)
+        self.assertEqual([("carol30", 1), ("alice30", 1)],
+                         [(c["with"], c["unread"]) for c in r.body["conversations"]])
+
+        bob.send({"type": "read", "seq": first["seq"], "with": "alice30"})
+        echo = yield bob2.expect("read", by="bob30", **{"with": "alice30"})
+        self.assertEqual(echo["seq"], first["seq"])
+        read = yield alice.expect("read", mid=sent["mid"])
+        self.assertEqual(read["by"], "bob30")
+
+        r = yield http("GET", f"{self.dim.base}/v1/conversations", token=bob.token)
+        self.assertEqual([("carol30", 0, 1), ("alice30", first["seq"], 0)],
+                         [(c["with"], c["read_seq"], c["unread"])
+                          for c in r.body["conversations"]])
+        r = yield http("GET", f"{self.dim.base}/v1/messages", token=carol.token)
+        [listed] = r.body["messages"]
+        self.assertFalse(listed["read"])

@@ -1,0 +1,165 @@
+"""The conversation part of the IStore contract: read pointers per conversation and the
+server's unread counts.  Mixed into every store's contract test case, next to
+:class:`tests.store_contract.StoreContractMixin` (whose fixtures it uses)."""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+from dim.store.interface import AckOp, Receipt
+
+
+class ConversationStoreContractMixin:
+    """Tests every rule of per-conversation read state; needs the store fixtures."""
+
+    @defer.inlineCallbacks
+    def counts(self, store: Any, user: str):
+        """``{conv: (read_seq, unread, last seq)}`` of ``user``'s conversations, in order."""
+        convs = yield store.conversations(user, 50)
+        return [(c.conv, c.read_seq, c.unread, c.last.seq) for c in convs]
+
+    @defer.inlineCallbacks
+    def test_conversations_newest_first_with_unread(self):
+        """Each peer and group is one conversation, newest activity first, unread counted."""
+        store = yield self.store("alice", "bob", "carol")
+        yield self.send(store, "bob", "b1", "alice")
+        yield self.send(store, "carol", "c1", "alice")
+        yield self.send(store, "bob", "b2", "alice")
+        yield self.send(store, "alice", "a1", "carol")
+        yield self.send(store, "carol", "g1", ["alice", "bob"], group="G")
+        self.assertEqual([("#G", 0, 1, 5), ("carol", 0, 1, 4), ("bob", 0, 2, 3)],
+                         (yield self.counts(store, "alice")))
+        self.assertEqual([("#G", 0, 0, 3), ("alice", 0, 1, 2)],
+                         (yield self.counts(store, "carol")))
+        convs = yield store.conversations("alice", 1)
+        self.assertEqual(["#G"], [c.conv for c in convs])
+        self.assertEqual("g1", convs[0].last.message.id)
+        self.assertEqual([], (yield store.conversations("nobody", 10)))
+
+    @defer.inlineCallbacks
+    def test_message_to_oneself_is_own_conversation(self):
+        """A message to oneself is in the conversation with oneself, and never unread."""
+        store = yield self.store("alice")
+        yield self.send(store, "alice", "n1", "alice")
+        self.assertEqual([("alice", 0, 0, 1)], (yield self.counts(store, "alice")))
+
+    @defer.inlineCallbacks
+    def test_read_conversation_leaves_others_unread(self):
+        """Reading one conversation clears its unread entries only, with their receipts."""
+        store = yield self.store("alice", "bob", "carol")
+        b1 = yield self.send(store, "bob", "b1", "alice")
+        yield self.send(store, "carol", "c1", "alice")
+        b2 = yield self.send(store, "bob", "b2", "alice")
+        delivered, read, moved = yield store.read_conversation("alice", "bob", 99)
+        expected = [Receipt(mid=b1.message.mid, id="b1", sender="bob", seq=1),
+                    Receipt(mid=b2.message.mid, id="b2", sender="bob", seq=3)]
+        self.assertEqual((expected, expected, 3), (delivered, read, moved))
+        self.assertEqual([("bob", 3, 0, 3), ("carol", 0, 1, 2)],
+                         (yield self.counts(store, "alice")))
+        entry = yield self.entry(store, "bob", 1)
+        self.assertTrue(entry.read and entry.delivered)
+        entry = yield self.entry(store, "carol", 1)
+        self.assertFalse(entry.read or entry.delivered)
+
+    @defer.inlineCallbacks
+    def test_read_pointer_only_moves_forward(self):
+        """A lower or equal conversation read changes nothing and says so."""
+        store = yield self.store("alice", "bob")
+        yield self.send(store, "bob", "b1", "alice")
+        yield self.send(store, "bob", "b2", "alice")
+        self.assertEqual(1, (yield store.read_conversation("alice", "bob", 1))[2])
+        self.assertEqual(([], [], 0), (yield store.read_conversation("alice", "bob", 1)))
+        self.assertEqual(([], [], 0), (yield store.read_conversation("alice", "bob", 0)))
+        self.assertEqual([("bob", 1, 1, 2)], (yield self.counts(store, "alice")))
+        self.assertEqual(([], [], 0), (yield store.read_conversation("alice", "zed", 5)))
+        self.assertEqual(([], [], 0), (yield store.read_conversation("nobody", "bob", 5)))
+
+    @defer.inlineCallbacks
+    def test_read_after_ack_gives_no_delivered(self):
+        """Entries acked before a conversation read give read receipts, no delivered ones."""
+        store = yield self.store("alice", "bob")
+        b1 = yield self.send(store, "bob", "b1", "alice")
+        yield store.ack("alice", 1)
+        delivered, read, moved = yield store.read_conversation("alice", "bob", 1)
+        self.assertEqual([], delivered)
+        self.assertEqual([Receipt(mid=b1.message.mid, id="b1", sender="bob", seq=1)], read)
+        self.assertEqual([], (yield store.ack("alice", 1)))
+
+    @defer.inlineCallbacks
+    def test_whole_inbox_read_after_conversation_read(self):
+        """A whole-inbox read skips what a conversation read covered and clears the rest."""
+        store = yield self.store("alice", "bob", "carol")
+        yield self.send(store, "bob", "b1", "alice")
+        c1 = yield self.send(store, "carol", "c1", "alice")
+        yield store.read_conversation("alice", "bob", 1)
+        self.assertEqual([Receipt(mid=c1.message.mid, id="c1", sender="carol", seq=2)],
+                         (yield store.ack("alice", 2)))
+        receipts = yield store.read("alice", 2)
+        self.assertEqual([Receipt(mid=c1.message.mid, id="c1", sender="carol", seq=2)],
+                         receipts)
+        self.assertEqual([("carol", 2, 0, 2), ("bob", 2, 0, 1)],
+                         (yield self.counts(store, "alice")))
+        self.assertEqual(([], [], 0), (yield store.read_conversation("alice", "carol", 2)))
+
+    @defer.inlineCallbacks
+    def test_whole_inbox_read_moves_pointers(self):
+        """A whole-inbox read up to a seq reads every conversation up to it."""
+        store = yield self.store("alice", "bob", "carol")
+        yield self.send(store, "bob", "b1", "alice")
+        yield self.send(store, "carol", "c1", "alice")
+        yield self.send(store, "bob", "b2", "alice")
+        yield store.read("alice", 2)
+        self.assertEqual([("bob", 2, 1, 3), ("carol", 2, 0, 2)],
+                         (yield self.counts(store, "alice")))
+        yield self.send(store, "carol", "c2", "alice")
+        self.assertEqual([("carol", 2, 1, 4), ("bob", 2, 1, 3)],
+                         (yield self.counts(store, "alice")))
+
+    @defer.inlineCallbacks
+    def test_group_read_per_member(self):
+        """A group message is read when every member read the group conversation."""
+        store = yield self.store("alice", "bob", "carol")
+        yield self.send(store, "alice", "g1", ["bob", "carol"], group="G")
+        yield self.send(store, "alice", "d1", "bob")
+        yield store.read_conversation("bob", "#G", 1)
+        self.assertFalse((yield self.entry(store, "alice", 1)).read)
+        delivered, read, moved = yield store.read_conversation("carol", "#G", 9)
+        self.assertEqual((1, 1, 1), (len(delivered), len(read), moved))
+        self.assertTrue((yield self.entry(store, "alice", 1)).read)
+        self.assertFalse((yield self.entry(store, "alice", 2)).read)
+        self.assertEqual([("alice", 0, 1, 2), ("#G", 1, 0, 1)],
+                         (yield self.counts(store, "bob")))
+
+    @defer.inlineCallbacks
+    def test_apply_conversation_read(self):
+        """apply runs a conversation read in batch order, after the sends before it."""
+        store = yield self.store("alice", "bob")
+        outcomes = yield store.apply([
+            self.send_op("bob", "b1", "alice"), self.send_op("bob", "b2", "alice"),
+            AckOp(user="alice", seq=2, read=True, conv="bob")])
+        self.assertEqual(2, len(outcomes[2][1]))
+        self.assertEqual(2, outcomes[2][2])
+        self.assertEqual([("bob", 2, 0, 2)], (yield self.counts(store, "alice")))
+
+    def send_op(self, sender: str, client_id: str, to: str) -> Any:
+        """A SendOp of one text message."""
+        from dim.store.interface import SendOp
+        return SendOp(sender=sender, client_id=client_id, recipients=[to], body="x",
+                      ts=1)
+
+
+class DurableConversationStoreContractMixin(ConversationStoreContractMixin):
+    """The conversation contract, plus what a durable store keeps over a reopen."""
+
+    @defer.inlineCallbacks
+    def test_reopen_keeps_read_state(self):
+        """Read pointers and unread counts survive a reopen."""
+        store = yield self.store("alice", "bob", "carol")
+        yield self.send(store, "bob", "b1", "alice")
+        yield self.send(store, "carol", "c1", "alice")
+        yield self.send(store, "bob", "b2", "alice")
+        yield store.read_conversation("alice", "bob", 1)
+        store = yield self.reopen(store)
+        self.assertEqual([("bob", 1, 1, 3), ("carol", 0, 1, 2)],
+                         (yield self.counts(store, "alice")))

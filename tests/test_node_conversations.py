@@ -1,0 +1,84 @@
+"""The node's side of conversations: ``read`` of one conversation, its receipts and echo."""
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dim.protocol import frames as F
+from tests.test_node_part2_signals import drain, make_store
+from tests.test_node_fixtures import Node
+
+
+class ConversationReadTests(SynchronousTestCase):
+    """read with with/group reads that conversation only, tells senders and other devices."""
+
+    def setUp(self) -> None:
+        self.node = Node(store=make_store())
+        self.alice = self.node.login("alice")
+        self.carol = self.node.login("carol")
+        self.bob = self.node.login("bob")
+        self.bob2 = self.node.login("bob")
+        self.alice.send(F.Send(id="a1", to="bob", body="one"))
+        self.carol.send(F.Send(id="c1", to="bob", body="two"))
+        self.alice.send(F.Send(id="a2", to="bob", body="three"))
+        self.sent = self.alice.of_type(F.Sent)
+        drain(self.carol, self.bob, self.bob2)
+
+    def unread(self, user: str) -> dict[str, tuple[int, int]]:
+        """``{conv: (read_seq, unread)}`` of ``user`` as the store keeps them."""
+        convs = self.successResultOf(self.node.store.conversations(user, 50))
+        return {c.conv: (c.read_seq, c.unread) for c in convs}
+
+    def test_read_one_conversation(self) -> None:
+        """Reading the conversation with alice clears it and leaves carol's unread."""
+        self.bob.send(F.Read(seq=3, with_="alice"))
+        self.assertEqual(
+            self.alice.received(),
+            [F.Delivered(id="a1", mid=self.sent[0].mid, by="bob"),
+             F.Delivered(id="a2", mid=self.sent[1].mid, by="bob"),
+             F.ReadNotice(id="a1", mid=self.sent[0].mid, by="bob"),
+             F.ReadNotice(id="a2", mid=self.sent[1].mid, by="bob")])
+        self.assertEqual(self.carol.received(), [])
+        self.assertEqual(self.unread("bob"), {"alice": (3, 0), "carol": (0, 1)})
+
+    def test_other_sessions_told_with_conversation(self) -> None:
+        """The reader's other sessions get read {seq, by, with}; the reader nothing."""
+        self.bob.send(F.Read(seq=3, with_="alice"))
+        self.assertEqual(self.bob2.received(), [F.ReadNotice(seq=3, by="bob", with_="alice")])
+        self.assertEqual(self.bob.received(), [])
+        self.assertEqual(
+            F.ReadNotice(seq=3, by="bob", with_="alice").to_dict(),
+            {"type": "read", "seq": 3, "by": "bob", "with": "alice"})
+
+    def test_backwards_read_says_nothing(self) -> None:
+        """A read pointer only moves forward: reading lower again tells nobody."""
+        self.bob.send(F.Read(seq=3, with_="alice"))
+        drain(self.alice, self.bob2)
+        self.bob2.send(F.Read(seq=1, with_="alice"))
+        self.bob2.send(F.Read(seq=3, with_="alice"))
+        self.assertEqual(self.alice.received(), [])
+        self.assertEqual(self.bob.received(), [])
+        self.assertEqual(self.unread("bob")["alice"], (3, 0))
+
+    def test_group_conversation_read(self) -> None:
+        """read with group reads the group's entries and echoes the group."""
+        self.alice.send(F.Send(id="g0", to="bob", body="x"))
+        group = self.successResultOf(self.node.store.create_group("alice", "G", ["bob"], 0))
+        self.alice.send(F.Send(id="g1", group=group.id, body="hi all"))
+        drain(self.alice, self.bob, self.bob2)
+        self.bob.send(F.Read(seq=5, group=group.id))
+        self.assertEqual(self.bob2.received(), [F.ReadNotice(seq=5, by="bob", group=group.id)])
+        self.assertEqual(self.unread("bob")["#" + group.id], (5, 0))
+        self.assertEqual(self.unread("bob")["alice"], (0, 3))
+
+    def test_both_with_and_group_is_bad_request(self) -> None:
+        """A read naming both with and group gets bad_request and changes nothing."""
+        self.bob.send(F.Read(seq=3, with_="alice", group="1"))
+        errors = self.bob.of_type(F.Error)
+        self.assertEqual(["bad_request"], [e.code for e in errors])
+        self.assertEqual(self.unread("bob"), {"alice": (0, 2), "carol": (0, 1)})
+
+    def test_whole_inbox_read_keeps_part_two_meaning(self) -> None:
+        """A read without with/group still reads every conversation up to seq."""
+        self.bob.send(F.Read(seq=2))
+        self.assertEqual(self.bob2.received(), [F.ReadNotice(seq=2, by="bob")])
+        self.assertEqual(self.unread("bob"), {"alice": (2, 1), "carol": (2, 0)})
