@@ -142,6 +142,43 @@ class ConversationStoreContractMixin:
         self.assertEqual(2, outcomes[2][2])
         self.assertEqual([("bob", 2, 0, 2)], (yield self.counts(store, "alice")))
 
+    @defer.inlineCallbacks
+    def test_fetch_conversation_pages(self):
+        """A conversation's entries come alone, oldest first after a seq, or newest first
+        below ``before`` (in seq order), with whether more remain."""
+        store = yield self.store("alice", "bob", "carol")
+        for n in range(5):
+            yield self.send(store, "bob", f"b{n}", "alice")
+            yield self.send(store, "carol", f"c{n}", "alice")
+        entries, more = yield store.fetch_conversation("alice", "bob", 0, None, 3)
+        self.assertEqual(([1, 3, 5], True), ([e.seq for e in entries], more))
+        self.assertEqual(["b0", "b1", "b2"], [e.message.id for e in entries])
+        entries, more = yield store.fetch_conversation("alice", "bob", 5, None, 3)
+        self.assertEqual(([7, 9], False), ([e.seq for e in entries], more))
+        entries, more = yield store.fetch_conversation("alice", "carol", 0, 99, 2)
+        self.assertEqual(([8, 10], True), ([e.seq for e in entries], more))
+        entries, more = yield store.fetch_conversation("alice", "carol", 0, 8, 2)
+        self.assertEqual(([4, 6], True), ([e.seq for e in entries], more))
+        entries, more = yield store.fetch_conversation("alice", "carol", 0, 4, 5)
+        self.assertEqual(([2], False), ([e.seq for e in entries], more))
+        entries, more = yield store.fetch_conversation("alice", "carol", 0, 1, 5)
+        self.assertEqual(([], False), (entries, more))
+        self.assertEqual(([], False),
+                         (yield store.fetch_conversation("alice", "zed", 0, None, 5)))
+        self.assertEqual(([], False),
+                         (yield store.fetch_conversation("nobody", "bob", 0, 9, 5)))
+
+    @defer.inlineCallbacks
+    def test_fetch_conversation_marks(self):
+        """Fetched conversation entries carry their delivered and read marks."""
+        store = yield self.store("alice", "bob")
+        yield self.send(store, "alice", "a1", "bob")
+        yield self.send(store, "alice", "a2", "bob")
+        yield store.read_conversation("bob", "alice", 1)
+        entries, _ = yield store.fetch_conversation("alice", "bob", 0, None, 5)
+        self.assertEqual([(True, True), (False, False)],
+                         [(e.delivered, e.read) for e in entries])
+
     def send_op(self, sender: str, client_id: str, to: str) -> Any:
         """A SendOp of one text message."""
         from dim.store.interface import SendOp

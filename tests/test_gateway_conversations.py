@@ -49,3 +49,50 @@ class ConversationListTests(GatewayTestCase):
     def test_unauthenticated(self) -> None:
         """Without a token the list is 401."""
         self.assertEqual(401, self.call("GET", "/v1/conversations").status)
+
+
+class ConversationMessagesTests(GatewayTestCase):
+    """GET /v1/messages with with/group and before: one conversation, scrolled back."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.token = self.login("alice")
+        self.login("bob")
+        self.login("carol")
+        for n in range(5):
+            self.store.store_message("bob", f"b{n}", ["alice"], None, "x", "text", None, n)
+            self.store.store_message("carol", f"c{n}", ["alice"], None, "y", "text", None, n)
+        group = self.successResultOf(self.store.create_group("carol", "G", ["alice"], 9))
+        self.group = group.id
+        self.store.store_message("carol", "g1", ["alice"], group.id, "z", "text", None, 9)
+
+    def page(self, query: str) -> tuple[list[int], bool, int]:
+        """The seqs, ``more`` and ``last_seq`` of one listing."""
+        answer = self.call("GET", "/v1/messages?" + query, token=self.token)
+        self.assertEqual(answer.status, 200, answer.raw)
+        body = answer.json
+        return [m["seq"] for m in body["messages"]], body["more"], body["last_seq"]
+
+    def test_one_conversation(self) -> None:
+        """with lists that peer's entries only, paged by after and limit."""
+        self.assertEqual(([1, 3, 5], True, 11), self.page("with=bob&limit=3"))
+        self.assertEqual(([7, 9], False, 11), self.page("with=bob&after=5"))
+        self.assertEqual(([11], False, 11), self.page(f"group={self.group}"))
+
+    def test_scroll_back(self) -> None:
+        """before gives the newest entries below it, in seq order, and whether more remain."""
+        self.assertEqual(([8, 10], True, 11), self.page("with=carol&before=11&limit=2"))
+        self.assertEqual(([4, 6], True, 11), self.page("with=carol&before=8&limit=2"))
+        self.assertEqual(([2], False, 11), self.page("with=carol&before=4&limit=2"))
+
+    def test_scroll_back_whole_inbox(self) -> None:
+        """before without a conversation scrolls back through the whole inbox."""
+        self.assertEqual(([8, 9, 10], True, 11), self.page("before=11&limit=3"))
+        self.assertEqual(([1, 2], False, 11), self.page("before=3&limit=3"))
+
+    def test_bad_queries(self) -> None:
+        """Both with and group, a bad user name, an empty group or before 0 are 400."""
+        for query in (f"with=bob&group={self.group}", "with=b%20b", "group=",
+                      "with=bob&before=0", "with=bob&before=x"):
+            self.assertError(self.call("GET", "/v1/messages?" + query, token=self.token),
+                             400, "bad_request")

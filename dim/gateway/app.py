@@ -420,18 +420,33 @@ class Gateway:
     async def messages(self, request: IRequest) -> bytes:
         """The caller's inbox after ``after``: 200 ``{messages, last_seq, more}``; 401; 400.
 
-        ``limit`` defaults to 100 and is clamped to 1000.
+        ``limit`` defaults to 100 and is clamped to 1000.  With ``with`` or ``group``, only
+        that conversation's entries; with ``before``, the newest ``limit`` entries below it
+        (in seq order), and ``more`` says whether older ones remain.
         """
         user = await self.authenticated_user(request)
         after = query_int(request, "after", 0)
         limit = query_int(request, "limit", DEFAULT_MESSAGES_LIMIT)
+        before = query_int(request, "before", -1) if request.args.get(b"before") else None
+        conv = conversations.query_conversation(request)
         if after < 0:
             raise BadRequest("after must be 0 or more")
         if limit < 1:
             raise BadRequest("limit must be 1 or more")
+        if before is not None and before < 1:
+            raise BadRequest("before must be 1 or more")
         limit = min(limit, MAX_MESSAGES_LIMIT)
-        entries, last_seq = await self.store.fetch(user, after, limit)
-        more = bool(entries) and entries[-1].seq < last_seq
+        if conv is not None:
+            entries, more = await self.store.fetch_conversation(user, conv, after, before,
+                                                                limit)
+            last_seq = await self.store.last_seq(user)
+        elif before is not None:
+            start = max(after, before - 1 - limit)
+            entries, last_seq = await self.store.fetch(user, start, max(before - 1 - start, 0))
+            more = start > after and bool(entries)
+        else:
+            entries, last_seq = await self.store.fetch(user, after, limit)
+            more = bool(entries) and entries[-1].seq < last_seq
         return self.respond(request, {"messages": [message_dict(e) for e in entries],
                                       "last_seq": last_seq, "more": more})
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.iweb import IRequest
 
 from dim.errors import BadRequest
-from dim.gateway.fields import query_int
+from dim.gateway.fields import USER_NAME, has_control, query_int, query_text
 from dim.store.interface import Conversation, InboxEntry, entry_frame
 
 if TYPE_CHECKING:
@@ -39,6 +39,24 @@ def conversation_dict(conv: Conversation) -> dict[str, Any]:
     return {**conversation_key(conv.conv), "last": message_dict(conv.last),
             "read_seq": conv.read_seq,
             "unread": conv.unread, "mentions": conv.mentions}
+
+
+def query_conversation(request: IRequest) -> str | None:
+    """The conversation a call names with ``with`` (a user name) or ``group`` (an id), as
+    the store keys it, or None when it names none; BadRequest for both or a bad value."""
+    peer = query_text(request, "with")
+    group = query_text(request, "group")
+    if peer is not None and group is not None:
+        raise BadRequest("name a conversation by with or group, not both")
+    if peer is not None:
+        if not USER_NAME.fullmatch(peer):
+            raise BadRequest("with must be a user name")
+        return peer
+    if group is not None:
+        if not 1 <= len(group) <= 64 or has_control(group):
+            raise BadRequest("group must be a group id")
+        return "#" + group
+    return None
 
 
 async def conversations(gw: Gateway, request: IRequest) -> bytes:

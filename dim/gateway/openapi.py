@@ -105,7 +105,10 @@ DOCUMENT: dict[str, Any] = {
             _obj(["messages", "last_seq", "more"], messages={"type": "array"},
                  last_seq={"type": "integer"}, more={"type": "boolean"}), [400],
             params=[_query("after", {"type": "integer", "minimum": 0}),
-                    _query("limit", {"type": "integer", "minimum": 1})])},
+                    _query("limit", {"type": "integer", "minimum": 1}),
+                    _query("before", {"type": "integer", "minimum": 1}),
+                    _query("with", USER),
+                    _query("group", {"type": "string", "minLength": 1, "maxLength": 64})])},
         "/v1/conversations": {"get": _op(
             "The caller's conversations with read pointers and unread counts, newest first",
             200, _obj(["conversations"], conversations={"type": "array"}), [400],

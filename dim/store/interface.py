@@ -285,6 +285,15 @@ class IStore(Interface):
         entries newly read, never to the inbox size.
         """
 
+    def fetch_conversation(user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> Any:
+        """``(entries, more)``: entries of one conversation of ``user``, in seq order.
+
+        Without ``before``, up to ``limit`` entries with seq > ``after`` (oldest first);
+        with ``before``, the newest ``limit`` entries with ``after`` < seq < ``before``.
+        ``more`` says whether more entries remain in that direction.  Costs in proportion
+        to ``limit``, not to the inbox."""
+
     def conversations(user: str, limit: int) -> Any:
         """The user's :class:`Conversation` list, most recent activity (highest newest seq)
         first, at most ``limit``."""

@@ -266,6 +266,23 @@ class MemoryStore:
         state.read = new
         return defer.succeed((delivered, read, new))
 
+    def fetch_conversation(self, user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> defer.Deferred[tuple[list[InboxEntry], bool]]:
+        """Entries of one conversation, in seq order, and whether more remain."""
+        inbox = self._users.get(user)
+        state = inbox.convs.get(conv) if inbox else None
+        if inbox is None or state is None or limit <= 0:
+            return defer.succeed(([], False))
+        low = bisect.bisect_right(state.seqs, after)
+        high = (len(state.seqs) if before is None
+                else bisect.bisect_left(state.seqs, before))
+        if before is None:
+            seqs, more = state.seqs[low:min(high, low + limit)], high > low + limit
+        else:
+            seqs, more = state.seqs[max(low, high - limit):high], high - limit > low
+        return defer.succeed(([self._entry(self._messages[inbox.mids[at - 1]], at)
+                               for at in seqs], more))
+
     def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
         """The user's conversations, most recent activity first, at most ``limit``."""
         inbox = self._users.get(user)

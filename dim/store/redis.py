@@ -305,6 +305,28 @@ end
 return out
 """
 
+#: ARGV: prefix, user, conv, after, before ('+inf' for none), limit, 'a' (oldest first)
+#: or 'd' (newest first).  Returns {{seq, m, pa, pr}, ...}: at most limit + 1 entries.
+FETCH_CONVERSATION = """
+local p, user = ARGV[1], ARGV[2]
+local key = p .. 'cseqs:' .. user .. ':' .. ARGV[3]
+local n = tonumber(ARGV[6]) + 1
+local seqs
+if ARGV[7] == 'a' then
+  seqs = redis.call('ZRANGEBYSCORE', key, '(' .. ARGV[4], '(' .. ARGV[5], 'LIMIT', 0, n)
+else
+  seqs = redis.call('ZREVRANGEBYSCORE', key, '(' .. ARGV[5], '(' .. ARGV[4], 'LIMIT', 0, n)
+end
+local inbox = p .. 'inbox:' .. user
+local out = {}
+for _, at in ipairs(seqs) do
+  local mid = redis.call('LINDEX', inbox, tonumber(at) - 1)
+  local m = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
+  out[#out + 1] = {at, m[1], m[2], m[3]}
+end
+return out
+"""
+
 #: A profile in Lua: {user, display name, status, avatar or false}; a user without a
 #: ``profile:`` hash has the default profile.
 _LUA_PROFILE = """
@@ -522,6 +544,7 @@ SCRIPTS = {
     "batch": BATCH,
     "fetch": FETCH,
     "conversations": CONVERSATIONS,
+    "fetch_conversation": FETCH_CONVERSATION,
     "get_profile": GET_PROFILE,
     "update_profile": UPDATE_PROFILE,
     "search_page": SEARCH_PAGE,
@@ -1111,6 +1134,22 @@ class RedisStore:
 
         Joins the batch of this reactor turn, after the stores called before it."""
         return self._batcher.submit(["c", user, conv, int(seq)], _conversation_read, None)
+
+    def fetch_conversation(self, user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> defer.Deferred[tuple[list[InboxEntry], bool]]:
+        """Entries of one conversation, in seq order, and whether more remain."""
+        async def run() -> tuple[list[InboxEntry], bool]:
+            if limit <= 0:
+                return [], False
+            reply = await self._run("fetch_conversation", user, conv, int(after),
+                                    "+inf" if before is None else int(before), int(limit),
+                                    "a" if before is None else "d")
+            more = len(reply) > limit
+            rows = reply[:limit] if before is None else reply[:limit][::-1]
+            return [InboxEntry(seq=int(at), message=_decode_message(m),
+                               delivered=int(pa) <= 0, read=int(pr) <= 0)
+                    for at, m, pa, pr in rows], more
+        return defer.Deferred.fromCoroutine(run())
 
     def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
         """The user's conversations, most recent activity first, at most ``limit``."""

@@ -207,6 +207,10 @@ UPDATE users SET last_seq = j.value ->> 1 FROM json_each(?) AS j WHERE users.id 
 """
 
 
+#: Above every seq: the upper bound of a conversation fetch without ``before``.
+MAX_SEQ = 2**63 - 1
+
+
 def mid_of(message_id: int) -> str:
     """The short public id of the message with row id ``message_id``."""
     return format(message_id, "x")
@@ -848,6 +852,26 @@ class SQLiteStore:
         cursor.execute("UPDATE convs SET read_seq = ?, unread = unread - ?"
                        " WHERE user = ? AND conv = ?", (new, lowered, uid, conv))
         return delivered, read, new
+
+    def fetch_conversation(self, user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> defer.Deferred[tuple[list[InboxEntry], bool]]:
+        """Entries of one conversation, in seq order, and whether more remain."""
+        def operation(cursor: sqlite3.Cursor) -> tuple[list[InboxEntry], bool]:
+            uid = self._uid(cursor, user)
+            if uid is None or limit <= 0:
+                return [], False
+            order = "ASC" if before is None else "DESC"
+            rows = cursor.execute(
+                _FETCH_COLUMNS + "WHERE i.user = ? AND i.conv = ? AND i.seq > ?"
+                f" AND i.seq < ? ORDER BY i.seq {order} LIMIT ?",
+                (uid, conv, after, MAX_SEQ if before is None else before,
+                 limit + 1)).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit] if before is None else rows[:limit][::-1]
+            return [InboxEntry(seq=row[0], message=_message(row[1:10]),
+                               delivered=bool(row[10]), read=bool(row[11]))
+                    for row in rows], more
+        return self._submit(operation)
 
     def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
         """The user's conversations, most recent activity first, at most ``limit``."""

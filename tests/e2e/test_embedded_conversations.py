@@ -43,3 +43,27 @@ class ConversationReadTests(EmbeddedTestCase):
         r = yield http("GET", f"{self.dim.base}/v1/messages", token=carol.token)
         [listed] = r.body["messages"]
         self.assertFalse(listed["read"])
+
+    @defer.inlineCallbacks
+    def test_history_by_conversation(self):
+        """A new device loads one conversation's newest page and scrolls back over HTTP."""
+        alice = yield self.user("alice31")
+        carol = yield self.user("carol31")
+        bob = yield self.user("bob31")
+        for n in range(4):
+            alice.send({"type": "send", "id": f"a{n}", "to": "bob31", "body": f"a{n}"})
+            yield alice.expect("sent", id=f"a{n}")
+            carol.send({"type": "send", "id": f"c{n}", "to": "bob31", "body": f"c{n}"})
+            yield carol.expect("sent", id=f"c{n}")
+        base = f"{self.dim.base}/v1/messages"
+        r = yield http("GET", f"{base}?with=alice31&before=99&limit=3", token=bob.token)
+        self.assertEqual(r.code, 200)
+        self.assertEqual((["a1", "a2", "a3"], True, 8),
+                         ([m["id"] for m in r.body["messages"]], r.body["more"],
+                          r.body["last_seq"]))
+        oldest = r.body["messages"][0]["seq"]
+        r = yield http("GET", f"{base}?with=alice31&before={oldest}&limit=3", token=bob.token)
+        self.assertEqual((["a0"], False), ([m["id"] for m in r.body["messages"]],
+                                           r.body["more"]))
+        r = yield http("GET", f"{base}?with=alice31&group=1", token=bob.token)
+        self.assertEqual(r.code, 400)
