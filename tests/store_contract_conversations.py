@@ -179,6 +179,57 @@ class ConversationStoreContractMixin:
         self.assertEqual([(True, True), (False, False)],
                          [(e.delivered, e.read) for e in entries])
 
+    @defer.inlineCallbacks
+    def test_reply_in_same_conversation(self):
+        """A reply names a message of the same conversation and is kept with it."""
+        store = yield self.store("alice", "bob")
+        first = yield self.send(store, "bob", "b1", "alice")
+        mid = first.message.mid
+        reply = yield store.store_message("alice", "a1", ["bob"], None, "re", "text", None,
+                                          1, reply_to=mid)
+        self.assertEqual(mid, reply.message.reply_to)
+        for user, seq in (("alice", 2), ("bob", 2)):
+            entry = yield self.entry(store, user, seq)
+            self.assertEqual(mid, entry.message.reply_to)
+        again = yield store.store_message("alice", "a1", ["bob"], None, "re", "text", None,
+                                          1, reply_to=mid)
+        self.assertTrue(again.duplicate)
+        self.assertEqual(mid, again.message.reply_to)
+
+    @defer.inlineCallbacks
+    def test_bad_reply_stores_nothing(self):
+        """A reply to an unknown mid, one from another conversation or one not in the
+        sender's inbox is BadRequest, and nothing is stored."""
+        from dim.errors import BadRequest
+        store = yield self.store("alice", "bob", "carol")
+        to_carol = yield self.send(store, "alice", "a0", "carol")
+        bob_carol = yield self.send(store, "bob", "b0", "carol")
+        for client_id, mid in (("x1", "zzzz"), ("x2", to_carol.message.mid),
+                               ("x3", bob_carol.message.mid), ("x4", "")):
+            failure = yield self.assertFailure(
+                store.store_message("alice", client_id, ["bob"], None, "re", "text", None,
+                                    1, reply_to=mid), BadRequest)
+            self.assertEqual(client_id, failure.ref)
+        self.assertEqual(([], 1), (yield store.fetch("alice", 1, 10)))
+        self.assertEqual(1, (yield store.last_seq("bob")))
+
+    @defer.inlineCallbacks
+    def test_mentions_counted_while_unread(self):
+        """A group message mentioning a member counts in that member's mentions until read."""
+        store = yield self.store("alice", "bob", "carol")
+        sent = yield store.store_message("alice", "g1", ["bob", "carol"], "G", "hi @bob",
+                                         "text", None, 1, mentions=["bob"])
+        self.assertEqual(["bob"], sent.message.mentions)
+        yield store.store_message("alice", "g2", ["bob", "carol"], "G", "hi", "text", None, 2)
+        bob = (yield store.conversations("bob", 5))[0]
+        carol = (yield store.conversations("carol", 5))[0]
+        self.assertEqual((2, 1), (bob.unread, bob.mentions))
+        self.assertEqual((2, 0), (carol.unread, carol.mentions))
+        self.assertEqual(["bob"], (yield self.entry(store, "carol", 1)).message.mentions)
+        yield store.read_conversation("bob", "#G", 1)
+        bob = (yield store.conversations("bob", 5))[0]
+        self.assertEqual((1, 0), (bob.unread, bob.mentions))
+
     def send_op(self, sender: str, client_id: str, to: str) -> Any:
         """A SendOp of one text message."""
         from dim.store.interface import SendOp

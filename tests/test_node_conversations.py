@@ -82,3 +82,61 @@ class ConversationReadTests(SynchronousTestCase):
         self.bob.send(F.Read(seq=2))
         self.assertEqual(self.bob2.received(), [F.ReadNotice(seq=2, by="bob")])
         self.assertEqual(self.unread("bob"), {"alice": (2, 1), "carol": (2, 0)})
+
+
+class ReplyMentionTests(SynchronousTestCase):
+    """send with reply_to and mentions: carried by msg, or bad_request storing nothing."""
+
+    def setUp(self) -> None:
+        self.node = Node(store=make_store())
+        self.alice = self.node.login("alice")
+        self.bob = self.node.login("bob")
+        self.carol = self.node.login("carol")
+        self.group = self.successResultOf(
+            self.node.store.create_group("alice", "G", ["bob", "carol"], 0)).id
+        self.alice.send(F.Send(id="a1", to="bob", body="one"))
+        self.first = self.alice.of_type(F.Sent)[0]
+        drain(self.alice, self.bob, self.carol)
+
+    def last_seq(self, user: str) -> int:
+        """The user's last seq in the store."""
+        return self.successResultOf(self.node.store.last_seq(user))
+
+    def test_reply_carried(self) -> None:
+        """A reply in the same conversation reaches the peer with reply_to."""
+        self.bob.send(F.Send(id="b1", to="alice", body="re", reply_to=self.first.mid))
+        [msg] = self.alice.of_type(F.Msg)
+        self.assertEqual((self.first.mid, "re"), (msg.reply_to, msg.body))
+        self.assertEqual(msg.to_dict()["reply_to"], self.first.mid)
+
+    def test_bad_reply(self) -> None:
+        """reply_to of an unknown mid or another conversation is bad_request with ref."""
+        self.carol.send(F.Send(id="c1", to="alice", body="re", reply_to=self.first.mid))
+        self.bob.send(F.Send(id="b2", group=self.group, body="re", reply_to=self.first.mid))
+        self.bob.send(F.Send(id="b3", to="alice", body="re", reply_to="nope"))
+        self.assertEqual([("bad_request", "c1")],
+                         [(e.code, e.ref) for e in self.carol.of_type(F.Error)])
+        self.assertEqual([("bad_request", "b2"), ("bad_request", "b3")],
+                         [(e.code, e.ref) for e in self.bob.of_type(F.Error)])
+        self.assertEqual((1, 0), (self.last_seq("bob"), self.last_seq("carol")))
+        self.assertEqual([], self.alice.of_type(F.Msg))
+
+    def test_mentions_carried_and_counted(self) -> None:
+        """A group message's mentions reach the members and count for the mentioned."""
+        self.alice.send(F.Send(id="g1", group=self.group, body="hi @carol",
+                               mentions=["carol"]))
+        [msg] = self.carol.of_type(F.Msg)
+        self.assertEqual(["carol"], msg.mentions)
+        convs = self.successResultOf(self.node.store.conversations("carol", 5))
+        self.assertEqual((1, 1), (convs[0].unread, convs[0].mentions))
+
+    def test_bad_mentions(self) -> None:
+        """A mention of a non-member, in a direct send, or over 50 is bad_request."""
+        self.alice.send(F.Send(id="m1", group=self.group, body="x", mentions=["dave"]))
+        self.alice.send(F.Send(id="m2", to="bob", body="x", mentions=["bob"]))
+        many = [f"u{n}" for n in range(51)]
+        self.alice.send(F.Send(id="m3", group=self.group, body="x", mentions=many))
+        self.assertEqual(["m1", "m2", "m3"],
+                         [e.ref for e in self.alice.of_type(F.Error)
+                          if e.code == "bad_request"])
+        self.assertEqual(1, self.last_seq("bob"))

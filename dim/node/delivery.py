@@ -389,6 +389,10 @@ class NodeCore:
             if frame.group is not None:
                 group: Group | None = found.pop(0)
                 recipients = _recipients_in(group, user, frame.group, frame.id)
+                for name in frame.mentions or ():
+                    if name not in group.members:  # type: ignore[union-attr]
+                        raise errors.BadRequest(f"{name} is not a member of the group",
+                                                ref=frame.id)
             else:
                 recipients = [] if frame.to == user else [frame.to]  # type: ignore[list-item]
             file = None
@@ -405,7 +409,8 @@ class NodeCore:
         conn = session.conn
         self.batch.add(SendOp(sender=session.user, client_id=frame.id, recipients=recipients,
                               group=group, body=frame.body or "", kind=frame.kind, file=file,
-                              ts=int(started * 1000)),
+                              ts=int(started * 1000), reply_to=frame.reply_to,
+                              mentions=frame.mentions or None),
                        partial(self._stored, session=session, frame=frame, started=started),
                        partial(conn.request_ended, frame))
 

@@ -65,6 +65,12 @@ def _check_send(frame: F.Send) -> None:
             raise errors.BadRequest(f"a {frame.kind} message needs a 'file'", ref=frame.id)
         if frame.body is None:
             frame.body = ""
+    if frame.mentions is not None:
+        if frame.group is None:
+            raise errors.BadRequest("only a group message may carry 'mentions'", ref=frame.id)
+        frame.mentions = list(dict.fromkeys(frame.mentions))
+        if len(frame.mentions) > F.MAX_MENTIONS:
+            raise errors.BadRequest(f"at most {F.MAX_MENTIONS} mentions", ref=frame.id)
     if len(frame.body) > F.MAX_BODY_BYTES // 4 and len(frame.body.encode("utf-8")) > F.MAX_BODY_BYTES:
         raise errors.TooLarge(f"body is over {F.MAX_BODY_BYTES} bytes of UTF-8", ref=frame.id)
 

@@ -18,6 +18,8 @@ MAX_BODY_BYTES = 16 * 1024
 DEFAULT_SYNC_LIMIT = 100
 MAX_SYNC_LIMIT = 1000
 MESSAGE_KINDS = ("text", "image", "file")
+#: The most users one group message may mention.
+MAX_MENTIONS = 50
 #: The largest integer a client may send in any field: seqs, sizes and counts are stored as
 #: signed 64-bit integers, so anything larger could only fail further in.
 MAX_INT = 2**63 - 1
@@ -68,6 +70,8 @@ class Send(_Frame, tag="send"):
     body: str | None = None
     kind: str = "text"
     file: FileRef | None = None
+    reply_to: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    mentions: list[UserName] | None = None
 
 
 class Ack(_Frame, tag="ack"):
@@ -145,6 +149,8 @@ class Msg(_Frame, tag="msg", rename={"from_": "from"}):
     file: FileRef | None = None
     delivered: bool = False
     read: bool = False
+    reply_to: str | None = None
+    mentions: list[str] | None = None
 
 
 class Delivered(_Frame, tag="delivered"):

@@ -31,6 +31,8 @@ class StoredMessage(Struct, kw_only=True):
     body: str = ""
     kind: str = "text"
     file: dict[str, Any] | None = None
+    reply_to: str | None = None
+    mentions: list[str] | None = None
 
 
 class InboxEntry(Struct, kw_only=True):
@@ -56,7 +58,8 @@ def message_frame(message: StoredMessage, seq: int, delivered: bool = False,
     file = msgspec.convert(message.file, F.FileRef) if message.file is not None else None
     return F.Msg(mid=message.mid, id=message.id, from_=message.sender, ts=message.ts, seq=seq,
                  to=to, group=message.group, body=message.body, kind=message.kind, file=file,
-                 delivered=delivered, read=read)
+                 delivered=delivered, read=read, reply_to=message.reply_to,
+                 mentions=message.mentions)
 
 
 def entry_frame(entry: InboxEntry) -> F.Msg:
@@ -98,6 +101,8 @@ class SendOp(Struct, kw_only=True):
     kind: str = "text"
     file: dict[str, Any] | None = None
     ts: int = 0
+    reply_to: str | None = None
+    mentions: list[str] | None = None
 
 
 class AckOp(Struct, kw_only=True):
@@ -131,6 +136,13 @@ def conversation_of(message: StoredMessage, user: str) -> str:
     if message.sender != user:
         return message.sender
     return message.to or user
+
+
+def sender_conversation(sender: str, recipients: list[str], group: str | None) -> str:
+    """The key of the sender's conversation that a message being stored belongs to."""
+    if group is not None:
+        return "#" + group
+    return recipients[0] if recipients else sender
 
 
 def counts_unread(message: StoredMessage, user: str) -> bool:
@@ -231,8 +243,15 @@ class IStore(Interface):
         epoch is invalid) keeping the token id ``keep`` valid; fires with the new epoch."""
 
     def store_message(sender: str, client_id: str, recipients: list[str], group: str | None,
-                      body: str, kind: str, file: dict[str, Any] | None, ts: int) -> Any:
+                      body: str, kind: str, file: dict[str, Any] | None, ts: int,
+                      reply_to: str | None = None, mentions: list[str] | None = None) -> Any:
         """Store one message in the sender's inbox and each recipient's, durably.
+
+        ``reply_to`` must be the mid of an entry of the sender's inbox in the same
+        conversation as this message (else :class:`dim.errors.BadRequest`, nothing
+        stored).  ``mentions`` (already checked to be members) are kept with the message;
+        the conversation of each mentioned recipient counts it in its ``mentions`` while
+        unread.
 
         ``recipients`` are the other users whose inbox gets it (for a group: every member but
         the sender).  The Deferred fires with a :class:`SendResult` only once the write is

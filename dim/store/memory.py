@@ -14,7 +14,8 @@ from zope.interface import implementer
 from dim.errors import BadRequest, Conflict, NotFound, TooLarge
 from dim.store.interface import (AckOp, Contact, Conversation, FileRecord, Group, InboxEntry,
                                  IStore, Profile, Receipt, SendOp, SendResult, StoredMessage,
-                                 StoreOp, conversation_of, counts_unread)
+                                 StoreOp, conversation_of, counts_unread,
+                                 sender_conversation)
 
 
 def base36(number: int) -> str:
@@ -44,7 +45,8 @@ class _Conv:
     seqs: list[int] = field(default_factory=list)
     read: int = 0
     unread: int = 0
-    mentions: int = 0
+    #: The seqs of the entries that mention the inbox's user.
+    mentioned: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -153,7 +155,8 @@ class MemoryStore:
 
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
-                      ts: int) -> defer.Deferred[SendResult]:
+                      ts: int, reply_to: str | None = None,
+                      mentions: list[str] | None = None) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's."""
         known = self._by_client_id.get((sender, client_id))
         if known is not None:
@@ -163,11 +166,19 @@ class MemoryStore:
         for name in [sender, *recipients]:
             if name not in self._users:
                 return defer.fail(NotFound(f"no such user: {name}", ref=client_id))
+        if reply_to is not None:
+            original = self._messages.get(reply_to)
+            if (original is None or sender not in original.seqs
+                    or conversation_of(original.message, sender)
+                    != sender_conversation(sender, recipients, group)):
+                return defer.fail(BadRequest(
+                    "reply_to must be a message of this conversation", ref=client_id))
         mid = base36(self._next_mid)
         self._next_mid += 1
         to = recipients[0] if group is None and recipients else None
         message = StoredMessage(mid=mid, id=client_id, sender=sender, ts=ts, to=to,
-                                group=group, body=body, kind=kind, file=file)
+                                group=group, body=body, kind=kind, file=file,
+                                reply_to=reply_to, mentions=mentions)
         seqs: dict[str, int] = {}
         for name in dict.fromkeys([sender, *recipients]):
             inbox = self._users[name]
@@ -179,6 +190,8 @@ class MemoryStore:
             conv.seqs.append(seqs[name])
             if counts_unread(message, name):
                 conv.unread += 1
+                if mentions and name in mentions:
+                    conv.mentioned.append(seqs[name])
         self._messages[mid] = _Record(message, seqs, frozenset(recipients))
         if isinstance(file, dict) and isinstance(file.get("id"), str):
             self._file_readers.setdefault(file["id"], set()).update(seqs)
@@ -191,7 +204,8 @@ class MemoryStore:
         for op in ops:
             if type(op) is SendOp:
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
-                                                op.group, op.body, op.kind, op.file, op.ts))
+                                                op.group, op.body, op.kind, op.file, op.ts,
+                                                op.reply_to, op.mentions))
             elif type(op) is AckOp and op.conv is not None:
                 calls.append(self.read_conversation(op.user, op.conv, op.seq))
             elif op.read:
@@ -294,7 +308,9 @@ class MemoryStore:
             last = state.seqs[-1]
             out.append(Conversation(
                 conv=key, last=self._entry(self._messages[inbox.mids[last - 1]], last),
-                read_seq=state.read, unread=state.unread, mentions=state.mentions))
+                read_seq=state.read, unread=state.unread,
+                mentions=len(state.mentioned) - bisect.bisect_right(state.mentioned,
+                                                                    state.read)))
         return defer.succeed(out)
 
     # -- people ----------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from the prefix, so this is not meant for Redis Cluster):
 - Conversations (``<conv>`` as :func:`dim.store.interface.conversation_of` names it; the
   message hash keeps ``cv``, the group's ``#id`` or the direct message's addressee, and
   ``cu``, 1 when the message counts as unread): ``convs:<user>``, sorted set conv -> its
-  newest seq; ``conv:<user>:<conv>``: hash ``read`` (the read pointer), ``unread``,
-  ``mentions``; ``cseqs:<user>:<conv>``: sorted set of the conversation's seqs.
+  newest seq; ``conv:<user>:<conv>``: hash ``read`` (the read pointer), ``unread``;
+  ``cseqs:<user>:<conv>``: sorted set of the conversation's seqs; ``cment:<user>:<conv>``:
+  sorted set of the seqs of entries that mention the user.
 - ``profile:<user>``: hash ``name``, ``status``, ``avatar`` (absent: the default profile);
   ``folds``: hash user -> case-folded display name (for search); ``avatars``: hash file id ->
   how many profiles show it.
@@ -117,7 +118,7 @@ local function conv_of(cv, sender, u)
   if string.sub(cv, 1, 1) == '#' or sender == u then return cv end
   return sender
 end
-local function store(p, sender, cid, draft, fid, rcpts, cv, cu)
+local function store(p, sender, cid, draft, fid, rcpts, cv, cu, reply, mentions)
   local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
   if known then
     local k = p .. 'msg:' .. known
@@ -133,6 +134,15 @@ local function store(p, sender, cid, draft, fid, rcpts, cv, cu)
   for _, u in ipairs(users) do
     if redis.call('EXISTS', p .. 'user:' .. u) == 0 then return {-1, u} end
   end
+  if reply[1] then
+    local f = redis.call('HMGET', p .. 'msg:' .. reply[1], 'seqs', 'sender', 'cv')
+    if not f[1] or cjson.decode(f[1])[sender] == nil
+        or conv_of(f[3] or '', f[2], sender) ~= cv then
+      return {-2, reply[1]}
+    end
+  end
+  local mentioned = {}
+  for _, u in ipairs(mentions or {}) do mentioned[u] = true end
   local mid = base36(redis.call('INCR', p .. 'mid'))
   -- draft starts with {"mid":"" (9 bytes, mid is the first field): splice the mid in
   -- without re-encoding (cjson would round large numbers).
@@ -146,6 +156,9 @@ local function store(p, sender, cid, draft, fid, rcpts, cv, cu)
     redis.call('ZADD', p .. 'cseqs:' .. u .. ':' .. c, seq, seq)
     if cu == '1' and u ~= sender then
       redis.call('HINCRBY', p .. 'conv:' .. u .. ':' .. c, 'unread', 1)
+      if mentioned[u] then
+        redis.call('ZADD', p .. 'cment:' .. u .. ':' .. c, seq, seq)
+      end
     end
   end
   if fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
@@ -236,8 +249,9 @@ end
 """
 
 #: The hot path in one script call: ARGV: prefix, a msgpack list of operations, each
-#: ``["s", sender, client id, draft message JSON, file id, [recipient...], cv, cu]`` (store;
-#: ``cv`` and ``cu`` as the message hash keeps them), ``["c", user, conv, seq]`` (read one
+#: ``["s", sender, client id, draft message JSON, file id, [recipient...], cv, cu, [reply
+#: mid] or [], [mentioned user...]]`` (store; ``cv`` and ``cu`` as the message hash keeps
+#: them), ``["c", user, conv, seq]`` (read one
 #: conversation),
 #: ``["a", user, seq]`` (ack), ``["r", user, seq]`` (read: ack, then mark read) or
 #: ``["n", user]`` (the inbox's last seq), run in list order.  Returns JSON
@@ -249,7 +263,9 @@ end
 BATCH = _LUA_STORE + _LUA_ADVANCE + """
 local function run(p, op)
   local kind = op[1]
-  if kind == 's' then return store(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8]) end
+  if kind == 's' then
+    return store(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8], op[9], op[10])
+  end
   if kind == 'c' then return read_conv(p, op[2], op[3], tonumber(op[4])) end
   if kind == 'a' then return advance(p, op[2], tonumber(op[3]), 'ack', 'pa', true) end
   if kind == 'n' then return redis.call('LLEN', p .. 'inbox:' .. op[2]) end
@@ -297,10 +313,12 @@ local convs = redis.call('ZREVRANGE', p .. 'convs:' .. user, 0, tonumber(ARGV[3]
                          'WITHSCORES')
 for i = 1, #convs, 2 do
   local c, last = convs[i], tonumber(convs[i + 1])
-  local f = redis.call('HMGET', p .. 'conv:' .. user .. ':' .. c, 'read', 'unread', 'mentions')
+  local f = redis.call('HMGET', p .. 'conv:' .. user .. ':' .. c, 'read', 'unread')
   local mid = redis.call('LINDEX', p .. 'inbox:' .. user, last - 1)
   local m = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
-  out[#out + 1] = {c, last, f[1] or '0', f[2] or '0', f[3] or '0', m[1], m[2], m[3]}
+  local mentions = redis.call('ZCOUNT', p .. 'cment:' .. user .. ':' .. c,
+                              '(' .. (f[1] or '0'), '+inf')
+  out[#out + 1] = {c, last, f[1] or '0', f[2] or '0', mentions, m[1], m[2], m[3]}
 end
 return out
 """
@@ -884,6 +902,8 @@ class ScriptBatcher:
 def _send_result(raw: list[Any], ref: str | None) -> SendResult:
     """A SendResult from the store function's answer; NotFound for an unknown user."""
     status = int(raw[0])
+    if status == -2:
+        raise BadRequest("reply_to must be a message of this conversation", ref=ref)
     if status < 0:
         raise NotFound(f"no such user: {raw[1]}", ref=ref)
     return SendResult(message=_decode_message(raw[1]),
@@ -1055,7 +1075,8 @@ class RedisStore:
 
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
-                      ts: int) -> defer.Deferred[SendResult]:
+                      ts: int, reply_to: str | None = None,
+                      mentions: list[str] | None = None) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's.
 
         Joins the batch of this reactor turn (see :class:`ScriptBatcher`): one sender's messages
@@ -1065,12 +1086,14 @@ class RedisStore:
         """
         to = recipients[0] if group is None and recipients else None
         draft = StoredMessage(mid="", id=client_id, sender=sender, ts=ts, to=to, group=group,
-                              body=body, kind=kind, file=file)
+                              body=body, kind=kind, file=file, reply_to=reply_to,
+                              mentions=mentions or None)
         file_id = file.get("id") if isinstance(file, dict) else None
         cv = "#" + group if group is not None else to or sender
         op = ["s", sender, client_id, _encode_message(draft).decode(),
               file_id if isinstance(file_id, str) else "", list(recipients), cv,
-              "1" if kind in UNREAD_KINDS else "0"]
+              "1" if kind in UNREAD_KINDS else "0", [] if reply_to is None else [reply_to],
+              list(mentions or [])]
         return self._batcher.submit(op, _send_result, client_id)
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
@@ -1081,7 +1104,8 @@ class RedisStore:
         for op in ops:
             if type(op) is SendOp:
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
-                                                op.group, op.body, op.kind, op.file, op.ts))
+                                                op.group, op.body, op.kind, op.file, op.ts,
+                                                op.reply_to, op.mentions))
             elif type(op) is AckOp and op.conv is not None:
                 calls.append(self.read_conversation(op.user, op.conv, op.seq))
             elif op.read:

@@ -39,7 +39,8 @@ from zope.interface import implementer
 from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
 from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
                                  Group, InboxEntry, IStore, Profile, Receipt, SendOp,
-                                 SendResult, StoredMessage, StoreOp)
+                                 SendResult, StoredMessage, StoreOp, conversation_of,
+                                 sender_conversation)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS messages (
     kind TEXT NOT NULL,
     file TEXT,
     members TEXT NOT NULL,
+    extra TEXT,
     UNIQUE (sender, client_id)
 );
 CREATE TABLE IF NOT EXISTS inbox (
@@ -99,6 +101,12 @@ CREATE TABLE IF NOT EXISTS convs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS convs_by_last ON convs (user, last);
 CREATE INDEX IF NOT EXISTS inbox_by_conv ON inbox (user, conv, seq);
+CREATE TABLE IF NOT EXISTS mentioned (
+    user INTEGER NOT NULL,
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (user, conv, seq)
+) WITHOUT ROWID;
 """
 
 #: The conversation key of message ``m`` in the inbox of user ``u`` (SQL of
@@ -144,7 +152,7 @@ _ALL_MARKED = f"""NOT EXISTS (SELECT 1 FROM json_each(m.members) AS r JOIN users
 
 _FETCH_COLUMNS = f"""
 SELECT i.seq, m.id, m.client_id, m.sender, m.ts, m.to_user, m.grp, m.body, m.kind, m.file,
-       {_ALL_MARKED.format(mark="u.acked_seq")}, {_ALL_MARKED.format(mark="0")}
+       {_ALL_MARKED.format(mark="u.acked_seq")}, {_ALL_MARKED.format(mark="0")}, m.extra
 FROM inbox i JOIN messages m ON m.id = i.message
 """
 
@@ -183,13 +191,15 @@ SELECT m.sender, m.client_id FROM json_each(?) AS j CROSS JOIN messages AS m
 WHERE m.sender = j.value ->> 0 AND m.client_id = j.value ->> 1
 """
 _INSERT_MESSAGES = """
-INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members)
+INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members,
+                      extra)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7, value ->> 8, value -> 9 FROM json_each(?)
+       value ->> 6, value ->> 7, value ->> 8, value -> 9, value ->> 10 FROM json_each(?)
 """
 _INSERT_MESSAGE = """
-INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members,
+                      extra)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_INBOX = """
 INSERT INTO inbox (user, seq, message, conv)
@@ -228,6 +238,8 @@ class _Send(NamedTuple):
     file: dict[str, Any] | None
     file_text: str | None
     ts: int
+    reply_to: str | None = None
+    mentions: list[str] | None = None
 
 
 class _Batch:
@@ -331,6 +343,9 @@ class SQLiteStore:
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.executescript(SCHEMA)
         self._conn.executescript(PEOPLE_SCHEMA)
+        if "extra" not in [row[1] for row in self._conn.execute(
+                "PRAGMA table_info(messages)")]:
+            self._conn.execute("ALTER TABLE messages ADD COLUMN extra TEXT")
         columns = [row[1] for row in self._conn.execute("PRAGMA table_info(inbox)")]
         if "conv" not in columns:
             self._conn.executescript("BEGIN; ALTER TABLE inbox ADD COLUMN conv TEXT;"
@@ -504,9 +519,11 @@ class SQLiteStore:
         nul_rows: list[tuple[Any, ...]] = []
         inbox_rows: list[tuple[int, int, int, str]] = []
         conv_rows: list[tuple[int, str, int, int]] = []
+        mention_rows: list[tuple[int, str, int]] = []
         changed: dict[int, int] = {}
         for d, send in run:
-            sender, client_id, recipients, group, body, kind, file, file_text, ts = send
+            (sender, client_id, recipients, group, body, kind, file, file_text, ts, reply_to,
+             mentions) = send
             key = (sender, client_id)
             earlier = fresh.get(key)
             if earlier is not None:
@@ -531,6 +548,13 @@ class SQLiteStore:
                         break
                 member_uids.append(uid)
             else:
+                if reply_to is not None and not self._may_reply(
+                        cursor, reply_to, sender, member_uids[0],
+                        sender_conversation(sender, list(recipients), group)):
+                    results.append((d, False, Failure(BadRequest(
+                        "reply_to must be a message of this conversation", ref=client_id))))
+                    continue
+                extra = _extra(reply_to, mentions)
                 message_id += 1
                 seqs = {}
                 marks = []
@@ -546,18 +570,21 @@ class SQLiteStore:
                             else sender if name != sender else to or sender)
                     inbox_rows.append((uid, seq, message_id, conv))
                     conv_rows.append((uid, conv, seq, int(countable and name != sender)))
+                    if countable and mentions and name in mentions and name != sender:
+                        mention_rows.append((uid, conv, seq))
                     marks.append((uid, seq, name in recipients))
                 row = (message_id, sender, client_id, ts, to, group, body, kind, file_text,
-                       marks)
+                       marks, extra)
                 if ("\0" in body or "\0" in client_id or "\0" in kind or "\0" in sender
                         or (group and "\0" in group) or (to and "\0" in to)):
                     # JSON would carry a NUL, but ->> cuts the text there: bind it plainly.
-                    nul_rows.append(row[:9] + (_batch_json(marks),))
+                    nul_rows.append(row[:9] + (_batch_json(marks), extra))
                 else:
                     message_rows.append(row)
                 result = SendResult(message=StoredMessage(
                     mid=format(message_id, "x"), id=client_id, sender=sender, ts=ts, to=to,
-                    group=group, body=body, kind=kind, file=file), seqs=seqs)
+                    group=group, body=body, kind=kind, file=file, reply_to=reply_to,
+                    mentions=mentions), seqs=seqs)
                 fresh[key] = result
                 results.append((d, True, result))
                 continue
@@ -570,8 +597,26 @@ class SQLiteStore:
                 cursor.execute(_INSERT_MESSAGES, (_batch_json(message_rows),))
             cursor.execute(_INSERT_INBOX, (_batch_json(inbox_rows),))
             cursor.execute(_UPSERT_CONVS, (_batch_json(conv_rows),))
+            if mention_rows:
+                cursor.executemany("INSERT INTO mentioned (user, conv, seq) VALUES (?, ?, ?)",
+                                   mention_rows)
             cursor.execute(_UPDATE_SEQS, (_batch_json(list(changed.items())),))
             self._last_message = message_id
+
+    def _may_reply(self, cursor: sqlite3.Cursor, reply_to: str, sender: str, sender_uid: int,
+                   conv: str) -> bool:
+        """Whether message ``reply_to`` is in the sender's inbox, in conversation ``conv``."""
+        if not (0 < len(reply_to) <= 15 and all(c in "0123456789abcdef" for c in reply_to)):
+            return False
+        row = cursor.execute(
+            "SELECT sender, to_user, grp, EXISTS (SELECT 1 FROM json_each(members) r"
+            " WHERE r.value ->> 0 = ?) FROM messages WHERE id = ?",
+            (sender_uid, int(reply_to, 16))).fetchone()
+        if row is None or not row[3]:
+            return False
+        original = StoredMessage(mid=reply_to, id="", sender=row[0], ts=0, to=row[1],
+                                 group=row[2])
+        return conversation_of(original, sender) == conv
 
     def _forget(self) -> None:
         """Drop every cached thing that a rollback may have made wrong."""
@@ -688,7 +733,8 @@ class SQLiteStore:
 
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
-                      ts: int) -> defer.Deferred[SendResult]:
+                      ts: int, reply_to: str | None = None,
+                      mentions: list[str] | None = None) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's, durably."""
         file_text = None
         if file is not None:
@@ -697,7 +743,7 @@ class SQLiteStore:
             except (TypeError, ValueError):
                 return defer.fail(BadRequest("file is not a JSON object", ref=client_id))
         return self._submit(_Send(sender, client_id, tuple(recipients), group, body, kind,
-                                  file, file_text, ts))
+                                  file, file_text, ts, reply_to, mentions))
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in order, with one Deferred (see IStore.apply).
@@ -727,7 +773,8 @@ class SQLiteStore:
                                                         ref=op.client_id)))
                         continue
                 put((slot, _Send(op.sender, op.client_id, tuple(op.recipients), op.group,
-                                 op.body, op.kind, op.file, file_text, op.ts)))
+                                 op.body, op.kind, op.file, file_text, op.ts, op.reply_to,
+                                 op.mentions)))
             else:
                 put((slot, self._ack_operation(op)))
         return batch.deferred
@@ -743,12 +790,12 @@ class SQLiteStore:
     def _original(self, cursor: sqlite3.Cursor, sender: str, client_id: str) -> SendResult:
         """The SendResult of the message ``(sender, client_id)`` stored earlier."""
         row = cursor.execute(
-            "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, members"
+            "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, members, extra"
             " FROM messages WHERE sender = ? AND client_id = ?", (sender, client_id)).fetchone()
         seqs = dict(cursor.execute(
             "SELECT u.name, r.value ->> 1 FROM json_each(?) AS r JOIN users AS u"
             " ON u.id = r.value ->> 0", (row[9],)).fetchall())
-        return SendResult(message=_message(row[:9]), seqs=seqs, duplicate=True)
+        return SendResult(message=_message(row[:9], row[10]), seqs=seqs, duplicate=True)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -759,7 +806,7 @@ class SQLiteStore:
                 return [], 0
             last = cursor.execute("SELECT last_seq FROM users WHERE id = ?",
                                   (uid,)).fetchone()[0]
-            entries = [InboxEntry(seq=row[0], message=_message(row[1:10]),
+            entries = [InboxEntry(seq=row[0], message=_message(row[1:10], row[12]),
                                   delivered=bool(row[10]), read=bool(row[11]))
                        for row in cursor.execute(_FETCH, (uid, after, max(limit, 0)))]
             return entries, last
@@ -868,7 +915,7 @@ class SQLiteStore:
                  limit + 1)).fetchall()
             more = len(rows) > limit
             rows = rows[:limit] if before is None else rows[:limit][::-1]
-            return [InboxEntry(seq=row[0], message=_message(row[1:10]),
+            return [InboxEntry(seq=row[0], message=_message(row[1:10], row[12]),
                                delivered=bool(row[10]), read=bool(row[11]))
                     for row in rows], more
         return self._submit(operation)
@@ -880,13 +927,15 @@ class SQLiteStore:
             if uid is None:
                 return []
             rows = cursor.execute(
-                "SELECT conv, last, read_seq, unread, mentions FROM convs WHERE user = ?"
+                "SELECT conv, last, read_seq, unread, (SELECT count(*) FROM mentioned n"
+                " WHERE n.user = c.user AND n.conv = c.conv AND n.seq > c.read_seq)"
+                " FROM convs c WHERE user = ?"
                 " ORDER BY last DESC LIMIT ?", (uid, max(limit, 0))).fetchall()
             out = []
             for conv, last, read_seq, unread, mentions in rows:
                 entry = cursor.execute(_FETCH, (uid, last - 1, 1)).fetchone()
                 out.append(Conversation(
-                    conv=conv, last=InboxEntry(seq=entry[0], message=_message(entry[1:10]),
+                    conv=conv, last=InboxEntry(seq=entry[0], message=_message(entry[1:10], entry[12]),
                                                delivered=bool(entry[10]),
                                                read=bool(entry[11])),
                     read_seq=read_seq, unread=unread, mentions=mentions))
@@ -1104,12 +1153,27 @@ class SQLiteStore:
         return uids
 
 
-def _message(row: tuple[Any, ...]) -> StoredMessage:
-    """A StoredMessage from (id, client_id, sender, ts, to_user, grp, body, kind, file)."""
+def _message(row: tuple[Any, ...], extra: str | None = None) -> StoredMessage:
+    """A StoredMessage from (id, client_id, sender, ts, to_user, grp, body, kind, file) and
+    the ``extra`` JSON (reply_to, mentions) when there is one."""
     message_id, client_id, sender, ts, to, group, body, kind, file = row
-    return StoredMessage(mid=mid_of(message_id), id=client_id, sender=sender, ts=ts, to=to,
-                         group=group, body=body, kind=kind,
-                         file=None if file is None else json.loads(file))
+    message = StoredMessage(mid=mid_of(message_id), id=client_id, sender=sender, ts=ts, to=to,
+                            group=group, body=body, kind=kind,
+                            file=None if file is None else json.loads(file))
+    if extra is not None:
+        for key, value in json.loads(extra).items():
+            setattr(message, key, value)
+    return message
+
+
+def _extra(reply_to: str | None, mentions: list[str] | None) -> str | None:
+    """The ``extra`` JSON of a message: what only some messages carry, or None."""
+    extra: dict[str, Any] = {}
+    if reply_to is not None:
+        extra["reply_to"] = reply_to
+    if mentions:
+        extra["mentions"] = mentions
+    return _dumps(extra) if extra else None
 
 
 #: Profiles, contacts, groups and files.  A user without a ``profiles`` row has the default

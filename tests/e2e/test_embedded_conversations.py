@@ -67,3 +67,39 @@ class ConversationReadTests(EmbeddedTestCase):
                                            r.body["more"]))
         r = yield http("GET", f"{base}?with=alice31&group=1", token=bob.token)
         self.assertEqual(r.code, 400)
+
+    @defer.inlineCallbacks
+    def test_reply_and_mention(self):
+        """A reply and a group mention travel over TCP; bad ones get bad_request."""
+        alice = yield self.user("alice32")
+        bob = yield self.user("bob32")
+        carol = yield self.user("carol32")
+        r = yield http("POST", f"{self.dim.base}/v1/groups",
+                       {"name": "G", "members": ["bob32"]}, token=alice.token)
+        group = r.body["group"]["id"]
+        alice.send({"type": "send", "id": "a1", "to": "bob32", "body": "question"})
+        sent = yield alice.expect("sent", id="a1")
+        bob.send({"type": "send", "id": "b1", "to": "alice32", "body": "answer",
+                  "reply_to": sent["mid"]})
+        msg = yield alice.expect("msg", id="b1")
+        self.assertEqual(msg["reply_to"], sent["mid"])
+        carol.send({"type": "send", "id": "c1", "to": "alice32", "body": "x",
+                    "reply_to": sent["mid"]})
+        error = yield carol.expect("error", ref="c1")
+        self.assertEqual(error["code"], "bad_request")
+
+        alice.send({"type": "send", "id": "g1", "group": group, "body": "hi @bob32",
+                    "mentions": ["bob32"]})
+        msg = yield bob.expect("msg", id="g1")
+        self.assertEqual(msg["mentions"], ["bob32"])
+        alice.send({"type": "send", "id": "g2", "group": group, "body": "hi",
+                    "mentions": ["carol32"]})
+        error = yield alice.expect("error", ref="g2")
+        self.assertEqual(error["code"], "bad_request")
+        r = yield http("GET", f"{self.dim.base}/v1/conversations", token=bob.token)
+        first = r.body["conversations"][0]
+        self.assertEqual((first.get("group"), first["unread"], first["mentions"]),
+                         (group, 1, 1))
+        r = yield http("GET", f"{self.dim.base}/v1/messages?with=alice32", token=bob.token)
+        self.assertEqual([None, sent["mid"]],
+                         [m.get("reply_to") for m in r.body["messages"]])
