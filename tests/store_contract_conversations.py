@@ -251,3 +251,102 @@ class DurableConversationStoreContractMixin(ConversationStoreContractMixin):
         store = yield self.reopen(store)
         self.assertEqual([("bob", 1, 1, 3), ("carol", 0, 1, 2)],
                          (yield self.counts(store, "alice")))
+
+
+class ChangeStoreContractMixin:
+    """Tests every rule of edit, recall and react in the store; needs the store fixtures."""
+
+    def change(self, store: Any, sender: str, client_id: str, kind: str, ref: str,
+               body: str = "", on: bool = True, ts: int = 5) -> Any:
+        """One change_message call."""
+        from dim.store.interface import ChangeOp
+        return store.change_message(ChangeOp(sender=sender, client_id=client_id, kind=kind,
+                                             ref=ref, body=body, on=on, ts=ts))
+
+    @defer.inlineCallbacks
+    def test_edit(self):
+        """An edit is a new entry in both inboxes; the original shows the new body."""
+        store = yield self.store("alice", "bob")
+        sent = yield self.send(store, "alice", "a1", "bob", body="helo")
+        mid = sent.message.mid
+        result = yield self.change(store, "alice", "e1", "edit", mid, "hello", ts=77)
+        self.assertEqual({"alice": 2, "bob": 2}, result.seqs)
+        entry = yield self.entry(store, "bob", 2)
+        self.assertEqual(("edit", mid, "hello", "alice", "bob"),
+                         (entry.message.kind, entry.message.ref, entry.message.body,
+                          entry.message.sender, entry.message.to))
+        for user in ("alice", "bob"):
+            original = (yield self.entry(store, user, 1)).message
+            self.assertEqual(("hello", 77), (original.body, original.edited))
+        again = yield self.change(store, "alice", "e1", "edit", mid, "other")
+        self.assertEqual((True, result.message.mid, result.seqs),
+                         (again.duplicate, again.message.mid, again.seqs))
+        self.assertEqual(2, (yield store.last_seq("bob")))
+        conv = (yield store.conversations("bob", 5))[0]
+        self.assertEqual((2, 1), (conv.last.seq, conv.unread))
+
+    @defer.inlineCallbacks
+    def test_bad_changes_change_nothing(self):
+        """Unknown or unreachable mids are NotFound; someone else's message, a non-text
+        edit and any change of a recalled message are Forbidden; nothing is stored."""
+        from dim.errors import Forbidden, NotFound
+        store = yield self.store("alice", "bob", "carol")
+        text = (yield self.send(store, "alice", "a1", "bob")).message.mid
+        image = (yield self.send(store, "alice", "a2", "bob",
+                                 file={"id": "f", "name": "n", "size": 1,
+                                       "mime": "image/png"})).message.mid
+        other = (yield self.send(store, "carol", "c1", "alice")).message.mid
+        for sender, kind, ref, error in (
+                ("alice", "edit", "zzzz", NotFound), ("carol", "react", text, NotFound),
+                ("bob", "edit", text, Forbidden), ("bob", "recall", text, Forbidden),
+                ("alice", "edit", image, Forbidden), ("bob", "recall", other, NotFound)):
+            yield self.assertFailure(self.change(store, sender, "x", kind, ref, "b"), error)
+        yield self.change(store, "alice", "r1", "recall", text)
+        for kind in ("edit", "recall", "reaction"):
+            yield self.assertFailure(self.change(store, "alice", "y" + kind, kind, text, "b"),
+                                     Forbidden)
+        self.assertEqual(3, (yield store.last_seq("bob")))
+        self.assertEqual(1, (yield store.last_seq("carol")))
+
+    @defer.inlineCallbacks
+    def test_recall(self):
+        """A recalled message has no body and no file, and its file is no longer readable
+        by its recipients (its uploader still reads it)."""
+        store = yield self.store("alice", "bob")
+        from dim.store.interface import FileRecord
+        yield store.add_file(FileRecord(id="f1", owner="alice", name="n", size=1,
+                                        mime="image/png", sha256="x", ts=1))
+        sent = yield self.send(store, "alice", "a1", "bob", body="look",
+                               file={"id": "f1", "name": "n", "size": 1, "mime": "image/png"})
+        self.assertTrue((yield store.may_read_file("bob", "f1")))
+        result = yield self.change(store, "alice", "r1", "recall", sent.message.mid)
+        self.assertEqual(2, result.seqs["bob"])
+        original = (yield self.entry(store, "bob", 1)).message
+        self.assertTrue(original.recalled)
+        from dim.store.interface import entry_frame
+        frame = entry_frame((yield self.entry(store, "bob", 1)))
+        self.assertEqual(("", None, True), (frame.body, frame.file, frame.recalled))
+        self.assertFalse((yield store.may_read_file("bob", "f1")))
+        self.assertTrue((yield store.may_read_file("alice", "f1")))
+        self.assertEqual("recall", (yield self.entry(store, "bob", 2)).message.kind)
+
+    @defer.inlineCallbacks
+    def test_reactions(self):
+        """Anyone holding the message reacts; reactions add, remove and are not unread."""
+        store = yield self.store("alice", "bob", "carol")
+        sent = yield self.send(store, "alice", "g1", ["bob", "carol"], group="G")
+        mid = sent.message.mid
+        yield store.read("alice", 1)
+        yield self.change(store, "bob", "x1", "reaction", mid, "👍")
+        yield self.change(store, "carol", "x2", "reaction", mid, "👍")
+        yield self.change(store, "carol", "x3", "reaction", mid, "🎉")
+        result = yield self.change(store, "carol", "x4", "reaction", mid, "🎉", on=False)
+        self.assertEqual({"alice": 5, "bob": 5, "carol": 5}, result.seqs)
+        entry = yield self.entry(store, "alice", 5)
+        self.assertEqual(("reaction", "🎉", False, "G"),
+                         (entry.message.kind, entry.message.body, entry.message.on,
+                          entry.message.group))
+        original = (yield self.entry(store, "alice", 1)).message
+        self.assertEqual({"👍": ["bob", "carol"]}, original.reactions)
+        conv = (yield store.conversations("alice", 5))[0]
+        self.assertEqual((5, 0), (conv.last.seq, conv.unread))

@@ -140,3 +140,94 @@ class ReplyMentionTests(SynchronousTestCase):
                          [e.ref for e in self.alice.of_type(F.Error)
                           if e.code == "bad_request"])
         self.assertEqual(1, self.last_seq("bob"))
+
+
+class ChangeTests(SynchronousTestCase):
+    """edit, recall and react: sent to the changer, msg to every holder, errors as listed."""
+
+    def setUp(self) -> None:
+        self.node = Node(store=make_store())
+        self.alice = self.node.login("alice")
+        self.alice2 = self.node.login("alice")
+        self.bob = self.node.login("bob")
+        self.carol = self.node.login("carol")
+        self.alice.send(F.Send(id="a1", to="bob", body="helo"))
+        self.mid = self.alice.of_type(F.Sent)[0].mid
+        drain(self.alice, self.alice2, self.bob, self.carol)
+
+    def listed(self, user: str, seq: int) -> F.Msg:
+        """The msg frame of ``user``'s entry at ``seq``, as sync would list it."""
+        from dim.store.interface import entry_frame
+        entries, _ = self.successResultOf(self.node.store.fetch(user, seq - 1, 1))
+        return entry_frame(entries[0])
+
+    def test_edit(self) -> None:
+        """An edit answers sent, reaches bob and alice's other device, and changes the
+        original as listed; the same id again gets the same sent and stores nothing."""
+        self.alice.send(F.Edit(id="e1", mid=self.mid, body="hello"))
+        [sent] = self.alice.of_type(F.Sent)
+        self.assertEqual(2, sent.seq)
+        [msg] = self.bob.of_type(F.Msg)
+        self.assertEqual(("edit", self.mid, "hello", 2), (msg.kind, msg.ref, msg.body, msg.seq))
+        self.assertEqual(["edit"], [m.kind for m in self.alice2.of_type(F.Msg)])
+        original = self.listed("bob", 1)
+        self.assertEqual(("hello", sent.ts), (original.body, original.edited))
+        self.alice.send(F.Edit(id="e1", mid=self.mid, body="other"))
+        self.assertEqual([sent], self.alice.of_type(F.Sent))
+        self.assertEqual([], self.bob.of_type(F.Msg))
+        self.assertEqual("hello", self.listed("bob", 1).body)
+
+    def test_recall_and_react(self) -> None:
+        """bob reacts, alice recalls: each a new entry; the original shows both states."""
+        self.bob.send(F.React(id="x1", mid=self.mid, emoji="👍"))
+        [msg] = self.alice.of_type(F.Msg)
+        self.assertEqual(("reaction", "👍", True), (msg.kind, msg.body, msg.on))
+        self.assertEqual({"👍": ["bob"]}, self.listed("alice", 1).reactions)
+        self.alice.send(F.Recall(id="r1", mid=self.mid))
+        self.assertEqual(["recall"], [m.kind for m in self.bob.of_type(F.Msg)])
+        original = self.listed("bob", 1).to_dict()
+        self.assertEqual(("", True), (original["body"], original["recalled"]))
+        convs = self.successResultOf(self.node.store.conversations("bob", 5))
+        self.assertEqual((3, 1), (convs[0].last.seq, convs[0].unread))
+
+    def test_errors(self) -> None:
+        """Someone else's message is forbidden, an unknown or unreachable mid not_found,
+        an empty edit or an over-long emoji bad_request; nothing is stored."""
+        self.bob.send(F.Edit(id="e1", mid=self.mid, body="mine"))
+        self.bob.send(F.Recall(id="e2", mid=self.mid))
+        self.bob.send(F.Edit(id="e3", mid="zzz", body="x"))
+        self.carol.send(F.React(id="e4", mid=self.mid, emoji="👍"))
+        self.alice.send(F.Edit(id="e5", mid=self.mid, body="  "))
+        self.alice.send(F.React(id="e6", mid=self.mid, emoji="x" * 17))
+        self.alice.send(F.React(id="e7", mid=self.mid, emoji=""))
+        got = [(e.ref, e.code) for c in (self.bob, self.carol, self.alice)
+               for e in c.of_type(F.Error)]
+        self.assertEqual([("e1", "forbidden"), ("e2", "forbidden"), ("e3", "not_found"),
+                          ("e4", "not_found"), ("e5", "bad_request"), ("e6", "bad_request"),
+                          ("e7", "bad_request")], got)
+        self.assertEqual(1, self.successResultOf(self.node.store.last_seq("bob")))
+        self.assertEqual("helo", self.listed("bob", 1).body)
+
+
+class ChangeLimitTests(SynchronousTestCase):
+    """edit, recall and react count against their own per-user rate limits."""
+
+    def test_over_the_limit(self) -> None:
+        """Past the burst, each of edit, recall and react gets rate_limited, not stored."""
+        from dim.node.throttle import Limit, Limits, UserLimiter
+        limiter = UserLimiter(Limits({"edit": Limit(0.001, 1), "recall": Limit(0.001, 1),
+                                      "react": Limit(0.001, 1)}))
+        node = Node(store=make_store(), limiter=limiter)
+        alice = node.login("alice")
+        alice.send(F.Send(id="a1", to="bob", body="x"))
+        mid = alice.of_type(F.Sent)[0].mid
+        for frames in ((F.Edit(id="e1", mid=mid, body="y"), F.Edit(id="e2", mid=mid, body="z")),
+                       (F.React(id="r1", mid=mid, emoji="a"), F.React(id="r2", mid=mid,
+                                                                       emoji="b")),
+                       (F.Recall(id="c1", mid=mid), F.Recall(id="c2", mid=mid))):
+            for frame in frames:
+                alice.send(frame)
+        self.assertEqual([("e2", "rate_limited"), ("r2", "rate_limited"),
+                          ("c2", "rate_limited")],
+                         [(e.ref, e.code) for e in alice.of_type(F.Error)])
+        self.assertEqual(4, self.successResultOf(node.store.last_seq("bob")))

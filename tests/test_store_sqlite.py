@@ -13,12 +13,13 @@ from twisted.trial import unittest
 from dim.errors import Internal, NotFound
 from dim.store.sqlite import SQLiteStore
 from tests.store_contract import TS, DurableStoreContractMixin
-from tests.store_contract_conversations import DurableConversationStoreContractMixin
+from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                DurableConversationStoreContractMixin)
 from tests.store_contract_people import DurablePeopleStoreContractMixin
 
 
 class SQLiteStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
-                               DurableConversationStoreContractMixin,
+                               DurableConversationStoreContractMixin, ChangeStoreContractMixin,
                                unittest.TestCase):
     """SQLiteStore honours every rule of the store contract, across reopening too."""
 

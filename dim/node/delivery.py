@@ -35,8 +35,9 @@ from dim.node.batch import StoreBatcher
 from dim.node.fanout import Fanout, Push
 from dim.node.throttle import UserLimiter, Verdict
 from dim.protocol import frames as F
-from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Receipt, SendOp, SendResult, entry_frame, message_frame)
+from dim.store.interface import (AckOp, ChangeOp, Contact, FileRecord, Group, InboxEntry,
+                                 IStore, Receipt, SendOp, SendResult, entry_frame,
+                                 message_frame)
 
 _log = Logger()
 
@@ -414,8 +415,8 @@ class NodeCore:
                        partial(self._stored, session=session, frame=frame, started=started),
                        partial(conn.request_ended, frame))
 
-    def _stored(self, result: SendResult, session: Session, frame: F.Send,
-                started: float) -> None:
+    def _stored(self, result: SendResult, session: Session,
+                frame: F.Send | F.Edit | F.Recall | F.React, started: float) -> None:
         message = result.message
         sender = session.user
         conn = session.conn
@@ -432,6 +433,33 @@ class NodeCore:
             user: [msg if user == sender else replace(msg, seq=seq)]
             for user, seq in result.seqs.items()}
         self._deliver_now(targets, skip=session.id)
+
+    # ------------------------------------------------------------------ edit, recall, react
+
+    def on_edit(self, conn: ClientConnection, frame: F.Edit) -> None:
+        """Replace the body of a text message this user sent: a new ``edit`` entry in every
+        inbox holding it, answered by ``sent``."""
+        self._change(conn, frame, "edit", frame.body, True)
+
+    def on_recall(self, conn: ClientConnection, frame: F.Recall) -> None:
+        """Take back a message this user sent: a new ``recall`` entry, answered by ``sent``."""
+        self._change(conn, frame, "recall", "", True)
+
+    def on_react(self, conn: ClientConnection, frame: F.React) -> None:
+        """Add or remove a reaction to a message of this user's inbox: a new ``reaction``
+        entry in every inbox holding it, answered by ``sent``."""
+        self._change(conn, frame, "reaction", frame.emoji, frame.on)
+
+    def _change(self, conn: ClientConnection, frame: F.Edit | F.Recall | F.React, kind: str,
+                body: str, on: bool) -> None:
+        session: Session = conn.session
+        self._within_limit(F.frame_type(frame), session.user, frame.id)
+        conn.request_began()
+        started = self.clock.seconds()
+        self.batch.add(ChangeOp(sender=session.user, client_id=frame.id, kind=kind,
+                                ref=frame.mid, body=body, on=on, ts=int(started * 1000)),
+                       partial(self._stored, session=session, frame=frame, started=started),
+                       partial(conn.request_ended, frame))
 
     # ------------------------------------------------------------------ ack
 

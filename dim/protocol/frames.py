@@ -107,8 +107,40 @@ class Read(_Frame, tag="read", rename={"with_": "with"}):
     group: GroupId | None = None
 
 
-ClientFrame = Union[Hello, Send, Ack, Sync, Ping, Typing, Read]
-CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = (Hello, Send, Ack, Sync, Ping, Typing, Read)
+MessageId = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Edit(_Frame, tag="edit"):
+    """Replace the body of a text message this user sent (``mid``) with ``body``."""
+
+    id: ClientId
+    mid: MessageId
+    body: str
+
+
+class Recall(_Frame, tag="recall"):
+    """Take back a message this user sent (``mid``): its body and file are gone for all."""
+
+    id: ClientId
+    mid: MessageId
+
+
+class React(_Frame, tag="react"):
+    """Add (``on``) or remove a reaction ``emoji`` to a message of this user's inbox."""
+
+    id: ClientId
+    mid: MessageId
+    emoji: str
+    on: bool = True
+
+
+ClientFrame = Union[Hello, Send, Ack, Sync, Ping, Typing, Read, Edit, Recall, React]
+CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = (Hello, Send, Ack, Sync, Ping, Typing, Read,
+                                                Edit, Recall, React)
+#: The most characters a reaction may have.
+MAX_EMOJI = 16
+#: The kinds of the entries that edit, recall and react store.
+CHANGE_KINDS = ("edit", "recall", "reaction")
 
 
 # ---------------------------------------------------------------- node to client
@@ -151,6 +183,13 @@ class Msg(_Frame, tag="msg", rename={"from_": "from"}):
     read: bool = False
     reply_to: str | None = None
     mentions: list[str] | None = None
+    #: Of an edit, recall or reaction entry: the changed message and (reaction) add/remove.
+    ref: str | None = None
+    on: bool | None = None
+    #: Of a changed message: the last edit's ms timestamp, recalled, the reactions.
+    edited: int | None = None
+    recalled: bool = False
+    reactions: dict[str, list[str]] | None = None
 
 
 class Delivered(_Frame, tag="delivered"):

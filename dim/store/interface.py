@@ -33,6 +33,13 @@ class StoredMessage(Struct, kw_only=True):
     file: dict[str, Any] | None = None
     reply_to: str | None = None
     mentions: list[str] | None = None
+    #: Of an edit, recall or reaction entry: the changed message's mid and (reaction) on.
+    ref: str | None = None
+    on: bool | None = None
+    #: The current state of a changed message: last edit's ts, recalled, reactions.
+    edited: int | None = None
+    recalled: bool = False
+    reactions: dict[str, list[str]] | None = None
 
 
 class InboxEntry(Struct, kw_only=True):
@@ -55,11 +62,15 @@ def message_frame(message: StoredMessage, seq: int, delivered: bool = False,
     to = message.to
     if to is None and message.group is None:
         to = message.sender  # a message to oneself is stored with no other recipient
-    file = msgspec.convert(message.file, F.FileRef) if message.file is not None else None
+    file = None
+    if message.file is not None and not message.recalled:
+        file = msgspec.convert(message.file, F.FileRef)
     return F.Msg(mid=message.mid, id=message.id, from_=message.sender, ts=message.ts, seq=seq,
-                 to=to, group=message.group, body=message.body, kind=message.kind, file=file,
-                 delivered=delivered, read=read, reply_to=message.reply_to,
-                 mentions=message.mentions)
+                 to=to, group=message.group, body="" if message.recalled else message.body,
+                 kind=message.kind, file=file, delivered=delivered, read=read,
+                 reply_to=message.reply_to, mentions=message.mentions, ref=message.ref,
+                 on=message.on, edited=message.edited, recalled=message.recalled,
+                 reactions=message.reactions or None)
 
 
 def entry_frame(entry: InboxEntry) -> F.Msg:
@@ -119,8 +130,21 @@ class AckOp(Struct, kw_only=True):
     conv: str | None = None
 
 
+class ChangeOp(Struct, kw_only=True):
+    """An edit, recall or reaction of ``sender`` to the message ``ref``, as a batch
+    operation of :meth:`IStore.apply` (see :meth:`IStore.change_message`)."""
+
+    sender: str
+    client_id: str
+    kind: str
+    ref: str
+    body: str = ""
+    on: bool = True
+    ts: int = 0
+
+
 #: An operation of :meth:`IStore.apply`.
-StoreOp = SendOp | AckOp
+StoreOp = SendOp | AckOp | ChangeOp
 
 
 #: The kinds of entry that count as unread: messages, not edits, recalls or reactions.
@@ -150,6 +174,34 @@ def counts_unread(message: StoredMessage, user: str) -> bool:
     conversation's read pointer: a message (not an edit, recall or reaction) from someone
     else."""
     return message.sender != user and message.kind in UNREAD_KINDS
+
+
+def check_change(original: StoredMessage, op: ChangeOp) -> None:
+    """Raise Forbidden if ``op`` may not change ``original`` (see
+    :meth:`IStore.change_message`); the message is known to be in the sender's inbox."""
+    from dim.errors import Forbidden
+    if original.recalled:
+        raise Forbidden("the message was recalled", ref=op.client_id)
+    if original.kind in F.CHANGE_KINDS:
+        raise Forbidden("an edit, recall or reaction cannot be changed", ref=op.client_id)
+    if op.kind != "reaction" and original.sender != op.sender:
+        raise Forbidden(f"only its sender may {op.kind} a message", ref=op.client_id)
+    if op.kind == "edit" and original.kind != "text":
+        raise Forbidden("only a text message can be edited", ref=op.client_id)
+
+
+def react(reactions: dict[str, list[str]] | None, emoji: str, user: str,
+          on: bool) -> dict[str, list[str]] | None:
+    """``reactions`` with ``user``'s ``emoji`` added (``on``) or removed; None when empty."""
+    out = {key: list(users) for key, users in (reactions or {}).items()}
+    users = out.setdefault(emoji, [])
+    if on and user not in users:
+        users.append(user)
+    elif not on and user in users:
+        users.remove(user)
+    if not users:
+        del out[emoji]
+    return out or None
 
 
 class Conversation(Struct, kw_only=True):
@@ -259,6 +311,19 @@ class IStore(Interface):
         original is returned with ``duplicate=True``.  Fails with
         :class:`dim.errors.NotFound` if a recipient does not exist.  Messages are stored in
         the order this method was called, for the same sender.
+        """
+
+    def change_message(op: ChangeOp) -> Any:
+        """Store an edit, recall or reaction as a new entry at the next seq of the sender's
+        inbox and of every inbox holding the message ``op.ref``, and change that message's
+        current state (an edit: ``body`` and ``edited``; a recall: ``recalled``, and its
+        file no longer readable by anyone but its uploader; a reaction: ``reactions``).
+
+        Fires with a :class:`SendResult` of the new entry.  A repeated ``(sender,
+        client_id)`` changes nothing and returns the first result (``duplicate``).  Fails,
+        changing nothing, with NotFound when ``ref`` is not in the sender's inbox, and
+        Forbidden for an edit or recall of someone else's message, an edit of a message
+        that is not text, or any change of a recalled message.
         """
 
     def apply(ops: list[StoreOp]) -> Any:

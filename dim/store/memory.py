@@ -11,11 +11,11 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from dim.errors import BadRequest, Conflict, NotFound, TooLarge
-from dim.store.interface import (AckOp, Contact, Conversation, FileRecord, Group, InboxEntry,
+from dim.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from dim.store.interface import (AckOp, ChangeOp, Contact, Conversation, FileRecord, Group, InboxEntry,
                                  IStore, Profile, Receipt, SendOp, SendResult, StoredMessage,
-                                 StoreOp, conversation_of, counts_unread,
-                                 sender_conversation)
+                                 StoreOp, check_change, conversation_of, counts_unread,
+                                 react, sender_conversation)
 
 
 def base36(number: int) -> str:
@@ -206,6 +206,8 @@ class MemoryStore:
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
                                                 op.group, op.body, op.kind, op.file, op.ts,
                                                 op.reply_to, op.mentions))
+            elif type(op) is ChangeOp:
+                calls.append(self.change_message(op))
             elif type(op) is AckOp and op.conv is not None:
                 calls.append(self.read_conversation(op.user, op.conv, op.seq))
             elif op.read:
@@ -216,6 +218,38 @@ class MemoryStore:
                 calls.append(self.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
         return defer.DeferredList(calls, consumeErrors=True).addCallback(
             lambda results: [value for _, value in results])
+
+    def change_message(self, op: ChangeOp) -> defer.Deferred[SendResult]:
+        """Store an edit, recall or reaction and change the original's current state."""
+        sender = op.sender
+        known = self._by_client_id.get((sender, op.client_id))
+        if known is not None:
+            return self.store_message(sender, op.client_id, [], None, "", op.kind, None, 0)
+        record = self._messages.get(op.ref)
+        if record is None or sender not in record.seqs:
+            return defer.fail(NotFound(f"no message {op.ref} in your inbox", ref=op.client_id))
+        original = record.message
+        try:
+            check_change(original, op)
+        except Forbidden as e:
+            return defer.fail(e)
+        holders = [name for name in record.seqs if name != sender]
+        d = self.store_message(sender, op.client_id, holders, original.group,
+                               op.body if op.kind != "recall" else "", op.kind, None, op.ts)
+        result = self._messages[self._by_client_id[(sender, op.client_id)]]
+        result.message.ref = op.ref
+        if op.kind == "reaction":
+            result.message.on = op.on
+        if op.kind == "edit":
+            original.body, original.edited = op.body, op.ts
+        elif op.kind == "recall":
+            original.recalled = True
+            if isinstance(original.file, dict):
+                readers = self._file_readers.get(original.file.get("id"), set())
+                readers.difference_update(holders)
+        else:
+            original.reactions = react(original.reactions, op.body, sender, op.on)
+        return d
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

@@ -62,10 +62,10 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dim.errors import (BadRequest, Conflict, DimError, Internal, NotFound, TooLarge,
-                        Unavailable)
+from dim.errors import (BadRequest, Conflict, DimError, Forbidden, Internal, NotFound,
+                        TooLarge, Unavailable)
 from dim.runtime import redact_url
-from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
+from dim.store.interface import (UNREAD_KINDS, AckOp, ChangeOp, Contact, Conversation, FileRecord,
                                  Group, InboxEntry, IStore, Profile, Receipt, SendOp,
                                  SendResult, StoredMessage, StoreOp)
 
@@ -215,6 +215,74 @@ local function advance(p, user, seq, mark, counter, want_receipts)
   return receipts
 end
 
+-- An edit, recall or reaction (see IStore.change_message): {0 or 1, entry JSON, seqs} as
+-- store returns, {-3} when ref is not in the sender's inbox, {-4, why} when forbidden.
+local function change(p, sender, cid, kind, ref, body, on, ts)
+  local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
+  if known then return store(p, sender, cid, '', '', {}, '', '0', {}, {}) end
+  local k = p .. 'msg:' .. ref
+  local f = redis.call('HMGET', k, 'seqs', 'm')
+  if not f[1] then return {-3} end
+  local seqs = cjson.decode(f[1])
+  if seqs[sender] == nil then return {-3} end
+  local m = cjson.decode(f[2])
+  if m.recalled then return {-4, 'the message was recalled'} end
+  if m.kind == 'edit' or m.kind == 'recall' or m.kind == 'reaction' then
+    return {-4, 'an edit, recall or reaction cannot be changed'}
+  end
+  if kind ~= 'reaction' and m.sender ~= sender then
+    return {-4, 'only its sender may ' .. kind .. ' a message'}
+  end
+  if kind == 'edit' and m.kind ~= 'text' then
+    return {-4, 'only a text message can be edited'}
+  end
+  local holders = {}
+  for u, _ in pairs(seqs) do
+    if u ~= sender then holders[#holders + 1] = u end
+  end
+  table.sort(holders)
+  local group, to, cv = 'null', 'null', nil
+  if type(m.group) == 'string' then
+    group = cjson.encode(m.group)
+    cv = '#' .. m.group
+  else
+    cv = holders[1] or sender
+    to = cjson.encode(cv)
+  end
+  local extra = ''
+  if kind == 'reaction' then extra = ',"on":' .. on end
+  local draft = '{"mid":""' .. ',"id":' .. cjson.encode(cid) .. ',"sender":'
+    .. cjson.encode(sender) .. ',"ts":' .. ts .. ',"to":' .. to .. ',"group":' .. group
+    .. ',"body":' .. cjson.encode(body) .. ',"kind":"' .. kind .. '","ref":'
+    .. cjson.encode(ref) .. extra .. '}'
+  local result = store(p, sender, cid, draft, '', holders, cv, '0', {}, {})
+  if kind == 'edit' then
+    m.body = body
+    m.edited = tonumber(ts)
+  elseif kind == 'recall' then
+    if type(m.file) == 'table' and type(m.file.id) == 'string' and #holders > 0 then
+      redis.call('SREM', p .. 'readers:' .. m.file.id, unpack(holders))
+    end
+    m.body = ''
+    m.file = cjson.null
+    m.recalled = true
+  else
+    local reactions = m.reactions
+    if type(reactions) ~= 'table' then reactions = {} end
+    local users = reactions[body] or {}
+    local kept, found = {}, false
+    for _, u in ipairs(users) do
+      if u == sender then found = true end
+      if u ~= sender or on == 'true' then kept[#kept + 1] = u end
+    end
+    if on == 'true' and not found then kept[#kept + 1] = sender end
+    if #kept > 0 then reactions[body] = kept else reactions[body] = nil end
+    if next(reactions) == nil then m.reactions = cjson.null else m.reactions = reactions end
+  end
+  redis.call('HSET', k, 'm', cjson.encode(m))
+  return result
+end
+
 -- Read one conversation up to seq: {delivered receipts, read receipts, new pointer or 0}.
 local function read_conv(p, user, c, seq)
   local last = redis.call('ZSCORE', p .. 'convs:' .. user, c)
@@ -267,6 +335,9 @@ local function run(p, op)
     return store(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8], op[9], op[10])
   end
   if kind == 'c' then return read_conv(p, op[2], op[3], tonumber(op[4])) end
+  if kind == 'x' then
+    return change(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8])
+  end
   if kind == 'a' then return advance(p, op[2], tonumber(op[3]), 'ack', 'pa', true) end
   if kind == 'n' then return redis.call('LLEN', p .. 'inbox:' .. op[2]) end
   if kind == 'r' then
@@ -902,6 +973,10 @@ class ScriptBatcher:
 def _send_result(raw: list[Any], ref: str | None) -> SendResult:
     """A SendResult from the store function's answer; NotFound for an unknown user."""
     status = int(raw[0])
+    if status == -3:
+        raise NotFound("no such message in your inbox", ref=ref)
+    if status == -4:
+        raise Forbidden(str(raw[1]), ref=ref)
     if status == -2:
         raise BadRequest("reply_to must be a message of this conversation", ref=ref)
     if status < 0:
@@ -1106,6 +1181,8 @@ class RedisStore:
                 calls.append(self.store_message(op.sender, op.client_id, op.recipients,
                                                 op.group, op.body, op.kind, op.file, op.ts,
                                                 op.reply_to, op.mentions))
+            elif type(op) is ChangeOp:
+                calls.append(self.change_message(op))
             elif type(op) is AckOp and op.conv is not None:
                 calls.append(self.read_conversation(op.user, op.conv, op.seq))
             elif op.read:
@@ -1114,6 +1191,14 @@ class RedisStore:
                 calls.append(self.ack(op.user, op.seq).addCallback(lambda r: (r, [])))
         return defer.DeferredList(calls, consumeErrors=True).addCallback(
             lambda results: [value for _, value in results])
+
+    def change_message(self, op: ChangeOp) -> defer.Deferred[SendResult]:
+        """Store an edit, recall or reaction and change the original's current state.
+
+        Joins the batch of this reactor turn: the checks and writes are one script step."""
+        return self._batcher.submit(
+            ["x", op.sender, op.client_id, op.kind, op.ref, op.body,
+             "true" if op.on else "false", str(int(op.ts))], _send_result, op.client_id)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

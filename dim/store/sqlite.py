@@ -40,7 +40,7 @@ from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
 from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
                                  Group, InboxEntry, IStore, Profile, Receipt, SendOp,
                                  SendResult, StoredMessage, StoreOp, conversation_of,
-                                 sender_conversation)
+                                 sender_conversation, ChangeOp, check_change, react)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -240,6 +240,8 @@ class _Send(NamedTuple):
     ts: int
     reply_to: str | None = None
     mentions: list[str] | None = None
+    #: More fields of the stored message (an edit's ``ref``, a reaction's ``on``).
+    more: dict[str, Any] | None = None
 
 
 class _Batch:
@@ -523,7 +525,7 @@ class SQLiteStore:
         changed: dict[int, int] = {}
         for d, send in run:
             (sender, client_id, recipients, group, body, kind, file, file_text, ts, reply_to,
-             mentions) = send
+             mentions, more) = send
             key = (sender, client_id)
             earlier = fresh.get(key)
             if earlier is not None:
@@ -554,7 +556,7 @@ class SQLiteStore:
                     results.append((d, False, Failure(BadRequest(
                         "reply_to must be a message of this conversation", ref=client_id))))
                     continue
-                extra = _extra(reply_to, mentions)
+                extra = _extra(reply_to, mentions, more)
                 message_id += 1
                 seqs = {}
                 marks = []
@@ -584,7 +586,7 @@ class SQLiteStore:
                 result = SendResult(message=StoredMessage(
                     mid=format(message_id, "x"), id=client_id, sender=sender, ts=ts, to=to,
                     group=group, body=body, kind=kind, file=file, reply_to=reply_to,
-                    mentions=mentions), seqs=seqs)
+                    mentions=mentions, **(more or {})), seqs=seqs)
                 fresh[key] = result
                 results.append((d, True, result))
                 continue
@@ -602,6 +604,60 @@ class SQLiteStore:
                                    mention_rows)
             cursor.execute(_UPDATE_SEQS, (_batch_json(list(changed.items())),))
             self._last_message = message_id
+
+    def change_message(self, op: ChangeOp) -> defer.Deferred[SendResult]:
+        """Store an edit, recall or reaction and change the original's current state."""
+        return self._submit(lambda cursor: self._change(cursor, op))
+
+    def _change(self, cursor: sqlite3.Cursor, op: ChangeOp) -> SendResult:
+        """The writer-thread side of :meth:`change_message`: every check, then the writes."""
+        sender = op.sender
+        if cursor.execute("SELECT 1 FROM messages WHERE sender = ? AND client_id = ?",
+                          (sender, op.client_id)).fetchone():
+            return self._original(cursor, sender, op.client_id)
+        uid = self._uid(cursor, sender)
+        row = None
+        if uid is not None and 0 < len(op.ref) <= 15 and all(
+                c in "0123456789abcdef" for c in op.ref):
+            row = cursor.execute(
+                "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, extra,"
+                " members FROM messages WHERE id = ? AND EXISTS (SELECT 1 FROM"
+                " json_each(members) r WHERE r.value ->> 0 = ?)",
+                (int(op.ref, 16), uid)).fetchone()
+        if row is None:
+            raise NotFound(f"no message {op.ref} in your inbox", ref=op.client_id)
+        original = _message(row[:9], row[9])
+        check_change(original, op)
+        holders = [name for (name,) in cursor.execute(
+            "SELECT u.name FROM json_each(?) r JOIN users u ON u.id = r.value ->> 0"
+            " ORDER BY r.key", (row[10],)) if name != sender]
+        more: dict[str, Any] = {"ref": op.ref}
+        if op.kind == "reaction":
+            more["on"] = op.on
+        outcome: list[tuple[Any, bool, Any]] = []
+        self._store_run([(None, _Send(  # type: ignore[list-item]
+            sender, op.client_id, tuple(holders), original.group,
+            op.body if op.kind != "recall" else "", op.kind, None, None, op.ts,
+            more=more))], outcome)
+        result: SendResult = outcome[0][2]
+        message_id = row[0]
+        if op.kind == "edit":
+            cursor.execute("UPDATE messages SET body = ?, extra = json_set(coalesce(extra,"
+                           " '{}'), '$.edited', ?) WHERE id = ?", (op.body, op.ts, message_id))
+        elif op.kind == "recall":
+            cursor.execute("UPDATE messages SET body = '', file = NULL, extra = json_set("
+                           "coalesce(extra, '{}'), '$.recalled', json('true')) WHERE id = ?",
+                           (message_id,))
+        else:
+            extra = json.loads(row[9]) if row[9] else {}
+            reactions = react(original.reactions, op.body, sender, op.on)
+            if reactions is None:
+                extra.pop("reactions", None)
+            else:
+                extra["reactions"] = reactions
+            cursor.execute("UPDATE messages SET extra = ? WHERE id = ?",
+                           (_dumps(extra) if extra else None, message_id))
+        return result
 
     def _may_reply(self, cursor: sqlite3.Cursor, reply_to: str, sender: str, sender_uid: int,
                    conv: str) -> bool:
@@ -763,6 +819,8 @@ class SQLiteStore:
                 user, conv, seq = op.user, op.conv, op.seq
                 put((slot, lambda cursor, user=user, conv=conv, seq=seq:  # type: ignore[misc]
                      self._read_conversation(cursor, user, conv, seq)))
+            elif type(op) is ChangeOp:
+                put((slot, lambda cursor, op=op: self._change(cursor, op)))  # type: ignore[misc]
             elif type(op) is SendOp:
                 file_text = None
                 if op.file is not None:
@@ -1166,9 +1224,10 @@ def _message(row: tuple[Any, ...], extra: str | None = None) -> StoredMessage:
     return message
 
 
-def _extra(reply_to: str | None, mentions: list[str] | None) -> str | None:
+def _extra(reply_to: str | None, mentions: list[str] | None,
+           more: dict[str, Any] | None = None) -> str | None:
     """The ``extra`` JSON of a message: what only some messages carry, or None."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(more or {})
     if reply_to is not None:
         extra["reply_to"] = reply_to
     if mentions:

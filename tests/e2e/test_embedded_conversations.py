@@ -4,6 +4,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from tests.e2e.test_embedded import EmbeddedTestCase
+from tests.e2e import test_embedded_people as people
 from tests.harness import http
 
 
@@ -103,3 +104,67 @@ class ConversationReadTests(EmbeddedTestCase):
         r = yield http("GET", f"{self.dim.base}/v1/messages?with=alice32", token=bob.token)
         self.assertEqual([None, sent["mid"]],
                          [m.get("reply_to") for m in r.body["messages"]])
+
+
+class ChangeTests(EmbeddedTestCase):
+    """edit, recall and react over TCP, seen in the listings over HTTP."""
+
+    upload = people.FileTests.upload
+    download = people.FileTests.download
+
+    @defer.inlineCallbacks
+    def test_edit_react_recall(self):
+        """An edit and a reaction change the listed original; a recalled file is gone for
+        its recipient; errors are the contract's and change nothing."""
+        alice = yield self.user("alice33")
+        bob = yield self.user("bob33")
+        alice.send({"type": "send", "id": "a1", "to": "bob33", "body": "helo"})
+        sent = yield alice.expect("sent", id="a1")
+        mid = sent["mid"]
+        alice.send({"type": "edit", "id": "e1", "mid": mid, "body": "hello"})
+        edited = yield alice.expect("sent", id="e1")
+        msg = yield bob.expect("msg", id="e1")
+        self.assertEqual((msg["kind"], msg["ref"], msg["body"]), ("edit", mid, "hello"))
+        alice.send({"type": "edit", "id": "e1", "mid": mid, "body": "again"})
+        again = yield alice.expect("sent", id="e1")
+        self.assertEqual(again, edited)
+        bob.send({"type": "react", "id": "x1", "mid": mid, "emoji": "👍", "on": True})
+        yield bob.expect("sent", id="x1")
+        bob.send({"type": "edit", "id": "x2", "mid": mid, "body": "mine"})
+        error = yield bob.expect("error", ref="x2")
+        self.assertEqual(error["code"], "forbidden")
+        bob.send({"type": "react", "id": "x3", "mid": mid, "emoji": "x" * 17})
+        error = yield bob.expect("error", ref="x3")
+        self.assertEqual(error["code"], "bad_request")
+        bob.send({"type": "recall", "id": "x4", "mid": "nope"})
+        error = yield bob.expect("error", ref="x4")
+        self.assertEqual(error["code"], "not_found")
+        alice.send({"type": "edit", "id": "x5", "mid": mid, "body": ""})
+        error = yield alice.expect("error", ref="x5")
+        self.assertEqual(error["code"], "bad_request")
+        r = yield http("GET", f"{self.dim.base}/v1/messages?with=alice33", token=bob.token)
+        original = r.body["messages"][0]
+        self.assertEqual((original["body"], original["edited"], original["reactions"]),
+                         ("hello", edited["ts"], {"👍": ["bob33"]}))
+        self.assertEqual(["text", "edit", "reaction"], [m["kind"] for m in r.body["messages"]])
+
+        file = yield self.upload(alice.token, "p.txt", b"secret", "text/plain")
+        alice.send({"type": "send", "id": "f1", "to": "bob33", "kind": "file", "body": "",
+                    "file": {k: file[k] for k in ("id", "name", "size", "mime")}})
+        with_file = yield alice.expect("sent", id="f1")
+        yield bob.expect("msg", id="f1")
+        resp, _ = yield self.download(bob.token, file["id"])
+        self.assertEqual(resp.code, 200)
+        alice.send({"type": "recall", "id": "r1", "mid": with_file["mid"]})
+        yield alice.expect("sent", id="r1")
+        yield bob.expect("msg", id="r1")
+        resp, _ = yield self.download(bob.token, file["id"])
+        self.assertEqual(resp.code, 403)
+        resp, content = yield self.download(alice.token, file["id"])
+        self.assertEqual((resp.code, content), (200, b"secret"))
+        r = yield http("GET", f"{self.dim.base}/v1/messages?with=alice33&before=99&limit=2",
+                       token=bob.token)
+        recalled, recall = r.body["messages"]
+        self.assertEqual((recalled["recalled"], recalled["body"], "file" in recalled),
+                         (True, "", False))
+        self.assertEqual(recall["kind"], "recall")

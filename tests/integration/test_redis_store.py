@@ -15,7 +15,8 @@ from twisted.trial.unittest import TestCase
 from dim.errors import NotFound, Unavailable
 from dim.store.redis import RedisStore, check_reachable, open_redis
 from tests.store_contract import TS, DurableStoreContractMixin
-from tests.store_contract_conversations import DurableConversationStoreContractMixin
+from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                DurableConversationStoreContractMixin)
 from tests.store_contract_people import DurablePeopleStoreContractMixin
 
 REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
@@ -44,7 +45,8 @@ def delete_prefix(url: str, prefix: str):
 
 
 class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
-                               DurableConversationStoreContractMixin, TestCase):
+                               DurableConversationStoreContractMixin, ChangeStoreContractMixin,
+                               TestCase):
     """RedisStore keeps every rule of the IStore contract and survives a reopen."""
 
     timeout = 20
