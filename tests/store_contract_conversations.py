@@ -350,3 +350,55 @@ class ChangeStoreContractMixin:
         self.assertEqual({"👍": ["bob", "carol"]}, original.reactions)
         conv = (yield store.conversations("alice", 5))[0]
         self.assertEqual((5, 0), (conv.last.seq, conv.unread))
+
+
+class SearchStoreContractMixin:
+    """Tests every rule of message search in the store; needs the store fixtures."""
+
+    @defer.inlineCallbacks
+    def test_search(self):
+        """Search is case-insensitive, finds any substring in any script, newest first,
+        only in the user's own inbox, with current bodies, never recalled."""
+        from dim.store.interface import ChangeOp
+        store = yield self.store("alice", "bob", "carol")
+        yield self.send(store, "bob", "b1", "alice", body="Hello World")
+        yield self.send(store, "alice", "a1", "bob", body="東京で会いましょう")
+        yield self.send(store, "carol", "c1", "bob", body="hello bob, not alice's")
+        yield self.send(store, "carol", "c2", "alice", body="ΣΊΣΥΦΟΣ hello again")
+        gone = yield self.send(store, "carol", "c3", "alice", body="hello, recalled")
+        fix = yield self.send(store, "bob", "b2", "alice", body="typo")
+        yield store.change_message(ChangeOp(sender="bob", client_id="e1", kind="edit",
+                                            ref=fix.message.mid, body="fixed HELLO", ts=9))
+        yield store.change_message(ChangeOp(sender="carol", client_id="r1", kind="recall",
+                                            ref=gone.message.mid, ts=9))
+        found = yield store.search_messages("alice", "hello", None, 20)
+        self.assertEqual(["b2", "c2", "b1"], [e.message.id for e in found])
+        self.assertEqual(["a1"], [e.message.id for e in
+                                  (yield store.search_messages("alice", "京で会", None, 20))])
+        self.assertEqual(["a1"], [e.message.id for e in
+                                  (yield store.search_messages("alice", "東", None, 20))])
+        self.assertEqual(["c2"], [e.message.id for e in
+                                  (yield store.search_messages("alice", "σίσυφος", None, 5))])
+        self.assertEqual(["b2", "b1"], [e.message.id for e in
+                                        (yield store.search_messages("alice", "LL", "bob",
+                                                                     20))])
+        self.assertEqual(["b2"], [e.message.id for e in
+                                  (yield store.search_messages("alice", "hello", None, 1))])
+        self.assertEqual([], (yield store.search_messages("alice", "typo", None, 20)))
+        self.assertEqual([], (yield store.search_messages("alice", "recalled", None, 20)))
+        self.assertEqual([], (yield store.search_messages("alice", "hello", "zed", 20)))
+        self.assertEqual([], (yield store.search_messages("nobody", "hello", None, 20)))
+        found = yield store.search_messages("alice", "o w", None, 20)
+        self.assertEqual([(1, "b1")], [(e.seq, e.message.id) for e in found])
+
+    @defer.inlineCallbacks
+    def test_search_group_and_self(self):
+        """A group conversation and the conversation with oneself are searched alone."""
+        store = yield self.store("alice", "bob")
+        yield self.send(store, "alice", "n1", "alice", body="note to self")
+        yield self.send(store, "bob", "g1", ["alice"], group="G", body="group note")
+        yield self.send(store, "bob", "d1", "alice", body="direct note")
+        for conv, ids in (("#G", ["g1"]), ("alice", ["n1"]), ("bob", ["d1"]),
+                          (None, ["d1", "g1", "n1"])):
+            found = yield store.search_messages("alice", "note", conv, 20)
+            self.assertEqual(ids, [e.message.id for e in found])

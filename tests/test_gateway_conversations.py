@@ -96,3 +96,38 @@ class ConversationMessagesTests(GatewayTestCase):
                       "with=bob&before=0", "with=bob&before=x"):
             self.assertError(self.call("GET", "/v1/messages?" + query, token=self.token),
                              400, "bad_request")
+
+
+class SearchTests(GatewayTestCase):
+    """GET /v1/messages/search: the caller's own current bodies, newest first."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.token = self.login("alice")
+        self.login("bob")
+        self.login("carol")
+        send = self.store.store_message
+        send("bob", "b1", ["alice"], None, "Hello there", "text", None, 1)
+        send("carol", "c1", ["alice"], None, "東京 hello", "text", None, 2)
+        send("carol", "c2", ["bob"], None, "hello bob only", "text", None, 3)
+
+    def search(self, query: str) -> list[str]:
+        """The client ids a search finds."""
+        answer = self.call("GET", "/v1/messages/search?" + query, token=self.token)
+        self.assertEqual(answer.status, 200, answer.raw)
+        return [m["id"] for m in answer.json["messages"]]
+
+    def test_found(self) -> None:
+        """Any case, any script, newest first, only the caller's, filtered and limited."""
+        self.assertEqual(["c1", "b1"], self.search("q=HELLO"))
+        self.assertEqual(["c1"], self.search("q=%E6%9D%B1"))
+        self.assertEqual(["b1"], self.search("q=hello&with=bob"))
+        self.assertEqual(["c1"], self.search("q=hello&limit=1"))
+        self.assertEqual([], self.search("q=only"))
+
+    def test_bad(self) -> None:
+        """No q, an empty or over-long q, both with and group, a bad limit are 400."""
+        for query in ("", "q=", "q=" + "x" * 201, "q=a&with=bob&group=1", "q=a&limit=0"):
+            self.assertError(self.call("GET", "/v1/messages/search?" + query,
+                                       token=self.token), 400, "bad_request")
+        self.assertEqual(401, self.call("GET", "/v1/messages/search?q=a").status)

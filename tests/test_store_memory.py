@@ -7,13 +7,14 @@ from twisted.trial import unittest
 from dim.store.memory import MemoryStore, base36
 from tests.store_contract import StoreContractMixin
 from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                SearchStoreContractMixin,
                                                 ConversationStoreContractMixin)
 from tests.store_contract_people import PeopleStoreContractMixin
 
 
 class MemoryStoreContractTests(StoreContractMixin, PeopleStoreContractMixin,
                                ConversationStoreContractMixin, ChangeStoreContractMixin,
-                               unittest.TestCase):
+                               SearchStoreContractMixin, unittest.TestCase):
     """MemoryStore honours every rule of the store contract, messages and people alike."""
 
     def makeStore(self) -> MemoryStore:

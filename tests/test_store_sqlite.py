@@ -14,13 +14,14 @@ from dim.errors import Internal, NotFound
 from dim.store.sqlite import SQLiteStore
 from tests.store_contract import TS, DurableStoreContractMixin
 from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                SearchStoreContractMixin,
                                                 DurableConversationStoreContractMixin)
 from tests.store_contract_people import DurablePeopleStoreContractMixin
 
 
 class SQLiteStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
                                DurableConversationStoreContractMixin, ChangeStoreContractMixin,
-                               unittest.TestCase):
+                               SearchStoreContractMixin, unittest.TestCase):
     """SQLiteStore honours every rule of the store contract, across reopening too."""
 
     def setUp(self) -> None:

@@ -452,6 +452,8 @@ class Gateway:
 
     # ------------------------------------------------------------ people (dim.gateway.people)
 
+    search_messages = _routed(app, "GET", "/v1/messages/search", "search_messages",
+                              "messages_search", conversations.search)
     list_conversations = _routed(app, "GET", "/v1/conversations", "conversations",
                                  "conversations", conversations.conversations)
 

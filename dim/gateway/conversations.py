@@ -59,6 +59,28 @@ def query_conversation(request: IRequest) -> str | None:
     return None
 
 
+DEFAULT_SEARCH_LIMIT = 20
+MAX_SEARCH_LIMIT = 100
+MAX_SEARCH_TEXT = 200
+
+
+async def search(gw: Gateway, request: IRequest) -> bytes:
+    """The caller's own entries whose current body contains ``q`` (1-200 characters),
+    case-insensitive, newest first, never recalled ones: 200 ``{messages}``; optional
+    ``with`` or ``group``; ``limit`` 20 by default, at most 100; 400 otherwise."""
+    user = await gw.authenticated_user(request)
+    text = query_text(request, "q") or ""
+    if not 1 <= len(text) <= MAX_SEARCH_TEXT or has_control(text):
+        raise BadRequest(f"q must be 1-{MAX_SEARCH_TEXT} characters without control "
+                         "characters")
+    conv = query_conversation(request)
+    limit = query_int(request, "limit", DEFAULT_SEARCH_LIMIT)
+    if limit < 1:
+        raise BadRequest("limit must be 1 or more")
+    found = await gw.store.search_messages(user, text, conv, min(limit, MAX_SEARCH_LIMIT))
+    return gw.respond(request, {"messages": [message_dict(e) for e in found]})
+
+
 async def conversations(gw: Gateway, request: IRequest) -> bytes:
     """The caller's conversations, most recent activity first: 200 ``{conversations:
     [{with | group, last, read_seq, unread, mentions}]}``; ``limit`` 50 by default, at

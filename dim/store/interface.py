@@ -204,6 +204,14 @@ def react(reactions: dict[str, list[str]] | None, emoji: str, user: str,
     return out or None
 
 
+def found_by(message: StoredMessage, needle: str) -> bool:
+    """Whether a search for ``needle`` (already case-folded) finds ``message``: a message
+    (not an edit, recall or reaction entry), not recalled, whose current body contains it,
+    case-insensitive."""
+    return (not message.recalled and message.kind in UNREAD_KINDS
+            and needle in message.body.casefold())
+
+
 class Conversation(Struct, kw_only=True):
     """One conversation of a user's inbox: its key (see :func:`conversation_of`), newest
     entry, read pointer and the counts of unread entries and of unread ones mentioning the
@@ -325,6 +333,10 @@ class IStore(Interface):
         Forbidden for an edit or recall of someone else's message, an edit of a message
         that is not text, or any change of a recalled message.
         """
+
+    def search_messages(user: str, text: str, conv: str | None, limit: int) -> Any:
+        """The user's inbox entries (of conversation ``conv`` only, when given) that
+        :func:`found_by` finds for ``text``, newest first, at most ``limit``."""
 
     def apply(ops: list[StoreOp]) -> Any:
         """Run a batch of operations, in order, as :meth:`store_message`, :meth:`ack` and

@@ -15,7 +15,7 @@ from dim.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from dim.store.interface import (AckOp, ChangeOp, Contact, Conversation, FileRecord, Group, InboxEntry,
                                  IStore, Profile, Receipt, SendOp, SendResult, StoredMessage,
                                  StoreOp, check_change, conversation_of, counts_unread,
-                                 react, sender_conversation)
+                                 found_by, react, sender_conversation)
 
 
 def base36(number: int) -> str:
@@ -250,6 +250,26 @@ class MemoryStore:
         else:
             original.reactions = react(original.reactions, op.body, sender, op.on)
         return d
+
+    def search_messages(self, user: str, text: str, conv: str | None,
+                        limit: int) -> defer.Deferred[list[InboxEntry]]:
+        """A scan of the inbox (or of one conversation), newest first."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return defer.succeed([])
+        if conv is not None:
+            seqs = inbox.convs[conv].seqs if conv in inbox.convs else []
+        else:
+            seqs = range(1, len(inbox.mids) + 1)  # type: ignore[assignment]
+        needle = text.casefold()
+        found: list[InboxEntry] = []
+        for at in reversed(seqs):
+            if len(found) >= limit:
+                break
+            record = self._messages[inbox.mids[at - 1]]
+            if found_by(record.message, needle):
+                found.append(self._entry(record, at))
+        return defer.succeed(found)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

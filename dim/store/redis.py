@@ -67,7 +67,7 @@ from dim.errors import (BadRequest, Conflict, DimError, Forbidden, Internal, Not
 from dim.runtime import redact_url
 from dim.store.interface import (UNREAD_KINDS, AckOp, ChangeOp, Contact, Conversation, FileRecord,
                                  Group, InboxEntry, IStore, Profile, Receipt, SendOp,
-                                 SendResult, StoredMessage, StoreOp)
+                                 SendResult, StoredMessage, StoreOp, found_by)
 
 _encode_message = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(StoredMessage).decode
@@ -1199,6 +1199,44 @@ class RedisStore:
         return self._batcher.submit(
             ["x", op.sender, op.client_id, op.kind, op.ref, op.body,
              "true" if op.on else "false", str(int(op.ts))], _send_result, op.client_id)
+
+    #: Entries read per script call of a search, and the most a search reads in all.
+    search_page_size = 500
+    search_scan_limit = 20_000
+
+    def search_messages(self, user: str, text: str, conv: str | None,
+                        limit: int) -> defer.Deferred[list[InboxEntry]]:
+        """The user's entries whose current body contains ``text``, newest first.
+
+        A bounded scan: pages of :attr:`search_page_size` entries, newest first (each one
+        script call, so Redis is never held long), are checked with :func:`found_by` until
+        ``limit`` are found or :attr:`search_scan_limit` entries were read; older entries
+        are then not searched."""
+        needle = text.casefold()
+
+        async def run() -> list[InboxEntry]:
+            found: list[InboxEntry] = []
+            below = await self.last_seq(user) + 1
+            scanned = 0
+            while len(found) < limit and scanned < self.search_scan_limit:
+                page = self.search_page_size
+                if conv is not None:
+                    entries, more = await self.fetch_conversation(user, conv, 0, below, page)
+                else:
+                    start = max(below - 1 - page, 0)
+                    entries, _ = await self.fetch(user, start, below - 1 - start)
+                    more = start > 0
+                scanned += len(entries)
+                for entry in reversed(entries):
+                    if found_by(entry.message, needle):
+                        found.append(entry)
+                        if len(found) >= limit:
+                            break
+                if not entries or not more:
+                    break
+                below = entries[0].seq
+            return found
+        return defer.Deferred.fromCoroutine(run())
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:

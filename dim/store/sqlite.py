@@ -40,7 +40,8 @@ from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
 from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
                                  Group, InboxEntry, IStore, Profile, Receipt, SendOp,
                                  SendResult, StoredMessage, StoreOp, conversation_of,
-                                 sender_conversation, ChangeOp, check_change, react)
+                                 sender_conversation, ChangeOp, check_change, found_by,
+                                 react)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -107,6 +108,16 @@ CREATE TABLE IF NOT EXISTS mentioned (
     seq INTEGER NOT NULL,
     PRIMARY KEY (user, conv, seq)
 ) WITHOUT ROWID;
+"""
+
+#: The current bodies of messages (text, image and file; not recalled), for search: FTS5
+#: with the trigram tokenizer finds any substring of 3 characters or more, in any script,
+#: case-insensitive.  Shorter queries scan the inbox.
+SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE message_text USING fts5(body, tokenize='trigram');
+INSERT INTO message_text (rowid, body)
+SELECT id, body FROM messages WHERE kind IN ('text', 'image', 'file') AND body != ''
+AND (extra IS NULL OR NOT coalesce(extra ->> '$.recalled', 0));
 """
 
 #: The conversation key of message ``m`` in the inbox of user ``u`` (SQL of
@@ -354,6 +365,9 @@ class SQLiteStore:
                                      + CONVERSATION_SCHEMA + _MIGRATE_CONVERSATIONS
                                      + "COMMIT;")
         self._conn.executescript(CONVERSATION_SCHEMA)
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_text'"
+                                  ).fetchone():
+            self._conn.executescript("BEGIN;" + SEARCH_SCHEMA + "COMMIT;")
         self._cursor = self._conn.cursor()
         self._thread = threading.Thread(target=self._run, name=f"sqlite-store {self._path}",
                                         daemon=True)
@@ -522,6 +536,7 @@ class SQLiteStore:
         inbox_rows: list[tuple[int, int, int, str]] = []
         conv_rows: list[tuple[int, str, int, int]] = []
         mention_rows: list[tuple[int, str, int]] = []
+        text_rows: list[tuple[int, str]] = []
         changed: dict[int, int] = {}
         for d, send in run:
             (sender, client_id, recipients, group, body, kind, file, file_text, ts, reply_to,
@@ -558,6 +573,8 @@ class SQLiteStore:
                     continue
                 extra = _extra(reply_to, mentions, more)
                 message_id += 1
+                if body and kind in UNREAD_KINDS:
+                    text_rows.append((message_id, body))
                 seqs = {}
                 marks = []
                 to = recipients[0] if group is None and recipients else None
@@ -599,6 +616,9 @@ class SQLiteStore:
                 cursor.execute(_INSERT_MESSAGES, (_batch_json(message_rows),))
             cursor.execute(_INSERT_INBOX, (_batch_json(inbox_rows),))
             cursor.execute(_UPSERT_CONVS, (_batch_json(conv_rows),))
+            if text_rows:
+                cursor.executemany("INSERT INTO message_text (rowid, body) VALUES (?, ?)",
+                                   text_rows)
             if mention_rows:
                 cursor.executemany("INSERT INTO mentioned (user, conv, seq) VALUES (?, ?, ?)",
                                    mention_rows)
@@ -642,9 +662,12 @@ class SQLiteStore:
         result: SendResult = outcome[0][2]
         message_id = row[0]
         if op.kind == "edit":
+            cursor.execute("UPDATE message_text SET body = ? WHERE rowid = ?",
+                           (op.body, message_id))
             cursor.execute("UPDATE messages SET body = ?, extra = json_set(coalesce(extra,"
                            " '{}'), '$.edited', ?) WHERE id = ?", (op.body, op.ts, message_id))
         elif op.kind == "recall":
+            cursor.execute("DELETE FROM message_text WHERE rowid = ?", (message_id,))
             cursor.execute("UPDATE messages SET body = '', file = NULL, extra = json_set("
                            "coalesce(extra, '{}'), '$.recalled', json('true')) WHERE id = ?",
                            (message_id,))
@@ -658,6 +681,40 @@ class SQLiteStore:
             cursor.execute("UPDATE messages SET extra = ? WHERE id = ?",
                            (_dumps(extra) if extra else None, message_id))
         return result
+
+    def search_messages(self, user: str, text: str, conv: str | None,
+                        limit: int) -> defer.Deferred[list[InboxEntry]]:
+        """The user's entries whose current body contains ``text``, newest first.
+
+        With 3 characters or more, the trigram index picks the candidate messages and the
+        user's inbox (or the conversation's index) is walked from its newest entry, keeping
+        those; a shorter ``text`` is looked for in every entry so walked.  Every candidate is
+        checked again with :func:`found_by`, so case folding is Python's."""
+        needle = text.casefold()
+
+        def operation(cursor: sqlite3.Cursor) -> list[InboxEntry]:
+            uid = self._uid(cursor, user)
+            if uid is None or limit <= 0:
+                return []
+            where = "WHERE i.user = ?"
+            args: list[Any] = [uid]
+            if conv is not None:
+                where += " AND i.conv = ?"
+                args.append(conv)
+            if len(text) >= 3:
+                where += (" AND i.message IN (SELECT rowid FROM message_text"
+                          " WHERE message_text MATCH ?)")
+                args.append('"' + text.replace('"', '""') + '"')
+            found: list[InboxEntry] = []
+            for row in cursor.execute(_FETCH_COLUMNS + where + " ORDER BY i.seq DESC", args):
+                message = _message(row[1:10], row[12])
+                if found_by(message, needle):
+                    found.append(InboxEntry(seq=row[0], message=message,
+                                            delivered=bool(row[10]), read=bool(row[11])))
+                    if len(found) >= limit:
+                        break
+            return found
+        return self._submit(operation)
 
     def _may_reply(self, cursor: sqlite3.Cursor, reply_to: str, sender: str, sender_uid: int,
                    conv: str) -> bool:

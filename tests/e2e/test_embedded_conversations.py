@@ -168,3 +168,27 @@ class ChangeTests(EmbeddedTestCase):
         self.assertEqual((recalled["recalled"], recalled["body"], "file" in recalled),
                          (True, "", False))
         self.assertEqual(recall["kind"], "recall")
+
+
+class SearchTests(EmbeddedTestCase):
+    """GET /v1/messages/search on the embedded store (FTS5 trigram and short scans)."""
+
+    @defer.inlineCallbacks
+    def test_search(self):
+        """Sent messages are found by any substring, in any case or script, edits count."""
+        alice = yield self.user("alice34")
+        bob = yield self.user("bob34")
+        for n, body in enumerate(("Hello World", "東京で会いましょう", "typo")):
+            alice.send({"type": "send", "id": f"a{n}", "to": "bob34", "body": body})
+            sent = yield alice.expect("sent", id=f"a{n}")
+        alice.send({"type": "edit", "id": "e1", "mid": sent["mid"], "body": "fixed world"})
+        yield alice.expect("sent", id="e1")
+        base = f"{self.dim.base}/v1/messages/search"
+        for query, ids in (("q=WORLD", ["a2", "a0"]), ("q=%E4%BA%AC", ["a1"]),
+                           ("q=%E4%BC%9A%E3%81%84%E3%81%BE", ["a1"]), ("q=typo", []),
+                           ("q=world&with=alice34", ["a2", "a0"])):
+            r = yield http("GET", f"{base}?{query}", token=bob.token)
+            self.assertEqual((r.code, [m["id"] for m in r.body["messages"]]), (200, ids),
+                             query)
+        r = yield http("GET", f"{base}?q=", token=bob.token)
+        self.assertEqual(r.code, 400)
