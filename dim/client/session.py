@@ -56,6 +56,7 @@ from twisted.python.failure import Failure
 from dim import errors
 from dim.client.cache import ChatMessage, Conversation, MessageCache, conversation_of
 from dim.client.config import ClientConfig
+from dim.client.conversations import conversation_read_event
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
 from dim.client.roster import Roster
@@ -818,6 +819,12 @@ class ClientSession(EventSource):
             self.emit(MessageStatus(message.id, state, message))
 
     def _on_read(self, conn: ClientConnection, frame: F.ReadNotice) -> None:
+        conversation_read = conversation_read_event(frame)
+        if conversation_read is not None:
+            # One conversation was read on another device: not the whole inbox.
+            if frame.by == self.user:
+                self.emit(conversation_read)  # type: ignore[arg-type]
+            return
         if frame.seq is not None:
             if frame.by != self.user:
                 return
