@@ -53,3 +53,18 @@ class ConversationCallTests(SessionTestCase):
         self.assertEqual({c.peer: c.unread for c in cache.conversations()}["bob"], 2)
         side.send(F.ReadNotice(seq=3, by="bob", with_="alice"))
         self.assertEqual(1, len(events.of(C.ConversationReadUpTo)))
+
+
+class ReplyMentionSendTests(SessionTestCase):
+    """send carries reply_to and mentions, also when it is written again."""
+
+    def test_send_with_reply_and_mentions(self) -> None:
+        """The send frame carries both; mentions outside a group are refused at once."""
+        session, reactor, _, events, side = self.connect()
+        side.received()
+        out = session.send(None, "hi @bob", group="g1", reply_to="m9",
+                           mentions=["bob", "bob", "carol"])
+        [frame] = side.received()
+        self.assertEqual((frame.reply_to, frame.mentions), ("m9", ["bob", "carol"]))
+        self.assertEqual(frame.id, out.id)
+        self.assertRaises(errors.BadRequest, session.send, "bob", "x", mentions=["bob"])
