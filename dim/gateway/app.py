@@ -59,7 +59,7 @@ from dim.gateway.routing import STRATEGIES, RoutingStrategy
 from dim.gateway.uploads import GatewayHTTPFactory, HTTPSite, StreamingRequestFactory
 from dim.passwords import PasswordHasher
 from dim.protocol import frames as F
-from dim.store.interface import InboxEntry, IStore, entry_frame
+from dim.store.interface import IStore
 from dim.tokens import TokenAuthority, WallClock
 
 MIN_PASSWORD = 8
