@@ -68,3 +68,34 @@ class GatewayClientTests(unittest.TestCase):
         self.assertIsInstance(error_from_answer(502, b"<html>"), errors.Internal)
         err = error_from_answer(400, b'{"error": {"code": "rate_limited", "message": "slow"}}')
         self.assertIsInstance(err, errors.RateLimited)
+
+
+class ConversationCallTests(unittest.SynchronousTestCase):
+    """The gateway client's conversation calls send the contract's queries."""
+
+    def test_conversations(self) -> None:
+        """conversations asks GET /v1/conversations with its limit."""
+        gw, res = client((200, {"conversations": []}))
+        gw.token = "T"
+        self.successResultOf(gw.conversations(limit=7))
+        self.assertEqual((res.requests[0]["path"], res.requests[0]["args"]),
+                         ("/v1/conversations", {"limit": ["7"]}))
+
+    def test_conversation_messages(self) -> None:
+        """conversation_messages names the conversation and scrolls back with before."""
+        gw, res = client((200, {"messages": [], "last_seq": 0, "more": False}))
+        gw.token = "T"
+        self.successResultOf(gw.conversation_messages(group="g1", before=40, limit=20))
+        self.assertEqual(res.requests[0]["args"],
+                         {"after": ["0"], "limit": ["20"], "group": ["g1"],
+                          "before": ["40"]})
+        self.assertRaises(errors.BadRequest, gw.conversation_messages)
+
+    def test_search_messages(self) -> None:
+        """search_messages sends q, the conversation if any, and limit."""
+        gw, res = client((200, {"messages": []}))
+        gw.token = "T"
+        self.successResultOf(gw.search_messages("東京", with_="bob", limit=5))
+        self.assertEqual((res.requests[0]["path"], res.requests[0]["args"]),
+                         ("/v1/messages/search",
+                          {"q": ["東京"], "limit": ["5"], "with": ["bob"]}))

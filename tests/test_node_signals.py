@@ -10,28 +10,10 @@ from zope.interface.verify import verifyObject
 from dim.cluster.interface import IPusher
 from dim.cluster.local import LocalSessionRegistry
 from dim.protocol import frames as F
-from dim.store.memory import MemoryStore
-from tests.fakes.node import (EPOCH, FakeClient, ForwarderHub, Node,
+from tests.fakes.node import (EPOCH, FakeClient, ForwarderHub, Node, contacts_store, drain,
                                       RemoteLikeRegistry, joined_nodes)
 
 USERS = ("alice", "bob", "carol", "dave")
-
-
-def make_store() -> MemoryStore:
-    """A memory store with four users: alice and bob are contacts, alice asked carol."""
-    store = MemoryStore()
-    for user in USERS:
-        store.create_user(user, "hash", 0)
-    store.request_contact("alice", "bob")
-    store.request_contact("bob", "alice")
-    store.request_contact("alice", "carol")
-    return store
-
-
-def drain(*clients: FakeClient) -> None:
-    """Forget what the clients were sent so far (presence of each other's logins)."""
-    for client in clients:
-        client.received()
 
 
 def types(frames: list[Any]) -> list[type]:
@@ -43,7 +25,7 @@ class ReadTests(SynchronousTestCase):
     """read marks the inbox read, tells the senders and the reader's other sessions."""
 
     def setUp(self) -> None:
-        self.node = Node(store=make_store())
+        self.node = Node(store=contacts_store())
         self.alice = self.node.login("alice")
         self.alice2 = self.node.login("alice")
         self.bob = self.node.login("bob")
@@ -117,7 +99,7 @@ class ReadTests(SynchronousTestCase):
         """A read on one node reaches the sender and the reader's sessions on another."""
         clock = Clock()
         clock.advance(EPOCH)
-        store, sessions, hub = make_store(), LocalSessionRegistry(), ForwarderHub()
+        store, sessions, hub = contacts_store(), LocalSessionRegistry(), ForwarderHub()
         n1 = Node("n1", clock, store, sessions, hub.forwarder("n1"))
         n2 = Node("n2", clock, store, sessions, hub.forwarder("n2"))
         alice, bob1, bob2 = n1.login("alice"), n1.login("bob"), n2.login("bob")
@@ -136,7 +118,7 @@ class TypingTests(SynchronousTestCase):
     """typing reaches the person or the group's other members, throttled, never stored."""
 
     def setUp(self) -> None:
-        self.node = Node(store=make_store())
+        self.node = Node(store=contacts_store())
         self.group = self.successResultOf(
             self.node.store.create_group("alice", "team", ["bob", "carol"], 0))
         self.alice = self.node.login("alice")
@@ -223,7 +205,7 @@ class TypingTests(SynchronousTestCase):
         """typing reaches the recipient's session on another node."""
         clock = Clock()
         clock.advance(EPOCH)
-        store, sessions, hub = make_store(), LocalSessionRegistry(), ForwarderHub()
+        store, sessions, hub = contacts_store(), LocalSessionRegistry(), ForwarderHub()
         n1 = Node("n1", clock, store, sessions, hub.forwarder("n1"))
         n2 = Node("n2", clock, store, sessions, hub.forwarder("n2"))
         alice, bob = n1.login("alice"), n2.login("bob")
@@ -236,7 +218,7 @@ class PresenceTests(SynchronousTestCase):
     """presence goes to mutual contacts on a user's first session and after its last."""
 
     def setUp(self) -> None:
-        self.store, self.sessions = make_store(), LocalSessionRegistry()
+        self.store, self.sessions = contacts_store(), LocalSessionRegistry()
         self.clock, self.hub, (self.n1, self.n2) = joined_nodes(self.store, self.sessions)
 
     def test_first_session_online(self) -> None:
@@ -325,7 +307,7 @@ class PresenceTests(SynchronousTestCase):
     def test_lone_node_shutdown_asks_nothing(self) -> None:
         """A node with no forwarder shutting down does not look up contacts (all its
         sessions are closing, and its store may be closing beside it)."""
-        node = Node(store=make_store())
+        node = Node(store=contacts_store())
         node.login("bob")
         node.login("alice")
         asked: list[str] = []
@@ -344,7 +326,7 @@ class PushTests(SynchronousTestCase):
     """push() writes typed frames to every session of the users, here and elsewhere."""
 
     def setUp(self) -> None:
-        self.store, self.sessions = make_store(), LocalSessionRegistry()
+        self.store, self.sessions = contacts_store(), LocalSessionRegistry()
         self.clock, self.hub, (self.n1, self.n2) = joined_nodes(self.store, self.sessions)
 
     def test_is_a_pusher(self) -> None:
@@ -367,14 +349,14 @@ class PushTests(SynchronousTestCase):
 
     def test_push_without_forwarder(self) -> None:
         """In one process with no forwarder, push reaches the local sessions."""
-        node = Node(store=make_store())
+        node = Node(store=contacts_store())
         bob = node.login("bob")
         self.successResultOf(node.core.push({"bob": [F.Presence(user="alice", online=True)]}))
         self.assertEqual(bob.received(), [F.Presence(user="alice", online=True)])
 
     def test_push_waits_for_welcome(self) -> None:
         """A push to a session not yet welcomed is written after welcome."""
-        node = Node(store=make_store())
+        node = Node(store=contacts_store())
         client = FakeClient(node.core, node.clock)
         held = node.core.local  # the session is registered before welcome is sent
         client.send(F.Hello(v=1, token="t-bob"))

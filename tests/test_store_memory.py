@@ -6,10 +6,15 @@ from twisted.trial import unittest
 
 from dim.store.memory import MemoryStore, base36
 from tests.store_contract import StoreContractMixin
+from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                SearchStoreContractMixin,
+                                                ConversationStoreContractMixin)
 from tests.store_contract_people import PeopleStoreContractMixin
 
 
-class MemoryStoreContractTests(StoreContractMixin, PeopleStoreContractMixin, unittest.TestCase):
+class MemoryStoreContractTests(StoreContractMixin, PeopleStoreContractMixin,
+                               ConversationStoreContractMixin, ChangeStoreContractMixin,
+                               SearchStoreContractMixin, unittest.TestCase):
     """MemoryStore honours every rule of the store contract, messages and people alike."""
 
     def makeStore(self) -> MemoryStore:

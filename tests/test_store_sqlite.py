@@ -13,11 +13,15 @@ from twisted.trial import unittest
 from dim.errors import Internal, NotFound
 from dim.store.sqlite import SQLiteStore
 from tests.store_contract import TS, DurableStoreContractMixin
+from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                SearchStoreContractMixin,
+                                                DurableConversationStoreContractMixin)
 from tests.store_contract_people import DurablePeopleStoreContractMixin
 
 
 class SQLiteStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
-                               unittest.TestCase):
+                               DurableConversationStoreContractMixin, ChangeStoreContractMixin,
+                               SearchStoreContractMixin, unittest.TestCase):
     """SQLiteStore honours every rule of the store contract, across reopening too."""
 
     def setUp(self) -> None:
@@ -54,6 +58,28 @@ class SQLiteStoreTests(unittest.TestCase):
         tables = {name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         self.assertTrue({"users", "messages", "inbox", "revoked"} <= tables)
+
+    @defer.inlineCallbacks
+    def test_file_without_conversations_migrated(self):
+        """A file written before conversations existed gets its read state on open."""
+        for user in ("alice", "bob", "carol"):
+            yield self.store.create_user(user, "h", TS)
+        for sender, cid in (("bob", "b1"), ("carol", "c1"), ("bob", "b2")):
+            yield self.store.store_message(sender, cid, ["alice"], None, "x", "text", None,
+                                           TS)
+        yield self.store.read("alice", 1)
+        yield self.store.close()
+        conn = sqlite3.connect(self.path)
+        conn.executescript("DROP INDEX inbox_by_conv; DROP TABLE convs;"
+                           " ALTER TABLE inbox DROP COLUMN conv;")
+        conn.close()
+        self.store = SQLiteStore(self.path, reactor)
+        self.addCleanup(self.store.close)
+        convs = yield self.store.conversations("alice", 10)
+        self.assertEqual([("bob", 1, 1, 3), ("carol", 1, 1, 2)],
+                         [(c.conv, c.read_seq, c.unread, c.last.seq) for c in convs])
+        entries, _ = yield self.store.fetch("bob", 0, 5)
+        self.assertTrue(entries[0].read)
 
     @defer.inlineCallbacks
     def test_group_commit(self):

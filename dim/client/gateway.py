@@ -121,6 +121,32 @@ class GatewayClient:
         """Inbox messages with seq > ``after``: ``{messages, last_seq}``."""
         return self._call("GET", "/v1/messages", params={"after": after, "limit": limit})
 
+    def conversations(self, limit: int = 50) -> Deferred[dict[str, Any]]:
+        """This user's conversations, newest activity first, with the server's read
+        pointers and unread counts: ``{conversations: [{with | group, last, read_seq,
+        unread, mentions}]}``."""
+        return self._call("GET", "/v1/conversations", params={"limit": limit})
+
+    def conversation_messages(self, with_: str | None = None, group: str | None = None,
+                              before: int | None = None, after: int = 0,
+                              limit: int = 100) -> Deferred[dict[str, Any]]:
+        """One conversation's entries (``with_`` a user or ``group``): after ``after``, or
+        with ``before`` the newest ``limit`` below it: ``{messages, last_seq, more}``."""
+        params: dict[str, Any] = {"after": after, "limit": limit,
+                                  **_conversation(with_, group)}
+        if before is not None:
+            params["before"] = before
+        return self._call("GET", "/v1/messages", params=params)
+
+    def search_messages(self, text: str, with_: str | None = None, group: str | None = None,
+                        limit: int = 20) -> Deferred[dict[str, Any]]:
+        """This user's messages whose current body contains ``text``, newest first (of one
+        conversation when ``with_`` or ``group`` is given): ``{messages}``."""
+        params: dict[str, Any] = {"q": text, "limit": limit}
+        if with_ is not None or group is not None:
+            params.update(_conversation(with_, group))
+        return self._call("GET", "/v1/messages/search", params=params)
+
     def user(self, name: str) -> Deferred[dict[str, Any]]:
         """One user's public record: ``{user, online, ...}``; NotFound if there is none."""
         return self._call("GET", "/v1/users/" + quote(name, safe=""))
@@ -273,6 +299,13 @@ class GatewayClient:
 
 
 Progress = Callable[[int, int], None]
+
+
+def _conversation(with_: str | None, group: str | None) -> dict[str, str]:
+    """The query naming one conversation; BadRequest unless exactly one is given."""
+    if (with_ is None) == (group is None):
+        raise errors.BadRequest("a conversation is one of a user and a group")
+    return {"with": with_} if with_ is not None else {"group": str(group)}
 
 
 def _range_total(response: Any) -> int | None:

@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from dim import errors
 from dim.client.cache import ChatMessage, Conversation, MessageCache, conversation_of
 from dim.client.config import ClientConfig
+from dim.client.conversations import conversation_read_event
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
 from dim.client.roster import Roster
@@ -144,6 +145,9 @@ class OutgoingMessage:
     #: Recipients that acknowledged it (``delivered``) and that read it (``read``).
     delivered_by: set[str] = field(default_factory=set)
     read_by: set[str] = field(default_factory=set)
+    #: The mid this message answers, and the members a group message mentions.
+    reply_to: str | None = None
+    mentions: list[str] | None = None
 
     def peer(self) -> str:
         """The conversation this message belongs to."""
@@ -480,12 +484,15 @@ class ClientSession(EventSource):
             self.emit(Offline("stopped"))
 
     def send(self, to: str | None, body: str, *, group: str | None = None,
-             kind: str = "text", file: dict[str, Any] | None = None) -> OutgoingMessage:
+             kind: str = "text", file: dict[str, Any] | None = None,
+             reply_to: str | None = None,
+             mentions: list[str] | None = None) -> OutgoingMessage:
         """Send ``body`` to user ``to`` (or a group); returns the message, state ``sending``.
 
         ``file`` (an uploaded file's ``{id, name, size, mime}``) goes with kind "image" or
-        "file", ``body`` being its caption.  Raises BadRequest or TooLarge at once for a
-        message the node would refuse.
+        "file", ``body`` being its caption.  ``reply_to`` is the mid of the message it
+        answers (of the same conversation); ``mentions`` the group members it calls.
+        Raises BadRequest or TooLarge at once for a message the node would refuse.
         """
         if (to is None) == (group is None):
             raise errors.BadRequest("a message goes to exactly one of a user and a group")
@@ -497,8 +504,14 @@ class ClientSession(EventSource):
             file = {k: file[k] for k in ("id", "name", "size", "mime") if k in file}
             if len(file) != 4:
                 raise errors.BadRequest("a file needs id, name, size and mime")
+        if mentions and group is None:
+            raise errors.BadRequest("only a group message mentions people")
+        if mentions and len(set(mentions)) > F.MAX_MENTIONS:
+            raise errors.BadRequest(f"a message mentions at most {F.MAX_MENTIONS} people")
         message = OutgoingMessage(id=self.new_id(), body=body, to=to, group=group, kind=kind,
-                                  file=file, created=int(self.reactor.seconds() * 1000))
+                                  file=file, created=int(self.reactor.seconds() * 1000),
+                                  reply_to=reply_to,
+                                  mentions=list(dict.fromkeys(mentions)) if mentions else None)
         self.outgoing[message.id] = message
         self._outbox.append(message.id)
         self.emit(MessageStatus(message.id, SENDING, message))
@@ -823,6 +836,12 @@ class ClientSession(EventSource):
             self.emit(MessageStatus(message.id, state, message))
 
     def _on_read(self, conn: NodeConnection, frame: F.ReadNotice) -> None:
+        conversation_read = conversation_read_event(frame)
+        if conversation_read is not None:
+            # One conversation was read on another device: not the whole inbox.
+            if frame.by == self.user:
+                self.emit(conversation_read)  # type: ignore[arg-type]
+            return
         if frame.seq is not None:
             if frame.by != self.user:
                 return
@@ -990,7 +1009,8 @@ class ClientSession(EventSource):
         assert self._conn is not None
         self._conn.sendFrame(F.Send(id=message.id, to=message.to, group=message.group,
                                     body=message.body, kind=message.kind,
-                                    file=F.FileRef(**message.file) if message.file else None))
+                                    file=F.FileRef(**message.file) if message.file else None,
+                                    reply_to=message.reply_to, mentions=message.mentions))
         message.attempts += 1
         self._send_timers[message.id] = self.reactor.callLater(
             SEND_TIMEOUT, self._send_timeout, message.id)

@@ -45,7 +45,8 @@ from dim.errors import (
     Unavailable,
 )
 from dim.files import FileStorage
-from dim.gateway import files, groups, metrics, openapi, people
+from dim.gateway import conversations, files, groups, metrics, openapi, people
+from dim.gateway.conversations import message_dict
 from dim.gateway.errors import error_document
 from dim.gateway.fields import USER_NAME, query_int
 from dim.gateway.limits import (
@@ -59,7 +60,7 @@ from dim.gateway.routing import STRATEGIES, RoutingStrategy
 from dim.gateway.uploads import GatewayHTTPFactory, HTTPSite, StreamingRequestFactory
 from dim.passwords import PasswordHasher
 from dim.protocol import frames as F
-from dim.store.interface import InboxEntry, IStore, entry_frame
+from dim.store.interface import IStore
 from dim.tokens import TokenAuthority, WallClock
 
 MIN_PASSWORD = 8
@@ -85,15 +86,6 @@ def node_dict(node: NodeInfo) -> dict[str, Any]:
     out: dict[str, Any] = {"id": node.id, "host": node.host, "port": node.port}
     if node.tls:
         out["tls"] = True
-    return out
-
-
-def message_dict(entry: InboxEntry) -> dict[str, Any]:
-    """An inbox entry as the ``msg`` frame the node would send for it (the same converter),
-    with its delivered and read marks always present."""
-    out: dict[str, Any] = entry_frame(entry).to_dict()
-    out["delivered"] = entry.delivered
-    out["read"] = entry.read
     return out
 
 
@@ -434,22 +426,42 @@ class Gateway:
     async def messages(self, request: IRequest) -> bytes:
         """The caller's inbox after ``after``: 200 ``{messages, last_seq, more}``; 401; 400.
 
-        ``limit`` defaults to 100 and is clamped to 1000.
+        ``limit`` defaults to 100 and is clamped to 1000.  With ``with`` or ``group``, only
+        that conversation's entries; with ``before``, the newest ``limit`` entries below it
+        (in seq order), and ``more`` says whether older ones remain.
         """
         user = await self.authenticated_user(request)
         after = query_int(request, "after", 0)
         limit = query_int(request, "limit", DEFAULT_MESSAGES_LIMIT)
+        before = query_int(request, "before", -1) if request.args.get(b"before") else None
+        conv = conversations.query_conversation(request)
         if after < 0:
             raise BadRequest("after must be 0 or more")
         if limit < 1:
             raise BadRequest("limit must be 1 or more")
+        if before is not None and before < 1:
+            raise BadRequest("before must be 1 or more")
         limit = min(limit, MAX_MESSAGES_LIMIT)
-        entries, last_seq = await self.store.fetch(user, after, limit)
-        more = bool(entries) and entries[-1].seq < last_seq
+        if conv is not None:
+            entries, more = await self.store.fetch_conversation(user, conv, after, before,
+                                                                limit)
+            last_seq = await self.store.last_seq(user)
+        elif before is not None:
+            start = max(after, before - 1 - limit)
+            entries, last_seq = await self.store.fetch(user, start, max(before - 1 - start, 0))
+            more = start > after and bool(entries)
+        else:
+            entries, last_seq = await self.store.fetch(user, after, limit)
+            more = bool(entries) and entries[-1].seq < last_seq
         return self.respond(request, {"messages": [message_dict(e) for e in entries],
                                       "last_seq": last_seq, "more": more})
 
     # ------------------------------------------------------------ people (dim.gateway.people)
+
+    search_messages = _routed(app, "GET", "/v1/messages/search", "search_messages",
+                              "messages_search", conversations.search)
+    list_conversations = _routed(app, "GET", "/v1/conversations", "conversations",
+                                 "conversations", conversations.conversations)
 
     search_users = _routed(app, "GET", "/v1/users", "search_users", "users", people.search)
     user = _routed(app, "GET", "/v1/users/<string:name>", "user", "user", people.user)

@@ -105,7 +105,21 @@ DOCUMENT: dict[str, Any] = {
             _obj(["messages", "last_seq", "more"], messages={"type": "array"},
                  last_seq={"type": "integer"}, more={"type": "boolean"}), [400],
             params=[_query("after", {"type": "integer", "minimum": 0}),
+                    _query("limit", {"type": "integer", "minimum": 1}),
+                    _query("before", {"type": "integer", "minimum": 1}),
+                    _query("with", USER),
+                    _query("group", {"type": "string", "minLength": 1, "maxLength": 64})])},
+        "/v1/messages/search": {"get": _op(
+            "The caller's messages whose current body contains q, newest first", 200,
+            _obj(["messages"], messages={"type": "array"}), [400],
+            params=[_query("q", {"type": "string", "minLength": 1, "maxLength": 200}, True),
+                    _query("with", USER),
+                    _query("group", {"type": "string", "minLength": 1, "maxLength": 64}),
                     _query("limit", {"type": "integer", "minimum": 1})])},
+        "/v1/conversations": {"get": _op(
+            "The caller's conversations with read pointers and unread counts, newest first",
+            200, _obj(["conversations"], conversations={"type": "array"}), [400],
+            params=[_query("limit", {"type": "integer", "minimum": 1})])},
         "/v1/users": {"get": _op(
             "Search users by user or display name", 200,
             _obj(["users"], users={"type": "array"}), [400],

@@ -36,8 +36,9 @@ from dim.node.batch import StoreBatcher
 from dim.node.fanout import Fanout, Push
 from dim.node.throttle import UserLimiter, Verdict
 from dim.protocol import frames as F
-from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Receipt, SendOp, SendResult, entry_frame, message_frame)
+from dim.store.interface import (AckOp, ChangeOp, Contact, FileRecord, Group, InboxEntry,
+                                 IStore, Receipt, SendOp, SendResult, entry_frame,
+                                 message_frame)
 
 _log = Logger()
 
@@ -403,6 +404,10 @@ class NodeCore:
             if frame.group is not None:
                 group: Group | None = found.pop(0)
                 recipients = _recipients_in(group, user, frame.group, frame.id)
+                for name in frame.mentions or ():
+                    if name not in group.members:  # type: ignore[union-attr]
+                        raise errors.BadRequest(f"{name} is not a member of the group",
+                                                ref=frame.id)
             else:
                 recipients = [] if frame.to == user else [frame.to]  # type: ignore[list-item]
             file = None
@@ -418,12 +423,13 @@ class NodeCore:
         conn = session.conn
         self.batch.add(SendOp(sender=session.user, client_id=frame.id, recipients=recipients,
                               group=group, body=frame.body or "", kind=frame.kind, file=file,
-                              ts=int(started * 1000)),
+                              ts=int(started * 1000), reply_to=frame.reply_to,
+                              mentions=frame.mentions or None),
                        partial(self._stored, session=session, frame=frame, started=started),
                        partial(conn.request_ended, frame))
 
-    def _stored(self, result: SendResult, session: Session, frame: F.Send,
-                started: float) -> None:
+    def _stored(self, result: SendResult, session: Session,
+                frame: F.Send | F.Edit | F.Recall | F.React, started: float) -> None:
         message = result.message
         sender = session.user
         conn = session.conn
@@ -440,6 +446,33 @@ class NodeCore:
             user: [msg if user == sender else replace(msg, seq=seq)]
             for user, seq in result.seqs.items()}
         self._deliver_now(targets, skip=session.id)
+
+    # ------------------------------------------------------------------ edit, recall, react
+
+    def on_edit(self, conn: ClientConnection, frame: F.Edit) -> None:
+        """Replace the body of a text message this user sent: a new ``edit`` entry in every
+        inbox holding it, answered by ``sent``."""
+        self._change(conn, frame, "edit", frame.body, True)
+
+    def on_recall(self, conn: ClientConnection, frame: F.Recall) -> None:
+        """Take back a message this user sent: a new ``recall`` entry, answered by ``sent``."""
+        self._change(conn, frame, "recall", "", True)
+
+    def on_react(self, conn: ClientConnection, frame: F.React) -> None:
+        """Add or remove a reaction to a message of this user's inbox: a new ``reaction``
+        entry in every inbox holding it, answered by ``sent``."""
+        self._change(conn, frame, "reaction", frame.emoji, frame.on)
+
+    def _change(self, conn: ClientConnection, frame: F.Edit | F.Recall | F.React, kind: str,
+                body: str, on: bool) -> None:
+        session: Session = conn.session
+        self._within_limit(F.frame_type(frame), session.user, frame.id)
+        conn.request_began()
+        started = self.clock.seconds()
+        self.batch.add(ChangeOp(sender=session.user, client_id=frame.id, kind=kind,
+                                ref=frame.mid, body=body, on=on, ts=int(started * 1000)),
+                       partial(self._stored, session=session, frame=frame, started=started),
+                       partial(conn.request_ended, frame))
 
     # ------------------------------------------------------------------ ack
 
@@ -473,6 +506,9 @@ class NodeCore:
         and ``read`` to the senders, ``read {seq}`` to the user's other sessions.  A seq
         this session already said it read changes nothing and tells nobody."""
         session: Session = conn.session
+        if frame.with_ is not None or frame.group is not None:
+            self._read_conversation(conn, frame)
+            return
         session.acknowledge(frame.seq)
         if frame.seq <= session.read_seq:
             return
@@ -487,6 +523,36 @@ class NodeCore:
         # Reading implies receiving, and a client may read without acking first: the ack
         # is recorded too, so its senders still hear ``delivered`` before ``read``.
         self.batch.add(AckOp(user=user, seq=seq, read=True), read,
+                       partial(conn.request_ended, frame))
+
+    def _read_conversation(self, conn: ClientConnection, frame: F.Read) -> None:
+        """``read`` of one conversation (``with`` or ``group``): acknowledge and read its
+        entries up to ``seq``; ``delivered`` and ``read`` to their senders, and the same
+        ``read`` to the user's other sessions when the read pointer moved."""
+        if frame.with_ is not None and frame.group is not None:
+            raise errors.BadRequest("read names a conversation by with or group, not both")
+        session: Session = conn.session
+        user, seq, skip = session.user, frame.seq, session.id
+        conv = frame.with_ if frame.with_ is not None else "#" + str(frame.group)
+        conn.request_began()
+
+        def read(outcome: tuple[list[Receipt], list[Receipt], int]) -> None:
+            conn.request_ended(frame)
+            delivered, receipts, moved = outcome
+            targets: dict[str, list[F._Frame]] = {}
+            for receipt in delivered:
+                targets.setdefault(receipt.sender, []).append(
+                    F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
+            for receipt in receipts:
+                targets.setdefault(receipt.sender, []).append(
+                    F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
+            if moved:
+                targets.setdefault(user, []).append(
+                    F.ReadNotice(seq=seq, by=user, with_=frame.with_, group=frame.group))
+            if targets:
+                self._deliver_now(targets, skip=skip)
+
+        self.batch.add(AckOp(user=user, seq=seq, read=True, conv=conv), read,
                        partial(conn.request_ended, frame))
 
     def _read(self, receipts: list[list[Receipt]], user: str, seq: int, skip: str) -> None:

@@ -66,9 +66,28 @@ def _check_send(frame: F.Send) -> None:
             raise errors.BadRequest(f"a {frame.kind} message needs a 'file'", ref=frame.id)
         if frame.body is None:
             frame.body = ""
+    if frame.mentions is not None:
+        if frame.group is None:
+            raise errors.BadRequest("only a group message may carry 'mentions'", ref=frame.id)
+        frame.mentions = list(dict.fromkeys(frame.mentions))
+        if len(frame.mentions) > F.MAX_MENTIONS:
+            raise errors.BadRequest(f"at most {F.MAX_MENTIONS} mentions", ref=frame.id)
     if (len(frame.body) > F.MAX_BODY_BYTES // 4
             and len(frame.body.encode("utf-8")) > F.MAX_BODY_BYTES):
         raise errors.TooLarge(f"body is over {F.MAX_BODY_BYTES} bytes of UTF-8", ref=frame.id)
+
+
+def _check_edit(frame: F.Edit) -> None:
+    if not frame.body.strip():
+        raise errors.BadRequest("an edit needs a body that is not empty", ref=frame.id)
+    if (len(frame.body) > F.MAX_BODY_BYTES // 4
+            and len(frame.body.encode("utf-8")) > F.MAX_BODY_BYTES):
+        raise errors.TooLarge(f"body is over {F.MAX_BODY_BYTES} bytes of UTF-8", ref=frame.id)
+
+
+def _check_react(frame: F.React) -> None:
+    if not 1 <= len(frame.emoji) <= F.MAX_EMOJI or not frame.emoji.strip():
+        raise errors.BadRequest(f"emoji must be 1-{F.MAX_EMOJI} characters", ref=frame.id)
 
 
 def _check_target(frame: F.Typing) -> None:
@@ -88,7 +107,7 @@ def _clamp_sync(frame: F.Sync) -> None:
 
 _CHECKS: dict[type[Any], Callable[[Any], Any]] = {
     F.Send: _check_send, F.Typing: _check_target, F.Hello: _check_hello,
-    F.Sync: _clamp_sync}
+    F.Sync: _clamp_sync, F.Edit: _check_edit, F.React: _check_react}
 
 
 # The characters that open or close a JSON container or a string, or escape in a string.

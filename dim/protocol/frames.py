@@ -18,6 +18,8 @@ MAX_BODY_BYTES = 16 * 1024
 DEFAULT_SYNC_LIMIT = 100
 MAX_SYNC_LIMIT = 1000
 MESSAGE_KINDS = ("text", "image", "file")
+#: The most users one group message may mention.
+MAX_MENTIONS = 50
 #: The largest integer a client may send in any field: seqs, sizes and counts are stored as
 #: signed 64-bit integers, so anything larger could only fail further in.
 MAX_INT = 2**63 - 1
@@ -68,6 +70,8 @@ class Send(_Frame, tag="send"):
     body: str | None = None
     kind: str = "text"
     file: FileRef | None = None
+    reply_to: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    mentions: list[UserName] | None = None
 
 
 class Ack(_Frame, tag="ack"):
@@ -94,14 +98,49 @@ class Typing(_Frame, tag="typing"):
     group: GroupId | None = None
 
 
-class Read(_Frame, tag="read"):
-    """The person has seen everything of this user's inbox up to ``seq``."""
+class Read(_Frame, tag="read", rename={"with_": "with"}):
+    """The person has seen everything of this user's inbox up to ``seq``; with ``with`` (a
+    peer) or ``group``, every entry of that conversation up to ``seq``."""
 
     seq: Seq
+    with_: UserName | None = None
+    group: GroupId | None = None
 
 
-ClientFrame = Union[Hello, Send, Ack, Sync, Ping, Typing, Read]
-CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = (Hello, Send, Ack, Sync, Ping, Typing, Read)
+MessageId = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class Edit(_Frame, tag="edit"):
+    """Replace the body of a text message this user sent (``mid``) with ``body``."""
+
+    id: ClientId
+    mid: MessageId
+    body: str
+
+
+class Recall(_Frame, tag="recall"):
+    """Take back a message this user sent (``mid``): its body and file are gone for all."""
+
+    id: ClientId
+    mid: MessageId
+
+
+class React(_Frame, tag="react"):
+    """Add (``on``) or remove a reaction ``emoji`` to a message of this user's inbox."""
+
+    id: ClientId
+    mid: MessageId
+    emoji: str
+    on: bool = True
+
+
+ClientFrame = Union[Hello, Send, Ack, Sync, Ping, Typing, Read, Edit, Recall, React]
+CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = (Hello, Send, Ack, Sync, Ping, Typing, Read,
+                                                Edit, Recall, React)
+#: The most characters a reaction may have.
+MAX_EMOJI = 16
+#: The kinds of the entries that edit, recall and react store.
+CHANGE_KINDS = ("edit", "recall", "reaction")
 
 
 # ---------------------------------------------------------------- node to client
@@ -142,6 +181,15 @@ class Msg(_Frame, tag="msg", rename={"from_": "from"}):
     file: FileRef | None = None
     delivered: bool = False
     read: bool = False
+    reply_to: str | None = None
+    mentions: list[str] | None = None
+    #: Of an edit, recall or reaction entry: the changed message and (reaction) add/remove.
+    ref: str | None = None
+    on: bool | None = None
+    #: Of a changed message: the last edit's ms timestamp, recalled, the reactions.
+    edited: int | None = None
+    recalled: bool = False
+    reactions: dict[str, list[str]] | None = None
 
 
 class Delivered(_Frame, tag="delivered"):
@@ -198,14 +246,16 @@ class TypingNotice(_Frame, tag="typing", rename={"from_": "from"}):
     group: str | None = None
 
 
-class ReadNotice(_Frame, tag="read"):
+class ReadNotice(_Frame, tag="read", rename={"with_": "with"}):
     """A recipient has seen a message (``id``, ``mid``, ``by``), or another session of this
-    user has read up to ``seq``."""
+    user has read up to ``seq`` (of one conversation, with ``with`` or ``group``)."""
 
     by: str
     id: str | None = None
     mid: str | None = None
     seq: int | None = None
+    with_: str | None = None
+    group: str | None = None
 
 
 class Notify(_Frame, tag="notify", rename={"from_": "from"}):

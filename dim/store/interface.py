@@ -31,6 +31,15 @@ class StoredMessage(Struct, kw_only=True):
     body: str = ""
     kind: str = "text"
     file: dict[str, Any] | None = None
+    reply_to: str | None = None
+    mentions: list[str] | None = None
+    #: Of an edit, recall or reaction entry: the changed message's mid and (reaction) on.
+    ref: str | None = None
+    on: bool | None = None
+    #: The current state of a changed message: last edit's ts, recalled, reactions.
+    edited: int | None = None
+    recalled: bool = False
+    reactions: dict[str, list[str]] | None = None
 
 
 class InboxEntry(Struct, kw_only=True):
@@ -53,10 +62,15 @@ def message_frame(message: StoredMessage, seq: int, delivered: bool = False,
     to = message.to
     if to is None and message.group is None:
         to = message.sender  # a message to oneself is stored with no other recipient
-    file = msgspec.convert(message.file, F.FileRef) if message.file is not None else None
+    file = None
+    if message.file is not None and not message.recalled:
+        file = msgspec.convert(message.file, F.FileRef)
     return F.Msg(mid=message.mid, id=message.id, from_=message.sender, ts=message.ts, seq=seq,
-                 to=to, group=message.group, body=message.body, kind=message.kind, file=file,
-                 delivered=delivered, read=read)
+                 to=to, group=message.group, body="" if message.recalled else message.body,
+                 kind=message.kind, file=file, delivered=delivered, read=read,
+                 reply_to=message.reply_to, mentions=message.mentions, ref=message.ref,
+                 on=message.on, edited=message.edited, recalled=message.recalled,
+                 reactions=message.reactions or None)
 
 
 def entry_frame(entry: InboxEntry) -> F.Msg:
@@ -98,19 +112,116 @@ class SendOp(Struct, kw_only=True):
     kind: str = "text"
     file: dict[str, Any] | None = None
     ts: int = 0
+    reply_to: str | None = None
+    mentions: list[str] | None = None
 
 
 class AckOp(Struct, kw_only=True):
     """The user received (with ``read``: also read) its inbox up to ``seq``, as a batch
-    operation of :meth:`IStore.apply`."""
+    operation of :meth:`IStore.apply`.
+
+    With ``conv`` (and ``read``), only that conversation is read up to ``seq``: see
+    :meth:`IStore.read_conversation`; the outcome is then ``(delivered, read, moved)``.
+    """
 
     user: str
     seq: int
     read: bool = False
+    conv: str | None = None
+
+
+class ChangeOp(Struct, kw_only=True):
+    """An edit, recall or reaction of ``sender`` to the message ``ref``, as a batch
+    operation of :meth:`IStore.apply` (see :meth:`IStore.change_message`)."""
+
+    sender: str
+    client_id: str
+    kind: str
+    ref: str
+    body: str = ""
+    on: bool = True
+    ts: int = 0
 
 
 #: An operation of :meth:`IStore.apply`.
-StoreOp = SendOp | AckOp
+StoreOp = SendOp | AckOp | ChangeOp
+
+
+#: The kinds of entry that count as unread: messages, not edits, recalls or reactions.
+UNREAD_KINDS = frozenset(("text", "image", "file"))
+
+
+def conversation_of(message: StoredMessage, user: str) -> str:
+    """The key of the conversation of ``user`` that ``message`` belongs to: ``#`` and the
+    group id for a group message, else the other person's name (``user`` itself for a
+    message to oneself).  User names cannot start with ``#``, so keys never collide."""
+    if message.group is not None:
+        return "#" + message.group
+    if message.sender != user:
+        return message.sender
+    return message.to or user
+
+
+def sender_conversation(sender: str, recipients: list[str], group: str | None) -> str:
+    """The key of the sender's conversation that a message being stored belongs to."""
+    if group is not None:
+        return "#" + group
+    return recipients[0] if recipients else sender
+
+
+def counts_unread(message: StoredMessage, user: str) -> bool:
+    """Whether ``message`` in ``user``'s inbox counts as unread while above its
+    conversation's read pointer: a message (not an edit, recall or reaction) from someone
+    else."""
+    return message.sender != user and message.kind in UNREAD_KINDS
+
+
+def check_change(original: StoredMessage, op: ChangeOp) -> None:
+    """Raise Forbidden if ``op`` may not change ``original`` (see
+    :meth:`IStore.change_message`); the message is known to be in the sender's inbox."""
+    from dim.errors import Forbidden
+    if original.recalled:
+        raise Forbidden("the message was recalled", ref=op.client_id)
+    if original.kind in F.CHANGE_KINDS:
+        raise Forbidden("an edit, recall or reaction cannot be changed", ref=op.client_id)
+    if op.kind != "reaction" and original.sender != op.sender:
+        raise Forbidden(f"only its sender may {op.kind} a message", ref=op.client_id)
+    if op.kind == "edit" and original.kind != "text":
+        raise Forbidden("only a text message can be edited", ref=op.client_id)
+
+
+def react(reactions: dict[str, list[str]] | None, emoji: str, user: str,
+          on: bool) -> dict[str, list[str]] | None:
+    """``reactions`` with ``user``'s ``emoji`` added (``on``) or removed; None when empty."""
+    out = {key: list(users) for key, users in (reactions or {}).items()}
+    users = out.setdefault(emoji, [])
+    if on and user not in users:
+        users.append(user)
+    elif not on and user in users:
+        users.remove(user)
+    if not users:
+        del out[emoji]
+    return out or None
+
+
+def found_by(message: StoredMessage, needle: str) -> bool:
+    """Whether a search for ``needle`` (already case-folded) finds ``message``: a message
+    (not an edit, recall or reaction entry), not recalled, whose current body contains it,
+    case-insensitive."""
+    return (not message.recalled and message.kind in UNREAD_KINDS
+            and needle in message.body.casefold())
+
+
+class Conversation(Struct, kw_only=True):
+    """One conversation of a user's inbox: its key (see :func:`conversation_of`), newest
+    entry, read pointer and the counts of unread entries and of unread ones mentioning the
+    user."""
+
+    conv: str
+    last: InboxEntry
+    read_seq: int = 0
+    unread: int = 0
+    mentions: int = 0
 
 
 def apply_each(store: Any, ops: list[StoreOp]) -> Any:
@@ -124,7 +235,12 @@ def apply_each(store: Any, ops: list[StoreOp]) -> Any:
     for op in ops:
         if isinstance(op, SendOp):
             calls.append(store.store_message(op.sender, op.client_id, op.recipients, op.group,
-                                             op.body, op.kind, op.file, op.ts))
+                                             op.body, op.kind, op.file, op.ts, op.reply_to,
+                                             op.mentions))
+        elif isinstance(op, ChangeOp):
+            calls.append(store.change_message(op))
+        elif op.conv is not None:
+            calls.append(store.read_conversation(op.user, op.conv, op.seq))
         elif op.read:
             both = defer.gatherResults([store.ack(op.user, op.seq),
                                         store.read(op.user, op.seq)], consumeErrors=True)
@@ -221,8 +337,15 @@ class IStore(Interface):
         epoch is invalid) keeping the token id ``keep`` valid; fires with the new epoch."""
 
     def store_message(sender: str, client_id: str, recipients: list[str], group: str | None,
-                      body: str, kind: str, file: dict[str, Any] | None, ts: int) -> Any:
+                      body: str, kind: str, file: dict[str, Any] | None, ts: int,
+                      reply_to: str | None = None, mentions: list[str] | None = None) -> Any:
         """Store one message in the sender's inbox and each recipient's, durably.
+
+        ``reply_to`` must be the mid of an entry of the sender's inbox in the same
+        conversation as this message (else :class:`dim.errors.BadRequest`, nothing
+        stored).  ``mentions`` (already checked to be members) are kept with the message;
+        the conversation of each mentioned recipient counts it in its ``mentions`` while
+        unread.
 
         ``recipients`` are the other users whose inbox gets it (for a group: every member but
         the sender).  The Deferred fires with a :class:`SendResult` only once the write is
@@ -231,6 +354,23 @@ class IStore(Interface):
         :class:`dim.errors.NotFound` if a recipient does not exist.  Messages are stored in
         the order this method was called, for the same sender.
         """
+
+    def change_message(op: ChangeOp) -> Any:
+        """Store an edit, recall or reaction as a new entry at the next seq of the sender's
+        inbox and of every inbox holding the message ``op.ref``, and change that message's
+        current state (an edit: ``body`` and ``edited``; a recall: ``recalled``, and its
+        file no longer readable by anyone but its uploader; a reaction: ``reactions``).
+
+        Fires with a :class:`SendResult` of the new entry.  A repeated ``(sender,
+        client_id)`` changes nothing and returns the first result (``duplicate``).  Fails,
+        changing nothing, with NotFound when ``ref`` is not in the sender's inbox, and
+        Forbidden for an edit or recall of someone else's message, an edit of a message
+        that is not text, or any change of a recalled message.
+        """
+
+    def search_messages(user: str, text: str, conv: str | None, limit: int) -> Any:
+        """The user's inbox entries (of conversation ``conv`` only, when given) that
+        :func:`found_by` finds for ``text``, newest first, at most ``limit``."""
 
     def apply(ops: list[StoreOp]) -> Any:
         """Run a batch of operations, in order, as :meth:`store_message`, :meth:`ack` and
@@ -262,6 +402,31 @@ class IStore(Interface):
 
     def acked_seq(user: str) -> Any:
         """The highest seq the user acknowledged (0 when none)."""
+
+    def read_conversation(user: str, conv: str, seq: int) -> Any:
+        """Mark every entry of one conversation of ``user`` (``conv`` as
+        :func:`conversation_of` names it) up to ``seq`` read, and so acknowledged.
+
+        The conversation's read pointer only moves forward (clamped to its newest entry).
+        Fires with ``(delivered, read, moved)``: the :class:`Receipt` lists of entries from
+        other users this newly acknowledged and newly read, and the new read pointer (0 when
+        it did not move).  A read of the whole inbox (:meth:`read`) moves the read pointer
+        of every conversation with entries up to its ``seq``.  Costs in proportion to the
+        entries newly read, never to the inbox size.
+        """
+
+    def fetch_conversation(user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> Any:
+        """``(entries, more)``: entries of one conversation of ``user``, in seq order.
+
+        Without ``before``, up to ``limit`` entries with seq > ``after`` (oldest first);
+        with ``before``, the newest ``limit`` entries with ``after`` < seq < ``before``.
+        ``more`` says whether more entries remain in that direction.  Costs in proportion
+        to ``limit``, not to the inbox."""
+
+    def conversations(user: str, limit: int) -> Any:
+        """The user's :class:`Conversation` list, most recent activity (highest newest seq)
+        first, at most ``limit``."""
 
     # ------------------------------------------------------------------ people
 

@@ -11,10 +11,12 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from dim.errors import BadRequest, Conflict, NotFound, TooLarge
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Profile, Receipt, SendResult, StoredMessage, StoreOp,
-                                 apply_each)
+from dim.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from dim.store.interface import (ChangeOp, Contact, Conversation, FileRecord, Group,
+                                 InboxEntry, IStore, Profile, Receipt, SendResult,
+                                 StoredMessage, StoreOp, apply_each, check_change,
+                                 conversation_of, counts_unread, found_by, react,
+                                 sender_conversation)
 
 
 def base36(number: int) -> str:
@@ -38,6 +40,17 @@ class _Record:
 
 
 @dataclass
+class _Conv:
+    """One conversation of an inbox: its entries' seqs, read pointer and unread count."""
+
+    seqs: list[int] = field(default_factory=list)
+    read: int = 0
+    unread: int = 0
+    #: The seqs of the entries that mention the inbox's user.
+    mentioned: list[int] = field(default_factory=list)
+
+
+@dataclass
 class _Inbox:
     """One user's inbox: its messages in seq order and how far they were acked and read."""
 
@@ -46,6 +59,9 @@ class _Inbox:
     mids: list[str] = field(default_factory=list)
     acked: int = 0
     read: int = 0
+    convs: dict[str, _Conv] = field(default_factory=dict)
+    #: The conversation key of every entry, in seq order (parallel to ``mids``).
+    entry_convs: list[str] = field(default_factory=list)
 
 
 @implementer(IStore)
@@ -140,7 +156,8 @@ class MemoryStore:
 
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
-                      ts: int) -> defer.Deferred[SendResult]:
+                      ts: int, reply_to: str | None = None,
+                      mentions: list[str] | None = None) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's."""
         known = self._by_client_id.get((sender, client_id))
         if known is not None:
@@ -150,16 +167,32 @@ class MemoryStore:
         for name in [sender, *recipients]:
             if name not in self._users:
                 return defer.fail(NotFound(f"no such user: {name}", ref=client_id))
+        if reply_to is not None:
+            original = self._messages.get(reply_to)
+            if (original is None or sender not in original.seqs
+                    or conversation_of(original.message, sender)
+                    != sender_conversation(sender, recipients, group)):
+                return defer.fail(BadRequest(
+                    "reply_to must be a message of this conversation", ref=client_id))
         mid = base36(self._next_mid)
         self._next_mid += 1
         to = recipients[0] if group is None and recipients else None
         message = StoredMessage(mid=mid, id=client_id, sender=sender, ts=ts, to=to,
-                                group=group, body=body, kind=kind, file=file)
+                                group=group, body=body, kind=kind, file=file,
+                                reply_to=reply_to, mentions=mentions)
         seqs: dict[str, int] = {}
         for name in dict.fromkeys([sender, *recipients]):
             inbox = self._users[name]
             inbox.mids.append(mid)
             seqs[name] = len(inbox.mids)
+            key = conversation_of(message, name)
+            inbox.entry_convs.append(key)
+            conv = inbox.convs.setdefault(key, _Conv())
+            conv.seqs.append(seqs[name])
+            if counts_unread(message, name):
+                conv.unread += 1
+                if mentions and name in mentions:
+                    conv.mentioned.append(seqs[name])
         self._messages[mid] = _Record(message, seqs, frozenset(recipients))
         if isinstance(file, dict) and isinstance(file.get("id"), str):
             self._file_readers.setdefault(file["id"], set()).update(seqs)
@@ -169,6 +202,58 @@ class MemoryStore:
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in order; one outcome each (see IStore.apply)."""
         return apply_each(self, ops)
+
+    def change_message(self, op: ChangeOp) -> defer.Deferred[SendResult]:
+        """Store an edit, recall or reaction and change the original's current state."""
+        sender = op.sender
+        known = self._by_client_id.get((sender, op.client_id))
+        if known is not None:
+            return self.store_message(sender, op.client_id, [], None, "", op.kind, None, 0)
+        record = self._messages.get(op.ref)
+        if record is None or sender not in record.seqs:
+            return defer.fail(NotFound(f"no message {op.ref} in your inbox", ref=op.client_id))
+        original = record.message
+        try:
+            check_change(original, op)
+        except Forbidden as e:
+            return defer.fail(e)
+        holders = [name for name in record.seqs if name != sender]
+        d = self.store_message(sender, op.client_id, holders, original.group,
+                               op.body if op.kind != "recall" else "", op.kind, None, op.ts)
+        result = self._messages[self._by_client_id[(sender, op.client_id)]]
+        result.message.ref = op.ref
+        if op.kind == "reaction":
+            result.message.on = op.on
+        if op.kind == "edit":
+            original.body, original.edited = op.body, op.ts
+        elif op.kind == "recall":
+            original.recalled = True
+            file_id = original.file.get("id") if isinstance(original.file, dict) else None
+            if isinstance(file_id, str):
+                self._file_readers.get(file_id, set()).difference_update(holders)
+        else:
+            original.reactions = react(original.reactions, op.body, sender, op.on)
+        return d
+
+    def search_messages(self, user: str, text: str, conv: str | None,
+                        limit: int) -> defer.Deferred[list[InboxEntry]]:
+        """A scan of the inbox (or of one conversation), newest first."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return defer.succeed([])
+        if conv is not None:
+            seqs = inbox.convs[conv].seqs if conv in inbox.convs else []
+        else:
+            seqs = range(1, len(inbox.mids) + 1)  # type: ignore[assignment]
+        needle = text.casefold()
+        found: list[InboxEntry] = []
+        for at in reversed(seqs):
+            if len(found) >= limit:
+                break
+            record = self._messages[inbox.mids[at - 1]]
+            if found_by(record.message, needle):
+                found.append(self._entry(record, at))
+        return defer.succeed(found)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -180,10 +265,13 @@ class MemoryStore:
         entries = []
         for offset, mid in enumerate(inbox.mids[start:start + max(limit, 0)]):
             record = self._messages[mid]
-            entries.append(InboxEntry(seq=start + offset + 1, message=record.message,
-                                      delivered=self._all(record, "acked"),
-                                      read=self._all(record, "read")))
+            entries.append(self._entry(record, start + offset + 1))
         return defer.succeed((entries, len(inbox.mids)))
+
+    def _entry(self, record: _Record, seq: int) -> InboxEntry:
+        """The inbox entry of ``record`` at ``seq``, with its delivered and read marks."""
+        return InboxEntry(seq=seq, message=record.message,
+                          delivered=self._all(record, "acked"), read=self._all(record, "read"))
 
     def last_seq(self, user: str) -> defer.Deferred[int]:
         """The highest seq in the user's inbox (0 when empty or unknown)."""
@@ -203,6 +291,65 @@ class MemoryStore:
         """The highest seq the user acknowledged (0 when none)."""
         inbox = self._users.get(user)
         return defer.succeed(inbox.acked if inbox else 0)
+
+    def read_conversation(self, user: str, conv: str, seq: int) -> defer.Deferred[
+            tuple[list[Receipt], list[Receipt], int]]:
+        """Read one conversation up to ``seq``; ``(delivered, read, new pointer or 0)``."""
+        inbox = self._users.get(user)
+        state = inbox.convs.get(conv) if inbox else None
+        if inbox is None or state is None:
+            return defer.succeed(([], [], 0))
+        new = min(seq, state.seqs[-1])
+        if new <= state.read:
+            return defer.succeed(([], [], 0))
+        delivered: list[Receipt] = []
+        read: list[Receipt] = []
+        start = bisect.bisect_right(state.seqs, state.read)
+        for at in state.seqs[start:bisect.bisect_right(state.seqs, new)]:
+            message = self._messages[inbox.mids[at - 1]].message
+            if counts_unread(message, user):
+                state.unread -= 1
+            if message.sender == user:
+                continue
+            receipt = Receipt(mid=message.mid, id=message.id, sender=message.sender, seq=at)
+            if at > inbox.acked:
+                delivered.append(receipt)
+            read.append(receipt)
+        state.read = new
+        return defer.succeed((delivered, read, new))
+
+    def fetch_conversation(self, user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> defer.Deferred[tuple[list[InboxEntry], bool]]:
+        """Entries of one conversation, in seq order, and whether more remain."""
+        inbox = self._users.get(user)
+        state = inbox.convs.get(conv) if inbox else None
+        if inbox is None or state is None or limit <= 0:
+            return defer.succeed(([], False))
+        low = bisect.bisect_right(state.seqs, after)
+        high = (len(state.seqs) if before is None
+                else bisect.bisect_left(state.seqs, before))
+        if before is None:
+            seqs, more = state.seqs[low:min(high, low + limit)], high > low + limit
+        else:
+            seqs, more = state.seqs[max(low, high - limit):high], high - limit > low
+        return defer.succeed(([self._entry(self._messages[inbox.mids[at - 1]], at)
+                               for at in seqs], more))
+
+    def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
+        """The user's conversations, most recent activity first, at most ``limit``."""
+        inbox = self._users.get(user)
+        if inbox is None:
+            return defer.succeed([])
+        newest = sorted(inbox.convs.items(), key=lambda item: -item[1].seqs[-1])
+        out = []
+        for key, state in newest[:max(limit, 0)]:
+            last = state.seqs[-1]
+            out.append(Conversation(
+                conv=key, last=self._entry(self._messages[inbox.mids[last - 1]], last),
+                read_seq=state.read, unread=state.unread,
+                mentions=len(state.mentioned) - bisect.bisect_right(state.mentioned,
+                                                                    state.read)))
+        return defer.succeed(out)
 
     # -- people ----------------------------------------------------------------------------
 
@@ -356,9 +503,15 @@ class MemoryStore:
     # -- helpers ---------------------------------------------------------------------------
 
     def _all(self, record: _Record, mark: str) -> bool:
-        """Whether every recipient of the record has its ``mark`` (acked/read) past it."""
-        return all(getattr(self._users[name], mark) >= record.seqs[name]
-                   for name in record.recipients)
+        """Whether every recipient of the record has its ``mark`` (acked/read) past it: its
+        conversation's read pointer counts for both."""
+        for name in record.recipients:
+            inbox, seq = self._users[name], record.seqs[name]
+            if mark == "acked" and inbox.acked >= seq:
+                continue
+            if inbox.convs[inbox.entry_convs[seq - 1]].read < seq:
+                return False
+        return True
 
     def _advance(self, user: str, seq: int, mark: str) -> list[Receipt]:
         """Move the user's ``mark`` up to ``seq`` (clamped) and list the newly covered
@@ -374,9 +527,18 @@ class MemoryStore:
         receipts = []
         for at in range(old + 1, new + 1):
             message = self._messages[inbox.mids[at - 1]].message
+            conv = inbox.convs[inbox.entry_convs[at - 1]]
+            if conv.read >= at:
+                continue  # its conversation was read already: acked and read then
+            if mark == "read" and counts_unread(message, user):
+                conv.unread -= 1
             if message.sender != user:
                 receipts.append(Receipt(mid=message.mid, id=message.id,
                                         sender=message.sender, seq=at))
+        if mark == "read":
+            for key in set(inbox.entry_convs[old:new]):
+                conv = inbox.convs[key]
+                conv.read = max(conv.read, new)
         return receipts
 
 

@@ -23,6 +23,12 @@ from the prefix, so this is not meant for Redis Cluster):
 - ``inbox:<user>``: a list of mids; the entry at index ``i`` has seq ``i + 1``, so the seq is
   the list length after RPUSH (the counter and the entry are one thing and cannot diverge).
 - ``marks:<user>``: hash ``ack``, ``read``.
+- Conversations (``<conv>`` as :func:`dim.store.interface.conversation_of` names it; the
+  message hash keeps ``cv``, the group's ``#id`` or the direct message's addressee, and
+  ``cu``, 1 when the message counts as unread): ``convs:<user>``, sorted set conv -> its
+  newest seq; ``conv:<user>:<conv>``: hash ``read`` (the read pointer), ``unread``;
+  ``cseqs:<user>:<conv>``: sorted set of the conversation's seqs; ``cment:<user>:<conv>``:
+  sorted set of the seqs of entries that mention the user.
 - ``profile:<user>``: hash ``name``, ``status``, ``avatar`` (absent: the default profile);
   ``folds``: hash user -> case-folded display name (for search); ``avatars``: hash file id ->
   how many profiles show it.
@@ -56,12 +62,12 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from dim.errors import (BadRequest, Conflict, DimError, Internal, NotFound, TooLarge,
-                        Unavailable)
+from dim.errors import (BadRequest, Conflict, DimError, Forbidden, Internal, NotFound,
+                        TooLarge, Unavailable)
 from dim.runtime import redact_url
-from dim.store.interface import (Contact, FileRecord, Group, InboxEntry, IStore, Profile,
-                                 Receipt, SendResult, StoredMessage, StoreOp,
-                                 apply_each)
+from dim.store.interface import (UNREAD_KINDS, ChangeOp, Contact, Conversation, FileRecord,
+                                 Group, InboxEntry, IStore, Profile, Receipt, SendResult,
+                                 StoredMessage, StoreOp, apply_each, found_by)
 
 _encode_message = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(StoredMessage).decode
@@ -108,7 +114,11 @@ return 1
 #: (seqs: a table user -> seq), {-1, unknown user} when a user does not exist.  Every check
 #: comes before the first write, so a failed store writes nothing.
 _LUA_STORE = _LUA_BASE36 + """
-local function store(p, sender, cid, draft, fid, rcpts)
+local function conv_of(cv, sender, u)
+  if string.sub(cv, 1, 1) == '#' or sender == u then return cv end
+  return sender
+end
+local function store(p, sender, cid, draft, fid, rcpts, cv, cu, reply, mentions)
   local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
   if known then
     local k = p .. 'msg:' .. known
@@ -124,26 +134,48 @@ local function store(p, sender, cid, draft, fid, rcpts)
   for _, u in ipairs(users) do
     if redis.call('EXISTS', p .. 'user:' .. u) == 0 then return {-1, u} end
   end
+  if reply[1] then
+    local f = redis.call('HMGET', p .. 'msg:' .. reply[1], 'seqs', 'sender', 'cv')
+    if not f[1] or cjson.decode(f[1])[sender] == nil
+        or conv_of(f[3] or '', f[2], sender) ~= cv then
+      return {-2, reply[1]}
+    end
+  end
+  local mentioned = {}
+  for _, u in ipairs(mentions or {}) do mentioned[u] = true end
   local mid = base36(redis.call('INCR', p .. 'mid'))
   -- draft starts with {"mid":"" (9 bytes, mid is the first field): splice the mid in
   -- without re-encoding (cjson would round large numbers).
   local mjson = '{"mid":"' .. mid .. '"' .. string.sub(draft, 10)
   local seqs = {}
   for _, u in ipairs(users) do
-    seqs[u] = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
+    local seq = redis.call('RPUSH', p .. 'inbox:' .. u, mid)
+    seqs[u] = seq
+    local c = conv_of(cv, sender, u)
+    redis.call('ZADD', p .. 'convs:' .. u, seq, c)
+    redis.call('ZADD', p .. 'cseqs:' .. u .. ':' .. c, seq, seq)
+    if cu == '1' and u ~= sender then
+      redis.call('HINCRBY', p .. 'conv:' .. u .. ':' .. c, 'unread', 1)
+      if mentioned[u] then
+        redis.call('ZADD', p .. 'cment:' .. u .. ':' .. c, seq, seq)
+      end
+    end
   end
   if fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
   local selfr = 0
   if rseen[sender] then selfr = 1 end
   redis.call('HSET', p .. 'msg:' .. mid, 'm', mjson, 'sender', sender, 'id', cid,
-             'seqs', cjson.encode(seqs), 'pa', #recipients, 'pr', #recipients, 'self', selfr)
+             'seqs', cjson.encode(seqs), 'pa', #recipients, 'pr', #recipients, 'self', selfr,
+             'cv', cv, 'cu', cu)
   redis.call('HSET', p .. 'dedup:' .. sender, cid, mid)
   return {0, mjson, seqs}
 end
 """
 
 #: The shared body of ack and read: move one mark of ``user`` up to ``seq`` and decrement
-#: the matching pending counter of every newly covered message.
+#: the matching pending counter of every newly covered message that no conversation read
+#: covered (those were acknowledged and read then).  A read also lowers the unread counts
+#: and moves the read pointer of every conversation it covers.
 _LUA_ADVANCE = """
 local function advance(p, user, seq, mark, counter, want_receipts)
   local inbox = p .. 'inbox:' .. user
@@ -154,22 +186,141 @@ local function advance(p, user, seq, mark, counter, want_receipts)
   if new <= old then return receipts end
   redis.call('HSET', marks, mark, new)
   local mids = redis.call('LRANGE', inbox, old, new - 1)
+  local creads = {}
   for i, mid in ipairs(mids) do
     local k = p .. 'msg:' .. mid
-    local f = redis.call('HMGET', k, 'sender', 'id', 'self')
-    if f[1] ~= user or f[3] == '1' then
-      redis.call('HINCRBY', k, counter, -1)
+    local f = redis.call('HMGET', k, 'sender', 'id', 'self', 'cv', 'cu')
+    local c = conv_of(f[4] or '', f[1], user)
+    local ck = p .. 'conv:' .. user .. ':' .. c
+    if creads[c] == nil then
+      creads[c] = tonumber(redis.call('HGET', ck, 'read') or '0')
     end
-    if want_receipts and f[1] ~= user then
-      receipts[#receipts + 1] = {mid, f[2], f[1], old + i}
+    if creads[c] < old + i then
+      if f[1] ~= user or f[3] == '1' then
+        redis.call('HINCRBY', k, counter, -1)
+      end
+      if mark == 'read' and f[1] ~= user and f[5] == '1' then
+        redis.call('HINCRBY', ck, 'unread', -1)
+      end
+      if want_receipts and f[1] ~= user then
+        receipts[#receipts + 1] = {mid, f[2], f[1], old + i}
+      end
+    end
+  end
+  if mark == 'read' then
+    for c, r in pairs(creads) do
+      if r < new then redis.call('HSET', p .. 'conv:' .. user .. ':' .. c, 'read', new) end
     end
   end
   return receipts
 end
+
+-- An edit, recall or reaction (see IStore.change_message): {0 or 1, entry JSON, seqs} as
+-- store returns, {-3} when ref is not in the sender's inbox, {-4, why} when forbidden.
+local function change(p, sender, cid, kind, ref, body, on, ts)
+  local known = redis.call('HGET', p .. 'dedup:' .. sender, cid)
+  if known then return store(p, sender, cid, '', '', {}, '', '0', {}, {}) end
+  local k = p .. 'msg:' .. ref
+  local f = redis.call('HMGET', k, 'seqs', 'm')
+  if not f[1] then return {-3} end
+  local seqs = cjson.decode(f[1])
+  if seqs[sender] == nil then return {-3} end
+  local m = cjson.decode(f[2])
+  if m.recalled then return {-4, 'the message was recalled'} end
+  if m.kind == 'edit' or m.kind == 'recall' or m.kind == 'reaction' then
+    return {-4, 'an edit, recall or reaction cannot be changed'}
+  end
+  if kind ~= 'reaction' and m.sender ~= sender then
+    return {-4, 'only its sender may ' .. kind .. ' a message'}
+  end
+  if kind == 'edit' and m.kind ~= 'text' then
+    return {-4, 'only a text message can be edited'}
+  end
+  local holders = {}
+  for u, _ in pairs(seqs) do
+    if u ~= sender then holders[#holders + 1] = u end
+  end
+  table.sort(holders)
+  local group, to, cv = 'null', 'null', nil
+  if type(m.group) == 'string' then
+    group = cjson.encode(m.group)
+    cv = '#' .. m.group
+  else
+    cv = holders[1] or sender
+    to = cjson.encode(cv)
+  end
+  local extra = ''
+  if kind == 'reaction' then extra = ',"on":' .. on end
+  local draft = '{"mid":""' .. ',"id":' .. cjson.encode(cid) .. ',"sender":'
+    .. cjson.encode(sender) .. ',"ts":' .. ts .. ',"to":' .. to .. ',"group":' .. group
+    .. ',"body":' .. cjson.encode(body) .. ',"kind":"' .. kind .. '","ref":'
+    .. cjson.encode(ref) .. extra .. '}'
+  local result = store(p, sender, cid, draft, '', holders, cv, '0', {}, {})
+  if kind == 'edit' then
+    m.body = body
+    m.edited = tonumber(ts)
+  elseif kind == 'recall' then
+    if type(m.file) == 'table' and type(m.file.id) == 'string' and #holders > 0 then
+      redis.call('SREM', p .. 'readers:' .. m.file.id, unpack(holders))
+    end
+    m.body = ''
+    m.file = cjson.null
+    m.recalled = true
+  else
+    local reactions = m.reactions
+    if type(reactions) ~= 'table' then reactions = {} end
+    local users = reactions[body] or {}
+    local kept, found = {}, false
+    for _, u in ipairs(users) do
+      if u == sender then found = true end
+      if u ~= sender or on == 'true' then kept[#kept + 1] = u end
+    end
+    if on == 'true' and not found then kept[#kept + 1] = sender end
+    if #kept > 0 then reactions[body] = kept else reactions[body] = nil end
+    if next(reactions) == nil then m.reactions = cjson.null else m.reactions = reactions end
+  end
+  redis.call('HSET', k, 'm', cjson.encode(m))
+  return result
+end
+
+-- Read one conversation up to seq: {delivered receipts, read receipts, new pointer or 0}.
+local function read_conv(p, user, c, seq)
+  local last = redis.call('ZSCORE', p .. 'convs:' .. user, c)
+  if not last then return {{}, {}, 0} end
+  local ck = p .. 'conv:' .. user .. ':' .. c
+  local old = tonumber(redis.call('HGET', ck, 'read') or '0')
+  local new = math.min(seq, tonumber(last))
+  if new <= old then return {{}, {}, 0} end
+  local acked = tonumber(redis.call('HGET', p .. 'marks:' .. user, 'ack') or '0')
+  local delivered, read = {}, {}
+  local inbox = p .. 'inbox:' .. user
+  for _, at in ipairs(redis.call('ZRANGEBYSCORE', p .. 'cseqs:' .. user .. ':' .. c,
+                                 '(' .. old, new)) do
+    local s = tonumber(at)
+    local mid = redis.call('LINDEX', inbox, s - 1)
+    local k = p .. 'msg:' .. mid
+    local f = redis.call('HMGET', k, 'sender', 'id', 'self', 'cu')
+    if f[1] ~= user or f[3] == '1' then
+      redis.call('HINCRBY', k, 'pr', -1)
+      if s > acked then redis.call('HINCRBY', k, 'pa', -1) end
+    end
+    if f[1] ~= user then
+      if f[4] == '1' then redis.call('HINCRBY', ck, 'unread', -1) end
+      local receipt = {mid, f[2], f[1], s}
+      if s > acked then delivered[#delivered + 1] = receipt end
+      read[#read + 1] = receipt
+    end
+  end
+  redis.call('HSET', ck, 'read', new)
+  return {delivered, read, new}
+end
 """
 
 #: The hot path in one script call: ARGV: prefix, a msgpack list of operations, each
-#: ``["s", sender, client id, draft message JSON, file id, [recipient...]]`` (store),
+#: ``["s", sender, client id, draft message JSON, file id, [recipient...], cv, cu, [reply
+#: mid] or [], [mentioned user...]]`` (store; ``cv`` and ``cu`` as the message hash keeps
+#: them), ``["c", user, conv, seq]`` (read one
+#: conversation),
 #: ``["a", user, seq]`` (ack), ``["r", user, seq]`` (read: ack, then mark read) or
 #: ``["n", user]`` (the inbox's last seq), run in list order.  Returns JSON
 #: ``[session version, results]``: the session registry's version counter (see
@@ -180,7 +331,13 @@ end
 BATCH = _LUA_STORE + _LUA_ADVANCE + """
 local function run(p, op)
   local kind = op[1]
-  if kind == 's' then return store(p, op[2], op[3], op[4], op[5], op[6]) end
+  if kind == 's' then
+    return store(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8], op[9], op[10])
+  end
+  if kind == 'c' then return read_conv(p, op[2], op[3], tonumber(op[4])) end
+  if kind == 'x' then
+    return change(p, op[2], op[3], op[4], op[5], op[6], op[7], op[8])
+  end
   if kind == 'a' then return advance(p, op[2], tonumber(op[3]), 'ack', 'pa', true) end
   if kind == 'n' then return redis.call('LLEN', p .. 'inbox:' .. op[2]) end
   if kind == 'r' then
@@ -214,6 +371,47 @@ if after < 0 then after = 0 end
 local mids = redis.call('LRANGE', inbox, after, after + limit - 1)
 for _, mid in ipairs(mids) do
   out[#out + 1] = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
+end
+return out
+"""
+
+#: ARGV: prefix, user, limit.  Returns {{conv, newest seq, read, unread, mentions, m, pa,
+#: pr}, ...}, most recent first.
+CONVERSATIONS = """
+local p, user = ARGV[1], ARGV[2]
+local out = {}
+local convs = redis.call('ZREVRANGE', p .. 'convs:' .. user, 0, tonumber(ARGV[3]) - 1,
+                         'WITHSCORES')
+for i = 1, #convs, 2 do
+  local c, last = convs[i], tonumber(convs[i + 1])
+  local f = redis.call('HMGET', p .. 'conv:' .. user .. ':' .. c, 'read', 'unread')
+  local mid = redis.call('LINDEX', p .. 'inbox:' .. user, last - 1)
+  local m = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
+  local mentions = redis.call('ZCOUNT', p .. 'cment:' .. user .. ':' .. c,
+                              '(' .. (f[1] or '0'), '+inf')
+  out[#out + 1] = {c, last, f[1] or '0', f[2] or '0', mentions, m[1], m[2], m[3]}
+end
+return out
+"""
+
+#: ARGV: prefix, user, conv, after, before ('+inf' for none), limit, 'a' (oldest first)
+#: or 'd' (newest first).  Returns {{seq, m, pa, pr}, ...}: at most limit + 1 entries.
+FETCH_CONVERSATION = """
+local p, user = ARGV[1], ARGV[2]
+local key = p .. 'cseqs:' .. user .. ':' .. ARGV[3]
+local n = tonumber(ARGV[6]) + 1
+local seqs
+if ARGV[7] == 'a' then
+  seqs = redis.call('ZRANGEBYSCORE', key, '(' .. ARGV[4], '(' .. ARGV[5], 'LIMIT', 0, n)
+else
+  seqs = redis.call('ZREVRANGEBYSCORE', key, '(' .. ARGV[5], '(' .. ARGV[4], 'LIMIT', 0, n)
+end
+local inbox = p .. 'inbox:' .. user
+local out = {}
+for _, at in ipairs(seqs) do
+  local mid = redis.call('LINDEX', inbox, tonumber(at) - 1)
+  local m = redis.call('HMGET', p .. 'msg:' .. mid, 'm', 'pa', 'pr')
+  out[#out + 1] = {at, m[1], m[2], m[3]}
 end
 return out
 """
@@ -434,6 +632,8 @@ SCRIPTS = {
     "revoke": REVOKE,
     "batch": BATCH,
     "fetch": FETCH,
+    "conversations": CONVERSATIONS,
+    "fetch_conversation": FETCH_CONVERSATION,
     "get_profile": GET_PROFILE,
     "update_profile": UPDATE_PROFILE,
     "search_page": SEARCH_PAGE,
@@ -768,6 +968,12 @@ class ScriptBatcher:
 def _send_result(raw: list[Any], ref: str | None) -> SendResult:
     """A SendResult from the store function's answer; NotFound for an unknown user."""
     status = int(raw[0])
+    if status == -3:
+        raise NotFound("no such message in your inbox", ref=ref)
+    if status == -4:
+        raise Forbidden(str(raw[1]), ref=ref)
+    if status == -2:
+        raise BadRequest("reply_to must be a message of this conversation", ref=ref)
     if status < 0:
         raise NotFound(f"no such user: {raw[1]}", ref=ref)
     return SendResult(message=_decode_message(raw[1]),
@@ -777,6 +983,11 @@ def _send_result(raw: list[Any], ref: str | None) -> SendResult:
 def _int(raw: Any, ref: str | None) -> int:
     """An integer answer."""
     return int(raw)
+
+
+def _conversation_read(raw: Any, ref: str | None) -> tuple[list[Receipt], list[Receipt], int]:
+    """``(delivered, read, moved)`` from a conversation read's answer."""
+    return _receipts(raw[0], ref), _receipts(raw[1], ref), int(raw[2])
 
 
 def _receipts(raw: Any, ref: str | None) -> list[Receipt]:
@@ -932,7 +1143,8 @@ class RedisStore:
 
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
-                      ts: int) -> defer.Deferred[SendResult]:
+                      ts: int, reply_to: str | None = None,
+                      mentions: list[str] | None = None) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's.
 
         Joins the batch of this reactor turn (see :class:`ScriptBatcher`): one sender's messages
@@ -942,10 +1154,14 @@ class RedisStore:
         """
         to = recipients[0] if group is None and recipients else None
         draft = StoredMessage(mid="", id=client_id, sender=sender, ts=ts, to=to, group=group,
-                              body=body, kind=kind, file=file)
+                              body=body, kind=kind, file=file, reply_to=reply_to,
+                              mentions=mentions or None)
         file_id = file.get("id") if isinstance(file, dict) else None
+        cv = "#" + group if group is not None else to or sender
         op = ["s", sender, client_id, _encode_message(draft).decode(),
-              file_id if isinstance(file_id, str) else "", list(recipients)]
+              file_id if isinstance(file_id, str) else "", list(recipients), cv,
+              "1" if kind in UNREAD_KINDS else "0", [] if reply_to is None else [reply_to],
+              list(mentions or [])]
         return self._batcher.submit(op, _send_result, client_id)
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
@@ -953,6 +1169,52 @@ class RedisStore:
         IStore.apply).  Every operation is handed over in this reactor turn, so they all
         go to Redis in one script call, in order."""
         return apply_each(self, ops)
+
+    def change_message(self, op: ChangeOp) -> defer.Deferred[SendResult]:
+        """Store an edit, recall or reaction and change the original's current state.
+
+        Joins the batch of this reactor turn: the checks and writes are one script step."""
+        return self._batcher.submit(
+            ["x", op.sender, op.client_id, op.kind, op.ref, op.body,
+             "true" if op.on else "false", str(int(op.ts))], _send_result, op.client_id)
+
+    #: Entries read per script call of a search, and the most a search reads in all.
+    search_page_size = 500
+    search_scan_limit = 20_000
+
+    def search_messages(self, user: str, text: str, conv: str | None,
+                        limit: int) -> defer.Deferred[list[InboxEntry]]:
+        """The user's entries whose current body contains ``text``, newest first.
+
+        A bounded scan: pages of :attr:`search_page_size` entries, newest first (each one
+        script call, so Redis is never held long), are checked with :func:`found_by` until
+        ``limit`` are found or :attr:`search_scan_limit` entries were read; older entries
+        are then not searched."""
+        needle = text.casefold()
+
+        async def run() -> list[InboxEntry]:
+            found: list[InboxEntry] = []
+            below = await self.last_seq(user) + 1
+            scanned = 0
+            while len(found) < limit and scanned < self.search_scan_limit:
+                page = self.search_page_size
+                if conv is not None:
+                    entries, more = await self.fetch_conversation(user, conv, 0, below, page)
+                else:
+                    start = max(below - 1 - page, 0)
+                    entries, _ = await self.fetch(user, start, below - 1 - start)
+                    more = start > 0
+                scanned += len(entries)
+                for entry in reversed(entries):
+                    if found_by(entry.message, needle):
+                        found.append(entry)
+                        if len(found) >= limit:
+                            break
+                if not entries or not more:
+                    break
+                below = entries[0].seq
+            return found
+        return defer.Deferred.fromCoroutine(run())
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -990,6 +1252,42 @@ class RedisStore:
         """The highest seq the user acknowledged (0 when none)."""
         return self.redis.hget(self._key("marks", user), "ack").addCallback(
             lambda v: int(v) if v is not None else 0)
+
+    def read_conversation(self, user: str, conv: str, seq: int) -> defer.Deferred[
+            tuple[list[Receipt], list[Receipt], int]]:
+        """Read one conversation up to ``seq``; ``(delivered, read, new pointer or 0)``.
+
+        Joins the batch of this reactor turn, after the stores called before it."""
+        return self._batcher.submit(["c", user, conv, int(seq)], _conversation_read, None)
+
+    def fetch_conversation(self, user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> defer.Deferred[tuple[list[InboxEntry], bool]]:
+        """Entries of one conversation, in seq order, and whether more remain."""
+        async def run() -> tuple[list[InboxEntry], bool]:
+            if limit <= 0:
+                return [], False
+            reply = await self._run("fetch_conversation", user, conv, int(after),
+                                    "+inf" if before is None else int(before), int(limit),
+                                    "a" if before is None else "d")
+            more = len(reply) > limit
+            rows = reply[:limit] if before is None else reply[:limit][::-1]
+            return [InboxEntry(seq=int(at), message=_decode_message(m),
+                               delivered=int(pa) <= 0, read=int(pr) <= 0)
+                    for at, m, pa, pr in rows], more
+        return defer.Deferred.fromCoroutine(run())
+
+    def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
+        """The user's conversations, most recent activity first, at most ``limit``."""
+        async def run() -> list[Conversation]:
+            if limit <= 0:
+                return []
+            reply = await self._run("conversations", user, int(limit))
+            return [Conversation(
+                conv=conv, last=InboxEntry(seq=int(last), message=_decode_message(m),
+                                           delivered=int(pa) <= 0, read=int(pr) <= 0),
+                read_seq=int(read), unread=int(unread), mentions=int(mentions))
+                for conv, last, read, unread, mentions, m, pa, pr in reply]
+        return defer.Deferred.fromCoroutine(run())
 
     # -- people ----------------------------------------------------------------------------
 

@@ -38,8 +38,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dim.errors import BadRequest, Conflict, Internal, NotFound, TooLarge
-from dim.store.interface import (AckOp, Contact, FileRecord, Group, InboxEntry, IStore,
-                                 Profile, Receipt, SendOp, SendResult, StoredMessage, StoreOp)
+from dim.store.interface import (UNREAD_KINDS, AckOp, Contact, Conversation, FileRecord,
+                                 Group, InboxEntry, IStore, Profile, Receipt, SendOp,
+                                 SendResult, StoredMessage, StoreOp, conversation_of,
+                                 sender_conversation, ChangeOp, check_change, found_by,
+                                 react)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -62,12 +65,14 @@ CREATE TABLE IF NOT EXISTS messages (
     kind TEXT NOT NULL,
     file TEXT,
     members TEXT NOT NULL,
+    extra TEXT,
     UNIQUE (sender, client_id)
 );
 CREATE TABLE IF NOT EXISTS inbox (
     user INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     message INTEGER NOT NULL,
+    conv TEXT,
     PRIMARY KEY (user, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revoked (
@@ -81,6 +86,55 @@ CREATE TABLE IF NOT EXISTS token_epochs (
     kept TEXT
 ) WITHOUT ROWID;
 PRAGMA user_version = 1;
+"""
+
+#: Per-conversation state (see :func:`dim.store.interface.conversation_of` for ``conv``):
+#: the newest seq, the read pointer and the unread counts, kept up to date by every store
+#: and read so that neither scales with the inbox.  ``inbox.conv`` indexes the entries.
+CONVERSATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS convs (
+    user INTEGER NOT NULL,
+    conv TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    read_seq INTEGER NOT NULL DEFAULT 0,
+    unread INTEGER NOT NULL DEFAULT 0,
+    mentions INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, conv)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS convs_by_last ON convs (user, last);
+CREATE INDEX IF NOT EXISTS inbox_by_conv ON inbox (user, conv, seq);
+CREATE TABLE IF NOT EXISTS mentioned (
+    user INTEGER NOT NULL,
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (user, conv, seq)
+) WITHOUT ROWID;
+"""
+
+#: The current bodies of messages (text, image and file; not recalled), for search: FTS5
+#: with the trigram tokenizer finds any substring of 3 characters or more, in any script,
+#: case-insensitive.  Shorter queries scan the inbox.
+SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE message_text USING fts5(body, tokenize='trigram');
+INSERT INTO message_text (rowid, body)
+SELECT id, body FROM messages WHERE kind IN ('text', 'image', 'file') AND body != ''
+AND (extra IS NULL OR NOT coalesce(extra ->> '$.recalled', 0));
+"""
+
+#: The conversation key of message ``m`` in the inbox of user ``u`` (SQL of
+#: :func:`dim.store.interface.conversation_of`).
+_CONV_KEY = """(CASE WHEN m.grp IS NOT NULL THEN '#' || m.grp WHEN m.sender != u.name
+THEN m.sender ELSE coalesce(m.to_user, u.name) END)"""
+
+#: Fills in ``inbox.conv`` and ``convs`` for a file written before conversations existed.
+_MIGRATE_CONVERSATIONS = f"""
+UPDATE inbox SET conv = (SELECT {_CONV_KEY} FROM messages m, users u
+                         WHERE m.id = inbox.message AND u.id = inbox.user);
+INSERT OR REPLACE INTO convs (user, conv, last, read_seq, unread)
+SELECT i.user, i.conv, max(i.seq), u.read_seq,
+       sum(i.seq > u.read_seq AND m.sender != u.name AND m.kind IN ('text', 'image', 'file'))
+FROM inbox i JOIN users u ON u.id = i.user JOIN messages m ON m.id = i.message
+GROUP BY i.user, i.conv;
 """
 
 
@@ -101,20 +155,42 @@ def private_file(path: str) -> None:
             pass
 
 #: Whether every recipient of message ``m`` acknowledged (read) it.  ``members`` holds
-#: ``[user id, seq, is a recipient]`` for every inbox that got the message.
-_ALL_MARKED = """NOT EXISTS (SELECT 1 FROM json_each(m.members) AS r JOIN users AS u
-                 ON u.id = r.value ->> 0 WHERE r.value ->> 2 AND u.{mark} < r.value ->> 1)"""
+#: ``[user id, seq, is a recipient]`` for every inbox that got the message.  An entry is
+#: read once its conversation's read pointer passed it, and acknowledged once read too.
+_ALL_MARKED = f"""NOT EXISTS (SELECT 1 FROM json_each(m.members) AS r JOIN users AS u
+                 ON u.id = r.value ->> 0 WHERE r.value ->> 2 AND {{mark}} < r.value ->> 1
+                 AND coalesce((SELECT c.read_seq FROM convs c WHERE c.user = u.id
+                               AND c.conv = {_CONV_KEY}), 0) < r.value ->> 1)"""
 
-_FETCH = f"""
+_FETCH_COLUMNS = f"""
 SELECT i.seq, m.id, m.client_id, m.sender, m.ts, m.to_user, m.grp, m.body, m.kind, m.file,
-       {_ALL_MARKED.format(mark="acked_seq")}, {_ALL_MARKED.format(mark="read_seq")}
+       {_ALL_MARKED.format(mark="u.acked_seq")}, {_ALL_MARKED.format(mark="0")}, m.extra
 FROM inbox i JOIN messages m ON m.id = i.message
-WHERE i.user = ? AND i.seq > ? ORDER BY i.seq LIMIT ?
 """
 
+_FETCH = _FETCH_COLUMNS + "WHERE i.user = ? AND i.seq > ? ORDER BY i.seq LIMIT ?"
+
+#: Entries newly covered by an ack or read of the whole inbox: those (old, new] of user ?1
+#: that no conversation read covered (they were acknowledged and read then).
 _COVERED = """
-SELECT i.seq, m.id, m.client_id, m.sender FROM inbox i JOIN messages m ON m.id = i.message
-WHERE i.user = ? AND i.seq > ? AND i.seq <= ? AND m.sender != ? ORDER BY i.seq
+SELECT i.seq, m.id, m.client_id, m.sender, m.kind, i.conv FROM inbox i
+JOIN messages m ON m.id = i.message
+WHERE i.user = ?1 AND i.seq > ?2 AND i.seq <= ?3
+AND i.seq > coalesce((SELECT c.read_seq FROM convs c WHERE c.user = ?1
+                      AND c.conv = i.conv), 0)
+ORDER BY i.seq
+"""
+
+#: A whole-inbox read of user ?1 from ?2 to ?3 moves the read pointer of every conversation
+#: with entries in that range up to ?3 (the unread counts were lowered entry by entry).
+_READ_CONVS = """
+UPDATE convs SET read_seq = max(read_seq, ?3)
+WHERE user = ?1 AND conv IN (SELECT conv FROM inbox WHERE user = ?1 AND seq > ?2
+                             AND seq <= ?3)
+"""
+_LOWER_UNREAD = """
+UPDATE convs SET unread = unread - j.value ->> 1 FROM json_each(?2) AS j
+WHERE convs.user = ?1 AND convs.conv = j.value ->> 0
 """
 
 _STOP = object()
@@ -127,21 +203,34 @@ SELECT m.sender, m.client_id FROM json_each(?) AS j CROSS JOIN messages AS m
 WHERE m.sender = j.value ->> 0 AND m.client_id = j.value ->> 1
 """
 _INSERT_MESSAGES = """
-INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members)
+INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members,
+                      extra)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7, value ->> 8, value -> 9 FROM json_each(?)
+       value ->> 6, value ->> 7, value ->> 8, value -> 9, value ->> 10 FROM json_each(?)
 """
 _INSERT_MESSAGE = """
-INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO messages (id, sender, client_id, ts, to_user, grp, body, kind, file, members,
+                      extra)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_INBOX = """
-INSERT INTO inbox (user, seq, message)
-SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)
+INSERT INTO inbox (user, seq, message, conv)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)
+"""
+#: ``[user id, conv, seq, unread]`` rows: the conversation's newest seq and added unread.
+_UPSERT_CONVS = """
+INSERT INTO convs (user, conv, last, unread)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true
+ON CONFLICT (user, conv) DO UPDATE SET last = max(last, excluded.last),
+                                       unread = unread + excluded.unread
 """
 _UPDATE_SEQS = """
 UPDATE users SET last_seq = j.value ->> 1 FROM json_each(?) AS j WHERE users.id = j.value ->> 0
 """
+
+
+#: Above every seq: the upper bound of a conversation fetch without ``before``.
+MAX_SEQ = 2**63 - 1
 
 
 def mid_of(message_id: int) -> str:
@@ -161,6 +250,10 @@ class _Send(NamedTuple):
     file: dict[str, Any] | None
     file_text: str | None
     ts: int
+    reply_to: str | None = None
+    mentions: list[str] | None = None
+    #: More fields of the stored message (an edit's ``ref``, a reaction's ``on``).
+    more: dict[str, Any] | None = None
 
 
 class _Batch:
@@ -262,6 +355,18 @@ class SQLiteStore:
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.executescript(SCHEMA)
         self._conn.executescript(PEOPLE_SCHEMA)
+        if "extra" not in [row[1] for row in self._conn.execute(
+                "PRAGMA table_info(messages)")]:
+            self._conn.execute("ALTER TABLE messages ADD COLUMN extra TEXT")
+        columns = [row[1] for row in self._conn.execute("PRAGMA table_info(inbox)")]
+        if "conv" not in columns:
+            self._conn.executescript("BEGIN; ALTER TABLE inbox ADD COLUMN conv TEXT;"
+                                     + CONVERSATION_SCHEMA + _MIGRATE_CONVERSATIONS
+                                     + "COMMIT;")
+        self._conn.executescript(CONVERSATION_SCHEMA)
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'message_text'"
+                                  ).fetchone():
+            self._conn.executescript("BEGIN;" + SEARCH_SCHEMA + "COMMIT;")
         self._cursor = self._conn.cursor()
         self._thread = threading.Thread(target=self._run, name=f"sqlite-store {self._path}",
                                         daemon=True)
@@ -427,10 +532,14 @@ class SQLiteStore:
         fresh: dict[tuple[str, str], SendResult] = {}
         message_rows: list[tuple[Any, ...]] = []
         nul_rows: list[tuple[Any, ...]] = []
-        inbox_rows: list[tuple[int, int, int]] = []
+        inbox_rows: list[tuple[int, int, int, str]] = []
+        conv_rows: list[tuple[int, str, int, int]] = []
+        mention_rows: list[tuple[int, str, int]] = []
+        text_rows: list[tuple[int, str]] = []
         changed: dict[int, int] = {}
         for d, send in run:
-            sender, client_id, recipients, group, body, kind, file, file_text, ts = send
+            (sender, client_id, recipients, group, body, kind, file, file_text, ts, reply_to,
+             mentions, more) = send
             key = (sender, client_id)
             earlier = fresh.get(key)
             if earlier is not None:
@@ -456,29 +565,45 @@ class SQLiteStore:
                         break
                 member_uids.append(uid)
             else:
+                if reply_to is not None and not self._may_reply(
+                        cursor, reply_to, sender, member_uids[0],
+                        sender_conversation(sender, list(recipients), group)):
+                    results.append((d, False, Failure(BadRequest(
+                        "reply_to must be a message of this conversation", ref=client_id))))
+                    continue
+                extra = _extra(reply_to, mentions, more)
                 message_id += 1
+                if body and kind in UNREAD_KINDS:
+                    text_rows.append((message_id, body))
                 seqs = {}
                 marks = []
+                to = recipients[0] if group is None and recipients else None
+                countable = kind in UNREAD_KINDS
                 for name, uid in zip(members, member_uids):
                     seq = seq_cache.get(uid)
                     if seq is None:
                         seq = cursor.execute("SELECT last_seq FROM users WHERE id = ?",
                                              (uid,)).fetchone()[0]
                     seq = seqs[name] = changed[uid] = seq_cache[uid] = seq + 1
-                    inbox_rows.append((uid, seq, message_id))
+                    conv = ("#" + group if group is not None
+                            else sender if name != sender else to or sender)
+                    inbox_rows.append((uid, seq, message_id, conv))
+                    conv_rows.append((uid, conv, seq, int(countable and name != sender)))
+                    if countable and mentions and name in mentions and name != sender:
+                        mention_rows.append((uid, conv, seq))
                     marks.append((uid, seq, name in recipients))
-                to = recipients[0] if group is None and recipients else None
                 row = (message_id, sender, client_id, ts, to, group, body, kind, file_text,
-                       marks)
+                       marks, extra)
                 if ("\0" in body or "\0" in client_id or "\0" in kind or "\0" in sender
                         or (group and "\0" in group) or (to and "\0" in to)):
                     # JSON would carry a NUL, but ->> cuts the text there: bind it plainly.
-                    nul_rows.append(row[:9] + (_batch_json(marks),))
+                    nul_rows.append(row[:9] + (_batch_json(marks), extra))
                 else:
                     message_rows.append(row)
                 result = SendResult(message=StoredMessage(
                     mid=format(message_id, "x"), id=client_id, sender=sender, ts=ts, to=to,
-                    group=group, body=body, kind=kind, file=file), seqs=seqs)
+                    group=group, body=body, kind=kind, file=file, reply_to=reply_to,
+                    mentions=mentions, **(more or {})), seqs=seqs)
                 fresh[key] = result
                 results.append((d, True, result))
                 continue
@@ -490,8 +615,121 @@ class SQLiteStore:
             if message_rows:
                 cursor.execute(_INSERT_MESSAGES, (_batch_json(message_rows),))
             cursor.execute(_INSERT_INBOX, (_batch_json(inbox_rows),))
+            cursor.execute(_UPSERT_CONVS, (_batch_json(conv_rows),))
+            if text_rows:
+                cursor.executemany("INSERT INTO message_text (rowid, body) VALUES (?, ?)",
+                                   text_rows)
+            if mention_rows:
+                cursor.executemany("INSERT INTO mentioned (user, conv, seq) VALUES (?, ?, ?)",
+                                   mention_rows)
             cursor.execute(_UPDATE_SEQS, (_batch_json(list(changed.items())),))
             self._last_message = message_id
+
+    def change_message(self, op: ChangeOp) -> defer.Deferred[SendResult]:
+        """Store an edit, recall or reaction and change the original's current state."""
+        return self._submit(lambda cursor: self._change(cursor, op))
+
+    def _change(self, cursor: sqlite3.Cursor, op: ChangeOp) -> SendResult:
+        """The writer-thread side of :meth:`change_message`: every check, then the writes."""
+        sender = op.sender
+        if cursor.execute("SELECT 1 FROM messages WHERE sender = ? AND client_id = ?",
+                          (sender, op.client_id)).fetchone():
+            return self._original(cursor, sender, op.client_id)
+        uid = self._uid(cursor, sender)
+        row = None
+        if uid is not None and 0 < len(op.ref) <= 15 and all(
+                c in "0123456789abcdef" for c in op.ref):
+            row = cursor.execute(
+                "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, extra,"
+                " members FROM messages WHERE id = ? AND EXISTS (SELECT 1 FROM"
+                " json_each(members) r WHERE r.value ->> 0 = ?)",
+                (int(op.ref, 16), uid)).fetchone()
+        if row is None:
+            raise NotFound(f"no message {op.ref} in your inbox", ref=op.client_id)
+        original = _message(row[:9], row[9])
+        check_change(original, op)
+        holders = [name for (name,) in cursor.execute(
+            "SELECT u.name FROM json_each(?) r JOIN users u ON u.id = r.value ->> 0"
+            " ORDER BY r.key", (row[10],)) if name != sender]
+        more: dict[str, Any] = {"ref": op.ref}
+        if op.kind == "reaction":
+            more["on"] = op.on
+        outcome: list[tuple[Any, bool, Any]] = []
+        self._store_run([(None, _Send(  # type: ignore[list-item]
+            sender, op.client_id, tuple(holders), original.group,
+            op.body if op.kind != "recall" else "", op.kind, None, None, op.ts,
+            more=more))], outcome)
+        result: SendResult = outcome[0][2]
+        message_id = row[0]
+        if op.kind == "edit":
+            cursor.execute("UPDATE message_text SET body = ? WHERE rowid = ?",
+                           (op.body, message_id))
+            cursor.execute("UPDATE messages SET body = ?, extra = json_set(coalesce(extra,"
+                           " '{}'), '$.edited', ?) WHERE id = ?", (op.body, op.ts, message_id))
+        elif op.kind == "recall":
+            cursor.execute("DELETE FROM message_text WHERE rowid = ?", (message_id,))
+            cursor.execute("UPDATE messages SET body = '', file = NULL, extra = json_set("
+                           "coalesce(extra, '{}'), '$.recalled', json('true')) WHERE id = ?",
+                           (message_id,))
+        else:
+            extra = json.loads(row[9]) if row[9] else {}
+            reactions = react(original.reactions, op.body, sender, op.on)
+            if reactions is None:
+                extra.pop("reactions", None)
+            else:
+                extra["reactions"] = reactions
+            cursor.execute("UPDATE messages SET extra = ? WHERE id = ?",
+                           (_dumps(extra) if extra else None, message_id))
+        return result
+
+    def search_messages(self, user: str, text: str, conv: str | None,
+                        limit: int) -> defer.Deferred[list[InboxEntry]]:
+        """The user's entries whose current body contains ``text``, newest first.
+
+        With 3 characters or more, the trigram index picks the candidate messages and the
+        user's inbox (or the conversation's index) is walked from its newest entry, keeping
+        those; a shorter ``text`` is looked for in every entry so walked.  Every candidate is
+        checked again with :func:`found_by`, so case folding is Python's."""
+        needle = text.casefold()
+
+        def operation(cursor: sqlite3.Cursor) -> list[InboxEntry]:
+            uid = self._uid(cursor, user)
+            if uid is None or limit <= 0:
+                return []
+            where = "WHERE i.user = ?"
+            args: list[Any] = [uid]
+            if conv is not None:
+                where += " AND i.conv = ?"
+                args.append(conv)
+            if len(text) >= 3:
+                where += (" AND i.message IN (SELECT rowid FROM message_text"
+                          " WHERE message_text MATCH ?)")
+                args.append('"' + text.replace('"', '""') + '"')
+            found: list[InboxEntry] = []
+            for row in cursor.execute(_FETCH_COLUMNS + where + " ORDER BY i.seq DESC", args):
+                message = _message(row[1:10], row[12])
+                if found_by(message, needle):
+                    found.append(InboxEntry(seq=row[0], message=message,
+                                            delivered=bool(row[10]), read=bool(row[11])))
+                    if len(found) >= limit:
+                        break
+            return found
+        return self._submit(operation)
+
+    def _may_reply(self, cursor: sqlite3.Cursor, reply_to: str, sender: str, sender_uid: int,
+                   conv: str) -> bool:
+        """Whether message ``reply_to`` is in the sender's inbox, in conversation ``conv``."""
+        if not (0 < len(reply_to) <= 15 and all(c in "0123456789abcdef" for c in reply_to)):
+            return False
+        row = cursor.execute(
+            "SELECT sender, to_user, grp, EXISTS (SELECT 1 FROM json_each(members) r"
+            " WHERE r.value ->> 0 = ?) FROM messages WHERE id = ?",
+            (sender_uid, int(reply_to, 16))).fetchone()
+        if row is None or not row[3]:
+            return False
+        original = StoredMessage(mid=reply_to, id="", sender=row[0], ts=0, to=row[1],
+                                 group=row[2])
+        return conversation_of(original, sender) == conv
 
     def _forget(self) -> None:
         """Drop every cached thing that a rollback may have made wrong."""
@@ -608,7 +846,8 @@ class SQLiteStore:
 
     def store_message(self, sender: str, client_id: str, recipients: list[str],
                       group: str | None, body: str, kind: str, file: dict[str, Any] | None,
-                      ts: int) -> defer.Deferred[SendResult]:
+                      ts: int, reply_to: str | None = None,
+                      mentions: list[str] | None = None) -> defer.Deferred[SendResult]:
         """Store one message in the sender's inbox and every recipient's, durably."""
         file_text = None
         if file is not None:
@@ -617,7 +856,7 @@ class SQLiteStore:
             except (TypeError, ValueError):
                 return defer.fail(BadRequest("file is not a JSON object", ref=client_id))
         return self._submit(_Send(sender, client_id, tuple(recipients), group, body, kind,
-                                  file, file_text, ts))
+                                  file, file_text, ts, reply_to, mentions))
 
     def apply(self, ops: list[StoreOp]) -> defer.Deferred[list[Any]]:
         """Run a batch of sends and acks in order, with one Deferred (see IStore.apply).
@@ -633,7 +872,13 @@ class SQLiteStore:
         put = self._queue.put
         for i, op in enumerate(ops):
             slot = _Slot(batch, i)
-            if type(op) is SendOp:
+            if type(op) is AckOp and op.conv is not None:
+                user, conv, seq = op.user, op.conv, op.seq
+                put((slot, lambda cursor, user=user, conv=conv, seq=seq:
+                     self._read_conversation(cursor, user, conv, seq)))
+            elif type(op) is ChangeOp:
+                put((slot, lambda cursor, op=op: self._change(cursor, op)))
+            elif type(op) is SendOp:
                 file_text = None
                 if op.file is not None:
                     try:
@@ -643,7 +888,8 @@ class SQLiteStore:
                                                         ref=op.client_id)))
                         continue
                 put((slot, _Send(op.sender, op.client_id, tuple(op.recipients), op.group,
-                                 op.body, op.kind, op.file, file_text, op.ts)))
+                                 op.body, op.kind, op.file, file_text, op.ts, op.reply_to,
+                                 op.mentions)))
             else:
                 put((slot, self._ack_operation(cast(AckOp, op))))
         return batch.deferred
@@ -659,12 +905,12 @@ class SQLiteStore:
     def _original(self, cursor: sqlite3.Cursor, sender: str, client_id: str) -> SendResult:
         """The SendResult of the message ``(sender, client_id)`` stored earlier."""
         row = cursor.execute(
-            "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, members"
+            "SELECT id, client_id, sender, ts, to_user, grp, body, kind, file, members, extra"
             " FROM messages WHERE sender = ? AND client_id = ?", (sender, client_id)).fetchone()
         seqs = dict(cursor.execute(
             "SELECT u.name, r.value ->> 1 FROM json_each(?) AS r JOIN users AS u"
             " ON u.id = r.value ->> 0", (row[9],)).fetchall())
-        return SendResult(message=_message(row[:9]), seqs=seqs, duplicate=True)
+        return SendResult(message=_message(row[:9], row[10]), seqs=seqs, duplicate=True)
 
     def fetch(self, user: str, after: int,
               limit: int) -> defer.Deferred[tuple[list[InboxEntry], int]]:
@@ -675,7 +921,7 @@ class SQLiteStore:
                 return [], 0
             last = cursor.execute("SELECT last_seq FROM users WHERE id = ?",
                                   (uid,)).fetchone()[0]
-            entries = [InboxEntry(seq=row[0], message=_message(row[1:10]),
+            entries = [InboxEntry(seq=row[0], message=_message(row[1:10], row[12]),
                                   delivered=bool(row[10]), read=bool(row[11]))
                        for row in cursor.execute(_FETCH, (uid, after, max(limit, 0)))]
             return entries, last
@@ -717,11 +963,99 @@ class SQLiteStore:
         old = was_read if read else acked
         if new <= old:
             return []
+        receipts = []
+        lowered: dict[str, int] = {}
+        for at, message_id, client_id, sender, kind, conv in cursor.execute(
+                _COVERED, (uid, old, new)).fetchall():
+            if read and sender != user and kind in UNREAD_KINDS:
+                lowered[conv] = lowered.get(conv, 0) + 1
+            if sender != user:
+                receipts.append(Receipt(mid=mid_of(message_id), id=client_id, sender=sender,
+                                        seq=at))
         if read:
             cursor.execute("UPDATE users SET read_seq = ? WHERE id = ?", (new, uid))
-        return [Receipt(mid=mid_of(message_id), id=client_id, sender=sender, seq=at)
-                for at, message_id, client_id, sender in cursor.execute(
-                    _COVERED, (uid, old, new, user))]
+            if lowered:
+                cursor.execute(_LOWER_UNREAD, (uid, _batch_json(list(lowered.items()))))
+            cursor.execute(_READ_CONVS, (uid, old, new))
+        return receipts
+
+    def read_conversation(self, user: str, conv: str, seq: int) -> defer.Deferred[
+            tuple[list[Receipt], list[Receipt], int]]:
+        """Read one conversation up to ``seq``; ``(delivered, read, new pointer or 0)``."""
+        return self._submit(lambda cursor: self._read_conversation(cursor, user, conv, seq))
+
+    def _read_conversation(self, cursor: sqlite3.Cursor, user: str, conv: str,
+                           seq: int) -> tuple[list[Receipt], list[Receipt], int]:
+        """The writer-thread side of :meth:`read_conversation`."""
+        row = cursor.execute(
+            "SELECT u.id, u.acked_seq, c.read_seq, c.last FROM users u JOIN convs c"
+            " ON c.user = u.id WHERE u.name = ? AND c.conv = ?", (user, conv)).fetchone()
+        if row is None:
+            return [], [], 0
+        uid, acked, old, last = row
+        new = min(seq, last)
+        if new <= old:
+            return [], [], 0
+        delivered: list[Receipt] = []
+        read: list[Receipt] = []
+        lowered = 0
+        for at, message_id, client_id, sender, kind in cursor.execute(
+                "SELECT i.seq, m.id, m.client_id, m.sender, m.kind FROM inbox i"
+                " JOIN messages m ON m.id = i.message WHERE i.user = ? AND i.conv = ?"
+                " AND i.seq > ? AND i.seq <= ? ORDER BY i.seq",
+                (uid, conv, old, new)).fetchall():
+            if sender == user:
+                continue
+            lowered += kind in UNREAD_KINDS
+            receipt = Receipt(mid=mid_of(message_id), id=client_id, sender=sender, seq=at)
+            if at > acked:
+                delivered.append(receipt)
+            read.append(receipt)
+        cursor.execute("UPDATE convs SET read_seq = ?, unread = unread - ?"
+                       " WHERE user = ? AND conv = ?", (new, lowered, uid, conv))
+        return delivered, read, new
+
+    def fetch_conversation(self, user: str, conv: str, after: int, before: int | None,
+                           limit: int) -> defer.Deferred[tuple[list[InboxEntry], bool]]:
+        """Entries of one conversation, in seq order, and whether more remain."""
+        def operation(cursor: sqlite3.Cursor) -> tuple[list[InboxEntry], bool]:
+            uid = self._uid(cursor, user)
+            if uid is None or limit <= 0:
+                return [], False
+            order = "ASC" if before is None else "DESC"
+            rows = cursor.execute(
+                _FETCH_COLUMNS + "WHERE i.user = ? AND i.conv = ? AND i.seq > ?"
+                f" AND i.seq < ? ORDER BY i.seq {order} LIMIT ?",
+                (uid, conv, after, MAX_SEQ if before is None else before,
+                 limit + 1)).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit] if before is None else rows[:limit][::-1]
+            return [InboxEntry(seq=row[0], message=_message(row[1:10], row[12]),
+                               delivered=bool(row[10]), read=bool(row[11]))
+                    for row in rows], more
+        return self._submit(operation)
+
+    def conversations(self, user: str, limit: int) -> defer.Deferred[list[Conversation]]:
+        """The user's conversations, most recent activity first, at most ``limit``."""
+        def operation(cursor: sqlite3.Cursor) -> list[Conversation]:
+            uid = self._uid(cursor, user)
+            if uid is None:
+                return []
+            rows = cursor.execute(
+                "SELECT conv, last, read_seq, unread, (SELECT count(*) FROM mentioned n"
+                " WHERE n.user = c.user AND n.conv = c.conv AND n.seq > c.read_seq)"
+                " FROM convs c WHERE user = ?"
+                " ORDER BY last DESC LIMIT ?", (uid, max(limit, 0))).fetchall()
+            out = []
+            for conv, last, read_seq, unread, mentions in rows:
+                entry = cursor.execute(_FETCH, (uid, last - 1, 1)).fetchone()
+                out.append(Conversation(
+                    conv=conv,
+                    last=InboxEntry(seq=entry[0], message=_message(entry[1:10], entry[12]),
+                                    delivered=bool(entry[10]), read=bool(entry[11])),
+                    read_seq=read_seq, unread=unread, mentions=mentions))
+            return out
+        return self._submit(operation)
 
     # -- people ----------------------------------------------------------------------------
 
@@ -934,12 +1268,28 @@ class SQLiteStore:
         return uids
 
 
-def _message(row: tuple[Any, ...]) -> StoredMessage:
-    """A StoredMessage from (id, client_id, sender, ts, to_user, grp, body, kind, file)."""
+def _message(row: tuple[Any, ...], extra: str | None = None) -> StoredMessage:
+    """A StoredMessage from (id, client_id, sender, ts, to_user, grp, body, kind, file) and
+    the ``extra`` JSON (reply_to, mentions) when there is one."""
     message_id, client_id, sender, ts, to, group, body, kind, file = row
-    return StoredMessage(mid=mid_of(message_id), id=client_id, sender=sender, ts=ts, to=to,
-                         group=group, body=body, kind=kind,
-                         file=None if file is None else json.loads(file))
+    message = StoredMessage(mid=mid_of(message_id), id=client_id, sender=sender, ts=ts, to=to,
+                            group=group, body=body, kind=kind,
+                            file=None if file is None else json.loads(file))
+    if extra is not None:
+        for key, value in json.loads(extra).items():
+            setattr(message, key, value)
+    return message
+
+
+def _extra(reply_to: str | None, mentions: list[str] | None,
+           more: dict[str, Any] | None = None) -> str | None:
+    """The ``extra`` JSON of a message: what only some messages carry, or None."""
+    extra: dict[str, Any] = dict(more or {})
+    if reply_to is not None:
+        extra["reply_to"] = reply_to
+    if mentions:
+        extra["mentions"] = mentions
+    return _dumps(extra) if extra else None
 
 
 #: Profiles, contacts, groups and files.  A user without a ``profiles`` row has the default

@@ -4,10 +4,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-import treq
 from twisted.internet import defer
 
-from tests.fakes.embedded import EmbeddedTestCase
+from tests.fakes.embedded import EmbeddedTestCase, FileTransfers
 from tests.harness import WireClient, http
 
 
@@ -148,25 +147,8 @@ class GroupTests(EmbeddedTestCase):
         self.assertEqual(err["code"], "not_found")
 
 
-class FileTests(EmbeddedTestCase):
+class FileTests(FileTransfers, EmbeddedTestCase):
     """An image and a file travel through upload, message and download."""
-
-    @defer.inlineCallbacks
-    def upload(self, token: str, name: str, data: bytes, mime: str):
-        resp = yield treq.post(f"{self.dim.base}/v1/files?name={name}", data=data,
-                               headers={"Authorization": f"Bearer {token}",
-                                        "Content-Type": mime}, persistent=False)
-        body = yield resp.json()
-        self.assertEqual(resp.code, 201, body)
-        return body["file"]
-
-    @defer.inlineCallbacks
-    def download(self, token: str, file_id: str, headers: dict | None = None):
-        resp = yield treq.get(f"{self.dim.base}/v1/files/{file_id}",
-                              headers={"Authorization": f"Bearer {token}", **(headers or {})},
-                              persistent=False)
-        content = yield resp.content()
-        return resp, content
 
     @defer.inlineCallbacks
     def test_image_and_file_transfer(self):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import treq
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -41,3 +44,28 @@ class EmbeddedTestCase(unittest.TestCase):
         c.token = first.token
         self.clients.append(c)
         return c
+
+
+class FileTransfers:
+    """Upload and download over real HTTP, for embedded test cases (``self.dim``)."""
+
+    dim: Any
+
+    @defer.inlineCallbacks
+    def upload(self, token: str, name: str, data: bytes, mime: str):
+        """POST /v1/files; the answer's ``file`` (fails the test unless 201)."""
+        resp = yield treq.post(f"{self.dim.base}/v1/files?name={name}", data=data,
+                               headers={"Authorization": f"Bearer {token}",
+                                        "Content-Type": mime}, persistent=False)
+        body = yield resp.json()
+        self.assertEqual(resp.code, 201, body)  # type: ignore[attr-defined]
+        return body["file"]
+
+    @defer.inlineCallbacks
+    def download(self, token: str, file_id: str, headers: dict | None = None):
+        """GET /v1/files/ID: the response and its content."""
+        resp = yield treq.get(f"{self.dim.base}/v1/files/{file_id}",
+                              headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                              persistent=False)
+        content = yield resp.content()
+        return resp, content

@@ -165,3 +165,20 @@ def joined_nodes(store: MemoryStore, sessions: Any,
     nodes = [Node(f"n{i}", clock, store, sessions, hub.forwarder(f"n{i}"))
              for i in range(1, count + 1)]
     return clock, hub, nodes
+
+
+def contacts_store() -> MemoryStore:
+    """A memory store with four users: alice and bob are contacts, alice asked carol."""
+    store = MemoryStore()
+    for user in ("alice", "bob", "carol", "dave"):
+        store.create_user(user, "hash", 0)
+    store.request_contact("alice", "bob")
+    store.request_contact("bob", "alice")
+    store.request_contact("alice", "carol")
+    return store
+
+
+def drain(*clients: FakeClient) -> None:
+    """Forget what the clients were sent so far (presence of each other's logins)."""
+    for client in clients:
+        client.received()

@@ -14,13 +14,17 @@ from twisted.trial.unittest import TestCase
 from dim.errors import NotFound, Unavailable
 from dim.store.redis import RedisStore
 from tests.store_contract import TS, DurableStoreContractMixin
+from tests.store_contract_conversations import (ChangeStoreContractMixin,
+                                                SearchStoreContractMixin,
+                                                DurableConversationStoreContractMixin)
 from tests.store_contract_people import DurablePeopleStoreContractMixin
 from tests.fakes.redis import RedisPrefixTestCase, delete_prefix
 from tests.fakes.redis import REDIS_URL
 
 
 class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContractMixin,
-                              TestCase):
+                               DurableConversationStoreContractMixin, ChangeStoreContractMixin,
+                               SearchStoreContractMixin, TestCase):
     """RedisStore keeps every rule of the IStore contract and survives a reopen."""
 
     timeout = 20
@@ -38,6 +42,28 @@ class RedisStoreContractTests(DurableStoreContractMixin, DurablePeopleStoreContr
 
 class RedisStoreTests(RedisPrefixTestCase):
     """What is particular to the Redis store: two stores on one Redis, failures, scripts."""
+
+    @defer.inlineCallbacks
+    def test_search_scan_is_paged_and_bounded(self):
+        """Search reads pages newest first and stops after search_scan_limit entries."""
+        store = yield self.open()
+        for user in ("alice", "bob", "carol"):
+            yield store.create_user(user, "h", TS)
+        for n in range(6):
+            yield store.store_message("bob", f"b{n}", ["alice"], None, f"x{n}", "text", None,
+                                      TS)
+            yield store.store_message("carol", f"c{n}", ["alice"], None, f"x{n}", "text",
+                                      None, TS)
+        store.search_page_size = 2
+        found = yield store.search_messages("alice", "x", None, 3)
+        self.assertEqual(["c5", "b5", "c4"], [e.message.id for e in found])
+        found = yield store.search_messages("alice", "x", "bob", 20)
+        self.assertEqual([f"b{n}" for n in range(5, -1, -1)], [e.message.id for e in found])
+        store.search_scan_limit = 4
+        found = yield store.search_messages("alice", "x", "bob", 20)
+        self.assertEqual(["b5", "b4", "b3", "b2"], [e.message.id for e in found])
+        found = yield store.search_messages("alice", "x0", None, 20)
+        self.assertEqual([], found)
 
     @defer.inlineCallbacks
     def test_two_nodes_one_inbox(self):
