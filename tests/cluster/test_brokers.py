@@ -31,6 +31,7 @@ class ThreeBrokers:
     started on first use and stopped when the process exits."""
 
     _services: Services | None = None
+    offset = 0
     DIR = REPO / ".cluster" / f"test-stack3-{os.getpid()}"
 
     @classmethod
@@ -49,6 +50,7 @@ class ThreeBrokers:
                     break
             else:
                 raise AssertionError("no free ports for a three-broker stack")
+            cls.offset = offset
             result = cls._stack("up", "--brokers", "3", "--port-offset", str(offset))
             if result.returncode != 0:
                 raise AssertionError(f"the 3-broker stack did not start:\n"
@@ -79,8 +81,9 @@ class ThreeBrokers:
 
     @classmethod
     def back(cls) -> defer.Deferred[float]:
-        """Start whatever is stopped again and wait until it answers."""
-        return cls.run("up")
+        """Start whatever is stopped again and wait until it answers (on the stack's own
+        ports, whatever DIM_STACK_PORT_OFFSET says)."""
+        return cls.run("up", "--port-offset", str(cls.offset))
 
     @classmethod
     def down(cls) -> None:
