@@ -124,6 +124,7 @@ class BrokerFaultTests(unittest.TestCase):
         no message waits more than 3 s, none is lost, shown twice or out of order."""
         chat = Conversation(self.people, rate=5)
         chat.start()
+        self.addCleanup(chat.stop)  # also when the test fails midway
         yield sleep(3)
         stalls = []
         for broker in ("kafka-1", "kafka-2", "kafka-3"):
@@ -155,6 +156,7 @@ class BrokerFaultTests(unittest.TestCase):
         gateway says degraded, and delivery resumes once one broker is back; nothing lost."""
         chat = Conversation(self.people, rate=5)
         chat.start()
+        self.addCleanup(chat.stop)  # also when the test fails midway
         yield sleep(2)
         yield ThreeBrokers.kill("kafka-2")
         yield ThreeBrokers.kill("kafka-3")
@@ -184,6 +186,7 @@ class BrokerFaultTests(unittest.TestCase):
         stderr), and nothing is lost."""
         chat = Conversation(self.people, rate=5)
         chat.start()
+        self.addCleanup(chat.stop)  # also when the test fails midway
         yield sleep(2)
         yield ThreeBrokers.kill("zookeeper")
         yield sleep(4.0 + 4)
