@@ -88,6 +88,18 @@ def service_defaults(options: Any, names: list[str]) -> None:
             options[option] = os.environ.get(variable) or default
 
 
+#: The back-pressure limits of a node (see docs/protocol.md, Back-pressure), as options.
+OUTPUT_LIMIT_PARAMETERS: list[list[Any]] = [
+    ["push-limit", None, 256 * 1024,
+     "Unread bytes above which a client gets no live pushes (they stay in its inbox).",
+     int],
+    ["max-output", None, 8 * 1024 * 1024,
+     "Unread bytes above which a client is closed with slow_consumer.", int],
+    ["slow-consumer-grace", None, 15.0,
+     "Seconds a client may leave its socket buffer full before slow_consumer.", float],
+]
+
+
 def check_output_limits(options: Any) -> None:
     """Refuse node options whose back-pressure limits make no sense (twistd usage errors)."""
     from twisted.python import usage

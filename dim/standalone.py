@@ -18,7 +18,8 @@ from twisted.python import usage
 
 from dim.gateway.limits import LIMIT_PARAMETERS, limit_options
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import FrameLimitOptions, OrderedMultiService, check_output_limits
+from dim.runtime import (OUTPUT_LIMIT_PARAMETERS, FrameLimitOptions, OrderedMultiService,
+                         check_output_limits)
 
 _log = Logger()
 
@@ -36,13 +37,7 @@ class Options(FrameLimitOptions, usage.Options):
         ["node-id", None, "local", "The node's id, as clients see it."],
         ["advertise", None, None, "HOST:PORT clients should connect to (default: the bound one)."],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
-        ["push-limit", None, 256 * 1024,
-         "Unread bytes above which a client gets no live pushes (they stay in its inbox).",
-         int],
-        ["max-output", None, 8 * 1024 * 1024,
-         "Unread bytes above which a client is closed with slow_consumer.", int],
-        ["slow-consumer-grace", None, 15.0,
-         "Seconds a client may leave its socket buffer full before slow_consumer.", float],
+        *OUTPUT_LIMIT_PARAMETERS,
         ["token-ttl", None, 7 * 86400, "Token lifetime in seconds.", int],
         ["max-file-size", None, 20 * 1024 * 1024, "Largest upload, in bytes.", int],
         ["max-group-members", None, 500, "Most members a group may have.", int],

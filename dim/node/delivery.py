@@ -539,13 +539,7 @@ class NodeCore:
         def read(outcome: tuple[list[Receipt], list[Receipt], int]) -> None:
             conn.request_ended(frame)
             delivered, receipts, moved = outcome
-            targets: dict[str, list[F._Frame]] = {}
-            for receipt in delivered:
-                targets.setdefault(receipt.sender, []).append(
-                    F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
-            for receipt in receipts:
-                targets.setdefault(receipt.sender, []).append(
-                    F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
+            targets = _receipt_frames(delivered, receipts, user)
             if moved:
                 targets.setdefault(user, []).append(
                     F.ReadNotice(seq=seq, by=user, with_=frame.with_, group=frame.group))
@@ -557,13 +551,7 @@ class NodeCore:
 
     def _read(self, receipts: list[list[Receipt]], user: str, seq: int, skip: str) -> None:
         delivered, read = receipts
-        targets: dict[str, list[F._Frame]] = {}
-        for receipt in delivered:
-            targets.setdefault(receipt.sender, []).append(
-                F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
-        for receipt in read:
-            targets.setdefault(receipt.sender, []).append(
-                F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
+        targets = _receipt_frames(delivered, read, user)
         targets.setdefault(user, []).append(F.ReadNotice(seq=seq, by=user))
         self._deliver_now(targets, skip=skip)
 
@@ -748,6 +736,19 @@ class NodeCore:
                 lambda _: drained.callback(None))
         else:
             drained.callback(None)
+
+
+def _receipt_frames(delivered: list[Receipt], read: list[Receipt],
+                    user: str) -> dict[str, list[F._Frame]]:
+    """``delivered`` and ``read`` frames, by ``user``, for the senders of the receipts."""
+    targets: dict[str, list[F._Frame]] = {}
+    for receipt in delivered:
+        targets.setdefault(receipt.sender, []).append(
+            F.Delivered(id=receipt.id, mid=receipt.mid, by=user))
+    for receipt in read:
+        targets.setdefault(receipt.sender, []).append(
+            F.ReadNotice(id=receipt.id, mid=receipt.mid, by=user))
+    return targets
 
 
 def _gather(lookups: list[Deferred[Any]]) -> Deferred[list[Any]]:

@@ -28,9 +28,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dim.protocol.frames import DEFAULT_MAX_FRAME
-from dim.runtime import (CREDENTIAL_PARAMETERS, ClusterProcess, FrameLimitOptions,
-                         ServiceCredentialOptions, check_output_limits, cluster_namespace,
-                         redact_url, service_defaults)
+from dim.runtime import (CREDENTIAL_PARAMETERS, OUTPUT_LIMIT_PARAMETERS, ClusterProcess,
+                         FrameLimitOptions, ServiceCredentialOptions, check_output_limits,
+                         cluster_namespace, redact_url, service_defaults)
 
 _log = Logger(namespace="dim.node")
 
@@ -62,13 +62,7 @@ class Options(FrameLimitOptions, ServiceCredentialOptions, usage.Options):
         ["connect-timeout", None, 5.0,
          "Seconds each service has to answer at start before the node gives up.", float],
         ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame accepted, in bytes.", int],
-        ["push-limit", None, 256 * 1024,
-         "Unread bytes above which a client gets no live pushes (they stay in its inbox).",
-         int],
-        ["max-output", None, 8 * 1024 * 1024,
-         "Unread bytes above which a client is closed with slow_consumer.", int],
-        ["slow-consumer-grace", None, 15.0,
-         "Seconds a client may leave its socket buffer full before slow_consumer.", float],
+        *OUTPUT_LIMIT_PARAMETERS,
         *CREDENTIAL_PARAMETERS,
         ["metrics", None, None,
          "Endpoint serving Prometheus metrics at /metrics (e.g. tcp:9101:interface=127.0.0.1)."],
