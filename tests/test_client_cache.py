@@ -8,7 +8,8 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from dim.client import session as S
+from dim.client import events as E
+from dim.client import chat as C
 from dim.client.cache import ChatMessage, MessageCache
 from dim.client.config import ClientConfig
 
@@ -158,13 +159,13 @@ class FakeLoginGateway:
 class ChatClientTests(unittest.TestCase):
     """ChatClient ties login, config, cache and session together."""
 
-    def make(self) -> tuple[S.ChatClient, MemoryReactorClock, ClientConfig, FakeLoginGateway]:
+    def make(self) -> tuple[C.ChatClient, MemoryReactorClock, ClientConfig, FakeLoginGateway]:
         """A ChatClient with settings in a temporary directory and an in-memory cache."""
         base = self.mktemp()
         config = ClientConfig(os.path.join(base, "c"), os.path.join(base, "s"))
         reactor = MemoryReactorClock()
         gateway = FakeLoginGateway()
-        client = S.ChatClient(gateway, reactor, config=config,  # type: ignore[arg-type]
+        client = C.ChatClient(gateway, reactor, config=config,  # type: ignore[arg-type]
                               cache_factory=lambda url, user: MessageCache(":memory:", user))
         return client, reactor, config, gateway
 
@@ -175,7 +176,7 @@ class ChatClientTests(unittest.TestCase):
         self.assertEqual(config.token("http://gw", "alice"), "T")
         self.assertEqual(config.user, "alice")
         self.assertEqual(reactor.tcpClients[0][1], 9000)
-        self.assertEqual(client.state, S.CONNECTING)
+        self.assertEqual(client.state, E.CONNECTING)
 
     def test_wrong_password_fails(self) -> None:
         """A refused login fails and starts nothing."""
@@ -183,7 +184,7 @@ class ChatClientTests(unittest.TestCase):
         client, reactor, _, _ = self.make()
         self.failureResultOf(client.login("alice", "nope"), errors.Unauthorized)
         self.assertEqual(reactor.tcpClients, [])
-        self.assertEqual(client.state, S.OFFLINE)
+        self.assertEqual(client.state, E.OFFLINE)
 
     def test_resume_uses_saved_token(self) -> None:
         """resume starts a session from a saved token without a password."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dim import errors
 from dim.client import conversations as C
-from dim.client import session as S
+from dim.client import events as E
 from dim.client.cache import MessageCache
 from dim.protocol import frames as F
 from tests.fakes.client import SessionTestCase, msg
@@ -47,7 +47,7 @@ class ConversationCallTests(SessionTestCase):
         session, reactor, _, events, side = self.connect(cache=cache)
         side.send(msg(1), msg(2), msg(3, sender="carol"))
         side.send(F.ReadNotice(seq=3, by="alice", with_="carol"))
-        self.assertEqual(events.of(S.ReadUpTo), [])
+        self.assertEqual(events.of(E.ReadUpTo), [])
         self.assertEqual(events.of(C.ConversationReadUpTo),
                          [C.ConversationReadUpTo(3, with_="carol")])
         self.assertEqual({c.peer: c.unread for c in cache.conversations()}["bob"], 2)

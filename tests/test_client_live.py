@@ -11,7 +11,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from dim.client import session as S
+from dim.client import events as E
 from tests.harness import EmbeddedDim
 from tests.fakes.client import LiveChat, _Anything, live_client
 
@@ -44,9 +44,9 @@ class LiveSessionTests(unittest.TestCase):
         alice = yield self.chat("alice")
         bob = yield self.chat("bob")
         out = alice.client.send("bob", "hello bob")
-        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.SENT)
-        yield bob.wait_for(S.MessageReceived)
-        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.DELIVERED)
+        yield alice.wait_for(E.MessageStatus, id=out.id, state=E.SENT)
+        yield bob.wait_for(E.MessageReceived)
+        yield alice.wait_for(E.MessageStatus, id=out.id, state=E.DELIVERED)
         self.assertEqual(bob.received(), ["hello bob"])
         self.assertEqual([c.peer for c in bob.client.conversations()], ["alice"])
 
@@ -55,7 +55,7 @@ class LiveSessionTests(unittest.TestCase):
         """A message to a user that does not exist is marked failed with the node's reason."""
         alice = yield self.chat("alice")
         out = alice.client.send("nobody", "hello?")
-        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.FAILED)
+        yield alice.wait_for(E.MessageStatus, id=out.id, state=E.FAILED)
         self.assertIn("not_found", out.error)
 
     @defer.inlineCallbacks
@@ -64,15 +64,15 @@ class LiveSessionTests(unittest.TestCase):
         alice = yield self.chat("alice")
         bob = yield self.chat("bob")
         first = alice.client.send("bob", "before")
-        yield bob.wait_for(S.MessageReceived)
-        yield alice.wait_for(S.MessageStatus, id=first.id, state=S.DELIVERED)
+        yield bob.wait_for(E.MessageReceived)
+        yield alice.wait_for(E.MessageStatus, id=first.id, state=E.DELIVERED)
         self.dim.process.kill(signal.SIGKILL)
-        yield alice.wait_for(S.Disconnected)
+        yield alice.wait_for(E.Disconnected)
         offline = alice.client.send("bob", "while down")
         self.dim.start()
-        yield alice.wait_for(S.MessageStatus, id=offline.id, state=S.SENT, timeout=60)
-        yield bob.wait_for(S.MessageReceived, timeout=60, entry=_Anything(body="while down"))
+        yield alice.wait_for(E.MessageStatus, id=offline.id, state=E.SENT, timeout=60)
+        yield bob.wait_for(E.MessageReceived, timeout=60, entry=_Anything(body="while down"))
         self.assertEqual(bob.received(), ["before", "while down"])
-        self.assertGreaterEqual(len(alice.events.of(S.Connected)), 2)
+        self.assertGreaterEqual(len(alice.events.of(E.Connected)), 2)
 
 

@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from dim import errors
-from dim.client import session as S
+from dim.client import events as E
 from tests.harness import EmbeddedDim, sleep
 from tests.fakes.client import LiveChat, _Anything, live_client
 from tests.fakes.client import png
@@ -63,11 +63,11 @@ class LivePeopleTests(unittest.TestCase):
         bob = yield self.chat("bob")
         contact = yield alice.client.add_contact("bob")
         self.assertEqual(contact["pending"], "out")
-        yield bob.wait_for(S.Notified, event="contact_request")
+        yield bob.wait_for(E.Notified, event="contact_request")
         yield self.until(lambda: [c["pending"] for c in bob.client.contacts()] == ["in"],
                          "bob sees alice's request")
         yield bob.client.add_contact("alice")
-        yield alice.wait_for(S.Notified, event="contact_added")
+        yield alice.wait_for(E.Notified, event="contact_added")
         yield self.until(lambda: alice.client.is_online("bob") is True, "alice sees bob online")
         yield bob.client.update_profile(name="Bob Builder", status="at work")
         yield alice.client.refresh_people()
@@ -76,22 +76,22 @@ class LivePeopleTests(unittest.TestCase):
 
         # typing, then a message read by bob: alice sees it read
         alice.client.typing("bob")
-        yield bob.wait_for(S.PeerTyping, user="alice", peer="alice")
+        yield bob.wait_for(E.PeerTyping, user="alice", peer="alice")
         out = alice.client.send("bob", "are you there?")
-        yield bob.wait_for(S.MessageReceived, entry=_Anything(body="are you there?"))
-        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.DELIVERED)
+        yield bob.wait_for(E.MessageReceived, entry=_Anything(body="are you there?"))
+        yield alice.wait_for(E.MessageStatus, id=out.id, state=E.DELIVERED)
         self.assertEqual(bob.client.conversations()[0].unread, 1)
         bob.client.mark_seen("alice")
-        yield alice.wait_for(S.ReadReceipt, mid=out.mid, by="bob")
-        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.READ)
+        yield alice.wait_for(E.ReadReceipt, mid=out.mid, by="bob")
+        yield alice.wait_for(E.MessageStatus, id=out.id, state=E.READ)
         self.assertEqual(out.read_by, {"bob"})
 
         # presence: bob's only session goes, then comes back
         bob.stop()
-        yield alice.wait_for(S.PresenceChanged, user="bob", online=False)
+        yield alice.wait_for(E.PresenceChanged, user="bob", online=False)
         self.assertIs(alice.client.is_online("bob"), False)
         bob_again = yield self.chat("bob", register=False)
-        yield alice.wait_for(S.PresenceChanged, user="bob", online=True)
+        yield alice.wait_for(E.PresenceChanged, user="bob", online=True)
         yield self.until(lambda: alice.client.is_online("bob") is True, "bob online again")
         yield self.until(lambda: [c["user"] for c in bob_again.client.contacts()] == ["alice"],
                          "bob's new session fetched his contacts")
@@ -105,13 +105,13 @@ class LivePeopleTests(unittest.TestCase):
         out = alice.client.send("bob", "one")
         out2 = alice.client.send("bob", "two")
         for device in (laptop, phone):
-            yield device.wait_for(S.MessageReceived, entry=_Anything(body="two"))
+            yield device.wait_for(E.MessageReceived, entry=_Anything(body="two"))
         self.assertEqual(laptop.client.conversations()[0].unread, 2)
         phone.client.mark_seen("alice")
-        yield laptop.wait_for(S.ReadUpTo)
+        yield laptop.wait_for(E.ReadUpTo)
         self.assertEqual(laptop.client.conversations()[0].unread, 0)
-        yield alice.wait_for(S.MessageStatus, id=out2.id, state=S.READ)
-        self.assertEqual(out.state, S.READ)
+        yield alice.wait_for(E.MessageStatus, id=out2.id, state=E.READ)
+        self.assertEqual(out.state, E.READ)
 
     @defer.inlineCallbacks
     def test_group_of_three(self):  # type: ignore[no-untyped-def]
@@ -124,7 +124,7 @@ class LivePeopleTests(unittest.TestCase):
         group = yield alice.client.create_group("team", ["bob", "carol"])
         self.assertEqual(sorted(group["members"]), ["alice", "bob", "carol"])
         for member in (bob, carol):
-            yield member.wait_for(S.Notified, event="group_changed")
+            yield member.wait_for(E.Notified, event="group_changed")
             yield self.until(lambda m=member: [g["name"] for g in m.client.groups()] == ["team"],
                              f"{member.user} lists the group")
         yield self.until(lambda: bob.client.display_name("carol") == "Carol C", "carol's name")
@@ -132,25 +132,25 @@ class LivePeopleTests(unittest.TestCase):
         self.assertEqual(bob.client.display_name(peer), "# team")
         out = alice.client.send(peer, "hello team")
         for member in (bob, carol):
-            got = yield member.wait_for(S.MessageReceived, entry=_Anything(body="hello team"))
+            got = yield member.wait_for(E.MessageReceived, entry=_Anything(body="hello team"))
             self.assertEqual((got.entry.group, got.entry.sender), (group["id"], "alice"))
             self.assertEqual([c.peer for c in member.client.conversations()], [peer])
         yield self.until(lambda: out.delivered_by == {"bob", "carol"}, "delivered to both")
         bob.client.mark_seen(peer)
-        yield alice.wait_for(S.ReadReceipt, mid=out.mid, by="bob")
+        yield alice.wait_for(E.ReadReceipt, mid=out.mid, by="bob")
         self.assertEqual(out.read_by, {"bob"})
-        self.assertEqual(out.state, S.DELIVERED)  # read by all only once carol reads too
+        self.assertEqual(out.state, E.DELIVERED)  # read by all only once carol reads too
         reply = carol.client.send(peer, "hi alice")
-        yield alice.wait_for(S.MessageReceived, entry=_Anything(body="hi alice"))
-        yield bob.wait_for(S.MessageReceived, entry=_Anything(body="hi alice"))
+        yield alice.wait_for(E.MessageReceived, entry=_Anything(body="hi alice"))
+        yield bob.wait_for(E.MessageReceived, entry=_Anything(body="hi alice"))
         yield self.until(lambda: reply.delivered_by == {"alice", "bob"}, "reply delivered")
         # carol leaves: she no longer gets the group's messages
         yield carol.client.leave_group(peer)
-        yield alice.wait_for(S.Notified, event="group_changed")
+        yield alice.wait_for(E.Notified, event="group_changed")
         yield self.until(lambda: len(alice.client.group(peer)["members"]) == 2, "carol gone")
         last = alice.client.send(peer, "just us")
-        yield bob.wait_for(S.MessageReceived, entry=_Anything(body="just us"))
-        yield alice.wait_for(S.MessageStatus, id=last.id, state=S.DELIVERED)
+        yield bob.wait_for(E.MessageReceived, entry=_Anything(body="just us"))
+        yield alice.wait_for(E.MessageStatus, id=last.id, state=E.DELIVERED)
         yield sleep(0.5)
         self.assertNotIn("just us", carol.received())
 
@@ -172,8 +172,8 @@ class LivePeopleTests(unittest.TestCase):
         out = yield alice.client.send_file("bob", str(image), lambda a, b: up.append((a, b)))
         self.assertEqual((out.kind, out.file["mime"], out.file["name"]), ("image", "image/png",
                                                                           "cat.png"))
-        yield alice.wait_for(S.MessageStatus, id=out.id, state=S.SENT)
-        got = yield bob.wait_for(S.MessageReceived, entry=_Anything(kind="image"))
+        yield alice.wait_for(E.MessageStatus, id=out.id, state=E.SENT)
+        got = yield bob.wait_for(E.MessageReceived, entry=_Anything(kind="image"))
         self.assertEqual(got.entry.file["size"], image.stat().st_size)
         saved = yield bob.client.save_file(got.entry.file)
         self.assertEqual(os.path.basename(saved), "cat.png")
@@ -184,7 +184,7 @@ class LivePeopleTests(unittest.TestCase):
         self.assertEqual(out.kind, "file")
         self.assertEqual(up[-1], (blob.stat().st_size, blob.stat().st_size))
         self.assertGreater(len(up), 10)  # streamed in pieces, not one write
-        got = yield bob.wait_for(S.MessageReceived, entry=_Anything(kind="file"))
+        got = yield bob.wait_for(E.MessageReceived, entry=_Anything(kind="file"))
         # An interrupted download left the first MiB behind: the save resumes with Range.
         from dim.client.transfer import partial_path
         os.makedirs(bob.client.download_dir, exist_ok=True)

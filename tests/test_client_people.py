@@ -19,7 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from dim import errors
-from dim.client import session as S
+from dim.client import events as E
+from dim.client import chat as C
 from dim.client import transfer
 from dim.client.cache import ChatMessage, MessageCache
 from dim.client.gateway import GatewayClient, ProgressBodyProducer
@@ -36,16 +37,16 @@ class SignalTests(SessionTestCase):
         """A presence frame is reported as PresenceChanged."""
         session, reactor, _, events, side = self.connect()
         side.send(F.Presence(user="bob", online=True), F.Presence(user="bob", online=False))
-        self.assertEqual(events.of(S.PresenceChanged),
-                         [S.PresenceChanged("bob", True), S.PresenceChanged("bob", False)])
+        self.assertEqual(events.of(E.PresenceChanged),
+                         [E.PresenceChanged("bob", True), E.PresenceChanged("bob", False)])
 
     def test_typing_notice_names_the_conversation(self) -> None:
         """typing from bob to alice is bob's conversation; in a group it is #group."""
         session, reactor, _, events, side = self.connect()
         side.send(F.TypingNotice(from_="bob", to="alice"), F.TypingNotice(from_="carol",
                                                                           group="g1"))
-        self.assertEqual(events.of(S.PeerTyping),
-                         [S.PeerTyping("bob", "bob"), S.PeerTyping("carol", "#g1")])
+        self.assertEqual(events.of(E.PeerTyping),
+                         [E.PeerTyping("bob", "bob"), E.PeerTyping("carol", "#g1")])
 
     def test_typing_is_throttled_per_conversation(self) -> None:
         """At most one typing frame per conversation every 3 s; offline writes none."""
@@ -89,13 +90,13 @@ class SignalTests(SessionTestCase):
         out = session.send("bob", "hi")
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
         side.send(F.ReadNotice(id=out.id, mid="m1", by="bob"))
-        self.assertEqual(out.state, S.READ)
+        self.assertEqual(out.state, E.READ)
         self.assertEqual(out.read_by, {"bob"})
-        self.assertEqual([e.state for e in events.of(S.MessageStatus)], [S.SENDING, S.SENT, S.READ])
+        self.assertEqual([e.state for e in events.of(E.MessageStatus)], [E.SENDING, E.SENT, E.READ])
         side.send(F.Delivered(id=out.id, mid="m1", by="bob"))  # late: never goes back
-        self.assertEqual(out.state, S.READ)
+        self.assertEqual(out.state, E.READ)
         self.assertTrue(cache.get(1).read)
-        self.assertEqual(events.of(S.ReadReceipt), [S.ReadReceipt(out.id, "m1", "bob")])
+        self.assertEqual(events.of(E.ReadReceipt), [E.ReadReceipt(out.id, "m1", "bob")])
 
     def test_group_receipts_count_members(self) -> None:
         """Group receipts are counted per member; the message is not read on the first one."""
@@ -109,7 +110,7 @@ class SignalTests(SessionTestCase):
                   F.ReadNotice(id=out.id, mid="m1", by="bob"))
         self.assertEqual(out.delivered_by, {"bob", "carol"})
         self.assertEqual(out.read_by, {"bob"})
-        self.assertEqual(out.state, S.DELIVERED)
+        self.assertEqual(out.state, E.DELIVERED)
 
     def test_self_read_clears_unread(self) -> None:
         """read {seq, by: me} from another device clears unread up to seq here too."""
@@ -118,7 +119,7 @@ class SignalTests(SessionTestCase):
         side.send(msg(1), msg(2), msg(3, sender="carol"))
         self.assertEqual({c.peer: c.unread for c in cache.conversations()}, {"bob": 2, "carol": 1})
         side.send(F.ReadNotice(seq=2, by="alice"))
-        self.assertEqual(events.of(S.ReadUpTo), [S.ReadUpTo(2)])
+        self.assertEqual(events.of(E.ReadUpTo), [E.ReadUpTo(2)])
         self.assertEqual({c.peer: c.unread for c in cache.conversations()}, {"bob": 0, "carol": 1})
         side.received()
         self.assertFalse(session.read(2))  # the other device already said so
@@ -127,15 +128,15 @@ class SignalTests(SessionTestCase):
         """A seq-form read by another user is not a self-read."""
         session, reactor, _, events, side = self.connect()
         side.send(F.ReadNotice(seq=2, by="bob"))
-        self.assertEqual(events.of(S.ReadUpTo), [])
+        self.assertEqual(events.of(E.ReadUpTo), [])
 
     def test_notify_event(self) -> None:
         """notify frames are reported with their fields."""
         session, reactor, _, events, side = self.connect()
         side.send(F.Notify(event="contact_request", from_="bob"), F.Notify(event="group_changed",
                                                                            group="g1"))
-        self.assertEqual(events.of(S.Notified), [S.Notified("contact_request", {"from": "bob"}),
-                                                 S.Notified("group_changed", {"group": "g1"})])
+        self.assertEqual(events.of(E.Notified), [E.Notified("contact_request", {"from": "bob"}),
+                                                 E.Notified("group_changed", {"group": "g1"})])
 
     def test_file_message_round_trip(self) -> None:
         """A send with a file carries it; a received file message keeps it in the cache."""
@@ -147,7 +148,7 @@ class SignalTests(SessionTestCase):
         self.assertEqual((send.kind, send.file.id, send.file.name), ("image", "f1", "cat.png"))
         side.send(msg(2, kind="file", body="", file=F.FileRef(id="f2", name="a.txt", size=3,
                                                               mime="text/plain")))
-        (got,) = events.of(S.MessageReceived)
+        (got,) = events.of(E.MessageReceived)
         self.assertEqual(got.entry.file, {"id": "f2", "name": "a.txt", "size": 3,
                                           "mime": "text/plain"})
         self.assertEqual(cache.get(2).file["name"], "a.txt")
@@ -205,11 +206,11 @@ class ReadWatermarkTests(unittest.TestCase):
 class ReadClaimTests(SessionTestCase):
     """What ChatClient.mark_seen claims with each read_claim."""
 
-    def client(self, claim: str) -> tuple[S.ChatClient, Any]:
+    def client(self, claim: str) -> tuple[C.ChatClient, Any]:
         """A ChatClient for alice with carol's message 1 and bob's 2 and 3, and the node side."""
         from twisted.internet.testing import MemoryReactorClock
         reactor = MemoryReactorClock()
-        chat = S.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
+        chat = C.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
                             cache_factory=lambda url, user: MessageCache(":memory:", user))
         chat._start("alice", "tok", {"id": "n1", "host": "127.0.0.1", "port": 9000})
         side = NodeSide(reactor)
@@ -220,7 +221,7 @@ class ReadClaimTests(SessionTestCase):
 
     def test_seen_waits_for_other_conversations(self) -> None:
         """'seen' claims nothing past carol's unseen message, then all once it is seen."""
-        chat, side = self.client(S.READ_SEEN)
+        chat, side = self.client(C.READ_SEEN)
         chat.mark_seen("bob")
         self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [])
         chat.mark_seen("carol")
@@ -229,11 +230,11 @@ class ReadClaimTests(SessionTestCase):
 
     def test_shown_claims_the_newest_shown(self) -> None:
         """'shown' claims up to the newest message of the conversation opened."""
-        chat, side = self.client(S.READ_SHOWN)
+        chat, side = self.client(C.READ_SHOWN)
         chat.mark_seen("bob")
         self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [3])
         chat.stop()
-        self.assertRaises(ValueError, S.ChatClient, FakeGateway(), None, read_claim="all")
+        self.assertRaises(ValueError, C.ChatClient, FakeGateway(), None, read_claim="all")
 
 
 class ImmediateFailureTests(unittest.TestCase):
@@ -242,7 +243,7 @@ class ImmediateFailureTests(unittest.TestCase):
     def test_send_file_without_session_or_file(self) -> None:
         """No session, or no such file: a failed Deferred, not an exception."""
         from twisted.internet.testing import MemoryReactorClock
-        chat = S.ChatClient(FakeGateway(), MemoryReactorClock(), cache_factory=None)  # type: ignore[arg-type]
+        chat = C.ChatClient(FakeGateway(), MemoryReactorClock(), cache_factory=None)  # type: ignore[arg-type]
         self.failureResultOf(chat.send_file("bob", "/no/such/file"), errors.Unauthorized)
         self.failureResultOf(chat.set_avatar("/no/such/file"), FileNotFoundError)
 
@@ -334,20 +335,20 @@ class RosterTests(unittest.TestCase):
         from twisted.internet.testing import MemoryReactorClock
         gw = FakeGateway()
         gw.contacts_answer = [{"user": "bob", "name": "Bob", "online": False, "pending": None}]
-        chat = S.ChatClient(gw, MemoryReactorClock(), cache_factory=None)  # type: ignore[arg-type]
-        chat.roster = Roster(gw, "alice", lambda what: chat.emit(S.RosterChanged(what)))
+        chat = C.ChatClient(gw, MemoryReactorClock(), cache_factory=None)  # type: ignore[arg-type]
+        chat.roster = Roster(gw, "alice", lambda what: chat.emit(E.RosterChanged(what)))
         chat.user = "alice"
         seen: list[Any] = []
         chat.subscribe(seen.append)
-        chat._relay(S.Connected(S.NodeAddress("n1", "h", 1), "alice", 0))
+        chat._relay(E.Connected(E.NodeAddress("n1", "h", 1), "alice", 0))
         self.assertEqual(chat.is_online("bob"), False)
-        chat._relay(S.PresenceChanged("bob", True))
+        chat._relay(E.PresenceChanged("bob", True))
         self.assertEqual(chat.is_online("bob"), True)
         gw.calls.clear()
-        chat._relay(S.Notified("contact_request", {"from": "erin"}))
-        chat._relay(S.Notified("group_changed", {"group": "g1"}))
+        chat._relay(E.Notified("contact_request", {"from": "erin"}))
+        chat._relay(E.Notified("group_changed", {"group": "g1"}))
         self.assertEqual([c[0] for c in gw.calls], ["contacts", "groups"])
-        self.assertIn(S.RosterChanged("contacts"), seen)
+        self.assertIn(E.RosterChanged("contacts"), seen)
 
 
 class PeopleCallTests(unittest.TestCase):

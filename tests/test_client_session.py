@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 from dim import errors
+from dim.client import events as E
 from dim.client import session as S
 from dim.client.cache import MessageCache
 from dim.protocol import frames as F
@@ -29,10 +30,10 @@ class ConnectTests(SessionTestCase):
         side = NodeSide(reactor)
         (hello,) = side.received()
         self.assertEqual((hello.v, hello.token, hello.device), (1, "tok", "dim-chat"))
-        self.assertEqual(session.state, S.CONNECTING)
+        self.assertEqual(session.state, E.CONNECTING)
         side.send(F.Welcome(user="alice", node="n1", heartbeat=30, max_frame=65536, last_seq=0))
-        self.assertEqual(session.state, S.CONNECTED)
-        (connected,) = events.of(S.Connected)
+        self.assertEqual(session.state, E.CONNECTED)
+        (connected,) = events.of(E.Connected)
         self.assertEqual(connected.node.id, "n1")
 
     def test_start_without_node_routes(self) -> None:
@@ -68,13 +69,13 @@ class ConnectTests(SessionTestCase):
         reactor.advance(59)
         side.send(F.Pong())
         reactor.advance(59)
-        self.assertEqual(events.of(S.Disconnected), [])
+        self.assertEqual(events.of(E.Disconnected), [])
         reactor.advance(1.5)
-        (gone,) = events.of(S.Disconnected)
+        (gone,) = events.of(E.Disconnected)
         self.assertIn("60", gone.reason)
         self.assertTrue(side.transport.disconnecting or side.transport.disconnected)
-        self.assertEqual(session.state, S.RECONNECTING)
-        self.assertEqual(len(events.of(S.Reconnecting)), 1)
+        self.assertEqual(session.state, E.RECONNECTING)
+        self.assertEqual(len(events.of(E.Reconnecting)), 1)
 
     def test_no_welcome_is_dead(self) -> None:
         """A node that never answers hello is given up after 10 s."""
@@ -82,7 +83,7 @@ class ConnectTests(SessionTestCase):
         session.start(NODE1)
         NodeSide(reactor)
         reactor.advance(10.5)
-        self.assertEqual(len(events.of(S.Disconnected)), 1)
+        self.assertEqual(len(events.of(E.Disconnected)), 1)
 
 
 class SeqTests(SessionTestCase):
@@ -94,7 +95,7 @@ class SeqTests(SessionTestCase):
         side.send(msg(1))
         side.send(msg(1))
         side.send(msg(2), msg(1), msg(2))
-        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 2])
+        self.assertEqual([e.entry.seq for e in events.of(E.MessageReceived)], [1, 2])
         self.assertEqual(session.last_seq, 2)
 
     def test_gap_triggers_sync(self) -> None:
@@ -108,8 +109,8 @@ class SeqTests(SessionTestCase):
         self.assertEqual(session.last_seq, 1)
         side.send(msg(2), msg(3), F.Synced(after=1, last_seq=3, more=False))
         self.assertEqual(session.last_seq, 3)
-        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 3, 2])
-        self.assertEqual(len(events.of(S.SyncFinished)), 1)
+        self.assertEqual([e.entry.seq for e in events.of(E.MessageReceived)], [1, 3, 2])
+        self.assertEqual(len(events.of(E.SyncFinished)), 1)
 
     def test_welcome_last_seq_above_own_syncs(self) -> None:
         """welcome.last_seq above the client's own makes it sync from its own."""
@@ -139,7 +140,7 @@ class SeqTests(SessionTestCase):
         self.assertEqual(sync.after, 1)
         side.send(msg(2), F.Synced(after=1, last_seq=2, more=False))
         self.assertEqual(session.last_seq, 2)
-        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 2])
+        self.assertEqual([e.entry.seq for e in events.of(E.MessageReceived)], [1, 2])
 
     def test_pong_at_own_seq_or_without_seq_does_not_sync(self) -> None:
         """A pong at the client's seq, below it (the client is ahead of a slow answer) or
@@ -159,7 +160,7 @@ class SeqTests(SessionTestCase):
         side.send(msg(4), msg(5), F.Synced(after=3, last_seq=5, more=False))
         self.assertEqual([f for f in side.received() if isinstance(f, F.Sync)], [])
         self.assertEqual(session.last_seq, 5)
-        self.assertEqual(events.of(S.SyncFinished), [S.SyncFinished(5)])
+        self.assertEqual(events.of(E.SyncFinished), [E.SyncFinished(5)])
 
     def test_sync_refused_by_error_is_asked_again(self) -> None:
         """An error answering a sync (no ref) releases it; the sync is asked again 1 s later."""
@@ -172,7 +173,7 @@ class SeqTests(SessionTestCase):
         side.send(msg(1), msg(2), msg(3), msg(4), msg(5),
                   F.Synced(after=0, last_seq=5, more=False))
         self.assertEqual(session.last_seq, 5)
-        self.assertEqual(events.of(S.SyncFinished), [S.SyncFinished(5)])
+        self.assertEqual(events.of(E.SyncFinished), [E.SyncFinished(5)])
 
     def test_unanswered_sync_is_asked_again(self) -> None:
         """A sync with no answer for SYNC_TIMEOUT is sent again; an answered one is not."""
@@ -244,12 +245,12 @@ class SendTests(SessionTestCase):
         (send,) = side.received()
         self.assertEqual((send.id, send.to, send.body), (out.id, "bob", "hi"))
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
-        self.assertEqual((out.state, out.mid, out.seq), (S.SENT, "m1", 1))
+        self.assertEqual((out.state, out.mid, out.seq), (E.SENT, "m1", 1))
         side.send(F.Delivered(id=out.id, mid="m1", by="bob"))
-        self.assertEqual(out.state, S.DELIVERED)
-        self.assertEqual([e.state for e in events.of(S.MessageStatus)],
-                         [S.SENDING, S.SENT, S.DELIVERED])
-        self.assertEqual(events.of(S.Delivered), [S.Delivered(out.id, "m1", "bob")])
+        self.assertEqual(out.state, E.DELIVERED)
+        self.assertEqual([e.state for e in events.of(E.MessageStatus)],
+                         [E.SENDING, E.SENT, E.DELIVERED])
+        self.assertEqual(events.of(E.Delivered), [E.Delivered(out.id, "m1", "bob")])
 
     def test_resend_once_then_failed_then_retry(self) -> None:
         """No sent in 4 s: the same send again; 4 s more: failed; retry sends the same id."""
@@ -260,16 +261,16 @@ class SendTests(SessionTestCase):
         self.assertEqual(side.received(), [])
         reactor.advance(0.2)
         self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], [out.id])
-        self.assertEqual(out.state, S.SENDING)
+        self.assertEqual(out.state, E.SENDING)
         reactor.advance(4)
-        self.assertEqual(out.state, S.FAILED)
+        self.assertEqual(out.state, E.FAILED)
         self.assertEqual([f for f in side.received() if isinstance(f, F.Send)], [])
-        self.assertEqual(events.of(S.MessageStatus)[-1].state, S.FAILED)
+        self.assertEqual(events.of(E.MessageStatus)[-1].state, E.FAILED)
         session.retry(out.id)
-        self.assertEqual(out.state, S.SENDING)
+        self.assertEqual(out.state, E.SENDING)
         self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], [out.id])
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
-        self.assertEqual(out.state, S.SENT)
+        self.assertEqual(out.state, E.SENT)
 
     def test_sent_in_time_stops_resend(self) -> None:
         """A sent within 4 s means no second send and no failure."""
@@ -280,16 +281,16 @@ class SendTests(SessionTestCase):
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
         reactor.advance(10)
         self.assertEqual([f for f in side.received() if isinstance(f, F.Send)], [])
-        self.assertEqual(out.state, S.SENT)
+        self.assertEqual(out.state, E.SENT)
 
     def test_error_with_ref_fails_the_message(self) -> None:
         """An error naming a send's id (say not_found) marks that message failed at once."""
         session, reactor, _, events, side = self.connect()
         out = session.send("nobody", "hi")
         side.send(F.Error(code="not_found", message="no such user", ref=out.id))
-        self.assertEqual(out.state, S.FAILED)
+        self.assertEqual(out.state, E.FAILED)
         self.assertIn("not_found", out.error)
-        self.assertEqual(events.of(S.ServerError)[0].code, "not_found")
+        self.assertEqual(events.of(E.ServerError)[0].code, "not_found")
 
     def test_rate_limited_sends_go_again_at_the_nodes_pace(self) -> None:
         """Refused sends go again retry_after apart, in order, never failing for it."""
@@ -315,8 +316,8 @@ class SendTests(SessionTestCase):
             for frame in side.received():
                 if isinstance(frame, F.Send):
                     side.send(F.Sent(id=frame.id, mid=frame.id, seq=9, ts=5))
-        self.assertEqual([m.state for m in out], [S.SENT] * 5)
-        self.assertNotIn(S.FAILED, [e.state for e in events.of(S.MessageStatus)])
+        self.assertEqual([m.state for m in out], [E.SENT] * 5)
+        self.assertNotIn(E.FAILED, [e.state for e in events.of(E.MessageStatus)])
 
     def test_ids_are_unique(self) -> None:
         """Ids differ between messages and between sessions."""
@@ -332,14 +333,14 @@ class SendTests(SessionTestCase):
         out = session.send("bob", "hi")
         side.send(msg(2), F.Msg(mid="m1", id=out.id, from_="alice", to="bob", ts=3, seq=1,
                                 body="hi", kind="text", delivered=True))
-        self.assertEqual(out.state, S.DELIVERED)
-        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [2])
+        self.assertEqual(out.state, E.DELIVERED)
+        self.assertEqual([e.entry.seq for e in events.of(E.MessageReceived)], [2])
 
     def test_delivered_from_another_device(self) -> None:
         """A delivered for a message sent from another device is reported by mid."""
         session, reactor, _, events, side = self.connect()
         side.send(F.Delivered(id="other", mid="m9", by="bob"))
-        self.assertEqual(events.of(S.Delivered), [S.Delivered("other", "m9", "bob")])
+        self.assertEqual(events.of(E.Delivered), [E.Delivered("other", "m9", "bob")])
 
     def test_oversized_body_is_refused_locally(self) -> None:
         """A body over 16 KiB raises TooLarge without touching the wire."""
@@ -367,7 +368,7 @@ class ReconnectTests(SessionTestCase):
         session.start()
         for _ in range(3):
             reactor.advance(30)
-        got = [(e.attempt, e.in_seconds) for e in events.of(S.Reconnecting)]
+        got = [(e.attempt, e.in_seconds) for e in events.of(E.Reconnecting)]
         self.assertEqual(got, [(1, 0.5), (2, 0.5), (3, 2.0)])
         self.assertEqual(reactor.tcpClients[-1][1], 9001)
 
@@ -376,7 +377,7 @@ class ReconnectTests(SessionTestCase):
         session, reactor, gateway, events = self.make([errors.Unavailable(), NODE2],
                                                       rng=lambda: 1.0)
         session.start()
-        self.assertEqual(session.state, S.RECONNECTING)
+        self.assertEqual(session.state, E.RECONNECTING)
         self.assertEqual(len(gateway.calls), 1)
         self.assertTrue(session.reconnect_now())
         self.assertEqual(len(gateway.calls), 2)
@@ -387,8 +388,8 @@ class ReconnectTests(SessionTestCase):
         """After losing node n1 the route asks to exclude n1, then connects where told."""
         session, reactor, gateway, events, side = self.connect(answers=[NODE2])
         side.lose()
-        self.assertEqual(session.state, S.RECONNECTING)
-        (rec,) = events.of(S.Reconnecting)
+        self.assertEqual(session.state, E.RECONNECTING)
+        (rec,) = events.of(E.Reconnecting)
         self.assertTrue(0 <= rec.in_seconds <= 0.5)
         reactor.advance(rec.in_seconds)
         self.assertEqual(gateway.calls, [["n1"]])
@@ -396,7 +397,7 @@ class ReconnectTests(SessionTestCase):
         side2 = NodeSide(reactor)
         side2.welcome("n2")
         self.assertEqual(session.node.id, "n2")
-        self.assertEqual(session.state, S.CONNECTED)
+        self.assertEqual(session.state, E.CONNECTED)
 
     def test_no_node_but_the_failed_one_routes_again_without_exclusion(self) -> None:
         """If excluding the failed node leaves none, the route is asked again without it."""
@@ -420,9 +421,9 @@ class ReconnectTests(SessionTestCase):
         inflight = session.send("bob", "one")
         side.lose()
         offline = session.send("bob", "two")
-        self.assertEqual(offline.state, S.SENDING)
+        self.assertEqual(offline.state, E.SENDING)
         reactor.advance(10)  # longer than the send timeouts: offline messages do not fail
-        self.assertEqual(inflight.state, S.SENDING)
+        self.assertEqual(inflight.state, E.SENDING)
         side2 = NodeSide(reactor)
         side2.welcome("n2")
         sends = [f for f in side2.received() if isinstance(f, F.Send)]
@@ -440,7 +441,7 @@ class ReconnectTests(SessionTestCase):
         (sync,) = [f for f in side2.received() if isinstance(f, F.Sync)]
         self.assertEqual(sync.after, 2)
         side2.send(msg(2), msg(3), msg(4), msg(5), F.Synced(after=2, last_seq=5, more=False))
-        self.assertEqual([e.entry.seq for e in events.of(S.MessageReceived)], [1, 2, 3, 4, 5])
+        self.assertEqual([e.entry.seq for e in events.of(E.MessageReceived)], [1, 2, 3, 4, 5])
 
     def test_attempts_reset_after_welcome(self) -> None:
         """A successful welcome starts the backoff from attempt 1 again."""
@@ -449,17 +450,17 @@ class ReconnectTests(SessionTestCase):
         reactor.advance(1)
         side2 = NodeSide(reactor)
         side2.welcome("n2")
-        self.assertEqual([e.attempt for e in events.of(S.Reconnecting)], [1])
+        self.assertEqual([e.attempt for e in events.of(E.Reconnecting)], [1])
         side2.lose()
-        self.assertEqual([e.attempt for e in events.of(S.Reconnecting)], [1, 1])
+        self.assertEqual([e.attempt for e in events.of(E.Reconnecting)], [1, 1])
 
     def test_refused_token_expires_the_session(self) -> None:
         """An unauthorized route stops reconnecting and reports SessionExpired."""
         session, reactor, gateway, events, side = self.connect(answers=[errors.Unauthorized()])
         side.lose()
         reactor.advance(1)
-        self.assertEqual(len(events.of(S.SessionExpired)), 1)
-        self.assertEqual(session.state, S.OFFLINE)
+        self.assertEqual(len(events.of(E.SessionExpired)), 1)
+        self.assertEqual(session.state, E.OFFLINE)
         reactor.advance(100)
         self.assertEqual(len(gateway.calls), 1)
 
@@ -470,4 +471,4 @@ class ReconnectTests(SessionTestCase):
         side.lose()
         reactor.advance(100)
         self.assertEqual(gateway.calls, [])
-        self.assertEqual(session.state, S.OFFLINE)
+        self.assertEqual(session.state, E.OFFLINE)

@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dim.client import session as session_module
-from dim.client.session import ClientSession, NodeAddress
+from dim.client.events import NodeAddress
+from dim.client.session import ClientSession
 from dim.client.tls import load_trust_root
 
 

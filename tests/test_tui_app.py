@@ -6,7 +6,8 @@ import inspect
 from textual import events
 from twisted.trial import unittest
 
-from dim.client import session as S
+from dim.client import events as E
+from dim.client import chat as C
 from tui.app import ChatApp
 from tui.core import ChatCore
 from tui.screens.help import HelpScreen
@@ -26,7 +27,7 @@ class InterfaceTests(unittest.TestCase):
         members = [n for n in vars(ChatCore) if not n.startswith("_")]
         self.assertIn("send", members)
         for name in members:
-            real = getattr(S.ChatClient, name, None)
+            real = getattr(C.ChatClient, name, None)
             fake = getattr(FakeChatCore, name, None)
             if name == "user":
                 continue  # an instance attribute on both
@@ -113,7 +114,7 @@ class LoginTests(unittest.TestCase):
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test() as pilot:
             await logged_in(pilot)
-            core.set_state(S.OFFLINE, S.SessionExpired("token expired"))
+            core.set_state(E.OFFLINE, E.SessionExpired("token expired"))
             await pilot.pause()
             await pilot.pause()
             self.assertIsInstance(app.screen, LoginScreen)
@@ -166,7 +167,7 @@ class ChatTests(unittest.TestCase):
             await logged_in(pilot)
             await submit(pilot, "/open bob")
             entry = core.receive("bob", "hi alice")
-            core.emit(S.MessageReceived(entry))  # a duplicate report of the same seq
+            core.emit(E.MessageReceived(entry))  # a duplicate report of the same seq
             await pilot.pause()
             self.assertEqual(len(shown(app)), 1)
             self.assertRegex(shown(app)[0], r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d bob: hi alice$")
@@ -184,7 +185,7 @@ class ChatTests(unittest.TestCase):
             await pilot.pause()
             self.assertIsInstance(app.screen, LoginScreen)
             self.assertIsNone(core.saved_login)
-            self.assertEqual(core.state, S.OFFLINE)
+            self.assertEqual(core.state, E.OFFLINE)
 
     @async_test
     async def test_unread_count_and_bell(self) -> None:
@@ -232,11 +233,11 @@ class ChatTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             self.assertIn("connected to node n1", bar(app))
-            core.set_state(S.RECONNECTING, S.Disconnected(NODE, "gone"))
-            core.emit(S.Reconnecting(3.0, 2))
+            core.set_state(E.RECONNECTING, E.Disconnected(NODE, "gone"))
+            core.emit(E.Reconnecting(3.0, 2))
             await pilot.pause()
             self.assertIn("reconnecting in 3 s (attempt 2)", bar(app))
-            core.set_state(S.OFFLINE, S.Offline("stopped"))
+            core.set_state(E.OFFLINE, E.Offline("stopped"))
             await pilot.pause()
             self.assertIn("offline", bar(app))
 
@@ -303,4 +304,4 @@ class ChatTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             await submit(pilot, "/quit")
-        self.assertEqual(core.state, S.OFFLINE)
+        self.assertEqual(core.state, E.OFFLINE)

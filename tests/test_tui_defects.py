@@ -14,6 +14,7 @@ from typing import Any
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from dim.client import events as E
 from dim.client import session as S
 from tui.app import ChatApp
 from tui.widgets.connection_bar import ConnectionBar
@@ -102,7 +103,7 @@ class DefectTests(unittest.TestCase):
                 core.deliver(out.id, by)
                 assert core.cache is not None and out.mid is not None
                 core.cache.add_receipt(out.mid, by, True)  # as the real core's session does
-                core.emit(S.ReadReceipt(out.id, out.mid, by))
+                core.emit(E.ReadReceipt(out.id, out.mid, by))
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("✓✓ read by all 2"), shown(app))
             await submit(pilot, "/open bob")
@@ -125,7 +126,7 @@ class DefectTests(unittest.TestCase):
             self.assertTrue(shown(app)[-1].endswith("Bob Builder: in the group"), shown(app))
             core.names["bob"] = "Robert"
             core.contact_map["bob"]["name"] = "Robert"
-            core.emit(S.RosterChanged("names"))
+            core.emit(E.RosterChanged("names"))
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("Robert: in the group"), shown(app))
 
@@ -144,8 +145,8 @@ class DefectTests(unittest.TestCase):
             await submit(pilot, "/open bob")
             await submit(pilot, "hello")
             (out,) = core.outgoing_by_id.values()
-            out.state, out.error = S.FAILED, "not_found: no such user"
-            core.emit(S.MessageStatus(out.id, S.FAILED, out))
+            out.state, out.error = E.FAILED, "not_found: no such user"
+            core.emit(E.MessageStatus(out.id, E.FAILED, out))
             await pilot.pause()
             self.assertNotIn("ctrl+r", shown(app)[-1])
             self.assertNotIn("ctrl+r", notice(app))
@@ -153,8 +154,8 @@ class DefectTests(unittest.TestCase):
             await pilot.pause()
             self.assertEqual(core.retried, [])
             app.screen.say("")
-            core.emit(S.Connected(S.NodeAddress("n2", "127.0.0.1", 9001), "alice", 0))
-            core.emit(S.MessageStatus(out.id, S.FAILED, out))
+            core.emit(E.Connected(E.NodeAddress("n2", "127.0.0.1", 9001), "alice", 0))
+            core.emit(E.MessageStatus(out.id, E.FAILED, out))
             await pilot.pause()
             self.assertEqual(notice(app), "")
 
@@ -198,12 +199,12 @@ class DefectTests(unittest.TestCase):
             await submit(pilot, "/open carol")
             await pilot.pause()
             self.assertIn("(online)", text_of(app, "#title"))
-            core.emit(S.RosterChanged("contacts"))
+            core.emit(E.RosterChanged("contacts"))
             await pilot.pause()
             self.assertIn("(online)", text_of(app, "#title"))
             asked = len(core.user_infos)
             core.online_users = {"bob"}  # carol went away meanwhile
-            core.emit(S.Connected(S.NodeAddress("n2", "127.0.0.1", 9001), "alice", 0))
+            core.emit(E.Connected(E.NodeAddress("n2", "127.0.0.1", 9001), "alice", 0))
             await pilot.pause(0.1)
             self.assertGreater(len(core.user_infos), asked)
             self.assertIn("(offline)", text_of(app, "#title"))
@@ -265,10 +266,10 @@ class DefectTests(unittest.TestCase):
             def running() -> list[Any]:
                 return [t for t in bar._timers if t._task is not None and not t._task.done()]
             self.assertEqual(running(), [])
-            core.set_state(S.RECONNECTING, S.Reconnecting(5.0, 2))
+            core.set_state(E.RECONNECTING, E.Reconnecting(5.0, 2))
             await pilot.pause()
             self.assertEqual(len(running()), 1)
-            core.set_state(S.CONNECTED, S.Connected(S.NodeAddress("n1", "127.0.0.1", 9000),
+            core.set_state(E.CONNECTED, E.Connected(E.NodeAddress("n1", "127.0.0.1", 9000),
                                                     "alice", 0))
             await pilot.pause(0.2)
             self.assertEqual(running(), [])
@@ -280,7 +281,7 @@ class DefectTests(unittest.TestCase):
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test() as pilot:
             await logged_in(pilot)
-            core.set_state(S.RECONNECTING, S.Reconnecting(7.0, 4))
+            core.set_state(E.RECONNECTING, E.Reconnecting(7.0, 4))
             await pilot.pause()
             self.assertIn("F5 reconnects now", app.screen.query_one(ConnectionBar).plain)
             await pilot.press("f5")

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from dim.client import session as S
+from dim.client import events as E
 from tui.app import ChatApp
 from tui.screens import chat as chat_screen
 from tui.screens.profile import ProfileScreen
@@ -41,7 +41,7 @@ class ContactPaneTests(unittest.TestCase):
                 "● [BB] Bob Builder (bob) - at work",
                 "○ [C] Carol (carol)"])
             core.contact_map["carol"]["online"] = True
-            core.emit(S.PresenceChanged("carol", True))
+            core.emit(E.PresenceChanged("carol", True))
             await pilot.pause()
             self.assertIn("● [C] Carol (carol)", contacts(app))
 
@@ -63,8 +63,8 @@ class ContactPaneTests(unittest.TestCase):
             core.contact_map["erin"] = {"user": "erin", "name": "erin", "online": False,
                                         "pending": "in"}
             core.users["erin"] = "e" * 8
-            core.emit(S.Notified("contact_request", {"from": "erin"}))
-            core.emit(S.RosterChanged("contacts"))
+            core.emit(E.Notified("contact_request", {"from": "erin"}))
+            core.emit(E.RosterChanged("contacts"))
             await pilot.pause()
             self.assertIn("erin asks to be your contact", notice(app))
             pane.index = 0
@@ -156,7 +156,7 @@ class ContactPaneTests(unittest.TestCase):
             pane = app.screen.query_one(ContactList)
             self.assertEqual(len(pane.query(Image)), 1)
             self.assertIn("● [BB] Bob Builder (bob) - at work", contacts(app))
-            core.emit(S.RosterChanged("contacts"))
+            core.emit(E.RosterChanged("contacts"))
             await pilot.pause(0.1)
             self.assertEqual(len(core.saved), 1)
 
@@ -213,17 +213,17 @@ class SignalTests(unittest.TestCase):
         async with app.run_test() as pilot:
             await logged_in(pilot)
             await submit(pilot, "/open bob")
-            core.emit(S.PeerTyping("bob", "bob"))
-            core.emit(S.PeerTyping("carol", "carol"))  # another conversation: not shown here
+            core.emit(E.PeerTyping("bob", "bob"))
+            core.emit(E.PeerTyping("carol", "carol"))  # another conversation: not shown here
             await pilot.pause()
             self.assertEqual(text_of(app, "#typing"), "Bob Builder is typing...")
             await pilot.pause(0.6)
-            core.emit(S.PeerTyping("bob", "bob"))  # keeps it shown for another second
+            core.emit(E.PeerTyping("bob", "bob"))  # keeps it shown for another second
             await pilot.pause(0.6)
             self.assertEqual(text_of(app, "#typing"), "Bob Builder is typing...")
             await pilot.pause(1.0)
             self.assertEqual(text_of(app, "#typing"), "")
-            core.emit(S.PeerTyping("bob", "bob"))
+            core.emit(E.PeerTyping("bob", "bob"))
             await pilot.pause()
             core.receive("bob", "done typing")
             await pilot.pause()
@@ -259,8 +259,8 @@ class SignalTests(unittest.TestCase):
             core.deliver(out.id)
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("✓✓ delivered"), shown(app))
-            out.state = S.READ
-            core.emit(S.ReadReceipt(out.id, out.mid or "", "bob"))
+            out.state = E.READ
+            core.emit(E.ReadReceipt(out.id, out.mid or "", "bob"))
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("✓✓ read"), shown(app))
 
@@ -278,7 +278,7 @@ class SignalTests(unittest.TestCase):
             self.assertEqual(conversations.lines(), ["Bob Builder (2)"])
             assert core.cache is not None
             core.cache.mark_read_upto(2)
-            core.emit(S.ReadUpTo(2))
+            core.emit(E.ReadUpTo(2))
             await pilot.pause(0.1)
             self.assertEqual(conversations.lines(), ["Bob Builder"])
 
@@ -316,9 +316,9 @@ class GroupTests(unittest.TestCase):
             out = list(core.outgoing_by_id.values())[-1]
             self.assertEqual((out.group, out.to), ("g1", None))
             core.confirm(out.id)
-            core.emit(S.Delivered(out.id, out.mid or "", "bob"))
-            core.emit(S.Delivered(out.id, out.mid or "", "carol"))
-            core.emit(S.ReadReceipt(out.id, out.mid or "", "bob"))
+            core.emit(E.Delivered(out.id, out.mid or "", "bob"))
+            core.emit(E.Delivered(out.id, out.mid or "", "carol"))
+            core.emit(E.ReadReceipt(out.id, out.mid or "", "bob"))
             await pilot.pause()
             self.assertTrue(shown(app)[-1].endswith("✓✓ delivered to 2 of 3, read by 1"),
                             shown(app))

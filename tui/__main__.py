@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dim.client.config import ClientConfig
     from dim.client.gateway import GatewayClient
-    from dim.client.session import ChatClient
+    from dim.client.chat import ChatClient
     from tui.app import ChatApp
 
     from dim.client.tls import https_agent, load_trust_root

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.message import Message
 
 from dim import errors
-from dim.client import session as S
+from dim.client import events as E
 from tui import wait_for
 from tui.core import ChatCore
 from tui.palette import DimCommands
@@ -124,12 +124,12 @@ class ChatApp(App[None]):
 
     async def on_core_event(self, message: CoreEvent) -> None:
         event = message.event
-        if isinstance(event, (S.Connecting, S.Connected)):
+        if isinstance(event, (E.Connecting, E.Connected)):
             self.connection_node = event.node.id
             self.reconnect_at = None
-            if isinstance(event, S.Connected):
+            if isinstance(event, E.Connected):
                 self.connection_user = event.user
-        elif isinstance(event, S.Reconnecting):
+        elif isinstance(event, E.Reconnecting):
             self.reconnect_at = time.monotonic() + event.in_seconds
             self.reconnect_attempt = event.attempt
         self.connection_state = self.client.state
@@ -137,7 +137,7 @@ class ChatApp(App[None]):
             return
         for bar in self.screen.query(ConnectionBar):
             bar.refresh_state()
-        if isinstance(event, S.SessionExpired):
+        if isinstance(event, E.SessionExpired):
             await self.switch_screen(self.login_screen(
                 self.client.user, None, f"Please log in again ({event.message})."))
             return

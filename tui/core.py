@@ -1,18 +1,18 @@
 """What dim-chat needs of its client core, as one Protocol the app and its screens type against.
 
-:class:`dim.client.session.ChatClient` is the real core; the tests drive the app with a fake.
+:class:`dim.client.chat.ChatClient` is the real core; the tests drive the app with a fake.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dim.client import session as S
+from dim.client import events as E
 from dim.client.cache import Conversation
 
 
 class ChatCore(Protocol):
-    """What the chat needs of its client core (:class:`dim.client.session.ChatClient`)."""
+    """What the chat needs of its client core (:class:`dim.client.chat.ChatClient`)."""
 
     user: str | None
 
@@ -21,7 +21,7 @@ class ChatCore(Protocol):
         """offline, connecting, connected or reconnecting."""
 
     @property
-    def node(self) -> S.NodeAddress | None:
+    def node(self) -> E.NodeAddress | None:
         """The node connected to, if any."""
 
     def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]:
@@ -42,10 +42,10 @@ class ChatCore(Protocol):
     def stop(self) -> None:
         """Disconnect."""
 
-    def send(self, to: str, body: str) -> S.OutgoingMessage:
+    def send(self, to: str, body: str) -> E.OutgoingMessage:
         """Send a message."""
 
-    def retry(self, id: str) -> S.OutgoingMessage:
+    def retry(self, id: str) -> E.OutgoingMessage:
         """Send a failed message again."""
 
     def reconnect(self) -> bool:
@@ -60,7 +60,7 @@ class ChatCore(Protocol):
     def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> Any:
         """A Deferred of older messages of one conversation."""
 
-    def pending(self, peer: str) -> list[S.OutgoingMessage]:
+    def pending(self, peer: str) -> list[E.OutgoingMessage]:
         """One's own messages to ``peer`` that have no seq yet."""
 
     def mark_seen(self, peer: str) -> None:

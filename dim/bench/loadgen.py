@@ -219,23 +219,23 @@ class _StormRecord:
 
     def event(self, event: Any) -> None:
         """Listen to the session's events."""
-        from dim.client import session as S
+        from dim.client import events as E
         t = type(event)
-        if t is S.MessageReceived:
+        if t is E.MessageReceived:
             seq = event.entry.seq
             if seq in self.seen:
                 self.duplicates += 1
             else:
                 self.seen.add(seq)
                 self.mids.append(event.entry.mid)
-        elif t is S.Disconnected:
+        elif t is E.Disconnected:
             if self.lost_at is None or (self.back_at is not None and self.back_at >= self.lost_at):
                 self.lost_at = self.clock.seconds()
                 self.back_at = None
-        elif t is S.Connected:
+        elif t is E.Connected:
             if self.lost_at is not None:
                 self.back_at = self.clock.seconds()
-        elif t is S.Reconnecting:
+        elif t is E.Reconnecting:
             self.attempts += 1
 
 

@@ -29,9 +29,9 @@ from typing import Any
 from twisted.internet import defer, reactor, task, threads
 
 from dim.client.gateway import GatewayClient
-from dim.client.session import (FAILED, ClientSession, Connected, Disconnected,
-                                MessageReceived, MessageStatus, NodeAddress, OutgoingMessage,
-                                SyncFinished)
+from dim.client.events import (FAILED, Connected, Disconnected, MessageReceived, MessageStatus,
+                               NodeAddress, OutgoingMessage, SyncFinished)
+from dim.client.session import ClientSession
 from tests.harness import REPO, DimProcess, http, register_and_login, sleep, wait_for_port
 from tests.integration import services as env
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from dim.client.cache import ChatMessage
-from dim.client.session import SENT, MessageReceived
+from dim.client.events import SENT, MessageReceived
 from tests.cluster.kit import Conversation, Person
 
 

@@ -13,7 +13,8 @@ import time
 
 from twisted.internet import reactor
 
-from dim.client import session as S
+from dim.client import events as E
+from dim.client import chat as C
 from dim.client.cache import MessageCache
 from dim.client.gateway import GatewayClient
 from tests.cluster.test_cluster import ClusterTestCase
@@ -45,12 +46,12 @@ class TerminalFailoverTests(ClusterTestCase):
         gateway = GatewayClient(base, request_options={"persistent": False, "timeout": 20})
         # Jitter pinned near its top, so the first retry waits about 0.45 s: long enough to
         # see the countdown, whatever the random draw would have been.
-        client = S.ChatClient(gateway, reactor, config=None, device="terminal", rng=lambda: 0.9,
+        client = C.ChatClient(gateway, reactor, config=None, device="terminal", rng=lambda: 0.9,
                               cache_factory=lambda url, name: MessageCache(":memory:", name))
         app = ChatApp(client, user="alice", password=PASSWORD)
         async with app.run_test() as pilot:
             await logged_in(pilot)
-            await self.until(lambda: client.state == S.CONNECTED, pilot, "alice connected")
+            await self.until(lambda: client.state == E.CONNECTED, pilot, "alice connected")
             first = client.node.id
             others = [n for n in self.cluster.ids if n != first]
             bob = await self.connect(bob_login["token"], others[0])
@@ -71,7 +72,7 @@ class TerminalFailoverTests(ClusterTestCase):
             for i in range(1, 6):
                 bob.send({"type": "send", "id": f"b{i}", "to": "alice", "body": f"missed {i}"})
                 await wait(bob.expect("sent", id=f"b{i}"))
-            await self.until(lambda: client.state == S.CONNECTED and client.node.id != first,
+            await self.until(lambda: client.state == E.CONNECTED and client.node.id != first,
                              pilot, "alice on another node")
             self.assertTrue(any("reconnecting in" in b for b in bars), sorted(set(bars)))
             self.assertIn(f"connected to node {client.node.id}", bar(app))

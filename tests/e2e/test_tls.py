@@ -11,7 +11,8 @@ from twisted.trial import unittest
 
 from dim import errors
 from dim.client.gateway import GatewayClient
-from dim.client.session import ClientSession, Connected, Disconnected, MessageReceived
+from dim.client.session import ClientSession
+from dim.client.events import Connected, Disconnected, MessageReceived
 from dim.client.tls import https_agent, load_trust_root
 from tests.harness import DimProcess, free_port, sleep, wait_for_port
 

@@ -17,7 +17,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from dim import errors
+from dim.client import events as E
 from dim.client import session as S
+from dim.client import chat as C
 from dim.client.cache import MessageCache
 from dim.client.gateway import GatewayClient
 from dim.protocol import codec
@@ -39,12 +41,12 @@ NODE1 = {"id": "n1", "host": "127.0.0.1", "port": 9000}
 class EventRecorder:
     """Subscribes to a session (or ChatClient) and keeps every event, in order."""
 
-    def __init__(self, source: S.EventSource) -> None:
-        self.events: list[S.SessionEvent] = []
-        self._waiters: list[tuple[Callable[[S.SessionEvent], bool], defer.Deferred[Any]]] = []
+    def __init__(self, source: E.EventSource) -> None:
+        self.events: list[E.SessionEvent] = []
+        self._waiters: list[tuple[Callable[[E.SessionEvent], bool], defer.Deferred[Any]]] = []
         source.subscribe(self._record)
 
-    def _record(self, event: S.SessionEvent) -> None:
+    def _record(self, event: E.SessionEvent) -> None:
         self.events.append(event)
         for waiter in list(self._waiters):
             match, d = waiter
@@ -56,7 +58,7 @@ class EventRecorder:
         """Every recorded event of one class."""
         return [e for e in self.events if isinstance(e, kind)]
 
-    def wait_for(self, match: Callable[[S.SessionEvent], bool], timeout: float | None = None,
+    def wait_for(self, match: Callable[[E.SessionEvent], bool], timeout: float | None = None,
                  clock: Any = None) -> defer.Deferred[Any]:
         """A Deferred firing with the next event ``match`` accepts (or a recorded one)."""
         for event in self.events:
@@ -144,7 +146,7 @@ class LiveChat:
     def __init__(self, base_url: str, user: str, device: str = "test") -> None:
         self.user = user
         self.gateway = GatewayClient(base_url, request_options={"persistent": False, "timeout": 20})
-        self.client = S.ChatClient(self.gateway, reactor, config=None, device=device,
+        self.client = C.ChatClient(self.gateway, reactor, config=None, device=device,
                                    cache_factory=lambda url, name: MessageCache(":memory:", name))
         self.events = EventRecorder(self.client)
 
@@ -156,7 +158,7 @@ class LiveChat:
 
     def received(self) -> list[str]:
         """Bodies of the messages received, in the order they were reported."""
-        return [e.entry.body for e in self.events.of(S.MessageReceived)]
+        return [e.entry.body for e in self.events.of(E.MessageReceived)]
 
     def stop(self) -> None:
         """Disconnect for good."""
@@ -172,7 +174,7 @@ def live_client(base_url: str, user: str, register: bool = True, device: str = "
             yield chat.client.register(user, PASSWORD)
         else:
             yield chat.client.login(user, PASSWORD)
-        yield chat.wait_for(S.Connected)
+        yield chat.wait_for(E.Connected)
     except BaseException as e:
         chat.stop()
         raise AssertionError(f"{user} did not connect ({e!r}); events: {chat.events.events}"

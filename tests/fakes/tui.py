@@ -1,6 +1,6 @@
 """The terminal chat's test fixtures: a fake client core (no network) and Pilot helpers.
 
-:class:`FakeChatCore` implements the same interface as :class:`dim.client.session.ChatClient`
+:class:`FakeChatCore` implements the same interface as :class:`dim.client.chat.ChatClient`
 (tests/test_tui_app.py checks that), stores messages in the real :class:`MessageCache` and
 emits the real session events, with helpers to play the node's part (receive, confirm,
 deliver, fail).  Textual runs on asyncio: under ``trial --reactor=asyncio`` the coroutines run
@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet import defer
 
 from dim import errors
-from dim.client import session as S
+from dim.client import events as E
 from dim.client import transfer
 from dim.client.cache import ChatMessage, Conversation, MessageCache
 from dim.protocol import frames as F
@@ -28,7 +28,7 @@ from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog
 
-NODE = S.NodeAddress("n1", "127.0.0.1", 9000)
+NODE = E.NodeAddress("n1", "127.0.0.1", 9000)
 
 
 def as_deferred(coro: Awaitable[Any]) -> defer.Deferred[Any]:
@@ -48,17 +48,17 @@ def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., defer.Deferre
     return wrapper
 
 
-class FakeChatCore(S.EventSource):
+class FakeChatCore(E.EventSource):
     """A client core with no network: the test plays the node through its helpers."""
 
     def __init__(self, users: dict[str, str] | None = None) -> None:
         super().__init__()
         self.users = dict(users or {"alice": "secret123", "bob": "bobsecret", "carol": "carol123"})
         self.user: str | None = None
-        self._state = S.OFFLINE
-        self._node: S.NodeAddress | None = None
+        self._state = E.OFFLINE
+        self._node: E.NodeAddress | None = None
         self.cache: MessageCache | None = None
-        self.outgoing_by_id: dict[str, S.OutgoingMessage] = {}
+        self.outgoing_by_id: dict[str, E.OutgoingMessage] = {}
         self.retried: list[str] = []
         self.logins: list[tuple[str, str]] = []
         self.saved_login: str | None = None
@@ -88,7 +88,7 @@ class FakeChatCore(S.EventSource):
         return self._state
 
     @property
-    def node(self) -> S.NodeAddress | None:
+    def node(self) -> E.NodeAddress | None:
         """The node connected to."""
         return self._node
 
@@ -121,29 +121,29 @@ class FakeChatCore(S.EventSource):
 
     def stop(self) -> None:
         """Go offline."""
-        self._state = S.OFFLINE
+        self._state = E.OFFLINE
 
-    def send(self, to: str, body: str) -> S.OutgoingMessage:
+    def send(self, to: str, body: str) -> E.OutgoingMessage:
         """Queue a message in state sending (``to`` may be ``#`` + a group id)."""
         if self.user is None:
             raise errors.Unauthorized("not logged in")
         if len(body.encode("utf-8")) > F.MAX_BODY_BYTES:
             raise errors.TooLarge(f"the message is over {F.MAX_BODY_BYTES} bytes")
         group = to[1:] if to.startswith("#") else None
-        out = S.OutgoingMessage(id=f"o{next(self._ids)}", body=body,
+        out = E.OutgoingMessage(id=f"o{next(self._ids)}", body=body,
                                 to=None if group else to, group=group,
                                 created=1_700_000_000_000)
         self.outgoing_by_id[out.id] = out
-        self.emit(S.MessageStatus(out.id, S.SENDING, out))
+        self.emit(E.MessageStatus(out.id, E.SENDING, out))
         return out
 
-    def retry(self, id: str) -> S.OutgoingMessage:
+    def retry(self, id: str) -> E.OutgoingMessage:
         """Put a failed message back to sending."""
         out = self.outgoing_by_id[id]
         self.retried.append(id)
-        if out.state == S.FAILED:
-            out.state, out.error = S.SENDING, None
-            self.emit(S.MessageStatus(id, S.SENDING, out))
+        if out.state == E.FAILED:
+            out.state, out.error = E.SENDING, None
+            self.emit(E.MessageStatus(id, E.SENDING, out))
         return out
 
     def reconnect(self) -> bool:
@@ -167,7 +167,7 @@ class FakeChatCore(S.EventSource):
         """From the cache."""
         return defer.succeed(self.cache.history(peer, before_seq, limit) if self.cache else [])
 
-    def pending(self, peer: str) -> list[S.OutgoingMessage]:
+    def pending(self, peer: str) -> list[E.OutgoingMessage]:
         """Own messages without a seq."""
         return [m for m in self.outgoing_by_id.values() if m.peer() == peer and m.seq is None]
 
@@ -242,7 +242,7 @@ class FakeChatCore(S.EventSource):
         contact = {"user": user, "name": self.names.get(user, user), "status": "",
                    "avatar": None, "online": pending is None, "pending": pending}
         self.contact_map[user] = contact
-        self.emit(S.RosterChanged("contacts"))
+        self.emit(E.RosterChanged("contacts"))
         return defer.succeed(contact)
 
     def remove_contact(self, user: str) -> defer.Deferred[None]:
@@ -250,7 +250,7 @@ class FakeChatCore(S.EventSource):
         self.calls.append(("remove_contact", user))
         if self.contact_map.pop(user, None) is None:
             return defer.fail(errors.NotFound("no such contact"))
-        self.emit(S.RosterChanged("contacts"))
+        self.emit(E.RosterChanged("contacts"))
         return defer.succeed(None)
 
     def update_profile(self, name: str | None = None,
@@ -277,21 +277,21 @@ class FakeChatCore(S.EventSource):
         gid = f"g{len(self.group_map) + 1}"
         group = {"id": gid, "name": name, "owner": self.user, "members": [self.user, *members]}
         self.group_map[gid] = group
-        self.emit(S.RosterChanged("groups"))
+        self.emit(E.RosterChanged("groups"))
         return defer.succeed(group)
 
     def rename_group(self, group_id: str, name: str) -> defer.Deferred[dict[str, Any]]:
         """Rename."""
         group = self.group_map[group_id.lstrip("#")]
         group["name"] = name
-        self.emit(S.RosterChanged("groups"))
+        self.emit(E.RosterChanged("groups"))
         return defer.succeed(group)
 
     def add_member(self, group_id: str, user: str) -> defer.Deferred[dict[str, Any]]:
         """Add a member."""
         group = self.group_map[group_id.lstrip("#")]
         group["members"].append(user)
-        self.emit(S.RosterChanged("groups"))
+        self.emit(E.RosterChanged("groups"))
         return defer.succeed(group)
 
     def remove_member(self, group_id: str, user: str) -> defer.Deferred[None]:
@@ -301,7 +301,7 @@ class FakeChatCore(S.EventSource):
             self.group_map.pop(gid)
         else:
             self.group_map[gid]["members"].remove(user)
-        self.emit(S.RosterChanged("groups"))
+        self.emit(E.RosterChanged("groups"))
         return defer.succeed(None)
 
     def leave_group(self, group_id: str) -> defer.Deferred[None]:
@@ -309,16 +309,16 @@ class FakeChatCore(S.EventSource):
         return self.remove_member(group_id, self.user or "")
 
     def send_file(self, peer: str, path: str,
-                  progress: Any = None) -> defer.Deferred[S.OutgoingMessage]:
+                  progress: Any = None) -> defer.Deferred[E.OutgoingMessage]:
         """Report progress in two steps, then send a file message; ``upload_gate`` holds it."""
         size = os.path.getsize(path)
         mime = transfer.mime_of(path)
         if progress is not None:
             progress(size // 2, size)
-        def finish(_: Any = None) -> S.OutgoingMessage:
+        def finish(_: Any = None) -> E.OutgoingMessage:
             if progress is not None:
                 progress(size, size)
-            out = S.OutgoingMessage(id=f"o{next(self._ids)}", body="", created=1_700_000_000_000,
+            out = E.OutgoingMessage(id=f"o{next(self._ids)}", body="", created=1_700_000_000_000,
                                     kind=transfer.kind_for(mime),
                                     file={"id": "f1", "name": os.path.basename(path), "size": size,
                                           "mime": mime})
@@ -327,7 +327,7 @@ class FakeChatCore(S.EventSource):
             else:
                 out.to = peer
             self.outgoing_by_id[out.id] = out
-            self.emit(S.MessageStatus(out.id, S.SENDING, out))
+            self.emit(E.MessageStatus(out.id, E.SENDING, out))
             return out
         if self.upload_gate is not None:
             self.upload_gate.addCallback(finish)
@@ -354,10 +354,10 @@ class FakeChatCore(S.EventSource):
         self.user = user
         if self.cache is None:
             self.cache = MessageCache(":memory:", user)
-        self._node, self._state = NODE, S.CONNECTING
-        self.emit(S.Connecting(NODE))
-        self._state = S.CONNECTED
-        self.emit(S.Connected(NODE, user, self.seq))
+        self._node, self._state = NODE, E.CONNECTING
+        self.emit(E.Connecting(NODE))
+        self._state = E.CONNECTED
+        self.emit(E.Connected(NODE, user, self.seq))
 
     def receive(self, sender: str, body: str, ts: int = 1_700_000_000_000,
                 group: str | None = None, kind: str = "text",
@@ -369,37 +369,37 @@ class FakeChatCore(S.EventSource):
                             kind=kind, file=file)
         assert self.cache is not None
         self.cache.put(entry)
-        self.emit(S.MessageReceived(entry))
+        self.emit(E.MessageReceived(entry))
         return entry
 
     def confirm(self, id: str) -> None:
         """The node answers ``sent``."""
         out = self.outgoing_by_id[id]
         self.seq += 1
-        out.state, out.seq, out.mid, out.ts = S.SENT, self.seq, f"m{self.seq}", out.created
+        out.state, out.seq, out.mid, out.ts = E.SENT, self.seq, f"m{self.seq}", out.created
         assert self.cache is not None and self.user is not None
         self.cache.put(ChatMessage(seq=out.seq, mid=out.mid, id=out.id, sender=self.user,
                                    to=out.to, group=out.group, ts=out.ts, body=out.body,
                                    kind=out.kind, file=out.file))
-        self.emit(S.MessageStatus(id, S.SENT, out))
+        self.emit(E.MessageStatus(id, E.SENT, out))
 
     def deliver(self, id: str, by: str = "bob") -> None:
         """The recipient acknowledged."""
         out = self.outgoing_by_id[id]
-        out.state = S.DELIVERED
+        out.state = E.DELIVERED
         out.delivered_by.add(by)
         if self.cache is not None and out.mid:
             self.cache.add_receipt(out.mid, by, False)
-        self.emit(S.MessageStatus(id, S.DELIVERED, out))
-        self.emit(S.Delivered(id, out.mid or "", by))
+        self.emit(E.MessageStatus(id, E.DELIVERED, out))
+        self.emit(E.Delivered(id, out.mid or "", by))
 
     def fail(self, id: str) -> None:
         """No sent came in time."""
         out = self.outgoing_by_id[id]
-        out.state, out.error = S.FAILED, "no answer from the node"
-        self.emit(S.MessageStatus(id, S.FAILED, out))
+        out.state, out.error = E.FAILED, "no answer from the node"
+        self.emit(E.MessageStatus(id, E.FAILED, out))
 
-    def set_state(self, state: str, event: S.SessionEvent) -> None:
+    def set_state(self, state: str, event: E.SessionEvent) -> None:
         """Change the connection state and report it."""
         self._state = state
         self.emit(event)

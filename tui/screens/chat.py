@@ -18,7 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static, TextArea
 
 from dim import errors
-from dim.client import session as S
+from dim.client import events as E
 from dim.client.transfer import human_size, safe_name
 from tui import wait_for
 from tui.commands import BY_NAME, command_help, command_names
@@ -811,7 +811,7 @@ class ChatScreen(Screen[None]):
             out = await self.call(self.client.send_file(self.peer, path, bar.advance_to))
         finally:
             bar.finish()
-        if isinstance(out, S.OutgoingMessage):
+        if isinstance(out, E.OutgoingMessage):
             self.say(f"Uploaded {name} ({human_size(os.path.getsize(path))}).")
             if out.peer() == self.peer:
                 await self.query_one(MessageLog).add_outgoing(out, self.me)
@@ -953,7 +953,7 @@ class ChatScreen(Screen[None]):
         if not logs:  # the screen is being taken down (the app is closing): nothing to show
             return
         log = logs.first()
-        if isinstance(event, S.MessageReceived):
+        if isinstance(event, E.MessageReceived):
             peer = event.entry.peer(self.me)
             self.stopped_typing(event.entry.sender, peer)
             if peer == self.peer:
@@ -964,46 +964,46 @@ class ChatScreen(Screen[None]):
                     self.mentions.add(peer)
                 self.post_message(self.Ring())
             self.refresh_conversations_soon()
-        elif isinstance(event, S.MessageStatus):
+        elif isinstance(event, E.MessageStatus):
             if event.message.peer() == self.peer:
                 await log.add_outgoing(event.message, self.me)
-            if event.state == S.FAILED and event.message.error \
+            if event.state == E.FAILED and event.message.error \
                     and event.id not in self._failed_said:
                 self._failed_said.add(event.id)
                 how = "" if permanent(event.message.error) else " ctrl+r retries."
                 self.say(f"Not sent: {event.message.error}.{how}")
-            if event.state == S.SENT:
+            if event.state == E.SENT:
                 self.refresh_conversations_soon()
-        elif isinstance(event, S.Delivered):
+        elif isinstance(event, E.Delivered):
             log.mark_delivered(event.mid, event.by)
-        elif isinstance(event, S.ReadReceipt):
+        elif isinstance(event, E.ReadReceipt):
             log.mark_read(event.mid, event.by)
-        elif isinstance(event, S.ReadUpTo):
+        elif isinstance(event, E.ReadUpTo):
             self.refresh_conversations_soon()
-        elif isinstance(event, S.PeerTyping):
+        elif isinstance(event, E.PeerTyping):
             self.peer_typing(event.user, event.peer)
-        elif isinstance(event, S.PresenceChanged):
+        elif isinstance(event, E.PresenceChanged):
             await self.refresh_contacts()
             self.refresh_conversations_soon()
-        elif isinstance(event, S.RosterChanged):
+        elif isinstance(event, E.RosterChanged):
             if event.what == "groups":
                 await self.show_group_changes()
             if event.what in ("names", "profile", "contacts", "groups"):
                 log.relabel()
             await self.refresh_contacts()
             self.refresh_conversations_soon()
-        elif isinstance(event, S.Connected):
+        elif isinstance(event, E.Connected):
             if self.peer is not None and not self.peer.startswith("#") \
                     and self.client.is_online(self.peer) is None:
                 self.check_user(self.peer)
-        elif isinstance(event, S.Notified):
+        elif isinstance(event, E.Notified):
             self.notified(event)
-        elif isinstance(event, S.SyncFinished):
+        elif isinstance(event, E.SyncFinished):
             self.refresh_conversations_soon()
-        elif isinstance(event, S.ServerError) and not event.ref:
+        elif isinstance(event, E.ServerError) and not event.ref:
             self.say(f"Server: {event.code}: {event.message}")
 
-    def notified(self, event: S.Notified) -> None:
+    def notified(self, event: E.Notified) -> None:
         """Tell the person about a contact request or a new contact."""
         if event.event == "contact_request":
             who = event.fields.get("from", "someone")

@@ -7,25 +7,25 @@ from textual.content import Content
 from textual.timer import Timer
 from textual.widgets import Static
 
-from dim.client import session as S
+from dim.client import events as E
 
 
 def describe(state: str, node: str | None, user: str | None,
              reconnect_at: float | None, attempt: int, now: float | None = None) -> str:
     """The connection state in words, as the bar shows it."""
     who = f" as {user}" if user else ""
-    if state == S.CONNECTED:
+    if state == E.CONNECTED:
         return f"● connected to node {node}{who}"
-    if state == S.RECONNECTING and reconnect_at is not None:
+    if state == E.RECONNECTING and reconnect_at is not None:
         left = reconnect_at - (time.monotonic() if now is None else now)
         if left >= 0.95:
             return f"↻ reconnecting in {round(left)} s (attempt {attempt})"
         if left > 0.05:  # the first retries come within a second: count down in tenths
             return f"↻ reconnecting in {left:.1f} s (attempt {attempt})"
         return f"↻ reconnecting (attempt {attempt})"
-    if state == S.RECONNECTING:
+    if state == E.RECONNECTING:
         return f"↻ reconnecting (attempt {attempt})"
-    if state == S.CONNECTING:
+    if state == E.CONNECTING:
         return f"… connecting to node {node}" if node else "… connecting"
     return "○ offline"
 
@@ -79,16 +79,16 @@ class ConnectionBar(Static):
     def refresh_state(self) -> None:
         """Redraw from the app's current connection state."""
         app = self.app
-        app_state = getattr(app, "connection_state", S.OFFLINE)
+        app_state = getattr(app, "connection_state", E.OFFLINE)
         reconnect_at = getattr(app, "reconnect_at", None)
         text = describe(app_state,
                         getattr(app, "connection_node", None),
                         getattr(app, "connection_user", None),
                         reconnect_at,
                         getattr(app, "reconnect_attempt", 0))
-        counting = app_state == S.RECONNECTING and reconnect_at is not None \
+        counting = app_state == E.RECONNECTING and reconnect_at is not None \
             and reconnect_at > time.monotonic()
-        if app_state == S.RECONNECTING:
+        if app_state == E.RECONNECTING:
             text += "  (F5 reconnects now)"
         if counting and self._ticker is None:
             self._ticker = self.set_interval(COUNTDOWN_TICK, self.refresh_state)
@@ -96,7 +96,7 @@ class ConnectionBar(Static):
             self._stop_ticking()
         hot = self.hotlist_text()
         self.plain = f"dim-chat  {text}" + (f"  {hot}" if hot else "")
-        for state in (S.CONNECTED, S.CONNECTING, S.RECONNECTING, S.OFFLINE):
+        for state in (E.CONNECTED, E.CONNECTING, E.RECONNECTING, E.OFFLINE):
             self.set_class(state == app_state, f"-{state}")
         parts: list[object] = [f"dim-chat  {text}"]
         if hot:

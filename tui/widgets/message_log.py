@@ -15,16 +15,16 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
-from dim.client import session as S
+from dim.client import events as E
 from dim.client.cache import ChatMessage
 from dim.client.transfer import describe_file
 
 MARKS = {
-    S.SENDING: "… sending",
-    S.SENT: "✓ sent",
-    S.DELIVERED: "✓✓ delivered",
-    S.READ: "✓✓ read",
-    S.FAILED: "✗ failed (ctrl+r retries)",
+    E.SENDING: "… sending",
+    E.SENT: "✓ sent",
+    E.DELIVERED: "✓✓ delivered",
+    E.READ: "✓✓ read",
+    E.FAILED: "✗ failed (ctrl+r retries)",
 }
 
 #: Error codes a second try cannot fix: the message is refused, not lost.
@@ -61,12 +61,12 @@ def mark_text(state: str | None, recipients: int | None, delivered: int, read: i
     ``recipients`` it was delivered to and read by."""
     if state is None:
         return ""
-    if state == S.FAILED and permanent(error):
+    if state == E.FAILED and permanent(error):
         return f"✗ not sent: {error}"
-    if recipients is None or state in (S.SENDING, S.FAILED):
+    if recipients is None or state in (E.SENDING, E.FAILED):
         return MARKS.get(state, "")
-    if state == S.READ or (recipients and read >= recipients):
-        return f"✓✓ read by all {recipients}" if recipients else MARKS[S.READ]
+    if state == E.READ or (recipients and read >= recipients):
+        return f"✓✓ read by all {recipients}" if recipients else MARKS[E.READ]
     if delivered:
         text = f"✓✓ delivered to {min(delivered, recipients)} of {recipients}"
         return text + (f", read by {read}" if read else "")
@@ -104,7 +104,7 @@ class MessageRow(Static):
         """The receipt or state this row shows (sending and failed always show)."""
         if not self.own:
             return ""
-        if not self.show_mark and self.state not in (S.SENDING, S.FAILED):
+        if not self.show_mark and self.state not in (E.SENDING, E.FAILED):
             return ""
         return mark_text(self.state, self.recipients, len(self.delivered_by),
                          len(self.read_by), self.error)
@@ -117,7 +117,7 @@ class MessageRow(Static):
         mark = self.mark()
         stamp = clock_time(self.ts)
         self.plain = f"{stamp} {self.label}: {text}" + (f"  {mark}" if mark else "")
-        self.set_class(self.state == S.FAILED, "-failed")
+        self.set_class(self.state == E.FAILED, "-failed")
         self.set_class(self.file is not None, "-file")
         parts: list[Any] = []
         if self.day_line is not None:
@@ -127,17 +127,17 @@ class MessageRow(Static):
         parts += [(stamp, "dim"), " ", (self.label, f"bold {nick_colour(self.sender)}"),
                   ": ", text]
         if mark:
-            parts.append(f"  {mark}" if self.state == S.FAILED else (f"  {mark}", "dim"))
+            parts.append(f"  {mark}" if self.state == E.FAILED else (f"  {mark}", "dim"))
         self.update(Content.assemble(*parts))
 
     def set_state(self, state: str, *, seq: int | None = None, mid: str | None = None,
                   ts: int | None = None, error: str | None = None) -> None:
         """Show a new state of one's own message (never going back)."""
-        if self.state is not None and self.state != S.FAILED \
-                and S.STATE_RANK[state] < S.STATE_RANK[self.state]:
+        if self.state is not None and self.state != E.FAILED \
+                and E.STATE_RANK[state] < E.STATE_RANK[self.state]:
             return
         self.state = state
-        self.error = error if state == S.FAILED else None
+        self.error = error if state == E.FAILED else None
         self.seq = seq if seq is not None else self.seq
         self.mid = mid if mid is not None else self.mid
         self.ts = ts if ts is not None else self.ts
@@ -149,10 +149,10 @@ class MessageRow(Static):
         if read:
             self.read_by.add(by)
         if self.recipients is None:
-            self.set_state(S.READ if read else S.DELIVERED)
+            self.set_state(E.READ if read else E.DELIVERED)
         else:
-            if self.state in (S.SENDING, S.SENT, None):
-                self.state = S.DELIVERED
+            if self.state in (E.SENDING, E.SENT, None):
+                self.state = E.DELIVERED
             self._render_text()
 
     def relabel(self, label: str) -> None:
@@ -239,7 +239,7 @@ class MessageLog(VerticalScroll):
 
     def _row_for_message(self, m: ChatMessage) -> MessageRow:
         own = m.sender == self.me
-        state = (S.READ if m.read else S.DELIVERED if m.delivered else S.SENT) if own else None
+        state = (E.READ if m.read else E.DELIVERED if m.delivered else E.SENT) if own else None
         return MessageRow(seq=m.seq, id=m.id, mid=m.mid, sender=m.sender, ts=m.ts, body=m.body,
                           own=own, state=state, label=self._label(m.sender), kind=m.kind,
                           file=m.file, recipients=self.recipients)
@@ -260,7 +260,7 @@ class MessageLog(VerticalScroll):
         rows = self.rows()
         newest_own = None
         for row in reversed(rows):
-            if row.own and row.seq is not None and row.state not in (S.SENDING, S.FAILED):
+            if row.own and row.seq is not None and row.state not in (E.SENDING, E.FAILED):
                 newest_own = row
                 break
         # The first message gets a day line too unless it is from today.
@@ -291,7 +291,7 @@ class MessageLog(VerticalScroll):
             return
         if m.sender == self.me and m.id in self.by_id:
             row = self.by_id[m.id]
-            row.set_state(S.READ if m.read else S.DELIVERED if m.delivered else S.SENT,
+            row.set_state(E.READ if m.read else E.DELIVERED if m.delivered else E.SENT,
                           seq=m.seq, mid=m.mid, ts=m.ts)
             self.by_seq[m.seq] = row
             self.decorate()
@@ -346,13 +346,13 @@ class MessageLog(VerticalScroll):
                     row.delivered_by |= delivered
                     row.read_by |= read
                     if row.recipients is None:
-                        row.set_state(S.READ if read else S.DELIVERED)
+                        row.set_state(E.READ if read else E.DELIVERED)
                     else:
-                        if row.state in (S.SENDING, S.SENT, None):
-                            row.state = S.DELIVERED
+                        if row.state in (E.SENDING, E.SENT, None):
+                            row.state = E.DELIVERED
                         row._render_text()
 
-    async def add_outgoing(self, out: S.OutgoingMessage, me: str) -> None:
+    async def add_outgoing(self, out: E.OutgoingMessage, me: str) -> None:
         """Show (or update) one's own message sent from here."""
         row = self.by_id.get(out.id)
         if row is not None:
@@ -368,7 +368,7 @@ class MessageLog(VerticalScroll):
         row = MessageRow(seq=out.seq, id=out.id, mid=out.mid, sender=me, ts=out.ts or out.created,
                          body=out.body, own=True, state=out.state, label=self._label(me),
                          kind=out.kind, file=out.file, recipients=self.recipients)
-        row.error = out.error if out.state == S.FAILED else None
+        row.error = out.error if out.state == E.FAILED else None
         row.delivered_by |= out.delivered_by
         row.read_by |= out.read_by
         self._remember(row)
@@ -420,7 +420,7 @@ class MessageLog(VerticalScroll):
         for row in self.by_id.values():
             if row.mid == mid:
                 if by is None:
-                    row.set_state(S.DELIVERED)
+                    row.set_state(E.DELIVERED)
                 else:
                     row.receipt(by, read=False)
 
@@ -437,7 +437,7 @@ class MessageLog(VerticalScroll):
     def failed_ids(self, retryable: bool = True) -> list[str]:
         """Ids of one's own messages shown as failed (only those a retry can fix, unless
         ``retryable`` is False)."""
-        return [row.message_id for row in self.by_id.values() if row.state == S.FAILED
+        return [row.message_id for row in self.by_id.values() if row.state == E.FAILED
                 and not (retryable and permanent(row.error))]
 
     def lines(self) -> list[str]:

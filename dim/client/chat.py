@@ -1,0 +1,477 @@
+"""What the terminal chat is given: :class:`ChatClient`.
+
+:class:`ChatClient` puts a :class:`dim.client.session.ClientSession` together with login
+(:class:`dim.client.gateway.GatewayClient`), the local cache and saved settings.  Its listeners
+hear every session event (:mod:`dim.client.events`) across logins.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import random
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from dim import errors
+from dim.client.cache import ChatMessage, Conversation, MessageCache
+from dim.client.config import ClientConfig
+from dim.client.events import (Connected, EventSource, NodeAddress, Notified, OFFLINE,
+    OutgoingMessage, PresenceChanged, RosterChanged, SessionEvent, SessionExpired)
+from dim.client.session import ClientSession, default_endpoint
+from dim.client import transfer
+from dim.client.gateway import GatewayClient, Progress
+from dim.client.roster import Roster
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
+
+log = Logger()
+
+#: How far ChatClient.mark_seen claims ``read``: only what was seen everywhere below, or
+#: everything up to the newest message shown.
+READ_SEEN = "seen"
+READ_SHOWN = "shown"
+
+
+# ---------------------------------------------------------------- what the chat is given
+
+
+def _as_deferred(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A method whose failures, even those raised at once (no session, a file that cannot be
+    opened), come back as a failed Deferred, as its callers expect."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Deferred[Any]:
+        return maybeDeferred(method, *args, **kwargs)
+    return wrapper
+
+
+class ChatClient(EventSource):
+    """Login, the live session, the local cache and saved settings: what the chat talks to.
+
+    Listeners subscribed here hear every session event, across logins.  All methods that
+    talk to the network return Deferreds; everything else answers at once from memory and
+    the cache.
+    """
+
+    def __init__(self, gateway: GatewayClient, reactor: Any, *,
+                 config: ClientConfig | None = None,
+                 cache_factory: Callable[[str, str], MessageCache] | None = MessageCache.open_for,
+                 device: str = "dim-chat", rng: Callable[[], float] = random.random,
+                 endpoint_factory: Callable[[Any, str, int],
+                                            IStreamClientEndpoint] = default_endpoint,
+                 read_claim: str = READ_SEEN,
+                 trust_root: IOpenSSLTrustRoot | None = None,
+                 ) -> None:
+        super().__init__()
+        if read_claim not in (READ_SEEN, READ_SHOWN):
+            raise ValueError(f"read_claim is {READ_SEEN!r} or {READ_SHOWN!r}")
+        self.gateway = gateway
+        self.reactor = reactor
+        self.read_claim = read_claim
+        self.config = config
+        self.cache_factory = cache_factory
+        self.device = device
+        self.rng = rng
+        self.endpoint_factory = endpoint_factory
+        #: What TLS nodes' certificates are verified against (None: the system's roots).
+        self.trust_root = trust_root
+        self.user: str | None = None
+        self.session: ClientSession | None = None
+        self.cache: MessageCache | None = None
+        self.roster: Roster | None = None
+        #: Where saved files go (the XDG download directory unless set).
+        self.download_dir: str | None = None
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def state(self) -> str:
+        """offline, connecting, connected or reconnecting."""
+        return self.session.state if self.session else OFFLINE
+
+    @property
+    def node(self) -> NodeAddress | None:
+        """The node the session is (or was last) connected to."""
+        return self.session.node if self.session else None
+
+    # ------------------------------------------------------------ logging in
+
+    def resume(self, user: str | None = None) -> bool:
+        """Start with a saved token of ``user`` (default: the last user); False if none."""
+        if self.config is None:
+            return False
+        user = user or self.config.user
+        token = self.config.token(self.gateway.base_url, user) if user else None
+        if not user or not token:
+            return False
+        self.gateway.token = token
+        self._start(user, token, None)
+        return True
+
+    def login(self, user: str, password: str) -> Deferred[None]:
+        """Log in and connect; fails with a DimError (Unauthorized for a wrong password)."""
+        d = self.gateway.login(user, password)
+
+        def logged_in(answer: dict[str, Any]) -> None:
+            name = answer.get("user") or user
+            if self.config is not None:
+                self.config.remember(self.gateway.base_url, name)
+                self.config.save_token(self.gateway.base_url, name, answer["token"],
+                                       answer.get("expires"))
+            self._start(name, answer["token"], answer.get("node"))
+        return d.addCallback(logged_in)
+
+    def register(self, user: str, password: str) -> Deferred[None]:
+        """Create the account, then log in with it."""
+        d = self.gateway.register(user, password)
+        return d.addCallback(lambda _: self.login(user, password))
+
+    def logout(self) -> None:
+        """Disconnect and forget the saved token."""
+        if self.roster is not None:
+            self.roster.stop()
+        if self.session is not None:
+            self.session.stop()
+        if self.config is not None and self.user:
+            self.config.forget_token(self.gateway.base_url, self.user)
+
+    def stop(self) -> None:
+        """Disconnect (keeping the saved token) and close the cache."""
+        if self.roster is not None:
+            self.roster.stop()
+        if self.session is not None:
+            self.session.stop()
+            self.session.cache = None
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+    def _start(self, user: str, token: str, node: dict[str, Any] | None) -> None:
+        if self.session is not None:
+            self.session.stop()
+        if self.cache is not None and self.user != user:
+            self.cache.close()
+            self.cache = None
+        self.user = user
+        if self.roster is None or self.roster.me != user:
+            self.roster = Roster(self.gateway, user, lambda what: self.emit(RosterChanged(what)))
+        if self.cache is None and self.cache_factory is not None:
+            self.cache = self.cache_factory(self.gateway.base_url, user)
+        self.session = ClientSession(self.gateway, self.reactor, user, token, device=self.device,
+                                     cache=self.cache, rng=self.rng,
+                                     endpoint_factory=self.endpoint_factory,
+                                     trust_root=self.trust_root)
+        self.session.subscribe(self._relay)
+        self.session.start(node)
+
+    def _relay(self, event: SessionEvent) -> None:
+        if isinstance(event, SessionExpired) and self.config is not None and self.user:
+            self.config.forget_token(self.gateway.base_url, self.user)
+        # The roster first, so that listeners hearing the event see its effect.
+        self._update_roster(event)
+        self.emit(event)
+
+    def _update_roster(self, event: SessionEvent) -> None:
+        roster = self.roster
+        if roster is None:
+            return
+        if isinstance(event, Connected):
+            roster.refresh()  # what changed while this client was away
+        elif isinstance(event, PresenceChanged):
+            roster.set_online(event.user, event.online)
+        elif isinstance(event, Notified):
+            if event.event.startswith("contact_"):
+                roster.refresh_contacts()
+            elif event.event == "group_changed":
+                roster.refresh_groups()
+
+    # ------------------------------------------------------------ messages
+
+    def send(self, to: str, body: str) -> OutgoingMessage:
+        """Send ``body`` to ``to`` (a user, or ``#`` + a group id); the returned message
+        changes state as events report."""
+        session = self._session()
+        if to.startswith("#"):
+            return session.send(None, body, group=to[1:])
+        return session.send(to, body)
+
+    def _session(self) -> ClientSession:
+        if self.session is None:
+            raise errors.Unauthorized("not logged in")
+        return self.session
+
+    def typing(self, peer: str) -> None:
+        """The person is typing in ``peer``'s conversation (throttled to one frame per 3 s)."""
+        if self.session is None:
+            return
+        if peer.startswith("#"):
+            self.session.typing(group=peer[1:])
+        else:
+            self.session.typing(to=peer)
+
+    def reconnect(self) -> bool:
+        """Connect again now, without waiting out the backoff; False if not logged in."""
+        return self.session.reconnect_now() if self.session is not None else False
+
+    def receipts(self, mids: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+        """Who acknowledged and who read each of one's own messages ``mids`` (kept in the
+        cache), as (delivered to, read by)."""
+        return self.cache.receipts(mids) if self.cache is not None else {}
+
+    def retry(self, id: str) -> OutgoingMessage:
+        """Send a failed message again."""
+        if self.session is None:
+            raise errors.Unauthorized("not logged in")
+        return self.session.retry(id)
+
+    def conversations(self) -> list[Conversation]:
+        """Every conversation with its unread count, newest first."""
+        return self.cache.conversations() if self.cache is not None else []
+
+    def history(self, peer: str, before_seq: int | None = None,
+                limit: int = 50) -> Deferred[list[ChatMessage]]:
+        """Up to ``limit`` messages of one conversation below ``before_seq``, oldest first.
+
+        Reads the cache; if the cache lacks inbox positions below ``before_seq`` it first
+        fetches them from the gateway (``GET /v1/messages``) and caches them.
+        """
+        cache = self.cache
+        if cache is None:
+            return succeed([])
+        gap = cache.first_missing(before_seq)
+        if gap is None or self.gateway.token is None:
+            return succeed(cache.history(peer, before_seq, limit))
+        upto = before_seq if before_seq is not None else (self.session.last_seq + 1
+                                                         if self.session else gap + 1000)
+        fetch_from = max(gap - 1, upto - 1 - 1000, 0)
+        d = self.gateway.messages(after=fetch_from, limit=min(1000, max(1, upto - 1 - fetch_from)))
+
+        def fetched(answer: dict[str, Any]) -> list[ChatMessage]:
+            if self.cache is not None:
+                self.cache.put_many(ChatMessage.from_json(m) for m in answer.get("messages", []))
+                return self.cache.history(peer, before_seq, limit)
+            return []
+
+        def offline(f: Failure) -> list[ChatMessage]:
+            log.info("could not fetch older messages: {f}", f=f.getErrorMessage())
+            return cache.history(peer, before_seq, limit) if self.cache is not None else []
+        return d.addCallbacks(fetched, offline)
+
+    def pending(self, peer: str) -> list[OutgoingMessage]:
+        """Messages to ``peer`` this session sent that have no seq yet (sending or failed)."""
+        if self.session is None:
+            return []
+        return [m for m in self.session.outgoing.values() if m.peer() == peer and m.seq is None]
+
+    def outgoing(self, id: str) -> OutgoingMessage | None:
+        """A message this session sent, by id."""
+        return self.session.outgoing.get(id) if self.session else None
+
+    def mark_seen(self, peer: str) -> None:
+        """The person has seen everything in ``peer``'s conversation.
+
+        The node is told with a cumulative ``read``.  With ``read_claim`` "seen" (the
+        default) it goes up to the highest seq below which the person has seen every message,
+        so a message still unread in another conversation is never claimed read (but a read
+        mark waits until those are seen too); with "shown" it goes up to the newest message
+        of this conversation, claiming older ones elsewhere as well.
+        """
+        if self.cache is not None:
+            self.cache.mark_seen(peer)
+            if self.session is not None:
+                if self.read_claim == READ_SHOWN:
+                    newest = self.cache.history(peer, None, 1)
+                    upto = newest[-1].seq if newest else 0
+                else:
+                    upto = self.cache.read_watermark(self.session.last_seq)
+                    # True here as on every device: the next watermark scans from there.
+                    self.cache.mark_read_upto(upto)
+                self.session.read(upto)
+
+    def user_info(self, name: str) -> Deferred[dict[str, Any]]:
+        """``{user, online, name, status, avatar}``; NotFound if no such user.  A display
+        name or status that changed since the roster was fetched is taken over."""
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            if self.roster is not None and isinstance(answer, dict):
+                self.roster.learn(answer)
+            return answer
+        return self.gateway.user(name).addCallback(got)
+
+    # ------------------------------------------------------------ people
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Contacts and pending requests: requests to answer first, then online, offline."""
+        return self.roster.contact_list() if self.roster else []
+
+    def groups(self) -> list[dict[str, Any]]:
+        """This user's groups, by name."""
+        return self.roster.group_list() if self.roster else []
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """One of this user's groups (``{id, name, owner, members}``), if known."""
+        return self.roster.groups.get(group_id.lstrip("#")) if self.roster else None
+
+    def display_name(self, user: str) -> str:
+        """How to name ``user`` (or ``#`` + a group id) to the person."""
+        if user.startswith("#"):
+            group = self.group(user)
+            return "# " + str(group.get("name")) if group else user
+        return self.roster.name(user) if self.roster else user
+
+    def is_online(self, user: str) -> bool | None:
+        """Whether a contact is online; None for someone not a contact."""
+        return self.roster.online(user) if self.roster else None
+
+    def own_profile(self) -> dict[str, Any]:
+        """The person's own profile as last fetched: ``{user, name, status, avatar}``."""
+        return dict(self.roster.own) if self.roster else {}
+
+    def refresh_people(self) -> Deferred[Any]:
+        """Fetch contacts, groups and the own profile again."""
+        return self.roster.refresh() if self.roster else succeed(None)
+
+    def search_users(self, text: str) -> Deferred[list[dict[str, Any]]]:
+        """Users whose user or display name contains ``text``."""
+        def got(answer: dict[str, Any]) -> list[dict[str, Any]]:
+            users = list(answer.get("users", []))
+            if self.roster is not None:
+                self.roster.remember(users)
+            return users
+        return self.gateway.search_users(text).addCallback(got)
+
+    def add_contact(self, user: str) -> Deferred[dict[str, Any]]:
+        """Ask ``user`` to be a contact, or accept their request: the contact entry."""
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            contact = answer.get("contact") or {}
+            if self.roster is not None and "user" in contact:
+                self.roster.put_contact(contact)
+            return contact
+        return self.gateway.add_contact(user).addCallback(got)
+
+    def remove_contact(self, user: str) -> Deferred[None]:
+        """Remove a contact, decline a request, or withdraw one's own."""
+        def done(_: Any) -> None:
+            if self.roster is not None:
+                self.roster.drop_contact(user)
+        return self.gateway.remove_contact(user).addCallback(done)
+
+    def update_profile(self, name: str | None = None,
+                       status: str | None = None) -> Deferred[dict[str, Any]]:
+        """Change the display name and/or status: the new profile."""
+        fields = {k: v for k, v in (("name", name), ("status", status)) if v is not None}
+
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            if self.roster is not None:
+                self.roster.own = dict(answer)
+                self.emit(RosterChanged("profile"))
+            return answer
+        return self.gateway.update_profile(**fields).addCallback(got)
+
+    @_as_deferred
+    def set_avatar(self, path: str, progress: Progress | None = None) -> Deferred[dict[str, Any]]:
+        """Upload the image at ``path`` and make it the avatar: the new profile.
+        BadRequest if the gateway does not take it for an image."""
+        source = transfer.ClosableReader(open(path, "rb"))
+        d = self.gateway.upload(source, os.path.basename(path), transfer.mime_of(path), progress)
+
+        def closed(result: Any) -> Any:
+            source.close()
+            return result
+
+        def uploaded(file: dict[str, Any]) -> Deferred[dict[str, Any]]:
+            if not str(file.get("mime", "")).startswith("image/"):
+                raise errors.BadRequest(f"{os.path.basename(path)} is not an image")
+            return self.gateway.update_profile(avatar=file["id"])
+
+        def got(answer: dict[str, Any]) -> dict[str, Any]:
+            if self.roster is not None:
+                self.roster.own = dict(answer)
+                self.emit(RosterChanged("profile"))
+            return answer
+        return d.addBoth(closed).addCallback(uploaded).addCallback(got)
+
+    # ------------------------------------------------------------ groups
+
+    def _group_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        group = answer.get("group") or {}
+        if self.roster is not None and "id" in group:
+            self.roster.put_group(group)
+        return group
+
+    def create_group(self, name: str, members: list[str]) -> Deferred[dict[str, Any]]:
+        """Make a group with ``members`` (this user is added and owns it)."""
+        return self.gateway.create_group(name, members).addCallback(self._group_answer)
+
+    def rename_group(self, group_id: str, name: str) -> Deferred[dict[str, Any]]:
+        """Rename a group (owner only)."""
+        return self.gateway.rename_group(group_id.lstrip("#"), name).addCallback(self._group_answer)
+
+    def add_member(self, group_id: str, user: str) -> Deferred[dict[str, Any]]:
+        """Add ``user`` to a group (owner only)."""
+        return self.gateway.add_members(group_id.lstrip("#"),
+                                        [user]).addCallback(self._group_answer)
+
+    def remove_member(self, group_id: str, user: str) -> Deferred[None]:
+        """Remove ``user`` from a group (owner only, or oneself)."""
+        gid = group_id.lstrip("#")
+
+        def done(_: Any) -> Any:
+            if self.roster is None:
+                return None
+            if user == self.user:
+                self.roster.drop_group(gid)
+                return None
+            return self.roster.refresh_groups()
+        return self.gateway.remove_member(gid, user).addCallback(done)
+
+    def leave_group(self, group_id: str) -> Deferred[None]:
+        """Leave a group."""
+        return self.remove_member(group_id, self.user or "")
+
+    # ------------------------------------------------------------ files
+
+    @_as_deferred
+    def send_file(self, peer: str, path: str,
+                  progress: Progress | None = None) -> Deferred[OutgoingMessage]:
+        """Upload the file at ``path`` (progress as bytes go), then send it to ``peer``:
+        kind "image" for images, else "file"."""
+        self._session()
+        mime = transfer.mime_of(path)
+        source = transfer.ClosableReader(open(path, "rb"))
+        d = self.gateway.upload(source, os.path.basename(path), mime, progress)
+
+        def uploaded(file: dict[str, Any]) -> OutgoingMessage:
+            ref = {"id": file["id"], "name": file.get("name") or os.path.basename(path),
+                   "size": int(file.get("size", 0)), "mime": file.get("mime") or mime}
+            session = self._session()
+            kind = transfer.kind_for(ref["mime"])
+            if peer.startswith("#"):
+                return session.send(None, "", group=peer[1:], kind=kind, file=ref)
+            return session.send(peer, "", kind=kind, file=ref)
+
+        def closed(result: Any) -> Any:
+            source.close()
+            return result
+        return d.addBoth(closed).addCallback(uploaded)
+
+    @_as_deferred
+    def save_file(self, file: dict[str, Any], progress: Progress | None = None,
+                  directory: str | None = None) -> Deferred[str]:
+        """Download a received file into ``directory`` (default: the download directory),
+        resuming a partial one: the path it was saved at."""
+        directory = directory or self.download_dir or transfer.download_dir()
+        os.makedirs(directory, exist_ok=True)
+        part = transfer.partial_path(directory, str(file["id"]))
+        d = self.gateway.download(str(file["id"]), part, progress)
+
+        def whole(size: int) -> str:
+            final = transfer.free_path(directory, str(file.get("name") or file["id"]))
+            os.replace(part, final)
+            return final
+        return d.addCallback(whole)
+

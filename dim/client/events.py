@@ -1,0 +1,249 @@
+"""What the client core tells its listeners, and the states it speaks of.
+
+A :class:`dim.client.session.ClientSession` (and the :class:`dim.client.chat.ChatClient` around
+it) reports what happened with the small frozen dataclasses here, so a user interface, a test,
+a bot or the load generator never touches frames.  :class:`EventSource` keeps the listeners.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from dim.client.cache import ChatMessage
+
+log = Logger()
+
+# Connection states, as shown in the chat's header.
+OFFLINE = "offline"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+
+# States of a message this session sends.
+SENDING = "sending"
+SENT = "sent"
+DELIVERED = "delivered"
+READ = "read"
+FAILED = "failed"
+
+#: How far along each state is: a message never goes back to a lower one.
+STATE_RANK = {FAILED: 0, SENDING: 0, SENT: 1, DELIVERED: 2, READ: 3}
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """A node a client can connect to: its id, TCP address, and whether it speaks TLS."""
+
+    id: str
+    host: str
+    port: int
+    tls: bool = False
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NodeAddress:
+        """A node from the gateway's ``{id, host, port}`` (and ``tls: true`` for TLS)."""
+        return cls(id=str(obj["id"]), host=str(obj["host"]), port=int(obj["port"]),
+                   tls=obj.get("tls") is True)
+
+
+@dataclass
+class OutgoingMessage:
+    """A message this session sends, with its state: sending, sent, delivered or failed."""
+
+    id: str
+    body: str
+    created: int
+    to: str | None = None
+    group: str | None = None
+    kind: str = "text"
+    state: str = SENDING
+    mid: str | None = None
+    seq: int | None = None
+    ts: int | None = None
+    error: str | None = None
+    #: How often it was written on the current connection.
+    attempts: int = 0
+    #: The attached file of an "image" or "file" message: ``{id, name, size, mime}``.
+    file: dict[str, Any] | None = None
+    #: Recipients that acknowledged it (``delivered``) and that read it (``read``).
+    delivered_by: set[str] = field(default_factory=set)
+    read_by: set[str] = field(default_factory=set)
+    #: The mid this message answers, and the members a group message mentions.
+    reply_to: str | None = None
+    mentions: list[str] | None = None
+
+    def peer(self) -> str:
+        """The conversation this message belongs to."""
+        return "#" + self.group if self.group is not None else str(self.to)
+
+
+@dataclass(frozen=True)
+class Connecting:
+    """A TCP connection to ``node`` is being opened."""
+
+    node: NodeAddress
+
+
+@dataclass(frozen=True)
+class Connected:
+    """The node welcomed this session."""
+
+    node: NodeAddress
+    user: str
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The connection to ``node`` is gone (``reason`` says why)."""
+
+    node: NodeAddress | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The next connection attempt (``attempt``, from 1) starts in ``in_seconds``."""
+
+    in_seconds: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Offline:
+    """The session stopped and will not reconnect by itself (``reason`` says why)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionExpired:
+    """The token was refused; the person has to log in again."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A message of the inbox arrived that was not sent by this session; shown once per seq."""
+
+    entry: ChatMessage
+
+
+@dataclass(frozen=True)
+class MessageStatus:
+    """A message this session sent changed state (sending, sent, delivered, failed)."""
+
+    id: str
+    state: str
+    message: OutgoingMessage
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A recipient acknowledged a message this user sent (from this or another device)."""
+
+    id: str
+    mid: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ReadReceipt:
+    """A recipient has seen a message this user sent (from this or another device)."""
+
+    id: str
+    mid: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ReadUpTo:
+    """This user read everything up to ``seq`` (here or on another device): clear unread."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """A contact came online (first session) or went offline (last session)."""
+
+    user: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class PeerTyping:
+    """``user`` is typing in the conversation ``peer`` (a user, or ``#`` + a group id)."""
+
+    user: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class Notified:
+    """A ``notify`` hint: ``event`` (contact_request, contact_added, contact_removed,
+    group_changed) and its fields (``from``, ``user``, ``group``)."""
+
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RosterChanged:
+    """The roster changed: ``what`` is "contacts", "groups", "names" or "profile"."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class SyncFinished:
+    """A sync ended; everything up to ``last_seq`` has been handled."""
+
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """The node reported an error (``ref`` names the frame's id, if it had one)."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+SessionEvent = (Connecting | Connected | Disconnected | Reconnecting | Offline | SessionExpired |
+                MessageReceived | MessageStatus | Delivered | SyncFinished | ServerError |
+                ReadReceipt | ReadUpTo | PresenceChanged | PeerTyping | Notified | RosterChanged)
+Listener = Callable[[SessionEvent], None]
+
+
+class EventSource:
+    """Keeps listeners and tells each of them every event."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every event from now on; returns a function that stops it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        return unsubscribe
+
+    def emit(self, event: SessionEvent) -> None:
+        """Tell every listener about ``event``; a failing listener does not stop the others."""
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.failure("session listener failed on {event!r}", event=event)
+
