@@ -40,6 +40,14 @@ class LatencySummaryTests(unittest.TestCase):
         s = stats.latency_summary([3.5])
         self.assertEqual((s["p50_ms"], s["p99_ms"], s["p999_ms"]), (3.5, 3.5, 3.5))
 
+    def test_one_percentile_as_the_summary_has_it(self) -> None:
+        """percentile() interpolates as the summary does, in any unit, and is NaN for none."""
+        samples = [0.004, 0.001, 0.003, 0.002]
+        self.assertAlmostEqual(stats.percentile(samples, 50), 0.0025)
+        ms = stats.latency_summary([x * 1000 for x in samples])
+        self.assertAlmostEqual(stats.percentile(samples, 99) * 1000, ms["p99_ms"], places=3)
+        self.assertNotEqual(stats.percentile([], 50), stats.percentile([], 50))
+
 
 class SlopeTests(unittest.TestCase):
     """RSS per connection as a least-squares slope."""

@@ -15,6 +15,14 @@ import numpy as np
 PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 50.0), ("p99", 99.0), ("p999", 99.9))
 
 
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``samples``, interpolated as every summary here is
+    (NaN for no samples)."""
+    if len(samples) == 0:
+        return float("nan")
+    return float(np.percentile(np.asarray(samples, dtype=float), q))
+
+
 def latency_summary(samples_ms: Sequence[float]) -> dict[str, Any]:
     """Count, mean, p50/p99/p99.9 and max of latency samples in ms (None when empty)."""
     if len(samples_ms) == 0:

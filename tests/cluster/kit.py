@@ -533,17 +533,6 @@ def log_in_all(base: str, users: list[str], at_once: int = 4) -> defer.Deferred[
                                consumeErrors=True)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) of ``values`` by nearest rank."""
-    if not values:
-        return float("nan")
-    import math
-
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[k]
-
-
 def report(name: str, figures: dict[str, Any]) -> None:
     """Print figures and append them to ``$DIM_CLUSTER_FIGURES`` (JSON lines) if set."""
     line = json.dumps({"test": name, **figures})

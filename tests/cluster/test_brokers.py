@@ -17,8 +17,8 @@ from pathlib import Path
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
-from tests.cluster.kit import (Conversation, LocalCluster, Services, _port_taken,
-                               percentile, report)
+from dim.bench.stats import percentile
+from tests.cluster.kit import Conversation, LocalCluster, Services, _port_taken, report
 from tests.cluster.test_failover import people_on
 from tests.harness import REPO, http, sleep
 

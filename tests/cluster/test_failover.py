@@ -9,8 +9,8 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster.kit import (Conversation, LocalCluster, Services, log_in_all, percentile,
-                               report)
+from dim.bench.stats import percentile
+from tests.cluster.kit import Conversation, LocalCluster, Services, log_in_all, report
 from tests.harness import sleep
 
 

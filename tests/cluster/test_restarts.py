@@ -12,7 +12,8 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster.kit import Conversation, LocalCluster, PrivateStack, percentile, report
+from dim.bench.stats import percentile
+from tests.cluster.kit import Conversation, LocalCluster, PrivateStack, report
 from tests.cluster.test_failover import people_on
 from tests.harness import sleep
 

@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from dim.bench.stats import percentile
 from dim.cluster.forwarder import KafkaForwarder, topic_of
 from dim.cluster.interface import IForwarder
 from dim.cluster.threads import ThreadBridge
@@ -52,12 +53,6 @@ def _j(obj: Any) -> bytes:
 def _n(payload: bytes) -> int:
     """The ``n`` of a forwarded JSON payload."""
     return json.loads(payload)["n"]
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 class KafkaForwarderTests(TestCase):
