@@ -95,7 +95,8 @@ def makeService(options: Options) -> OrderedMultiService:
     hashing = ThreadBridge("dim-passwords", max_threads=2, reactor=reactor)
     ResourceService("password-hashing", hashing.start, hashing.stop).setServiceParent(top)
 
-    tokens = TokenAuthority(secret.load_or_create(data), store, ttl=options["token-ttl"])
+    tokens = TokenAuthority(secret.load_or_create(data), store, ttl=options["token-ttl"],
+                            clock=reactor)
     sessions = LocalSessionRegistry()
     nodes = LocalNodeRegistry()
 
@@ -118,7 +119,8 @@ def makeService(options: Options) -> OrderedMultiService:
     node.listening().addCallback(register_node)
 
     gateway = Gateway(store, tokens, PasswordHasher(hashing.pool, reactor), nodes, sessions,
-                      routing=options["routing"], files=FileStorage(str(data / "files")),
+                      routing=options["routing"], clock=reactor,
+                      files=FileStorage(str(data / "files")),
                       max_file_size=options["max-file-size"],
                       max_group_members=options["max-group-members"], pusher=core,
                       limits=options["limits"])

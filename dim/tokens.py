@@ -27,7 +27,7 @@ _REQUIRED_CLAIMS = ["sub", "iat", "exp", "jti"]
 
 
 class WallClock:
-    """The time of day, for callers that inject no clock (``seconds()`` like IReactorTime)."""
+    """The time of day (``seconds()`` like IReactorTime), for code that runs without a reactor."""
 
     def seconds(self) -> float:
         """Seconds since the epoch, now."""
@@ -39,17 +39,17 @@ class TokenAuthority:
 
     ``secret`` is shared by every gateway and node of a deployment; ``store`` keeps the ids
     of revoked tokens; ``ttl`` is a token's lifetime in seconds; ``clock`` provides
-    ``seconds()`` (an IReactorTime; the wall clock when None).
+    ``seconds()`` (an IReactorTime, or :class:`WallClock` where no reactor runs).
     """
 
-    def __init__(self, secret: bytes, store: IStore, ttl: int = DEFAULT_TTL,
-                 clock: Any = None) -> None:
+    def __init__(self, secret: bytes, store: IStore, ttl: int = DEFAULT_TTL, *,
+                 clock: Any) -> None:
         if not secret:
             raise ValueError("the token secret must not be empty")
         self._secret = secret
         self._store = store
         self.ttl = ttl
-        self._clock = clock if clock is not None else WallClock()
+        self._clock = clock
 
     def issue(self, user: str, epoch: int = 0) -> tuple[str, int]:
         """A new token for ``user`` in token epoch ``epoch`` (see

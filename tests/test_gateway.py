@@ -295,7 +295,7 @@ class ConsistentRouteTests(GatewayTestCase):
     def test_unknown_strategy(self) -> None:
         """An unknown routing name is refused at construction."""
         self.assertRaises(ValueError, Gateway, self.store, self.tokens, self.passwords,
-                          self.nodes, self.sessions, routing="nope")
+                          self.nodes, self.sessions, routing="nope", clock=self.clock)
 
 
 class MessagesTests(GatewayTestCase):

@@ -382,7 +382,8 @@ class ConstructionTests(FilesTestCase):
         """max_file_size and max_group_members below 1 are refused."""
         for kwargs in ({"max_file_size": 0}, {"max_group_members": 0}):
             self.assertRaises(ValueError, type(self.gateway), self.store, self.tokens,
-                              self.passwords, self.nodes, self.sessions, **kwargs)
+                              self.passwords, self.nodes, self.sessions, clock=self.clock,
+                              **kwargs)
 
     def test_site_streams(self) -> None:
         """gateway.site() makes StreamingRequests with the gateway's storage and limit."""

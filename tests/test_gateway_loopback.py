@@ -50,13 +50,13 @@ class LoopbackTests(TestCase):
 
     def setUp(self) -> None:
         self.store = MemoryStore()
-        tokens = TokenAuthority(SECRET, self.store, ttl=3600)
+        tokens = TokenAuthority(SECRET, self.store, ttl=3600, clock=reactor)
         passwords, _ = fast_hasher()
         self.files = FileStorage(self.mktemp())
         self.gateway = Gateway(self.store, tokens, passwords,
                                LocalNodeRegistry([NodeInfo(id="n", host="127.0.0.1",
                                                            port=1)]),
-                               LocalSessionRegistry(), files=self.files,
+                               LocalSessionRegistry(), clock=reactor, files=self.files,
                                max_file_size=self.max_file_size)
         self.site = self.gateway.site()
         self.requests: list[Any] = []

@@ -1,6 +1,7 @@
 """The twistd plugins are found by the installed twistd, wherever it is started from."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -59,3 +60,61 @@ class NoReactorAtImportTests(unittest.TestCase):
     def test_the_check_sees_a_reactor(self) -> None:
         """A module that imports the global reactor is reported."""
         self.assertEqual(self.imported("import twisted.internet.reactor"), "reactor")
+
+
+#: The functions under dim/ that may take the global reactor: the entry points that twistd or
+#: a command line runs, which hand it to everything they build.
+ENTRY_POINTS = frozenset({"makeService", "main"})
+
+
+def global_reactor_users(source: str, filename: str = "<source>") -> list[str]:
+    """Where ``source`` imports the global reactor outside an entry point, as
+    ``function:line`` (``<module>:line`` at module level)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, child.name)
+                continue
+            imports_reactor = (
+                isinstance(child, ast.ImportFrom) and child.module == "twisted.internet"
+                and any(alias.name == "reactor" for alias in child.names)
+            ) or (
+                isinstance(child, ast.Import)
+                and any(alias.name == "twisted.internet.reactor" for alias in child.names))
+            if imports_reactor and function not in ENTRY_POINTS:
+                found.append(f"{function}:{child.lineno}")
+            visit(child, function)
+
+    visit(ast.parse(source, filename), "<module>")
+    return found
+
+
+class ClockInjectedTests(unittest.TestCase):
+    """Under dim/, only the entry points take the global reactor; the rest is handed a clock."""
+
+    def test_only_entry_points_take_the_global_reactor(self) -> None:
+        """No module, class or helper under dim/ imports the global reactor for itself."""
+        root = Path(__file__).resolve().parent.parent / "dim"
+        offenders = {str(path.relative_to(root)): users
+                     for path in sorted(root.rglob("*.py"))
+                     if (users := global_reactor_users(path.read_text(), str(path)))}
+        self.assertEqual(offenders, {})
+
+    def test_the_check_sees_a_fallback(self) -> None:
+        """A default that falls back to the global reactor, or a module-level import, is
+        reported; the same import in ``makeService`` or ``main`` is not."""
+        source = (
+            "from twisted.internet import reactor as r\n"
+            "def connect(clock=None):\n"
+            "    if clock is None:\n"
+            "        from twisted.internet import reactor\n"
+            "class Channel:\n"
+            "    def lost(self):\n"
+            "        import twisted.internet.reactor\n"
+            "def makeService(options):\n"
+            "    from twisted.internet import reactor\n"
+            "def main():\n"
+            "    from twisted.internet import reactor, stdio\n")
+        self.assertEqual(global_reactor_users(source), ["<module>:1", "connect:4", "lost:7"])

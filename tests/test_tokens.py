@@ -132,7 +132,8 @@ class TokenAuthorityTests(SynchronousTestCase):
 
     def test_empty_secret_refused(self) -> None:
         """An authority cannot be made with an empty secret."""
-        self.assertRaises(ValueError, TokenAuthority, b"", self.store)
+        self.assertRaises(ValueError, TokenAuthority, b"", self.store,
+                          clock=self.clock)
 
 
 class PasswordHasherTests(SynchronousTestCase):

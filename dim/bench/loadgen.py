@@ -772,7 +772,7 @@ class ControlChannel(LineReceiver):
         self.transport.write(json.dumps(obj).encode() + b"\n")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        from twisted.internet import reactor
+        reactor = self.worker.reactor
         if reactor.running:
             reactor.stop()
 

@@ -181,8 +181,9 @@ class EmbeddedDim:
 
 def mint_token(user: str) -> str:
     """A bearer token for ``user`` signed with the bench's secret (skips the Argon2 login)."""
-    from dim.tokens import TokenAuthority
-    token, _ = TokenAuthority(BENCH_SECRET.encode(), store=None).issue(user)  # type: ignore[arg-type]
+    from dim.tokens import TokenAuthority, WallClock
+    token, _ = TokenAuthority(BENCH_SECRET.encode(), store=None,  # type: ignore[arg-type]
+                              clock=WallClock()).issue(user)
     return token
 
 

@@ -249,20 +249,16 @@ class RedisSessionRegistry:
     @classmethod
     def connect(cls, url: str = "redis://127.0.0.1:6379", prefix: str = "dim:",
                 ttl: float = 30.0, timeout: float = 2.0, poolsize: int = 4,
-                cache: bool = True, clock: Any = None) -> defer.Deferred[RedisSessionRegistry]:
+                cache: bool = True, *, clock: Any) -> defer.Deferred[RedisSessionRegistry]:
         """Connect to ``url``, load the scripts and (``cache``) subscribe to session changes;
         fails with Unavailable if Redis does not answer within ``timeout`` seconds.
 
-        ``clock`` is the reactor (time and TCP).  It is optional only until
-        dim/gateway/tap.py, which is being reworked, passes its own; then it becomes required
-        like every other clock under dim/.
+        ``clock`` is the reactor (time and TCP).
         """
         from dim.store.redis import (check_credentials, check_reachable, open_redis,
                                      open_redis_subscriber)
 
         reactor: Any = clock
-        if reactor is None:
-            from twisted.internet import reactor
 
         async def run() -> RedisSessionRegistry:
             await check_credentials(url, timeout)

@@ -61,7 +61,7 @@ from dim.gateway.uploads import GatewayHTTPFactory, HTTPSite, StreamingRequestFa
 from dim.passwords import PasswordHasher
 from dim.protocol import frames as F
 from dim.store.interface import IStore
-from dim.tokens import TokenAuthority, WallClock
+from dim.tokens import TokenAuthority
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
@@ -121,7 +121,7 @@ class Gateway:
     """The HTTP gateway of DIM: accounts, routing, messages, people, groups, files, nodes.
 
     ``routing`` names a strategy of :data:`dim.gateway.routing.STRATEGIES`; ``clock``
-    (IReactorTime; the wall clock when None) times requests and stamps new records.
+    (IReactorTime) times requests and stamps new records.
     ``files`` is where uploads are kept (None: the file calls answer 503);
     ``max_file_size`` bounds an upload in bytes; ``max_group_members`` bounds a group (its
     owner included); ``pusher`` (an :class:`dim.cluster.interface.IPusher`) carries ``notify``
@@ -134,7 +134,7 @@ class Gateway:
 
     def __init__(self, store: IStore, tokens: TokenAuthority, passwords: PasswordHasher,
                  nodes: INodeRegistry, sessions: ISessionRegistry,
-                 routing: str = "round_robin", clock: Any = None,
+                 routing: str = "round_robin", *, clock: Any,
                  files: FileStorage | None = None,
                  max_file_size: int = DEFAULT_MAX_FILE_SIZE,
                  max_group_members: int = DEFAULT_MAX_GROUP_MEMBERS,
@@ -152,7 +152,7 @@ class Gateway:
         self.nodes = nodes
         self.sessions = sessions
         self.routing: RoutingStrategy = STRATEGIES[routing]()
-        self.clock = clock if clock is not None else WallClock()
+        self.clock = clock
         self.files = files
         self.max_file_size = max_file_size
         self.max_group_members = max_group_members

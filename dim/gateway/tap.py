@@ -120,7 +120,7 @@ class ClusterGateway(ClusterProcess):
         self.store = await RedisStore.connect(o["redis"], self.names["redis_prefix"],
                                               timeout=timeout, clock=self.reactor)
         self.sessions = await RedisSessionRegistry.connect(
-            o["redis"], self.names["redis_prefix"], timeout=timeout)
+            o["redis"], self.names["redis_prefix"], timeout=timeout, clock=self.reactor)
         _log.info("gateway: Redis answers (durability: {d})", d=self.store.durability)
         if self._stopping:
             return
@@ -155,11 +155,13 @@ class ClusterGateway(ClusterProcess):
             return
 
         hashing = self.bridge("dim-passwords", 2)
-        tokens = TokenAuthority(o["secret"], self.store, ttl=o["token-ttl"])
+        tokens = TokenAuthority(o["secret"], self.store, ttl=o["token-ttl"],
+                                clock=self.reactor)
         self.connecting("the file directory", o["files"])
         files = FileStorage(o["files"])
         self.gateway = Gateway(self.store, tokens, PasswordHasher(hashing.pool, self.reactor),
                                self.registry, self.sessions, routing=o["routing"],
+                               clock=self.reactor,
                                files=files, max_file_size=o["max-file-size"],
                                max_group_members=o["max-group-members"],
                                pusher=ForwardingPusher(self.sessions, self.forwarder),

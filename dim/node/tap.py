@@ -176,7 +176,7 @@ class ClusterNode(ClusterProcess):
             return
 
         # 3. Listen.
-        tokens = TokenAuthority(o["secret"], self.store)
+        tokens = TokenAuthority(o["secret"], self.store, clock=self.reactor)
         self.core = NodeCore(me, self.store, self.sessions, tokens.verify, self.reactor,
                              heartbeat=o["heartbeat"], max_frame=o["max-frame"],
                              forwarder=self.forwarder,
