@@ -331,6 +331,38 @@ class ChangeStoreContractMixin:
         self.assertEqual("recall", (yield self.entry(store, "bob", 2)).message.kind)
 
     @defer.inlineCallbacks
+    def test_recall_keeps_file_given_by_another_message(self):
+        """A recall takes a file away only from the users it was the last message, not
+        recalled, to give it to: the same file in another message keeps it readable."""
+        from dim.store.interface import FileRecord
+        store = yield self.store("alice", "bob", "carol", "dave")
+        yield store.add_file(FileRecord(id="f1", owner="alice", name="n", size=1,
+                                        mime="image/png", sha256="x", ts=1))
+        file = {"id": "f1", "name": "n", "size": 1, "mime": "image/png"}
+        first = yield self.send(store, "alice", "a1", "bob", file=file)
+        second = yield self.send(store, "alice", "a2", ["bob", "carol"], group="G",
+                                 file=file)
+        passed_on = yield self.send(store, "carol", "c1", "dave", file=file)
+
+        @defer.inlineCallbacks
+        def readers():
+            found = []
+            for user in ("alice", "bob", "carol", "dave"):
+                if (yield store.may_read_file(user, "f1")):
+                    found.append(user)
+            return found
+
+        self.assertEqual(["alice", "bob", "carol", "dave"], (yield readers()))
+        yield self.change(store, "alice", "r1", "recall", first.message.mid)
+        self.assertEqual(["alice", "bob", "carol", "dave"], (yield readers()))
+        yield self.change(store, "alice", "r2", "recall", second.message.mid)
+        self.assertEqual(["alice", "carol", "dave"], (yield readers()))
+        yield self.change(store, "carol", "r3", "recall", passed_on.message.mid)
+        self.assertEqual(["alice"], (yield readers()))
+        yield self.change(store, "alice", "r2", "recall", second.message.mid)
+        self.assertEqual(["alice"], (yield readers()))
+
+    @defer.inlineCallbacks
     def test_reactions(self):
         """Anyone holding the message reacts; reactions add, remove and are not unread."""
         store = yield self.store("alice", "bob", "carol")

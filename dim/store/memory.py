@@ -87,7 +87,8 @@ class MemoryStore:
         self._group_ids = itertools.count(1)
         self._groups_by_user: dict[str, dict[str, None]] = {}
         self._files: dict[str, FileRecord] = {}
-        self._file_readers: dict[str, set[str]] = {}
+        #: file id -> user -> how many of the user's messages, not recalled, point at it.
+        self._file_grants: dict[str, dict[str, int]] = {}
 
     # -- users -----------------------------------------------------------------------------
 
@@ -195,7 +196,9 @@ class MemoryStore:
                     conv.mentioned.append(seqs[name])
         self._messages[mid] = _Record(message, seqs, frozenset(recipients))
         if isinstance(file, dict) and isinstance(file.get("id"), str):
-            self._file_readers.setdefault(file["id"], set()).update(seqs)
+            grants = self._file_grants.setdefault(file["id"], {})
+            for name in seqs:
+                grants[name] = grants.get(name, 0) + 1
         self._by_client_id[(sender, client_id)] = mid
         return defer.succeed(SendResult(message=message, seqs=dict(seqs)))
 
@@ -230,7 +233,11 @@ class MemoryStore:
             original.recalled = True
             file_id = original.file.get("id") if isinstance(original.file, dict) else None
             if isinstance(file_id, str):
-                self._file_readers.get(file_id, set()).difference_update(holders)
+                grants = self._file_grants.get(file_id, {})
+                for name in record.seqs:
+                    grants[name] -= 1
+                    if grants[name] <= 0:
+                        del grants[name]
         else:
             original.reactions = react(original.reactions, op.body, sender, op.on)
         return d
@@ -491,7 +498,7 @@ class MemoryStore:
         """Whether ``user`` uploaded the file, received it in a message, or it is an avatar."""
         record = self._files.get(file_id)
         allowed = ((record is not None and record.owner == user)
-                   or user in self._file_readers.get(file_id, ())
+                   or user in self._file_grants.get(file_id, {})
                    or any(profile.avatar == file_id for profile in self._profiles.values()))
         return defer.succeed(allowed)
 

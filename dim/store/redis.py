@@ -37,7 +37,10 @@ from the prefix, so this is not meant for Redis Cluster):
   (the counter value), ``joins`` (a join counter); ``members:<id>``: sorted set of members
   scored by join order; ``groups:<user>``: sorted set of group ids scored by ``number``.
 - ``file:<id>``: hash ``owner``, ``r`` (the FileRecord as JSON); ``readers:<id>``: set of the
-  users whose inbox got a message pointing at the file (written by the message script).
+  users whose inbox holds a message, not recalled, pointing at the file (written by the
+  message script); ``grants:<id>``: hash user -> how many such messages, so that a recall
+  takes the file away only from users it was the last message to give it (the message hash
+  of a message counted there has ``g`` = 1).
 
 Durability.  "Durable" here means: written to Redis's append-only file and, when Redis runs
 with ``appendfsync always``, fsynced before Redis answers, so it survives a restart of the
@@ -161,12 +164,15 @@ local function store(p, sender, cid, draft, fid, rcpts, cv, cu, reply, mentions)
       end
     end
   end
-  if fid ~= '' then redis.call('SADD', p .. 'readers:' .. fid, unpack(users)) end
+  if fid ~= '' then
+    redis.call('SADD', p .. 'readers:' .. fid, unpack(users))
+    for _, u in ipairs(users) do redis.call('HINCRBY', p .. 'grants:' .. fid, u, 1) end
+  end
   local selfr = 0
   if rseen[sender] then selfr = 1 end
   redis.call('HSET', p .. 'msg:' .. mid, 'm', mjson, 'sender', sender, 'id', cid,
              'seqs', cjson.encode(seqs), 'pa', #recipients, 'pr', #recipients, 'self', selfr,
-             'cv', cv, 'cu', cu)
+             'cv', cv, 'cu', cu, 'g', 1)
   redis.call('HSET', p .. 'dedup:' .. sender, cid, mid)
   return {0, mjson, seqs}
 end
@@ -215,6 +221,18 @@ local function advance(p, user, seq, mark, counter, want_receipts)
   return receipts
 end
 
+-- A recalled message no longer gives its users the file: one grant less each, and a user
+-- left with none (no other message of theirs points at the file) is no longer a reader.
+local function ungrant(p, fid, seqs)
+  local grants, readers = p .. 'grants:' .. fid, p .. 'readers:' .. fid
+  for u, _ in pairs(seqs) do
+    if redis.call('HINCRBY', grants, u, -1) <= 0 then
+      redis.call('HDEL', grants, u)
+      redis.call('SREM', readers, u)
+    end
+  end
+end
+
 -- An edit, recall or reaction (see IStore.change_message): {0 or 1, entry JSON, seqs} as
 -- store returns, {-3} when ref is not in the sender's inbox, {-4, why} when forbidden.
 local function change(p, sender, cid, kind, ref, body, on, ts)
@@ -260,8 +278,8 @@ local function change(p, sender, cid, kind, ref, body, on, ts)
     m.body = body
     m.edited = tonumber(ts)
   elseif kind == 'recall' then
-    if type(m.file) == 'table' and type(m.file.id) == 'string' and #holders > 0 then
-      redis.call('SREM', p .. 'readers:' .. m.file.id, unpack(holders))
+    if type(m.file) == 'table' and type(m.file.id) == 'string' then
+      ungrant(p, m.file.id, seqs)
     end
     m.body = ''
     m.file = cjson.null
