@@ -72,7 +72,7 @@ def makeService(options: Options) -> OrderedMultiService:
 
     from dim import secret
     from dim.cluster.interface import NodeInfo
-    from dim.cluster.local import LocalNodeRegistry, LocalSessionRegistry
+    from dim.cluster.local import ForwarderHub, LocalNodeRegistry, LocalSessionRegistry
     from dim.cluster.threads import ThreadBridge
     from dim.files import FileStorage
     from dim.gateway.app import Gateway
@@ -102,6 +102,7 @@ def makeService(options: Options) -> OrderedMultiService:
 
     core = NodeCore(options["node-id"], store, sessions, tokens.verify, reactor,
                     heartbeat=options["heartbeat"], max_frame=options["max-frame"],
+                    forwarder=ForwarderHub().forwarder(options["node-id"]),
                     limiter=UserLimiter(options["frame-limits"]))
     node = NodeService(core, options["node"], reactor, push_limit=options["push-limit"],
                        max_output=options["max-output"],

@@ -130,10 +130,9 @@ class ForwardingTests(SynchronousTestCase):
 
     def test_forward_failure_logged(self) -> None:
         """A failing forward is logged; the sender still gets sent."""
-        from twisted.internet.defer import fail
         alice = self.n1.login("alice")
         self.n2.login("bob")
-        self.n1.core.forwarder.forward = lambda node, env: fail(RuntimeError("kafka down"))
+        self.hub.failing["n2"] = RuntimeError("kafka down")
         alice.send(F.Send(id="m1", to="bob", body="hi"))
         self.assertEqual([type(f) for f in alice.received()], [F.Sent])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -14,7 +14,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
-from dim.cluster.local import LocalSessionRegistry
+from dim.cluster.local import ForwarderHub, LocalSessionRegistry
 from dim.node.delivery import NodeCore
 from dim.node.service import NodeService
 from dim.store.memory import MemoryStore
@@ -75,7 +75,8 @@ class LoopbackTests(TestCase):
             yield store.create_user(user, "hash", 0)
         self.sessions = LocalSessionRegistry()
         self.core = NodeCore("n1", store, self.sessions, authenticate, reactor,
-                             shutdown_grace=0.1, drain_timeout=2.0)
+                             forwarder=ForwarderHub().forwarder("n1"), shutdown_grace=0.1,
+                             drain_timeout=2.0)
         self.service = NodeService(self.core, "tcp:0:interface=127.0.0.1", reactor)
         self.service.startService()
         port = yield self.service.listening()

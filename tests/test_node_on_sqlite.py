@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from dim.cluster.local import LocalSessionRegistry
+from dim.cluster.local import ForwarderHub, LocalSessionRegistry
 from dim.node.delivery import NodeCore
 from dim.protocol import frames as F
 from dim.store.interface import FileRecord
@@ -39,7 +39,7 @@ class SQLiteNodeTests(unittest.TestCase):
         self.clock = Clock()
         self.clock.advance(EPOCH)
         self.core = NodeCore("n1", self.store, LocalSessionRegistry(), authenticate,
-                             self.clock)
+                             self.clock, forwarder=ForwarderHub().forwarder("n1"))
         self.clients: list[FakeClient] = []
         self.addCleanup(self._close_all)
 

@@ -305,7 +305,7 @@ class PresenceTests(SynchronousTestCase):
         self.assertEqual(bob.received(), [F.Presence(user="alice", online=False)])
 
     def test_lone_node_shutdown_asks_nothing(self) -> None:
-        """A node with no forwarder shutting down does not look up contacts (all its
+        """A node alone in its process shutting down does not look up contacts (all its
         sessions are closing, and its store may be closing beside it)."""
         node = Node(store=contacts_store())
         node.login("bob")
@@ -347,12 +347,16 @@ class PushTests(SynchronousTestCase):
         self.assertEqual(carol.received(), [])
         self.assertEqual(len(self.hub.log), 1)
 
-    def test_push_without_forwarder(self) -> None:
-        """In one process with no forwarder, push reaches the local sessions."""
+    def test_push_alone(self) -> None:
+        """A node alone in its process writes a push to its own sessions at once; the push
+        fires at the end of the turn, with nothing forwarded."""
         node = Node(store=contacts_store())
         bob = node.login("bob")
-        self.successResultOf(node.core.push({"bob": [F.Presence(user="alice", online=True)]}))
+        d = node.core.push({"bob": [F.Presence(user="alice", online=True)]})
         self.assertEqual(bob.received(), [F.Presence(user="alice", online=True)])
+        node.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(node.forwarder.hub.log, [])
 
     def test_push_waits_for_welcome(self) -> None:
         """A push to a session not yet welcomed is written after welcome."""

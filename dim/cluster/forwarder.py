@@ -266,6 +266,9 @@ class KafkaForwarder:
     useless after a restart); otherwise reading resumes at the group's committed offset.
     """
 
+    #: Other nodes may read this node's envelopes from Kafka at any time.
+    alone = False
+
     def __init__(self, node: str, bootstrap: str, bridge: ThreadBridge,
                  linger_ms: float = 0, forward_timeout: float = 10.0,
                  poll_timeout: float = 0.1, batch: int = 500, topic_prefix: str = "dim.node.",

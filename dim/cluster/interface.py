@@ -78,6 +78,9 @@ class IForwarder(Interface):
     not look into) from this node to another node."""
 
     node = Attribute("The id of this node.")
+    alone = Attribute(
+        "True while no other node can receive what this one forwards (a node alone in its "
+        "process): every session it could reach is its own.")
 
     def forward(node: str, payload: bytes) -> Any:
         """Hand one encoded envelope to be delivered to ``node``; fires once it is handed

@@ -2,9 +2,10 @@
 
 :class:`LocalSessionRegistry` keeps every session in a dict; :class:`LocalNodeRegistry` keeps
 the nodes of this process; :class:`ForwarderHub` joins :class:`MemoryForwarder` instances, one
-per node, so several nodes in one process (tests, simulations) exchange envelopes in
-memory.  Every Deferred they return has already fired, so callers written for the cluster
-implementations work unchanged.  The embedded ``dim`` and the unit tests use them.
+per node, so several nodes in one process (tests, simulations) exchange envelopes in memory
+(the embedded ``dim``'s lone node has one that reaches nobody else).  Every Deferred they
+return has already fired, so callers written for the cluster implementations work
+unchanged.  The embedded ``dim`` and the unit tests use them.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from collections.abc import Callable, Iterable
 
 import msgspec
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -166,7 +167,9 @@ class ForwarderHub:
     """Joins the :class:`MemoryForwarder` of several nodes of one process.
 
     Envelopes are handed to the receiving node at once, in order, unless :meth:`hold` was
-    called; ``log`` records every ``(from node, to node, payload)``.
+    called; ``log`` records every ``(from node, to node, payload)`` handed over.  Forwarding
+    to a node in ``failing`` fails with its error, as a forwarder whose transport does not
+    answer does.
     """
 
     def __init__(self) -> None:
@@ -174,6 +177,8 @@ class ForwarderHub:
         self.log: list[tuple[str, str, bytes]] = []
         #: Envelopes kept back by :meth:`hold` (None while delivering at once).
         self.held: list[tuple[str, bytes]] | None = None
+        #: node -> the error forwarding to it fails with.
+        self.failing: dict[str, Exception] = {}
 
     def forwarder(self, node: str) -> MemoryForwarder:
         """The forwarder of one node."""
@@ -205,8 +210,16 @@ class MemoryForwarder:
         self.hub = hub
         self.node = node
 
+    @property
+    def alone(self) -> bool:
+        """Whether no other node of the hub takes envelopes."""
+        return all(node == self.node for node in self.hub.receivers)
+
     def forward(self, node: str, payload: bytes) -> Deferred[None]:
         """Hand the envelope's bytes to the node's receiver (or keep it while held)."""
+        error = self.hub.failing.get(node)
+        if error is not None:
+            return fail(error)
         payload = bytes(payload)
         self.hub.log.append((self.node, node, payload))
         if self.hub.held is not None:

@@ -189,14 +189,16 @@ class Session:
 class NodeCore:
     """The node's handling of client frames, shared by all its connections.
 
-    ``limiter`` holds the per-user rate limits (:mod:`dim.node.throttle`) that ``send`` and
-    ``typing`` frames are checked against before anything else is done with them.
+    ``forwarder`` carries envelopes to the other nodes (the embedded ``dim`` gives the
+    in-memory one of :mod:`dim.cluster.local`, alone in its process).  ``limiter`` holds
+    the per-user rate limits (:mod:`dim.node.throttle`) that ``send`` and ``typing`` frames
+    are checked against before anything else is done with them.
     """
 
     def __init__(self, node_id: str, store: IStore, sessions: ISessionRegistry,
                  authenticate: Callable[[str], Deferred[str]], clock: IReactorTime,
-                 heartbeat: int = 30, max_frame: int = F.DEFAULT_MAX_FRAME,
-                 forwarder: IForwarder | None = None, retransmit_after: float = 4.0,
+                 heartbeat: int = 30, max_frame: int = F.DEFAULT_MAX_FRAME, *,
+                 forwarder: IForwarder, retransmit_after: float = 4.0,
                  shutdown_grace: float = SHUTDOWN_GRACE,
                  drain_timeout: float = DRAIN_TIMEOUT,
                  limiter: UserLimiter | None = None) -> None:
@@ -270,10 +272,10 @@ class NodeCore:
     def _removed(self, last: bool, user: str) -> Deferred[None] | None:
         """The registry forgot a session: if it was the user's last, tell its contacts.
 
-        A node shutting down with no other node to forward to tells nobody: every session
+        A node shutting down alone (no other node to forward to) tells nobody: every session
         it could reach is closing too (and the store may be closing beside it).
         """
-        if last and (self._closing is None or self.forwarder is not None):
+        if last and (self._closing is None or not self.forwarder.alone):
             return self.announce(user, False)
         return None
 

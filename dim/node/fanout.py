@@ -57,11 +57,12 @@ class Fanout(Generic[SessionT]):
     """Delivers frames to the sessions of users wherever they are.
 
     ``local`` maps user -> {session id: Session} for this node; the node's connection code
-    adds and removes sessions there.  Without a ``forwarder`` there are no other nodes.
+    adds and removes sessions there; ``forwarder`` carries envelopes to the other nodes
+    (the embedded ``dim``'s reaches none).
     """
 
     def __init__(self, node_id: str, sessions: ISessionRegistry, clock: IReactorTime,
-                 forwarder: IForwarder | None = None) -> None:
+                 forwarder: IForwarder) -> None:
         self.node_id = node_id
         self.sessions = sessions
         self.clock = clock
@@ -78,8 +79,7 @@ class Fanout(Generic[SessionT]):
         self._pending: list[tuple[dict[str, list[Push]], str | None]] = []
         self._waiters: list[Deferred[None]] = []
         self._call: IDelayedCall | None = None
-        if forwarder is not None:
-            forwarder.set_receiver(self.receive)
+        forwarder.set_receiver(self.receive)
 
     def push(self, targets: dict[str, list[F._Frame]]) -> Deferred[None]:
         """Send each user's frames to all of its online sessions, here and on other nodes
@@ -108,8 +108,6 @@ class Fanout(Generic[SessionT]):
             mine = local.get(user)
             if mine and (len(mine) > 1 or skip not in mine):
                 push_local(mine, items, skip)
-        if self.forwarder is None:
-            return succeed(None) if wait else None
         self._pending.append((targets, skip))
         if self._call is None:
             self._call = self.clock.callLater(0, self.flush)
@@ -155,7 +153,6 @@ class Fanout(Generic[SessionT]):
         envelopes = E.by_node(located, deliveries, here=self.node_id)
         if not envelopes:
             return succeed(None)
-        assert self.forwarder is not None
         handed: list[Deferred[Any]] = []
         for node, envelope in envelopes.items():
             metrics.count("envelopes_out")

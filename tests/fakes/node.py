@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from dim import errors
 from dim.cluster.interface import ISessionRegistry
-from dim.cluster.local import ForwarderHub, LocalSessionRegistry
+from dim.cluster.local import ForwarderHub, LocalSessionRegistry, MemoryForwarder
 from dim.node.connection import ClientConnection
 from dim.node.delivery import NodeCore
 from dim.protocol import codec
@@ -86,12 +86,13 @@ class FakeClient:
 
 
 class Node:
-    """A NodeCore on a memory store with users alice, bob and carol."""
+    """A NodeCore on a memory store with users alice, bob and carol; alone in its process
+    unless given a ``forwarder`` of a hub joining it to others."""
 
     def __init__(self, node_id: str = "n1", clock: Clock | None = None,
                  store: MemoryStore | None = None,
                  sessions: LocalSessionRegistry | None = None,
-                 forwarder: Any = None, **kwargs: Any) -> None:
+                 forwarder: MemoryForwarder | None = None, **kwargs: Any) -> None:
         self.clock = clock if clock is not None else Clock()
         if clock is None:
             self.clock.advance(EPOCH)
@@ -101,6 +102,9 @@ class Node:
                 store.create_user(user, "hash", 0)
         self.store = store
         self.sessions = sessions if sessions is not None else LocalSessionRegistry()
+        if forwarder is None:
+            forwarder = ForwarderHub().forwarder(node_id)
+        self.forwarder = forwarder
         self.core = NodeCore(node_id, store, self.sessions, authenticate, self.clock,
                              forwarder=forwarder, **kwargs)
 
