@@ -27,7 +27,7 @@ from dim.client.gateway import GatewayClient, ProgressBodyProducer
 from dim.client.roster import Roster, initials
 from dim.protocol import frames as F
 from tests.fakes.client import client
-from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg
+from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg, sending
 
 
 class SignalTests(SessionTestCase):
@@ -87,7 +87,7 @@ class SignalTests(SessionTestCase):
         """A read receipt moves one's own message to read and records who read it."""
         cache = MessageCache(":memory:", "alice")
         session, reactor, _, events, side = self.connect(cache=cache)
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
         side.send(F.ReadNotice(id=out.id, mid="m1", by="bob"))
         self.assertEqual(out.state, E.READ)
@@ -101,7 +101,7 @@ class SignalTests(SessionTestCase):
     def test_group_receipts_count_members(self) -> None:
         """Group receipts are counted per member; the message is not read on the first one."""
         session, reactor, _, events, side = self.connect()
-        out = session.send(None, "hi all", group="g1")
+        out = sending(session, None, "hi all", group="g1")
         (send,) = [f for f in side.received() if isinstance(f, F.Send)]
         self.assertEqual((send.group, send.to), ("g1", None))
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
@@ -143,7 +143,7 @@ class SignalTests(SessionTestCase):
         cache = MessageCache(":memory:", "alice")
         session, reactor, _, events, side = self.connect(cache=cache)
         ref = {"id": "f1", "name": "cat.png", "size": 10, "mime": "image/png"}
-        session.send("bob", "", kind="image", file=ref)
+        sending(session, "bob", "", kind="image", file=ref)
         (send,) = [f for f in side.received() if isinstance(f, F.Send)]
         self.assertEqual((send.kind, send.file.id, send.file.name), ("image", "f1", "cat.png"))
         side.send(msg(2, kind="file", body="", file=F.FileRef(id="f2", name="a.txt", size=3,
@@ -203,21 +203,26 @@ class ReadWatermarkTests(unittest.TestCase):
         self.assertEqual(cache.get(2).file["id"], "f")
 
 
+def connected_chat(claim: str) -> tuple[C.ChatClient, Any]:
+    """A ChatClient for alice with carol's message 1 and bob's 2 and 3, and the node side."""
+    from twisted.internet.testing import MemoryReactorClock
+    reactor = MemoryReactorClock()
+    chat = C.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
+                        cache_factory=lambda url, user: MessageCache(":memory:", user))
+    chat._start("alice", "tok", {"id": "n1", "host": "127.0.0.1", "port": 9000})
+    side = NodeSide(reactor)
+    side.welcome()
+    side.send(msg(1, sender="carol"), msg(2), msg(3))
+    side.received()
+    return chat, side
+
+
 class ReadClaimTests(SessionTestCase):
     """What ChatClient.mark_seen claims with each read_claim."""
 
     def client(self, claim: str) -> tuple[C.ChatClient, Any]:
-        """A ChatClient for alice with carol's message 1 and bob's 2 and 3, and the node side."""
-        from twisted.internet.testing import MemoryReactorClock
-        reactor = MemoryReactorClock()
-        chat = C.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
-                            cache_factory=lambda url, user: MessageCache(":memory:", user))
-        chat._start("alice", "tok", {"id": "n1", "host": "127.0.0.1", "port": 9000})
-        side = NodeSide(reactor)
-        side.welcome()
-        side.send(msg(1, sender="carol"), msg(2), msg(3))
-        side.received()
-        return chat, side
+        """A connected ChatClient (:func:`connected_chat`)."""
+        return connected_chat(claim)
 
     def test_seen_waits_for_other_conversations(self) -> None:
         """'seen' claims nothing past carol's unseen message, then all once it is seen."""
@@ -235,6 +240,33 @@ class ReadClaimTests(SessionTestCase):
         self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [3])
         chat.stop()
         self.assertRaises(ValueError, C.ChatClient, FakeGateway(), None, read_claim="all")
+
+
+class ChatSendTests(SessionTestCase):
+    """ChatClient.send gives the message, whose fate the events tell."""
+
+    def test_send_gives_the_message_and_failures_are_events_only(self) -> None:
+        """send returns the outgoing message; its failure is a MessageStatus, not a logged
+        error; retry gives the message again and sends the same id."""
+        import gc
+        chat, side = connected_chat(C.READ_SEEN)
+        seen: list[Any] = []
+        chat.subscribe(seen.append)
+        out = chat.send("bob", "hi")
+        self.assertIs(out, chat.session.outgoing[out.id])
+        refused = chat.send("#g1", "all")
+        self.assertEqual(refused.group, "g1")
+        side.send(F.Error(code="forbidden", message="not a member", ref=refused.id))
+        chat.reactor.pump([4, 4])
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual((out.state, refused.state), (E.FAILED, E.FAILED))
+        self.assertEqual([e.id for e in seen if isinstance(e, E.MessageStatus)
+                          and e.state == E.FAILED], [refused.id, out.id])
+        side.received()
+        self.assertIs(chat.retry(out.id), out)
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], [out.id])
+        chat.stop()
 
 
 class ImmediateFailureTests(unittest.TestCase):

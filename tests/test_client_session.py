@@ -13,7 +13,7 @@ from dim.client import events as E
 from dim.client import session as S
 from dim.client.cache import MessageCache
 from dim.protocol import frames as F
-from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg
+from tests.fakes.client import NODE1, NodeSide, SessionTestCase, msg, sending
 from tests.fakes.client import RouteScript
 
 NODE2 = {"id": "n2", "host": "127.0.0.1", "port": 9001}
@@ -55,7 +55,7 @@ class ConnectTests(SessionTestCase):
         """A write resets the ping timer."""
         session, reactor, _, _, side = self.connect()
         reactor.advance(20)
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=1))
         side.received()
         reactor.advance(20)
@@ -217,7 +217,7 @@ class SeqTests(SessionTestCase):
     def test_own_sent_fills_the_seq(self) -> None:
         """The seq of a sent counts as handled, so the next msg is not a gap."""
         session, reactor, _, events, side = self.connect()
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         side.received()
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=1))
         side.send(msg(2))
@@ -241,7 +241,7 @@ class SendTests(SessionTestCase):
     def test_sent_then_delivered(self) -> None:
         """A message goes sending -> sent -> delivered, with an event for each."""
         session, reactor, _, events, side = self.connect()
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         (send,) = side.received()
         self.assertEqual((send.id, send.to, send.body), (out.id, "bob", "hi"))
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
@@ -255,7 +255,7 @@ class SendTests(SessionTestCase):
     def test_resend_once_then_failed_then_retry(self) -> None:
         """No sent in 4 s: the same send again; 4 s more: failed; retry sends the same id."""
         session, reactor, _, events, side = self.connect()
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         self.assertEqual([f.id for f in side.received()], [out.id])
         reactor.advance(3.9)
         self.assertEqual(side.received(), [])
@@ -275,7 +275,7 @@ class SendTests(SessionTestCase):
     def test_sent_in_time_stops_resend(self) -> None:
         """A sent within 4 s means no second send and no failure."""
         session, reactor, _, _, side = self.connect()
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         side.received()
         reactor.advance(3)
         side.send(F.Sent(id=out.id, mid="m1", seq=1, ts=5))
@@ -286,7 +286,7 @@ class SendTests(SessionTestCase):
     def test_error_with_ref_fails_the_message(self) -> None:
         """An error naming a send's id (say not_found) marks that message failed at once."""
         session, reactor, _, events, side = self.connect()
-        out = session.send("nobody", "hi")
+        out = sending(session, "nobody", "hi")
         side.send(F.Error(code="not_found", message="no such user", ref=out.id))
         self.assertEqual(out.state, E.FAILED)
         self.assertIn("not_found", out.error)
@@ -295,7 +295,7 @@ class SendTests(SessionTestCase):
     def test_rate_limited_sends_go_again_at_the_nodes_pace(self) -> None:
         """Refused sends go again retry_after apart, in order, never failing for it."""
         session, reactor, _, events, side = self.connect()
-        out = [session.send("bob", f"line {i}") for i in range(5)]
+        out = [sending(session, "bob", f"line {i}") for i in range(5)]
         self.assertEqual(len(side.received()), 5)
         side.send(F.Sent(id=out[0].id, mid="m0", seq=1, ts=5),
                   *[F.Error(code="rate_limited", message="slow down", ref=m.id,
@@ -330,7 +330,7 @@ class SendTests(SessionTestCase):
     def test_own_message_seen_by_sync_counts_as_sent(self) -> None:
         """Our own message listed by sync (its sent was lost) is marked sent, not shown again."""
         session, reactor, _, events, side = self.connect()
-        out = session.send("bob", "hi")
+        out = sending(session, "bob", "hi")
         side.send(msg(2), F.Msg(mid="m1", id=out.id, from_="alice", to="bob", ts=3, seq=1,
                                 body="hi", kind="text", delivered=True))
         self.assertEqual(out.state, E.DELIVERED)
@@ -418,9 +418,9 @@ class ReconnectTests(SessionTestCase):
     def test_outbox_flushed_after_reconnect(self) -> None:
         """Messages in flight or typed offline are sent after reconnecting, with the same ids."""
         session, reactor, gateway, events, side = self.connect(answers=[NODE2])
-        inflight = session.send("bob", "one")
+        inflight = sending(session, "bob", "one")
         side.lose()
-        offline = session.send("bob", "two")
+        offline = sending(session, "bob", "two")
         self.assertEqual(offline.state, E.SENDING)
         reactor.advance(10)  # longer than the send timeouts: offline messages do not fail
         self.assertEqual(inflight.state, E.SENDING)
@@ -472,3 +472,188 @@ class ReconnectTests(SessionTestCase):
         reactor.advance(100)
         self.assertEqual(gateway.calls, [])
         self.assertEqual(session.state, E.OFFLINE)
+
+
+class SendDeferredTests(SessionTestCase):
+    """What send returns: a Deferred of the node's sent, with delivered, resend and failure."""
+
+    def test_sent_fires_with_mid_and_seq_then_delivered(self) -> None:
+        """The Deferred fires with the sent's id, mid, seq and ts; delivered on delivered."""
+        session, reactor, _, events, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        self.assertEqual(events.of(E.MessageStatus)[-1], E.MessageStatus(
+            "c-1", E.SENDING, session.outgoing["c-1"]))
+        (frame,) = side.received()
+        self.assertEqual((frame.id, frame.body), ("c-1", "hi"))
+        self.assertNoResult(d)
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        sent = self.successResultOf(d)
+        self.assertEqual((sent.id, sent.mid, sent.seq, sent.ts), ("c-1", "m1", 1, 5))
+        self.assertNoResult(sent.delivered)
+        side.send(F.Delivered(id="c-1", mid="m1", by="bob"))
+        self.assertIsNone(self.successResultOf(sent.delivered))
+        self.assertEqual([e.state for e in events.of(E.MessageStatus)],
+                         [E.SENDING, E.SENT, E.DELIVERED])
+
+    def test_read_receipt_fires_delivered(self) -> None:
+        """A read receipt (with no delivered before it) fires delivered too."""
+        session, reactor, _, _, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        sent = self.successResultOf(d)
+        side.send(F.ReadNotice(id="c-1", mid="m1", by="bob"))
+        self.assertIsNone(self.successResultOf(sent.delivered))
+
+    def test_delivered_known_from_sync_before_sent(self) -> None:
+        """Its own message listed by sync as delivered fires the send, delivered already."""
+        session, reactor, _, _, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        side.send(F.Msg(mid="m1", id="c-1", from_="alice", to="bob", ts=3, seq=1, body="hi",
+                        kind="text", delivered=True))
+        sent = self.successResultOf(d)
+        self.assertEqual((sent.mid, sent.seq), ("m1", 1))
+        self.assertIsNone(self.successResultOf(sent.delivered))
+
+    def test_resend_after_four_seconds_with_the_same_id(self) -> None:
+        """No sent in 4 s: the same send again; a sent then fires the Deferred."""
+        session, reactor, _, _, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        side.received()
+        reactor.advance(3.9)
+        self.assertEqual(side.received(), [])
+        reactor.advance(0.1)
+        self.assertEqual([(f.id, f.body) for f in side.received() if isinstance(f, F.Send)],
+                         [("c-1", "hi")])
+        reactor.advance(3.9)
+        self.assertNoResult(d)
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(d).mid, "m1")
+        reactor.advance(10)
+        self.assertEqual(session.outgoing["c-1"].state, E.SENT)
+
+    def test_timed_out_after_the_second_four_seconds(self) -> None:
+        """Two writes 4 s apart and no sent 4 s after the second: SendTimedOut, and failed."""
+        session, reactor, _, events, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        reactor.advance(4)
+        reactor.advance(3.9)
+        self.assertNoResult(d)
+        reactor.advance(0.1)
+        f = self.failureResultOf(d, E.SendTimedOut)
+        self.assertEqual(f.value.id, "c-1")
+        self.assertIn("no answer", str(f.value))
+        self.assertEqual(events.of(E.MessageStatus)[-1].state, E.FAILED)
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)],
+                         ["c-1", "c-1"])
+
+    def test_retry_returns_a_fresh_deferred(self) -> None:
+        """retry of a failed message writes the same id again; its Deferred fires on sent."""
+        session, reactor, _, _, side = self.connect()
+        first = session.send("bob", "hi", id="c-1")
+        reactor.pump([4, 4])
+        self.failureResultOf(first, E.SendTimedOut)
+        side.received()
+        again = session.retry("c-1")
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-1"])
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(again).seq, 1)
+        self.assertEqual(self.successResultOf(session.retry("c-1")).mid, "m1")
+        self.assertRaises(KeyError, session.retry, "never")
+
+    def test_error_frame_fails_with_the_contracts_code(self) -> None:
+        """An error naming the send fails its Deferred with SendRefused of that code."""
+        session, reactor, _, events, side = self.connect()
+        d = session.send("nobody", "hi", id="c-1")
+        side.send(F.Error(code="not_found", message="no such user", ref="c-1"))
+        f = self.failureResultOf(d, E.SendRefused)
+        self.assertTrue(f.check(errors.NotFound))
+        self.assertEqual((f.value.code, f.value.message, f.value.ref),
+                         ("not_found", "no such user", "c-1"))
+        self.assertEqual(session.outgoing["c-1"].state, E.FAILED)
+        reactor.advance(10)
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-1"])
+
+    def test_unknown_error_code_is_still_a_refusal(self) -> None:
+        """A code the client does not know fails the Deferred with a plain SendRefused."""
+        session, reactor, _, _, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        side.send(F.Error(code="brand_new", message="new rule", ref="c-1"))
+        self.assertEqual(self.failureResultOf(d, E.SendRefused).value.code, "brand_new")
+
+    def test_rate_limited_keeps_the_deferred_pending(self) -> None:
+        """A rate_limited refusal writes again after retry_after; the Deferred waits for it."""
+        session, reactor, _, _, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        side.received()
+        side.send(F.Error(code="rate_limited", message="slow down", ref="c-1", retry_after=2))
+        reactor.advance(1.9)
+        self.assertNoResult(d)
+        self.assertEqual(side.received(), [])
+        reactor.advance(0.1)
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-1"])
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(d).mid, "m1")
+
+    def test_offline_send_is_queued_and_fires_after_connecting(self) -> None:
+        """Sent before connecting, the message waits (no timeout) and goes after welcome."""
+        session, reactor, _, events = self.make()
+        d = session.send("bob", "hi", id="c-1")
+        self.assertEqual(session.outgoing["c-1"].state, E.SENDING)
+        reactor.advance(30)
+        self.assertNoResult(d)
+        session.start(NODE1)
+        side = NodeSide(reactor)
+        side.welcome()
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-1"])
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(d).id, "c-1")
+
+    def test_in_flight_send_survives_a_reconnect(self) -> None:
+        """A send whose connection dropped goes again, same id, and its Deferred fires."""
+        session, reactor, _, _, side = self.connect(answers=[NODE2])
+        d = session.send("bob", "hi", id="c-1")
+        side.lose()
+        reactor.advance(10)
+        self.assertNoResult(d)
+        side2 = NodeSide(reactor)
+        side2.welcome("n2")
+        self.assertEqual([f.id for f in side2.received() if isinstance(f, F.Send)], ["c-1"])
+        side2.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(d).seq, 1)
+
+    def test_an_id_used_again_answers_for_that_write(self) -> None:
+        """A send with an id already used writes nothing new and fires with its sent."""
+        session, reactor, _, events, side = self.connect()
+        first = session.send("bob", "hi", id="c-1")
+        again = session.send("bob", "hi", id="c-1")
+        self.assertEqual(len(side.received()), 1)
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(first), self.successResultOf(again))
+        self.assertEqual(self.successResultOf(session.send("bob", "x", id="c-1")).mid, "m1")
+        self.assertEqual(len(events.of(E.MessageStatus)), 2)  # sending, sent
+        self.assertRaises(errors.BadRequest, session.send, "bob", "hi", id="")
+        self.assertRaises(errors.BadRequest, session.send, "bob", "hi", id="x" * 65)
+
+    def test_failure_nobody_waits_on_is_not_logged(self) -> None:
+        """An ignored Deferred that timed out or was refused logs no unhandled error."""
+        import gc
+        session, reactor, _, _, side = self.connect()
+        session.send("bob", "one", id="c-1")
+        session.send("bob", "two", id="c-2")
+        side.send(F.Error(code="forbidden", message="no", ref="c-2"))
+        reactor.pump([4, 4])
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([m.state for m in session.outgoing.values()], [E.FAILED, E.FAILED])
+
+    def test_failure_a_caller_turned_into_another_is_logged(self) -> None:
+        """A caller's chain that raises from the failure still has its error logged."""
+        import gc
+        session, reactor, _, _, side = self.connect()
+
+        def broken(f: object) -> None:
+            raise ValueError("a bug in the caller")
+        session.send("bob", "one", id="c-1").addErrback(broken)
+        reactor.pump([4, 4])
+        gc.collect()
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

@@ -21,7 +21,8 @@ from dim import errors
 from dim.client.cache import ChatMessage, Conversation, MessageCache
 from dim.client.config import ClientConfig
 from dim.client.events import (Connected, EventSource, NodeAddress, Notified, OFFLINE,
-    OutgoingMessage, PresenceChanged, RosterChanged, SessionEvent, SessionExpired)
+    OutgoingMessage, PresenceChanged, RosterChanged, SendRefused, SendTimedOut, SessionEvent,
+    SessionExpired)
 from dim.client.session import ClientSession, default_endpoint
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
@@ -48,6 +49,11 @@ def _as_deferred(method: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Deferred[Any]:
         return maybeDeferred(method, *args, **kwargs)
     return wrapper
+
+
+def _told_by_events(f: Failure) -> None:
+    """A send's ordinary failure: the chat learns of it from the events, not the Deferred."""
+    f.trap(SendTimedOut, SendRefused)
 
 
 class ChatClient(EventSource):
@@ -195,10 +201,19 @@ class ChatClient(EventSource):
     def send(self, to: str, body: str) -> OutgoingMessage:
         """Send ``body`` to ``to`` (a user, or ``#`` + a group id); the returned message
         changes state as events report."""
+        return self._send(to, body)
+
+    def _send(self, peer: str, body: str, **fields: Any) -> OutgoingMessage:
+        """Send to ``peer`` (a user, or ``#`` + a group id); the message, whose failure the
+        events report (so the Deferred's is not needed)."""
         session = self._session()
-        if to.startswith("#"):
-            return session.send(None, body, group=to[1:])
-        return session.send(to, body)
+        id = session.new_id()
+        if peer.startswith("#"):
+            d = session.send(None, body, group=peer[1:], id=id, **fields)
+        else:
+            d = session.send(peer, body, id=id, **fields)
+        d.addErrback(_told_by_events)
+        return session.outgoing[id]
 
     def _session(self) -> ClientSession:
         if self.session is None:
@@ -225,9 +240,9 @@ class ChatClient(EventSource):
 
     def retry(self, id: str) -> OutgoingMessage:
         """Send a failed message again."""
-        if self.session is None:
-            raise errors.Unauthorized("not logged in")
-        return self.session.retry(id)
+        session = self._session()
+        session.retry(id).addErrback(_told_by_events)
+        return session.outgoing[id]
 
     def conversations(self) -> list[Conversation]:
         """Every conversation with its unread count, newest first."""
@@ -448,11 +463,7 @@ class ChatClient(EventSource):
         def uploaded(file: dict[str, Any]) -> OutgoingMessage:
             ref = {"id": file["id"], "name": file.get("name") or os.path.basename(path),
                    "size": int(file.get("size", 0)), "mime": file.get("mime") or mime}
-            session = self._session()
-            kind = transfer.kind_for(ref["mime"])
-            if peer.startswith("#"):
-                return session.send(None, "", group=peer[1:], kind=kind, file=ref)
-            return session.send(peer, "", kind=kind, file=ref)
+            return self._send(peer, "", kind=transfer.kind_for(ref["mime"]), file=ref)
 
         def closed(result: Any) -> Any:
             source.close()

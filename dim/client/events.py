@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from dim import errors
 from dim.client.cache import ChatMessage
+from dim.protocol import frames as F
 
 log = Logger()
 
@@ -81,6 +84,100 @@ class OutgoingMessage:
     def peer(self) -> str:
         """The conversation this message belongs to."""
         return "#" + self.group if self.group is not None else str(self.to)
+
+    def frame(self) -> F.Send:
+        """The ``send`` frame that writes this message (the same each time)."""
+        return F.Send(id=self.id, to=self.to, group=self.group, body=self.body, kind=self.kind,
+                      file=F.FileRef(**self.file) if self.file else None,
+                      reply_to=self.reply_to, mentions=self.mentions)
+
+
+#: The kinds of :class:`OutgoingChange`: the entry kinds the node stores for them.
+EDIT = "edit"
+RECALL = "recall"
+REACTION = "reaction"
+
+
+@dataclass
+class OutgoingChange:
+    """An edit, recall or reaction this session writes about message ``ref`` (a mid), with
+    its state: sending, sent or failed.  No :class:`MessageStatus` tells of it (it is not a
+    message of its own); the Deferred its method returned does."""
+
+    id: str
+    kind: str
+    ref: str
+    created: int
+    #: The new text of an edit, or the emoji of a reaction.
+    body: str = ""
+    #: Whether a reaction is added (else removed).
+    on: bool = True
+    state: str = SENDING
+    #: The stored entry's mid, seq and ts, from the node's ``sent``.
+    mid: str | None = None
+    seq: int | None = None
+    ts: int | None = None
+    error: str | None = None
+    attempts: int = 0
+
+    def frame(self) -> F.Edit | F.Recall | F.React:
+        """The frame that writes this change (the same each time)."""
+        if self.kind == EDIT:
+            return F.Edit(id=self.id, mid=self.ref, body=self.body)
+        if self.kind == RECALL:
+            return F.Recall(id=self.id, mid=self.ref)
+        return F.React(id=self.id, mid=self.ref, emoji=self.body, on=self.on)
+
+
+# ---------------------------------------------------------------- results of a write
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a send (or edit, recall, react) Deferred fires with: the node stored it.
+
+    ``id`` is the client's, ``mid``, ``seq`` and ``ts`` the node's (``seq`` is its position in
+    this user's inbox).  ``delivered`` fires (with None) when the first recipient
+    acknowledged it; it stays pending until then, and never fails.
+    """
+
+    id: str
+    mid: str
+    seq: int
+    ts: int
+    delivered: Deferred[None] = field(compare=False, repr=False)
+
+
+class SendTimedOut(TimeoutError):
+    """The node never answered a write: no ``sent`` after it was written, written again 4 s
+    later, and waited for 4 s more.  The message is ``failed``; ``retry(id)`` tries again
+    with the same id, so it is never stored twice."""
+
+    def __init__(self, id: str, waited: float) -> None:
+        super().__init__(f"no answer from the node for {id} after two writes, {waited:g} s")
+        self.id = id
+        self.waited = waited
+
+
+class SendRefused(errors.DimError):
+    """The node refused a write with an ``error`` naming it (``ref``), ``code`` being the
+    contract's.  The exception is also of the error tree's class for that code, so
+    ``failure.check(errors.Forbidden)`` works as well as ``failure.check(SendRefused)``."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message, ref)
+        self.code = code
+
+    @classmethod
+    def of(cls, code: str, message: str, ref: str | None = None) -> SendRefused:
+        """The refusal for an ``error`` frame: of the class that also is ``code``'s error."""
+        return _REFUSED.get(code, cls)(code, message, ref)
+
+
+_REFUSED: dict[str, type[SendRefused]] = {
+    code: type(f"{kind.__name__}Refused", (SendRefused, kind), {"__doc__": SendRefused.__doc__})
+    for code, kind in errors.BY_CODE.items()
+}
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,20 @@ Policies worth knowing:
 - Acks: after each batch of received bytes, the highest contiguous seq is acked at once if no
   ack went out in the last :data:`ACK_INTERVAL` seconds, else once that interval has passed.
   So an idle client acks immediately and a busy one at most every 50 ms.
-- Sends: no ``sent`` :data:`SEND_TIMEOUT` seconds after writing a ``send``: it is written once
-  more with the same id; no ``sent`` 4 s after that: the message is ``failed`` until
-  :meth:`ClientSession.retry`.  A message whose connection is lost goes back to the outbox
-  and is written again, with the same id, after reconnecting.  A send refused with
-  ``rate_limited`` is written again after the error's ``retry_after`` (sends refused together
-  one after another, that far apart), and that refusal does not count as an attempt.
+- Sends: :meth:`ClientSession.send` (and :meth:`~ClientSession.edit`,
+  :meth:`~ClientSession.recall`, :meth:`~ClientSession.react`) returns a Deferred that fires
+  with :class:`dim.client.events.Sent` (the node's ``mid``, ``seq`` and ``ts``, and a
+  ``delivered`` Deferred) once the node stored it.  No ``sent`` :data:`SEND_TIMEOUT` seconds
+  after writing: it is written once more with the same id; no ``sent`` 4 s after that: it is
+  ``failed`` (the Deferred fails with :class:`~dim.client.events.SendTimedOut`) until
+  :meth:`ClientSession.retry`.  An ``error`` naming it fails it with
+  :class:`~dim.client.events.SendRefused`.  A write whose connection is lost goes back to the
+  outbox and is written again, with the same id, after reconnecting; one made offline waits
+  there (neither fails while offline).  A write refused with ``rate_limited`` is written again
+  after the error's ``retry_after`` (those refused together one after another, that far
+  apart), and that refusal does not count as an attempt.  These ordinary failures are not
+  logged as "Unhandled error in Deferred" when nobody handles them (the events told the
+  person); the Deferred still holds the failure for whoever adds an errback later.
 - Reconnect: delay ``uniform(0, min(8, 0.5 * 2 ** (attempt - 1)))`` (so a restarted server
   is found again within 8 s), or at once on :meth:`ClientSession.reconnect_now`; the route
   asks the gateway to exclude the node that failed, and asks again without exclusion if that
@@ -31,6 +39,7 @@ Policies worth knowing:
   :data:`TYPING_INTERVAL` seconds; nothing is queued while offline.
 - Read: :meth:`ClientSession.read` is cumulative; a lower or equal seq than the last one
   written is not written again, and one asked for while offline goes out after ``welcome``.
+  :meth:`ClientSession.read_conversation` does the same per conversation.
 """
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from collections.abc import Callable, Iterable
 
 import msgspec
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -53,10 +62,10 @@ from twisted.python.failure import Failure
 from dim import errors
 from dim.client.cache import ChatMessage, MessageCache, conversation_of
 from dim.client.events import (CONNECTED, CONNECTING, Connected, Connecting, DELIVERED, Delivered,
-    Disconnected, EventSource, FAILED, MessageReceived, MessageStatus, NodeAddress, Notified,
-    OFFLINE, Offline, OutgoingMessage, PeerTyping, PresenceChanged, READ, RECONNECTING,
-    ReadReceipt, ReadUpTo, Reconnecting, SENDING, SENT, STATE_RANK, ServerError, SessionExpired,
-    SyncFinished)
+    Disconnected, EDIT, EventSource, FAILED, MessageReceived, MessageStatus, NodeAddress,
+    Notified, OFFLINE, Offline, OutgoingChange, OutgoingMessage, PeerTyping, PresenceChanged,
+    READ, REACTION, RECALL, RECONNECTING, ReadReceipt, ReadUpTo, Reconnecting, SENDING, SENT,
+    STATE_RANK, SendRefused, SendTimedOut, Sent, ServerError, SessionExpired, SyncFinished)
 from dim.client.conversations import conversation_read_event
 from dim.client.tls import tls_endpoint
 from dim.protocol import frames as F
@@ -138,6 +147,22 @@ def full_jitter(attempt: int, rng: Callable[[], float], base: float = BACKOFF_BA
     return rng() * min(cap, base * (2 ** min(attempt - 1, 32)))
 
 
+#: A write of this session the node answers with ``sent``: a message, or a change to one.
+Outgoing = OutgoingMessage | OutgoingChange
+
+
+def _fail_quietly(d: Deferred[Sent], reason: Exception) -> None:
+    """Fail ``d`` with ``reason``, an ordinary failure of a write: if nothing in its chain
+    handles it, Twisted is not to log it as unhandled when ``d`` is collected (a caller that
+    does not wait for a send is told by the events), yet ``d`` keeps the failure for an
+    errback added later.  A failure the caller's chain turned into another is still logged."""
+    d.errback(Failure(reason))
+    result = getattr(d, "result", None)
+    info = getattr(d, "_debugInfo", None)
+    if isinstance(result, Failure) and result.check(SendTimedOut, SendRefused) and info:
+        info.failResult = None
+
+
 class RouteSource(Protocol):
     """What the session needs of the gateway: a node to connect to."""
 
@@ -181,6 +206,12 @@ class ClientSession(EventSource):
         self._ahead: set[int] = set()
         #: Every message this session sent, by id.
         self.outgoing: dict[str, OutgoingMessage] = {}
+        #: Every edit, recall and reaction this session wrote, by id.
+        self.changes: dict[str, OutgoingChange] = {}
+        #: The Deferreds waiting for the ``sent`` of a write, and for its first ``delivered``.
+        self._waiting: dict[str, list[Deferred[Sent]]] = {}
+        self._delivery: dict[str, list[Deferred[None]]] = {}
+        self._delivered: set[str] = set()
         self._outbox: list[str] = []
         self._send_timers: dict[str, Any] = {}
         #: When the last send refused with ``rate_limited`` is due to go again.
@@ -210,6 +241,9 @@ class ClientSession(EventSource):
         #: The highest seq a ``read`` was written for, and the highest one asked for.
         self._read_sent = 0
         self._read_wanted = 0
+        #: The same per conversation, by (with, group).
+        self._conversation_read_sent: dict[tuple[str | None, str | None], int] = {}
+        self._conversation_read_wanted: dict[tuple[str | None, str | None], int] = {}
         #: When a ``typing`` was last written, per conversation.
         self._typed_at: dict[str, float] = {}
 
@@ -247,13 +281,19 @@ class ClientSession(EventSource):
 
     def send(self, to: str | None, body: str, *, group: str | None = None,
              kind: str = "text", file: dict[str, Any] | None = None,
-             reply_to: str | None = None,
-             mentions: list[str] | None = None) -> OutgoingMessage:
-        """Send ``body`` to user ``to`` (or a group); returns the message, state ``sending``.
+             reply_to: str | None = None, mentions: list[str] | None = None,
+             id: str | None = None) -> Deferred[Sent]:
+        """Send ``body`` to user ``to`` (or a group): a Deferred firing with :class:`Sent`
+        once the node stored it, or failing with :class:`SendTimedOut` or
+        :class:`SendRefused`.
 
         ``file`` (an uploaded file's ``{id, name, size, mime}``) goes with kind "image" or
         "file", ``body`` being its caption.  ``reply_to`` is the mid of the message it
         answers (of the same conversation); ``mentions`` the group members it calls.
+        ``id`` is the message's id (:meth:`new_id` when not given): the message is
+        ``outgoing[id]`` at once, and a ``MessageStatus`` (sending) has told listeners before
+        this returns.  An id already used answers for that write instead (a failed one is
+        tried again, as :meth:`retry` does).  Offline, the message waits in the outbox.
         Raises BadRequest or TooLarge at once for a message the node would refuse.
         """
         if (to is None) == (group is None):
@@ -270,26 +310,87 @@ class ClientSession(EventSource):
             raise errors.BadRequest("only a group message mentions people")
         if mentions and len(set(mentions)) > F.MAX_MENTIONS:
             raise errors.BadRequest(f"a message mentions at most {F.MAX_MENTIONS} people")
-        message = OutgoingMessage(id=self.new_id(), body=body, to=to, group=group, kind=kind,
-                                  file=file, created=int(self.reactor.seconds() * 1000),
+        if id is not None and self._known(id):
+            return self.retry(id)
+        message = OutgoingMessage(id=id or self.new_id(), body=body, to=to, group=group,
+                                  kind=kind, file=file, created=self._now_ms(),
                                   reply_to=reply_to,
                                   mentions=list(dict.fromkeys(mentions)) if mentions else None)
         self.outgoing[message.id] = message
-        self._outbox.append(message.id)
-        self.emit(MessageStatus(message.id, SENDING, message))
-        self._flush_outbox()
-        return message
+        return self._write(message)
 
-    def retry(self, id: str) -> OutgoingMessage:
-        """Send a failed message again, with the same id (so it is never stored twice)."""
-        message = self.outgoing[id]
-        if message.state != FAILED:
-            return message
-        message.state, message.error, message.attempts = SENDING, None, 0
-        self._outbox.append(id)
-        self.emit(MessageStatus(id, SENDING, message))
+    def edit(self, mid: str, body: str, *, id: str | None = None) -> Deferred[Sent]:
+        """Replace the body of one's own text message ``mid`` with ``body``; a Deferred as
+        :meth:`send`'s (the node refuses with ``forbidden`` or ``not_found``)."""
+        if not body.strip():
+            raise errors.BadRequest("an edit needs some text")
+        if len(body.encode("utf-8")) > F.MAX_BODY_BYTES:
+            raise errors.TooLarge(f"the message is over {F.MAX_BODY_BYTES} bytes")
+        return self._change(EDIT, mid, body, True, id)
+
+    def recall(self, mid: str, *, id: str | None = None) -> Deferred[Sent]:
+        """Take back one's own message ``mid``; a Deferred as :meth:`send`'s."""
+        return self._change(RECALL, mid, "", True, id)
+
+    def react(self, mid: str, emoji: str, on: bool = True, *,
+              id: str | None = None) -> Deferred[Sent]:
+        """Add (``on``) or remove the reaction ``emoji`` to message ``mid``; a Deferred as
+        :meth:`send`'s."""
+        if not 1 <= len(emoji) <= F.MAX_EMOJI:
+            raise errors.BadRequest(f"a reaction is 1-{F.MAX_EMOJI} characters")
+        return self._change(REACTION, mid, emoji, on, id)
+
+    def _change(self, kind: str, mid: str, body: str, on: bool,
+                id: str | None) -> Deferred[Sent]:
+        if not 1 <= len(mid) <= 64:
+            raise errors.BadRequest("a message id is 1-64 characters")
+        if id is not None and self._known(id):
+            return self.retry(id)
+        change = OutgoingChange(id=id or self.new_id(), kind=kind, ref=mid, body=body, on=on,
+                                created=self._now_ms())
+        self.changes[change.id] = change
+        return self._write(change)
+
+    def _known(self, id: str) -> bool:
+        """Whether ``id`` names a write of this session already (else checks it is one the
+        node accepts)."""
+        if id in self.outgoing or id in self.changes:
+            return True
+        if not (1 <= len(id) <= 64 and all(" " <= c <= "~" for c in id)):
+            raise errors.BadRequest("an id is 1-64 printable ASCII characters")
+        return False
+
+    def _write(self, item: Outgoing) -> Deferred[Sent]:
+        """Queue a new write and write it if connected; the Deferred of its ``sent``."""
+        d = self._wait(item.id)
+        self._outbox.append(item.id)
+        if isinstance(item, OutgoingMessage):
+            self.emit(MessageStatus(item.id, SENDING, item))
         self._flush_outbox()
-        return message
+        return d
+
+    def retry(self, id: str) -> Deferred[Sent]:
+        """Write a failed message (or change) again, with the same id (so it is never stored
+        twice); a Deferred as :meth:`send`'s.  For one that did not fail, the Deferred
+        answers for the write under way (or at once, if it was stored).  KeyError for an id
+        this session never wrote."""
+        item = self._item(id)
+        if item is None:
+            raise KeyError(id)
+        if item.state != FAILED:
+            if item.seq is not None and item.mid is not None and item.ts is not None:
+                return succeed(self._sent(item))
+            return self._wait(id)
+        item.state, item.error, item.attempts = SENDING, None, 0
+        return self._write(item)
+
+    def _item(self, id: str | None) -> Outgoing | None:
+        if id is None:
+            return None
+        return self.outgoing.get(id) or self.changes.get(id)
+
+    def _now_ms(self) -> int:
+        return int(self.reactor.seconds() * 1000)
 
     def reconnect_now(self) -> bool:
         """Connect again at once: skip the backoff wait, or drop a connection that looks
@@ -321,6 +422,31 @@ class ClientSession(EventSource):
             return False
         self._read_wanted = seq
         return self._flush_read()
+
+    def read_conversation(self, seq: int, *, with_: str | None = None,
+                          group: str | None = None) -> bool:
+        """The person has seen the conversation with user ``with_`` (or ``group``) up to
+        ``seq`` (only what is on screen): tell the node (cumulative, forward only).
+
+        Returns whether a ``read`` was written now; else it is not needed (not above the one
+        asked for before) or waits for the connection (only the highest per conversation).
+        """
+        if (with_ is None) == (group is None):
+            raise errors.BadRequest("a conversation is one of a user and a group")
+        key = (with_, group)
+        if seq <= self._conversation_read_wanted.get(key, 0):
+            return False
+        self._conversation_read_wanted[key] = seq
+        return self._flush_conversation_read(key)
+
+    def _flush_conversation_read(self, key: tuple[str | None, str | None]) -> bool:
+        wanted = self._conversation_read_wanted.get(key, 0)
+        if not self.connected or wanted <= self._conversation_read_sent.get(key, 0):
+            return False
+        assert self._conn is not None
+        self._conn.sendFrame(F.Read(seq=wanted, with_=key[0], group=key[1]))
+        self._conversation_read_sent[key] = wanted
+        return True
 
     def typing(self, to: str | None = None, group: str | None = None) -> bool:
         """The person is typing to ``to`` (or in ``group``): a ``typing`` frame, at most one
@@ -485,12 +611,12 @@ class ClientSession(EventSource):
             self._cancel(call)
         self._ping_call = self._dead_call = self._ack_call = self._sync_call = None
         self._syncing = self._sync_again = False
-        waiting = [m.id for m in self.outgoing.values()
-                   if m.state == SENDING and m.id in self._send_timers]
+        items: list[Outgoing] = [*self.outgoing.values(), *self.changes.values()]
+        waiting = [i.id for i in items if i.state == SENDING and i.id in self._send_timers]
         for id in waiting:
             self._cancel(self._send_timers.pop(id))
-        for message in self.outgoing.values():
-            message.attempts = 0
+        for item in items:
+            item.attempts = 0
         self._outbox = waiting + [i for i in self._outbox if i not in waiting]
 
     def _lost(self, conn: NodeConnection, reason: str) -> None:
@@ -534,27 +660,32 @@ class ClientSession(EventSource):
         self.emit(Connected(self.node, frame.user, frame.last_seq))
         self._flush_outbox()
         self._flush_read()
+        for key in list(self._conversation_read_wanted):
+            self._flush_conversation_read(key)
         if frame.last_seq > self.last_seq or self._ahead:
             self._request_sync()
         elif self.last_seq:
             self._ack_wanted = True
 
     def _on_sent(self, conn: NodeConnection, frame: F.Sent) -> None:
-        message = self.outgoing.get(frame.id)
-        if message is not None:
-            self._stop_resending(message.id)
-            message.mid, message.seq, message.ts = frame.mid, frame.seq, frame.ts
-            message.error = None
-            if self.cache is not None:
+        item = self._item(frame.id)
+        if item is not None:
+            self._stop_resending(item.id)
+            item.mid, item.seq, item.ts = frame.mid, frame.seq, frame.ts
+            item.error = None
+            if isinstance(item, OutgoingMessage) and self.cache is not None:
                 self.cache.put(ChatMessage(
                     seq=frame.seq, mid=frame.mid, id=frame.id, sender=self.user, ts=frame.ts,
-                    to=message.to, group=message.group, body=message.body, kind=message.kind,
-                    delivered=STATE_RANK[message.state] >= STATE_RANK[DELIVERED],
-                    read=message.state == READ and message.group is None, file=message.file))
+                    to=item.to, group=item.group, body=item.body, kind=item.kind,
+                    delivered=STATE_RANK[item.state] >= STATE_RANK[DELIVERED],
+                    read=item.state == READ and item.group is None, file=item.file))
         self._note_seq(frame.seq)
-        if message is not None and message.state in (SENDING, FAILED):
-            message.state = SENT
-            self.emit(MessageStatus(message.id, SENT, message))
+        if item is not None:
+            if item.state in (SENDING, FAILED):
+                item.state = SENT
+                if isinstance(item, OutgoingMessage):
+                    self.emit(MessageStatus(item.id, SENT, item))
+            self._resolve(item)
 
     def _on_msg(self, conn: NodeConnection, frame: F.Msg) -> None:
         if frame.seq <= self.last_seq or frame.seq in self._ahead:
@@ -567,29 +698,41 @@ class ClientSession(EventSource):
         if self.cache is not None:
             self.cache.put(entry)
         self._note_seq(frame.seq)
-        mine = self.outgoing.get(frame.id) if frame.from_ == self.user else None
-        if mine is not None:
-            # Our own message, listed by a sync before its `sent` reached us.
-            self._stop_resending(mine.id)
-            mine.mid, mine.seq, mine.ts = frame.mid, frame.seq, frame.ts
+        mine = self._item(frame.id) if frame.from_ == self.user else None
+        if mine is None:
+            self.emit(MessageReceived(entry))
+            return
+        # Our own write, listed by a sync before its `sent` reached us.
+        self._stop_resending(mine.id)
+        mine.mid, mine.seq, mine.ts = frame.mid, frame.seq, frame.ts
+        if isinstance(mine, OutgoingMessage):
             state = READ if frame.read else DELIVERED if frame.delivered else SENT
             if STATE_RANK[state] > STATE_RANK[mine.state] or mine.state == FAILED:
                 mine.state = state
                 self.emit(MessageStatus(mine.id, state, mine))
         else:
-            self.emit(MessageReceived(entry))
+            if mine.state in (SENDING, FAILED):
+                mine.state, mine.error = SENT, None
+            self.emit(MessageReceived(entry))  # a change is shown by what it changes
+        self._resolve(mine)
+        if frame.delivered or frame.read:
+            self._mark_delivered(mine.id)
 
     def _on_delivered(self, conn: NodeConnection, frame: F.Delivered) -> None:
         if self.cache is not None:
             self.cache.mark_delivered(frame.mid)
             self.cache.add_receipt(frame.mid, frame.by, False)
-        message = self.outgoing.get(frame.id)
-        if message is not None and message.mid in (None, frame.mid):
+        item = self._item(frame.id)
+        mine = item is not None and item.mid in (None, frame.mid)
+        if item is not None and mine:
             self._stop_resending(frame.id)
-            message.mid = frame.mid
-            message.delivered_by.add(frame.by)
-            self._advance(message, DELIVERED)
+            item.mid = frame.mid
+            if isinstance(item, OutgoingMessage):
+                item.delivered_by.add(frame.by)
+                self._advance(item, DELIVERED)
         self.emit(Delivered(frame.id, frame.mid, frame.by))
+        if item is not None and mine:
+            self._mark_delivered(item.id)
 
     def _advance(self, message: OutgoingMessage, state: str) -> None:
         """Move one's own message forward to ``state`` (never back), telling listeners."""
@@ -602,6 +745,10 @@ class ClientSession(EventSource):
         if conversation_read is not None:
             # One conversation was read on another device: not the whole inbox.
             if frame.by == self.user:
+                # Read on another device: no need to claim it again from here.
+                key = (conversation_read.with_, conversation_read.group)
+                for pointers in (self._conversation_read_sent, self._conversation_read_wanted):
+                    pointers[key] = max(pointers.get(key, 0), conversation_read.seq)
                 self.emit(conversation_read)  # type: ignore[arg-type]
             return
         if frame.seq is not None:
@@ -619,15 +766,19 @@ class ClientSession(EventSource):
         if self.cache is not None:
             self.cache.mark_read(frame.mid)
             self.cache.add_receipt(frame.mid, frame.by, True)
-        message = self.outgoing.get(frame.id) if frame.id is not None else None
-        if message is not None and message.mid in (None, frame.mid):
-            self._stop_resending(message.id)
-            message.mid = frame.mid
-            message.delivered_by.add(frame.by)
-            message.read_by.add(frame.by)
-            # A group message is read once every member read it; the listing says when.
-            self._advance(message, READ if message.group is None else DELIVERED)
+        item = self._item(frame.id)
+        mine = item is not None and item.mid in (None, frame.mid)
+        if item is not None and mine:
+            self._stop_resending(item.id)
+            item.mid = frame.mid
+            if isinstance(item, OutgoingMessage):
+                item.delivered_by.add(frame.by)
+                item.read_by.add(frame.by)
+                # A group message is read once every member read it; the listing says when.
+                self._advance(item, READ if item.group is None else DELIVERED)
         self.emit(ReadReceipt(frame.id or "", frame.mid, frame.by))
+        if item is not None and mine:
+            self._mark_delivered(item.id)  # read, so delivered too
 
     def _on_presence(self, conn: NodeConnection, frame: F.Presence) -> None:
         self.emit(PresenceChanged(frame.user, frame.online))
@@ -666,16 +817,16 @@ class ClientSession(EventSource):
                 conn.transport.loseConnection()
             self._expire(frame.message)
             return
-        message = self.outgoing.get(frame.ref) if frame.ref else None
-        if message is not None and message.state == SENDING:
-            self._stop_resending(message.id)
+        item = self._item(frame.ref)
+        if item is not None and item.state == SENDING:
+            self._stop_resending(item.id)
             if frame.code == errors.RateLimited.code:
-                self._rate_limited(message, frame.retry_after)
+                self._rate_limited(item, frame.retry_after)
                 return
-            message.state, message.error = FAILED, f"{frame.code}: {frame.message}"
-            self.emit(MessageStatus(message.id, FAILED, message))
+            self._failed(item, SendRefused.of(frame.code, frame.message, item.id),
+                         f"{frame.code}: {frame.message}")
 
-    def _rate_limited(self, message: OutgoingMessage, retry_after: float | None) -> None:
+    def _rate_limited(self, message: Outgoing, retry_after: float | None) -> None:
         """The node refused a send for now: not the message's fault, and no attempt lost.
         Refused sends go again one after another, ``retry_after`` apart (the time the node
         needs for one more), so a long paste drains at the node's pace instead of failing."""
@@ -763,40 +914,75 @@ class ClientSession(EventSource):
             return
         pending, self._outbox = self._outbox, []
         for id in pending:
-            message = self.outgoing[id]
-            if message.state == SENDING and id not in self._send_timers:
-                self._transmit(message)
+            item = self._item(id)
+            if item is not None and item.state == SENDING and id not in self._send_timers:
+                self._transmit(item)
 
-    def _transmit(self, message: OutgoingMessage) -> None:
+    def _transmit(self, item: Outgoing) -> None:
         assert self._conn is not None
-        self._conn.sendFrame(F.Send(id=message.id, to=message.to, group=message.group,
-                                    body=message.body, kind=message.kind,
-                                    file=F.FileRef(**message.file) if message.file else None,
-                                    reply_to=message.reply_to, mentions=message.mentions))
-        message.attempts += 1
-        self._send_timers[message.id] = self.reactor.callLater(
-            SEND_TIMEOUT, self._send_timeout, message.id)
+        self._conn.sendFrame(item.frame())
+        item.attempts += 1
+        self._send_timers[item.id] = self.reactor.callLater(
+            SEND_TIMEOUT, self._send_timeout, item.id)
 
     def _stop_resending(self, id: str) -> None:
-        """The node answered message ``id``: no resend timer, no place in the outbox."""
+        """The node answered write ``id``: no resend timer, no place in the outbox."""
         self._cancel(self._send_timers.pop(id, None))
         if id in self._outbox:
             self._outbox.remove(id)
 
     def _send_timeout(self, id: str) -> None:
         self._send_timers.pop(id, None)
-        message = self.outgoing[id]
-        if message.state != SENDING:
+        item = self._item(id)
+        if item is None or item.state != SENDING:
             return
         if not self.connected:
             if id not in self._outbox:
                 self._outbox.append(id)
             return
-        if message.attempts < 2:
-            self._transmit(message)
+        if item.attempts < 2:
+            self._transmit(item)
         else:
-            message.state, message.error = FAILED, "no answer from the node"
-            self.emit(MessageStatus(id, FAILED, message))
+            self._failed(item, SendTimedOut(id, item.attempts * SEND_TIMEOUT),
+                         "no answer from the node")
+
+    def _failed(self, item: Outgoing, reason: Exception, error: str) -> None:
+        """Write ``item`` is failed: tell listeners, then fail the Deferreds waiting for it."""
+        item.state, item.error = FAILED, error
+        if isinstance(item, OutgoingMessage):
+            self.emit(MessageStatus(item.id, FAILED, item))
+        for d in self._waiting.pop(item.id, []):
+            _fail_quietly(d, reason)
+
+    # ------------------------------------------------------------ the Deferreds of writes
+
+    def _wait(self, id: str) -> Deferred[Sent]:
+        """A new Deferred for the ``sent`` of write ``id``."""
+        d: Deferred[Sent] = Deferred()
+        self._waiting.setdefault(id, []).append(d)
+        return d
+
+    def _sent(self, item: Outgoing) -> Sent:
+        assert item.mid is not None and item.seq is not None and item.ts is not None
+        delivered: Deferred[None] = Deferred()
+        if item.id in self._delivered:
+            delivered.callback(None)
+        else:
+            self._delivery.setdefault(item.id, []).append(delivered)
+        return Sent(item.id, item.mid, item.seq, item.ts, delivered)
+
+    def _resolve(self, item: Outgoing) -> None:
+        """Write ``item`` is stored: fire the Deferreds waiting for it."""
+        for d in self._waiting.pop(item.id, []):
+            d.callback(self._sent(item))
+
+    def _mark_delivered(self, id: str) -> None:
+        """A recipient acknowledged write ``id``: fire its ``delivered`` Deferreds, once."""
+        if id in self._delivered:
+            return
+        self._delivered.add(id)
+        for d in self._delivery.pop(id, []):
+            d.callback(None)
 
     @staticmethod
     def _cancel(call: Any) -> None:

@@ -376,9 +376,10 @@ class Person:
 
     def send(self, to: str, body: str) -> OutgoingMessage:
         """Send a message now."""
-        message = self.session.send(to, body)
-        self.sent_at[message.id] = self.clock()
-        return message
+        id = self.session.new_id()
+        self.session.send(to, body, id=id)  # failures are counted from the events
+        self.sent_at[id] = self.clock()
+        return self.session.outgoing[id]
 
     def _event(self, event: Any) -> None:
         now = self.clock()

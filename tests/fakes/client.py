@@ -111,6 +111,15 @@ class NodeSide:
         self.protocol.connectionLost(Failure(ConnectionLost(why)))
 
 
+def sending(session: S.ClientSession, to: str | None, body: str,
+            **kw: Any) -> E.OutgoingMessage:
+    """Send through ``session`` as a user interface does: the message, whose state the events
+    tell (the send's Deferred is left to itself)."""
+    id = session.new_id()
+    session.send(to, body, id=id, **kw)
+    return session.outgoing[id]
+
+
 def msg(seq: int, sender: str = "bob", body: str | None = None, **kw: Any) -> F.Msg:
     """A ``msg`` frame to alice at inbox position ``seq``."""
     fields: dict[str, Any] = dict(mid=f"m{seq}", id=f"c{seq}", from_=sender, to="alice",
