@@ -1,71 +1,63 @@
 """Tests of the in-process session and node registries."""
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from dim.cluster.interface import INodeRegistry, ISessionRegistry, NodeInfo, SessionRef
+from dim.cluster.interface import INodeRegistry, NodeInfo, SessionRef
 from dim.cluster.local import LocalNodeRegistry, LocalSessionRegistry
+from tests.fakes.node import RemoteLikeRegistry
+from tests.session_registry_contract import SessionRegistryContractMixin
+
+
+class LocalSessionRegistryContractTests(SessionRegistryContractMixin, TestCase):
+    """LocalSessionRegistry keeps the registry contract."""
+
+    def makeRegistry(self) -> LocalSessionRegistry:
+        return LocalSessionRegistry()
+
+
+class RemoteLikeRegistryContractTests(SessionRegistryContractMixin, TestCase):
+    """The node tests' stand-in for Redis keeps the registry contract too."""
+
+    def makeRegistry(self) -> RemoteLikeRegistry:
+        return RemoteLikeRegistry()
 
 
 class LocalSessionRegistryTests(SynchronousTestCase):
-    """LocalSessionRegistry keeps sessions per user and node."""
+    """What only the in-process registry offers: answers without Deferreds, and counts."""
 
     def setUp(self) -> None:
         self.reg = LocalSessionRegistry()
 
-    def test_interface(self) -> None:
-        """It provides ISessionRegistry."""
-        self.assertTrue(verifyObject(ISessionRegistry, self.reg))
-
-    def test_add_first(self) -> None:
-        """add fires True for a user's first session and False for later ones."""
+    def test_answers_at_once(self) -> None:
+        """Every Deferred it returns has already fired."""
         self.assertTrue(self.successResultOf(self.reg.add("alice", "s1", "n1")))
-        self.assertFalse(self.successResultOf(self.reg.add("alice", "s2", "n2")))
-        self.assertTrue(self.successResultOf(self.reg.add("bob", "s3", "n1")))
+        self.assertEqual({"alice": [SessionRef(session="s1", node="n1")]},
+                         self.successResultOf(self.reg.locate(["alice"])))
+        self.assertIsNone(self.successResultOf(self.reg.refresh("n1")))
+        self.assertEqual({"alice": False}, self.successResultOf(self.reg.drop_node("n1")))
 
-    def test_remove_last(self) -> None:
-        """remove fires True only when the user's last session goes."""
-        self.reg.add("alice", "s1", "n1")
-        self.reg.add("alice", "s2", "n1")
-        self.assertFalse(self.successResultOf(self.reg.remove("alice", "s1")))
-        self.assertTrue(self.successResultOf(self.reg.remove("alice", "s2")))
-        self.assertFalse(self.successResultOf(self.reg.online("alice")))
-
-    def test_remove_unknown(self) -> None:
-        """Removing a session that is not there fires False and changes nothing."""
-        self.assertFalse(self.successResultOf(self.reg.remove("alice", "s1")))
-        self.reg.add("alice", "s1", "n1")
-        self.assertFalse(self.successResultOf(self.reg.remove("alice", "zz")))
-        self.assertTrue(self.successResultOf(self.reg.online("alice")))
-
-    def test_locate(self) -> None:
-        """locate lists the sessions of the asked users and leaves offline users out."""
+    def test_locate_now(self) -> None:
+        """locate_now answers as locate does, without a Deferred, for any iterable."""
         self.reg.add("alice", "s1", "n1")
         self.reg.add("alice", "s2", "n2")
-        found = self.successResultOf(self.reg.locate(["alice", "bob"]))
-        self.assertEqual(set(found), {"alice"})
-        self.assertEqual(set(found["alice"]),
-                         {SessionRef(session="s1", node="n1"),
-                          SessionRef(session="s2", node="n2")})
+        self.assertEqual(self.successResultOf(self.reg.locate(["alice", "bob"])),
+                         self.reg.locate_now(iter(["alice", "bob"])))
 
-    def test_drop_node(self) -> None:
-        """drop_node forgets a node's sessions and reports who is still online."""
+    def test_sessions_of_and_len(self) -> None:
+        """sessions_of copies one user's sessions; len counts every session."""
         self.reg.add("alice", "s1", "n1")
         self.reg.add("alice", "s2", "n2")
         self.reg.add("bob", "s3", "n1")
-        self.reg.add("carol", "s4", "n2")
-        result = self.successResultOf(self.reg.drop_node("n1"))
-        self.assertEqual(result, {"alice": True, "bob": False})
-        self.assertEqual(self.reg.sessions_of("alice"), {"s2": "n2"})
-        self.assertFalse(self.successResultOf(self.reg.online("bob")))
-        self.assertEqual(len(self.reg), 2)
-
-    def test_refresh(self) -> None:
-        """refresh fires and keeps every session."""
-        self.reg.add("alice", "s1", "n1")
-        self.assertIsNone(self.successResultOf(self.reg.refresh("n1")))
-        self.assertTrue(self.successResultOf(self.reg.online("alice")))
+        sessions = self.reg.sessions_of("alice")
+        self.assertEqual({"s1": "n1", "s2": "n2"}, sessions)
+        sessions.clear()
+        self.assertEqual({"s1": "n1", "s2": "n2"}, self.reg.sessions_of("alice"))
+        self.assertEqual({}, self.reg.sessions_of("carol"))
+        self.assertEqual(3, len(self.reg))
+        self.reg.drop_node("n1")
+        self.assertEqual(1, len(self.reg))
 
 
 class LocalNodeRegistryTests(SynchronousTestCase):

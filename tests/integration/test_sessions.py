@@ -9,13 +9,13 @@ import uuid
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
-from zope.interface.verify import verifyObject
 
-from dim.cluster.interface import ISessionRegistry, SessionRef
+from dim.cluster.interface import SessionRef
 from dim.cluster.sessions import RedisSessionRegistry
 from dim.errors import Unavailable
 from dim.store.redis import _session_versions, saw_session_version, session_version_seen
 from tests.fakes.redis import delete_prefix
+from tests.session_registry_contract import SessionRegistryContractMixin
 
 REDIS_URL = os.environ.get("DIM_REDIS", "redis://127.0.0.1:6379")
 
@@ -31,7 +31,7 @@ class RegistryCase(TestCase):
     timeout = 20
 
     @defer.inlineCallbacks
-    def registry(self, ttl: float = 30.0):
+    def registry_on_redis(self, ttl: float = 30.0):
         """A registry on a fresh prefix, closed and cleaned after the test."""
         if not hasattr(self, "prefix"):
             self.prefix = f"dimtest:{uuid.uuid4().hex[:12]}:"
@@ -42,73 +42,35 @@ class RegistryCase(TestCase):
         return registry
 
 
+class RedisSessionRegistryContractTests(SessionRegistryContractMixin, RegistryCase):
+    """RedisSessionRegistry keeps the registry contract."""
+
+    def makeRegistry(self):
+        return self.registry_on_redis()
+
+
 class RedisSessionRegistryTests(RegistryCase):
-    """Sessions by user and node, with lifetimes tied to node heartbeats."""
-
-    @defer.inlineCallbacks
-    def test_provides_interface(self):
-        """The registry provides ISessionRegistry in full."""
-        registry = yield self.registry()
-        self.assertTrue(verifyObject(ISessionRegistry, registry))
-
-    @defer.inlineCallbacks
-    def test_add_remove_first_and_last(self):
-        """add fires True for a user's first session only; remove True for the last."""
-        r = yield self.registry()
-        self.assertTrue((yield r.add("alice", "s1", "n1")))
-        self.assertFalse((yield r.add("alice", "s1", "n1")))
-        self.assertFalse((yield r.add("alice", "s2", "n2")))
-        self.assertTrue((yield r.online("alice")))
-        self.assertFalse((yield r.online("bob")))
-        self.assertFalse((yield r.remove("alice", "s1")))
-        self.assertTrue((yield r.remove("alice", "s2")))
-        self.assertFalse((yield r.remove("alice", "s2")))
-        self.assertFalse((yield r.online("alice")))
-
-    @defer.inlineCallbacks
-    def test_locate_across_nodes(self):
-        """locate lists every session of every asked user with its node; others left out."""
-        r = yield self.registry()
-        yield r.add("alice", "s1", "n1")
-        yield r.add("alice", "s2", "n2")
-        yield r.add("bob", "s3", "n2")
-        found = yield r.locate(["alice", "bob", "carol"])
-        self.assertEqual({"alice", "bob"}, set(found))
-        self.assertEqual({SessionRef(session="s1", node="n1"),
-                          SessionRef(session="s2", node="n2")}, set(found["alice"]))
-        self.assertEqual([SessionRef(session="s3", node="n2")], found["bob"])
-        self.assertEqual({}, (yield r.locate([])))
+    """What only the Redis registry does: several nodes share it, and sessions live only as
+    long as their node's heartbeats."""
 
     @defer.inlineCallbacks
     def test_shared_between_nodes(self):
         """Two registries (two nodes) on one Redis see each other's sessions."""
-        a = yield self.registry()
-        b = yield self.registry()
+        a = yield self.registry_on_redis()
+        b = yield self.registry_on_redis()
         self.assertTrue((yield a.add("alice", "s1", "n1")))
         self.assertFalse((yield b.add("alice", "s2", "n2")))
         found = yield a.locate(["alice"])
         self.assertEqual({"n1", "n2"}, {ref.node for ref in found["alice"]})
-
-    @defer.inlineCallbacks
-    def test_drop_node(self):
-        """drop_node forgets the node's sessions and says who is still online elsewhere."""
-        r = yield self.registry()
-        yield r.add("alice", "s1", "n1")
-        yield r.add("alice", "s2", "n2")
-        yield r.add("bob", "s3", "n1")
-        yield r.add("carol", "s4", "n2")
-        self.assertEqual({"alice": True, "bob": False}, (yield r.drop_node("n1")))
-        found = yield r.locate(["alice", "bob", "carol"])
-        self.assertEqual({"alice": [SessionRef(session="s2", node="n2")],
-                          "carol": [SessionRef(session="s4", node="n2")]}, found)
-        self.assertEqual({}, (yield r.drop_node("n1")))
-        self.assertTrue((yield r.add("bob", "s5", "n1")))
+        self.assertEqual({"alice": True}, (yield b.drop_node("n1")))
+        self.assertEqual({"alice": [SessionRef(session="s2", node="n2")]},
+                         (yield a.locate(["alice"])))
 
     @defer.inlineCallbacks
     def test_sessions_expire_without_heartbeat(self):
         """A node that stops refreshing loses its sessions after the TTL; a refreshed one
         keeps them."""
-        r = yield self.registry(ttl=0.5)
+        r = yield self.registry_on_redis(ttl=0.5)
         yield r.add("alice", "s1", "dead")
         yield r.add("bob", "s2", "live")
         for _ in range(4):
@@ -151,8 +113,8 @@ class SessionCacheTests(RegistryCase):
     @defer.inlineCallbacks
     def test_steady_state_answers_from_memory(self):
         """Once the changes are heard, locating the same users again asks Redis nothing."""
-        a = yield self.registry()
-        b = yield self.registry()
+        a = yield self.registry_on_redis()
+        b = yield self.registry_on_redis()
         yield a.add("alice", "s1", "n1")
         yield self.heard(b)
         first = yield b.locate(["alice", "bob"])
@@ -167,8 +129,8 @@ class SessionCacheTests(RegistryCase):
     def test_add_on_one_seen_by_the_other_at_once(self):
         """A session added through one registry is found by another right after, even
         before the other heard the event (it asks Redis then)."""
-        a = yield self.registry()
-        b = yield self.registry()
+        a = yield self.registry_on_redis()
+        b = yield self.registry_on_redis()
         yield self.heard(b)
         self.assertEqual({}, (yield b.locate(["alice"])))  # cached: offline
         yield a.add("alice", "s1", "n1")
@@ -179,8 +141,8 @@ class SessionCacheTests(RegistryCase):
     def test_remove_and_move_invalidate(self):
         """Removing a session, and the session's user moving to another node, are seen by
         a registry that had the user cached."""
-        a = yield self.registry()
-        b = yield self.registry()
+        a = yield self.registry_on_redis()
+        b = yield self.registry_on_redis()
         yield a.add("alice", "s1", "n1")
         yield self.heard(b)
         yield b.locate(["alice"])
@@ -196,8 +158,8 @@ class SessionCacheTests(RegistryCase):
     @defer.inlineCallbacks
     def test_drop_node_invalidates(self):
         """drop_node through one registry empties the dropped users in another's cache."""
-        a = yield self.registry()
-        b = yield self.registry()
+        a = yield self.registry_on_redis()
+        b = yield self.registry_on_redis()
         yield a.add("alice", "s1", "n1")
         yield a.add("bob", "s2", "n1")
         yield a.add("bob", "s3", "n2")
@@ -212,7 +174,7 @@ class SessionCacheTests(RegistryCase):
     @defer.inlineCallbacks
     def test_change_not_yet_heard_asks_redis(self):
         """When a newer session version was seen than the events heard, locate asks Redis."""
-        a = yield self.registry()
+        a = yield self.registry_on_redis()
         yield a.add("alice", "s1", "n1")
         yield self.heard(a)
         yield a.locate(["alice"])
@@ -225,8 +187,8 @@ class SessionCacheTests(RegistryCase):
     def test_subscription_lost_falls_back_then_resumes(self):
         """With the event connection killed, locate asks Redis; the cache resumes once
         the registry subscribed again, and sees changes made meanwhile."""
-        a = yield self.registry()
-        b = yield self.registry()
+        a = yield self.registry_on_redis()
+        b = yield self.registry_on_redis()
         yield a.add("alice", "s1", "n1")
         yield self.heard(b)
         yield b.locate(["alice"])
@@ -249,7 +211,7 @@ class SessionCacheTests(RegistryCase):
         """A store batch after a session change reports that change's version, so a cache
         that has not heard it yet asks Redis for the recipient."""
         from dim.store.redis import RedisStore
-        a = yield self.registry()
+        a = yield self.registry_on_redis()
         store = yield RedisStore.connect(REDIS_URL, prefix=self.prefix, timeout=2.0, clock=reactor)
         self.addCleanup(store.close)
         yield store.create_user("alice", "h", 0)
