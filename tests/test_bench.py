@@ -447,3 +447,60 @@ class MachineCostTests(unittest.TestCase):
         with mock.patch.dict("os.environ", env):
             self.assertEqual(cluster.service_ports(), {"Redis": [7379], "ZooKeeper": [3181],
                                                        "Kafka": [10092, 10094]})
+
+
+class BigInboxPlanTests(unittest.TestCase):
+    """What the big inbox holds: one owner entry per send, a mix of conversations."""
+
+    def test_plan_is_seeded_and_counts_hits(self) -> None:
+        """The same plan every time, one owner entry per send, the rare word RARE_COUNT
+        times, the 2-letter query nowhere, and hits as a scan of the bodies counts them."""
+        from dim.bench import inbox
+        groups = [f"g{i}" for i in range(inbox.GROUPS)]
+        a, b = inbox.plan(3000, groups), inbox.plan(3000, groups)
+        self.assertEqual([op.body for op in a.ops], [op.body for op in b.ops])
+        self.assertEqual(3000, len(a.ops))
+        self.assertTrue(all(op.sender == inbox.OWNER or inbox.OWNER in op.recipients
+                            for op in a.ops))
+        self.assertEqual((2100, 900), (a.direct, a.group))
+        self.assertEqual(inbox.RARE_COUNT, a.hits["zephyr"])
+        self.assertEqual(0, a.hits["qx"])
+        for _, q in inbox.QUERIES:
+            self.assertEqual(sum(q.casefold() in op.body.casefold() for op in a.ops),
+                             a.hits[q])
+        self.assertGreater(a.hits["图书馆"], 0)
+        self.assertGreater(a.hits["hello"], a.hits["图书馆"])
+        self.assertTrue(all(op.group in groups for op in a.ops if op.group))
+        self.assertEqual([op.ts for op in a.ops], sorted(op.ts for op in a.ops))
+
+    def test_fill_through_memory_store(self) -> None:
+        """fill() stores the plan through apply: the owner's inbox holds every entry, in
+        one conversation per peer and group."""
+        from twisted.internet import defer
+
+        from dim.bench import inbox
+        from dim.store.memory import MemoryStore
+        store = MemoryStore()
+        done = self.successResultOf(defer.Deferred.fromCoroutine(
+            inbox.fill(store, 2000, "h", batch=100)))
+        self.assertEqual((2000, 0), (done["entries"], done["failed"]))
+        self.assertEqual(inbox.PEERS + inbox.GROUPS, done["conversations"])
+        found = self.successResultOf(store.search_messages(inbox.OWNER, "zephyr", None, 20))
+        self.assertEqual(inbox.RARE_COUNT, len(found))
+
+    def test_big_inbox_table(self) -> None:
+        """The Markdown has one row per store and call, with scanned entries for Redis."""
+        call = {"found": 0, "requests": 4, "p50_ms": 10.0, "p99_ms": 12.0,
+                "all_cpu_ms_per_request": 9.5}
+        result = {"status": report.OK, "entries": 100000, "queries": {"qx": "no match"},
+                  "sqlite": {"calls": {"conversations": dict(call, found=50), "qx": call}},
+                  "redis": {"calls": {"qx": dict(call, entries_scanned=20000,
+                                                 entries_scanned_per_s=2000000)}}}
+        md = report.markdown({"machine": report.machine(), "scenarios": {"big_inbox": result}})
+        self.assertIn("## big_inbox: one inbox of 100,000 entries", md)
+        self.assertIn("| SQLite | GET /v1/conversations | 50 | 4 | 10.0 | 12.0 | 9.5 | - | - |",
+                      md)
+        self.assertIn("| Redis | search `qx` (no match) | 0 | 4 | 10.0 | 12.0 | 9.5 | 20,000 | "
+                      "2,000,000 |", md)
+        self.assertIn("| big_inbox | GET /v1/conversations p50/p99 (ms), 100,000 entries, "
+                      "sqlite | 10.0 / 12.0 |", md)

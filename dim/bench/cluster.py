@@ -24,7 +24,6 @@ import psutil
 
 from dim.bench import processes as P
 
-SERVICES = (("Redis", 6379), ("ZooKeeper", 2181), ("Kafka", 9092))
 _TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
            "--pidfile="]
 
@@ -90,8 +89,10 @@ def service_ports() -> dict[str, list[int]]:
 
 
 def services_down() -> list[str]:
-    """The services that do not answer on their default local ports."""
-    return [name for name, port in SERVICES if not port_open("127.0.0.1", port)]
+    """The services that do not answer on their local ports (those of DIM_REDIS,
+    DIM_ZOOKEEPER and DIM_KAFKA, else the defaults), so a stack on other ports is used."""
+    return [name for name, ports in service_ports().items()
+            if not all(port_open("127.0.0.1", port) for port in ports)]
 
 
 class Services:

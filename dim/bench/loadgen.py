@@ -12,7 +12,9 @@ measures.  The echo flood counts echoed frames by bytes (every frame has the sam
 the HTTP load uses a small keep-alive HTTP/1.1 client.
 
 Commands (``cmd`` field): ``hold``, ``stats``, ``close``, ``flood``, ``chat_setup``,
-``chat_step``, ``http``, ``quit``.
+``chat_step``, ``http``, ``redis_users``, ``fill_inbox``, ``search_scanned``,
+``redis_delete``, ``sender_setup``, ``sender_run``, ``storm_setup``, ``storm_status``,
+``storm_stop``, ``quit``.
 """
 from __future__ import annotations
 
@@ -634,6 +636,56 @@ class Worker:
         yield defer.gatherResults([sem.run(one, u) for u in users])
         yield store.close()
         return {"ok": True, "created": made}
+
+    def _open_store(self, kind: str, target: str, prefix: str) -> Any:
+        """A started store: SQLite at the path ``target`` or Redis at the URL ``target``."""
+        if kind == "sqlite":
+            from dim.store.sqlite import SQLiteStore
+            return defer.succeed(SQLiteStore(target, reactor=self.reactor))
+        from dim.store.redis import RedisStore
+        return RedisStore.connect(target, prefix, clock=self.reactor)
+
+    @defer.inlineCallbacks
+    def cmd_fill_inbox(self, kind: str, target: str, entries: int, password_hash: str,
+                       prefix: str = "", batch: int = 500) -> Any:
+        """Fill the big inbox of :mod:`dim.bench.inbox` through the store's API: SQLite
+        (``kind`` "sqlite", ``target`` the file) or Redis (``target`` the URL)."""
+        from dim.bench import inbox
+        store = yield self._open_store(kind, target, prefix)
+        t0 = time.perf_counter()
+        try:
+            done = yield defer.Deferred.fromCoroutine(
+                inbox.fill(store, entries, password_hash, batch))
+        finally:
+            yield store.close()
+        return {"ok": True, **done, "fill_s": round(time.perf_counter() - t0, 2)}
+
+    @defer.inlineCallbacks
+    def cmd_search_scanned(self, url: str, prefix: str, user: str, queries: list[str],
+                           limit: int) -> Any:
+        """How many inbox entries the Redis store reads for each search of ``queries`` over
+        the whole inbox, at most ``limit`` found (as the gateway asks)."""
+        store = yield self._open_store("redis", url, prefix)
+        scanned: dict[str, int] = {}
+        try:
+            for q in queries:
+                before = store.search_scanned
+                yield store.search_messages(user, q, None, limit)
+                scanned[q] = store.search_scanned - before
+        finally:
+            yield store.close()
+        return {"ok": True, "scanned": scanned}
+
+    @defer.inlineCallbacks
+    def cmd_redis_delete(self, url: str, prefix: str) -> Any:
+        """Delete every key under ``prefix`` (a scenario's data, once measured)."""
+        from dim.bench.redis_store import delete_prefix
+        store = yield self._open_store("redis", url, prefix)
+        try:
+            deleted = yield defer.Deferred.fromCoroutine(delete_prefix(store.redis, prefix))
+        finally:
+            yield store.close()
+        return {"ok": True, "deleted": deleted}
 
     @defer.inlineCallbacks
     def cmd_sender_setup(self, host: str, port: int, user: str, token: str,

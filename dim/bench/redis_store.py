@@ -84,20 +84,23 @@ async def _run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         if args.redis_pid:
             redis_cpu = _proc_cpu(args.redis_pid) - redis_before
             result[f"redis_cpu_us_per_{name}"] = round(redis_cpu / count * 1e6, 1)
-    await _delete_prefix(store.redis, prefix)
+    await delete_prefix(store.redis, prefix)
     await sessions.close()
     await store.close()
     return {"senders": args.senders, "window": args.window, **result}
 
 
-async def _delete_prefix(redis: Any, prefix: str) -> None:
+async def delete_prefix(redis: Any, prefix: str) -> int:
+    """Delete every key under ``prefix``; how many there were."""
     cursor: Any = "0"
+    deleted = 0
     while True:
         cursor, keys = await redis.scan(cursor, pattern=prefix + "*", count=1000)
         if keys:
             await redis.delete(*keys)
+            deleted += len(keys)
         if str(cursor) == "0":
-            return
+            return deleted
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "chat_cross_node": ("msgs_per_s", "p50_ms", "p99_ms", "p999_ms", "ratio_to_echo", "sweep"),
     "reconnect_storm": ("clients", "all_back_s", "lost", "duplicated"),
     "login": ("logins_per_s", "routes_per_s", "ratio_to_echo", "route_ratio_to_echo"),
+    "big_inbox": ("entries", "sqlite", "redis"),
 }
 MACHINE_KEYS = ("cpu", "cores", "python", "twisted", "kernel", "date")
 
@@ -221,6 +222,30 @@ def headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str
                          _fmt(result.get("ratio_to_echo")), "", ""))
             rows.append((name, "route calls/s", _fmt(result.get("routes_per_s")),
                          _fmt(result.get("route_ratio_to_echo"), 4), "", ""))
+        elif name == "big_inbox":
+            for store in ("sqlite", "redis"):
+                calls = (result.get(store) or {}).get("calls") or {}
+                conv = calls.get("conversations") or {}
+                rows.append((name, f"GET /v1/conversations p50/p99 (ms), "
+                                   f"{_fmt(result.get('entries'))} entries, {store}",
+                             f"{_fmt(conv.get('p50_ms'))} / {_fmt(conv.get('p99_ms'))}",
+                             "", "", ""))
+    return rows
+
+
+def big_inbox_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(store, call, found, requests, p50 ms, p99 ms, CPU ms per request of every process,
+    entries scanned, entries scanned per second) rows of the big inbox's table."""
+    rows: list[tuple[str, ...]] = []
+    queries = result.get("queries") or {}
+    for store, title in (("sqlite", "SQLite"), ("redis", "Redis")):
+        for call, c in ((result.get(store) or {}).get("calls") or {}).items():
+            what = ("GET /v1/conversations" if call == "conversations"
+                    else f"search `{call}` ({queries.get(call, '')})")
+            rows.append((title, what, _fmt(c.get("found")), _fmt(c.get("requests")),
+                         _fmt(c.get("p50_ms")), _fmt(c.get("p99_ms")),
+                         _fmt(c.get("all_cpu_ms_per_request")),
+                         _fmt(c.get("entries_scanned")), _fmt(c.get("entries_scanned_per_s"))))
     return rows
 
 
@@ -269,6 +294,14 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(s.get('machine_cpu_us_per_msg'))} | "
                 f"{_fmt(s.get('loadgen_cpu_us_per_msg'))} | "
                 f"{_fmt(s.get('machine_busy_percent'))} |")
+    inbox = results.get("scenarios", {}).get("big_inbox") or {}
+    if inbox.get("status", OK) == OK and inbox.get("sqlite"):
+        lines += ["", f"## big_inbox: one inbox of {_fmt(inbox.get('entries'))} entries", "",
+                  "| store | call | found | requests | p50 ms | p99 ms | CPU ms per request "
+                  "(every process) | entries scanned | entries scanned/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for cells in big_inbox_rows(inbox):
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -50,18 +50,20 @@ class Params:
     route_conns: int
     route_seconds: float
     storm_clients: int
+    inbox_entries: int
+    inbox_seconds: float
 
 
 QUICK = Params(flood_seconds=3, flood_conns_per_worker=4, flood_window=128, connections=2000,
                conn_workers=4, conn_steps=4, heartbeat=2, idle_seconds=6, chat_pairs=8,
                chat_workers=2, step_seconds=2, rate_start=500, rate_factor=2.0, max_steps=7,
                drain_seconds=4, login_users=4, login_conns=4, login_seconds=4, route_conns=16,
-               route_seconds=3, storm_clients=500)
+               route_seconds=3, storm_clients=500, inbox_entries=10_000, inbox_seconds=1.0)
 FULL = Params(flood_seconds=10, flood_conns_per_worker=4, flood_window=128, connections=19000,
               conn_workers=4, conn_steps=5, heartbeat=10, idle_seconds=30, chat_pairs=32,
               chat_workers=2, step_seconds=6, rate_start=250, rate_factor=1.5, max_steps=14,
               drain_seconds=8, login_users=8, login_conns=8, login_seconds=15, route_conns=32,
-              route_seconds=10, storm_clients=5000)
+              route_seconds=10, storm_clients=5000, inbox_entries=100_000, inbox_seconds=5.0)
 
 
 @dataclass
@@ -712,6 +714,164 @@ def run_login(ctx: Context) -> dict[str, Any]:
             "client": "keep-alive HTTP/1.1 client, one request in flight per connection"}
 
 
+# ------------------------------------------------------------------------------ big inbox
+
+
+#: What a search asks for, as the gateway's default (``GET /v1/messages/search``).
+SEARCH_LIMIT = 20
+
+
+def _timed_gets(base: str, path: str, token: str, seconds: float,
+                procs: dict[str, Callable[[], float]], least: int = 3,
+                most: int = 500) -> dict[str, Any]:
+    """GET ``path`` one request after another on one keep-alive connection for about
+    ``seconds`` (at least ``least``, at most ``most`` requests): the latencies, and the CPU
+    each of ``procs`` (name -> its CPU seconds so far) spent per request."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    found: int | None = None
+    try:
+        conn.request("GET", path, headers=headers)  # warm-up, not counted
+        conn.getresponse().read()
+        cpu0 = {name: f() for name, f in procs.items()}
+        t0 = time.monotonic()
+        while len(latencies) < most and (len(latencies) < least
+                                         or time.monotonic() - t0 < seconds):
+            start = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            latencies.append(1000.0 * (time.perf_counter() - start))
+            statuses[str(resp.status)] = statuses.get(str(resp.status), 0) + 1
+            if found is None and resp.status == 200:
+                import json as _json
+                answer = _json.loads(body)
+                found = len(answer.get("messages", answer.get("conversations", [])))
+        cpu = {name: f() - cpu0[name] for name, f in procs.items()}
+    finally:
+        conn.close()
+    n = len(latencies)
+    summary = stats.latency_summary(latencies)
+    return {"requests": n, "statuses": statuses, "found": found,
+            "p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"],
+            "max_ms": summary["max_ms"],
+            "cpu_ms_per_request": {name: round(1000.0 * c / n, 2) for name, c in cpu.items()},
+            "all_cpu_ms_per_request": round(1000.0 * sum(cpu.values()) / n, 2)}
+
+
+def _inbox_calls(ctx: Context, store: str, base: str, seconds: float,
+                 procs: dict[str, Callable[[], float]]) -> dict[str, Any]:
+    """Time GET /v1/conversations and every search of :data:`dim.bench.inbox.QUERIES`."""
+    from urllib.parse import quote
+
+    from dim.bench import inbox
+    token = P.mint_token(inbox.OWNER)
+    calls: dict[str, Any] = {}
+    for label, path in [("conversations", "/v1/conversations"),
+                        *[(q, f"/v1/messages/search?q={quote(q)}&limit={SEARCH_LIMIT}")
+                          for _, q in inbox.QUERIES]]:
+        calls[label] = _timed_gets(base, path, token, seconds, procs)
+        ctx.log(f"big_inbox: {store} GET {path}: p50 {calls[label]['p50_ms']} ms, p99 "
+                f"{calls[label]['p99_ms']} ms over {calls[label]['requests']}, "
+                f"{calls[label]['all_cpu_ms_per_request']} ms CPU each")
+    return calls
+
+
+def _inbox_sqlite(ctx: Context, worker: P.WorkerProcess, entries: int,
+                  seconds: float) -> dict[str, Any]:
+    """The big inbox on the embedded dim (SQLite): filled, then timed over HTTP."""
+    wd = ctx.workdir("big_inbox_sqlite")
+    dim = P.EmbeddedDim(wd)
+    dim.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx.log(f"big_inbox: filling {entries} entries into SQLite")
+    filled = worker.call({"cmd": "fill_inbox", "kind": "sqlite",
+                          "target": str((dim.data / "dim.sqlite3").resolve()),
+                          "entries": entries, "password_hash": "x"})
+    ctx.log(f"big_inbox: SQLite filled in {filled['fill_s']} s")
+    dim.start()
+    try:
+        calls = _inbox_calls(ctx, "SQLite", dim.base, seconds,
+                             {"dim": dim.process.cpu_seconds})
+    finally:
+        dim.stop()
+    return {"fill": _fill_summary(filled), "calls": calls,
+            "processes": "twistd dim (gateway, node and SQLite in one process)"}
+
+
+def _inbox_redis(ctx: Context, worker: P.WorkerProcess, entries: int,
+                 seconds: float) -> dict[str, Any]:
+    """The big inbox on a cluster (Redis): filled, then timed over the cluster gateway."""
+    from dim.bench import inbox
+    from dim.runtime import DEFAULT_SERVICES
+    wd, services, reason = _cluster_services(ctx, "big_inbox_redis")
+    if reason:
+        raise RuntimeError(f"cluster services: {reason}")
+    url = __import__("os").environ.get("DIM_REDIS") or DEFAULT_SERVICES["redis"][1]
+    cl = C.Cluster(wd, nodes=1)
+    try:
+        cl.start()
+        ctx.log(f"big_inbox: filling {entries} entries into Redis ({cl.redis_prefix})")
+        filled = worker.call({"cmd": "fill_inbox", "kind": "redis", "target": url,
+                              "prefix": cl.redis_prefix, "entries": entries,
+                              "password_hash": "x"})
+        ctx.log(f"big_inbox: Redis filled in {filled['fill_s']} s")
+        procs: dict[str, Callable[[], float]] = {"gateway": cl.gateway.cpu_seconds}
+        for i, node in enumerate(cl.nodes):
+            procs[cl.node_ids[i]] = node.cpu_seconds
+        for service in C.service_processes():
+            procs[service.name] = service.cpu_seconds
+        calls = _inbox_calls(ctx, "Redis", cl.base, seconds, procs)
+        scanned = worker.call({"cmd": "search_scanned", "url": url, "prefix": cl.redis_prefix,
+                               "user": inbox.OWNER, "limit": SEARCH_LIMIT,
+                               "queries": [q for _, q in inbox.QUERIES]})["scanned"]
+        for q, count in scanned.items():
+            call = calls[q]
+            call["entries_scanned"] = count
+            p50 = call["p50_ms"]
+            call["entries_scanned_per_s"] = round(count / (p50 / 1000.0)) if p50 else None
+        worker.call({"cmd": "redis_delete", "url": url, "prefix": cl.redis_prefix})
+    finally:
+        cl.stop()
+        services.release()
+    return {"fill": _fill_summary(filled), "calls": calls,
+            "processes": "the cluster's gateway (which runs the calls), its one node, Redis, "
+                         "ZooKeeper and Kafka"}
+
+
+def _fill_summary(filled: dict[str, Any]) -> dict[str, Any]:
+    """What a fill wrote, without the worker's ``ok``."""
+    return {k: v for k, v in filled.items() if k != "ok"}
+
+
+def big_inbox(ctx: Context, entries: int, seconds: float) -> dict[str, Any]:
+    """One user's inbox of ``entries`` entries on SQLite and on Redis: GET /v1/conversations
+    and searches timed through the gateway, ``seconds`` of requests each."""
+    from dim.bench import inbox
+    worker = P.WorkerProcess("127.0.0.2", ctx.out / "work")
+    try:
+        sqlite = _inbox_sqlite(ctx, worker, entries, seconds)
+        redis = _inbox_redis(ctx, worker, entries, seconds)
+    finally:
+        worker.stop()
+    return {"status": report.OK, "entries": entries, "owner": inbox.OWNER,
+            "queries": {q: label for label, q in inbox.QUERIES},
+            "search_limit": SEARCH_LIMIT, "sqlite": sqlite, "redis": redis,
+            "note": "filled through the store API in batches of 500, then every call made "
+                    "over HTTP to the real gateway, one at a time on one keep-alive "
+                    "connection; CPU per request counts every process listed"}
+
+
+def run_big_inbox(ctx: Context) -> dict[str, Any]:
+    """GET /v1/conversations and searches on one inbox of 100,000 entries (10,000 quick)."""
+    return big_inbox(ctx, ctx.params.inbox_entries, ctx.params.inbox_seconds)
+
+
 #: Every scenario, in the order ``all`` runs them.
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "echo": run_echo,
@@ -720,4 +880,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "chat_cross_node": run_chat_cross_node,
     "reconnect_storm": run_reconnect_storm,
     "login": run_login,
+    "big_inbox": run_big_inbox,
 }

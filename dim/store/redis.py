@@ -1035,6 +1035,8 @@ class RedisStore:
         self._closed: defer.Deferred[None] | None = None
         #: How many user names one step of :meth:`search_users` reads.
         self.search_page = 1000
+        #: How many inbox entries :meth:`search_messages` read in all (for the benchmark).
+        self.search_scanned = 0
 
     @classmethod
     def connect(cls, url: str = "redis://127.0.0.1:6379", prefix: str = "dim:",
@@ -1223,6 +1225,7 @@ class RedisStore:
                     entries, _ = await self.fetch(user, start, below - 1 - start)
                     more = start > 0
                 scanned += len(entries)
+                self.search_scanned += len(entries)
                 for entry in reversed(entries):
                     if found_by(entry.message, needle):
                         found.append(entry)
