@@ -16,8 +16,9 @@ from dim.client.config import ClientConfig
 
 def m(seq: int, sender: str = "bob", to: str = "alice", **kw: object) -> ChatMessage:
     """A cached message at ``seq``."""
+    kw.setdefault("body", f"body {seq}")
     return ChatMessage(seq=seq, mid=f"m{seq}", id=f"c{seq}", sender=sender, to=to, ts=seq * 1000,
-                       body=f"body {seq}", **kw)  # type: ignore[arg-type]
+                       **kw)  # type: ignore[arg-type]
 
 
 class CacheTests(unittest.TestCase):
@@ -205,3 +206,171 @@ class ChatClientTests(unittest.TestCase):
         self.assertEqual(gateway.pages, [{"after": 0, "limit": 5}])
         self.successResultOf(client.history("bob", before_seq=6, limit=3))
         self.assertEqual(len(gateway.pages), 1)
+
+
+def change(seq: int, kind: str, ref: str, sender: str = "bob", body: str = "",
+           on: bool | None = None, ts: int | None = None) -> ChatMessage:
+    """An edit, recall or reaction entry at ``seq`` changing message ``ref``."""
+    return ChatMessage(seq=seq, mid=f"m{seq}", id=f"c{seq}", sender=sender, to="alice",
+                       ts=ts if ts is not None else seq * 1000, body=body, kind=kind, ref=ref,
+                       on=on)
+
+
+class ConversationStateTests(unittest.TestCase):
+    """Replies, mentions, edits, recalls and reactions in the cache."""
+
+    def test_from_frame_keeps_everything_of_part_3(self) -> None:
+        """A msg frame and a listing item give the same message, reply, mentions and state
+        included; a change entry keeps its ref and on."""
+        from dim.protocol import frames as F
+        frame = F.Msg(mid="m5", id="c5", from_="bob", ts=5, seq=5, body="hi @alice",
+                      kind="text", group="g1", reply_to="m2", mentions=["alice"],
+                      edited=9, reactions={"👍": ["carol"]}, delivered=True)
+        got = ChatMessage.from_frame(frame)
+        self.assertEqual((got.reply_to, got.mentions, got.edited, got.reactions, got.group),
+                         ("m2", ["alice"], 9, {"👍": ["carol"]}, "g1"))
+        self.assertTrue(got.delivered)
+        self.assertFalse(got.recalled)
+        self.assertEqual(ChatMessage.from_frame(frame.to_dict()), got)
+        recalled = ChatMessage.from_frame({"seq": 6, "mid": "m6", "from": "bob", "body": "",
+                                           "recalled": True, "kind": "file"})
+        self.assertTrue(recalled.recalled)
+        self.assertIsNone(recalled.file)
+        reaction = ChatMessage.from_frame(F.Msg(mid="m7", id="c7", from_="bob", ts=7, seq=7,
+                                                body="👍", kind="reaction", ref="m5", on=False))
+        self.assertEqual((reaction.ref, reaction.on, reaction.is_change), ("m5", False, True))
+        self.assertFalse(got.is_change)
+
+    def test_reply_and_mentions_survive_the_cache(self) -> None:
+        """reply_to and mentions are stored and read back, also after reopening."""
+        path = os.path.join(self.mktemp(), "alice.sqlite3")
+        cache = MessageCache(path, "alice")
+        cache.put(m(1, reply_to="m0", mentions=["alice", "carol"]))
+        cache.close()
+        (got,) = MessageCache(path, "alice").history("bob")
+        self.assertEqual((got.reply_to, got.mentions), ("m0", ["alice", "carol"]))
+
+    def test_edit_recall_react_change_the_original(self) -> None:
+        """Each change applies to the message it names and is not listed of its own; the
+        conversation's newest message and unread count leave changes out."""
+        cache = MessageCache(":memory:", "alice")
+        cache.put(m(1))
+        cache.put(m(2, sender="alice", to="bob"))
+        cache.put_many([change(3, "edit", "m1", body="fixed"),
+                        change(4, "reaction", "m2", body="👍", on=True),
+                        change(5, "reaction", "m2", sender="alice", body="👍", on=True),
+                        change(6, "reaction", "m2", sender="alice", body="🎉", on=True),
+                        change(7, "reaction", "m2", sender="alice", body="🎉", on=False)])
+        first, second = cache.history("bob")
+        self.assertEqual((first.body, first.edited), ("fixed", 3000))
+        self.assertEqual(second.reactions, {"👍": ["bob", "alice"]})
+        self.assertEqual(cache.message("m1"), first)
+        self.assertEqual([c.last_seq for c in cache.conversations()], [2])
+        self.assertEqual(cache.conversations()[0].unread, 1)
+        self.assertEqual(cache.first_missing(), 8)
+        cache.put(change(8, "recall", "m1"))
+        recalled = cache.message("m1")
+        assert recalled is not None
+        self.assertEqual((recalled.recalled, recalled.body), (True, ""))
+        cache.put(change(9, "edit", "m1", body="too late"))
+        self.assertEqual(cache.message("m1").body, "")  # type: ignore[union-attr]
+
+    def test_changes_by_others_than_the_sender_do_not_edit(self) -> None:
+        """An edit or recall by someone who did not send the message changes nothing; an
+        older edit never replaces a newer one."""
+        cache = MessageCache(":memory:", "alice")
+        cache.put(m(1))
+        cache.put_many([change(2, "edit", "m1", sender="alice", body="mine now"),
+                        change(3, "recall", "m1", sender="carol"),
+                        change(5, "edit", "m1", body="newer", ts=50_000),
+                        change(6, "edit", "m1", body="older", ts=40_000)])
+        got = cache.message("m1")
+        assert got is not None
+        self.assertEqual((got.body, got.recalled, got.edited), ("newer", False, 50_000))
+
+    def test_a_recalled_file_is_gone(self) -> None:
+        """Recalling a file message drops its file, so it is not offered for download."""
+        cache = MessageCache(":memory:", "alice")
+        cache.put(m(1, kind="file", file={"id": "f1", "name": "a.txt", "size": 3,
+                                          "mime": "text/plain"}))
+        cache.put(change(2, "recall", "m1"))
+        got = cache.message("m1")
+        assert got is not None
+        self.assertIsNone(got.file)
+
+    def test_change_before_its_message_applies_when_it_comes(self) -> None:
+        """A change cached before the message it names (across a gap) applies once the
+        message is cached, even from a listing older than the change."""
+        cache = MessageCache(":memory:", "alice")
+        cache.put_many([change(3, "edit", "m1", body="later text"),
+                        change(4, "reaction", "m1", body="🎉", on=True)])
+        self.assertIsNone(cache.message("m1"))
+        cache.put(m(1))
+        got = cache.message("m1")
+        assert got is not None
+        self.assertEqual((got.body, got.reactions), ("later text", {"🎉": ["bob"]}))
+
+    def test_listing_of_a_known_message_brings_its_state(self) -> None:
+        """A listing of a cached message with a newer edit, a recall or reactions updates it;
+        a listing without them changes nothing."""
+        cache = MessageCache(":memory:", "alice")
+        cache.put(m(1))
+        cache.put(m(1))
+        self.assertEqual(cache.message("m1").body, "body 1")  # type: ignore[union-attr]
+        cache.put(m(1, body="edited elsewhere", edited=7000, reactions={"👀": ["carol"]}))
+        got = cache.message("m1")
+        assert got is not None
+        self.assertEqual((got.body, got.edited, got.reactions),
+                         ("edited elsewhere", 7000, {"👀": ["carol"]}))
+        cache.put(m(1, body="", recalled=True))
+        self.assertTrue(cache.message("m1").recalled)  # type: ignore[union-attr]
+
+    def test_a_cache_of_an_older_client_is_upgraded(self) -> None:
+        """A cache file without the newer columns opens, keeps its messages and takes
+        replies and changes from then on."""
+        import sqlite3
+        path = os.path.join(self.mktemp(), "alice.sqlite3")
+        os.makedirs(os.path.dirname(path))
+        db = sqlite3.connect(path)
+        db.executescript(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY, mid TEXT NOT NULL, id TEXT NOT NULL,"
+            " sender TEXT NOT NULL, ts INTEGER NOT NULL, to_user TEXT, grp TEXT,"
+            " body TEXT NOT NULL, kind TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,"
+            " read INTEGER NOT NULL DEFAULT 0, peer TEXT NOT NULL);"
+            "INSERT INTO messages VALUES (1, 'm1', 'c1', 'bob', 1, 'alice', NULL, 'old', 'text',"
+            " 0, 0, 'bob');")
+        db.close()
+        cache = MessageCache(path, "alice")
+        cache.put_many([m(2, reply_to="m1"), change(3, "edit", "m1", body="new")])
+        first, second = cache.history("bob")
+        self.assertEqual((first.body, first.file, second.reply_to), ("new", None, "m1"))
+
+
+class ChatClientChangeTests(unittest.TestCase):
+    """ChatClient's edit, recall, react and message."""
+
+    def make(self) -> tuple[C.ChatClient, list[object]]:
+        """A ChatClient of alice with a cache holding her message m1 to bob and bob's m2."""
+        client = C.ChatClient(FakeLoginGateway(), MemoryReactorClock(),  # type: ignore[arg-type]
+                              cache_factory=None)
+        client.user = "alice"
+        client.cache = MessageCache(":memory:", "alice")
+        client.cache.put_many([m(1, sender="alice", to="bob"), m(2)])
+        seen: list[object] = []
+        client.subscribe(seen.append)
+        return client, seen
+
+    def test_changes_received_are_told_as_changed_messages(self) -> None:
+        """A reaction entry the session received is relayed, then told as MessageChanged of
+        the message it names; one naming an unknown message is only relayed."""
+        client, seen = self.make()
+        entry = change(11, "reaction", "m1", body="🎉", on=True)
+        assert client.cache is not None
+        client.cache.put(entry)
+        client._relay(E.MessageReceived(entry))
+        lost = change(12, "edit", "m404", body="?")
+        client.cache.put(lost)
+        client._relay(E.MessageReceived(lost))
+        self.assertEqual([type(e).__name__ for e in seen],
+                         ["MessageReceived", "MessageChanged", "MessageReceived"])
+        self.assertEqual(seen[1].message.reactions, {"🎉": ["bob"]})  # type: ignore[attr-defined]

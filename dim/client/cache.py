@@ -4,6 +4,10 @@
 file per gateway and user under the XDG data directory, together with the last contiguous seq
 (where the next ``sync`` starts) and, per conversation, the seq the person has seen (for unread
 counts).  It is small, local and synchronous: each call is one short SQLite statement.
+
+Entries of kind edit, recall and reaction are kept at their seq (so the inbox has no holes)
+but are not messages of their own: storing one changes the message it names (``ref``), and
+history and the conversation list leave them out.
 """
 from __future__ import annotations
 
@@ -20,10 +24,20 @@ import platformdirs
 
 APP_NAME = "dim-chat"
 
+#: Kinds of inbox entry that change an earlier message instead of being one.
+CHANGE_KINDS = frozenset(("edit", "recall", "reaction"))
+_CHANGE_KINDS_SQL = "('edit', 'recall', 'reaction')"
+
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of this user's inbox, as the client shows and caches it."""
+    """One entry of this user's inbox, as the client shows and caches it.
+
+    A message carries the state it is in now: ``edited`` (the ms timestamp of its last
+    edit), ``recalled`` and ``reactions`` (``{emoji: [user, ...]}``).  An entry of one of
+    :data:`CHANGE_KINDS` names the message it changes in ``ref`` (and a reaction adds or,
+    with ``on`` false, removes the emoji in ``body``).
+    """
 
     seq: int
     mid: str
@@ -38,20 +52,61 @@ class ChatMessage:
     read: bool = False
     #: The attached file of an "image" or "file" message: ``{id, name, size, mime}``.
     file: dict[str, Any] | None = None
+    #: The mid of the message this one answers, and the group members it mentions.
+    reply_to: str | None = None
+    mentions: list[str] | None = None
+    edited: int | None = None
+    recalled: bool = False
+    reactions: dict[str, list[str]] | None = None
+    #: Of an edit, recall or reaction: the mid of the message changed, and add or remove.
+    ref: str | None = None
+    on: bool | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ChatMessage:
         """A message from its JSON form (a gateway listing or a ``msg`` frame's fields)."""
         file = obj.get("file")
+        mentions = obj.get("mentions")
+        reactions = obj.get("reactions")
+        edited = obj.get("edited")
+        on = obj.get("on")
         return cls(seq=int(obj["seq"]), mid=str(obj["mid"]), id=str(obj.get("id", "")),
                    sender=str(obj["from"]), ts=int(obj.get("ts", 0)), to=obj.get("to"),
                    group=obj.get("group"), body=obj.get("body") or "",
                    kind=obj.get("kind") or "text", delivered=bool(obj.get("delivered")),
-                   read=bool(obj.get("read")), file=file if isinstance(file, dict) else None)
+                   read=bool(obj.get("read")), file=file if isinstance(file, dict) else None,
+                   reply_to=obj.get("reply_to") or None,
+                   mentions=[str(u) for u in mentions] if isinstance(mentions, list) else None,
+                   edited=int(edited) if isinstance(edited, (int, float)) and edited else None,
+                   recalled=obj.get("recalled") is True,
+                   reactions=_reactions(reactions),
+                   ref=obj.get("ref") or None, on=on if isinstance(on, bool) else None)
+
+    @classmethod
+    def from_frame(cls, frame: Any) -> ChatMessage:
+        """A message from a ``msg`` frame (:class:`dim.protocol.frames.Msg`) or from one item
+        of a listing (``sync`` answers and ``GET /v1/messages`` give the same fields), with
+        everything of part 3 it carries."""
+        if isinstance(frame, dict):
+            return cls.from_json(frame)
+        return cls.from_json(frame.to_dict())
+
+    @property
+    def is_change(self) -> bool:
+        """Whether this entry changes another message (an edit, recall or reaction)."""
+        return self.kind in CHANGE_KINDS
 
     def peer(self, me: str) -> str:
         """The conversation this message belongs to, seen by user ``me``."""
         return conversation_of(me, self.sender, self.to, self.group)
+
+
+def _reactions(value: Any) -> dict[str, list[str]] | None:
+    """Reactions as listed (``{emoji: [user, ...]}``), without empty ones; None if none."""
+    if not isinstance(value, dict):
+        return None
+    found = {str(k): [str(u) for u in v] for k, v in value.items() if isinstance(v, list) and v}
+    return found or None
 
 
 def conversation_of(me: str, sender: str, to: str | None, group: str | None) -> str:
@@ -79,9 +134,11 @@ CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY, mid TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL,
     ts INTEGER NOT NULL, to_user TEXT, grp TEXT, body TEXT NOT NULL, kind TEXT NOT NULL,
     delivered INTEGER NOT NULL DEFAULT 0, read INTEGER NOT NULL DEFAULT 0,
-    peer TEXT NOT NULL, file TEXT);
+    peer TEXT NOT NULL, file TEXT, reply_to TEXT, mentions TEXT, edited INTEGER,
+    recalled INTEGER NOT NULL DEFAULT 0, reactions TEXT, ref TEXT, on_flag INTEGER);
 CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, seq);
 CREATE INDEX IF NOT EXISTS messages_mid ON messages (mid);
+CREATE INDEX IF NOT EXISTS messages_ref ON messages (ref);
 CREATE TABLE IF NOT EXISTS seen (peer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (
@@ -89,11 +146,20 @@ CREATE TABLE IF NOT EXISTS receipts (
     PRIMARY KEY (mid, by_user));
 """
 
-_COLUMNS = "seq, mid, id, sender, ts, to_user, grp, body, kind, delivered, read, file"
+_COLUMNS = ("seq, mid, id, sender, ts, to_user, grp, body, kind, delivered, read, file, "
+            "reply_to, mentions, edited, recalled, reactions, ref, on_flag")
+
+#: Columns added since the first caches were written, with their SQL types.
+_ADDED_COLUMNS = (("file", "TEXT"), ("reply_to", "TEXT"), ("mentions", "TEXT"),
+                  ("edited", "INTEGER"), ("recalled", "INTEGER NOT NULL DEFAULT 0"),
+                  ("reactions", "TEXT"), ("ref", "TEXT"), ("on_flag", "INTEGER"))
+
+#: A message of its own (not an edit, recall or reaction of another).
+_SHOWN = f"kind NOT IN {_CHANGE_KINDS_SQL}"
 
 #: Unread: from someone else, after what the person saw of the conversation here, after what
 #: any device of theirs reported read (``read_upto``), and not marked read by the server.
-_UNREAD = ("u.sender != ? AND u.read = 0 "
+_UNREAD = (f"u.sender != ? AND u.read = 0 AND u.{_SHOWN} "
            "AND u.seq > COALESCE((SELECT s.seq FROM seen s WHERE s.peer = u.peer), 0) "
            "AND u.seq > COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
            "WHERE key = 'read_upto'), 0)")
@@ -117,10 +183,12 @@ class MessageCache:
         self.path = path
         self.user = user
         self._db = sqlite3.connect(path)
-        self._db.executescript(_SCHEMA)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
-        if "file" not in columns:  # a cache written before files existed
-            self._db.execute("ALTER TABLE messages ADD COLUMN file TEXT")
+        if columns:  # a cache written by an older client lacks the newer columns
+            for name, sql_type in _ADDED_COLUMNS:
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE messages ADD COLUMN {name} {sql_type}")
+        self._db.executescript(_SCHEMA)
         self._db.commit()
 
     @classmethod
@@ -139,23 +207,95 @@ class MessageCache:
         return self.put_many([message]) == 1
 
     def put_many(self, messages: Iterable[ChatMessage]) -> int:
-        """Store several messages at once; returns how many seqs were new."""
+        """Store several messages at once; returns how many seqs were new.
+
+        A new edit, recall or reaction changes the message it names, if cached.  A known seq
+        only gains marks, and the state a listing shows (a later edit, a recall, the
+        reactions) when the listing has one.
+        """
         new = 0
         with self._db:
             for m in messages:
                 cur = self._db.execute(
                     f"INSERT OR IGNORE INTO messages ({_COLUMNS}, peer) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (m.seq, m.mid, m.id, m.sender, m.ts, m.to, m.group, m.body, m.kind,
                      int(m.delivered), int(m.read),
-                     json.dumps(m.file) if m.file is not None else None, m.peer(self.user)))
+                     json.dumps(m.file) if m.file is not None else None, m.reply_to,
+                     json.dumps(m.mentions) if m.mentions else None, m.edited, int(m.recalled),
+                     json.dumps(m.reactions) if m.reactions else None, m.ref,
+                     None if m.on is None else int(m.on), m.peer(self.user)))
                 if cur.rowcount:
                     new += 1
-                elif m.delivered or m.read:
+                    if m.is_change:
+                        self._apply(m)
+                    else:
+                        # Changes that came before the message itself (across a gap).
+                        for change in self._changes_of(m.mid):
+                            self._apply(change)
+                    continue
+                if m.delivered or m.read:
                     self._db.execute(
                         "UPDATE messages SET delivered = MAX(delivered, ?), read = MAX(read, ?) "
                         "WHERE seq = ?", (int(m.delivered), int(m.read), m.seq))
+                if not m.is_change:
+                    self._merge_state(m)
         return new
+
+    def _changes_of(self, mid: str) -> list[ChatMessage]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE ref = ? AND kind IN {_CHANGE_KINDS_SQL} "
+            "ORDER BY seq", (mid,)).fetchall()
+        return [_row(r) for r in rows]
+
+    def _original(self, mid: str) -> ChatMessage | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE mid = ? AND {_SHOWN} LIMIT 1",
+            (mid,)).fetchone()
+        return _row(row) if row else None
+
+    def _apply(self, change: ChatMessage) -> None:
+        """Change the cached message ``change.ref`` by one edit, recall or reaction."""
+        original = self._original(change.ref) if change.ref else None
+        if original is None:
+            return  # not cached yet: applied when it comes (or it comes already changed)
+        if change.kind == "edit":
+            if original.recalled or change.sender != original.sender \
+                    or (original.edited or 0) > change.ts:
+                return
+            self._db.execute("UPDATE messages SET body = ?, edited = ? WHERE seq = ?",
+                             (change.body, change.ts, original.seq))
+        elif change.kind == "recall":
+            if change.sender != original.sender:
+                return
+            self._db.execute("UPDATE messages SET recalled = 1, body = '', file = NULL "
+                             "WHERE seq = ?", (original.seq,))
+        else:
+            reactions = react(original.reactions, change.body, change.sender,
+                              change.on is not False)
+            self._db.execute("UPDATE messages SET reactions = ? WHERE seq = ?",
+                             (json.dumps(reactions) if reactions else None, original.seq))
+
+    def _merge_state(self, listed: ChatMessage) -> None:
+        """Take over what a listing of a known message shows of its current state."""
+        if not (listed.edited or listed.recalled or listed.reactions):
+            return
+        known = self.get(listed.seq)
+        if known is None or known.mid != listed.mid:
+            return
+        if listed.recalled and not known.recalled:
+            self._db.execute("UPDATE messages SET recalled = 1, body = '', file = NULL "
+                             "WHERE seq = ?", (known.seq,))
+        elif listed.edited and not known.recalled and listed.edited > (known.edited or 0):
+            self._db.execute("UPDATE messages SET body = ?, edited = ? WHERE seq = ?",
+                             (listed.body, listed.edited, known.seq))
+        if listed.reactions and listed.reactions != known.reactions:
+            self._db.execute("UPDATE messages SET reactions = ? WHERE seq = ?",
+                             (json.dumps(listed.reactions), known.seq))
+
+    def message(self, mid: str) -> ChatMessage | None:
+        """The message ``mid`` (not an edit, recall or reaction) in its current state."""
+        return self._original(mid)
 
     def mark_delivered(self, mid: str) -> None:
         """Mark the message ``mid`` delivered."""
@@ -204,7 +344,8 @@ class MessageCache:
         """Up to ``limit`` messages of one conversation below ``before_seq``, oldest first."""
         bound = before_seq if before_seq is not None else 2**62
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? AND seq < ? AND {_SHOWN} "
+            "ORDER BY seq DESC LIMIT ?",
             (peer, bound, limit)).fetchall()
         return [_row(r) for r in reversed(rows)]
 
@@ -226,7 +367,8 @@ class MessageCache:
         rows = self._db.execute(
             "SELECT m.peer, m.seq, m.ts, m.body, "
             f" (SELECT COUNT(*) FROM messages u WHERE u.peer = m.peer AND {_UNREAD}) "
-            "FROM messages m WHERE m.seq = (SELECT MAX(seq) FROM messages x WHERE x.peer = m.peer) "
+            "FROM messages m WHERE m.seq = (SELECT MAX(seq) FROM messages x "
+            f"WHERE x.peer = m.peer AND x.{_SHOWN}) "
             "ORDER BY m.seq DESC", (self.user,)).fetchall()
         return [Conversation(peer=r[0], last_seq=r[1], last_ts=r[2], last_body=r[3], unread=r[4])
                 for r in rows]
@@ -283,7 +425,22 @@ class MessageCache:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(seq),))
 
 
+def react(reactions: dict[str, list[str]] | None, emoji: str, user: str,
+          on: bool) -> dict[str, list[str]] | None:
+    """``reactions`` with ``user``'s ``emoji`` added (``on``) or removed; None if none left."""
+    found = {k: list(v) for k, v in (reactions or {}).items()}
+    users = found.setdefault(emoji, [])
+    if on and user not in users:
+        users.append(user)
+    elif not on and user in users:
+        users.remove(user)
+    return {k: v for k, v in found.items() if v} or None
+
+
 def _row(r: tuple[Any, ...]) -> ChatMessage:
     return ChatMessage(seq=r[0], mid=r[1], id=r[2], sender=r[3], ts=r[4], to=r[5], group=r[6],
                        body=r[7], kind=r[8], delivered=bool(r[9]), read=bool(r[10]),
-                       file=json.loads(r[11]) if r[11] else None)
+                       file=json.loads(r[11]) if r[11] else None, reply_to=r[12],
+                       mentions=json.loads(r[13]) if r[13] else None, edited=r[14],
+                       recalled=bool(r[15]), reactions=json.loads(r[16]) if r[16] else None,
+                       ref=r[17], on=None if r[18] is None else bool(r[18]))

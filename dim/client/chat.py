@@ -20,9 +20,9 @@ from twisted.python.failure import Failure
 from dim import errors
 from dim.client.cache import ChatMessage, Conversation, MessageCache
 from dim.client.config import ClientConfig
-from dim.client.events import (Connected, EventSource, NodeAddress, Notified, OFFLINE,
-    OutgoingMessage, PresenceChanged, RosterChanged, SendRefused, SendTimedOut, SessionEvent,
-    SessionExpired)
+from dim.client.events import (Connected, EventSource, MessageChanged, MessageReceived,
+    NodeAddress, Notified, OFFLINE, OutgoingMessage, PresenceChanged, RosterChanged,
+    SendRefused, SendTimedOut, SessionEvent, SessionExpired)
 from dim.client.session import ClientSession, default_endpoint
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
@@ -181,6 +181,12 @@ class ChatClient(EventSource):
         # The roster first, so that listeners hearing the event see its effect.
         self._update_roster(event)
         self.emit(event)
+        if isinstance(event, MessageReceived) and event.entry.is_change \
+                and event.entry.ref is not None and self.cache is not None:
+            # The session cached it, which changed the message: tell what it looks like now.
+            changed = self.cache.message(event.entry.ref)
+            if changed is not None:
+                self.emit(MessageChanged(changed, event.entry))
 
     def _update_roster(self, event: SessionEvent) -> None:
         roster = self.roster
@@ -198,10 +204,12 @@ class ChatClient(EventSource):
 
     # ------------------------------------------------------------ messages
 
-    def send(self, to: str, body: str) -> OutgoingMessage:
+    def send(self, to: str, body: str, *, reply_to: str | None = None,
+             mentions: list[str] | None = None) -> OutgoingMessage:
         """Send ``body`` to ``to`` (a user, or ``#`` + a group id); the returned message
-        changes state as events report."""
-        return self._send(to, body)
+        changes state as events report.  ``reply_to`` is the mid of the message it answers,
+        ``mentions`` the members of the group it calls."""
+        return self._send(to, body, reply_to=reply_to, mentions=mentions)
 
     def _send(self, peer: str, body: str, **fields: Any) -> OutgoingMessage:
         """Send to ``peer`` (a user, or ``#`` + a group id); the message, whose failure the
@@ -214,6 +222,11 @@ class ChatClient(EventSource):
             d = session.send(peer, body, id=id, **fields)
         d.addErrback(_told_by_events)
         return session.outgoing[id]
+
+    def message(self, mid: str) -> ChatMessage | None:
+        """The message ``mid`` as cached, in its current state (edited, recalled, its
+        reactions); None if it is not in the cache."""
+        return self.cache.message(mid) if self.cache is not None else None
 
     def _session(self) -> ClientSession:
         if self.session is None:

@@ -300,6 +300,15 @@ class RosterChanged:
 
 
 @dataclass(frozen=True)
+class MessageChanged:
+    """A message was edited, recalled or reacted to (by anyone, from any device):
+    ``message`` is it in its new state; ``change`` the edit, recall or reaction entry."""
+
+    message: ChatMessage
+    change: ChatMessage
+
+
+@dataclass(frozen=True)
 class SyncFinished:
     """A sync ended; everything up to ``last_seq`` has been handled."""
 
@@ -317,7 +326,8 @@ class ServerError:
 
 SessionEvent = (Connecting | Connected | Disconnected | Reconnecting | Offline | SessionExpired |
                 MessageReceived | MessageStatus | Delivered | SyncFinished | ServerError |
-                ReadReceipt | ReadUpTo | PresenceChanged | PeerTyping | Notified | RosterChanged)
+                ReadReceipt | ReadUpTo | PresenceChanged | PeerTyping | Notified | RosterChanged |
+                MessageChanged)
 Listener = Callable[[SessionEvent], None]
 
 

@@ -51,7 +51,6 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from collections.abc import Callable, Iterable
 
-import msgspec
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -678,7 +677,8 @@ class ClientSession(EventSource):
                     seq=frame.seq, mid=frame.mid, id=frame.id, sender=self.user, ts=frame.ts,
                     to=item.to, group=item.group, body=item.body, kind=item.kind,
                     delivered=STATE_RANK[item.state] >= STATE_RANK[DELIVERED],
-                    read=item.state == READ and item.group is None, file=item.file))
+                    read=item.state == READ and item.group is None, file=item.file,
+                    reply_to=item.reply_to, mentions=item.mentions))
         self._note_seq(frame.seq)
         if item is not None:
             if item.state in (SENDING, FAILED):
@@ -691,10 +691,7 @@ class ClientSession(EventSource):
         if frame.seq <= self.last_seq or frame.seq in self._ahead:
             self._ack_wanted = True  # a retransmission: our ack may have been lost
             return
-        entry = ChatMessage(seq=frame.seq, mid=frame.mid, id=frame.id, sender=frame.from_,
-                            ts=frame.ts, to=frame.to, group=frame.group, body=frame.body,
-                            kind=frame.kind, delivered=frame.delivered, read=frame.read,
-                            file=msgspec.to_builtins(frame.file) if frame.file else None)
+        entry = ChatMessage.from_frame(frame)
         if self.cache is not None:
             self.cache.put(entry)
         self._note_seq(frame.seq)
