@@ -42,8 +42,9 @@ class ChatCore(Protocol):
     def stop(self) -> None:
         """Disconnect."""
 
-    def send(self, to: str, body: str) -> E.OutgoingMessage:
-        """Send a message."""
+    def send(self, to: str, body: str, *, reply_to: str | None = None,
+             mentions: list[str] | None = None) -> E.OutgoingMessage:
+        """Send a message (answering ``reply_to``, mentioning group members)."""
 
     def retry(self, id: str) -> E.OutgoingMessage:
         """Send a failed message again."""

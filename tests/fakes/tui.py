@@ -123,16 +123,20 @@ class FakeChatCore(E.EventSource):
         """Go offline."""
         self._state = E.OFFLINE
 
-    def send(self, to: str, body: str) -> E.OutgoingMessage:
+    def send(self, to: str, body: str, *, reply_to: str | None = None,
+             mentions: list[str] | None = None) -> E.OutgoingMessage:
         """Queue a message in state sending (``to`` may be ``#`` + a group id)."""
         if self.user is None:
             raise errors.Unauthorized("not logged in")
         if len(body.encode("utf-8")) > F.MAX_BODY_BYTES:
             raise errors.TooLarge(f"the message is over {F.MAX_BODY_BYTES} bytes")
         group = to[1:] if to.startswith("#") else None
+        if mentions and group is None:
+            raise errors.BadRequest("only a group message mentions people")
         out = E.OutgoingMessage(id=f"o{next(self._ids)}", body=body,
                                 to=None if group else to, group=group,
-                                created=1_700_000_000_000)
+                                created=1_700_000_000_000, reply_to=reply_to,
+                                mentions=mentions)
         self.outgoing_by_id[out.id] = out
         self.emit(E.MessageStatus(out.id, E.SENDING, out))
         return out
