@@ -156,6 +156,18 @@ class FakeLoginGateway:
                  "ts": s, "body": f"old {s}"} for s in range(after + 1, min(after + limit, 6) + 1)]
         return defer.succeed({"messages": msgs, "last_seq": 6})
 
+    def contacts(self) -> defer.Deferred[dict[str, object]]:
+        """Nobody."""
+        return defer.succeed({"contacts": []})
+
+    def groups(self) -> defer.Deferred[dict[str, object]]:
+        """No group."""
+        return defer.succeed({"groups": []})
+
+    def profile(self) -> defer.Deferred[dict[str, object]]:
+        """A bare profile."""
+        return defer.succeed({"user": "alice"})
+
 
 class ChatClientTests(unittest.TestCase):
     """ChatClient ties login, config, cache and session together."""
@@ -346,24 +358,93 @@ class ConversationStateTests(unittest.TestCase):
         self.assertEqual((first.body, first.file, second.reply_to), ("new", None, "m1"))
 
 
+class FakeChangeSession:
+    """The session's part 3 writes, answered as the node would (or refused)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.refuse: Exception | None = None
+        self.seq = 10
+
+    def _sent(self, *call: object) -> defer.Deferred[object]:
+        self.calls.append(call)
+        if self.refuse is not None:
+            return defer.fail(self.refuse)
+        self.seq += 1
+        from types import SimpleNamespace
+        return defer.succeed(SimpleNamespace(id=f"x{self.seq}", mid=f"m{self.seq}",
+                                             seq=self.seq, ts=self.seq * 1000))
+
+    def edit(self, mid: str, body: str) -> defer.Deferred[object]:
+        """An edit frame."""
+        return self._sent("edit", mid, body)
+
+    def recall(self, mid: str) -> defer.Deferred[object]:
+        """A recall frame."""
+        return self._sent("recall", mid)
+
+    def react(self, mid: str, emoji: str, on: bool = True) -> defer.Deferred[object]:
+        """A react frame."""
+        return self._sent("react", mid, emoji, on)
+
+
 class ChatClientChangeTests(unittest.TestCase):
     """ChatClient's edit, recall, react and message."""
 
-    def make(self) -> tuple[C.ChatClient, list[object]]:
+    def make(self) -> tuple[C.ChatClient, FakeChangeSession, list[object]]:
         """A ChatClient of alice with a cache holding her message m1 to bob and bob's m2."""
         client = C.ChatClient(FakeLoginGateway(), MemoryReactorClock(),  # type: ignore[arg-type]
                               cache_factory=None)
         client.user = "alice"
         client.cache = MessageCache(":memory:", "alice")
         client.cache.put_many([m(1, sender="alice", to="bob"), m(2)])
+        session = FakeChangeSession()
+        client.session = session  # type: ignore[assignment]
         seen: list[object] = []
         client.subscribe(seen.append)
-        return client, seen
+        return client, session, seen
+
+    def test_edit_recall_react_change_the_cache_and_tell(self) -> None:
+        """Once the node stored a change, message() shows it and listeners hear
+        MessageChanged with the message in its new state."""
+        client, session, seen = self.make()
+        self.successResultOf(client.edit("m1", "better"))
+        self.successResultOf(client.react("m2", "👍"))
+        self.assertEqual(session.calls, [("edit", "m1", "better"), ("react", "m2", "👍", True)])
+        self.assertEqual(client.message("m1").body, "better")  # type: ignore[union-attr]
+        self.assertEqual(client.message("m2").reactions,  # type: ignore[union-attr]
+                         {"👍": ["alice"]})
+        changed = [e for e in seen if isinstance(e, E.MessageChanged)]
+        self.assertEqual([(c.message.mid, c.change.kind) for c in changed],
+                         [("m1", "edit"), ("m2", "reaction")])
+        self.assertEqual(changed[1].change.peer("alice"), "bob")
+        self.successResultOf(client.react("m2", "👍", on=False))
+        self.assertIsNone(client.message("m2").reactions)  # type: ignore[union-attr]
+        self.successResultOf(client.recall("m1"))
+        self.assertTrue(client.message("m1").recalled)  # type: ignore[union-attr]
+        self.assertEqual([x.mid for x in client.cache.history("bob")], ["m1", "m2"])  # type: ignore[union-attr]
+
+    def test_a_refused_change_changes_nothing(self) -> None:
+        """A change the node refuses fails with its error and leaves the message alone."""
+        from dim import errors
+        client, session, seen = self.make()
+        session.refuse = errors.Forbidden("not yours")
+        self.failureResultOf(client.edit("m2", "hijacked"), errors.Forbidden)
+        self.assertEqual(client.message("m2").body, "body 2")  # type: ignore[union-attr]
+        self.assertEqual([e for e in seen if isinstance(e, E.MessageChanged)], [])
+
+    def test_not_logged_in_fails(self) -> None:
+        """Without a session, a change fails at once (as a Deferred) and message() is None."""
+        from dim import errors
+        client = C.ChatClient(FakeLoginGateway(), MemoryReactorClock(),  # type: ignore[arg-type]
+                              cache_factory=None)
+        self.failureResultOf(client.recall("m1"), errors.Unauthorized)
+        self.assertIsNone(client.message("m1"))
 
     def test_changes_received_are_told_as_changed_messages(self) -> None:
         """A reaction entry the session received is relayed, then told as MessageChanged of
         the message it names; one naming an unknown message is only relayed."""
-        client, seen = self.make()
+        client, _, seen = self.make()
         entry = change(11, "reaction", "m1", body="🎉", on=True)
         assert client.cache is not None
         client.cache.put(entry)
@@ -374,3 +455,45 @@ class ChatClientChangeTests(unittest.TestCase):
         self.assertEqual([type(e).__name__ for e in seen],
                          ["MessageReceived", "MessageChanged", "MessageReceived"])
         self.assertEqual(seen[1].message.reactions, {"🎉": ["bob"]})  # type: ignore[attr-defined]
+
+
+class ChatClientOverTheWireTests(unittest.TestCase):
+    """ChatClient's changes through a real ClientSession, the node played by the test."""
+
+    def test_edit_and_reaction_frames_and_their_sent(self) -> None:
+        """edit and react write their frames; each node's sent fires the Deferred, caches
+        the change and tells MessageChanged; a refusal with the frame's ref fails it and
+        changes nothing; an incoming recall is applied from its msg frame."""
+        from dim import errors
+        from dim.protocol import frames as F
+        from tests.fakes.client import NodeSide, msg
+        client = C.ChatClient(FakeLoginGateway(), MemoryReactorClock(),  # type: ignore[arg-type]
+                              cache_factory=lambda url, user: MessageCache(":memory:", user))
+        reactor = client.reactor
+        self.successResultOf(client.login("alice", "secret123"))
+        node = NodeSide(reactor)
+        node.welcome()
+        seen: list[object] = []
+        client.subscribe(seen.append)
+        node.send(msg(1, body="lunch?"), msg(2, sender="alice", to="bob", body="sure, 12"))
+        node.received()
+        edited = client.edit("m2", "sure, 12:30")
+        reacted = client.react("m1", "👍")
+        edit, react = node.received()
+        assert isinstance(edit, F.Edit) and isinstance(react, F.React)
+        self.assertEqual((edit.mid, edit.body, react.mid, react.emoji, react.on),
+                         ("m2", "sure, 12:30", "m1", "👍", True))
+        node.send(F.Sent(id=edit.id, mid="m3", seq=3, ts=3000),
+                  F.Error(code="forbidden", message="no", ref=react.id))
+        self.assertEqual(self.successResultOf(edited).seq, 3)
+        self.failureResultOf(reacted, errors.Forbidden)
+        assert client.cache is not None
+        self.assertEqual(client.message("m2").body, "sure, 12:30")  # type: ignore[union-attr]
+        self.assertIsNone(client.message("m1").reactions)  # type: ignore[union-attr]
+        self.assertEqual(client.cache.first_missing(), 4)
+        node.send(msg(4, body="", kind="recall", ref="m1"))
+        changed = [e for e in seen if isinstance(e, E.MessageChanged)]
+        self.assertEqual([(c.message.mid, c.change.kind) for c in changed],
+                         [("m2", "edit"), ("m1", "recall")])
+        self.assertTrue(changed[1].message.recalled)
+        self.assertEqual([x.mid for x in client.cache.history("bob")], ["m1", "m2"])

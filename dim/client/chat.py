@@ -22,7 +22,7 @@ from dim.client.cache import ChatMessage, Conversation, MessageCache
 from dim.client.config import ClientConfig
 from dim.client.events import (Connected, EventSource, MessageChanged, MessageReceived,
     NodeAddress, Notified, OFFLINE, OutgoingMessage, PresenceChanged, RosterChanged,
-    SendRefused, SendTimedOut, SessionEvent, SessionExpired)
+    SendRefused, SendTimedOut, Sent, SessionEvent, SessionExpired)
 from dim.client.session import ClientSession, default_endpoint
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
@@ -227,6 +227,55 @@ class ChatClient(EventSource):
         """The message ``mid`` as cached, in its current state (edited, recalled, its
         reactions); None if it is not in the cache."""
         return self.cache.message(mid) if self.cache is not None else None
+
+    def edit(self, mid: str, body: str) -> Deferred[Sent]:
+        """Replace the text of one's own message ``mid``: a Deferred of the node's
+        :class:`Sent` once it stored the edit (the cache has it and listeners heard
+        :class:`MessageChanged`), or failing with its refusal (``SendRefused``, also of the
+        error's own class) or ``SendTimedOut``.  Offline it waits for the connection."""
+        return self._change("edit", mid, body, True)
+
+    def recall(self, mid: str) -> Deferred[Sent]:
+        """Take back one's own message ``mid`` (its file too): a Deferred, as for edit."""
+        return self._change("recall", mid, "", True)
+
+    def react(self, mid: str, emoji: str, on: bool = True) -> Deferred[Sent]:
+        """Add (``on``) or remove a reaction to message ``mid``: a Deferred, as for edit."""
+        return self._change("reaction", mid, emoji, on)
+
+    @_as_deferred
+    def _change(self, kind: str, mid: str, body: str, on: bool) -> Deferred[Sent]:
+        session = self._session()
+        if kind == "edit":
+            d = session.edit(mid, body)
+        elif kind == "recall":
+            d = session.recall(mid)
+        else:
+            d = session.react(mid, body, on)
+
+        def stored(sent: Sent) -> Sent:
+            original = self.message(mid)
+            me = self.user or ""
+            to = None
+            if original is not None and original.group is None:
+                to = original.to if original.sender == me else original.sender
+            change = ChatMessage(seq=sent.seq, mid=sent.mid, id=sent.id, sender=me, ts=sent.ts,
+                                 to=to, group=original.group if original else None, body=body,
+                                 kind=kind, ref=mid, on=on if kind == "reaction" else None)
+            self._changed(change)
+            return sent
+        return d.addCallback(stored)
+
+    def _changed(self, change: ChatMessage) -> None:
+        """Keep an edit, recall or reaction in the cache and tell listeners of the message
+        it changed, in its new state."""
+        if self.cache is None:
+            return
+        self.cache.put(change)
+        if change.ref is not None:
+            changed = self.cache.message(change.ref)
+            if changed is not None:
+                self.emit(MessageChanged(changed, change))
 
     def _session(self) -> ClientSession:
         if self.session is None:
