@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dim.client import events as E
-from dim.client.cache import Conversation
+from dim.client.cache import ChatMessage, Conversation
 
 
 class ChatCore(Protocol):
@@ -45,6 +45,18 @@ class ChatCore(Protocol):
     def send(self, to: str, body: str, *, reply_to: str | None = None,
              mentions: list[str] | None = None) -> E.OutgoingMessage:
         """Send a message (answering ``reply_to``, mentioning group members)."""
+
+    def message(self, mid: str) -> ChatMessage | None:
+        """A cached message in its current state, by mid."""
+
+    def edit(self, mid: str, body: str) -> Any:
+        """A Deferred: one's own message edited (a MessageChanged event tells)."""
+
+    def recall(self, mid: str) -> Any:
+        """A Deferred: one's own message recalled (a MessageChanged event tells)."""
+
+    def react(self, mid: str, emoji: str, on: bool = True) -> Any:
+        """A Deferred: a reaction added or removed (a MessageChanged event tells)."""
 
     def retry(self, id: str) -> E.OutgoingMessage:
         """Send a failed message again."""

@@ -79,6 +79,11 @@ class FakeChatCore(E.EventSource):
         self.reconnects = 0
         self.user_infos: list[str] = []
         self.online_users: set[str] = set()
+        #: Edits, recalls and reactions asked for, as (kind, mid, body, on); while
+        #: ``change_gate`` is set they wait for it; ``refuse_changes`` refuses them.
+        self.changes: list[tuple[str, str, str, bool]] = []
+        self.change_gate: defer.Deferred[Any] | None = None
+        self.refuse_changes: errors.DimError | None = None
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -179,6 +184,39 @@ class FakeChatCore(E.EventSource):
         """Clear the unread count."""
         if self.cache:
             self.cache.mark_seen(peer)
+
+    def message(self, mid: str) -> ChatMessage | None:
+        """From the cache, in its current state."""
+        return self.cache.message(mid) if self.cache else None
+
+    def edit(self, mid: str, body: str) -> defer.Deferred[Any]:
+        """Edit one's own text message, as the node would."""
+        return self._change("edit", mid, body, True)
+
+    def recall(self, mid: str) -> defer.Deferred[Any]:
+        """Recall one's own message, as the node would."""
+        return self._change("recall", mid, "", True)
+
+    def react(self, mid: str, emoji: str, on: bool = True) -> defer.Deferred[Any]:
+        """Add or remove a reaction, as the node would."""
+        return self._change("reaction", mid, emoji, on)
+
+    def _change(self, kind: str, mid: str, body: str, on: bool) -> defer.Deferred[Any]:
+        self.changes.append((kind, mid, body, on))
+        original = self.message(mid)
+        if self.refuse_changes is not None:
+            return defer.fail(self.refuse_changes)
+        if original is None:
+            return defer.fail(errors.NotFound(f"no message {mid} in your inbox"))
+        if kind != "reaction" and original.sender != self.user:
+            return defer.fail(errors.Forbidden("only its sender changes a message"))
+
+        def stored(_: Any = None) -> ChatMessage:
+            assert self.user is not None
+            return self.change_from(self.user, kind, mid, body, on)
+        if self.change_gate is not None:
+            return self.change_gate.addCallback(stored)
+        return defer.succeed(stored())
 
     def user_info(self, name: str) -> defer.Deferred[dict[str, Any]]:
         """Known users are online (unless ``online_users`` is set); others are not found."""
@@ -365,15 +403,39 @@ class FakeChatCore(E.EventSource):
 
     def receive(self, sender: str, body: str, ts: int = 1_700_000_000_000,
                 group: str | None = None, kind: str = "text",
-                file: dict[str, Any] | None = None) -> ChatMessage:
+                file: dict[str, Any] | None = None, reply_to: str | None = None,
+                mentions: list[str] | None = None) -> ChatMessage:
         """A message from ``sender`` arrives (in ``group``, if given)."""
         self.seq += 1
         entry = ChatMessage(seq=self.seq, mid=f"m{self.seq}", id=f"c{self.seq}", sender=sender,
                             to=None if group else self.user, group=group, ts=ts, body=body,
-                            kind=kind, file=file)
+                            kind=kind, file=file, reply_to=reply_to, mentions=mentions)
         assert self.cache is not None
         self.cache.put(entry)
         self.emit(E.MessageReceived(entry))
+        return entry
+
+    def change_from(self, sender: str, kind: str, mid: str, body: str = "",
+                    on: bool = True) -> ChatMessage:
+        """An edit, recall or reaction of ``sender`` to ``mid`` is stored: cached, then told
+        as the real core tells it (MessageReceived, then MessageChanged)."""
+        assert self.cache is not None and self.user is not None
+        original = self.cache.message(mid)
+        self.seq += 1
+        to = None
+        if original is not None and original.group is None:
+            to = original.sender if sender == self.user and original.sender != self.user \
+                else original.to if sender == self.user else self.user
+        entry = ChatMessage(seq=self.seq, mid=f"m{self.seq}", id=f"c{self.seq}", sender=sender,
+                            to=to, group=original.group if original else None,
+                            ts=1_700_000_000_000 + self.seq, body=body, kind=kind, ref=mid,
+                            on=on if kind == "reaction" else None)
+        self.cache.put(entry)
+        if sender != self.user:
+            self.emit(E.MessageReceived(entry))
+        changed = self.cache.message(mid)
+        if changed is not None:
+            self.emit(E.MessageChanged(changed, entry))
         return entry
 
     def confirm(self, id: str) -> None:
@@ -384,7 +446,8 @@ class FakeChatCore(E.EventSource):
         assert self.cache is not None and self.user is not None
         self.cache.put(ChatMessage(seq=out.seq, mid=out.mid, id=out.id, sender=self.user,
                                    to=out.to, group=out.group, ts=out.ts, body=out.body,
-                                   kind=out.kind, file=out.file))
+                                   kind=out.kind, file=out.file, reply_to=out.reply_to,
+                                   mentions=out.mentions))
         self.emit(E.MessageStatus(id, E.SENT, out))
 
     def deliver(self, id: str, by: str = "bob") -> None:

@@ -23,16 +23,18 @@ from dim.client.transfer import human_size, safe_name
 from tui import wait_for
 from tui.commands import BY_NAME, command_help, command_names
 from tui.core import ChatCore
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.image import ImageScreen
 from tui.screens.profile import ProfileScreen
+from tui.screens.reaction import ReactionScreen
 from tui.screens.search import SearchScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.message_input import MessageInput
-from tui.widgets.message_log import MessageLog, permanent
+from tui.widgets.message_log import MENTION, MessageLog, MessageRow, permanent, quote_of
 from tui.widgets.transfer_bar import TransferBar
 
 HISTORY_PAGE = 50
@@ -108,6 +110,10 @@ class ChatScreen(Screen[None]):
         self._notice_timer: Timer | None = None
         #: The conversation list's order, for alt+N and ctrl+n/ctrl+p.
         self.order: list[str] = []
+        #: The mid the next message answers, and the own message being edited (mid and the
+        #: text it had), while the line above the input says so.
+        self.replying: str | None = None
+        self.editing: tuple[str, str] | None = None
 
     @property
     def me(self) -> str:
@@ -130,6 +136,7 @@ class ChatScreen(Screen[None]):
                 yield Static("", id="typing")
                 yield TransferBar(id="transfer")
                 yield Static("", id="notice")
+                yield Static("", id="compose")
                 yield MessageInput(id="input")
             yield MemberList(id="members")
         yield Footer()
@@ -138,7 +145,9 @@ class ChatScreen(Screen[None]):
         self.query_one(MemberList).display = False
         self.query_one("#below").display = False
         self.query_one("#notice").display = False
+        self.query_one("#compose").display = False
         self.query_one(MessageInput).completer = self.completions
+        self.query_one(MessageLog).lookup = self.client.message
         # Names and statuses change without a notify: look again now and then.
         self.set_interval(PEOPLE_REFRESH, self.refresh_people)
         if self.client.groups():
@@ -332,6 +341,8 @@ class ChatScreen(Screen[None]):
     async def open(self, peer: str) -> None:
         """Open the conversation with ``peer``: its cached history, then what is pending."""
         unread = next((c.unread for c in self.client.conversations() if c.peer == peer), 0)
+        if peer != self.peer:
+            self.cancel_compose()
         self.peer = peer
         self.mentions.discard(peer)
         if peer not in self.opened and not peer.startswith("#"):
@@ -365,6 +376,130 @@ class ChatScreen(Screen[None]):
         log.scroll_end(animate=False)
         self.query_one(MessageInput).focus()
         self.remember_conversation(peer)
+
+    # ------------------------------------------------------------ reply, edit, recall, react
+
+    def show_compose(self, text: str | None) -> None:
+        """Show (or, with None, hide) the line above the input saying what Enter will do."""
+        line = self.query_one("#compose", Static)
+        line.update(Content(text or ""))
+        line.display = bool(text)
+
+    def cancel_compose(self) -> None:
+        """Stop replying or editing (an edit's text leaves the input)."""
+        if self.editing is not None:
+            self.query_one(MessageInput).clear()
+        self.replying = self.editing = None
+        self.show_compose(None)
+
+    def start_reply(self, row: MessageRow) -> None:
+        """The next message answers ``row``'s."""
+        if self.editing is not None:
+            self.cancel_compose()
+        self.replying = row.mid
+        quote = quote_of(row.label, row.body, row.kind, row.file, row.recalled)
+        self.show_compose(f"↳ Replying to {quote}  (Escape cancels)")
+        self.query_one(MessageInput).focus()
+
+    def start_edit(self, row: MessageRow) -> None:
+        """Put one's own message ``row`` into the input to edit; Enter saves it."""
+        assert row.mid is not None
+        self.replying = None
+        self.editing = (row.mid, row.body)
+        box = self.query_one(MessageInput)
+        box.text = row.body
+        box.move_cursor(box.document.end)
+        self.show_compose("✎ Editing your message: Enter saves, Escape cancels")
+        box.focus()
+
+    def on_message_input_edit_last(self, event: MessageInput.EditLast) -> None:
+        row = self.query_one(MessageLog).last_own_editable()
+        if row is None:
+            self.say("No message of yours to edit here.")
+            return
+        self.start_edit(row)
+
+    def on_message_input_select(self, event: MessageInput.Select) -> None:
+        log = self.query_one(MessageLog)
+        if log.select(event.step) is None:
+            return
+        log.focus()
+        self.say("r reply, e edit, d recall, + react; up/down move, Escape back.")
+
+    def on_message_log_selection_done(self, event: MessageLog.SelectionDone) -> None:
+        self.query_one(MessageInput).focus()
+
+    def on_message_log_act(self, event: MessageLog.Act) -> None:
+        row = event.row
+        log = self.query_one(MessageLog)
+        if row.mid is None:
+            self.say("That message is not sent yet.")
+            return
+        if event.action == "reply":
+            log.clear_selection()
+            self.start_reply(row)
+        elif event.action == "react":
+            if row.recalled:
+                self.say("That message was recalled.")
+                return
+            mine = [e for e, users in row.reactions.items() if self.me in users]
+            mid = row.mid
+            self.app.push_screen(ReactionScreen(mine),
+                                 lambda emoji: self.react_chosen(mid, emoji, mine))
+        elif not row.own:
+            self.say(f"Only your own messages can be {event.action}ed.")
+        elif row.recalled:
+            self.say("That message was recalled.")
+        elif event.action == "edit":
+            if row.kind != "text":
+                self.say("Only text messages can be edited.")
+                return
+            log.clear_selection()
+            self.start_edit(row)
+        elif event.action == "recall":
+            mid = row.mid
+            what = quote_of(row.label, row.body, row.kind, row.file)
+            self.app.push_screen(
+                ConfirmScreen("Recall this message? Everyone in the conversation sees it "
+                              "taken back.", what),
+                lambda yes: self.recall_confirmed(mid, bool(yes)))
+
+    def save_edit(self, text: str) -> None:
+        """Save the edit under way with ``text`` (nothing if unchanged)."""
+        assert self.editing is not None
+        mid, before = self.editing
+        self.replying = self.editing = None
+        self.show_compose(None)
+        if text.strip() == before.strip():
+            self.say("Not changed.")
+            return
+        self.run_change(self.client.edit(mid, text), "Not edited")
+
+    def recall_confirmed(self, mid: str, yes: bool) -> None:
+        """Recall ``mid`` if the person said yes."""
+        self.query_one(MessageLog).clear_selection()
+        self.query_one(MessageInput).focus()
+        if yes:
+            self.run_change(self.client.recall(mid), "Not recalled")
+
+    def react_chosen(self, mid: str, emoji: str | None, mine: list[str]) -> None:
+        """Add the chosen reaction, or take it back if it was the person's already."""
+        self.query_one(MessageLog).clear_selection()
+        self.query_one(MessageInput).focus()
+        if emoji:
+            self.run_change(self.client.react(mid, emoji, emoji not in mine), "No reaction")
+
+    def run_change(self, d: Any, failed: str) -> None:
+        """Wait for an edit, recall or reaction in the background (it may wait for the
+        connection); its event redraws the message, a refusal is said."""
+        async def wait() -> None:
+            try:
+                await wait_for(d)
+            except errors.DimError as e:
+                self.say(f"{failed}: {e.message}")
+            except Exception as e:
+                self.say(f"{failed}: {e}")
+        self.run_worker(wait(), exclusive=False)
 
     # ------------------------------------------------------------ the last conversation
 
@@ -450,18 +585,34 @@ class ChatScreen(Screen[None]):
 
     async def on_message_input_submitted(self, event: MessageInput.Submitted) -> None:
         text = event.text.rstrip("\n")
-        if text.startswith("/") and not text.startswith("//"):
+        if self.editing is not None:
+            self.save_edit(text)
+        elif text.startswith("/") and not text.startswith("//"):
             await self.command(text)
         elif self.peer is None:
             self.say("Open a conversation first: /open USER (or /help).")
         else:
-            await self.send(self.peer, text[1:] if text.startswith("//") else text)
+            reply_to = self.replying
+            if await self.send(self.peer, text[1:] if text.startswith("//") else text,
+                               reply_to=reply_to) and reply_to == self.replying:
+                self.cancel_compose()
 
-    async def send(self, peer: str, text: str) -> bool:
-        """Send ``text`` to ``peer`` and show it if that conversation is open.  A message
-        refused at once goes back into the input, so nothing typed is lost."""
+    def mentions_in(self, peer: str, text: str) -> list[str]:
+        """The members of group ``peer`` that ``text`` mentions with @NAME (none outside a
+        group)."""
+        group = self.client.group(peer) if peer.startswith("#") else None
+        if group is None:
+            return []
+        members = set(group.get("members", []))
+        return list(dict.fromkeys(n for n in MENTION.findall(text) if n in members))
+
+    async def send(self, peer: str, text: str, reply_to: str | None = None) -> bool:
+        """Send ``text`` to ``peer`` (answering ``reply_to``, with the group members it
+        mentions) and show it if that conversation is open.  A message refused at once goes
+        back into the input, so nothing typed is lost."""
         try:
-            out = self.client.send(peer, text)
+            out = self.client.send(peer, text, reply_to=reply_to,
+                                   mentions=self.mentions_in(peer, text) or None)
         except errors.DimError as e:
             box = self.query_one(MessageInput)
             if peer == self.peer and not box.text:
@@ -655,6 +806,12 @@ class ChatScreen(Screen[None]):
         first = head.split(maxsplit=1)[0].lower() if head.strip() else ""
         if first == "/help" and head.strip() == "/help":
             return start, [n + " " for n in command_names("/" + word.lstrip("/"))]
+        if word.startswith("@"):
+            group = self.client.group(self.peer) if self.peer and self.peer.startswith("#") \
+                else None
+            members = [str(u) for u in (group or {}).get("members", []) if u != self.me]
+            return start, ["@" + u + " " for u in members
+                           if u.lower().startswith(word[1:].lower())]
         if word.startswith("#"):
             names = [str(g.get("name")) for g in self.client.groups()]
             return start, ["#" + n + " " for n in names if n.lower().startswith(word[1:].lower())]
@@ -882,7 +1039,11 @@ class ChatScreen(Screen[None]):
         self.query_one(ContactList).focus()
 
     def action_focus_input(self) -> None:
-        """Back to the message input."""
+        """Back to the message input; a reply or an edit under way is cancelled."""
+        if self.replying is not None or self.editing is not None:
+            self.cancel_compose()
+            self.say("Cancelled.")
+        self.query_one(MessageLog).clear_selection()
         self.query_one(MessageInput).focus()
 
     def action_retry(self) -> None:
@@ -953,14 +1114,25 @@ class ChatScreen(Screen[None]):
         if not logs:  # the screen is being taken down (the app is closing): nothing to show
             return
         log = logs.first()
-        if isinstance(event, E.MessageReceived):
+        if isinstance(event, E.MessageReceived) and event.entry.is_change:
+            return  # an edit, recall or reaction: told as MessageChanged of its message
+        if isinstance(event, E.MessageChanged):
+            if event.message.peer(self.me) == self.peer:
+                log.update_message(event.message)
+                if self.editing is not None and self.editing[0] == event.message.mid \
+                        and event.message.recalled:
+                    self.cancel_compose()
+                    self.say("The message you were editing was recalled.")
+            self.refresh_conversations_soon()
+        elif isinstance(event, E.MessageReceived):
             peer = event.entry.peer(self.me)
             self.stopped_typing(event.entry.sender, peer)
             if peer == self.peer:
                 await log.add_message(event.entry)
                 self.client.mark_seen(peer)
             elif event.entry.sender != self.me:
-                if self.mentions_me(event.entry.body):
+                if self.me in (event.entry.mentions or []) \
+                        or self.mentions_me(event.entry.body):
                     self.mentions.add(peer)
                 self.post_message(self.Ring())
             self.refresh_conversations_soon()

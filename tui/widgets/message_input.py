@@ -1,5 +1,6 @@
 """The multi-line message input: Enter sends, ctrl+j (or shift+enter) starts a new line,
-Tab completes, ctrl+up/ctrl+down recall what was sent, and the scrolling keys move the log."""
+Tab completes, ctrl+up/ctrl+down recall what was sent, Up on an empty input edits one's last
+message, alt+up/alt+down select a message, and the scrolling keys move the log."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,6 +40,16 @@ class MessageInput(TextArea):
 
         where: str
 
+    @dataclass
+    class EditLast(Message):
+        """Up on an empty input: the person wants to edit their last message."""
+
+    @dataclass
+    class Select(Message):
+        """alt+up or alt+down: select an older (-1) or newer (+1) message to act on."""
+
+        step: int
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
                          **kwargs)  # type: ignore[arg-type]
@@ -75,6 +86,14 @@ class MessageInput(TextArea):
         if key in ("ctrl+up", "ctrl+down"):
             self._stop(event)
             self.recall(-1 if key == "ctrl+up" else 1)
+            return
+        if key == "up" and not self.text:
+            self._stop(event)
+            self.post_message(self.EditLast())
+            return
+        if key in ("alt+up", "alt+down"):
+            self._stop(event)
+            self.post_message(self.Select(-1 if key == "alt+up" else 1))
             return
         if key == "tab" and self.text.strip():
             # With text in the input Tab only completes (else it would move away from it).

@@ -1,7 +1,10 @@
 """The open conversation: messages with dimmed times, coloured senders, day-change lines, a
-"new messages" line, and one compact receipt at the newest of one's own messages."""
+"new messages" line, and one compact receipt at the newest of one's own messages.  A reply
+shows the message it answers above it, reactions show under it with their counts, and one
+message at a time can be selected (alt+up/alt+down) to act on it."""
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -9,6 +12,7 @@ from typing import Any
 from collections.abc import Callable
 
 from textual import events
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.message import Message
@@ -50,6 +54,35 @@ def day_of(ts_ms: int) -> str:
     return time.strftime("%A %d %B %Y", time.localtime(ts_ms / 1000))
 
 
+#: A mention in a message's text: ``@`` and a user name.
+MENTION = re.compile(r"@([A-Za-z0-9_.\-]{1,32})")
+#: How much of the message a reply quotes.
+QUOTE_LENGTH = 60
+#: Where a message's text starts under its time ("HH:MM "): continuation lines align there.
+INDENT = "      "
+#: Characters that join or restyle emoji: terminals draw the joined glyph narrower than its
+#: parts are measured, so they are left out when drawn and the line never overlaps itself.
+_JOINERS = dict.fromkeys(map(ord, "\u200d\ufe0f\ufe0e"))
+
+
+def emoji_text(emoji: str) -> str:
+    """A reaction as drawn: without joiners and variation selectors."""
+    return emoji.translate(_JOINERS) or "?"
+
+
+def quote_of(label: str, body: str, kind: str = "text", file: dict[str, Any] | None = None,
+             recalled: bool = False) -> str:
+    """The line a reply shows of the message it answers (one line, cut to
+    :data:`QUOTE_LENGTH`)."""
+    if recalled:
+        return f"{label}: message recalled"
+    text = body if file is None else describe_file(kind, file) + (f" {body}" if body else "")
+    text = " ".join(text.split())
+    if len(text) > QUOTE_LENGTH:
+        text = text[:QUOTE_LENGTH - 1] + "…"
+    return f"{label}: {text}"
+
+
 def permanent(error: str | None) -> bool:
     """Whether a failed message's error is one that retrying cannot fix."""
     return bool(error) and str(error).split(":", 1)[0].strip() in PERMANENT
@@ -83,11 +116,21 @@ class MessageRow(Static):
     def __init__(self, *, seq: int | None, id: str, mid: str | None, sender: str, ts: int,
                  body: str, own: bool, state: str | None, label: str | None = None,
                  kind: str = "text", file: dict[str, Any] | None = None,
-                 recipients: int | None = None) -> None:
+                 recipients: int | None = None, reply_to: str | None = None,
+                 mentions: list[str] | None = None, me: str = "") -> None:
         self.seq, self.message_id, self.mid = seq, id, mid
         self.sender, self.ts, self.body, self.own, self.state = sender, ts, body, own, state
         self.label = label or sender
         self.kind, self.file, self.recipients = kind, file, recipients
+        #: The mid this message answers, and the line quoting it (drawn above).
+        self.reply_to = reply_to
+        self.quote: str | None = None
+        self.mentions = list(mentions or [])
+        self.me = me
+        self.edited: int | None = None
+        self.recalled = False
+        self.reactions: dict[str, list[str]] = {}
+        self.selected = False
         self.error: str | None = None
         self.delivered_by: set[str] = set()
         self.read_by: set[str] = set()
@@ -109,26 +152,99 @@ class MessageRow(Static):
         return mark_text(self.state, self.recipients, len(self.delivered_by),
                          len(self.read_by), self.error)
 
+    @property
+    def mentions_me(self) -> bool:
+        """Whether this message (from someone else) mentions the person."""
+        return not self.own and bool(self.me) and self.me in self.mentions
+
+    def reaction_line(self) -> str:
+        """The reactions under the message with their counts ("👍 2  🎉 1"), or ""."""
+        if self.recalled:
+            return ""
+        return "  ".join(f"{emoji_text(e)} {len(users)}" for e, users in self.reactions.items()
+                         if users)
+
+    def _body_parts(self, text: str) -> list[Any]:
+        """The text with each mention of a mentioned member highlighted (the person's own
+        name most)."""
+        if not self.mentions:
+            return [text]
+        parts: list[Any] = []
+        at = 0
+        for found in MENTION.finditer(text):
+            name = found.group(1)
+            if name not in self.mentions:
+                continue
+            parts.append(text[at:found.start()])
+            style = "bold reverse $warning" if name == self.me else "bold $accent"
+            parts.append((found.group(0), style))
+            at = found.end()
+        parts.append(text[at:])
+        return parts
+
     def _render_text(self) -> None:
         text = self.body
         if self.file is not None or self.kind in ("image", "file"):
             text = describe_file(self.kind, self.file) + (f" {self.body}" if self.body else "")
-        text = text.replace("\n", "\n      ")
+        if self.recalled:
+            text = "message recalled"
+        text = text.replace("\n", "\n" + INDENT)
+        edited = " (edited)" if self.edited and not self.recalled else ""
         mark = self.mark()
         stamp = clock_time(self.ts)
-        self.plain = f"{stamp} {self.label}: {text}" + (f"  {mark}" if mark else "")
+        self.plain = f"{stamp} {self.label}: {text}{edited}" + (f"  {mark}" if mark else "")
         self.set_class(self.state == E.FAILED, "-failed")
         self.set_class(self.file is not None, "-file")
+        self.set_class(self.mentions_me, "-mention")
+        self.set_class(self.selected, "-selected")
         parts: list[Any] = []
         if self.day_line is not None:
             parts.append((f"── {self.day_line} ──\n", "dim"))
         if self.new_line:
             parts.append(("── new messages ──\n", "bold $accent"))
-        parts += [(stamp, "dim"), " ", (self.label, f"bold {nick_colour(self.sender)}"),
-                  ": ", text]
+        if self.quote is not None:
+            parts.append((f"{INDENT}╭ {self.quote}\n", "dim italic"))
+        parts += [(stamp, "dim"), " ", (self.label, f"bold {nick_colour(self.sender)}"), ": "]
+        if self.recalled:
+            parts.append((text, "dim italic"))
+        else:
+            parts += self._body_parts(text)
+        if edited:
+            parts.append((edited, "dim"))
         if mark:
             parts.append(f"  {mark}" if self.state == E.FAILED else (f"  {mark}", "dim"))
+        reactions = [(e, users) for e, users in self.reactions.items() if users]
+        if reactions and not self.recalled:
+            parts.append("\n" + INDENT)
+            for n, (emoji, users) in enumerate(reactions):
+                if n:
+                    parts.append("  ")
+                parts.append((f"{emoji_text(emoji)} {len(users)}",
+                              "bold $accent" if self.me in users else "$text-muted"))
         self.update(Content.assemble(*parts))
+
+    def show_state(self, m: ChatMessage) -> None:
+        """Show the message's current state: its text, edited, recalled, reactions."""
+        self.body = m.body
+        self.file = m.file
+        self.edited = m.edited
+        self.recalled = m.recalled
+        self.reactions = {k: list(v) for k, v in (m.reactions or {}).items()}
+        if m.mentions is not None:
+            self.mentions = list(m.mentions)
+        self._render_text()
+
+    def set_quote(self, quote: str | None) -> None:
+        """Show (or change) the line quoting the message this one answers."""
+        if quote != self.quote:
+            self.quote = quote
+            self._render_text()
+
+    def set_selected(self, selected: bool) -> None:
+        """Draw the row as the selected one, or not."""
+        if selected != self.selected:
+            self.selected = selected
+            self._render_text()
 
     def set_state(self, state: str, *, seq: int | None = None, mid: str | None = None,
                   ts: int | None = None, error: str | None = None) -> None:
@@ -195,13 +311,39 @@ class MessageLog(VerticalScroll):
 
         count: int
 
+    @dataclass
+    class Act(Message):
+        """The person asked to act on the selected message: ``action`` is reply, edit,
+        recall or react."""
+
+        action: str
+        row: MessageRow
+
+    @dataclass
+    class SelectionDone(Message):
+        """The person left the selection (Escape, or down past the newest message)."""
+
+    BINDINGS = [
+        Binding("up,alt+up", "select(-1)", "Older", show=False),
+        Binding("down,alt+down", "select(1)", "Newer", show=False),
+        Binding("r", "act('reply')", "Reply"),
+        Binding("e", "act('edit')", "Edit"),
+        Binding("d", "act('recall')", "Recall"),
+        Binding("plus", "act('react')", "React"),
+        Binding("escape", "leave", "Back", show=False),
+    ]
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.me = ""
         self.by_seq: dict[int, MessageRow] = {}
         self.by_id: dict[str, MessageRow] = {}
         self.namer: Callable[[str], str] | None = None
+        #: Finds a message not shown here (a reply's original), by mid.
+        self.lookup: Callable[[str], ChatMessage | None] | None = None
         self.recipients: int | None = None
+        #: The row selected to act on, if any.
+        self.selected: MessageRow | None = None
         #: The seq above which messages are new (a line is drawn there), if any.
         self.new_after: int | None = None
         self.unseen_below = 0
@@ -219,6 +361,7 @@ class MessageLog(VerticalScroll):
         self.namer = namer
         self.recipients = recipients
         self.new_after = None
+        self.selected = None
         self.by_seq.clear()
         self.by_id.clear()
         self._set_below(0)
@@ -240,9 +383,99 @@ class MessageLog(VerticalScroll):
     def _row_for_message(self, m: ChatMessage) -> MessageRow:
         own = m.sender == self.me
         state = (E.READ if m.read else E.DELIVERED if m.delivered else E.SENT) if own else None
-        return MessageRow(seq=m.seq, id=m.id, mid=m.mid, sender=m.sender, ts=m.ts, body=m.body,
-                          own=own, state=state, label=self._label(m.sender), kind=m.kind,
-                          file=m.file, recipients=self.recipients)
+        row = MessageRow(seq=m.seq, id=m.id, mid=m.mid, sender=m.sender, ts=m.ts, body=m.body,
+                         own=own, state=state, label=self._label(m.sender), kind=m.kind,
+                         file=m.file, recipients=self.recipients, reply_to=m.reply_to,
+                         mentions=m.mentions, me=self.me)
+        row.quote = self._quote(m.reply_to)
+        if m.edited or m.recalled or m.reactions:
+            row.show_state(m)
+        elif row.quote is not None:
+            row._render_text()
+        return row
+
+    def row_by_mid(self, mid: str) -> MessageRow | None:
+        """The row of message ``mid``, if shown."""
+        for row in self.rows():
+            if row.mid == mid:
+                return row
+        return None
+
+    def _quote(self, mid: str | None) -> str | None:
+        """The quote line of a reply to ``mid`` (None for a message that answers nothing)."""
+        if mid is None:
+            return None
+        row = self.row_by_mid(mid)
+        if row is not None:
+            return quote_of(row.label, row.body, row.kind, row.file, row.recalled)
+        m = self.lookup(mid) if self.lookup is not None else None
+        if m is None:
+            return "a message not loaded here"
+        return quote_of(self._label(m.sender), m.body, m.kind, m.file, m.recalled)
+
+    def update_message(self, m: ChatMessage) -> bool:
+        """Show message ``m`` in its new state (edited, recalled, reactions), and the
+        replies quoting it; False if it is not shown here."""
+        row = self.row_by_mid(m.mid)
+        if row is None:
+            return False
+        row.show_state(m)
+        for reply in self.rows():
+            if reply.reply_to == m.mid:
+                reply.set_quote(self._quote(m.mid))
+        return True
+
+    def last_own_editable(self) -> MessageRow | None:
+        """The newest of one's own text messages that the node stored and that is not
+        recalled: what Up on an empty input edits."""
+        for row in reversed(self.rows()):
+            if row.own and row.mid is not None and row.kind == "text" and not row.recalled:
+                return row
+        return None
+
+    # ------------------------------------------------------------ selection
+
+    def select(self, step: int) -> MessageRow | None:
+        """Select the message ``step`` rows older (-1) or newer (+1) than the selected one
+        (none selected: the newest); past the newest, nothing is selected."""
+        rows = self.rows()
+        if not rows:
+            return None
+        if self.selected is None or self.selected not in rows:
+            index = len(rows) - 1 if step < 0 else len(rows)
+        else:
+            index = rows.index(self.selected) + step
+        index = max(index, 0)
+        if self.selected is not None:
+            self.selected.set_selected(False)
+        if index >= len(rows):
+            self.selected = None
+            return None
+        self.selected = rows[index]
+        self.selected.set_selected(True)
+        self.scroll_to_widget(self.selected, animate=False)
+        return self.selected
+
+    def clear_selection(self) -> None:
+        """Select nothing."""
+        if self.selected is not None:
+            self.selected.set_selected(False)
+        self.selected = None
+
+    def action_select(self, step: int) -> None:
+        """Move the selection; down past the newest message goes back to the input."""
+        if self.select(step) is None:
+            self.post_message(self.SelectionDone())
+
+    def action_act(self, action: str) -> None:
+        """Act on the selected message."""
+        if self.selected is not None:
+            self.post_message(self.Act(action, self.selected))
+
+    def action_leave(self) -> None:
+        """Leave the selection, back to the input."""
+        self.clear_selection()
+        self.post_message(self.SelectionDone())
 
     def _remember(self, row: MessageRow) -> None:
         if row.seq is not None:
@@ -367,7 +600,11 @@ class MessageLog(VerticalScroll):
             return
         row = MessageRow(seq=out.seq, id=out.id, mid=out.mid, sender=me, ts=out.ts or out.created,
                          body=out.body, own=True, state=out.state, label=self._label(me),
-                         kind=out.kind, file=out.file, recipients=self.recipients)
+                         kind=out.kind, file=out.file, recipients=self.recipients,
+                         reply_to=out.reply_to, mentions=out.mentions, me=me)
+        row.quote = self._quote(out.reply_to)
+        if row.quote is not None:
+            row._render_text()
         row.error = out.error if out.state == E.FAILED else None
         row.delivered_by |= out.delivered_by
         row.read_by |= out.read_by
@@ -431,8 +668,9 @@ class MessageLog(VerticalScroll):
                 row.receipt(by, read=True)
 
     def files(self) -> list[dict[str, Any]]:
-        """The files of the messages shown, oldest first."""
-        return [row.file for row in self.query(MessageRow) if row.file is not None]
+        """The files of the messages shown, oldest first (never those recalled)."""
+        return [row.file for row in self.query(MessageRow)
+                if row.file is not None and not row.recalled]
 
     def failed_ids(self, retryable: bool = True) -> list[str]:
         """Ids of one's own messages shown as failed (only those a retry can fix, unless
