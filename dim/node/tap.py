@@ -132,6 +132,7 @@ class ClusterNode(ClusterProcess):
         from dim.node.throttle import UserLimiter
         from dim.runtime import advertised, speaks_tls
         from dim.store.redis import RedisStore
+        from dim.store.redis_schema import SCHEMA_VERSION, migrate
         from dim.tokens import TokenAuthority
 
         o, me = self.options, self.node_id
@@ -150,6 +151,13 @@ class ClusterNode(ClusterProcess):
             clock=self.reactor)
         _log.info("node {node}: Redis answers (durability: {d}); sessions live {ttl:g} s "
                   "without a heartbeat", node=me, d=self.store.durability, ttl=o["session-ttl"])
+        before = await migrate(self.store, progress=lambda line: _log.info(
+            "node {node}: {line}", node=me, line=line))
+        if before < SCHEMA_VERSION:
+            _log.info("node {node}: the data in Redis was migrated from schema {old} to {new}",
+                      node=me, old=before, new=SCHEMA_VERSION)
+        if self._stopping:
+            return
         dropped = await self.sessions.drop_node(me)
         _log.info("node {node}: forgot {n} session user(s) left by a previous life of this id",
                   node=me, n=len(dropped))

@@ -36,6 +36,8 @@ from the prefix, so this is not meant for Redis Cluster):
 - ``gid``: the group counter; ``group:<id>``: hash ``name``, ``owner``, ``ts``, ``number``
   (the counter value), ``joins`` (a join counter); ``members:<id>``: sorted set of members
   scored by join order; ``groups:<user>``: sorted set of group ids scored by ``number``.
+- ``schema``: the version of this layout (see :mod:`dim.store.redis_schema`, which migrates
+  older data at node start; ``migrate:conv`` and ``migrate:grants`` are its progress).
 - ``file:<id>``: hash ``owner``, ``r`` (the FileRecord as JSON); ``readers:<id>``: set of the
   users whose inbox holds a message, not recalled, pointing at the file (written by the
   message script); ``grants:<id>``: hash user -> how many such messages, so that a recall

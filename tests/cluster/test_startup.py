@@ -65,3 +65,53 @@ class StartFailureTests(unittest.TestCase):
             self.assertIn(line, p.log.read_text(), label)
         self.assertNotEqual(nosecret.proc.returncode, 0)
         self.assertFalse(nosecret.log.exists() and "starting" in nosecret.log.read_text())
+
+
+class MigrationAtStartTests(unittest.TestCase):
+    """A node brings Redis data of an older layout up to date before it takes clients."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_node_migrates_data_written_before_conversations(self):
+        """Data written as the store did before conversations is at the current schema,
+        with its conversations and unread counts, once a node of this version listens."""
+        from twisted.internet import reactor
+
+        from dim.store.redis import RedisStore, open_redis
+        from dim.store.redis_schema import SCHEMA_VERSION, schema_version
+        from tests.fakes.redis_v1 import LegacyRedisWriter
+
+        s = Services.shared()
+        workdir = Path(self.mktemp()).resolve()
+        name = f"cm{int(time.time() * 1000) % 10**8}"
+        self.addCleanup(delete_redis_keys, s.redis, f"{name}:*")
+        self.addCleanup(delete_znodes, s.zookeeper, f"/{name}", **s.zookeeper_client_args())
+        self.addCleanup(delete_topics, s.kafka_config(), [f"{name}.node.n1"])
+        redis = open_redis(s.redis, poolsize=1)
+        self.addCleanup(redis.disconnect)
+        old = LegacyRedisWriter(redis, f"{name}:")
+        for user in ("alice", "bob"):
+            yield defer.Deferred.fromCoroutine(old.create_user(user))
+        for n in range(3):
+            yield defer.Deferred.fromCoroutine(old.send("bob", f"b{n}", ["alice"], f"hi {n}"))
+        yield defer.Deferred.fromCoroutine(old.read("alice", 1))
+        node = DimProcess("dim-node", [
+            "--id", "n1", "--listen", "tcp:0:interface=127.0.0.1", "--cluster", name,
+            "--redis", s.redis, "--kafka", s.kafka, "--zookeeper", s.zookeeper],
+            workdir, env={"DIM_SECRET": SECRET, **s.credential_env()}, name="n1")
+        node.start()
+        self.addCleanup(node.stop)
+        deadline = time.monotonic() + 60
+        while "takes clients" not in (node.log.read_text() if node.log.exists() else ""):
+            self.assertTrue(node.alive, node.log_tail())
+            self.assertLess(time.monotonic(), deadline, node.log_tail())
+            yield sleep(0.2)
+        self.assertIn("migrated from schema 1 to", node.log.read_text())
+        store = yield RedisStore.connect(s.redis, prefix=f"{name}:", clock=reactor)
+        self.addCleanup(store.close)
+        self.assertEqual(SCHEMA_VERSION,
+                         (yield defer.Deferred.fromCoroutine(schema_version(store))))
+        convs = yield store.conversations("alice", 10)
+        self.assertEqual([("bob", 1, 2, 3)],
+                         [(c.conv, c.read_seq, c.unread, c.last.seq) for c in convs])
