@@ -126,6 +126,25 @@ class ReplyTests(unittest.TestCase):
             self.assertEqual(row_of(app, "about that").quote, "a message not loaded here")
 
     @async_test
+    async def test_quote_of_an_original_not_shown_follows_it(self) -> None:
+        """A reply whose original is above the loaded page quotes it from the cache, and
+        follows its recall."""
+        from tui.screens import chat as chat_screen
+        self.patch(chat_screen, "HISTORY_PAGE", 1)
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test() as pilot:
+            await logged_in(pilot)
+            first = core.receive("bob", "old question")
+            core.receive("bob", "answer me", reply_to=first.mid)
+            await submit(pilot, "/open bob")
+            self.assertEqual(len(log_of(app).rows()), 1)
+            self.assertEqual(row_of(app, "answer me").quote, "bob: old question")
+            core.change_from("bob", "recall", first.mid)
+            await pilot.pause()
+            self.assertEqual(row_of(app, "answer me").quote, "bob: message recalled")
+
+    @async_test
     async def test_escape_cancels_a_reply(self) -> None:
         """Escape drops the reply under way; the next message answers nothing."""
         core = FakeChatCore()

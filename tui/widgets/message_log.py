@@ -57,7 +57,7 @@ def day_of(ts_ms: int) -> str:
 #: A mention in a message's text: ``@`` and a user name.
 MENTION = re.compile(r"@([A-Za-z0-9_.\-]{1,32})")
 #: How much of the message a reply quotes.
-QUOTE_LENGTH = 60
+QUOTE_LENGTH = 48
 #: Where a message's text starts under its time ("HH:MM "): continuation lines align there.
 INDENT = "      "
 #: Characters that join or restyle emoji: terminals draw the joined glyph narrower than its
@@ -417,13 +417,12 @@ class MessageLog(VerticalScroll):
         """Show message ``m`` in its new state (edited, recalled, reactions), and the
         replies quoting it; False if it is not shown here."""
         row = self.row_by_mid(m.mid)
-        if row is None:
-            return False
-        row.show_state(m)
+        if row is not None:
+            row.show_state(m)
         for reply in self.rows():
             if reply.reply_to == m.mid:
                 reply.set_quote(self._quote(m.mid))
-        return True
+        return row is not None
 
     def last_own_editable(self) -> MessageRow | None:
         """The newest of one's own text messages that the node stored and that is not
