@@ -179,3 +179,56 @@ class DimChatTests(unittest.TestCase):
         tokens = work / "state" / "dim-chat" / "tokens.json"
         self.assertEqual(stat.S_IMODE(tokens.stat().st_mode), 0o600)
         self.assertTrue(list((work / "data-home" / "dim-chat").glob("*/alice.sqlite3")))
+
+    def test_reply_edit_react_recall_in_a_real_terminal(self) -> None:
+        """In a real terminal: Up on the empty input edits the last message, alt+up and r
+        reply to bob's, and bob's reaction and recall show on the messages themselves."""
+        work = Path(self.mktemp()).resolve()
+        dim = EmbeddedDim(work)
+        dim.start()
+        self.addCleanup(dim.process.stop)
+        for user in ("alice", "bob"):
+            post(dim.base, "/v1/register", {"user": user, "password": PASSWORD})
+        bob_login = post(dim.base, "/v1/login", {"user": "bob", "password": PASSWORD})
+        bob = RawPeer(bob_login["node"]["host"], bob_login["node"]["port"], bob_login["token"])
+        self.addCleanup(bob.close)
+        env = dict(os.environ, DIM_PASSWORD=PASSWORD, TERM="xterm-256color",
+                   XDG_CONFIG_HOME=str(work / "config"), XDG_STATE_HOME=str(work / "state"),
+                   XDG_DATA_HOME=str(work / "data-home"))
+        term = Terminal(["--gateway", dim.base, "--user", "alice"], env)
+        self.addCleanup(term.kill)
+        term.wait_for("connected to node")
+        term.type(b"/open bob\r")
+        term.wait_for("Conversation with bob")
+        bob.send({"type": "send", "id": "b1", "to": "alice", "body": "lunch?"})
+        lunch = bob.read_until("sent")["mid"]
+        term.wait_for("bob: lunch?")
+        term.type(b"hello bbo\r")
+        at = term.wait_for("hello bbo  ✓ sent")
+        mine = bob.read_until("msg")
+        term.type(b"\x1b[A")  # Up, the input empty
+        at = term.wait_for("Editing your message", after=at)
+        for key in (b"\x7f", b"\x7f", b"\x7f", b"bob\r"):  # as a person types
+            term.type(key)
+            term.pump(0.1)
+        edit = bob.read_until("msg")
+        self.assertEqual((edit["kind"], edit["ref"], edit["body"]),
+                         ("edit", mine["mid"], "hello bob"))
+        at = term.wait_for("hello bob (edited)", after=at)
+        term.type(b"\x1b[1;3A")  # alt+up: the newest message
+        term.pump(0.3)
+        term.type(b"\x1b[A")  # up: bob's
+        term.pump(0.3)
+        term.type(b"r")
+        at = term.wait_for("Replying to bob: lunch?", after=at)
+        term.type(b"at noon\r")
+        reply = bob.read_until("msg")
+        self.assertEqual((reply["body"], reply["reply_to"]), ("at noon", lunch))
+        at = term.wait_for("╭ bob: lunch?", after=at)
+        bob.send({"type": "react", "id": "b2", "mid": mine["mid"], "emoji": "👍", "on": True})
+        at = term.wait_for("👍 1", after=at)
+        bob.send({"type": "recall", "id": "b3", "mid": lunch})
+        term.wait_for("bob: message recalled", after=at)
+        term.wait_for("╭ bob: message recalled", after=at)
+        term.type(b"\x11")  # ctrl+q
+        self.assertEqual(term.wait_exit(), 0)
