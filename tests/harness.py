@@ -1,20 +1,14 @@
 """End-to-end test kit: real processes, real TCP, and a raw client that speaks only the contract.
 
-:class:`DimProcess` runs a twistd plugin (``dim``, ``dim-node``, ``dim-gateway``) as a child
-process and waits until it answers.  :class:`WireClient` is a deliberately small client built
-from the contract alone (not from :mod:`dim.client`), so these tests check what other people's
-clients would see.  These tests use the global reactor: they talk to real sockets.
+:func:`twistd` and :class:`EmbeddedDim` are DIM's processes (:mod:`dim.launch`) with the tests'
+secret.  :class:`WireClient` is a deliberately small client built from the contract alone
+(not from :mod:`dim.client`), so these tests check what other people's clients would see.
+These tests use the global reactor: they talk to real sockets.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +16,10 @@ import treq
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
+from dim import launch
+from dim.launch import DimProcess
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -37,92 +27,26 @@ def sleep(seconds: float) -> defer.Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-class DimProcess:
-    """A twistd plugin running as a child process, with its log kept for failures."""
-
-    def __init__(self, plugin: str, args: list[str], workdir: Path,
-                 env: dict[str, str] | None = None, name: str | None = None) -> None:
-        self.plugin, self.args, self.workdir = plugin, args, workdir
-        self.name = name or plugin
-        self.env = {**os.environ, "DIM_SECRET": "end-to-end-test-secret-of-at-least-32-bytes",
-                    **(env or {})}
-        self.log = workdir / f"{self.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the process (it logs to ``self.log``)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-               "--pidfile=",
-               "--logfile", str(self.log), self.plugin, *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send a signal (kill -9 by default) and reap the process."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait; the exit status."""
-        self.kill(signal.SIGTERM)
-        return self.proc.returncode if self.proc else None
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 60) -> str:
-        """The end of the process log, for failure messages."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+#: The DIM_SECRET of the processes the end-to-end tests start.
+SECRET_ENV = {"DIM_SECRET": "end-to-end-test-secret-of-at-least-32-bytes"}
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30.0,
-                  process: DimProcess | None = None) -> None:
-    """Block until something accepts TCP connections on host:port (before the test starts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and not process.alive:
-            raise AssertionError(f"{process.name} exited:\n{process.log_tail()}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            try:
-                s.connect((host, port))
-                return
-            except OSError:
-                time.sleep(0.05)
-    tail = process.log_tail() if process else ""
-    raise AssertionError(f"nothing listens on {host}:{port} after {timeout}s\n{tail}")
+def twistd(plugin: str, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+           name: str | None = None) -> DimProcess:
+    """``twistd -n PLUGIN ARGS`` with the tests' secret (``env`` adds to or overrides it),
+    logging to ``workdir/NAME.log``; not started yet."""
+    name = name or plugin
+    return DimProcess.twistd(plugin, args, workdir / f"{name}.log", name=name,
+                             env={**SECRET_ENV, **(env or {})})
 
 
-class EmbeddedDim:
-    """``twistd -n dim`` on free ports with its data in a test directory."""
+class EmbeddedDim(launch.EmbeddedDim):
+    """``twistd -n dim`` on free ports with its data in a test directory, with the tests'
+    secret."""
 
     def __init__(self, workdir: Path, heartbeat: int | None = None,
                  extra: list[str] | None = None) -> None:
-        self.http_port, self.node_port = free_port(), free_port()
-        self.data = workdir / "data"
-        args = ["--gateway", f"tcp:{self.http_port}:interface=127.0.0.1",
-                "--node", f"tcp:{self.node_port}:interface=127.0.0.1", "--data", str(self.data)]
-        if heartbeat is not None:
-            args += ["--heartbeat", str(heartbeat)]
-        self.process = DimProcess("dim", args + (extra or []), workdir)
-        self.base = f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        """Start and wait until both the gateway and the node accept connections."""
-        self.process.start()
-        wait_for_port("127.0.0.1", self.http_port, process=self.process)
-        wait_for_port("127.0.0.1", self.node_port, process=self.process)
+        super().__init__(workdir, heartbeat=heartbeat, extra=extra or (), env=SECRET_ENV)
 
 
 class HttpResult:

@@ -13,30 +13,17 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from dim import launch
 from dim.bench import processes as P
+from dim.launch import port_open
 
-_TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-           "--pidfile="]
-
-
-def port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on host:port."""
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        try:
-            s.connect((host, port))
-            return True
-        except OSError:
-            return False
 
 
 class ServiceProcess:
@@ -92,7 +79,7 @@ def services_down() -> list[str]:
     """The services that do not answer on their local ports (those of DIM_REDIS,
     DIM_ZOOKEEPER and DIM_KAFKA, else the defaults), so a stack on other ports is used."""
     return [name for name, ports in service_ports().items()
-            if not all(port_open("127.0.0.1", port) for port in ports)]
+            if not all(port_open(port) for port in ports)]
 
 
 class Services:
@@ -140,27 +127,24 @@ class Cluster:
                  node_args: list[str] | None = None) -> None:
         self.workdir = workdir
         self.name = "bench" + secrets.token_hex(4)
-        self.http_port = P.free_port()
+        self.http_port, *self.node_ports = launch.free_ports(nodes + 1)
         self.base = f"http://127.0.0.1:{self.http_port}"
         env = {"DIM_SECRET": P.BENCH_SECRET}
-        self.gateway = P.ServerProcess(
-            "gateway", _TWISTD + ["--logfile", str(workdir / "gateway.log"), "dim-gateway",
-                                  "--listen",
-                                  f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
-                                  "--cluster", self.name, "--routing", "least_connections",
-                                  *P.BENCH_GATEWAY_LIMITS],
-            workdir, env)
+        self.gateway = launch.gateway(
+            self.http_port, ["--cluster", self.name, "--routing", "least_connections",
+                             *P.BENCH_GATEWAY_LIMITS],
+            workdir / "gateway.log", backlog=P.BACKLOG, process_class=P.ServerProcess, env=env,
+            output=workdir / "gateway.out")
         self.node_ids = [f"n{i + 1}" for i in range(nodes)]
-        self.node_ports = [P.free_port() for _ in range(nodes)]
         self.nodes: list[P.ServerProcess] = []
         for nid, port in zip(self.node_ids, self.node_ports):
-            argv = _TWISTD + ["--logfile", str(workdir / f"{nid}.log"), "dim-node", "--id", nid,
-                              "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
-                              "--cluster", self.name] + P.BENCH_LIMITS
+            args = ["--cluster", self.name, *P.BENCH_LIMITS]
             if heartbeat is not None:
-                argv += ["--heartbeat", f"{heartbeat:g}"]
-            argv += node_args or []
-            self.nodes.append(P.ServerProcess(nid, argv, workdir, env))
+                args += ["--heartbeat", f"{heartbeat:g}"]
+            args += node_args or []
+            self.nodes.append(launch.node(nid, port, args, workdir / f"{nid}.log",
+                                          backlog=P.BACKLOG, process_class=P.ServerProcess,
+                                          env=env, output=workdir / f"{nid}.out"))
 
     def start(self, timeout: float = 60.0) -> Cluster:
         """Start the nodes and the gateway; wait until the gateway lists every node."""
@@ -168,16 +152,10 @@ class Cluster:
         for node in self.nodes:
             node.start()
         self.gateway.start()
-        for node, port in zip(self.nodes, self.node_ports):
-            P.wait_for_port(port, node, timeout)
-        P.wait_for_port(self.http_port, self.gateway, timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code, body = P.http_json("GET", f"{self.base}/v1/nodes")
-            if code == 200 and len(body.get("nodes", [])) >= len(self.nodes):
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"the gateway lists {body} after {timeout:g}s, not every node")
+        for process in [*self.nodes, self.gateway]:
+            process.wait_ready(timeout)
+        launch.wait_listed(self.base, self.node_ids, timeout, [self.gateway, *self.nodes])
+        return self
 
     def node_dict(self, i: int) -> dict[str, Any]:
         """Node ``i`` as the gateway shows it: {id, host, port}."""
@@ -190,15 +168,11 @@ class Cluster:
 
     def kill_node(self, i: int) -> None:
         """SIGKILL node ``i`` (no goaway, no deregistration: a crash)."""
-        proc = self.nodes[i].proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        self.nodes[i].kill(signal.SIGKILL)
 
     def stop(self) -> None:
         """Stop every process of the cluster."""
-        for proc in [self.gateway, *self.nodes]:
-            proc.stop()
+        launch.stop_all([self.gateway, *self.nodes])
 
 
 def one_hash(password: str) -> str:

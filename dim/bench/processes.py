@@ -1,14 +1,12 @@
 """Child processes of a benchmark: the servers under test and the load generator workers.
 
 Everything here is synchronous: the orchestrator blocks on pipes and sleeps, and the
-children (twistd, the echo server, the workers) run their own reactors.
+children (twistd, the echo server, the workers) run their own reactors.  The servers start
+and stop through :mod:`dim.launch`, as the tests' and ``scripts/cluster``'s do.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,9 @@ from collections.abc import Sequence
 
 import psutil
 
+from dim import launch
+from dim.launch import DimProcess, free_port
+
 REPO = Path(__file__).resolve().parent.parent.parent
 #: The secret the bench gives the DIM processes, so it can mint tokens for idle clients.
 BENCH_SECRET = "dim-bench-secret-not-for-production"
@@ -31,60 +32,26 @@ BENCH_LIMITS = ["--limit", "send=1000000:1000000", "--limit", "typing=1000000:10
 #: and its logins come in parallel from there.
 BENCH_GATEWAY_LIMITS = ["--registrations-burst", "1000000", "--login-share", "256",
                         "--max-connections-per-address", "0"]
+#: The listen backlog of the servers the bench starts: its clients connect in bursts.
+BACKLOG = 4096
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ServerProcess(DimProcess):
+    """A server under test running as a child process (:class:`dim.launch.DimProcess`), with
+    RSS, CPU and file descriptor readings."""
 
-
-def wait_for_port(port: int, proc: ServerProcess, timeout: float = 60.0) -> None:
-    """Block until 127.0.0.1:port accepts connections; fail if the process died first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            try:
-                s.connect(("127.0.0.1", port))
-                return
-            except OSError:
-                time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s\n{proc.log_tail()}")
-
-
-class ServerProcess:
-    """A server under test running as a child process, with RSS and CPU readings."""
-
-    def __init__(self, name: str, argv: list[str], workdir: Path,
-                 env: dict[str, str] | None = None) -> None:
-        self.name, self.argv, self.workdir = name, argv, workdir
-        self.env = {**os.environ, **(env or {})}
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ps: psutil.Process | None = None
+    ps: psutil.Process | None = None
 
     def start(self) -> ServerProcess:
-        """Start the process; its output goes to its log file."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT)
+        """Start the process and follow its readings."""
+        super().start()
+        assert self.proc is not None
         self.ps = psutil.Process(self.proc.pid)
         return self
 
     @property
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
     def pid(self) -> int:
-        """The process id."""
+        """The process id (once started)."""
         assert self.proc is not None
         return self.proc.pid
 
@@ -104,29 +71,6 @@ class ServerProcess:
         assert self.ps is not None
         return int(self.ps.num_fds())
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait (twistd writes its profile on a clean stop), then SIGKILL."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The end of the process's output and of its twistd log, if it has one."""
-        out = []
-        for path in (self.log, self.workdir / "twistd.log"):
-            try:
-                out += path.read_text(errors="replace").splitlines()[-lines:]
-            except FileNotFoundError:
-                pass
-        return "\n".join(out) or "(no log)"
-
 
 def cpu_percent_over(proc: ServerProcess, seconds: float) -> float:
     """The process's CPU use over the next ``seconds``, in % of one core."""
@@ -140,43 +84,28 @@ def start_echo(workdir: Path) -> tuple[ServerProcess, int]:
     """Start the baseline echo server; returns it and its port."""
     port = free_port()
     proc = ServerProcess("echo", [sys.executable, "-m", "dim.bench.echo", "--port", str(port)],
-                         workdir).start()
-    wait_for_port(port, proc)
+                         output=workdir / "echo.log", ports=(port,)).launch()
     return proc, port
 
 
-class EmbeddedDim:
-    """``twistd -n dim`` (gateway + node + SQLite in one process) on free ports."""
+class EmbeddedDim(launch.EmbeddedDim):
+    """``twistd -n dim`` (gateway + node + SQLite in one process) on free ports, with the
+    bench's secret and limits and a deep listen backlog; ``profile`` runs it under cProfile."""
+
+    process_class = ServerProcess
+    process: ServerProcess
 
     def __init__(self, workdir: Path, heartbeat: float | None = None,
                  profile: Path | None = None, extra: Sequence[str] = ()) -> None:
-        self.workdir = workdir
-        self.http_port, self.node_port = free_port(), free_port()
-        self.data = workdir / "data"
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                "--pidfile=", "--logfile", str(workdir / "twistd.log")]
-        if profile is not None:
-            argv += ["--profile", str(profile), "--profiler", "cprofile", "--savestats"]
-        argv += ["dim", "--gateway", f"tcp:{self.http_port}:interface=127.0.0.1:backlog=4096",
-                 "--node", f"tcp:{self.node_port}:interface=127.0.0.1:backlog=4096",
-                 "--data", str(self.data), *BENCH_GATEWAY_LIMITS]
-        if heartbeat is not None:
-            argv += ["--heartbeat", f"{heartbeat:g}"]
-        argv += BENCH_LIMITS + list(extra)
-        self.process = ServerProcess("dim", argv, workdir, env={"DIM_SECRET": BENCH_SECRET})
-        self.base = f"http://127.0.0.1:{self.http_port}"
+        super().__init__(workdir, heartbeat=heartbeat,
+                         extra=[*BENCH_GATEWAY_LIMITS, *BENCH_LIMITS, *extra],
+                         env={"DIM_SECRET": BENCH_SECRET}, backlog=BACKLOG, profile=profile,
+                         output=workdir / "dim.out")
 
-    def start(self) -> EmbeddedDim:
+    def start(self, timeout: float = 60.0) -> EmbeddedDim:
         """Start and wait until the gateway and the node accept connections."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process.start()
-        wait_for_port(self.http_port, self.process)
-        wait_for_port(self.node_port, self.process)
+        super().start(timeout)
         return self
-
-    def stop(self) -> None:
-        """Stop the process."""
-        self.process.stop()
 
 
 def mint_token(user: str) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,24 +30,12 @@ from dim.client.gateway import GatewayClient
 from dim.client.events import (FAILED, Connected, Disconnected, MessageReceived, MessageStatus,
                                NodeAddress, OutgoingMessage, SyncFinished)
 from dim.client.session import ClientSession
-from tests.harness import REPO, DimProcess, http, register_and_login, sleep, wait_for_port
+from dim import launch
+from dim.launch import DimProcess
+from tests.harness import REPO, http, register_and_login, sleep
 from tests.integration import services as env
 
 SECRET = "cluster-test-secret-of-at-least-32-bytes!"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass(frozen=True)
@@ -125,7 +111,7 @@ class PrivateStack:
         cls.DIR = REPO / ".cluster" / f"test-stack-{os.getpid()}"
         for offset in range(4200, 6000, 100):
             ports = [6379 + offset, 2181 + offset, 9092 + offset, 9093 + offset]
-            if not any(_port_taken(p) for p in ports):
+            if not any(launch.port_open(p, timeout=0.2) for p in ports):
                 cls.OFFSET = offset
                 return
         raise AssertionError("no free ports for a private stack")
@@ -172,15 +158,6 @@ class PrivateStack:
             shutil.rmtree(cls.DIR, ignore_errors=True)
 
 
-def _port_taken(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 # ---------------------------------------------------------------- the cluster
 
 
@@ -194,28 +171,25 @@ class LocalCluster:
         self.services = services
         run = uuid.uuid4().hex[:8]
         self.name = f"ct{run}"
-        ports = free_ports(nodes + 1)
+        ports = launch.free_ports(nodes + 1)
         self.http_port = ports[0]
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.heartbeat = heartbeat
-        self.gateway = DimProcess("dim-gateway", [
-            "--listen", f"tcp:{self.http_port}:interface=127.0.0.1",
+        env = {"DIM_SECRET": SECRET, **services.credential_env()}
+        self.gateway = launch.gateway(self.http_port, [
             "--redis", services.redis, "--zookeeper", services.zookeeper,
             "--kafka", services.kafka, "--cluster", self.name, "--routing", routing,
             "--zk-timeout", str(zk_timeout),
-            "--files", str(workdir / "files")],
-            workdir, env={"DIM_SECRET": SECRET, **services.credential_env()}, name="gateway")
+            "--files", str(workdir / "files")], workdir / "gateway.log", env=env)
         self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
         self.ports = dict(zip(self.ids, ports[1:]))
         self.nodes: dict[str, DimProcess] = {}
         for node_id in self.ids:
-            self.nodes[node_id] = DimProcess("dim-node", [
-                "--id", node_id, "--listen", f"tcp:{self.ports[node_id]}:interface=127.0.0.1",
+            self.nodes[node_id] = launch.node(node_id, self.ports[node_id], [
                 "--redis", services.redis, "--kafka", services.kafka,
                 "--zookeeper", services.zookeeper, "--cluster", self.name,
                 "--heartbeat", str(heartbeat), "--zk-timeout", str(zk_timeout),
-                *(node_args or [])], workdir,
-                env={"DIM_SECRET": SECRET, **services.credential_env()}, name=node_id)
+                *(node_args or [])], workdir / f"{node_id}.log", env=env)
 
     def processes(self) -> list[DimProcess]:
         """The gateway and every node."""
@@ -226,9 +200,8 @@ class LocalCluster:
         """Start every process; fires once the gateway lists every node."""
         for p in self.processes():
             p.start()
-        wait_for_port("127.0.0.1", self.http_port, timeout, self.gateway)
-        for node_id, p in self.nodes.items():
-            wait_for_port("127.0.0.1", self.ports[node_id], timeout, p)
+        for p in self.processes():
+            p.wait_ready(timeout)
         yield self.wait_listed(set(self.ids), timeout)
 
     @defer.inlineCallbacks
@@ -258,15 +231,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """SIGTERM every process still running (SIGKILL after 30 s)."""
-        for p in self.processes():
-            if p.alive:
-                p.proc.send_signal(signal.SIGTERM)
-        for p in self.processes():
-            if p.proc is not None:
-                try:
-                    p.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill(signal.SIGKILL)
+        launch.stop_all(self.processes())
 
     def cleanup(self) -> None:
         """Stop the processes; delete this cluster's Redis keys, znodes and Kafka topics."""

@@ -18,7 +18,8 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from dim.bench.stats import percentile
-from tests.cluster.kit import Conversation, LocalCluster, Services, _port_taken, report
+from dim.launch import port_open
+from tests.cluster.kit import Conversation, LocalCluster, Services, report
 from tests.cluster.test_failover import people_on
 from tests.harness import REPO, http, sleep
 
@@ -46,7 +47,7 @@ class ThreeBrokers:
         if cls._services is None:
             for offset in range(6100, 7900, 100):
                 ports = [6379 + offset, 2181 + offset, *range(9092 + offset, 9098 + offset)]
-                if not any(_port_taken(p) for p in ports):
+                if not any(port_open(p, timeout=0.2) for p in ports):
                     break
             else:
                 raise AssertionError("no free ports for a three-broker stack")

@@ -10,9 +10,10 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster.kit import SECRET, LocalCluster, Services, free_ports
-from tests.harness import (DimProcess, WireClient, http, register_and_login, sleep,
-                           wait_for_port)
+from dim import launch
+from dim.launch import free_ports
+from tests.cluster.kit import SECRET, LocalCluster, Services
+from tests.harness import WireClient, http, register_and_login, sleep
 
 
 class ClusterTestCase(unittest.TestCase):
@@ -165,7 +166,7 @@ class RoutingTests(ClusterTestCase):
         ivan = yield self.connect(b["token"], self.n1)
         node = self.cluster.nodes[self.n2]
         began = time.monotonic()
-        node.proc.send_signal(signal.SIGTERM)
+        node.send(signal.SIGTERM)
         goaway = yield heidi.expect("goaway", timeout=10)
         self.assertTrue(goaway["reason"])
         # While heidi is away, ivan writes to her.
@@ -202,16 +203,17 @@ class RoutingTests(ClusterTestCase):
         extra = {}
         for strategy, port in zip(("random", "consistent_hash", "least_connections"),
                                   free_ports(3)):
-            gw = DimProcess("dim-gateway", [
-                "--listen", f"tcp:{port}:interface=127.0.0.1", "--redis", c.services.redis,
+            gw = launch.gateway(port, [
+                "--redis", c.services.redis,
                 "--zookeeper", c.services.zookeeper, "--cluster", c.name,
                 "--routing", strategy, "--files", str(c.workdir / "files")],
-                c.workdir, env={"DIM_SECRET": SECRET}, name=f"gateway-{strategy}")
+                c.workdir / f"gateway-{strategy}.log", name=f"gateway-{strategy}",
+                env={"DIM_SECRET": SECRET})
             gw.start()
             self.addCleanup(gw.stop)
             extra[strategy] = (gw, f"http://127.0.0.1:{port}")
-        for gw, base in extra.values():
-            wait_for_port("127.0.0.1", int(base.rsplit(":", 1)[1]), 60, gw)
+        for gw, _ in extra.values():
+            gw.wait_ready(60)
         a = yield self.login("judy")
         b = yield self.login("mallory")
         yield self.connect(b["token"], self.n2)
@@ -285,7 +287,7 @@ class ZooKeeperSessionLossTests(ClusterTestCase):
         peggy = yield self.connect(a["token"], self.n1)
         rupert = yield self.connect(b["token"], self.n3)
         node = c.nodes[self.n3]
-        node.proc.send_signal(signal.SIGSTOP)
+        node.send(signal.SIGSTOP)
         try:
             yield c.wait_listed({self.n1, self.n2}, timeout=20)
             deadline = time.monotonic() + 10
@@ -296,7 +298,7 @@ class ZooKeeperSessionLossTests(ClusterTestCase):
                 self.assertLess(time.monotonic(), deadline, "rupert still online")
                 yield sleep(0.2)
         finally:
-            node.proc.send_signal(signal.SIGCONT)
+            node.send(signal.SIGCONT)
         yield c.wait_listed(set(c.ids), timeout=30)
         deadline = time.monotonic() + 10
         while True:

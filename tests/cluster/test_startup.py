@@ -8,9 +8,9 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster.kit import (SECRET, Services, delete_redis_keys, delete_topics, delete_znodes,
-                               free_ports)
-from tests.harness import DimProcess, sleep
+from dim.launch import DimProcess, free_ports
+from tests.cluster.kit import SECRET, Services, delete_redis_keys, delete_topics, delete_znodes
+from tests.harness import sleep, twistd
 
 
 class StartFailureTests(unittest.TestCase):
@@ -28,7 +28,7 @@ class StartFailureTests(unittest.TestCase):
 
         def node(label: str, redis: str, kafka: str, zookeeper: str,
                  secret: str = SECRET) -> DimProcess:
-            return DimProcess("dim-node", [
+            return twistd("dim-node", [
                 "--id", f"{label}-{name}", "--listen", "tcp:0:interface=127.0.0.1",
                 "--cluster", name, "--redis", redis, "--kafka", kafka,
                 "--zookeeper", zookeeper, "--connect-timeout", "2"], workdir,
@@ -41,7 +41,7 @@ class StartFailureTests(unittest.TestCase):
                          f"cannot start: Kafka at {dead}"),
             "no-zookeeper": (node("no-zookeeper", s.redis, s.kafka, dead),
                              f"cannot start: ZooKeeper at {dead}"),
-            "gateway-no-zookeeper": (DimProcess("dim-gateway", [
+            "gateway-no-zookeeper": (twistd("dim-gateway", [
                 "--listen", "tcp:0:interface=127.0.0.1", "--cluster", name,
                 "--redis", s.redis, "--zookeeper", dead, "--connect-timeout", "2",
                 "--files", str(workdir / "files")], workdir, env={"DIM_SECRET": SECRET},
@@ -61,9 +61,9 @@ class StartFailureTests(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "a process did not exit")
             yield sleep(0.2)
         for label, (p, line) in cases.items():
-            self.assertEqual(p.proc.returncode, 1, f"{label}:\n{p.log_tail()}")
+            self.assertEqual(p.returncode, 1, f"{label}:\n{p.log_tail()}")
             self.assertIn(line, p.log.read_text(), label)
-        self.assertNotEqual(nosecret.proc.returncode, 0)
+        self.assertNotEqual(nosecret.returncode, 0)
         self.assertFalse(nosecret.log.exists() and "starting" in nosecret.log.read_text())
 
 

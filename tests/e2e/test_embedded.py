@@ -247,10 +247,7 @@ class DurabilityTests(unittest.TestCase):
             self.assertEqual(last["seq"], 200)
             dim.process.kill(signal.SIGKILL)
             yield alice.expect_closed()
-            dim.process.start()
-            from tests.harness import wait_for_port
-            wait_for_port("127.0.0.1", dim.node_port, process=dim.process)
-            wait_for_port("127.0.0.1", dim.http_port, process=dim.process)
+            dim.process.launch()
             bob_login = yield register_and_login(dim.base, "bob10")
             bob = yield WireClient.login("127.0.0.1", dim.node_port, bob_login["token"])
             self.assertEqual(bob.welcome["last_seq"], 200)
@@ -275,7 +272,7 @@ class DurabilityTests(unittest.TestCase):
         try:
             login = yield register_and_login(dim.base, "alice11")
             c = yield WireClient.login("127.0.0.1", dim.node_port, login["token"])
-            dim.process.proc.send_signal(signal.SIGTERM)
+            dim.process.send(signal.SIGTERM)
             goaway = yield c.expect("goaway", timeout=15)
             self.assertTrue(goaway["reason"])
             yield c.expect_closed()
@@ -283,7 +280,7 @@ class DurabilityTests(unittest.TestCase):
                 if not dim.process.alive:
                     break
                 yield sleep(0.1)
-            self.assertEqual(dim.process.proc.returncode, -signal.SIGTERM, dim.process.log_tail())
+            self.assertEqual(dim.process.returncode, -signal.SIGTERM, dim.process.log_tail())
             self.assertIn("Server Shut Down.", dim.process.log_tail(5))
             self.assertNotIn("Traceback", dim.process.log.read_text())
         finally:
@@ -302,11 +299,12 @@ class DaemonTests(unittest.TestCase):
         import subprocess
         import sys
 
-        from tests.harness import REPO, free_port, wait_for_port
+        from dim.launch import free_ports, wait_for_port
+        from tests.harness import REPO
 
         work = Path(self.mktemp()).resolve()
         work.mkdir(parents=True)
-        http_port, node_port = free_port(), free_port()
+        http_port, node_port = free_ports(2)
         pidfile = work / "dim.pid"
         subprocess.run(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -317,7 +315,7 @@ class DaemonTests(unittest.TestCase):
             env={**os.environ, "DIM_SECRET": "daemon-test-secret-of-at-least-32-bytes"})
         pid = int(pidfile.read_text())
         try:
-            wait_for_port("127.0.0.1", http_port)
+            wait_for_port(http_port)
             base = f"http://127.0.0.1:{http_port}"
             a = yield register_and_login(base, "alice12")
             yield register_and_login(base, "bob12")

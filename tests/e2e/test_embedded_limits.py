@@ -69,7 +69,7 @@ class NeverReadingClientTests(unittest.TestCase):
         sender = yield self.login("flooder")
         stalled = yield self.login("sleeper")
         carol = yield self.login("carol")
-        node = psutil.Process(self.dim.process.proc.pid)
+        node = psutil.Process(self.dim.process.pid)
         yield self.flood(sender, "carol", "warm", node)
         yield sleep(0.5)
         carol.frames.clear()

@@ -14,7 +14,8 @@ from dim.client.gateway import GatewayClient
 from dim.client.session import ClientSession
 from dim.client.events import Connected, Disconnected, MessageReceived
 from dim.client.tls import https_agent, load_trust_root
-from tests.harness import DimProcess, free_port, sleep, wait_for_port
+from dim.launch import free_ports
+from tests.harness import sleep, twistd
 
 PASSWORD = "correct horse battery"
 
@@ -32,18 +33,17 @@ class TlsDim:
         cert.cert_chain_pems[0].write_to_path(str(cert_file))
         self.ca_file = workdir / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
-        self.http_port, self.node_port = free_port(), free_port()
+        self.http_port, self.node_port = free_ports(2)
         tls = f"privateKey={key_file}:certKey={cert_file}:interface=127.0.0.1"
-        self.process = DimProcess("dim", [
+        self.process = twistd("dim", [
             "--gateway", f"ssl:{self.http_port}:{tls}", "--node", f"ssl:{self.node_port}:{tls}",
             "--data", str(workdir / "data")], workdir)
+        self.process.ports = [self.http_port, self.node_port]
         self.base = f"https://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
         """Start and wait until both ports accept connections."""
-        self.process.start()
-        wait_for_port("127.0.0.1", self.http_port, process=self.process)
-        wait_for_port("127.0.0.1", self.node_port, process=self.process)
+        self.process.launch()
 
     def gateway(self, ca_file: Path) -> GatewayClient:
         """A gateway client trusting only the CA in ``ca_file``."""
