@@ -302,8 +302,9 @@ class EmbeddedDim:
     127.0.0.1, its data and log (``NAME.log``) in ``workdir``.
 
     ``heartbeat`` is the node's H in seconds; ``extra`` more ``dim`` options; ``backlog`` the
-    listen backlog of both ports; ``profile`` a cProfile statistics file; ``env``, ``output``
-    as for :class:`DimProcess` (``process_class``).
+    listen backlog of both ports; ``profile`` a cProfile statistics file; ``python`` the
+    interpreter (this one by default); ``env``, ``output`` as for :class:`DimProcess`
+    (``process_class``).
     """
 
     process_class: type[DimProcess] = DimProcess
@@ -311,7 +312,8 @@ class EmbeddedDim:
     def __init__(self, workdir: Path, *, heartbeat: float | None = None,
                  extra: Sequence[str] = (), env: dict[str, str] | None = None,
                  backlog: int | None = None, profile: Path | None = None,
-                 output: Path | None = None, name: str = "dim") -> None:
+                 output: Path | None = None, python: str | None = None,
+                 name: str = "dim") -> None:
         self.workdir = workdir
         self.http_port, self.node_port = free_ports(2)
         self.data = workdir / "data"
@@ -321,7 +323,8 @@ class EmbeddedDim:
             args += ["--heartbeat", f"{heartbeat:g}"]
         self.process = self.process_class.twistd(
             "dim", [*args, *extra], workdir / f"{name}.log", name=name, env=env,
-            ports=(self.http_port, self.node_port), profile=profile, output=output)
+            ports=(self.http_port, self.node_port), profile=profile, output=output,
+            python=python)
         self.base = f"http://{HOST}:{self.http_port}"
 
     def start(self, timeout: float = START_TIMEOUT) -> EmbeddedDim:

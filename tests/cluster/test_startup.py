@@ -96,7 +96,7 @@ class MigrationAtStartTests(unittest.TestCase):
         for n in range(3):
             yield defer.Deferred.fromCoroutine(old.send("bob", f"b{n}", ["alice"], f"hi {n}"))
         yield defer.Deferred.fromCoroutine(old.read("alice", 1))
-        node = DimProcess("dim-node", [
+        node = twistd("dim-node", [
             "--id", "n1", "--listen", "tcp:0:interface=127.0.0.1", "--cluster", name,
             "--redis", s.redis, "--kafka", s.kafka, "--zookeeper", s.zookeeper],
             workdir, env={"DIM_SECRET": SECRET, **s.credential_env()}, name="n1")
