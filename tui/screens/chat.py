@@ -460,8 +460,8 @@ class ChatScreen(Screen[None]):
             mid = row.mid
             what = quote_of(row.label, row.body, row.kind, row.file)
             self.app.push_screen(
-                ConfirmScreen("Recall this message? Everyone in the conversation sees it "
-                              "taken back.", what),
+                ConfirmScreen("Recall this message?", what,
+                              "Everyone in the conversation sees it taken back."),
                 lambda yes: self.recall_confirmed(mid, bool(yes)))
 
     def save_edit(self, text: str) -> None:

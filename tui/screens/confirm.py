@@ -10,7 +10,8 @@ from textual.widgets import Button, Label, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Asks ``question`` about ``what``; y or the Yes button says yes, n, Escape or No no.
+    """Asks ``question`` about ``what`` (with a ``note`` under it); y or the Yes button says
+    yes, n, Escape or No no.
 
     Dismissed with True or False.
     """
@@ -21,16 +22,19 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: str, what: str = "") -> None:
+    def __init__(self, question: str, what: str = "", note: str = "") -> None:
         super().__init__()
         self.question = question
         self.what = what
+        self.note = note
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="dialog-title", id="confirm-question")
             if self.what:
                 yield Static(Content(self.what), id="confirm-what")
+            if self.note:
+                yield Static(Content.styled(self.note, "italic"), id="confirm-note")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", id="yes", variant="error")
                 yield Button("No (n)", id="no", variant="primary")
