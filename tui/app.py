@@ -141,8 +141,11 @@ class ChatApp(App[None]):
             await self.switch_screen(self.login_screen(
                 self.client.user, None, f"Please log in again ({event.message})."))
             return
-        if isinstance(self.screen, ChatScreen):
-            await self.screen.handle_event(event)
+        # The chat under a dialog (help, search) hears its events too, so nothing that came
+        # meanwhile is missing when the dialog closes.
+        chat = next((s for s in reversed(self.screen_stack) if isinstance(s, ChatScreen)), None)
+        if chat is not None:
+            await chat.handle_event(event)
 
     def on_chat_screen_logout_requested(self, message: ChatScreen.LogoutRequested) -> None:
         """The chat screen's /logout."""
