@@ -128,7 +128,7 @@ class ConfigTests(unittest.TestCase):
 
 
 class FakeLoginGateway:
-    """A gateway stand-in for ChatClient: login, route, messages."""
+    """A gateway stand-in for ChatClient: login, route, one conversation's messages."""
 
     base_url = "http://gw"
 
@@ -149,12 +149,15 @@ class FakeLoginGateway:
         """Always node n1."""
         return defer.succeed({"node": {"id": "n1", "host": "127.0.0.1", "port": 9000}})
 
-    def messages(self, after: int = 0, limit: int = 100) -> defer.Deferred[dict[str, object]]:
-        """An inbox of six messages from bob, paged like the gateway."""
-        self.pages.append({"after": after, "limit": limit})
+    def conversation_messages(self, with_: str | None = None, group: str | None = None,
+                              before: int | None = None, after: int = 0,
+                              limit: int = 100) -> defer.Deferred[dict[str, object]]:
+        """A conversation of six messages from bob, paged like the gateway."""
+        self.pages.append({"with": with_, "before": before, "limit": limit})
+        top = min(before or 7, 7)
         msgs = [{"seq": s, "mid": f"m{s}", "id": f"c{s}", "from": "bob", "to": "alice",
-                 "ts": s, "body": f"old {s}"} for s in range(after + 1, min(after + limit, 6) + 1)]
-        return defer.succeed({"messages": msgs, "last_seq": 6})
+                 "ts": s, "body": f"old {s}"} for s in range(max(1, top - limit), top)]
+        return defer.succeed({"messages": msgs, "last_seq": 6, "more": top - limit > 1})
 
     def contacts(self) -> defer.Deferred[dict[str, object]]:
         """Nobody."""
@@ -209,15 +212,16 @@ class ChatClientTests(unittest.TestCase):
         self.assertEqual(client.session.token, "T")
         self.assertEqual(len(reactor.tcpClients), 1)
 
-    def test_history_fetches_missing_from_gateway(self) -> None:
-        """history fills gaps of the cache from GET /v1/messages, then reads the cache."""
+    def test_history_fetches_the_conversation_page(self) -> None:
+        """history asks GET /v1/messages for one conversation's page below before_seq,
+        caches it, then reads the cache."""
         client, reactor, _, gateway = self.make()
         self.successResultOf(client.login("alice", "secret123"))
         got = self.successResultOf(client.history("bob", before_seq=6, limit=3))
         self.assertEqual([x.seq for x in got], [3, 4, 5])
-        self.assertEqual(gateway.pages, [{"after": 0, "limit": 5}])
-        self.successResultOf(client.history("bob", before_seq=6, limit=3))
-        self.assertEqual(len(gateway.pages), 1)
+        self.assertEqual(gateway.pages, [{"with": "bob", "before": 6, "limit": 3}])
+        assert client.cache is not None
+        self.assertEqual([m.seq for m in client.cache.history("bob", None, 10)], [3, 4, 5])
 
 
 def change(seq: int, kind: str, ref: str, sender: str = "bob", body: str = "",

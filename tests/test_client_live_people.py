@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from dim import errors
 from dim.client import events as E
+from dim.client.conversations import ConversationReadUpTo
 from tests.harness import EmbeddedDim, sleep
 from tests.fakes.client import LiveChat, _Anything, live_client
 from tests.fakes.client import png
@@ -78,10 +79,10 @@ class LivePeopleTests(unittest.TestCase):
         alice.client.typing("bob")
         yield bob.wait_for(E.PeerTyping, user="alice", peer="alice")
         out = alice.client.send("bob", "are you there?")
-        yield bob.wait_for(E.MessageReceived, entry=_Anything(body="are you there?"))
+        got = yield bob.wait_for(E.MessageReceived, entry=_Anything(body="are you there?"))
         yield alice.wait_for(E.MessageStatus, id=out.id, state=E.DELIVERED)
         self.assertEqual(bob.client.conversations()[0].unread, 1)
-        bob.client.mark_seen("alice")
+        bob.client.mark_read("alice", got.entry.seq)
         yield alice.wait_for(E.ReadReceipt, mid=out.mid, by="bob")
         yield alice.wait_for(E.MessageStatus, id=out.id, state=E.READ)
         self.assertEqual(out.read_by, {"bob"})
@@ -105,10 +106,10 @@ class LivePeopleTests(unittest.TestCase):
         out = alice.client.send("bob", "one")
         out2 = alice.client.send("bob", "two")
         for device in (laptop, phone):
-            yield device.wait_for(E.MessageReceived, entry=_Anything(body="two"))
+            got = yield device.wait_for(E.MessageReceived, entry=_Anything(body="two"))
         self.assertEqual(laptop.client.conversations()[0].unread, 2)
-        phone.client.mark_seen("alice")
-        yield laptop.wait_for(E.ReadUpTo)
+        phone.client.mark_read("alice", got.entry.seq)
+        yield laptop.wait_for(ConversationReadUpTo)
         self.assertEqual(laptop.client.conversations()[0].unread, 0)
         yield alice.wait_for(E.MessageStatus, id=out2.id, state=E.READ)
         self.assertEqual(out.state, E.READ)
@@ -131,12 +132,14 @@ class LivePeopleTests(unittest.TestCase):
         peer = "#" + group["id"]
         self.assertEqual(bob.client.display_name(peer), "# team")
         out = alice.client.send(peer, "hello team")
+        seqs: dict[str, int] = {}
         for member in (bob, carol):
             got = yield member.wait_for(E.MessageReceived, entry=_Anything(body="hello team"))
             self.assertEqual((got.entry.group, got.entry.sender), (group["id"], "alice"))
+            seqs[member.user] = got.entry.seq
             self.assertEqual([c.peer for c in member.client.conversations()], [peer])
         yield self.until(lambda: out.delivered_by == {"bob", "carol"}, "delivered to both")
-        bob.client.mark_seen(peer)
+        bob.client.mark_read(peer, seqs["bob"])
         yield alice.wait_for(E.ReadReceipt, mid=out.mid, by="bob")
         self.assertEqual(out.read_by, {"bob"})
         self.assertEqual(out.state, E.DELIVERED)  # read by all only once carol reads too

@@ -203,11 +203,11 @@ class ReadWatermarkTests(unittest.TestCase):
         self.assertEqual(cache.get(2).file["id"], "f")
 
 
-def connected_chat(claim: str) -> tuple[C.ChatClient, Any]:
+def connected_chat() -> tuple[C.ChatClient, Any]:
     """A ChatClient for alice with carol's message 1 and bob's 2 and 3, and the node side."""
     from twisted.internet.testing import MemoryReactorClock
     reactor = MemoryReactorClock()
-    chat = C.ChatClient(FakeGateway(), reactor, read_claim=claim,  # type: ignore[arg-type]
+    chat = C.ChatClient(FakeGateway(), reactor,  # type: ignore[arg-type]
                         cache_factory=lambda url, user: MessageCache(":memory:", user))
     chat._start("alice", "tok", {"id": "n1", "host": "127.0.0.1", "port": 9000})
     side = NodeSide(reactor)
@@ -217,31 +217,6 @@ def connected_chat(claim: str) -> tuple[C.ChatClient, Any]:
     return chat, side
 
 
-class ReadClaimTests(SessionTestCase):
-    """What ChatClient.mark_seen claims with each read_claim."""
-
-    def client(self, claim: str) -> tuple[C.ChatClient, Any]:
-        """A connected ChatClient (:func:`connected_chat`)."""
-        return connected_chat(claim)
-
-    def test_seen_waits_for_other_conversations(self) -> None:
-        """'seen' claims nothing past carol's unseen message, then all once it is seen."""
-        chat, side = self.client(C.READ_SEEN)
-        chat.mark_seen("bob")
-        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [])
-        chat.mark_seen("carol")
-        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [3])
-        chat.stop()
-
-    def test_shown_claims_the_newest_shown(self) -> None:
-        """'shown' claims up to the newest message of the conversation opened."""
-        chat, side = self.client(C.READ_SHOWN)
-        chat.mark_seen("bob")
-        self.assertEqual([f.seq for f in side.received() if isinstance(f, F.Read)], [3])
-        chat.stop()
-        self.assertRaises(ValueError, C.ChatClient, FakeGateway(), None, read_claim="all")
-
-
 class ChatSendTests(SessionTestCase):
     """ChatClient.send gives the message, whose fate the events tell."""
 
@@ -249,7 +224,7 @@ class ChatSendTests(SessionTestCase):
         """send returns the outgoing message; its failure is a MessageStatus, not a logged
         error; retry gives the message again and sends the same id."""
         import gc
-        chat, side = connected_chat(C.READ_SEEN)
+        chat, side = connected_chat()
         seen: list[Any] = []
         chat.subscribe(seen.append)
         out = chat.send("bob", "hi")
@@ -304,6 +279,10 @@ class FakeGateway:
     def profile(self) -> defer.Deferred[dict[str, Any]]:
         self._record("profile")
         return defer.succeed({"user": "alice", "name": "Alice A", "status": "hi", "avatar": None})
+
+    def conversations(self, limit: int = 50) -> defer.Deferred[dict[str, Any]]:
+        self._record("conversations")
+        return defer.succeed({"conversations": []})
 
     def user(self, name: str) -> defer.Deferred[dict[str, Any]]:
         self._record("user", name)

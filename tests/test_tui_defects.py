@@ -238,6 +238,7 @@ class DefectTests(unittest.TestCase):
             await logged_in(pilot)
             for i in range(60):
                 core.receive("bob", f"line {i}", group="g1")
+            core.read_elsewhere("#g1", core.seq)  # read: it opens at the bottom
             await submit(pilot, "/open #team")
             log = app.screen.query_one(MessageLog)
             self.assertGreaterEqual(log.content_region.width, 50)

@@ -58,6 +58,7 @@ class ScrollingTests(unittest.TestCase):
             await logged_in(pilot)
             for i in range(40):
                 core.receive("bob", f"n{i}")
+            core.read_elsewhere("bob", core.seq)  # read: it opens at the bottom
             await submit(pilot, "/open bob")
             log = log_of(app)
             bottom = log.max_scroll_y

@@ -106,12 +106,12 @@ class ContactPaneTests(unittest.TestCase):
 
     @async_test
     async def test_search_open_and_add(self) -> None:
-        """/search lists matches; Enter opens one; a adds one as a contact."""
+        """/who lists matches; Enter opens one; a adds one as a contact."""
         core = core_with_people()
         app = ChatApp(core, user="alice", password="secret123")
         async with app.run_test() as pilot:
             await logged_in(pilot)
-            await submit(pilot, "/search a")
+            await submit(pilot, "/who a")
             self.assertIsInstance(app.screen, SearchScreen)
             self.assertEqual(app.screen.lines(), ["[A] alice", "[C] Carol (carol)",
                                                   "[DD] Dave D (dave)"])
@@ -119,7 +119,7 @@ class ContactPaneTests(unittest.TestCase):
             await pilot.pause()
             self.assertNotIsInstance(app.screen, SearchScreen)
             self.assertEqual(app.screen.peer, "carol")
-            await submit(pilot, "/search bo")
+            await submit(pilot, "/who bo")
             await pilot.press("a")
             await pilot.pause()
             self.assertEqual(core.calls[-1], ("add_contact", "bob"))

@@ -21,10 +21,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the gateway (default: the last one used, else http://127.0.0.1:8080)")
     parser.add_argument("--user", metavar="NAME", help="log in as NAME")
     parser.add_argument("--device", default="dim-chat", help="this device's name (max 64 chars)")
-    parser.add_argument("--read-marks", choices=("seen", "shown"), default="seen",
-                        help="seen: tell senders a message was read only once everything "
-                             "before it was seen too (default); shown: up to the newest "
-                             "message of the conversation opened")
     parser.add_argument("--ca", metavar="FILE",
                         help="trust the certificate authorities in this PEM file for an "
                              "https gateway and TLS nodes (default: the system's)")
@@ -67,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ClientConfig()
     gateway_url = args.gateway or config.gateway
     client = ChatClient(GatewayClient(gateway_url, request_options=request_options), reactor,
-                        config=config, device=args.device[:64], read_claim=args.read_marks,
-                        trust_root=trust_root)
+                        config=config, device=args.device[:64], trust_root=trust_root)
     app = ChatApp(client, user=args.user or config.user,
                   password=os.environ.get("DIM_PASSWORD") or None, gateway_url=gateway_url,
                   state_path=os.path.join(platformdirs.user_state_dir("dim-chat"),

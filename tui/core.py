@@ -68,7 +68,7 @@ class ChatCore(Protocol):
         """Who acknowledged and who read one's own messages: (delivered to, read by)."""
 
     def conversations(self) -> list[Conversation]:
-        """Conversations with unread counts, newest first."""
+        """Conversations with unread and mention counts, newest first."""
 
     def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> Any:
         """A Deferred of older messages of one conversation."""
@@ -76,8 +76,15 @@ class ChatCore(Protocol):
     def pending(self, peer: str) -> list[E.OutgoingMessage]:
         """One's own messages to ``peer`` that have no seq yet."""
 
-    def mark_seen(self, peer: str) -> None:
-        """The person has seen the conversation."""
+    def mark_read(self, peer: str, seq: int) -> bool:
+        """The person has seen ``peer``'s conversation up to ``seq`` (on screen); True if
+        its read pointer moved."""
+
+    def read_seq(self, peer: str) -> int:
+        """How far ``peer``'s conversation is read, on any device."""
+
+    def search(self, text: str, peer: str | None = None, limit: int = 20) -> Any:
+        """A Deferred of the messages whose text contains ``text``, newest first."""
 
     def user_info(self, name: str) -> Any:
         """A Deferred of ``{user, online}``."""

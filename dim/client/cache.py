@@ -120,13 +120,16 @@ def conversation_of(me: str, sender: str, to: str | None, group: str | None) -> 
 
 @dataclass(frozen=True)
 class Conversation:
-    """One conversation in the list: the peer, its newest message and how many are unread."""
+    """One conversation in the list: the peer, its newest message, how many are unread and
+    how many of those mention the person, and how far it is read."""
 
     peer: str
     last_seq: int
     last_ts: int
     last_body: str
     unread: int
+    mentions: int = 0
+    read_seq: int = 0
 
 
 _SCHEMA = """

@@ -20,24 +20,21 @@ from twisted.python.failure import Failure
 from dim import errors
 from dim.client.cache import ChatMessage, Conversation, MessageCache
 from dim.client.config import ClientConfig
+from dim.client.conversations import ConversationReadUpTo
 from dim.client.events import (Connected, EventSource, MessageChanged, MessageReceived,
-    NodeAddress, Notified, OFFLINE, OutgoingMessage, PresenceChanged, RosterChanged,
-    SendRefused, SendTimedOut, Sent, SessionEvent, SessionExpired)
+    MessageStatus, NodeAddress, Notified, OFFLINE, OutgoingMessage, PresenceChanged, ReadUpTo,
+    RosterChanged, SENT, SendRefused, SendTimedOut, Sent, SessionEvent, SessionExpired,
+    SyncFinished)
 from dim.client.session import ClientSession, default_endpoint
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
 from dim.client.roster import Roster
+from dim.client.unread import ConversationBook, UnreadChanged
 
 if TYPE_CHECKING:
     from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 log = Logger()
-
-#: How far ChatClient.mark_seen claims ``read``: only what was seen everywhere below, or
-#: everything up to the newest message shown.
-READ_SEEN = "seen"
-READ_SHOWN = "shown"
-
 
 # ---------------------------------------------------------------- what the chat is given
 
@@ -70,15 +67,11 @@ class ChatClient(EventSource):
                  device: str = "dim-chat", rng: Callable[[], float] = random.random,
                  endpoint_factory: Callable[[Any, str, int],
                                             IStreamClientEndpoint] = default_endpoint,
-                 read_claim: str = READ_SEEN,
                  trust_root: IOpenSSLTrustRoot | None = None,
                  ) -> None:
         super().__init__()
-        if read_claim not in (READ_SEEN, READ_SHOWN):
-            raise ValueError(f"read_claim is {READ_SEEN!r} or {READ_SHOWN!r}")
         self.gateway = gateway
         self.reactor = reactor
-        self.read_claim = read_claim
         self.config = config
         self.cache_factory = cache_factory
         self.device = device
@@ -90,6 +83,8 @@ class ChatClient(EventSource):
         self.session: ClientSession | None = None
         self.cache: MessageCache | None = None
         self.roster: Roster | None = None
+        #: Unread and mention counts per conversation, from the server.
+        self.book: ConversationBook | None = None
         #: Where saved files go (the XDG download directory unless set).
         self.download_dir: str | None = None
 
@@ -150,6 +145,8 @@ class ChatClient(EventSource):
         """Disconnect (keeping the saved token) and close the cache."""
         if self.roster is not None:
             self.roster.stop()
+        if self.book is not None:
+            self.book.stop()
         if self.session is not None:
             self.session.stop()
             self.session.cache = None
@@ -168,6 +165,10 @@ class ChatClient(EventSource):
             self.roster = Roster(self.gateway, user, lambda what: self.emit(RosterChanged(what)))
         if self.cache is None and self.cache_factory is not None:
             self.cache = self.cache_factory(self.gateway.base_url, user)
+        if self.book is not None:
+            self.book.stop()
+        self.book = ConversationBook(self.gateway, user, self.reactor, cache=self.cache,
+                                     on_change=lambda: self.emit(UnreadChanged()))  # type: ignore[arg-type]
         self.session = ClientSession(self.gateway, self.reactor, user, token, device=self.device,
                                      cache=self.cache, rng=self.rng,
                                      endpoint_factory=self.endpoint_factory,
@@ -178,8 +179,9 @@ class ChatClient(EventSource):
     def _relay(self, event: SessionEvent) -> None:
         if isinstance(event, SessionExpired) and self.config is not None and self.user:
             self.config.forget_token(self.gateway.base_url, self.user)
-        # The roster first, so that listeners hearing the event see its effect.
+        # The roster and counts first, so that listeners hearing the event see its effect.
         self._update_roster(event)
+        self._update_book(event)
         self.emit(event)
         if isinstance(event, MessageReceived) and event.entry.is_change \
                 and event.entry.ref is not None and self.cache is not None:
@@ -201,6 +203,29 @@ class ChatClient(EventSource):
                 roster.refresh_contacts()
             elif event.event == "group_changed":
                 roster.refresh_groups()
+
+    def _update_book(self, event: Any) -> None:
+        book = self.book
+        if book is None:
+            return
+        if isinstance(event, MessageReceived):
+            book.message(event.entry)
+        elif isinstance(event, MessageStatus):
+            out = event.message
+            if event.state == SENT and out.seq is not None and out.mid is not None:
+                book.message(ChatMessage(seq=out.seq, mid=out.mid, id=out.id,
+                                         sender=self.user or "", ts=out.ts or out.created,
+                                         to=out.to, group=out.group, body=out.body,
+                                         kind=out.kind))
+        elif isinstance(event, ConversationReadUpTo):
+            peer = event.with_ if event.with_ is not None else "#" + str(event.group)
+            if self.cache is not None:
+                self.cache.mark_seen(peer, event.seq)
+            book.read(peer, event.seq)
+        elif isinstance(event, Connected):
+            book.refresh()  # what changed while this client was away
+        elif isinstance(event, (SyncFinished, ReadUpTo)):
+            book.refresh_soon()
 
     # ------------------------------------------------------------ messages
 
@@ -307,37 +332,71 @@ class ChatClient(EventSource):
         return session.outgoing[id]
 
     def conversations(self) -> list[Conversation]:
-        """Every conversation with its unread count, newest first."""
-        return self.cache.conversations() if self.cache is not None else []
+        """Every conversation with its unread and mention counts, newest first.
+
+        The counts are the server's (:class:`ConversationBook`); until it has answered once
+        (offline), those this device's cache kept."""
+        cached = self.cache.conversations() if self.cache is not None else []
+        book = self.book
+        if book is None or not book.loaded:
+            return cached
+        rows = {c.peer: Conversation(peer=c.peer, last_seq=c.last_seq, last_ts=c.last_ts,
+                                     last_body=c.last_body, unread=c.unread,
+                                     mentions=c.mentions, read_seq=c.read_seq)
+                for c in book.conversations()}
+        for c in cached:
+            known = rows.get(c.peer)
+            if known is None:
+                rows[c.peer] = Conversation(peer=c.peer, last_seq=c.last_seq, last_ts=c.last_ts,
+                                            last_body=c.last_body, unread=0)
+            elif c.last_seq > known.last_seq:
+                rows[c.peer] = Conversation(peer=c.peer, last_seq=c.last_seq, last_ts=c.last_ts,
+                                            last_body=c.last_body, unread=known.unread,
+                                            mentions=known.mentions, read_seq=known.read_seq)
+        return sorted(rows.values(), key=lambda c: (-c.last_seq, c.peer))
 
     def history(self, peer: str, before_seq: int | None = None,
                 limit: int = 50) -> Deferred[list[ChatMessage]]:
-        """Up to ``limit`` messages of one conversation below ``before_seq``, oldest first.
+        """Up to ``limit`` messages of one conversation below ``before_seq`` (default: its
+        newest), oldest first.
 
-        Reads the cache; if the cache lacks inbox positions below ``before_seq`` it first
-        fetches them from the gateway (``GET /v1/messages``) and caches them.
+        Asks the gateway for that page of the conversation (``GET /v1/messages`` with
+        ``with`` or ``group`` and ``before``), keeps it in the cache (each seq once), and
+        answers from the cache; offline, from the cache alone.
         """
         cache = self.cache
         if cache is None:
             return succeed([])
-        gap = cache.first_missing(before_seq)
-        if gap is None or self.gateway.token is None:
+        if self.gateway.token is None:
             return succeed(cache.history(peer, before_seq, limit))
-        upto = before_seq if before_seq is not None else (self.session.last_seq + 1
-                                                         if self.session else gap + 1000)
-        fetch_from = max(gap - 1, upto - 1 - 1000, 0)
-        d = self.gateway.messages(after=fetch_from, limit=min(1000, max(1, upto - 1 - fetch_from)))
+        d = self.gateway.conversation_messages(*_with_group(peer), before=before_seq,
+                                               limit=limit)
 
         def fetched(answer: dict[str, Any]) -> list[ChatMessage]:
-            if self.cache is not None:
-                self.cache.put_many(ChatMessage.from_json(m) for m in answer.get("messages", []))
-                return self.cache.history(peer, before_seq, limit)
-            return []
+            if self.cache is None:
+                return []
+            self.cache.put_many(ChatMessage.from_json(m) for m in answer.get("messages", []))
+            return self.cache.history(peer, before_seq, limit)
 
         def offline(f: Failure) -> list[ChatMessage]:
-            log.info("could not fetch older messages: {f}", f=f.getErrorMessage())
+            log.info("could not fetch messages of {peer}: {f}", peer=peer,
+                     f=f.getErrorMessage())
             return cache.history(peer, before_seq, limit) if self.cache is not None else []
         return d.addCallbacks(fetched, offline)
+
+    def search(self, text: str, peer: str | None = None,
+               limit: int = 20) -> Deferred[list[ChatMessage]]:
+        """This user's messages whose text contains ``text`` (any case, any script), newest
+        first, of every conversation or only ``peer``'s.  Those found are cached."""
+        with_, group = _with_group(peer) if peer is not None else (None, None)
+        d = self.gateway.search_messages(text, with_, group, limit=limit)
+
+        def found(answer: dict[str, Any]) -> list[ChatMessage]:
+            messages = [ChatMessage.from_json(m) for m in answer.get("messages", [])]
+            if self.cache is not None:
+                self.cache.put_many(messages)
+            return messages
+        return d.addCallback(found)
 
     def pending(self, peer: str) -> list[OutgoingMessage]:
         """Messages to ``peer`` this session sent that have no seq yet (sending or failed)."""
@@ -349,26 +408,23 @@ class ChatClient(EventSource):
         """A message this session sent, by id."""
         return self.session.outgoing.get(id) if self.session else None
 
-    def mark_seen(self, peer: str) -> None:
-        """The person has seen everything in ``peer``'s conversation.
+    def read_seq(self, peer: str) -> int:
+        """How far ``peer``'s conversation is read, on any device (0 if not known)."""
+        return self.book.read_seq(peer) if self.book is not None else 0
 
-        The node is told with a cumulative ``read``.  With ``read_claim`` "seen" (the
-        default) it goes up to the highest seq below which the person has seen every message,
-        so a message still unread in another conversation is never claimed read (but a read
-        mark waits until those are seen too); with "shown" it goes up to the newest message
-        of this conversation, claiming older ones elsewhere as well.
-        """
+    def mark_read(self, peer: str, seq: int) -> bool:
+        """The person has seen ``peer``'s conversation up to ``seq`` (the newest message on
+        screen).  Moves that conversation's read pointer forward (never back): the counts
+        clear here at once, and the node is told with a ``read`` naming the conversation,
+        so the person's other devices clear the same messages.  True if it moved."""
+        if self.book is None or not self.book.mark_read(peer, seq):
+            return False
         if self.cache is not None:
-            self.cache.mark_seen(peer)
-            if self.session is not None:
-                if self.read_claim == READ_SHOWN:
-                    newest = self.cache.history(peer, None, 1)
-                    upto = newest[-1].seq if newest else 0
-                else:
-                    upto = self.cache.read_watermark(self.session.last_seq)
-                    # True here as on every device: the next watermark scans from there.
-                    self.cache.mark_read_upto(upto)
-                self.session.read(upto)
+            self.cache.mark_seen(peer, seq)
+        if self.session is not None:
+            with_, group = _with_group(peer)
+            self.session.read_conversation(seq, with_=with_, group=group)
+        return True
 
     def user_info(self, name: str) -> Deferred[dict[str, Any]]:
         """``{user, online, name, status, avatar}``; NotFound if no such user.  A display
@@ -548,3 +604,7 @@ class ChatClient(EventSource):
             return final
         return d.addCallback(whole)
 
+
+def _with_group(peer: str) -> tuple[str | None, str | None]:
+    """``(with_, group)`` naming the conversation ``peer`` (a user, or ``#`` + a group id)."""
+    return (None, peer[1:]) if peer.startswith("#") else (peer, None)

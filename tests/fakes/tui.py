@@ -21,6 +21,8 @@ from dim import errors
 from dim.client import events as E
 from dim.client import transfer
 from dim.client.cache import ChatMessage, Conversation, MessageCache
+from dim.client.conversations import ConversationReadUpTo
+from dim.client.unread import UnreadChanged
 from dim.protocol import frames as F
 from tui.app import ChatApp
 from tui.screens.chat import ChatScreen
@@ -84,6 +86,13 @@ class FakeChatCore(E.EventSource):
         self.changes: list[tuple[str, str, str, bool]] = []
         self.change_gate: defer.Deferred[Any] | None = None
         self.refuse_changes: errors.DimError | None = None
+        #: Read pointers per conversation, and each move this device made.
+        self.read_pointers: dict[str, int] = {}
+        self.marks: list[tuple[str, int]] = []
+        #: Messages the server holds that the cache may not (older history).
+        self.on_server: list[ChatMessage] = []
+        self.pages_asked: list[tuple[str, int | None, int]] = []
+        self.searches: list[str] = []
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -168,22 +177,64 @@ class FakeChatCore(E.EventSource):
         return self.cache.receipts(mids) if self.cache else {}
 
     def conversations(self) -> list[Conversation]:
-        """From the cache, newest first."""
-        return self.cache.conversations() if self.cache else []
+        """From the cache, newest first, counted above each conversation's read pointer
+        (as the server counts them), with those that mention this user."""
+        if self.cache is None:
+            return []
+        rows = []
+        for c in self.cache.conversations():
+            read = max(self.read_seq(c.peer), self.cache.read_upto)
+            mine_unread = [m for m in self.cache.history(c.peer, None, 10_000)
+                           if m.seq > read and m.sender != self.user]
+            unread = [m.seq for m in mine_unread]
+            rows.append(Conversation(peer=c.peer, last_seq=c.last_seq, last_ts=c.last_ts,
+                                     last_body=c.last_body, unread=len(unread),
+                                     mentions=len([m for m in mine_unread
+                                                   if self.user in (m.mentions or ())]),
+                                     read_seq=self.read_seq(c.peer)))
+        return rows
 
     def history(self, peer: str, before_seq: int | None = None,
                 limit: int = 50) -> defer.Deferred[list[ChatMessage]]:
-        """From the cache."""
-        return defer.succeed(self.cache.history(peer, before_seq, limit) if self.cache else [])
+        """A page of the conversation as the server has it (``on_server``), merged into the
+        cache; asked pages are recorded."""
+        self.pages_asked.append((peer, before_seq, limit))
+        if self.cache is None:
+            return defer.succeed([])
+        bound = before_seq if before_seq is not None else 2**62
+        page = sorted((m for m in self.on_server if m.peer(self.user or "") == peer
+                       and m.seq < bound), key=lambda m: m.seq)[-limit:]
+        self.cache.put_many(page)
+        return defer.succeed(self.cache.history(peer, before_seq, limit))
+
+    def mark_read(self, peer: str, seq: int) -> bool:
+        """Move the conversation's read pointer forward, recording each move."""
+        if seq <= self.read_seq(peer):
+            return False
+        self.read_pointers[peer] = seq
+        self.marks.append((peer, seq))
+        self.emit(UnreadChanged())  # type: ignore[arg-type]
+        return True
+
+    def read_seq(self, peer: str) -> int:
+        """The conversation's read pointer."""
+        return self.read_pointers.get(peer, 0)
+
+    def search(self, text: str, peer: str | None = None,
+               limit: int = 20) -> defer.Deferred[list[ChatMessage]]:
+        """Messages in the cache or on the server containing ``text``, newest first."""
+        self.searches.append(text)
+        known = {m.seq: m for m in self.on_server}
+        if self.cache is not None:
+            for c in self.cache.conversations():
+                known.update((m.seq, m) for m in self.cache.history(c.peer, None, 10_000))
+        found = [m for m in known.values() if text.lower() in m.body.lower()
+                 and (peer is None or m.peer(self.user or "") == peer)]
+        return defer.succeed(sorted(found, key=lambda m: -m.seq)[:limit])
 
     def pending(self, peer: str) -> list[E.OutgoingMessage]:
         """Own messages without a seq."""
         return [m for m in self.outgoing_by_id.values() if m.peer() == peer and m.seq is None]
-
-    def mark_seen(self, peer: str) -> None:
-        """Clear the unread count."""
-        if self.cache:
-            self.cache.mark_seen(peer)
 
     def message(self, mid: str) -> ChatMessage | None:
         """From the cache, in its current state."""
@@ -437,6 +488,23 @@ class FakeChatCore(E.EventSource):
         if changed is not None:
             self.emit(E.MessageChanged(changed, entry))
         return entry
+
+    def stored_earlier(self, sender: str, body: str, to: str | None = None,
+                       group: str | None = None) -> ChatMessage:
+        """A message the server holds but this device never received (older history)."""
+        self.seq += 1
+        entry = ChatMessage(seq=self.seq, mid=f"m{self.seq}", id=f"c{self.seq}", sender=sender,
+                            to=None if group else (to or self.user), group=group,
+                            ts=1_700_000_000_000, body=body)
+        self.on_server.append(entry)
+        return entry
+
+    def read_elsewhere(self, peer: str, seq: int) -> None:
+        """Another device of this user read ``peer``'s conversation up to ``seq``."""
+        self.read_pointers[peer] = max(seq, self.read_seq(peer))
+        with_, group = (None, peer[1:]) if peer.startswith("#") else (peer, None)
+        self.emit(ConversationReadUpTo(seq, with_, group))  # type: ignore[arg-type]
+        self.emit(UnreadChanged())  # type: ignore[arg-type]
 
     def confirm(self, id: str) -> None:
         """The node answers ``sent``."""

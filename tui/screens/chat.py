@@ -19,6 +19,9 @@ from textual.widgets import Footer, Static, TextArea
 
 from dim import errors
 from dim.client import events as E
+from dim.client.cache import ChatMessage
+from dim.client.conversations import ConversationReadUpTo
+from dim.client.unread import UnreadChanged
 from dim.client.transfer import human_size, safe_name
 from tui import wait_for
 from tui.commands import BY_NAME, command_help, command_names
@@ -28,7 +31,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.image import ImageScreen
 from tui.screens.profile import ProfileScreen
 from tui.screens.reaction import ReactionScreen
-from tui.screens.search import SearchScreen
+from tui.screens.search import MessageSearchScreen, SearchScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
@@ -38,6 +41,8 @@ from tui.widgets.message_log import MENTION, MessageLog, MessageRow, permanent, 
 from tui.widgets.transfer_bar import TransferBar
 
 HISTORY_PAGE = 50
+#: How many pages back a search result is looked for before giving up.
+JUMP_PAGES = 20
 #: How long "is typing" stays without a new typing frame.
 TYPING_SHOWN = 5.0
 #: How often contacts, groups and the own profile are fetched again, in seconds.
@@ -114,6 +119,8 @@ class ChatScreen(Screen[None]):
         #: text it had), while the line above the input says so.
         self.replying: str | None = None
         self.editing: tuple[str, str] | None = None
+        self._read_pending = False
+        self._loading_older = False
 
     @property
     def me(self) -> str:
@@ -156,6 +163,9 @@ class ChatScreen(Screen[None]):
         await self.refresh_contacts()
         self.apply_layout()
         self.query_one(MessageInput).focus()
+        # Back in the terminal (or the app): what is on screen now counts as read.
+        self.watch(self.app, "app_focus", lambda focused: self.read_soon() if focused else None,
+                   init=False)
         last = self.last_conversation()
         if last is not None:
             await self.open(last)
@@ -166,6 +176,10 @@ class ChatScreen(Screen[None]):
         # F3/F4 choices hold until the terminal changes size; then its width decides again.
         self.side_wanted = self.members_wanted = None
         self.apply_layout()
+        self.read_soon()
+
+    def on_screen_resume(self) -> None:
+        self.read_soon()
 
     def apply_layout(self) -> None:
         """Show or hide the side and members panes for the terminal's width (or as the
@@ -234,7 +248,8 @@ class ChatScreen(Screen[None]):
         await conversation_list.show(conversations, extra, self.peer, self.label)
         self.order = conversation_list.peers()
         unread = {c.peer: c.unread for c in conversations}
-        hotlist = [(n, self.label(p).replace("# ", "#"), unread[p], p in self.mentions)
+        mentioned = {c.peer for c in conversations if c.mentions} | self.mentions
+        hotlist = [(n, self.label(p).replace("# ", "#"), unread[p], p in mentioned)
                    for n, p in enumerate(self.order, 1) if unread.get(p) and p != self.peer]
         self.query_one(ConnectionBar).set_hotlist(hotlist)
 
@@ -339,10 +354,12 @@ class ChatScreen(Screen[None]):
         below.update(Content(f"↓ {event.count} new below (End or PgDn)" if event.count else ""))
 
     async def open(self, peer: str) -> None:
-        """Open the conversation with ``peer``: its cached history, then what is pending."""
+        """Open the conversation with ``peer``: its newest page, then what is pending; the
+        first unread message is shown with a line above it."""
         unread = next((c.unread for c in self.client.conversations() if c.peer == peer), 0)
         if peer != self.peer:
             self.cancel_compose()
+        read_seq = self.client.read_seq(peer)
         self.peer = peer
         self.mentions.discard(peer)
         if peer not in self.opened and not peer.startswith("#"):
@@ -362,20 +379,62 @@ class ChatScreen(Screen[None]):
         for out in self.client.pending(peer):
             await log.add_outgoing(out, self.me)
         log.apply_receipts(self.client.receipts([r.mid for r in log.by_id.values() if r.mid]))
+        first_new: ChatMessage | None = None
         if unread:
-            others = [m for m in history if m.sender != self.me]
+            others = [m for m in history if m.sender != self.me and m.seq > read_seq]
             if others:
                 first_new = others[-min(unread, len(others))]
                 if first_new is not history[0]:  # a line above everything tells nothing
                     log.mark_new_after(first_new.seq - 1)
         for text, ts in self.group_events.pop(peer, []):
             await log.add_info(text, ts)
-        self.client.mark_seen(peer)
         await self.refresh_conversations()
         log.anchor()
-        log.scroll_end(animate=False)
+        if first_new is not None:
+            # More unread than fit: start at the first of them, not below them all.
+            self.call_after_refresh(self.show_first_new, peer, first_new.seq)
+        else:
+            log.scroll_end(animate=False)
         self.query_one(MessageInput).focus()
         self.remember_conversation(peer)
+        self.read_soon()
+
+    def show_first_new(self, peer: str, seq: int) -> None:
+        """Scroll so the first unread message is at the top if it is above the view."""
+        log = self.query_one(MessageLog)
+        row = log.by_seq.get(seq)
+        if peer != self.peer or row is None:
+            return
+        y = max(0, row.virtual_region.y)
+        if y < log.max_scroll_y:
+            log.scroll_to(y=y, animate=False, immediate=True)
+        else:
+            log.scroll_end(animate=False, immediate=True)
+        self.read_soon()
+
+    # ------------------------------------------------------------ read marks
+
+    def read_soon(self) -> None:
+        """Mark what is on screen read once the screen is drawn (once for a burst)."""
+        if not self._read_pending:
+            self._read_pending = True
+            self.call_after_refresh(self.mark_shown_read)
+
+    def mark_shown_read(self) -> None:
+        """Tell the core the open conversation is read up to the newest message on screen,
+        only while this screen shows and the app has the person's attention."""
+        self._read_pending = False
+        if self.peer is None or not self.app.app_focus or self.app.screen is not self:
+            return
+        logs = self.query(MessageLog)
+        if not logs:
+            return
+        seq = logs.first().newest_visible_seq()
+        if seq is not None and self.client.mark_read(self.peer, seq):
+            self.refresh_conversations_soon()
+
+    def on_message_log_viewed(self, event: MessageLog.Viewed) -> None:
+        self.read_soon()
 
     # ------------------------------------------------------------ reply, edit, recall, react
 
@@ -568,8 +627,11 @@ class ChatScreen(Screen[None]):
         if self.peer is not None and text.strip() and not text.startswith("/"):
             self.client.typing(self.peer)
 
-    def on_message_input_scroll(self, event: MessageInput.Scroll) -> None:
+    async def on_message_input_scroll(self, event: MessageInput.Scroll) -> None:
         log = self.query_one(MessageLog)
+        if event.where in ("page_up", "line_up", "top") and log.scroll_y <= 0 and log.by_seq:
+            await self.action_older(quiet=True)  # at the top already: scroll back in time
+            return
         if event.where == "page_up":
             log.scroll_page_up(animate=False)
         elif event.where == "page_down":
@@ -659,6 +721,8 @@ class ChatScreen(Screen[None]):
         elif name in ("/remove", "/decline") and len(args) == 1:
             await self.remove_contact(args[0])
         elif name == "/search" and rest:
+            await self.search_messages(rest)
+        elif name == "/who" and rest:
             await self.search(rest)
         elif name == "/profile":
             self.app.push_screen(ProfileScreen(self.client.own_profile()), self.profile_saved)
@@ -777,11 +841,13 @@ class ChatScreen(Screen[None]):
 
     def action_next_active(self) -> None:
         """Open the next conversation with unread messages (mentions first)."""
-        unread = {c.peer for c in self.client.conversations() if c.unread and c.peer != self.peer}
+        conversations = self.client.conversations()
+        unread = {c.peer for c in conversations if c.unread and c.peer != self.peer}
         if not unread:
             self.say("No conversation with unread messages.")
             return
-        mentioned = [p for p in self.order if p in unread and p in self.mentions]
+        calls = {c.peer for c in conversations if c.mentions} | self.mentions
+        mentioned = [p for p in self.order if p in unread and p in calls]
         ordered = mentioned + [p for p in self.order if p in unread and p not in mentioned]
         target = ordered[0] if ordered else sorted(unread)[0]
         self.run_worker(self.open(target), exclusive=False)
@@ -1060,21 +1126,72 @@ class ChatScreen(Screen[None]):
             self.client.retry(id)
         self.say(f"Retrying {len(failed)} message(s).")
 
-    async def action_older(self) -> None:
-        """Load older messages of the open conversation above what is shown."""
-        if self.peer is None:
+    async def action_older(self, quiet: bool = False) -> None:
+        """Load older messages of the open conversation above what is shown, keeping the
+        view where it is (``quiet``: say nothing when they came)."""
+        if self.peer is None or self._loading_older:
             return
         log = self.query_one(MessageLog)
         before = log.oldest_seq
         if before is None or before <= 1:
             self.say("No older messages.")
             return
-        older = await wait_for(self.client.history(self.peer, before, HISTORY_PAGE))
-        if not older:
-            self.say("No older messages.")
+        self._loading_older = True
+        try:
+            older = await wait_for(self.client.history(self.peer, before, HISTORY_PAGE))
+            added = await log.add_older(older, keep_view=True) if older else 0
+        except Exception as e:
+            self.say(f"Could not load older messages: {e}")
             return
-        await log.add_older(older)
-        self.say(f"Loaded {len(older)} older message(s).")
+        finally:
+            self._loading_older = False
+        if not added:
+            self.say("No older messages.")
+        elif not quiet:
+            self.say(f"Loaded {added} older message(s).")
+
+    # ------------------------------------------------------------ search
+
+    async def search_messages(self, text: str) -> None:
+        """Find one's messages containing ``text`` (on the server) and list them."""
+        found = await self.call(self.client.search(text))
+        if found is None:
+            return
+        self.app.push_screen(MessageSearchScreen(text, found if isinstance(found, list) else [],
+                                                 self.me, self.label, self.client.display_name),
+                             self.search_result_chosen)
+
+    async def search_result_chosen(self, message: ChatMessage | None) -> None:
+        """Open the conversation of the chosen result and jump to the message."""
+        if message is not None:
+            self.run_worker(self.jump(message), exclusive=False)
+
+    async def jump(self, message: ChatMessage) -> None:
+        """Open ``message``'s conversation and show it, loading older pages until it is."""
+        peer = message.peer(self.me)
+        if peer != self.peer:
+            await self.open(peer)
+        log = self.query_one(MessageLog)
+        for _ in range(JUMP_PAGES):
+            oldest = log.oldest_seq
+            if message.seq in log.by_seq or oldest is None or oldest <= message.seq:
+                break
+            try:
+                older = await wait_for(self.client.history(peer, oldest, HISTORY_PAGE * 2))
+            except Exception as e:
+                self.say(f"Could not load older messages: {e}")
+                return
+            if not older or not await log.add_older(older):
+                break
+        if message.seq not in log.by_seq:
+            await log.add_older([message])  # at its place, even with a gap below it
+        self.call_after_refresh(self.show_found, peer, message.seq)
+
+    def show_found(self, peer: str, seq: int) -> None:
+        """Scroll to the message found (once laid out) and mark it."""
+        if peer == self.peer:
+            self.query_one(MessageLog).jump_to(seq)
+            self.read_soon()
 
     # ------------------------------------------------------------ the client core
 
@@ -1129,7 +1246,7 @@ class ChatScreen(Screen[None]):
             self.stopped_typing(event.entry.sender, peer)
             if peer == self.peer:
                 await log.add_message(event.entry)
-                self.client.mark_seen(peer)
+                self.read_soon()
             elif event.entry.sender != self.me:
                 if self.me in (event.entry.mentions or []) \
                         or self.mentions_me(event.entry.body):
@@ -1150,7 +1267,14 @@ class ChatScreen(Screen[None]):
             log.mark_delivered(event.mid, event.by)
         elif isinstance(event, E.ReadReceipt):
             log.mark_read(event.mid, event.by)
-        elif isinstance(event, E.ReadUpTo):
+        elif isinstance(event, (E.ReadUpTo, UnreadChanged)):
+            self.refresh_conversations_soon()
+        elif isinstance(event, ConversationReadUpTo):
+            # Read on another device: the same messages are no longer new here.
+            peer = event.with_ if event.with_ is not None else "#" + str(event.group)
+            line = log.new_line_at()
+            if peer == self.peer and line is not None and event.seq >= line:
+                log.mark_new_after(event.seq)
             self.refresh_conversations_soon()
         elif isinstance(event, E.PeerTyping):
             self.peer_typing(event.user, event.peer)

@@ -306,6 +306,10 @@ class MessageLog(VerticalScroll):
         """The person scrolled up past the oldest message shown."""
 
     @dataclass
+    class Viewed(Message):
+        """What the log shows may have changed (it scrolled, or messages came)."""
+
+    @dataclass
     class BelowChanged(Message):
         """How many new messages wait below the part shown changed."""
 
@@ -555,19 +559,61 @@ class MessageLog(VerticalScroll):
         if at_bottom:
             self.scroll_end(animate=False)
 
-    async def add_older(self, messages: list[ChatMessage]) -> None:
-        """Prepend older history (oldest first) above what is shown."""
-        fresh = [m for m in messages if m.seq not in self.by_seq]
-        rows = [self._row_for_message(m) for m in fresh]
+    async def add_older(self, messages: list[ChatMessage], keep_view: bool = False) -> int:
+        """Put history (oldest first) at its place by seq, each seq once: above what is
+        shown, or between (a page fetched from the server may fill gaps of the cache).
+        With ``keep_view`` the rows in view stay where they are on screen.  Returns how many
+        were new."""
+        fresh = [m for m in sorted(messages, key=lambda m: m.seq) if m.seq not in self.by_seq]
+        if not fresh:
+            return 0
+        top = self._row_at(self.scroll_y) if keep_view else None
+        oldest = self.oldest_seq
+        older = [m for m in fresh if oldest is None or m.seq < oldest]
+        rows = [self._row_for_message(m) for m in older]
         for row in rows:
             self._remember(row)
         if rows:
-            shown = self.query(MessageRow)
-            if shown:
-                await self.mount_all(rows, before=shown.first())
+            first = self.query(MessageRow)
+            if first:
+                await self.mount_all(rows, before=first.first())
             else:
                 await self.mount_all(rows)
-            self.decorate()
+        for m in fresh[len(older):]:
+            row = self._row_for_message(m)
+            self._remember(row)
+            later = [r for r in self.rows() if r.seq is not None and r.seq > m.seq]
+            pending = [r for r in self.rows() if r.seq is None]
+            await self.mount(row, before=later[0] if later else (pending[0] if pending else None))
+        self.decorate()
+        if top is not None:
+            widget, offset = top
+            self.call_after_refresh(self._back_to, widget, offset)
+        return len(fresh)
+
+    def newest_visible_seq(self) -> int | None:
+        """The seq of the newest message wholly in view (what the person can see)."""
+        top = self.scroll_y
+        bottom = top + self.scrollable_content_region.height
+        newest = None
+        for row in self.rows():
+            region = row.virtual_region
+            if row.seq is None or region.height == 0:
+                continue
+            if region.y + region.height <= bottom + 0.5 and region.y + region.height > top:
+                newest = row.seq if newest is None else max(newest, row.seq)
+        return newest
+
+    def jump_to(self, seq: int) -> bool:
+        """Scroll message ``seq`` into the middle of the view and mark it found; False if it
+        is not shown."""
+        row = self.by_seq.get(seq)
+        if row is None:
+            return False
+        for other in self.rows():
+            other.set_class(other is row, "-found")
+        self.scroll_to_widget(row, animate=False, center=True, immediate=True)
+        return True
 
     def apply_receipts(self, receipts: dict[str, tuple[set[str], set[str]]]) -> None:
         """Who acknowledged and read one's own messages, as the client core kept it."""
@@ -621,6 +667,8 @@ class MessageLog(VerticalScroll):
         super().watch_scroll_y(old, new)
         if self.unseen_below and self.at_bottom:
             self._set_below(0)
+        if round(old) != round(new):
+            self.post_message(self.Viewed())
         if self.size == self._size_seen:
             self._top = self._row_at(new)
 
