@@ -159,6 +159,10 @@ class FakeLoginGateway:
                  "ts": s, "body": f"old {s}"} for s in range(max(1, top - limit), top)]
         return defer.succeed({"messages": msgs, "last_seq": 6, "more": top - limit > 1})
 
+    def conversations(self, limit: int = 50) -> defer.Deferred[dict[str, object]]:
+        """No conversation yet."""
+        return defer.succeed({"conversations": []})
+
     def contacts(self) -> defer.Deferred[dict[str, object]]:
         """Nobody."""
         return defer.succeed({"contacts": []})
