@@ -194,6 +194,20 @@ class BookTests(unittest.TestCase):
         self.assertFalse(book.loaded)
         self.assertEqual(self.counts(book), {"bob": (1, 0, 0)})
 
+    def test_stop_abandons_the_fetch_in_flight(self) -> None:
+        """stop cancels a fetch under way (and the one asked for after it); the counts
+        known stay and callers hear False."""
+        book, gateway, clock, changes = self.book()
+        book.message(entry(1))
+        d = book.refresh()
+        book.refresh()
+        book.stop()
+        self.assertIs(self.successResultOf(d), False)
+        self.assertEqual(len(gateway.pending), 1)
+        self.assertTrue(gateway.pending[0].called)  # cancelled: nothing waits for it
+        self.assertFalse(book.loaded)
+        self.assertEqual(self.counts(book), {"bob": (1, 0, 0)})
+
     def test_refresh_soon_joins_calls_and_stop_cancels(self) -> None:
         """refresh_soon fetches once for a burst of calls; stop cancels one waiting."""
         book, gateway, clock, changes = self.book()

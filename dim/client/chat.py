@@ -136,6 +136,8 @@ class ChatClient(EventSource):
         """Disconnect and forget the saved token."""
         if self.roster is not None:
             self.roster.stop()
+        if self.book is not None:
+            self.book.stop()
         if self.session is not None:
             self.session.stop()
         if self.config is not None and self.user:

@@ -127,6 +127,7 @@ class ConversationBook:
         #: Events seen while a fetch is under way, applied again to its answer.
         self._during: list[tuple[str, Any, int]] = []
         self._soon: IDelayedCall | None = None
+        self._stopped = False
 
     # ------------------------------------------------------------ reading
 
@@ -169,12 +170,17 @@ class ConversationBook:
         self.refresh()
 
     def stop(self) -> None:
-        """Fetch nothing more on a timer."""
+        """Abandon the fetch in flight and fetch nothing more on a timer (the client is
+        stopping); what is known stays."""
+        self._stopped = True
         if self._soon is not None and self._soon.active():
             self._soon.cancel()
         self._soon = None
+        if self._fetching is not None:
+            self._fetching.cancel()
 
     def _fetch(self) -> None:
+        self._stopped = False
         self._again = False
         self._during = []
         d = self.gateway.conversations(limit=FETCH_LIMIT)
@@ -202,7 +208,9 @@ class ConversationBook:
         self._settle(True)
 
     def _failed(self, f: Failure) -> None:
-        log.info("could not fetch the conversations: {f}", f=f.getErrorMessage())
+        if not self._stopped:
+            log.info("could not fetch the conversations: {f}", f=f.getErrorMessage())
+        self._again = self._again and not self._stopped
         self._settle(False)
 
     def _settle(self, fetched: bool) -> None:
