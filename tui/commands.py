@@ -52,7 +52,7 @@ KEYS: list[tuple[str, str]] = [
     ("Enter", "send (ctrl+j or shift+enter: a new line)"),
     ("//text", "send a message that starts with /"),
     ("Tab", "complete a command, user, #group or @member; again: the next"),
-    ("ctrl+up/ctrl+down", "recall what you sent before"),
+    ("ctrl+up/ctrl+down", "bring back what you typed before (input history)"),
     ("Up (input empty)", "edit your last message (Enter saves, Escape cancels)"),
     ("alt+up/alt+down", "select a message (then up/down move, Escape back):"),
     ("  r / e", "reply to it (quoted above yours) / edit it (yours)"),
