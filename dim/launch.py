@@ -4,8 +4,9 @@
 embedded ``dim``, ``dim-node``, ``dim-gateway``; see :meth:`DimProcess.twistd`) or any other
 command, with its log file, the ports it listens on once ready, and optionally a pid file
 that lets a later run find and stop it.  :class:`EmbeddedDim` is ``twistd -n dim`` on free
-ports; :func:`node` and :func:`gateway` build a cluster's processes; :func:`stop_all` stops
-several at once (SIGTERM, then SIGKILL after a timeout).
+ports; :class:`Cluster` a gateway and nodes (:func:`gateway`, :func:`node`) of one cluster
+name; :func:`stop_all` stops several processes at once (SIGTERM, then SIGKILL after a
+timeout).
 
 The tests, the bench and ``scripts/cluster`` all start their processes through here.
 Everything blocks (sleeps and polls) and uses the standard library only, so a script without
@@ -381,3 +382,64 @@ def wait_listed(base: str, ids: Iterable[str], timeout: float = START_TIMEOUT,
             raise LaunchError(f"the gateway lists {sorted(map(str, listed))}, not "
                               f"{sorted(wanted)}, after {timeout:g} s{tails}")
         time.sleep(0.1)
+
+
+class Cluster:
+    """A gateway and nodes of one cluster name (``--cluster NAME``) as ``twistd -n``
+    processes on 127.0.0.1, each logging to ``logs/ID.log`` (the gateway's id: ``gateway``).
+
+    ``gateway_port`` and ``node_ports`` (one per id of ``ids``) default to free ports;
+    ``gateway_args`` and ``node_args`` are the processes' other options; ``env``,
+    ``backlog`` apply to all; ``options(id)`` gives each process more :class:`DimProcess`
+    options (an output file, a pid file, ...).  :attr:`nodes` and :attr:`ports` are by
+    node id.
+    """
+
+    process_class: type[DimProcess] = DimProcess
+
+    def __init__(self, logs: Path, name: str, ids: Sequence[str], *,
+                 gateway_port: int | None = None, node_ports: Sequence[int] | None = None,
+                 gateway_args: Sequence[str] = (), node_args: Sequence[str] = (),
+                 env: dict[str, str] | None = None, backlog: int | None = None,
+                 options: Callable[[str], dict[str, Any]] | None = None) -> None:
+        self.name = name
+        self.ids = list(ids)
+        wanted = (gateway_port is None) + (len(self.ids) if node_ports is None else 0)
+        free = iter(free_ports(wanted))
+        self.http_port = gateway_port if gateway_port is not None else next(free)
+        ports = list(node_ports) if node_ports is not None else [next(free) for _ in self.ids]
+        if len(ports) != len(self.ids):
+            raise ValueError(f"{len(self.ids)} node ids but {len(ports)} node ports")
+        self.ports = dict(zip(self.ids, ports))
+        self.base = f"http://{HOST}:{self.http_port}"
+        more = options if options is not None else (lambda _: {})
+        self.gateway = gateway(self.http_port, ["--cluster", name, *gateway_args],
+                               logs / "gateway.log", backlog=backlog,
+                               process_class=self.process_class, env=env, **more("gateway"))
+        self.nodes = {nid: node(nid, self.ports[nid], ["--cluster", name, *node_args],
+                                logs / f"{nid}.log", backlog=backlog,
+                                process_class=self.process_class, env=env, **more(nid))
+                      for nid in self.ids}
+
+    def processes(self) -> list[DimProcess]:
+        """The gateway, then every node."""
+        return [self.gateway, *self.nodes.values()]
+
+    def start_processes(self, timeout: float = START_TIMEOUT) -> None:
+        """Start every process; block until each listens (LaunchError if one does not)."""
+        deadline = time.monotonic() + timeout
+        for p in self.processes():
+            p.start()
+        for p in self.processes():
+            p.wait_ready(deadline - time.monotonic())
+
+    def start(self, timeout: float = START_TIMEOUT) -> Cluster:
+        """:meth:`start_processes`, then block until the gateway lists every node."""
+        deadline = time.monotonic() + timeout
+        self.start_processes(timeout)
+        wait_listed(self.base, self.ids, deadline - time.monotonic(), self.processes())
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every process still running at once (SIGTERM, SIGKILL after ``timeout``)."""
+        stop_all(self.processes(), timeout)

@@ -245,3 +245,42 @@ class EmbeddedDimTests(SynchronousTestCase):
         self.assertIn("Server Shut Down.", dim.process.log_tail(5))
         self.assertTrue((workdir / "dim.log").exists())
         self.assertEqual(launch.listed_nodes(dim.base), [])
+
+
+class ClusterLayoutTests(SynchronousTestCase):
+    """The processes of a cluster as laid out, before any starts (the cluster tests start
+    them on real services)."""
+
+    def test_layout(self) -> None:
+        """One gateway and a node per id, on the given or free ports, each with the cluster
+        name, its own log and the options made for it."""
+        logs = Path("/tmp/logs")
+        cluster = launch.Cluster(
+            logs, "c1", ["a", "b"], node_ports=[7001, 7002], gateway_args=["--routing", "x"],
+            node_args=["--heartbeat", "2"], env={"K": "v"}, backlog=64,
+            options=lambda name: {"output": logs / f"{name}.out"})
+        self.assertEqual([p.name for p in cluster.processes()], ["gateway", "a", "b"])
+        self.assertEqual(cluster.ports, {"a": 7001, "b": 7002})
+        self.assertFalse(launch.port_open(cluster.http_port))
+        self.assertEqual(cluster.base, f"http://127.0.0.1:{cluster.http_port}")
+        gw, a = cluster.gateway, cluster.nodes["a"]
+        self.assertEqual(gw.ports, [cluster.http_port])
+        self.assertEqual(a.ports, [7001])
+        self.assertEqual(gw.argv[-7:], ["dim-gateway", "--listen",
+                                        f"tcp:{cluster.http_port}:interface=127.0.0.1:backlog=64",
+                                        "--cluster", "c1", "--routing", "x"])
+        self.assertEqual(a.argv[-9:], ["dim-node", "--id", "a", "--listen",
+                                       "tcp:7001:interface=127.0.0.1:backlog=64",
+                                       "--cluster", "c1", "--heartbeat", "2"])
+        self.assertEqual((a.log, a.output), (logs / "a.log", logs / "a.out"))
+        self.assertEqual(gw.log, logs / "gateway.log")
+        self.assertEqual(a.env["K"], "v")
+        cluster.stop()  # nothing runs: nothing to do
+
+    def test_ports_must_match_ids(self) -> None:
+        """As many node ports as ids, or none."""
+        with self.assertRaises(ValueError):
+            launch.Cluster(Path("/tmp"), "c", ["a", "b"], node_ports=[1])
+        free = launch.Cluster(Path("/tmp"), "c", ["a", "b"], gateway_port=8000)
+        self.assertEqual(free.http_port, 8000)
+        self.assertEqual(len(set(free.ports.values())), 2)

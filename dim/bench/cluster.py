@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -120,46 +120,50 @@ class Services:
                             str(self.started_dir)], cwd=P.REPO, capture_output=True, timeout=120)
 
 
-class Cluster:
-    """``twistd -n dim-gateway`` and ``twistd -n dim-node`` processes of one cluster name."""
+class Cluster(launch.Cluster):
+    """``twistd -n dim-gateway`` and ``twistd -n dim-node`` processes of one cluster name
+    (:class:`dim.launch.Cluster`) with the bench's secret, limits and listen backlog, on the
+    services of the environment; each writes its output to ``workdir/ID.out``."""
+
+    process_class = P.ServerProcess
+    gateway: P.ServerProcess
 
     def __init__(self, workdir: Path, nodes: int = 2, heartbeat: float | None = None,
                  node_args: list[str] | None = None) -> None:
         self.workdir = workdir
-        self.name = "bench" + secrets.token_hex(4)
-        self.http_port, *self.node_ports = launch.free_ports(nodes + 1)
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        env = {"DIM_SECRET": P.BENCH_SECRET}
-        self.gateway = launch.gateway(
-            self.http_port, ["--cluster", self.name, "--routing", "least_connections",
-                             *P.BENCH_GATEWAY_LIMITS],
-            workdir / "gateway.log", backlog=P.BACKLOG, process_class=P.ServerProcess, env=env,
-            output=workdir / "gateway.out")
-        self.node_ids = [f"n{i + 1}" for i in range(nodes)]
-        self.nodes: list[P.ServerProcess] = []
-        for nid, port in zip(self.node_ids, self.node_ports):
-            args = ["--cluster", self.name, *P.BENCH_LIMITS]
-            if heartbeat is not None:
-                args += ["--heartbeat", f"{heartbeat:g}"]
-            args += node_args or []
-            self.nodes.append(launch.node(nid, port, args, workdir / f"{nid}.log",
-                                          backlog=P.BACKLOG, process_class=P.ServerProcess,
-                                          env=env, output=workdir / f"{nid}.out"))
+        args = list(P.BENCH_LIMITS)
+        if heartbeat is not None:
+            args += ["--heartbeat", f"{heartbeat:g}"]
+        super().__init__(
+            workdir, "bench" + secrets.token_hex(4), [f"n{i + 1}" for i in range(nodes)],
+            gateway_args=["--routing", "least_connections", *P.BENCH_GATEWAY_LIMITS],
+            node_args=[*args, *(node_args or [])], env={"DIM_SECRET": P.BENCH_SECRET},
+            backlog=P.BACKLOG, options=lambda name: {"output": workdir / f"{name}.out"})
+
+    @property
+    def node_ids(self) -> list[str]:
+        """The nodes' ids, n1, n2, ..."""
+        return self.ids
+
+    @property
+    def node_ports(self) -> list[int]:
+        """The nodes' client ports, in the order of their ids."""
+        return [self.ports[nid] for nid in self.ids]
+
+    @property
+    def servers(self) -> list[P.ServerProcess]:
+        """The node processes, in the order of their ids."""
+        return [cast(P.ServerProcess, self.nodes[nid]) for nid in self.ids]
 
     def start(self, timeout: float = 60.0) -> Cluster:
-        """Start the nodes and the gateway; wait until the gateway lists every node."""
+        """Start the gateway and the nodes; wait until the gateway lists every node."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for node in self.nodes:
-            node.start()
-        self.gateway.start()
-        for process in [*self.nodes, self.gateway]:
-            process.wait_ready(timeout)
-        launch.wait_listed(self.base, self.node_ids, timeout, [self.gateway, *self.nodes])
+        super().start(timeout)
         return self
 
     def node_dict(self, i: int) -> dict[str, Any]:
         """Node ``i`` as the gateway shows it: {id, host, port}."""
-        return {"id": self.node_ids[i], "host": "127.0.0.1", "port": self.node_ports[i]}
+        return {"id": self.ids[i], "host": "127.0.0.1", "port": self.node_ports[i]}
 
     @property
     def redis_prefix(self) -> str:
@@ -168,11 +172,7 @@ class Cluster:
 
     def kill_node(self, i: int) -> None:
         """SIGKILL node ``i`` (no goaway, no deregistration: a crash)."""
-        self.nodes[i].kill(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """Stop every process of the cluster."""
-        launch.stop_all([self.gateway, *self.nodes])
+        self.servers[i].kill(signal.SIGKILL)
 
 
 def one_hash(password: str) -> str:

@@ -497,18 +497,18 @@ def run_chat_cross_node(ctx: Context) -> dict[str, Any]:
         workers = P.start_workers(p.chat_workers, wd)
         pairs = chat_pairs("x", p.chat_pairs)
         _cross_node_setup(ctx, workers, cl, pairs)
-        swept = _chat_sweep(ctx, workers, cl.nodes, "chat_cross_node", p.rate_start / 4,
+        swept = _chat_sweep(ctx, workers, cl.servers, "chat_cross_node", p.rate_start / 4,
                             [cl.gateway, *C.service_processes()])
         # linger.ms: the same modest rate on this cluster (linger 0, the default) and on one
         # whose producers batch for 5 ms.
         modest = p.rate_start / 2
-        linger["0"] = _linger_step(ctx, workers, cl.nodes, modest, 0)
+        linger["0"] = _linger_step(ctx, workers, cl.servers, modest, 0)
         P.call_all(workers, [{"cmd": "close"}] * len(workers))
         cl.stop()
         cl = C.Cluster(wd, nodes=2, node_args=["--linger-ms", "5"])
         cl.start()
         _cross_node_setup(ctx, workers, cl, pairs)
-        linger["5"] = _linger_step(ctx, workers, cl.nodes, modest, 5)
+        linger["5"] = _linger_step(ctx, workers, cl.servers, modest, 5)
         P.call_all(workers, [{"cmd": "close"}] * len(workers))
     finally:
         P.stop_workers(workers)
@@ -822,7 +822,7 @@ def _inbox_redis(ctx: Context, worker: P.WorkerProcess, entries: int,
                               "password_hash": "x"})
         ctx.log(f"big_inbox: Redis filled in {filled['fill_s']} s")
         procs: dict[str, Callable[[], float]] = {"gateway": cl.gateway.cpu_seconds}
-        for i, node in enumerate(cl.nodes):
+        for i, node in enumerate(cl.servers):
             procs[cl.node_ids[i]] = node.cpu_seconds
         for service in C.service_processes():
             procs[service.name] = service.cpu_seconds

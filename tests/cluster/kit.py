@@ -31,7 +31,6 @@ from dim.client.events import (FAILED, Connected, Disconnected, MessageReceived,
                                NodeAddress, OutgoingMessage, SyncFinished)
 from dim.client.session import ClientSession
 from dim import launch
-from dim.launch import DimProcess
 from tests.harness import REPO, http, register_and_login, sleep
 from tests.integration import services as env
 
@@ -161,47 +160,31 @@ class PrivateStack:
 # ---------------------------------------------------------------- the cluster
 
 
-class LocalCluster:
-    """A gateway and ``nodes`` nodes as twistd processes, under a fresh cluster name."""
+class LocalCluster(launch.Cluster):
+    """A gateway and ``nodes`` nodes as twistd processes (:class:`dim.launch.Cluster`) on
+    these services, under a fresh cluster name."""
 
     def __init__(self, workdir: Path, services: Services, nodes: int = 3, heartbeat: int = 2,
                  zk_timeout: float = 4.0, routing: str = "round_robin",
                  node_args: list[str] | None = None) -> None:
         self.workdir = workdir
         self.services = services
-        run = uuid.uuid4().hex[:8]
-        self.name = f"ct{run}"
-        ports = launch.free_ports(nodes + 1)
-        self.http_port = ports[0]
-        self.base = f"http://127.0.0.1:{self.http_port}"
         self.heartbeat = heartbeat
-        env = {"DIM_SECRET": SECRET, **services.credential_env()}
-        self.gateway = launch.gateway(self.http_port, [
-            "--redis", services.redis, "--zookeeper", services.zookeeper,
-            "--kafka", services.kafka, "--cluster", self.name, "--routing", routing,
-            "--zk-timeout", str(zk_timeout),
-            "--files", str(workdir / "files")], workdir / "gateway.log", env=env)
-        self.ids = [f"n{i}-{run}" for i in range(1, nodes + 1)]
-        self.ports = dict(zip(self.ids, ports[1:]))
-        self.nodes: dict[str, DimProcess] = {}
-        for node_id in self.ids:
-            self.nodes[node_id] = launch.node(node_id, self.ports[node_id], [
-                "--redis", services.redis, "--kafka", services.kafka,
-                "--zookeeper", services.zookeeper, "--cluster", self.name,
-                "--heartbeat", str(heartbeat), "--zk-timeout", str(zk_timeout),
-                *(node_args or [])], workdir / f"{node_id}.log", env=env)
-
-    def processes(self) -> list[DimProcess]:
-        """The gateway and every node."""
-        return [self.gateway, *self.nodes.values()]
+        run = uuid.uuid4().hex[:8]
+        super().__init__(
+            workdir, f"ct{run}", [f"n{i}-{run}" for i in range(1, nodes + 1)],
+            gateway_args=["--redis", services.redis, "--zookeeper", services.zookeeper,
+                          "--kafka", services.kafka, "--routing", routing,
+                          "--zk-timeout", str(zk_timeout), "--files", str(workdir / "files")],
+            node_args=["--redis", services.redis, "--kafka", services.kafka,
+                       "--zookeeper", services.zookeeper, "--heartbeat", str(heartbeat),
+                       "--zk-timeout", str(zk_timeout), *(node_args or [])],
+            env={"DIM_SECRET": SECRET, **services.credential_env()})
 
     @defer.inlineCallbacks
     def start(self, timeout: float = 60.0):
         """Start every process; fires once the gateway lists every node."""
-        for p in self.processes():
-            p.start()
-        for p in self.processes():
-            p.wait_ready(timeout)
+        self.start_processes(timeout)
         yield self.wait_listed(set(self.ids), timeout)
 
     @defer.inlineCallbacks
@@ -228,10 +211,6 @@ class LocalCluster:
     def address(self, node_id: str) -> NodeAddress:
         """Where clients reach a node."""
         return NodeAddress(node_id, "127.0.0.1", self.ports[node_id])
-
-    def stop(self) -> None:
-        """SIGTERM every process still running (SIGKILL after 30 s)."""
-        launch.stop_all(self.processes())
 
     def cleanup(self) -> None:
         """Stop the processes; delete this cluster's Redis keys, znodes and Kafka topics."""
