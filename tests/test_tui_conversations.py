@@ -114,16 +114,25 @@ class ReplyTests(unittest.TestCase):
         async with app.run_test(size=(100, 30)) as pilot:
             await logged_in(pilot)
             await submit(pilot, "/open bob")
-            mid = await sent(pilot, core, "lunch at noon?")
+            mid = await sent(pilot, core, "lunch at noon? the usual place by the station")
             core.receive("bob", "yes!", reply_to=mid)
             await pilot.pause()
-            self.assertEqual(row_of(app, "yes!").quote, "alice: lunch at noon?")
-            core.change_from("alice", "edit", mid, "lunch at one?")
+            self.assertEqual(row_of(app, "yes!").quote,
+                             "alice: lunch at noon? the usual place by the station")
+            core.change_from("alice", "edit", mid, "lunch at one? the usual place by the station")
             await pilot.pause()
-            self.assertEqual(row_of(app, "yes!").quote, "alice: lunch at one?")
+            self.assertEqual(row_of(app, "yes!").quote,
+                             "alice: lunch at one? the usual place by the station")
             core.receive("bob", "about that", reply_to="m-unknown")
             await pilot.pause()
             self.assertEqual(row_of(app, "about that").quote, "a message not loaded here")
+            await pilot.resize_terminal(50, 24)
+            await pilot.pause(0.1)
+            row = row_of(app, "yes!")
+            quote_line = str(row.render()).split("\n")[0]
+            self.assertTrue(quote_line.endswith("…"), quote_line)
+            self.assertLessEqual(len(quote_line), row.content_size.width)
+            self.assertEqual(row.region.height, 2, "the quote stays on one line")
 
     @async_test
     async def test_quote_of_an_original_not_shown_follows_it(self) -> None:

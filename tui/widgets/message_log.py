@@ -57,7 +57,7 @@ def day_of(ts_ms: int) -> str:
 #: A mention in a message's text: ``@`` and a user name.
 MENTION = re.compile(r"@([A-Za-z0-9_.\-]{1,32})")
 #: How much of the message a reply quotes.
-QUOTE_LENGTH = 48
+QUOTE_LENGTH = 60
 #: Where a message's text starts under its time ("HH:MM "): continuation lines align there.
 INDENT = "      "
 #: Characters that join or restyle emoji: terminals draw the joined glyph narrower than its
@@ -203,7 +203,12 @@ class MessageRow(Static):
         if self.new_line:
             parts.append(("── new messages ──\n", "bold $accent"))
         if self.quote is not None:
-            parts.append((f"{INDENT}╭ {self.quote}\n", "dim italic"))
+            # One line whatever the width: cut to what the row has room for.
+            quote = Content.styled(f"{INDENT}╭ {self.quote}", "dim italic")
+            room = self.content_size.width
+            if room > len(INDENT) + 8:
+                quote = quote.truncate(room, ellipsis=True)
+            parts += [quote, "\n"]
         parts += [(stamp, "dim"), " ", (self.label, f"bold {nick_colour(self.sender)}"), ": "]
         if self.recalled:
             parts.append((text, "dim italic"))
@@ -222,6 +227,10 @@ class MessageRow(Static):
                 parts.append((f"{emoji_text(emoji)} {len(users)}",
                               "bold $accent" if self.me in users else "$text-muted"))
         self.update(Content.assemble(*parts))
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.quote is not None:
+            self._render_text()  # the quote is cut to the width
 
     def show_state(self, m: ChatMessage) -> None:
         """Show the message's current state: its text, edited, recalled, reactions."""
