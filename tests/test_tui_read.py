@@ -128,6 +128,38 @@ class OnScreenReadTests(unittest.TestCase):
             self.assertEqual(core.marks[-1], ("bob", covered.seq))
 
     @async_test
+    async def test_back_from_away_starts_at_what_came_meanwhile(self) -> None:
+        """More messages than fit came while the terminal had no focus: on return the view
+        starts at the first of them, under the new-messages line, and only what shows is
+        read; a later return does not jump back up once they are read."""
+        core = group_core()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            app.app_focus = False
+            came = [core.receive("bob", f"away {i}") for i in range(30)]
+            await pilot.pause(0.1)
+            self.assertEqual(core.marks, [])
+            app.app_focus = True
+            await pilot.pause(0.1)
+            log = log_of(app)
+            self.assertEqual(log.new_line_at(), came[0].seq)
+            (peer, seen), = core.marks
+            self.assertEqual(peer, "bob")
+            self.assertLess(seen, came[-1].seq)
+            self.assertGreaterEqual(seen, came[0].seq)
+            await pilot.press("end")
+            await pilot.pause(0.1)
+            self.assertEqual(core.marks[-1], ("bob", came[-1].seq))
+            bottom = log.scroll_y
+            app.app_focus = False
+            await pilot.pause()
+            app.app_focus = True
+            await pilot.pause(0.1)
+            self.assertEqual(log.scroll_y, bottom)
+
+    @async_test
     async def test_scrolled_up_claims_no_new_message(self) -> None:
         """Scrolled up, a new message below the view is not read; going down reads it."""
         core = group_core()
@@ -191,6 +223,26 @@ class PagingTests(unittest.TestCase):
             await pilot.pause(0.1)
             self.assertEqual(len(shown(app)), 73)
             self.assertIn("No older messages", str(app.screen.query_one("#notice").render()))
+
+    @async_test
+    async def test_pageup_in_the_focused_log_at_the_top_loads_older(self) -> None:
+        """With the log itself focused, PgUp at its top loads the page before too."""
+        core = group_core()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await logged_in(pilot)
+            for i in range(60):
+                core.stored_earlier("bob", f"s{i}")
+            await submit(pilot, "/open bob")
+            log = log_of(app)
+            log.focus()
+            log.scroll_home(animate=False, immediate=True)
+            await pilot.pause()
+            self.assertEqual(len(shown(app)), 50)
+            await pilot.press("pageup")
+            await pilot.pause(0.1)
+            self.assertEqual(len(shown(app)), 60)
+            self.assertTrue(shown(app)[0].endswith("s0"))
 
 
 class SearchTests(unittest.TestCase):

@@ -164,7 +164,7 @@ class ChatScreen(Screen[None]):
         self.apply_layout()
         self.query_one(MessageInput).focus()
         # Back in the terminal (or the app): what is on screen now counts as read.
-        self.watch(self.app, "app_focus", lambda focused: self.read_soon() if focused else None,
+        self.watch(self.app, "app_focus", lambda focused: self.back() if focused else None,
                    init=False)
         last = self.last_conversation()
         if last is not None:
@@ -179,7 +179,7 @@ class ChatScreen(Screen[None]):
         self.read_soon()
 
     def on_screen_resume(self) -> None:
-        self.read_soon()
+        self.back()
 
     def apply_layout(self) -> None:
         """Show or hide the side and members panes for the terminal's width (or as the
@@ -399,20 +399,35 @@ class ChatScreen(Screen[None]):
         self.remember_conversation(peer)
         self.read_soon()
 
-    def show_first_new(self, peer: str, seq: int) -> None:
-        """Scroll so the first unread message is at the top if it is above the view."""
+    def show_first_new(self, peer: str, seq: int, opening: bool = True) -> None:
+        """Scroll so the first unread message ``seq`` is at the top: when opening, unless
+        everything fits below it; else only if it is above the view."""
         log = self.query_one(MessageLog)
         row = log.by_seq.get(seq)
-        if peer != self.peer or row is None:
-            return
-        y = max(0, row.virtual_region.y)
-        if y < log.max_scroll_y:
-            log.scroll_to(y=y, animate=False, immediate=True)
-        else:
-            log.scroll_end(animate=False, immediate=True)
+        if peer == self.peer and row is not None:
+            y = max(0, row.virtual_region.y)
+            if y < (log.max_scroll_y if opening else log.scroll_y):
+                log.scroll_to(y=y, animate=False, immediate=True)
+            elif opening:
+                log.scroll_end(animate=False, immediate=True)
         self.read_soon()
 
     # ------------------------------------------------------------ read marks
+
+    def attending(self) -> bool:
+        """Whether the person can see the open conversation: the chat is the screen shown
+        and the terminal has focus."""
+        return self.peer is not None and self.app.app_focus and self.app.screen is self
+
+    def back(self) -> None:
+        """The person looks at the chat again: start at the first message that came while
+        away if it scrolled out of view above, then mark what shows."""
+        logs = self.query(MessageLog)
+        seq = logs.first().new_line_at() if logs else None
+        if self.peer is not None and seq is not None and seq > self.client.read_seq(self.peer):
+            self.call_after_refresh(self.show_first_new, self.peer, seq, False)
+        else:
+            self.read_soon()
 
     def read_soon(self) -> None:
         """Mark what is on screen read once the screen is drawn (once for a burst)."""
@@ -424,7 +439,7 @@ class ChatScreen(Screen[None]):
         """Tell the core the open conversation is read up to the newest message on screen,
         only while this screen shows and the app has the person's attention."""
         self._read_pending = False
-        if self.peer is None or not self.app.app_focus or self.app.screen is not self:
+        if self.peer is None or not self.attending():
             return
         logs = self.query(MessageLog)
         if not logs:
@@ -1245,6 +1260,11 @@ class ChatScreen(Screen[None]):
             peer = event.entry.peer(self.me)
             self.stopped_typing(event.entry.sender, peer)
             if peer == self.peer:
+                line = log.new_line_at()
+                if not self.attending() and event.entry.sender != self.me \
+                        and (line is None or line <= self.client.read_seq(peer)):
+                    # Unseen while away: the line shows where to read from on return.
+                    log.mark_new_after(max(self.client.read_seq(peer), event.entry.seq - 1))
                 await log.add_message(event.entry)
                 self.read_soon()
             elif event.entry.sender != self.me:

@@ -668,6 +668,11 @@ class MessageLog(VerticalScroll):
         self.scroll_end(animate=False)
         self._set_below(0)
 
+    def action_page_up(self) -> None:
+        if self.scroll_y <= 0 and self.by_seq:
+            self.post_message(self.OlderWanted())  # at the top already: back in time
+        super().action_page_up()
+
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         if self.scroll_y <= 0 and self.by_seq:
             self.post_message(self.OlderWanted())
