@@ -394,6 +394,28 @@ class RecallTests(unittest.TestCase):
             self.assertIn("No message of yours to edit", notice(app))
 
     @async_test
+    async def test_recall_by_the_dialog_buttons(self) -> None:
+        """The dialog's No button keeps the message, its Yes button recalls it."""
+        core = FakeChatCore()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await logged_in(pilot)
+            await submit(pilot, "/open bob")
+            mid = await sent(pilot, core, "second thoughts")
+            await pilot.press("alt+up", "d")
+            await pilot.pause()
+            await pilot.click("#no")
+            await pilot.pause()
+            self.assertNotIsInstance(app.screen, ConfirmScreen)
+            self.assertEqual(core.changes, [])
+            await pilot.press("alt+up", "d")
+            await pilot.pause()
+            await pilot.click("#yes")
+            await pilot.pause()
+            self.assertEqual(core.changes, [("recall", mid, "", True)])
+            self.assertTrue(row_of(app, "message recalled").recalled)
+
+    @async_test
     async def test_a_recalled_file_is_not_offered(self) -> None:
         """Once bob recalls his file, it shows as recalled and /save finds nothing."""
         core = FakeChatCore()
