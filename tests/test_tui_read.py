@@ -4,6 +4,9 @@ person's attention), marks from another device, paging back by conversation, and
 jumping to a message."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.trial import unittest
 
 from tui.app import ChatApp
@@ -18,6 +21,16 @@ from tests.fakes.tui import async_test, group_core, logged_in, shown, submit
 def log_of(app: ChatApp) -> MessageLog:
     """The open conversation's log."""
     return app.screen.query_one(MessageLog)
+
+
+async def eventually(pilot: Any, check: Callable[[], bool], what: str,
+                     timeout: float = 3.0) -> None:
+    """Let the app run until ``check()`` holds (a busy machine draws late)."""
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def listed(app: ChatApp) -> list[str]:
@@ -94,11 +107,10 @@ class OnScreenReadTests(unittest.TestCase):
             self.assertEqual(core.marks, [("bob", seen)])
             self.assertIn(f"Bob Builder ({messages[-1].seq - seen})", listed(app))
             await pilot.press("pagedown")
-            await pilot.pause(0.1)
-            self.assertGreater(core.marks[-1][1], seen)
+            await eventually(pilot, lambda: core.marks[-1][1] > seen, "PgDn marks more read")
             await pilot.press("end")
-            await pilot.pause(0.1)
-            self.assertEqual(core.marks[-1], ("bob", messages[-1].seq))
+            await eventually(pilot, lambda: core.marks[-1] == ("bob", messages[-1].seq),
+                             "the end marks the newest read")
             self.assertIn("Bob Builder", listed(app))
 
     @async_test
@@ -116,16 +128,15 @@ class OnScreenReadTests(unittest.TestCase):
             self.assertEqual(core.marks, [])
             self.assertIn("while away", shown(app)[-1])
             app.app_focus = True
-            await pilot.pause(0.1)
-            self.assertEqual(core.marks, [("bob", away.seq)])
+            await eventually(pilot, lambda: core.marks == [("bob", away.seq)], "back: read")
             app.push_screen(HelpScreen())
             await pilot.pause()
             covered = core.receive("bob", "under the help")
             await pilot.pause(0.1)
             self.assertEqual(core.marks, [("bob", away.seq)])
             app.pop_screen()
-            await pilot.pause(0.1)
-            self.assertEqual(core.marks[-1], ("bob", covered.seq))
+            await eventually(pilot, lambda: core.marks[-1] == ("bob", covered.seq),
+                             "uncovered: read")
 
     @async_test
     async def test_back_from_away_starts_at_what_came_meanwhile(self) -> None:
@@ -150,8 +161,8 @@ class OnScreenReadTests(unittest.TestCase):
             self.assertLess(seen, came[-1].seq)
             self.assertGreaterEqual(seen, came[0].seq)
             await pilot.press("end")
-            await pilot.pause(0.1)
-            self.assertEqual(core.marks[-1], ("bob", came[-1].seq))
+            await eventually(pilot, lambda: core.marks[-1] == ("bob", came[-1].seq),
+                             "the end marks the newest read")
             bottom = log.scroll_y
             app.app_focus = False
             await pilot.pause()
@@ -179,8 +190,8 @@ class OnScreenReadTests(unittest.TestCase):
             self.assertEqual(core.marks[-1], before)
             self.assertIn("Carol (1)", listed(app))
             await pilot.press("end")
-            await pilot.pause(0.1)
-            self.assertEqual(core.marks[-1], ("carol", new.seq))
+            await eventually(pilot, lambda: core.marks[-1] == ("carol", new.seq),
+                             "the end marks the new one read")
 
 
 class PagingTests(unittest.TestCase):
