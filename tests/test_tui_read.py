@@ -30,7 +30,9 @@ async def eventually(pilot: Any, check: Callable[[], bool], what: str,
         if check():
             return
         await pilot.pause(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    app = pilot.app
+    log = app.screen.query_one(MessageLog)
+    raise AssertionError(f"not within {timeout} s: {what}; DEBUG marks={getattr(app.client, 'marks', None)[-3:]} y={log.scroll_y} max={log.max_scroll_y} vis={log.newest_visible_seq()} focus={app.app_focus} focused={app.focused!r} screen={app.screen!r} pending={app.screen._read_pending}")
 
 
 def listed(app: ChatApp) -> list[str]:

@@ -121,6 +121,8 @@ class ChatScreen(Screen[None]):
         self.editing: tuple[str, str] | None = None
         self._read_pending = False
         self._loading_older = False
+        #: How often the person scrolled from the input (a scroll wins over one planned).
+        self._scrolls = 0
 
     @property
     def me(self) -> str:
@@ -399,12 +401,14 @@ class ChatScreen(Screen[None]):
         self.remember_conversation(peer)
         self.read_soon()
 
-    def show_first_new(self, peer: str, seq: int, opening: bool = True) -> None:
+    def show_first_new(self, peer: str, seq: int, opening: bool = True,
+                       scrolls: int | None = None) -> None:
         """Scroll so the first unread message ``seq`` is at the top: when opening, unless
-        everything fits below it; else only if it is above the view."""
+        everything fits below it; else only if it is above the view and the person has not
+        scrolled since ``scrolls``."""
         log = self.query_one(MessageLog)
         row = log.by_seq.get(seq)
-        if peer == self.peer and row is not None:
+        if peer == self.peer and row is not None and scrolls in (None, self._scrolls):
             y = max(0, row.virtual_region.y)
             if y < (log.max_scroll_y if opening else log.scroll_y):
                 log.scroll_to(y=y, animate=False, immediate=True)
@@ -425,7 +429,7 @@ class ChatScreen(Screen[None]):
         logs = self.query(MessageLog)
         seq = logs.first().new_line_at() if logs else None
         if self.peer is not None and seq is not None and seq > self.client.read_seq(self.peer):
-            self.call_after_refresh(self.show_first_new, self.peer, seq, False)
+            self.call_after_refresh(self.show_first_new, self.peer, seq, False, self._scrolls)
         else:
             self.read_soon()
 
@@ -643,6 +647,7 @@ class ChatScreen(Screen[None]):
             self.client.typing(self.peer)
 
     async def on_message_input_scroll(self, event: MessageInput.Scroll) -> None:
+        self._scrolls += 1
         log = self.query_one(MessageLog)
         if event.where in ("page_up", "line_up", "top") and log.scroll_y <= 0 and log.by_seq:
             await self.action_older(quiet=True)  # at the top already: scroll back in time

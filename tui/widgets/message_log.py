@@ -668,6 +668,17 @@ class MessageLog(VerticalScroll):
         self.scroll_end(animate=False)
         self._set_below(0)
 
+    def scroll_end(self, **kwargs: Any) -> None:
+        """Scroll to the newest message, and say what shows once there: an anchored log is
+        moved by the layout without a scroll_y watch, so the watch alone would miss it."""
+        then = kwargs.pop("on_complete", None)
+
+        def viewed() -> None:
+            self.post_message(self.Viewed())
+            if then is not None:
+                then()
+        super().scroll_end(on_complete=viewed, **kwargs)
+
     def action_page_up(self) -> None:
         if self.scroll_y <= 0 and self.by_seq:
             self.post_message(self.OlderWanted())  # at the top already: back in time
