@@ -30,9 +30,7 @@ async def eventually(pilot: Any, check: Callable[[], bool], what: str,
         if check():
             return
         await pilot.pause(0.05)
-    app = pilot.app
-    log = app.screen.query_one(MessageLog)
-    raise AssertionError(f"not within {timeout} s: {what}; DEBUG marks={getattr(app.client, 'marks', None)[-3:]} y={log.scroll_y} max={log.max_scroll_y} vis={log.newest_visible_seq()} focus={app.app_focus} focused={app.focused!r} screen={app.screen!r} pending={app.screen._read_pending}")
+    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def listed(app: ChatApp) -> list[str]:
@@ -57,13 +55,16 @@ class CountTests(unittest.TestCase):
             core.receive("carol", "@alice?", group="g1", mentions=["alice"])
             core.receive("carol", "direct")
             await pilot.pause(0.1)
-            self.assertEqual(listed(app), ["Bob Builder", "Carol (1)", "# team (3) @2"])
+            await eventually(pilot, lambda: listed(app) == ["Bob Builder", "Carol (1)",
+                                                            "# team (3) @2"],
+                             "the counts are listed")
             item = next(i for i in app.screen.query(ConversationItem) if i.peer == "#g1")
             self.assertTrue(item.has_class("-mentioned"))
             self.assertIn("!#team(3)", app.screen.query_one(ConnectionBar).plain)
             await submit(pilot, "/open #team")
             await pilot.pause(0.1)
-            self.assertIn("# team", listed(app))
+            await eventually(pilot, lambda: "# team" in listed(app),
+                             "reading clears the group")
             self.assertEqual(core.marks[-1], ("#g1", 3))
 
     @async_test
@@ -78,10 +79,14 @@ class CountTests(unittest.TestCase):
             two = core.receive("bob", "two")
             core.receive("carol", "three")
             await pilot.pause(0.1)
-            self.assertEqual(sorted(listed(app)), ["# team", "Bob Builder (2)", "Carol (1)"])
+            await eventually(pilot, lambda: sorted(listed(app)) == ["# team", "Bob Builder (2)",
+                                                                    "Carol (1)"],
+                             "the counts are listed")
             core.read_elsewhere("bob", two.seq)
             await pilot.pause(0.1)
-            self.assertEqual(sorted(listed(app)), ["# team", "Bob Builder", "Carol (1)"])
+            await eventually(pilot, lambda: sorted(listed(app)) == ["# team", "Bob Builder",
+                                                                    "Carol (1)"],
+                             "the other device cleared bob")
             self.assertEqual(core.marks, [])  # this device claimed nothing
 
 
@@ -98,7 +103,8 @@ class OnScreenReadTests(unittest.TestCase):
             await logged_in(pilot)
             messages = [core.receive("bob", f"n{i}") for i in range(40)]
             await pilot.pause(0.1)
-            self.assertIn("Bob Builder (40)", listed(app))
+            await eventually(pilot, lambda: "Bob Builder (40)" in listed(app),
+                             "forty unread")
             await submit(pilot, "/open bob")
             await pilot.pause(0.1)
             log = log_of(app)
@@ -107,13 +113,16 @@ class OnScreenReadTests(unittest.TestCase):
             assert seen is not None
             self.assertLess(seen, messages[-1].seq)
             self.assertEqual(core.marks, [("bob", seen)])
-            self.assertIn(f"Bob Builder ({messages[-1].seq - seen})", listed(app))
+            left = messages[-1].seq - seen
+            await eventually(pilot, lambda: f"Bob Builder ({left})" in listed(app),
+                             "only those shown are read")
             await pilot.press("pagedown")
             await eventually(pilot, lambda: core.marks[-1][1] > seen, "PgDn marks more read")
             await pilot.press("end")
             await eventually(pilot, lambda: core.marks[-1] == ("bob", messages[-1].seq),
                              "the end marks the newest read")
-            self.assertIn("Bob Builder", listed(app))
+            await eventually(pilot, lambda: "Bob Builder" in listed(app),
+                             "all read")
 
     @async_test
     async def test_nothing_marked_while_away_or_covered(self) -> None:
@@ -190,7 +199,8 @@ class OnScreenReadTests(unittest.TestCase):
             new = core.receive("carol", "below the view")
             await pilot.pause(0.1)
             self.assertEqual(core.marks[-1], before)
-            self.assertIn("Carol (1)", listed(app))
+            await eventually(pilot, lambda: "Carol (1)" in listed(app),
+                             "the new one stays unread")
             await pilot.press("end")
             await eventually(pilot, lambda: core.marks[-1] == ("carol", new.seq),
                              "the end marks the new one read")
