@@ -10,6 +10,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from tui.app import ChatApp
+from tui.screens import chat as chat_screen
 from tui.screens.help import HelpScreen
 from tui.screens.search import MessageSearchScreen
 from tui.widgets.connection_bar import ConnectionBar
@@ -304,6 +305,26 @@ class SearchTests(unittest.TestCase):
             lines = shown(app)
             self.assertEqual(len(lines), len(set(lines)))
             self.assertTrue(lines[-1].endswith("filler 149"))
+
+    @async_test
+    async def test_search_result_too_far_back_says_so(self) -> None:
+        """A result further back than the jump loads is not shown with a hole below it:
+        the chat says how to get there."""
+        self.patch(chat_screen, "JUMP_PAGES", 1)
+        core = group_core()
+        app = ChatApp(core, user="alice", password="secret123")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await logged_in(pilot)
+            target = core.stored_earlier("bob", "ancient needle")
+            for i in range(200):
+                core.stored_earlier("bob", f"filler {i}")
+            await submit(pilot, "/search needle")
+            await pilot.press("enter")
+            await eventually(pilot, lambda: "more than 100 messages back"
+                             in str(app.screen.query_one("#notice").render()), "it says so")
+            log = log_of(app)
+            self.assertNotIn(target.seq, log.by_seq)
+            self.assertEqual(len(shown(app)), 150)
 
     @async_test
     async def test_search_finds_nothing(self) -> None:

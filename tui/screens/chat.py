@@ -1203,8 +1203,14 @@ class ChatScreen(Screen[None]):
                 return
             if not older or not await log.add_older(older):
                 break
+        else:
+            if message.seq not in log.by_seq:
+                # Shown with a hole below it, scrolling back would skip messages silently.
+                self.say(f"That message is more than {JUMP_PAGES * HISTORY_PAGE * 2} messages "
+                         "back: PgUp at the top loads more, then /search again.")
+                return
         if message.seq not in log.by_seq:
-            await log.add_older([message])  # at its place, even with a gap below it
+            await log.add_older([message])  # within what is loaded: at its place
         self.call_after_refresh(self.show_found, peer, message.seq)
 
     def show_found(self, peer: str, seq: int) -> None:
