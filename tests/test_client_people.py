@@ -156,30 +156,30 @@ class SignalTests(SessionTestCase):
         self.assertRaises(errors.BadRequest, session.send, "bob", "", kind="file", file={"id": "x"})
 
 
-class ReadWatermarkTests(unittest.TestCase):
-    """What a cumulative read may claim."""
+class CacheCountTests(unittest.TestCase):
+    """The cache's own unread counts, the fallback while offline."""
 
     def m(self, seq: int, sender: str, to: str = "alice", **kw: Any) -> ChatMessage:
         """A cached message at ``seq``."""
         return ChatMessage(seq=seq, mid=f"m{seq}", id=f"c{seq}", sender=sender, to=to, ts=seq, **kw)
 
-    def test_watermark_stops_below_unseen_messages(self) -> None:
-        """Seeing bob's conversation claims only up to carol's first unseen message."""
+    def test_seen_part_way_counts_only_the_rest(self) -> None:
+        """The cache's own counts (shown offline): a conversation seen up to a seq counts
+        only what came after it, and no other conversation changes."""
         cache = MessageCache(":memory:", "alice")
         cache.put_many([self.m(1, "bob"), self.m(2, "carol"), self.m(3, "bob"),
-                        self.m(4, "alice", to="carol")])
-        cache.mark_seen("bob")
-        self.assertEqual(cache.read_watermark(4), 1)
-        cache.mark_seen("carol")
-        self.assertEqual(cache.read_watermark(4), 4)
-        self.assertEqual(cache.read_watermark(3), 3)
+                        self.m(4, "alice", to="carol"), self.m(5, "bob")])
+        cache.mark_seen("bob", 3)
+        self.assertEqual({c.peer: c.unread for c in cache.conversations()},
+                         {"bob": 1, "carol": 1})
+        cache.mark_seen("bob", 1)  # never back
+        self.assertEqual({c.peer: c.unread for c in cache.conversations()}["bob"], 1)
 
     def test_server_read_flag_counts_as_seen(self) -> None:
         """A received message listed with read: true is not unread (read on another device)."""
         cache = MessageCache(":memory:", "alice")
         cache.put_many([self.m(1, "bob", read=True), self.m(2, "bob")])
         self.assertEqual(cache.conversations()[0].unread, 1)
-        self.assertEqual(cache.read_watermark(2), 1)
 
     def test_old_cache_gains_the_file_column(self) -> None:
         """A cache file written before files existed is opened and extended."""

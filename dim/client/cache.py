@@ -387,15 +387,6 @@ class MessageCache:
                 "INSERT INTO seen (peer, seq) VALUES (?, ?) "
                 "ON CONFLICT(peer) DO UPDATE SET seq = MAX(seq, excluded.seq)", (peer, seq))
 
-    def read_watermark(self, upto: int) -> int:
-        """The highest seq <= ``upto`` such that the person has seen everything up to it:
-        what a cumulative ``read`` may claim without marking an unseen message read."""
-        # Everything up to read_upto is read already: scan only what came after it.
-        row = self._db.execute(
-            f"SELECT MIN(u.seq) FROM messages u WHERE u.seq > ? AND u.seq <= ? AND {_UNREAD}",
-            (self.read_upto, upto, self.user)).fetchone()
-        return min(upto, row[0] - 1) if row and row[0] is not None else upto
-
     @property
     def read_upto(self) -> int:
         """The seq up to which some device of this user reported everything read."""
