@@ -27,27 +27,18 @@ def counts_of(chat: LiveChat) -> dict[str, tuple[int, int]]:
             if c.unread or c.mentions}
 
 
-class LiveUnreadTests(unittest.TestCase):
-    """bob on a laptop and a phone; alice and carol write to him, alone and in a group."""
+class UnreadAgreement:
+    """The agreement run, for any DIM: a subclass gives ``base`` (the gateway's URL) and
+    ``chat(user, register, device)``; ``assert*`` come from the TestCase it also is."""
 
-    timeout = 240
+    base: str
 
-    def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.chats: list[LiveChat] = []
+    def chat(self, user: str, register: bool = True, device: str = "test") -> Any:
+        """A Deferred of a connected LiveChat, stopped at the end of the test."""
+        raise NotImplementedError
 
-    def tearDown(self) -> None:
-        for chat in self.chats:
-            chat.stop()
-
-    @defer.inlineCallbacks
-    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
-        """A connected LiveChat, stopped at the end of the test."""
-        c = yield live_client(self.dim.base, user, register=register, device=device)
-        self.chats.append(c)
-        return c
+    def devices_ready(self, laptop: LiveChat, phone: LiveChat) -> None:
+        """Check where bob's two devices connected (anywhere, unless a subclass cares)."""
 
     @defer.inlineCallbacks
     def server_counts(self, gateway: GatewayClient):  # type: ignore[no-untyped-def]
@@ -83,7 +74,8 @@ class LiveUnreadTests(unittest.TestCase):
         carol = yield self.chat("carol")
         laptop = yield self.chat("bob", device="laptop")
         phone = yield self.chat("bob", register=False, device="phone")
-        gateway = GatewayClient(self.dim.base,
+        self.devices_ready(laptop, phone)
+        gateway = GatewayClient(self.base,
                                 request_options={"persistent": False, "timeout": 20})
         yield gateway.login("bob", PASSWORD)
         group = yield alice.client.create_group("team", ["bob", "carol"])
@@ -135,6 +127,39 @@ class LiveUnreadTests(unittest.TestCase):
         self.assertEqual(counts_of(later), final)
 
     @defer.inlineCallbacks
+    def until(self, check: Any, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+        """Poll ``check()`` until it is true."""
+        for _ in range(int(timeout / 0.05)):
+            if check():
+                return
+            yield sleep(0.05)
+        raise AssertionError(f"not within {timeout} s: {what}")
+
+
+class LiveUnreadTests(UnreadAgreement, unittest.TestCase):
+    """bob on a laptop and a phone; alice and carol write to him, alone and in a group."""
+
+    timeout = 240
+
+    def setUp(self) -> None:
+        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
+        self.dim.start()
+        self.addCleanup(self.dim.process.stop)
+        self.chats: list[LiveChat] = []
+        self.base = self.dim.base
+
+    def tearDown(self) -> None:
+        for chat in self.chats:
+            chat.stop()
+
+    @defer.inlineCallbacks
+    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
+        """A connected LiveChat, stopped at the end of the test."""
+        c = yield live_client(self.dim.base, user, register=register, device=device)
+        self.chats.append(c)
+        return c
+
+    @defer.inlineCallbacks
     def test_read_on_one_device_clears_the_other_at_once(self):  # type: ignore[no-untyped-def]
         """bob reads the group on his phone up to what it shows: the laptop's count clears
         on the read echo alone, with its mention, while the direct conversation keeps its
@@ -163,12 +188,3 @@ class LiveUnreadTests(unittest.TestCase):
         yield self.until(lambda: counts_of(phone) == {"alice": (1, 0)}, "the phone clears all")
         self.assertEqual(counts_of(laptop), {"alice": (1, 0)})
         self.assertEqual(got.entry.body, "direct")
-
-    @defer.inlineCallbacks
-    def until(self, check: Any, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-        """Poll ``check()`` until it is true."""
-        for _ in range(int(timeout / 0.05)):
-            if check():
-                return
-            yield sleep(0.05)
-        raise AssertionError(f"not within {timeout} s: {what}")
