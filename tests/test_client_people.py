@@ -243,6 +243,19 @@ class ChatSendTests(SessionTestCase):
         self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], [out.id])
         chat.stop()
 
+    def test_expiry_fails_the_pending_sends_as_events_only(self) -> None:
+        """A refused token fails the message being sent, and one sent afterwards, with a
+        MessageStatus and no logged error."""
+        import gc
+        chat, side = connected_chat()
+        out = chat.send("bob", "hi")
+        side.send(F.Error(code="unauthorized", message="token expired"))
+        late = chat.send("bob", "late")
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual((out.state, late.state), (E.FAILED, E.FAILED))
+        self.assertEqual(late.error, "session expired: token expired")
+
 
 class ImmediateFailureTests(unittest.TestCase):
     """File calls fail through their Deferred, never by raising."""

@@ -657,3 +657,92 @@ class SendDeferredTests(SessionTestCase):
         reactor.pump([4, 4])
         gc.collect()
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class ExpiryAndStopTests(SessionTestCase):
+    """What becomes of writes not stored yet when the token is refused, or on stop()."""
+
+    def test_expiry_fails_every_write_not_stored(self) -> None:
+        """A refused token fails the writes in flight with WriteExpired (an Unauthorized),
+        after SessionExpired; a stored one keeps its Sent, and nothing is written again."""
+        import gc
+        session, reactor, _, events, side = self.connect()
+        stored = session.send("bob", "one", id="c-0")
+        side.send(F.Sent(id="c-0", mid="m0", seq=1, ts=5))
+        sent = self.successResultOf(stored)
+        inflight = session.send("bob", "two", id="c-1")
+        edit = session.edit("m0", "one, fixed", id="e-1")
+        side.received()
+        side.send(F.Error(code="unauthorized", message="token expired"))
+        for d, id in ((inflight, "c-1"), (edit, "e-1")):
+            f = self.failureResultOf(d, E.WriteExpired)
+            self.assertTrue(f.check(errors.Unauthorized))
+            self.assertEqual((f.value.id, f.value.reason), (id, "token expired"))
+            self.assertIn("token expired", f.value.message)
+        self.assertEqual((session.outgoing["c-1"].state, session.changes["e-1"].state),
+                         (E.FAILED, E.FAILED))
+        self.assertEqual(session.outgoing["c-1"].error, "session expired: token expired")
+        self.assertEqual(session.outgoing["c-0"].state, E.SENT)
+        self.assertEqual(events.of(E.MessageStatus)[-1],
+                         E.MessageStatus("c-1", E.FAILED, session.outgoing["c-1"]))
+        told = [type(e) for e in events.events if isinstance(
+            e, (E.SessionExpired, E.MessageStatus)) and getattr(e, "state", E.FAILED) == E.FAILED]
+        self.assertEqual(told, [E.SessionExpired, E.MessageStatus])
+        reactor.advance(100)
+        self.assertEqual(side.received(), [])
+        self.assertNoResult(sent.delivered)  # stored: a recipient may still receive it
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_expiry_on_route_fails_the_outbox(self) -> None:
+        """Writes waiting offline (also one waiting out rate_limited) fail when the gateway
+        refuses the token on reconnecting."""
+        session, reactor, gateway, events, side = self.connect(
+            answers=[errors.Unauthorized("token expired")])
+        limited = session.send("bob", "one", id="c-1")
+        side.send(F.Error(code="rate_limited", message="slow down", ref="c-1", retry_after=30))
+        inflight = session.send("bob", "two", id="c-2")
+        side.lose()
+        queued = session.react("m9", "👍", id="r-1")
+        self.assertNoResult(queued)
+        reactor.advance(1)
+        self.assertEqual(len(events.of(E.SessionExpired)), 1)
+        for d in (limited, inflight, queued):
+            self.failureResultOf(d, E.WriteExpired)
+        self.assertEqual(session._outbox, [])
+        self.assertEqual(session._send_timers, {})
+
+    def test_write_on_an_expired_session_fails_until_started_again(self) -> None:
+        """A write made after expiry fails at once; started again with a new token, retry
+        writes it with the same id."""
+        session, reactor, _, events, side = self.connect()
+        side.send(F.Error(code="unauthorized", message="token expired"))
+        d = session.send("bob", "late", id="c-1")
+        self.failureResultOf(d, E.WriteExpired)
+        self.assertEqual([e.state for e in events.of(E.MessageStatus)], [E.SENDING, E.FAILED])
+        self.failureResultOf(session.retry("c-1"), E.WriteExpired)
+        session.token = "new-tok"
+        session.start(NODE1)
+        side2 = NodeSide(reactor)
+        side2.welcome()
+        again = session.retry("c-1")
+        self.assertEqual([f.id for f in side2.received() if isinstance(f, F.Send)], ["c-1"])
+        side2.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5))
+        self.assertEqual(self.successResultOf(again).mid, "m1")
+
+    def test_stop_keeps_writes_for_a_later_start(self) -> None:
+        """stop() fails nothing: a write not stored yet waits, and goes after start()."""
+        session, reactor, _, _, side = self.connect()
+        d = session.send("bob", "hi", id="c-1")
+        session.stop()
+        queued = session.send("bob", "later", id="c-2")
+        reactor.advance(100)
+        self.assertNoResult(d)
+        self.assertNoResult(queued)
+        session.start(NODE1)
+        side2 = NodeSide(reactor)
+        side2.welcome()
+        self.assertEqual([f.id for f in side2.received() if isinstance(f, F.Send)],
+                         ["c-1", "c-2"])
+        side2.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5), F.Sent(id="c-2", mid="m2", seq=2, ts=6))
+        self.assertEqual((self.successResultOf(d).seq, self.successResultOf(queued).seq), (1, 2))

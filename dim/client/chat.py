@@ -23,9 +23,8 @@ from dim.client.config import ClientConfig
 from dim.client.conversations import ConversationReadUpTo
 from dim.client.events import (Connected, EventSource, MessageChanged, MessageReceived,
     MessageStatus, NodeAddress, Notified, OFFLINE, OutgoingMessage, PresenceChanged, ReadUpTo,
-    RosterChanged, SENT, SendRefused, SendTimedOut, Sent, SessionEvent, SessionExpired,
-    SyncFinished)
-from dim.client.session import ClientSession, default_endpoint
+    RosterChanged, SENT, Sent, SessionEvent, SessionExpired, SyncFinished)
+from dim.client.session import ORDINARY_FAILURES, ClientSession, default_endpoint
 from dim.client import transfer
 from dim.client.gateway import GatewayClient, Progress
 from dim.client.roster import Roster
@@ -50,7 +49,7 @@ def _as_deferred(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def _told_by_events(f: Failure) -> None:
     """A send's ordinary failure: the chat learns of it from the events, not the Deferred."""
-    f.trap(SendTimedOut, SendRefused)
+    f.trap(*ORDINARY_FAILURES)
 
 
 class ChatClient(EventSource):
@@ -259,7 +258,8 @@ class ChatClient(EventSource):
         """Replace the text of one's own message ``mid``: a Deferred of the node's
         :class:`Sent` once it stored the edit (the cache has it and listeners heard
         :class:`MessageChanged`), or failing with its refusal (``SendRefused``, also of the
-        error's own class) or ``SendTimedOut``.  Offline it waits for the connection."""
+        error's own class), ``SendTimedOut`` or ``WriteExpired``.  Offline it waits for the
+        connection."""
         return self._change("edit", mid, body, True)
 
     def recall(self, mid: str) -> Deferred[Sent]:

@@ -174,6 +174,18 @@ class SendRefused(errors.DimError):
         return _REFUSED.get(code, cls)(code, message, ref)
 
 
+class WriteExpired(errors.Unauthorized):
+    """The session expired (the node or the gateway refused its token) before the node
+    stored write ``id``, or the write was made on the expired session.  It is ``failed``:
+    :meth:`~dim.client.session.ClientSession.retry` writes it again, with the same id, once
+    the session is started again with a new token.  Also an ``errors.Unauthorized``."""
+
+    def __init__(self, id: str, reason: str) -> None:
+        super().__init__(f"the session expired before {id} was stored: {reason}", id)
+        self.id = id
+        self.reason = reason
+
+
 _REFUSED: dict[str, type[SendRefused]] = {
     code: type(f"{kind.__name__}Refused", (SendRefused, kind), {"__doc__": SendRefused.__doc__})
     for code, kind in errors.BY_CODE.items()

@@ -26,11 +26,15 @@ Policies worth knowing:
   :meth:`ClientSession.retry`.  An ``error`` naming it fails it with
   :class:`~dim.client.events.SendRefused`.  A write whose connection is lost goes back to the
   outbox and is written again, with the same id, after reconnecting; one made offline waits
-  there (neither fails while offline).  A write refused with ``rate_limited`` is written again
-  after the error's ``retry_after`` (those refused together one after another, that far
-  apart), and that refusal does not count as an attempt.  These ordinary failures are not
-  logged as "Unhandled error in Deferred" when nobody handles them (the events told the
-  person); the Deferred still holds the failure for whoever adds an errback later.
+  there (neither fails while offline, nor when :meth:`ClientSession.stop` is called: they go
+  after a later ``start``).  When the session expires (its token refused), every write not
+  stored yet fails with :class:`~dim.client.events.WriteExpired`, and so does one made on
+  the expired session until it is started again with a new token.  A write refused with
+  ``rate_limited`` is written again after the error's ``retry_after`` (those refused
+  together one after another, that far apart), and that refusal does not count as an
+  attempt.  These ordinary failures are not logged as "Unhandled error in Deferred" when
+  nobody handles them (the events told the person); the Deferred still holds the failure
+  for whoever adds an errback later.
 - Reconnect: delay ``uniform(0, min(8, 0.5 * 2 ** (attempt - 1)))`` (so a restarted server
   is found again within 8 s), or at once on :meth:`ClientSession.reconnect_now`; the route
   asks the gateway to exclude the node that failed, and asks again without exclusion if that
@@ -64,7 +68,8 @@ from dim.client.events import (CONNECTED, CONNECTING, Connected, Connecting, DEL
     Disconnected, EDIT, EventSource, FAILED, MessageReceived, MessageStatus, NodeAddress,
     Notified, OFFLINE, Offline, OutgoingChange, OutgoingMessage, PeerTyping, PresenceChanged,
     READ, REACTION, RECALL, RECONNECTING, ReadReceipt, ReadUpTo, Reconnecting, SENDING, SENT,
-    STATE_RANK, SendRefused, SendTimedOut, Sent, ServerError, SessionExpired, SyncFinished)
+    STATE_RANK, SendRefused, SendTimedOut, Sent, ServerError, SessionExpired, SyncFinished,
+    WriteExpired)
 from dim.client.conversations import conversation_read_event
 from dim.client.tls import tls_endpoint
 from dim.protocol import frames as F
@@ -149,6 +154,9 @@ def full_jitter(attempt: int, rng: Callable[[], float], base: float = BACKOFF_BA
 #: A write of this session the node answers with ``sent``: a message, or a change to one.
 Outgoing = OutgoingMessage | OutgoingChange
 
+#: What a write's Deferred fails with in the ordinary course (the events tell of them too).
+ORDINARY_FAILURES = (SendTimedOut, SendRefused, WriteExpired)
+
 
 def _fail_quietly(d: Deferred[Sent], reason: Exception) -> None:
     """Fail ``d`` with ``reason``, an ordinary failure of a write: if nothing in its chain
@@ -158,7 +166,7 @@ def _fail_quietly(d: Deferred[Sent], reason: Exception) -> None:
     d.errback(Failure(reason))
     result = getattr(d, "result", None)
     info = getattr(d, "_debugInfo", None)
-    if isinstance(result, Failure) and result.check(SendTimedOut, SendRefused) and info:
+    if isinstance(result, Failure) and result.check(*ORDINARY_FAILURES) and info:
         info.failResult = None
 
 
@@ -224,6 +232,8 @@ class ClientSession(EventSource):
         self.welcome: F.Welcome | None = None
         self._conn: NodeConnection | None = None
         self._stopping = False
+        #: Why the token was refused, once it was (until the session is started again).
+        self._expired: str | None = None
         self._attempt = 0
         self._failed_node: str | None = None
         self._reconnect_call: Any = None
@@ -254,8 +264,11 @@ class ClientSession(EventSource):
         return self.state == CONNECTED and self._conn is not None
 
     def start(self, node: NodeAddress | dict[str, Any] | None = None) -> None:
-        """Connect to ``node`` (from login), or to whichever node the gateway routes to."""
+        """Connect to ``node`` (from login), or to whichever node the gateway routes to.
+
+        An expired session can be started again once ``token`` is a new one."""
         self._stopping = False
+        self._expired = None
         if isinstance(node, dict):
             node = NodeAddress.from_json(node)
         if node is not None:
@@ -264,7 +277,8 @@ class ClientSession(EventSource):
             self._route()
 
     def stop(self) -> None:
-        """Disconnect and stay offline; unsent messages stay in the outbox."""
+        """Disconnect and stay offline.  Writes not stored yet stay in the outbox, their
+        Deferreds pending, and go (with the same ids) after a later :meth:`start`."""
         self._stopping = True
         self._cancel(self._reconnect_call)
         self._reconnect_call = None
@@ -360,11 +374,14 @@ class ClientSession(EventSource):
         return False
 
     def _write(self, item: Outgoing) -> Deferred[Sent]:
-        """Queue a new write and write it if connected; the Deferred of its ``sent``."""
+        """Queue a new write and write it if connected; the Deferred of its ``sent``.  On an
+        expired session it fails at once (nothing would ever write it)."""
         d = self._wait(item.id)
         self._outbox.append(item.id)
         if isinstance(item, OutgoingMessage):
             self.emit(MessageStatus(item.id, SENDING, item))
+        if self._expired is not None:
+            self._expire_write(item, self._expired)
         self._flush_outbox()
         return d
 
@@ -543,10 +560,21 @@ class ClientSession(EventSource):
             self._route()
 
     def _expire(self, message: str) -> None:
+        """The token was refused: stay offline, and fail every write not stored yet (none
+        could ever be written with this token)."""
         self._stopping = True
+        self._expired = message
         self.state = OFFLINE
         self.emit(SessionExpired(message))
         self.emit(Offline("session expired"))
+        items: list[Outgoing] = [*self.outgoing.values(), *self.changes.values()]
+        for item in items:
+            if item.state == SENDING:
+                self._expire_write(item, message)
+
+    def _expire_write(self, item: Outgoing, message: str) -> None:
+        self._stop_resending(item.id)
+        self._failed(item, WriteExpired(item.id, message), f"session expired: {message}")
 
     # ------------------------------------------------------------ connection events
 

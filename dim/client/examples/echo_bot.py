@@ -21,7 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from dim.client.cache import ChatMessage
-from dim.client.events import MessageReceived, SendRefused, SendTimedOut, SessionEvent
+from dim.client.events import (MessageReceived, SendRefused, SendTimedOut, SessionEvent,
+    WriteExpired)
 from dim.client.gateway import GatewayClient
 from dim.client.session import ClientSession
 
@@ -50,7 +51,7 @@ class EchoBot:
         """Send ``entry``'s body back to its sender, as a reply to it."""
         try:
             sent = yield self.session.send(entry.sender, entry.body, reply_to=entry.mid)
-        except (SendTimedOut, SendRefused) as e:
+        except (SendTimedOut, SendRefused, WriteExpired) as e:
             log.warn("could not answer {sender}: {e}", sender=entry.sender, e=e)
             return
         self.answered += 1
