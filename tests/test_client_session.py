@@ -746,3 +746,76 @@ class ExpiryAndStopTests(SessionTestCase):
                          ["c-1", "c-2"])
         side2.send(F.Sent(id="c-1", mid="m1", seq=1, ts=5), F.Sent(id="c-2", mid="m2", seq=2, ts=6))
         self.assertEqual((self.successResultOf(d).seq, self.successResultOf(queued).seq), (1, 2))
+
+
+class MemoryTests(SessionTestCase):
+    """A long session remembers only its newest stored writes, and all it still needs."""
+
+    def setUp(self) -> None:
+        self.patch(S, "KEPT_WRITES", 2)
+
+    def test_only_the_newest_stored_writes_are_kept(self) -> None:
+        """Stored writes beyond the newest KEPT_WRITES (messages and changes together) are
+        forgotten; failed and sending ones are kept, and a failed one can still be retried."""
+        session, reactor, _, _, side = self.connect()
+        session.send("nobody", "refused", id="c-0")
+        side.send(F.Error(code="not_found", message="no such user", ref="c-0"))
+        for seq, id in enumerate(["c-1", "c-2", "c-3"], 1):
+            session.send("bob", id, id=id)
+            side.send(F.Sent(id=id, mid=f"m{seq}", seq=seq, ts=seq),
+                       F.Delivered(id=id, mid=f"m{seq}", by="bob"))
+        session.react("m1", "👍", id="r-1")
+        side.send(F.Sent(id="r-1", mid="m4", seq=4, ts=4))
+        session.send("bob", "in flight", id="c-5")
+        self.assertEqual(list(session.outgoing), ["c-0", "c-3", "c-5"])
+        self.assertEqual(list(session.changes), ["r-1"])
+        self.assertEqual(session._delivered, {"c-3"})
+        self.assertEqual(session.outgoing["c-0"].state, E.FAILED)
+        self.assertRaises(KeyError, session.retry, "c-1")
+        side.received()
+        session.retry("c-0")
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-0"])
+
+    def test_a_long_session_stays_bounded(self) -> None:
+        """Hundreds of writes, stored and delivered: only the newest are remembered."""
+        session, reactor, _, events, side = self.connect()
+        for seq in range(1, 301):
+            session.send("bob", "hi", id=f"c-{seq}")
+            side.send(F.Sent(id=f"c-{seq}", mid=f"m{seq}", seq=seq, ts=seq),
+                      F.ReadNotice(id=f"c-{seq}", mid=f"m{seq}", by="bob"))
+        self.assertEqual(list(session.outgoing), ["c-299", "c-300"])
+        self.assertEqual(session.outgoing["c-300"].state, E.READ)
+        self.assertEqual((len(session._stored), len(session._delivered)), (2, 2))
+        self.assertEqual((session._delivery, session._forgotten, session._waiting), ({}, {}, {}))
+        self.assertEqual(len(events.of(E.ReadReceipt)), 300)
+
+    def test_a_forgotten_write_still_fires_delivered(self) -> None:
+        """A Sent's delivered still fires when its write was forgotten before a recipient
+        acknowledged it (and only for a receipt of its own mid); the event comes as ever."""
+        session, reactor, _, events, side = self.connect()
+        first = session.send("bob", "one", id="c-1")
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=1))
+        sent = self.successResultOf(first)
+        for seq in (2, 3):
+            session.send("bob", "more", id=f"c-{seq}")
+            side.send(F.Sent(id=f"c-{seq}", mid=f"m{seq}", seq=seq, ts=seq))
+        self.assertNotIn("c-1", session.outgoing)
+        side.send(F.Delivered(id="c-1", mid="m9", by="bob"))
+        self.assertNoResult(sent.delivered)
+        side.send(F.ReadNotice(id="c-1", mid="m1", by="bob"))
+        self.assertIsNone(self.successResultOf(sent.delivered))
+        self.assertEqual(events.of(E.ReadReceipt), [E.ReadReceipt("c-1", "m1", "bob")])
+        self.assertEqual((list(session._delivery), session._forgotten), (["c-2", "c-3"], {}))
+
+    def test_a_forgotten_id_sent_again_is_answered_by_the_node(self) -> None:
+        """Sending a forgotten id again writes it once more; the node's answer (the same
+        stored message, ids being idempotent) fires it."""
+        session, reactor, _, _, side = self.connect()
+        for seq in (1, 2, 3):
+            session.send("bob", "hi", id=f"c-{seq}")
+            side.send(F.Sent(id=f"c-{seq}", mid=f"m{seq}", seq=seq, ts=seq))
+        side.received()
+        again = session.send("bob", "hi", id="c-1")
+        self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-1"])
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=1))
+        self.assertEqual(self.successResultOf(again).mid, "m1")

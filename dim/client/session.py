@@ -35,6 +35,9 @@ Policies worth knowing:
   attempt.  These ordinary failures are not logged as "Unhandled error in Deferred" when
   nobody handles them (the events told the person); the Deferred still holds the failure
   for whoever adds an errback later.
+- Memory: ``outgoing`` and ``changes`` keep every write not stored yet (sending, or failed
+  until retried) and only the newest :data:`KEPT_WRITES` stored ones; receipts for an older
+  one still come as events, by mid, and fire its ``delivered``.
 - Reconnect: delay ``uniform(0, min(8, 0.5 * 2 ** (attempt - 1)))`` (so a restarted server
   is found again within 8 s), or at once on :meth:`ClientSession.reconnect_now`; the route
   asks the gateway to exclude the node that failed, and asks again without exclusion if that
@@ -92,6 +95,9 @@ SYNC_RETRY = 1.0
 TYPING_INTERVAL = 3.0
 #: The decoder's frame limit on the client side; generous, the node limits what it sends.
 CLIENT_MAX_FRAME = 1 << 20
+#: How many of its stored writes a session remembers (in ``outgoing`` and ``changes``
+#: together), newest first; older ones are forgotten, so a long session's memory stays bounded.
+KEPT_WRITES = 1000
 
 
 # ---------------------------------------------------------------- the wire
@@ -211,14 +217,20 @@ class ClientSession(EventSource):
         self.last_seq = last_seq if last_seq is not None else (cache.last_seq if cache else 0)
         #: Seqs above ``last_seq`` already handled (they arrived across a gap).
         self._ahead: set[int] = set()
-        #: Every message this session sent, by id.
+        #: The messages this session sent, by id: every one not stored yet (sending or
+        #: failed), and the newest :data:`KEPT_WRITES` stored writes.
         self.outgoing: dict[str, OutgoingMessage] = {}
-        #: Every edit, recall and reaction this session wrote, by id.
+        #: The edits, recalls and reactions this session wrote, by id, kept the same way.
         self.changes: dict[str, OutgoingChange] = {}
         #: The Deferreds waiting for the ``sent`` of a write, and for its first ``delivered``.
         self._waiting: dict[str, list[Deferred[Sent]]] = {}
         self._delivery: dict[str, list[Deferred[None]]] = {}
+        #: The writes remembered that a recipient acknowledged.
         self._delivered: set[str] = set()
+        #: The writes remembered that the node stored, oldest first.
+        self._stored: dict[str, None] = {}
+        #: The mids of writes forgotten while their ``delivered`` Deferreds still wait.
+        self._forgotten: dict[str, str] = {}
         self._outbox: list[str] = []
         self._send_timers: dict[str, Any] = {}
         #: When the last send refused with ``rate_limited`` is due to go again.
@@ -389,7 +401,7 @@ class ClientSession(EventSource):
         """Write a failed message (or change) again, with the same id (so it is never stored
         twice); a Deferred as :meth:`send`'s.  For one that did not fail, the Deferred
         answers for the write under way (or at once, if it was stored).  KeyError for an id
-        this session never wrote."""
+        this session never wrote, or a stored one it forgot (:data:`KEPT_WRITES`)."""
         item = self._item(id)
         if item is None:
             raise KeyError(id)
@@ -758,6 +770,8 @@ class ClientSession(EventSource):
         self.emit(Delivered(frame.id, frame.mid, frame.by))
         if item is not None and mine:
             self._mark_delivered(item.id)
+        elif item is None:
+            self._forgotten_delivered(frame.id, frame.mid)
 
     def _advance(self, message: OutgoingMessage, state: str) -> None:
         """Move one's own message forward to ``state`` (never back), telling listeners."""
@@ -804,6 +818,8 @@ class ClientSession(EventSource):
         self.emit(ReadReceipt(frame.id or "", frame.mid, frame.by))
         if item is not None and mine:
             self._mark_delivered(item.id)  # read, so delivered too
+        elif item is None:
+            self._forgotten_delivered(frame.id, frame.mid)
 
     def _on_presence(self, conn: NodeConnection, frame: F.Presence) -> None:
         self.emit(PresenceChanged(frame.user, frame.online))
@@ -997,15 +1013,38 @@ class ClientSession(EventSource):
         return Sent(item.id, item.mid, item.seq, item.ts, delivered)
 
     def _resolve(self, item: Outgoing) -> None:
-        """Write ``item`` is stored: fire the Deferreds waiting for it."""
+        """Write ``item`` is stored: fire the Deferreds waiting for it, and forget the oldest
+        stored write beyond the newest :data:`KEPT_WRITES`."""
         for d in self._waiting.pop(item.id, []):
             d.callback(self._sent(item))
+        if item.id in self._stored:
+            return
+        self._stored[item.id] = None
+        while len(self._stored) > KEPT_WRITES:
+            self._forget(next(iter(self._stored)))
+
+    def _forget(self, id: str) -> None:
+        """Forget stored write ``id``.  Its receipts still come as events (by mid), and its
+        ``delivered`` Deferreds still fire on the first of them."""
+        del self._stored[id]
+        item = self.outgoing.pop(id, None) or self.changes.pop(id, None)
+        self._delivered.discard(id)
+        if item is not None and item.mid is not None and id in self._delivery:
+            self._forgotten[id] = item.mid
+
+    def _forgotten_delivered(self, id: str | None, mid: str) -> None:
+        """A receipt for a write that may have been forgotten: fire its ``delivered``."""
+        if id is not None and self._forgotten.get(id) == mid:
+            del self._forgotten[id]
+            for d in self._delivery.pop(id, []):
+                d.callback(None)
 
     def _mark_delivered(self, id: str) -> None:
         """A recipient acknowledged write ``id``: fire its ``delivered`` Deferreds, once."""
         if id in self._delivered:
             return
         self._delivered.add(id)
+        self._forgotten.pop(id, None)
         for d in self._delivery.pop(id, []):
             d.callback(None)
 
