@@ -6,37 +6,16 @@ client core against a running DIM: give them a gateway URL.
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from dim.client import events as E
-from tests.harness import EmbeddedDim
-from tests.fakes.client import LiveChat, _Anything, live_client
+from tests.fakes.client import _Anything
+from tests.fakes.embedded import LiveChatTestCase
 
 
-class LiveSessionTests(unittest.TestCase):
+class LiveSessionTests(LiveChatTestCase):
     """ChatClient and ClientSession against the embedded dim."""
-
-    timeout = 120
-
-    def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.chats: list[LiveChat] = []
-
-    def tearDown(self) -> None:
-        for chat in self.chats:
-            chat.stop()
-
-    @defer.inlineCallbacks
-    def chat(self, user: str):  # type: ignore[no-untyped-def]
-        """A registered, connected LiveChat, stopped at the end of the test."""
-        c = yield live_client(self.dim.base, user)
-        self.chats.append(c)
-        return c
 
     @defer.inlineCallbacks
     def test_send_receive_delivered(self):  # type: ignore[no-untyped-def]

@@ -3,48 +3,17 @@
 the same person's other device and a device that comes later all see."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from dim import errors
 from dim.client import events as E
-from tests.harness import EmbeddedDim, sleep
-from tests.fakes.client import LiveChat, _Anything, live_client
+from tests.fakes.client import _Anything
+from tests.fakes.embedded import LiveChatTestCase
 
 
-class LiveConversationTests(unittest.TestCase):
+class LiveConversationTests(LiveChatTestCase):
     """Two people, one of them on two devices, on the embedded dim."""
-
-    timeout = 120
-
-    def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.chats: list[LiveChat] = []
-
-    def tearDown(self) -> None:
-        for chat in self.chats:
-            chat.stop()
-
-    @defer.inlineCallbacks
-    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
-        """A connected LiveChat, stopped at the end of the test."""
-        c = yield live_client(self.dim.base, user, register=register, device=device)
-        self.chats.append(c)
-        return c
-
-    @defer.inlineCallbacks
-    def until(self, check: Any, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-        """Poll ``check()`` until it is true."""
-        for _ in range(int(timeout / 0.05)):
-            if check():
-                return
-            yield sleep(0.05)
-        raise AssertionError(f"not within {timeout} s: {what}")
 
     @defer.inlineCallbacks
     def test_reply_edit_react_recall_seen_by_others(self):  # type: ignore[no-untyped-def]

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
-from typing import Any
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from dim import errors
 from dim.client import events as E
 from dim.client.conversations import ConversationReadUpTo
-from tests.harness import EmbeddedDim, sleep
-from tests.fakes.client import LiveChat, _Anything, live_client
-from tests.fakes.client import png
+from tests.fakes.embedded import LiveChatTestCase
+from tests.harness import sleep
+from tests.fakes.client import _Anything, png
 
 
 def sha256_of(path: str) -> str:
@@ -25,37 +22,12 @@ def sha256_of(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class LivePeopleTests(unittest.TestCase):
+class LivePeopleTests(LiveChatTestCase):
     """Two and three people and their devices on the embedded dim."""
 
-    timeout = 120
-
     def setUp(self) -> None:
-        self.work = Path(self.mktemp()).resolve()
-        self.dim = EmbeddedDim(self.work, heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.chats: list[LiveChat] = []
-
-    def tearDown(self) -> None:
-        for chat in self.chats:
-            chat.stop()
-
-    @defer.inlineCallbacks
-    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
-        """A connected LiveChat, stopped at the end of the test."""
-        c = yield live_client(self.dim.base, user, register=register, device=device)
-        self.chats.append(c)
-        return c
-
-    @defer.inlineCallbacks
-    def until(self, check: Any, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-        """Poll ``check()`` until it is true (roster refetches are asynchronous)."""
-        for _ in range(int(timeout / 0.05)):
-            if check():
-                return
-            yield sleep(0.05)
-        raise AssertionError(f"not within {timeout} s: {what}")
+        super().setUp()
+        self.work = self.dim.workdir
 
     @defer.inlineCallbacks
     def test_contacts_presence_typing_and_read_marks(self):  # type: ignore[no-untyped-def]

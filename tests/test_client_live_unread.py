@@ -4,18 +4,17 @@ after any sequence of messages and of reads, whole or part way, on either device
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from dim.client import events as E
 from dim.client.conversations import ConversationReadUpTo
 from dim.client.gateway import GatewayClient
 from dim.client.unread import peer_of
-from tests.harness import EmbeddedDim, sleep
-from tests.fakes.client import PASSWORD, LiveChat, _Anything, live_client
+from tests.harness import sleep
+from tests.fakes.client import PASSWORD, LiveChat, _Anything
+from tests.fakes.embedded import LiveChatTestCase
 
 #: How many random steps the agreement test takes.
 STEPS = 60
@@ -136,28 +135,14 @@ class UnreadAgreement:
         raise AssertionError(f"not within {timeout} s: {what}")
 
 
-class LiveUnreadTests(UnreadAgreement, unittest.TestCase):
+class LiveUnreadTests(LiveChatTestCase, UnreadAgreement):
     """bob on a laptop and a phone; alice and carol write to him, alone and in a group."""
 
     timeout = 240
 
     def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.chats: list[LiveChat] = []
+        super().setUp()
         self.base = self.dim.base
-
-    def tearDown(self) -> None:
-        for chat in self.chats:
-            chat.stop()
-
-    @defer.inlineCallbacks
-    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
-        """A connected LiveChat, stopped at the end of the test."""
-        c = yield live_client(self.dim.base, user, register=register, device=device)
-        self.chats.append(c)
-        return c
 
     @defer.inlineCallbacks
     def test_read_on_one_device_clears_the_other_at_once(self):  # type: ignore[no-untyped-def]

@@ -19,7 +19,8 @@ from dim.client.gateway import GatewayClient
 from dim.client.session import ClientSession
 from dim.protocol import frames as F
 from tests.fakes.client import PASSWORD, WAIT, EventRecorder, NodeSide, RouteScript, msg
-from tests.harness import REPO, EmbeddedDim, register_and_login, sleep
+from tests.fakes.embedded import EmbeddedTestCase
+from tests.harness import REPO, register_and_login, sleep
 
 
 def gateway(base: str) -> GatewayClient:
@@ -91,15 +92,10 @@ class EchoBotUnitTests(unittest.TestCase):
         self.assertIn(shown.strip(), docs)
 
 
-class EchoBotTests(unittest.TestCase):
+class EchoBotTests(EmbeddedTestCase):
     """The bot answers each direct message with the same body, once, from its start on."""
 
-    timeout = 120
-
-    def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
+    heartbeat = 2
 
     @defer.inlineCallbacks
     def person(self, user: str):  # type: ignore[no-untyped-def]

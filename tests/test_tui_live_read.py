@@ -5,18 +5,16 @@ for the phone too."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.trial import unittest
 
 from dim.client import events as E
 from dim.client.cache import MessageCache
 from dim.client.chat import ChatClient
 from dim.client.gateway import GatewayClient
-from tests.harness import EmbeddedDim
-from tests.fakes.client import PASSWORD, LiveChat, _Anything, live_client
+from tests.fakes.embedded import LiveChatTestCase
+from tests.fakes.client import PASSWORD, LiveChat, _Anything
 from tests.fakes.tui import as_deferred, logged_in, shown, submit
 from tui.app import ChatApp
 from tui.widgets.conversation_list import ConversationList
@@ -38,27 +36,8 @@ def unread_of(chat: LiveChat) -> dict[str, int]:
     return {c.peer: c.unread for c in chat.client.conversations() if c.unread}
 
 
-class LiveReadTests(unittest.TestCase):
+class LiveReadTests(LiveChatTestCase):
     """bob in dim-chat and on his phone; alice writes to him."""
-
-    timeout = 120
-
-    def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=2)
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.chats: list[LiveChat] = []
-
-    def tearDown(self) -> None:
-        for chat in self.chats:
-            chat.stop()
-
-    @defer.inlineCallbacks
-    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
-        """A connected LiveChat, stopped at the end of the test."""
-        c = yield live_client(self.dim.base, user, register=register, device=device)
-        self.chats.append(c)
-        return c
 
     @defer.inlineCallbacks
     def test_counts_and_read_marks_between_chat_and_phone(self):  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""The embedded-DIM fixture: a test case that runs a real ``twistd -n dim`` per test."""
+"""The embedded-DIM fixtures: test cases that run a real ``twistd -n dim`` per test, one
+speaking the wire protocol, one driving the real client core."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,8 @@ import treq
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.harness import EmbeddedDim, WireClient, register_and_login
+from tests.fakes.client import LiveChat, live_client
+from tests.harness import EmbeddedDim, WireClient, register_and_login, sleep
 
 
 class EmbeddedTestCase(unittest.TestCase):
@@ -44,6 +46,39 @@ class EmbeddedTestCase(unittest.TestCase):
         c.token = first.token
         self.clients.append(c)
         return c
+
+
+class LiveChatTestCase(EmbeddedTestCase):
+    """The embedded ``dim`` with the real client core: :meth:`chat` gives a connected
+    LiveChat, stopped at the end of the test."""
+
+    heartbeat = 2
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.chats: list[LiveChat] = []
+
+    def tearDown(self) -> defer.Deferred:
+        for chat in self.chats:
+            chat.stop()
+        return super().tearDown()
+
+    @defer.inlineCallbacks
+    def chat(self, user: str, register: bool = True, device: str = "test"):  # type: ignore[no-untyped-def]
+        """A connected LiveChat, stopped at the end of the test."""
+        c = yield live_client(self.dim.base, user, register=register, device=device)
+        self.chats.append(c)
+        return c
+
+    @defer.inlineCallbacks
+    def until(self, check: Any, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+        """Poll ``check()`` until it is true (roster refetches and read echoes are
+        asynchronous)."""
+        for _ in range(int(timeout / 0.05)):
+            if check():
+                return
+            yield sleep(0.05)
+        raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class FileTransfers:
