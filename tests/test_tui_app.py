@@ -16,7 +16,7 @@ from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog
 
-from tests.fakes.tui import (NODE, FakeChatCore, async_test, bar, logged_in,
+from tests.fakes.tui import (NODE, FakeChatCore, async_test, bar, chatting, logged_in,
                               shown, submit)
 
 class InterfaceTests(unittest.TestCase):
@@ -76,9 +76,7 @@ class LoginTests(unittest.TestCase):
     async def test_password_from_environment_logs_in(self) -> None:
         """Given a user and a password (DIM_PASSWORD), the app logs in without typing."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             self.assertEqual(core.logins, [("alice", "secret123")])
 
     @async_test
@@ -111,9 +109,7 @@ class LoginTests(unittest.TestCase):
     async def test_expired_session_returns_to_login(self) -> None:
         """SessionExpired brings back the login screen with a reason."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.set_state(E.OFFLINE, E.SessionExpired("token expired"))
             await pilot.pause()
             await pilot.pause()
@@ -127,10 +123,7 @@ class ChatTests(unittest.TestCase):
     async def test_send_shows_status_marks(self) -> None:
         """An own message shows sending, then sent, then delivered."""
         core = FakeChatCore({"alice": "secret123", "bob": "x" * 8})
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "hello bob")
             (out,) = core.outgoing_by_id.values()
             self.assertEqual((out.to, out.body), ("bob", "hello bob"))
@@ -148,10 +141,7 @@ class ChatTests(unittest.TestCase):
     async def test_newline_key_makes_multiline_message(self) -> None:
         """ctrl+j inserts a newline; Enter sends both lines as one message."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await pilot.press("a", "ctrl+j", "b", "enter")
             await pilot.pause()
             (out,) = core.outgoing_by_id.values()
@@ -162,10 +152,7 @@ class ChatTests(unittest.TestCase):
     async def test_receive_in_open_conversation(self) -> None:
         """A message in the open conversation appears once, with time and sender, no bell."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             entry = core.receive("bob", "hi alice")
             core.emit(E.MessageReceived(entry))  # a duplicate report of the same seq
             await pilot.pause()
@@ -178,9 +165,7 @@ class ChatTests(unittest.TestCase):
         """/logout forgets the saved login, goes offline and shows the login screen."""
         core = FakeChatCore()
         core.saved_login = "alice"
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/logout")
             await pilot.pause()
             self.assertIsInstance(app.screen, LoginScreen)
@@ -191,10 +176,7 @@ class ChatTests(unittest.TestCase):
     async def test_unread_count_and_bell(self) -> None:
         """A message elsewhere rings the bell and counts unread until opened; newest first."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             core.receive("bob", "one")
             core.receive("carol", "two")
             core.receive("carol", "three")
@@ -211,10 +193,7 @@ class ChatTests(unittest.TestCase):
     async def test_failed_then_retry(self) -> None:
         """A failed message says so; ctrl+r retries it and it shows sending again."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "lost")
             (out,) = core.outgoing_by_id.values()
             core.fail(out.id)
@@ -229,9 +208,7 @@ class ChatTests(unittest.TestCase):
     async def test_connection_bar_follows_state(self) -> None:
         """The bar shows connected, reconnecting in N s (attempt k), and offline."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             self.assertIn("connected to node n1", bar(app))
             core.set_state(E.RECONNECTING, E.Disconnected(NODE, "gone"))
             core.emit(E.Reconnecting(3.0, 2))
@@ -245,9 +222,7 @@ class ChatTests(unittest.TestCase):
     async def test_commands(self) -> None:
         """/help lists the commands; /msg sends without opening; unknown commands are named."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/help")
             self.assertIsInstance(app.screen, HelpScreen)
             self.assertIn("/open USER", str(app.screen.query_one("#help-text").render()))
@@ -264,9 +239,7 @@ class ChatTests(unittest.TestCase):
     async def test_history_and_older(self) -> None:
         """Opening shows the newest cached page; ctrl+o loads older messages above it."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             for i in range(1, 61):
                 core.receive("bob", f"n{i}")
             await submit(pilot, "/open bob")
@@ -282,9 +255,7 @@ class ChatTests(unittest.TestCase):
     async def test_scrolling_up_at_the_top_loads_older(self) -> None:
         """Scrolling the mouse wheel up at the top of the log loads the older page."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             for i in range(1, 61):
                 core.receive("bob", f"n{i}")
             await submit(pilot, "/open bob")
@@ -300,8 +271,6 @@ class ChatTests(unittest.TestCase):
     async def test_quit_command(self) -> None:
         """/quit leaves the app and stops the client core."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/quit")
         self.assertEqual(core.state, E.OFFLINE)

@@ -13,7 +13,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.reaction import ReactionScreen
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog, MessageRow, emoji_text
-from tests.fakes.tui import (FakeChatCore, async_test, group_core, logged_in, notice, shown,
+from tests.fakes.tui import (FakeChatCore, async_test, chatting, group_core, notice, shown,
                              submit, text_of)
 
 
@@ -79,9 +79,7 @@ class ReplyTests(unittest.TestCase):
         """alt+up selects bob's message, r starts a reply (said above the input), Enter sends
         it with reply_to, and the sent message shows the quoted original above it."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(100, 30)) as (app, pilot):
             asked = core.receive("bob", "can you review my patch?")
             core.receive("bob", "no hurry")
             await submit(pilot, "/open bob")
@@ -110,10 +108,7 @@ class ReplyTests(unittest.TestCase):
         """A reply that comes in quotes its original, also one not on screen (from the
         cache); when the original is edited the quote follows."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob", size=(100, 30)) as (app, pilot):
             mid = await sent(pilot, core, "lunch at noon? the usual place by the station")
             core.receive("bob", "yes!", reply_to=mid)
             await pilot.pause()
@@ -141,9 +136,7 @@ class ReplyTests(unittest.TestCase):
         from tui.screens import chat as chat_screen
         self.patch(chat_screen, "HISTORY_PAGE", 1)
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             first = core.receive("bob", "old question")
             core.receive("bob", "answer me", reply_to=first.mid)
             await submit(pilot, "/open bob")
@@ -157,9 +150,7 @@ class ReplyTests(unittest.TestCase):
     async def test_escape_cancels_a_reply(self) -> None:
         """Escape drops the reply under way; the next message answers nothing."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "hi")
             await submit(pilot, "/open bob")
             await pilot.press("alt+up", "r")
@@ -180,10 +171,7 @@ class MentionTests(unittest.TestCase):
         """In a group, @ca Tab completes to @carol; the message goes with mentions
         ["carol"] and @carol is highlighted; in a direct chat nothing is mentioned."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open #team")
+        async with chatting(core, "#team", size=(100, 30)) as (app, pilot):
             await type_text(pilot, "thanks @ca")
             await pilot.press("tab")
             self.assertEqual(input_of(app).text, "thanks @carol ")
@@ -212,10 +200,7 @@ class MentionTests(unittest.TestCase):
         """A group message mentioning the person is marked and its @alice stands out; in
         another conversation it puts ! in the activity list."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob", size=(100, 30)) as (app, pilot):
             core.receive("bob", "@alice see this", group="g1", mentions=["alice"])
             await pilot.pause(0.1)
             self.assertIn("!#team(1)", text_of(app, "#connection"))
@@ -242,10 +227,7 @@ class EditTests(unittest.TestCase):
         """Up with nothing typed puts the last own message in the input; Enter saves the
         edit, shown with "(edited)"; Up with text typed only moves the cursor."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob", size=(100, 30)) as (app, pilot):
             await sent(pilot, core, "first")
             mid = await sent(pilot, core, "helo wrld")
             core.receive("bob", "what?")
@@ -274,9 +256,7 @@ class EditTests(unittest.TestCase):
         """Escape leaves an edit (the input empties); saving the same text sends nothing;
         with no own message Up says so."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "hi")
             await submit(pilot, "/open bob")
             await pilot.press("up")
@@ -298,10 +278,7 @@ class EditTests(unittest.TestCase):
     async def test_edit_a_selected_older_message(self) -> None:
         """e on a selected own message edits that one; on someone else's it is refused."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob", size=(100, 30)) as (app, pilot):
             older = await sent(pilot, core, "tpyo here")
             await sent(pilot, core, "newer")
             core.receive("bob", "bob's")
@@ -325,10 +302,7 @@ class EditTests(unittest.TestCase):
     async def test_a_refused_edit_is_said(self) -> None:
         """An edit the node refuses is said, and the message stays as it was."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await sent(pilot, core, "original")
             core.refuse_changes = errors.Forbidden("only its sender changes a message")
             await pilot.press("up")
@@ -344,9 +318,7 @@ class EditTests(unittest.TestCase):
     async def test_an_edit_from_elsewhere_shows(self) -> None:
         """bob's edit of his message redraws it with "(edited)"; no row of its own."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             m = core.receive("bob", "see you at 5")
             await submit(pilot, "/open bob")
             core.change_from("bob", "edit", m.mid, "see you at 6")
@@ -363,9 +335,7 @@ class RecallTests(unittest.TestCase):
         """d asks; n keeps the message; y recalls it, shown as "message recalled"; someone
         else's message cannot be recalled."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(100, 30)) as (app, pilot):
             core.receive("bob", "bob's own")
             await submit(pilot, "/open bob")
             mid = await sent(pilot, core, "oops, wrong chat")
@@ -397,10 +367,7 @@ class RecallTests(unittest.TestCase):
     async def test_recall_by_the_dialog_buttons(self) -> None:
         """The dialog's No button keeps the message, its Yes button recalls it."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob", size=(100, 30)) as (app, pilot):
             mid = await sent(pilot, core, "second thoughts")
             await pilot.press("alt+up", "d")
             await pilot.pause()
@@ -419,9 +386,7 @@ class RecallTests(unittest.TestCase):
     async def test_a_recalled_file_is_not_offered(self) -> None:
         """Once bob recalls his file, it shows as recalled and /save finds nothing."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             m = core.receive("bob", "", kind="file", file={"id": "f9", "name": "plan.pdf",
                                                             "size": 2048,
                                                             "mime": "application/pdf"})
@@ -444,10 +409,7 @@ class ReactTests(unittest.TestCase):
         """+ then 1 adds 👍; others' reactions add to the counts under the message; the
         person's own reaction chosen again is taken back; rows never overlap."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open #team")
+        async with chatting(core, "#team", size=(100, 30)) as (app, pilot):
             m = core.receive("bob", "release is out", group="g1")
             core.receive("carol", "nice", group="g1")
             await pilot.pause()
@@ -480,9 +442,7 @@ class ReactTests(unittest.TestCase):
         """Any short text is a reaction; too long is refused in the prompt; Escape
         cancels."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             m = core.receive("bob", "hi")
             await submit(pilot, "/open bob")
             await pilot.press("alt+up", "plus")

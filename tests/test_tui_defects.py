@@ -22,7 +22,7 @@ from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog
-from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import FakeChatCore, async_test, chatting, shown, submit
 from tests.fakes.tui import USERS, notice, text_of
 from tests.fakes.tui import group_core
 
@@ -40,9 +40,7 @@ class DefectTests(unittest.TestCase):
         """At 80x24 every line of /help can be brought on screen: each command and key."""
         from tui.commands import COMMANDS, KEYS
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             await submit(pilot, "/help")
             await pilot.pause()
             seen = screen_text(app)
@@ -78,10 +76,7 @@ class DefectTests(unittest.TestCase):
     async def test_3_refused_long_message_stays_in_the_input(self) -> None:
         """A message over 16 KiB is refused and the typed text is back in the input."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             text = "x" * (16 * 1024 + 10)
             await submit(pilot, text)
             self.assertEqual(core.outgoing_by_id, {})
@@ -92,10 +87,7 @@ class DefectTests(unittest.TestCase):
     async def test_4_group_marks_survive_switching(self) -> None:
         """'read by all 2' on one's group message is still there after switching back."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open #team")
+        async with chatting(core, "#team") as (app, pilot):
             await submit(pilot, "hi all")
             (out,) = core.outgoing_by_id.values()
             core.confirm(out.id)
@@ -115,9 +107,7 @@ class DefectTests(unittest.TestCase):
         """A person is drawn by display name in person-to-person chats as in groups, and a
         name change redraws the open log."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "in the group", group="g1")
             core.receive("bob", "just us")
             await submit(pilot, "/open bob")
@@ -135,10 +125,7 @@ class DefectTests(unittest.TestCase):
         """/open of no such user opens nothing; a refused message offers no retry and is
         told about once, not again at every reconnect."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open nosuchuser")
+        async with chatting(core, "nosuchuser") as (app, pilot):
             self.assertIsNone(app.screen.peer)
             self.assertIn("There is no user 'nosuchuser'", notice(app))
             self.assertNotIn("nosuchuser", app.screen.query_one(ConversationList).lines())
@@ -164,9 +151,7 @@ class DefectTests(unittest.TestCase):
         """A rename, a join and a leave show as lines; /open #oldname finds the renamed
         group; a group left keeps its name in the list, never its id."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "hi", group="g1")
             await submit(pilot, "/open #team")
             core.rename_group("g1", "crew")
@@ -193,10 +178,7 @@ class DefectTests(unittest.TestCase):
         a reconnect; the members pane explains its dots."""
         core = group_core()
         core.contact_map.pop("carol")
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(140, 40)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open carol")
+        async with chatting(core, "carol", size=(140, 40)) as (app, pilot):
             await pilot.pause()
             self.assertIn("(online)", text_of(app, "#title"))
             core.emit(E.RosterChanged("contacts"))
@@ -233,9 +215,7 @@ class DefectTests(unittest.TestCase):
         """At 80x24 a group chat keeps at least 50 columns for messages; a resize keeps the
         log at the bottom, or at the message that was at the top."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             for i in range(60):
                 core.receive("bob", f"line {i}", group="g1")
             core.read_elsewhere("#g1", core.seq)  # read: it opens at the bottom
@@ -259,9 +239,7 @@ class DefectTests(unittest.TestCase):
     async def test_11_idle_connected_chat_runs_no_timer(self) -> None:
         """The connection bar ticks only while a reconnect countdown runs."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             bar = app.screen.query_one(ConnectionBar)
 
             def running() -> list[Any]:
@@ -279,9 +257,7 @@ class DefectTests(unittest.TestCase):
     async def test_12_reconnect_now_during_the_countdown(self) -> None:
         """While the bar counts down it says F5 reconnects now; F5 and /reconnect do."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.set_state(E.RECONNECTING, E.Reconnecting(7.0, 4))
             await pilot.pause()
             self.assertIn("F5 reconnects now", app.screen.query_one(ConnectionBar).plain)

@@ -19,7 +19,7 @@ from tui.screens.login import LoginScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog, nick_colour
-from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import FakeChatCore, async_test, chatting, logged_in, shown, submit
 from tests.fakes.tui import group_core
 from tests.fakes.tui import notice
 
@@ -53,9 +53,7 @@ class ScrollingTests(unittest.TestCase):
         """PgUp/PgDn and shift+up/down scroll the log; Home/End jump when the input is empty,
         ctrl+home/ctrl+end always."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             for i in range(40):
                 core.receive("bob", f"n{i}")
             core.read_elsewhere("bob", core.seq)  # read: it opens at the bottom
@@ -93,9 +91,7 @@ class ScrollingTests(unittest.TestCase):
     async def test_new_messages_line_on_reopening(self) -> None:
         """Messages that came while elsewhere are marked by a "new messages" line."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             for i in range(3):
                 core.receive("bob", f"old {i}")
             await submit(pilot, "/open bob")
@@ -112,9 +108,7 @@ class ScrollingTests(unittest.TestCase):
     async def test_new_below_hint_when_scrolled_up(self) -> None:
         """Scrolled up, new messages show "N new below"; End goes down and clears it."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             for i in range(40):
                 core.receive("bob", f"n{i}")
             await submit(pilot, "/open bob")
@@ -140,9 +134,7 @@ class InputTests(unittest.TestCase):
         """Tab completes /op to /open, a user after it, a #group, and a nick at the start;
         Tab again gives the next candidate."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await type_text(pilot, "/op")
             await pilot.press("tab")
             self.assertEqual(input_of(app).text, "/open ")
@@ -171,10 +163,7 @@ class InputTests(unittest.TestCase):
         """ctrl+up recalls older sent lines, ctrl+down newer, then what was being typed; a
         doubled slash sends a line starting with one."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "one")
             await submit(pilot, "two")
             await type_text(pilot, "draft")
@@ -197,9 +186,7 @@ class SwitchingTests(unittest.TestCase):
     async def test_switch_by_number_and_in_turn(self) -> None:
         """alt+2 opens the second listed; ctrl+n and ctrl+p go down and up the list."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "b")
             core.receive("carol", "c")
             await pilot.pause(0.1)
@@ -220,10 +207,7 @@ class SwitchingTests(unittest.TestCase):
         """The bar lists conversations with unread messages (! for a mention); alt+a opens
         the mentioning one first, and opening it takes it off the list."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             core.receive("carol", "hello")
             core.receive("dave", "hey alice, look")
             await pilot.pause(0.1)
@@ -256,9 +240,7 @@ class LookTests(unittest.TestCase):
         """The time is dim, the sender in its colour; a line names each day, today's only
         after an older one."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             yesterday = int(time.time() * 1000) - DAY_MS
             core.receive("bob", "before", ts=yesterday)
             core.receive("bob", "after", ts=yesterday + DAY_MS)
@@ -277,10 +259,7 @@ class LookTests(unittest.TestCase):
     async def test_one_receipt_at_the_newest_own_message(self) -> None:
         """Only the newest of one's delivered messages carries the receipt."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "first")
             await submit(pilot, "second")
             first, second = core.outgoing_by_id.values()
@@ -300,9 +279,7 @@ class CommandTests(unittest.TestCase):
     async def test_help_for_one_command(self) -> None:
         """/help send says what /send does; an unknown one is named."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/help send")
             self.assertIn("/send PATH: upload a file", notice(app))
             await submit(pilot, "/help nope")
@@ -314,9 +291,7 @@ class CommandTests(unittest.TestCase):
         runs what is chosen."""
         from textual.command import CommandPalette
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "hi")
             await pilot.pause(0.1)
             chat = app.screen
@@ -337,10 +312,7 @@ class CommandTests(unittest.TestCase):
     async def test_redraw_and_reconnect(self) -> None:
         """ctrl+l redraws and leaves the chat as it was; /reconnect asks the core."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await pilot.press("ctrl+l")
             await pilot.pause()
             self.assertEqual(app.screen.peer, "bob")
@@ -353,9 +325,7 @@ class CommandTests(unittest.TestCase):
         """A notice goes away by itself after a while."""
         self.patch(chat_screen, "NOTICE_SECONDS", 0.2)
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/frobnicate")
             self.assertIn("Unknown command", notice(app))
             await pilot.pause(0.5)
@@ -369,9 +339,7 @@ class PaneTests(unittest.TestCase):
     async def test_f3_and_narrow_terminals_hide_the_side_pane(self) -> None:
         """F3 hides and shows the side pane; a very narrow terminal hides it by itself."""
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(100, 30)) as (app, pilot):
             side = app.screen.query_one("#side")
             self.assertTrue(side.display)
             await pilot.press("f3")
@@ -388,10 +356,7 @@ class PaneTests(unittest.TestCase):
     async def test_f4_toggles_the_members_pane(self) -> None:
         """F4 shows a group's members on a narrow terminal, and hides them again."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open #team")
+        async with chatting(core, "#team", size=(80, 24)) as (app, pilot):
             members = app.screen.query_one("#members")
             self.assertFalse(members.display)
             await pilot.press("f4")
@@ -406,9 +371,7 @@ class PaneTests(unittest.TestCase):
         """The conversation open at quitting is open again at the next start."""
         path = os.path.join(self.mktemp(), "chat.json")
         core = FakeChatCore()
-        app = ChatApp(core, user="alice", password="secret123", state_path=path)
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core, state_path=path) as (app, pilot):
             core.receive("bob", "remember me")
             await submit(pilot, "/open bob")
         again = ChatApp(core, user="alice", password="secret123", state_path=path)

@@ -146,8 +146,10 @@ class DimChatTests(unittest.TestCase):
 
     timeout = 120
 
-    def test_chat_against_embedded_dim(self) -> None:
-        """dim-chat logs in, sends (sent, then delivered), shows bob's reply, quits cleanly."""
+    def alice_with_bob_open(self) -> tuple[Path, RawPeer, Terminal]:
+        """An embedded dim where alice and bob are registered; bob connected over the raw
+        protocol and dim-chat (alice) in a real terminal with bob's conversation open: the
+        dim's directory, bob and the terminal."""
         work = Path(self.mktemp()).resolve()
         dim = EmbeddedDim(work)
         dim.start()
@@ -166,6 +168,11 @@ class DimChatTests(unittest.TestCase):
         term.wait_for("connected to node")
         term.type(b"/open bob\r")
         term.wait_for("Conversation with bob")
+        return work, bob, term
+
+    def test_chat_against_embedded_dim(self) -> None:
+        """dim-chat logs in, sends (sent, then delivered), shows bob's reply, quits cleanly."""
+        work, bob, term = self.alice_with_bob_open()
         term.type(b"hello bob\r")
         at = term.wait_for("hello bob  ✓ sent")
         msg = bob.read_until("msg")
@@ -183,23 +190,7 @@ class DimChatTests(unittest.TestCase):
     def test_reply_edit_react_recall_in_a_real_terminal(self) -> None:
         """In a real terminal: Up on the empty input edits the last message, alt+up and r
         reply to bob's, and bob's reaction and recall show on the messages themselves."""
-        work = Path(self.mktemp()).resolve()
-        dim = EmbeddedDim(work)
-        dim.start()
-        self.addCleanup(dim.process.stop)
-        for user in ("alice", "bob"):
-            post(dim.base, "/v1/register", {"user": user, "password": PASSWORD})
-        bob_login = post(dim.base, "/v1/login", {"user": "bob", "password": PASSWORD})
-        bob = RawPeer(bob_login["node"]["host"], bob_login["node"]["port"], bob_login["token"])
-        self.addCleanup(bob.close)
-        env = dict(os.environ, DIM_PASSWORD=PASSWORD, TERM="xterm-256color",
-                   XDG_CONFIG_HOME=str(work / "config"), XDG_STATE_HOME=str(work / "state"),
-                   XDG_DATA_HOME=str(work / "data-home"))
-        term = Terminal(["--gateway", dim.base, "--user", "alice"], env)
-        self.addCleanup(term.kill)
-        term.wait_for("connected to node")
-        term.type(b"/open bob\r")
-        term.wait_for("Conversation with bob")
+        work, bob, term = self.alice_with_bob_open()
         bob.send({"type": "send", "id": "b1", "to": "alice", "body": "lunch?"})
         lunch = bob.read_until("sent")["mid"]
         term.wait_for("bob: lunch?")

@@ -17,7 +17,7 @@ from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.transfer_bar import TransferBar
-from tests.fakes.tui import FakeChatCore, async_test, logged_in, shown, submit
+from tests.fakes.tui import FakeChatCore, async_test, chatting, logged_in, shown, submit
 from tests.fakes.tui import core_with_people, notice, text_of
 
 
@@ -33,9 +33,7 @@ class ContactPaneTests(unittest.TestCase):
     async def test_pane_shows_names_status_presence(self) -> None:
         """Requests first, then online with a filled dot, initials and status; presence redraws."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             self.assertEqual(contacts(app), [
                 "? [DD] Dave D (dave) asks: a accept, d decline",
                 "● [BB] Bob Builder (bob) - at work",
@@ -49,9 +47,7 @@ class ContactPaneTests(unittest.TestCase):
     async def test_accept_and_decline_keys(self) -> None:
         """a on a request accepts it (add_contact), d on a request declines it."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             pane = app.screen.query_one(ContactList)
             await pilot.press("f2")
             self.assertIs(app.focused, pane)
@@ -77,9 +73,7 @@ class ContactPaneTests(unittest.TestCase):
     async def test_add_remove_commands(self) -> None:
         """/add asks (pending out), /remove removes, an unknown user is named."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.contact_map.pop("dave")
             await submit(pilot, "/add dave")
             self.assertIn("Asked dave", notice(app))
@@ -93,9 +87,7 @@ class ContactPaneTests(unittest.TestCase):
     async def test_enter_on_contact_opens_conversation(self) -> None:
         """Enter on a contact opens the conversation, titled with name and presence."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             pane = app.screen.query_one(ContactList)
             pane.focus()
             pane.index = 1
@@ -108,9 +100,7 @@ class ContactPaneTests(unittest.TestCase):
     async def test_search_open_and_add(self) -> None:
         """/who lists matches; Enter opens one; a adds one as a contact."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/who a")
             self.assertIsInstance(app.screen, SearchScreen)
             self.assertEqual(app.screen.lines(), ["[A] alice", "[C] Carol (carol)",
@@ -129,9 +119,7 @@ class ContactPaneTests(unittest.TestCase):
         """The periodic refetch runs and leaves the app running while the fetch is in flight."""
         self.patch(chat_screen, "PEOPLE_REFRESH", 0.1)
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await pilot.pause(0.35)
             self.assertGreaterEqual(core.refreshes, 2)
             await submit(pilot, "/open bob")
@@ -148,9 +136,7 @@ class ContactPaneTests(unittest.TestCase):
         core = core_with_people()
         core.file_bytes = png(8, 8)
         core.contact_map["bob"]["avatar"] = "f-bob"
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await pilot.pause(0.2)
             self.assertEqual([f["id"] for f in core.saved], ["f-bob"])
             pane = app.screen.query_one(ContactList)
@@ -169,9 +155,7 @@ class ContactPaneTests(unittest.TestCase):
             with open(os.path.join(where, name), "wb") as f:
                 f.write(b"x")
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, f"/avatar {where}/me.png")
             self.assertIn("Avatar set", notice(app))
             self.assertEqual(core.profile["avatar"], "f-avatar")
@@ -184,9 +168,7 @@ class ContactPaneTests(unittest.TestCase):
     async def test_profile_dialog(self) -> None:
         """/profile edits the display name and status and saves only what changed."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/profile")
             self.assertIsInstance(app.screen, ProfileScreen)
             app.screen.query_one("#name").value = "Alice Liddell"
@@ -209,10 +191,7 @@ class SignalTests(unittest.TestCase):
         """'bob is typing...' shows, a new typing keeps it, it clears after the quiet time."""
         self.patch(chat_screen, "TYPING_SHOWN", 1.0)
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             core.emit(E.PeerTyping("bob", "bob"))
             core.emit(E.PeerTyping("carol", "carol"))  # another conversation: not shown here
             await pilot.pause()
@@ -233,10 +212,7 @@ class SignalTests(unittest.TestCase):
     async def test_typing_in_the_input_tells_the_core(self) -> None:
         """Typing text tells the core (which throttles); commands do not."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             core.typed.clear()
             await pilot.press("h", "i")
             self.assertEqual(core.typed, ["bob", "bob"])
@@ -249,10 +225,7 @@ class SignalTests(unittest.TestCase):
     async def test_read_mark_on_own_message(self) -> None:
         """An own message goes sent, delivered, then read."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "see this?")
             (out,) = core.outgoing_by_id.values()
             core.confirm(out.id)
@@ -268,9 +241,7 @@ class SignalTests(unittest.TestCase):
     async def test_unread_clears_when_another_device_reads(self) -> None:
         """A self-read from another device clears the unread count here."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "one")
             core.receive("bob", "two")
             await pilot.pause(0.1)
@@ -329,9 +300,7 @@ class GroupTests(unittest.TestCase):
     async def test_group_commands(self) -> None:
         """/group new opens the new group; add, remove, rename change it; leave closes it."""
         core = self.core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/group new crew bob carol")
             self.assertEqual(core.calls[-1], ("create_group", "crew", ["bob", "carol"]))
             self.assertEqual(app.screen.peer, "#g2")
@@ -363,10 +332,7 @@ class FileTests(unittest.TestCase):
             f.write(b"\x89PNG" + b"0" * 2044)
         core = core_with_people()
         core.upload_gate = defer.Deferred()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             # Run the command as a worker: pressing Enter would wait for the held upload.
             app.screen.run_worker(app.screen.command(f"/send {path}"))
             await pilot.pause(0.1)
@@ -385,10 +351,7 @@ class FileTests(unittest.TestCase):
     async def test_received_file_saved(self) -> None:
         """A received file reads [file: name, size]; ctrl+s saves it and says where."""
         core = core_with_people()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "/save")
             self.assertIn("No file to save", notice(app))
             ref = {"id": "f9", "name": "notes.txt", "size": 3, "mime": "text/plain"}
@@ -416,10 +379,7 @@ class FileTests(unittest.TestCase):
         self.addCleanup(os.environ.pop, "XDG_CACHE_HOME")
         core = core_with_people()
         core.file_bytes = png(8, 8)
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             await submit(pilot, "/view")
             self.assertIn("No image to view", notice(app))
             core.receive("bob", "", kind="image",

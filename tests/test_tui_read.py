@@ -16,7 +16,7 @@ from tui.screens.search import MessageSearchScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.conversation_list import ConversationItem, ConversationList
 from tui.widgets.message_log import MessageLog
-from tests.fakes.tui import async_test, group_core, logged_in, shown, submit
+from tests.fakes.tui import async_test, chatting, group_core, shown, submit
 
 
 def log_of(app: ChatApp) -> MessageLog:
@@ -47,10 +47,7 @@ class CountTests(unittest.TestCase):
         """A group with three unread, two mentioning the person, lists "(3) @2" with the
         mentions highlighted; the bar marks it; reading it clears both."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             core.receive("bob", "hi @alice", group="g1", mentions=["alice"])
             core.receive("carol", "lunch?", group="g1")
             core.receive("carol", "@alice?", group="g1", mentions=["alice"])
@@ -73,9 +70,7 @@ class CountTests(unittest.TestCase):
         """A read of one conversation on another device clears its count here at once,
         and only that conversation's."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             core.receive("bob", "one")
             two = core.receive("bob", "two")
             core.receive("carol", "three")
@@ -99,9 +94,7 @@ class OnScreenReadTests(unittest.TestCase):
         """Opening starts at the first unread message and claims only what shows; paging
         down claims more; the end claims the newest."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             messages = [core.receive("bob", f"n{i}") for i in range(40)]
             await pilot.pause(0.1)
             await eventually(pilot, lambda: "Bob Builder (40)" in listed(app),
@@ -130,10 +123,7 @@ class OnScreenReadTests(unittest.TestCase):
         """A message arriving while the app is in the background, or while a dialog covers
         the chat, is not marked read until the person is back."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob") as (app, pilot):
             app.app_focus = False
             away = core.receive("bob", "while away")
             await pilot.pause(0.1)
@@ -156,10 +146,7 @@ class OnScreenReadTests(unittest.TestCase):
         starts at the first of them, under the new-messages line, and only what shows is
         read; a later return does not jump back up once they are read."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open bob")
+        async with chatting(core, "bob", size=(80, 24)) as (app, pilot):
             app.app_focus = False
             came = [core.receive("bob", f"away {i}") for i in range(30)]
             await pilot.pause(0.1)
@@ -186,9 +173,7 @@ class OnScreenReadTests(unittest.TestCase):
     async def test_scrolled_up_claims_no_new_message(self) -> None:
         """Scrolled up, a new message below the view is not read; going down reads it."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             for i in range(40):
                 core.receive("carol", f"old {i}")
             await submit(pilot, "/open carol")
@@ -215,9 +200,7 @@ class PagingTests(unittest.TestCase):
         """Opening loads the conversation's newest page from the server; PgUp at the top
         loads the page before it, merging with what was cached, each message once."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             for i in range(70):
                 core.stored_earlier("bob", f"s{i}")
                 core.stored_earlier("carol", f"other {i}")
@@ -252,9 +235,7 @@ class PagingTests(unittest.TestCase):
     async def test_pageup_in_the_focused_log_at_the_top_loads_older(self) -> None:
         """With the log itself focused, PgUp at its top loads the page before too."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             for i in range(60):
                 core.stored_earlier("bob", f"s{i}")
             await submit(pilot, "/open bob")
@@ -277,9 +258,7 @@ class SearchTests(unittest.TestCase):
         """/search finds a message far back in another conversation; Enter opens that
         conversation, loads back to it and shows it marked in the view."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             core.stored_earlier("bob", "nothing here")
             target = core.stored_earlier("bob", "the Needle in a haystack")
             for i in range(150):
@@ -312,9 +291,7 @@ class SearchTests(unittest.TestCase):
         the chat says how to get there."""
         self.patch(chat_screen, "JUMP_PAGES", 1)
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(80, 24)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(80, 24)) as (app, pilot):
             target = core.stored_earlier("bob", "ancient needle")
             for i in range(200):
                 core.stored_earlier("bob", f"filler {i}")
@@ -330,9 +307,7 @@ class SearchTests(unittest.TestCase):
     async def test_search_finds_nothing(self) -> None:
         """A search with no result says so; Escape goes back."""
         core = group_core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test() as pilot:
-            await logged_in(pilot)
+        async with chatting(core) as (app, pilot):
             await submit(pilot, "/search nowhere")
             self.assertIsInstance(app.screen, MessageSearchScreen)
             self.assertIn("nothing found", str(app.screen.query_one(".dialog-title").render()))

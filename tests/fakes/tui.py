@@ -9,12 +9,14 @@ on the reactor's loop; under another reactor each test runs on a private asyncio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from textual.pilot import Pilot
 from twisted.internet import defer
 
 from dim import errors
@@ -567,6 +569,20 @@ async def logged_in(pilot: Any) -> None:
             return
         await pilot.pause(0.01)
     raise AssertionError(f"still on {pilot.app.screen!r}")
+
+
+@contextlib.asynccontextmanager
+async def chatting(core: FakeChatCore, peer: str | None = None,
+                   size: tuple[int, int] = (80, 24),
+                   **options: Any) -> AsyncIterator[tuple[ChatApp, Pilot[Any]]]:
+    """dim-chat on ``core`` (``options`` for ChatApp), logged in as alice and, given a
+    ``peer``, with that conversation open (``/open PEER``): the app and its Pilot."""
+    app = ChatApp(core, user="alice", password="secret123", **options)
+    async with app.run_test(size=size) as pilot:
+        await logged_in(pilot)
+        if peer is not None:
+            await submit(pilot, f"/open {peer}")
+        yield app, pilot
 
 
 USERS = {"alice": "secret123", "bob": "x" * 8, "carol": "y" * 8, "dave": "z" * 8}
