@@ -4,14 +4,21 @@ from __future__ import annotations
 from tests.fakes.gateway import GatewayTestCase
 
 
-class ConversationListTests(GatewayTestCase):
-    """The list is newest first, with read pointers, unread counts and the newest entry."""
+class AliceBobCarol(GatewayTestCase):
+    """alice, bob and carol are logged in; alice's token is ``token``."""
 
     def setUp(self) -> None:
         super().setUp()
         self.token = self.login("alice")
         self.login("bob")
         self.login("carol")
+
+
+class ConversationListTests(AliceBobCarol):
+    """The list is newest first, with read pointers, unread counts and the newest entry."""
+
+    def setUp(self) -> None:
+        super().setUp()
         send = self.store.store_message
         send("bob", "b1", ["alice"], None, "one", "text", None, 1)
         send("carol", "c1", ["alice"], None, "two", "text", None, 2)
@@ -51,14 +58,11 @@ class ConversationListTests(GatewayTestCase):
         self.assertEqual(401, self.call("GET", "/v1/conversations").status)
 
 
-class ConversationMessagesTests(GatewayTestCase):
+class ConversationMessagesTests(AliceBobCarol):
     """GET /v1/messages with with/group and before: one conversation, scrolled back."""
 
     def setUp(self) -> None:
         super().setUp()
-        self.token = self.login("alice")
-        self.login("bob")
-        self.login("carol")
         for n in range(5):
             self.store.store_message("bob", f"b{n}", ["alice"], None, "x", "text", None, n)
             self.store.store_message("carol", f"c{n}", ["alice"], None, "y", "text", None, n)
@@ -98,14 +102,11 @@ class ConversationMessagesTests(GatewayTestCase):
                              400, "bad_request")
 
 
-class SearchTests(GatewayTestCase):
+class SearchTests(AliceBobCarol):
     """GET /v1/messages/search: the caller's own current bodies, newest first."""
 
     def setUp(self) -> None:
         super().setUp()
-        self.token = self.login("alice")
-        self.login("bob")
-        self.login("carol")
         send = self.store.store_message
         send("bob", "b1", ["alice"], None, "Hello there", "text", None, 1)
         send("carol", "c1", ["alice"], None, "東京 hello", "text", None, 2)
