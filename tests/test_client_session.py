@@ -819,3 +819,32 @@ class MemoryTests(SessionTestCase):
         self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-1"])
         side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=1))
         self.assertEqual(self.successResultOf(again).mid, "m1")
+
+
+class ReceiptTests(SessionTestCase):
+    """delivered and read receipts: on the write, in the cache, and as events."""
+
+    def test_group_and_direct_receipts(self) -> None:
+        """A group message is delivered (not read) when one member read it, and knows who
+        received and read it; a direct one is read; a receipt for a message of another
+        device is cached and told."""
+        cache = MessageCache(":memory:", "alice")
+        session, reactor, _, events, side = self.connect(cache=cache)
+        session.send(None, "all", group="g1", id="c-1")
+        session.send("bob", "hi", id="c-2")
+        side.send(F.Sent(id="c-1", mid="m1", seq=1, ts=1), F.Sent(id="c-2", mid="m2", seq=2, ts=2),
+                  F.Delivered(id="c-1", mid="m1", by="bob"),
+                  F.ReadNotice(id="c-1", mid="m1", by="carol"),
+                  F.ReadNotice(id="c-2", mid="m2", by="bob"),
+                  F.Delivered(id="other", mid="m7", by="bob"))
+        group, direct = session.outgoing["c-1"], session.outgoing["c-2"]
+        self.assertEqual((group.state, group.delivered_by, group.read_by),
+                         (E.DELIVERED, {"bob", "carol"}, {"carol"}))
+        self.assertEqual((direct.state, direct.delivered_by, direct.read_by),
+                         (E.READ, {"bob"}, {"bob"}))
+        self.assertEqual(cache.receipts(["m1", "m2", "m7"]),
+                         {"m1": ({"bob", "carol"}, {"carol"}), "m2": ({"bob"}, {"bob"}),
+                          "m7": ({"bob"}, set())})
+        self.assertEqual([e for e in events.events if isinstance(e, (E.Delivered, E.ReadReceipt))],
+                         [E.Delivered("c-1", "m1", "bob"), E.ReadReceipt("c-1", "m1", "carol"),
+                          E.ReadReceipt("c-2", "m2", "bob"), E.Delivered("other", "m7", "bob")])

@@ -133,23 +133,14 @@ class ChatClient(EventSource):
 
     def logout(self) -> None:
         """Disconnect and forget the saved token."""
-        if self.roster is not None:
-            self.roster.stop()
-        if self.book is not None:
-            self.book.stop()
-        if self.session is not None:
-            self.session.stop()
+        self._disconnect()
         if self.config is not None and self.user:
             self.config.forget_token(self.gateway.base_url, self.user)
 
     def stop(self) -> None:
         """Disconnect (keeping the saved token) and close the cache."""
-        if self.roster is not None:
-            self.roster.stop()
-        if self.book is not None:
-            self.book.stop()
+        self._disconnect()
         if self.session is not None:
-            self.session.stop()
             self.session.cache = None
         if self.cache is not None:
             self.cache.close()
@@ -303,6 +294,15 @@ class ChatClient(EventSource):
             changed = self.cache.message(change.ref)
             if changed is not None:
                 self.emit(MessageChanged(changed, change))
+
+    def _disconnect(self) -> None:
+        """Stop the roster, the counts and the session (each stays as it is, offline)."""
+        if self.roster is not None:
+            self.roster.stop()
+        if self.book is not None:
+            self.book.stop()
+        if self.session is not None:
+            self.session.stop()
 
     def _session(self) -> ClientSession:
         if self.session is None:

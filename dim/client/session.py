@@ -756,22 +756,7 @@ class ClientSession(EventSource):
             self._mark_delivered(mine.id)
 
     def _on_delivered(self, conn: NodeConnection, frame: F.Delivered) -> None:
-        if self.cache is not None:
-            self.cache.mark_delivered(frame.mid)
-            self.cache.add_receipt(frame.mid, frame.by, False)
-        item = self._item(frame.id)
-        mine = item is not None and item.mid in (None, frame.mid)
-        if item is not None and mine:
-            self._stop_resending(frame.id)
-            item.mid = frame.mid
-            if isinstance(item, OutgoingMessage):
-                item.delivered_by.add(frame.by)
-                self._advance(item, DELIVERED)
-        self.emit(Delivered(frame.id, frame.mid, frame.by))
-        if item is not None and mine:
-            self._mark_delivered(item.id)
-        elif item is None:
-            self._forgotten_delivered(frame.id, frame.mid)
+        self._receipt(frame.id, frame.mid, frame.by, read=False)
 
     def _advance(self, message: OutgoingMessage, state: str) -> None:
         """Move one's own message forward to ``state`` (never back), telling listeners."""
@@ -800,26 +785,35 @@ class ClientSession(EventSource):
                 self.cache.mark_read_upto(frame.seq)
             self.emit(ReadUpTo(frame.seq))
             return
-        if frame.mid is None:
-            return
+        if frame.mid is not None:
+            self._receipt(frame.id, frame.mid, frame.by, read=True)
+
+    def _receipt(self, id: str | None, mid: str, by: str, *, read: bool) -> None:
+        """Recipient ``by`` acknowledged (``delivered``) or read message ``mid`` of this user,
+        write ``id`` of this session or not: note it in the cache and on the write, tell
+        listeners, and fire the write's ``delivered`` (read implies delivered)."""
         if self.cache is not None:
-            self.cache.mark_read(frame.mid)
-            self.cache.add_receipt(frame.mid, frame.by, True)
-        item = self._item(frame.id)
-        mine = item is not None and item.mid in (None, frame.mid)
+            if read:
+                self.cache.mark_read(mid)
+            else:
+                self.cache.mark_delivered(mid)
+            self.cache.add_receipt(mid, by, read)
+        item = self._item(id)
+        mine = item is not None and item.mid in (None, mid)
         if item is not None and mine:
             self._stop_resending(item.id)
-            item.mid = frame.mid
+            item.mid = mid
             if isinstance(item, OutgoingMessage):
-                item.delivered_by.add(frame.by)
-                item.read_by.add(frame.by)
+                item.delivered_by.add(by)
+                if read:
+                    item.read_by.add(by)
                 # A group message is read once every member read it; the listing says when.
-                self._advance(item, READ if item.group is None else DELIVERED)
-        self.emit(ReadReceipt(frame.id or "", frame.mid, frame.by))
+                self._advance(item, READ if read and item.group is None else DELIVERED)
+        self.emit(ReadReceipt(id or "", mid, by) if read else Delivered(id or "", mid, by))
         if item is not None and mine:
-            self._mark_delivered(item.id)  # read, so delivered too
+            self._mark_delivered(item.id)
         elif item is None:
-            self._forgotten_delivered(frame.id, frame.mid)
+            self._forgotten_delivered(id, mid)
 
     def _on_presence(self, conn: NodeConnection, frame: F.Presence) -> None:
         self.emit(PresenceChanged(frame.user, frame.online))
