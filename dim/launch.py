@@ -225,16 +225,20 @@ class DimProcess:
             except ProcessLookupError:
                 pass
 
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the process to exit; whether it has."""
+    def wait(self, timeout: float, pid: int | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the process to exit; whether it has.  ``pid``:
+        the recorded pid as it was before the process was signalled (an exiting process no
+        longer shows the command line that identifies it)."""
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=max(0.0, timeout))
             except subprocess.TimeoutExpired:
                 return False
             return True
+        if pid is None:
+            pid = self.recorded_pid()
         deadline = time.monotonic() + timeout
-        while self.alive:
+        while pid is not None and running(pid):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
@@ -249,10 +253,14 @@ class DimProcess:
         """Send ``sig`` (SIGKILL by default), wait for the process to exit, SIGKILL it if it
         has not within ``timeout`` seconds; the exit status."""
         if self.alive:
+            pid = self.pid
             self.send(sig)
-            if not self.wait(timeout):
-                self.send(signal.SIGKILL)
-                self.wait(STOP_TIMEOUT)
+            if not self.wait(timeout, pid):
+                if pid is not None and self.proc is None and running(pid):
+                    os.kill(pid, signal.SIGKILL)
+                else:
+                    self.send(signal.SIGKILL)
+                self.wait(STOP_TIMEOUT, pid)
         self._exited()
         return self.returncode
 
@@ -273,6 +281,17 @@ class DimProcess:
             except FileNotFoundError:
                 pass
         return "\n".join(out) or "(no log)"
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not finished exiting.  Its command line is
+    empty from early in its exit, so a process that no longer looks like ours by its command
+    line may still be running; only its state (zombie or dead) says it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X", "")
 
 
 def stop_all(processes: Iterable[DimProcess], timeout: float = STOP_TIMEOUT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from dim import launch
-from dim.launch import DimProcess, EmbeddedDim, LaunchError
+from dim.launch import DimProcess, EmbeddedDim, LaunchError, running
 
 # A child that prints a line, optionally ignores SIGTERM, then after DELAY seconds listens
 # on PORT (0: never) and sleeps; or exits at once with status 3 when DELAY is "exit".
@@ -176,6 +177,10 @@ class PidFileTests(LaunchCase):
         self.addCleanup(first.kill)
         self.assertEqual(pidfile.read_text(), f"{first.pid}\n")
         later = DimProcess("a", argv, log=log, pidfile=pidfile)
+        # Just after exec the kernel may show an empty command line for a moment.
+        deadline = time.monotonic() + 10
+        while later.recorded_pid() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.assertEqual(later.recorded_pid(), first.pid)
         self.assertEqual(later.pid, first.pid)
         self.assertTrue(later.alive)
@@ -284,3 +289,20 @@ class ClusterLayoutTests(SynchronousTestCase):
         free = launch.Cluster(Path("/tmp"), "c", ["a", "b"], gateway_port=8000)
         self.assertEqual(free.http_port, 8000)
         self.assertEqual(len(set(free.ports.values())), 2)
+
+
+class RunningTests(SynchronousTestCase):
+    """``running`` tells a process that has finished exiting from one that runs."""
+
+    def test_running_zombie_and_gone(self) -> None:
+        """This process runs; a child that exited but is not reaped yet (a zombie) does not,
+        nor does a pid that names no process once it is reaped."""
+        self.assertTrue(running(os.getpid()))
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        deadline = time.monotonic() + 10
+        while running(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(running(child.pid))
+        self.assertTrue(Path(f"/proc/{child.pid}").exists())  # a zombie, not reaped yet
+        child.wait()
+        self.assertFalse(running(child.pid))
