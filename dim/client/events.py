@@ -56,22 +56,30 @@ class NodeAddress:
 
 
 @dataclass
-class OutgoingMessage:
-    """A message this session sends, with its state: sending, sent, delivered or failed."""
+class Write:
+    """What a message and a change this session writes share: the client's ``id``, the
+    state of the write (sending, sent, failed; a message also delivered and read), the
+    node's ``mid``, ``seq`` and ``ts`` once stored, and why it failed (``error``)."""
 
     id: str
+    state: str = field(default=SENDING, kw_only=True)
+    mid: str | None = field(default=None, kw_only=True)
+    seq: int | None = field(default=None, kw_only=True)
+    ts: int | None = field(default=None, kw_only=True)
+    error: str | None = field(default=None, kw_only=True)
+    #: How often it was written on the current connection.
+    attempts: int = field(default=0, kw_only=True)
+
+
+@dataclass
+class OutgoingMessage(Write):
+    """A message this session sends, with its state: sending, sent, delivered or failed."""
+
     body: str
     created: int
     to: str | None = None
     group: str | None = None
     kind: str = "text"
-    state: str = SENDING
-    mid: str | None = None
-    seq: int | None = None
-    ts: int | None = None
-    error: str | None = None
-    #: How often it was written on the current connection.
-    attempts: int = 0
     #: The attached file of an "image" or "file" message: ``{id, name, size, mime}``.
     file: dict[str, Any] | None = None
     #: Recipients that acknowledged it (``delivered``) and that read it (``read``).
@@ -99,12 +107,12 @@ REACTION = "reaction"
 
 
 @dataclass
-class OutgoingChange:
+class OutgoingChange(Write):
     """An edit, recall or reaction this session writes about message ``ref`` (a mid), with
     its state: sending, sent or failed.  No :class:`MessageStatus` tells of it (it is not a
-    message of its own); the Deferred its method returned does."""
+    message of its own); the Deferred its method returned does.  Its ``mid``, ``seq`` and
+    ``ts`` are the stored entry's."""
 
-    id: str
     kind: str
     ref: str
     created: int
@@ -112,13 +120,6 @@ class OutgoingChange:
     body: str = ""
     #: Whether a reaction is added (else removed).
     on: bool = True
-    state: str = SENDING
-    #: The stored entry's mid, seq and ts, from the node's ``sent``.
-    mid: str | None = None
-    seq: int | None = None
-    ts: int | None = None
-    error: str | None = None
-    attempts: int = 0
 
     def frame(self) -> F.Edit | F.Recall | F.React:
         """The frame that writes this change (the same each time)."""
