@@ -90,6 +90,16 @@ class ZooKeeperNodeRegistryTests(TestCase):
         self.addCleanup(lambda: None if registry._stopped else registry.stop())
         return registry
 
+    def crashing_node(self) -> subprocess.Popen[bytes]:
+        """CRASHING_NODE as node "c" in a child process, killed at the end of the test."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_NODE, ZK_HOSTS, self.root + "/c",
+             str(SESSION_TIMEOUT), os.environ.get("DIM_ZOOKEEPER_AUTH", "")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.addCleanup(proc.wait)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        return proc
+
     def test_provides_interface(self):
         """The registry provides INodeRegistry."""
         registry = ZooKeeperNodeRegistry(ZK_HOSTS, self.bridge, reactor)
@@ -135,12 +145,7 @@ class ZooKeeperNodeRegistryTests(TestCase):
         """A node killed with SIGKILL vanishes once its session times out (about 4 s)."""
         watcher = yield defer.Deferred.fromCoroutine(self.registry())
         yield watcher.watch()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CRASHING_NODE, ZK_HOSTS, self.root + "/c",
-             str(SESSION_TIMEOUT), os.environ.get("DIM_ZOOKEEPER_AUTH", "")],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.addCleanup(proc.wait)
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        proc = self.crashing_node()
         line = yield self.bridge.call(proc.stdout.readline)
         self.assertEqual(b"ready\n", line)
         yield defer.Deferred.fromCoroutine(
@@ -159,12 +164,7 @@ class ZooKeeperNodeRegistryTests(TestCase):
         takes the znode over, and keeps it after the old session expires."""
         watcher = yield defer.Deferred.fromCoroutine(self.registry())
         yield watcher.watch()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CRASHING_NODE, ZK_HOSTS, self.root + "/c",
-             str(SESSION_TIMEOUT), os.environ.get("DIM_ZOOKEEPER_AUTH", "")],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.addCleanup(proc.wait)
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        proc = self.crashing_node()
         self.assertEqual(b"ready\n", (yield self.bridge.call(proc.stdout.readline)))
         proc.kill()
         again: list[bool] = []
