@@ -11,20 +11,9 @@ from dim import errors
 from tui.app import ChatApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.reaction import ReactionScreen
-from tui.widgets.message_input import MessageInput
 from tui.widgets.message_log import MessageLog, MessageRow, emoji_text
-from tests.fakes.tui import (FakeChatCore, async_test, chatting, group_core, notice, shown,
-                             submit, text_of)
-
-
-def log_of(app: ChatApp) -> MessageLog:
-    """The open conversation's log."""
-    return app.screen.query_one(MessageLog)
-
-
-def input_of(app: ChatApp) -> MessageInput:
-    """The message input."""
-    return app.screen.query_one(MessageInput)
+from tests.fakes.tui import (FakeChatCore, async_test, chatting, group_core, input_of, log_of,
+                             notice, shown, submit, text_of, type_text)
 
 
 def row_of(app: ChatApp, text: str) -> MessageRow:
@@ -41,15 +30,6 @@ def styles_of(row: MessageRow) -> dict[str, list[str]]:
     for span in content.spans:  # type: ignore[attr-defined]
         found.setdefault(str(span.style), []).append(plain[span.start:span.end])
     return found
-
-
-async def type_text(pilot: Any, text: str) -> None:
-    """Put ``text`` into the input, the cursor at its end."""
-    box = input_of(pilot.app)
-    box.focus()
-    box.text = text
-    box.move_cursor(box.document.end)
-    await pilot.pause()
 
 
 async def sent(pilot: Any, core: FakeChatCore, text: str) -> str:

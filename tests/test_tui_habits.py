@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -17,32 +16,11 @@ from tui.palette import DimCommands
 from tui.screens import chat as chat_screen
 from tui.screens.login import LoginScreen
 from tui.widgets.connection_bar import ConnectionBar
-from tui.widgets.message_input import MessageInput
-from tui.widgets.message_log import MessageLog, nick_colour
-from tests.fakes.tui import FakeChatCore, async_test, chatting, logged_in, shown, submit
-from tests.fakes.tui import group_core
-from tests.fakes.tui import notice
+from tui.widgets.message_log import nick_colour
+from tests.fakes.tui import (FakeChatCore, async_test, chatting, group_core, input_of, log_of,
+                             logged_in, notice, shown, submit, type_text)
 
 DAY_MS = 24 * 3600 * 1000
-
-
-def log_of(app: ChatApp) -> MessageLog:
-    """The open conversation's log."""
-    return app.screen.query_one(MessageLog)
-
-
-def input_of(app: ChatApp) -> MessageInput:
-    """The message input."""
-    return app.screen.query_one(MessageInput)
-
-
-async def type_text(pilot: Any, text: str) -> None:
-    """Put ``text`` into the input, the cursor at its end."""
-    box = input_of(pilot.app)
-    box.focus()
-    box.text = text
-    box.move_cursor(box.document.end)
-    await pilot.pause()
 
 
 class ScrollingTests(unittest.TestCase):

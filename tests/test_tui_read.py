@@ -15,13 +15,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.search import MessageSearchScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.conversation_list import ConversationItem, ConversationList
-from tui.widgets.message_log import MessageLog
-from tests.fakes.tui import async_test, chatting, group_core, shown, submit
-
-
-def log_of(app: ChatApp) -> MessageLog:
-    """The open conversation's log."""
-    return app.screen.query_one(MessageLog)
+from tests.fakes.tui import async_test, chatting, group_core, log_of, shown, submit
 
 
 async def eventually(pilot: Any, check: Callable[[], bool], what: str,

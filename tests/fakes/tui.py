@@ -552,6 +552,25 @@ def bar(app: ChatApp) -> str:
     return app.screen.query_one(ConnectionBar).plain
 
 
+def log_of(app: ChatApp) -> MessageLog:
+    """The open conversation's log."""
+    return app.screen.query_one(MessageLog)
+
+
+def input_of(app: ChatApp) -> MessageInput:
+    """The message input."""
+    return app.screen.query_one(MessageInput)
+
+
+async def type_text(pilot: Any, text: str) -> None:
+    """Put ``text`` into the input, the cursor at its end."""
+    box = input_of(pilot.app)
+    box.focus()
+    box.text = text
+    box.move_cursor(box.document.end)
+    await pilot.pause()
+
+
 async def submit(pilot: Any, text: str) -> None:
     """Type ``text`` into the message input and press Enter."""
     box = pilot.app.screen.query_one(MessageInput)
