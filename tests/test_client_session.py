@@ -776,6 +776,24 @@ class MemoryTests(SessionTestCase):
         session.retry("c-0")
         self.assertEqual([f.id for f in side.received() if isinstance(f, F.Send)], ["c-0"])
 
+    def test_only_the_latest_failures_are_kept(self) -> None:
+        """Of the failed writes, the KEPT_WRITES that failed last are kept (a retried one
+        that failed again counts as a new failure); an older one is forgotten."""
+        session, reactor, _, _, side = self.connect()
+        for id in ("c-1", "c-2"):
+            session.send("nobody", id, id=id)
+            side.send(F.Error(code="not_found", message="no such user", ref=id))
+        session.retry("c-1")
+        side.send(F.Error(code="not_found", message="no such user", ref="c-1"))
+        session.edit("m9", "fixed", id="e-3")
+        side.send(F.Error(code="forbidden", message="not yours", ref="e-3"))
+        self.assertEqual((list(session.outgoing), list(session.changes)), (["c-1"], ["e-3"]))
+        self.assertRaises(KeyError, session.retry, "c-2")
+        session.send("bob", "sending", id="c-4")
+        reactor.advance(4)
+        session.send("bob", "sending too", id="c-5")
+        self.assertEqual(list(session.outgoing), ["c-1", "c-4", "c-5"])  # sending ones stay
+
     def test_a_long_session_stays_bounded(self) -> None:
         """Hundreds of writes, stored and delivered: only the newest are remembered."""
         session, reactor, _, events, side = self.connect()

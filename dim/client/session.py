@@ -35,9 +35,10 @@ Policies worth knowing:
   attempt.  These ordinary failures are not logged as "Unhandled error in Deferred" when
   nobody handles them (the events told the person); the Deferred still holds the failure
   for whoever adds an errback later.
-- Memory: ``outgoing`` and ``changes`` keep every write not stored yet (sending, or failed
-  until retried) and only the newest :data:`KEPT_WRITES` stored ones; receipts for an older
-  one still come as events, by mid, and fire its ``delivered``.
+- Memory: ``outgoing`` and ``changes`` keep every write being sent, but only the newest
+  :data:`KEPT_WRITES` stored ones and the :data:`KEPT_WRITES` that failed last (until
+  retried); receipts for an older stored one still come as events, by mid, and fire its
+  ``delivered``.
 - Reconnect: delay ``uniform(0, min(8, 0.5 * 2 ** (attempt - 1)))`` (so a restarted server
   is found again within 8 s), or at once on :meth:`ClientSession.reconnect_now`; the route
   asks the gateway to exclude the node that failed, and asks again without exclusion if that
@@ -95,8 +96,9 @@ SYNC_RETRY = 1.0
 TYPING_INTERVAL = 3.0
 #: The decoder's frame limit on the client side; generous, the node limits what it sends.
 CLIENT_MAX_FRAME = 1 << 20
-#: How many of its stored writes a session remembers (in ``outgoing`` and ``changes``
-#: together), newest first; older ones are forgotten, so a long session's memory stays bounded.
+#: How many of its stored writes, and of its failed ones, a session remembers (in
+#: ``outgoing`` and ``changes`` together), the newest; older ones are forgotten, so a long
+#: session's memory stays bounded.
 KEPT_WRITES = 1000
 
 
@@ -217,8 +219,8 @@ class ClientSession(EventSource):
         self.last_seq = last_seq if last_seq is not None else (cache.last_seq if cache else 0)
         #: Seqs above ``last_seq`` already handled (they arrived across a gap).
         self._ahead: set[int] = set()
-        #: The messages this session sent, by id: every one not stored yet (sending or
-        #: failed), and the newest :data:`KEPT_WRITES` stored writes.
+        #: The messages this session sent, by id: every one being sent, and the newest
+        #: :data:`KEPT_WRITES` stored writes and as many failed ones.
         self.outgoing: dict[str, OutgoingMessage] = {}
         #: The edits, recalls and reactions this session wrote, by id, kept the same way.
         self.changes: dict[str, OutgoingChange] = {}
@@ -229,6 +231,8 @@ class ClientSession(EventSource):
         self._delivered: set[str] = set()
         #: The writes remembered that the node stored, oldest first.
         self._stored: dict[str, None] = {}
+        #: The writes that failed, oldest failure first (some may have been retried since).
+        self._failures: dict[str, None] = {}
         #: The mids of writes forgotten while their ``delivered`` Deferreds still wait.
         self._forgotten: dict[str, str] = {}
         self._outbox: list[str] = []
@@ -401,7 +405,7 @@ class ClientSession(EventSource):
         """Write a failed message (or change) again, with the same id (so it is never stored
         twice); a Deferred as :meth:`send`'s.  For one that did not fail, the Deferred
         answers for the write under way (or at once, if it was stored).  KeyError for an id
-        this session never wrote, or a stored one it forgot (:data:`KEPT_WRITES`)."""
+        this session never wrote, or one it forgot (:data:`KEPT_WRITES`)."""
         item = self._item(id)
         if item is None:
             raise KeyError(id)
@@ -988,6 +992,13 @@ class ClientSession(EventSource):
             self.emit(MessageStatus(item.id, FAILED, item))
         for d in self._waiting.pop(item.id, []):
             _fail_quietly(d, reason)
+        self._failures.pop(item.id, None)
+        self._failures[item.id] = None
+        while len(self._failures) > KEPT_WRITES:
+            oldest = next(iter(self._failures))
+            del self._failures[oldest]
+            if getattr(self._item(oldest), "state", None) == FAILED:
+                self._forget(oldest)
 
     # ------------------------------------------------------------ the Deferreds of writes
 
@@ -1018,9 +1029,9 @@ class ClientSession(EventSource):
             self._forget(next(iter(self._stored)))
 
     def _forget(self, id: str) -> None:
-        """Forget stored write ``id``.  Its receipts still come as events (by mid), and its
-        ``delivered`` Deferreds still fire on the first of them."""
-        del self._stored[id]
+        """Forget write ``id`` (stored, or failed long ago).  Receipts for it still come as
+        events (by mid), and its ``delivered`` Deferreds still fire on the first of them."""
+        self._stored.pop(id, None)
         item = self.outgoing.pop(id, None) or self.changes.pop(id, None)
         self._delivered.discard(id)
         if item is not None and item.mid is not None and id in self._delivery:
