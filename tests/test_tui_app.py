@@ -205,6 +205,27 @@ class ChatTests(unittest.TestCase):
             self.assertTrue(shown(app)[-1].endswith("… sending"), shown(app))
 
     @async_test
+    async def test_retry_of_a_forgotten_failure(self) -> None:
+        """ctrl+r on a failed message the client core no longer keeps says to send it again,
+        and retries the others."""
+        core = FakeChatCore()
+        async with chatting(core, "bob") as (app, pilot):
+            await submit(pilot, "old")
+            await submit(pilot, "new")
+            old, new = core.outgoing_by_id.values()
+            core.fail(old.id)
+            core.fail(new.id)
+            await pilot.pause()
+            del core.outgoing_by_id[old.id]  # as the core forgets long-failed writes
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+            self.assertEqual(core.retried, [new.id])
+            self.assertEqual(app.screen.notice(),
+                             "Retrying 1 message(s). 1 failed too long ago to retry: "
+                             "send them again.")
+            self.assertTrue(shown(app)[-1].endswith("… sending"), shown(app))
+
+    @async_test
     async def test_connection_bar_follows_state(self) -> None:
         """The bar shows connected, reconnecting in N s (attempt k), and offline."""
         core = FakeChatCore()

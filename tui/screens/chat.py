@@ -1141,10 +1141,18 @@ class ChatScreen(Screen[None]):
             self.say("Nothing to retry: the node refused those for good." if refused
                      else "Nothing to retry.")
             return
+        forgotten = 0
         for id in failed:
             self._failed_said.discard(id)
-            self.client.retry(id)
-        self.say(f"Retrying {len(failed)} message(s).")
+            try:
+                self.client.retry(id)
+            except KeyError:  # the client core keeps only the writes that failed last
+                forgotten += 1
+        retried = len(failed) - forgotten
+        said = [f"Retrying {retried} message(s)."] if retried else []
+        if forgotten:
+            said.append(f"{forgotten} failed too long ago to retry: send them again.")
+        self.say(" ".join(said))
 
     async def action_older(self, quiet: bool = False) -> None:
         """Load older messages of the open conversation above what is shown, keeping the
