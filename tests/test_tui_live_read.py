@@ -15,8 +15,7 @@ from dim.client.chat import ChatClient
 from dim.client.gateway import GatewayClient
 from tests.fakes.embedded import LiveChatTestCase
 from tests.fakes.client import PASSWORD, LiveChat, _Anything
-from tests.fakes.tui import as_deferred, logged_in, shown, submit
-from tui.app import ChatApp
+from tests.fakes.tui import as_deferred, chatting, shown, submit
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_log import MessageLog
 
@@ -57,9 +56,7 @@ class LiveReadTests(LiveChatTestCase):
 
     async def drive(self, core: ChatClient, phone: LiveChat, newest: int) -> None:
         """The chat's side of the test, on the reactor's asyncio loop."""
-        app = ChatApp(core, user="bob", password=PASSWORD)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
+        async with chatting(core, size=(100, 30), user="bob", password=PASSWORD) as (app, pilot):
             conversations = app.screen.query_one(ConversationList)
             await eventually(pilot, lambda: conversations.lines() == ["alice (3)"],
                              "the chat lists alice with three unread")
@@ -94,10 +91,8 @@ class LiveReadTests(LiveChatTestCase):
 
     async def page_and_search(self, core: ChatClient) -> None:
         """The chat's side: open, page back, search, jump."""
-        app = ChatApp(core, user="bob", password=PASSWORD)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await logged_in(pilot)
-            await submit(pilot, "/open alice")
+        async with chatting(core, "alice", size=(100, 30), user="bob",
+                            password=PASSWORD) as (app, pilot):
             await eventually(pilot, lambda: len(shown(app)) == 50, "the newest page")
             self.assertTrue(shown(app)[0].endswith("note 20"), shown(app)[0])
             await pilot.press("home")

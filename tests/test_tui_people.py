@@ -17,7 +17,7 @@ from tui.widgets.contact_list import ContactList
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.member_list import MemberList
 from tui.widgets.transfer_bar import TransferBar
-from tests.fakes.tui import FakeChatCore, async_test, chatting, logged_in, shown, submit
+from tests.fakes.tui import FakeChatCore, async_test, chatting, shown, submit
 from tests.fakes.tui import core_with_people, notice, text_of
 
 
@@ -268,9 +268,8 @@ class GroupTests(unittest.TestCase):
     async def test_group_conversation(self) -> None:
         """A group is listed; open shows members with presence; names and delivery counts."""
         core = self.core()
-        app = ChatApp(core, user="alice", password="secret123")
-        async with app.run_test(size=(140, 40)) as pilot:  # wide enough for the members pane
-            await logged_in(pilot)
+        # wide enough for the members pane
+        async with chatting(core, size=(140, 40)) as (app, pilot):
             self.assertIn("# team", app.screen.query_one(ConversationList).lines())
             await submit(pilot, "/open # team")
             self.assertEqual(app.screen.peer, "#g1")

@@ -27,6 +27,7 @@ from dim.client.conversations import ConversationReadUpTo
 from dim.client.unread import UnreadChanged
 from dim.protocol import frames as F
 from tui.app import ChatApp
+from tui.core import ChatCore
 from tui.screens.chat import ChatScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.message_input import MessageInput
@@ -591,12 +592,13 @@ async def logged_in(pilot: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def chatting(core: FakeChatCore, peer: str | None = None,
-                   size: tuple[int, int] = (80, 24),
+async def chatting(core: ChatCore, peer: str | None = None,
+                   size: tuple[int, int] = (80, 24), user: str = "alice",
+                   password: str = "secret123",
                    **options: Any) -> AsyncIterator[tuple[ChatApp, Pilot[Any]]]:
-    """dim-chat on ``core`` (``options`` for ChatApp), logged in as alice and, given a
-    ``peer``, with that conversation open (``/open PEER``): the app and its Pilot."""
-    app = ChatApp(core, user="alice", password="secret123", **options)
+    """dim-chat on ``core`` (``options`` for ChatApp), logged in (as alice unless told) and,
+    given a ``peer``, with that conversation open (``/open PEER``): the app and its Pilot."""
+    app = ChatApp(core, user=user, password=password, **options)
     async with app.run_test(size=size) as pilot:
         await logged_in(pilot)
         if peer is not None:
