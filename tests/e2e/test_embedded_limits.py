@@ -3,13 +3,12 @@ bounded amount of memory, is closed with ``slow_consumer``, and loses nothing.""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import psutil
 from twisted.internet import defer
-from twisted.trial import unittest
 
-from tests.harness import EmbeddedDim, WireClient, register_and_login, sleep
+from tests.fakes.embedded import EmbeddedTestCase
+from tests.harness import WireClient, register_and_login, sleep
 
 #: Messages the sender writes while the recipient reads nothing, and their body size: about
 #: 72 MB in all, which a node without a bound would hold in its output buffers.
@@ -19,22 +18,12 @@ BODY = "x" * 12000
 MAX_GROWTH = 50 * 1024 * 1024
 
 
-class NeverReadingClientTests(unittest.TestCase):
+class NeverReadingClientTests(EmbeddedTestCase):
     """A recipient that stops reading while another user floods it with messages."""
 
     timeout = 180
-
-    def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(),
-                               # the flood is far above a person's send limit on purpose
-                               extra=["--slow-consumer-grace", "2",
-                                      "--limit", "send=1000000:1000000"])
-        self.dim.start()
-        self.addCleanup(self.dim.process.stop)
-        self.clients: list[WireClient] = []
-
-    def tearDown(self) -> defer.Deferred:
-        return defer.gatherResults([c.close() for c in self.clients])
+    # the flood is far above a person's send limit on purpose
+    extra = ["--slow-consumer-grace", "2", "--limit", "send=1000000:1000000"]
 
     @defer.inlineCallbacks
     def login(self, name: str):

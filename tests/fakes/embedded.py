@@ -19,9 +19,12 @@ class EmbeddedTestCase(unittest.TestCase):
 
     timeout = 120
     heartbeat: int | None = None
+    #: More command-line options for ``twistd dim``.
+    extra: list[str] | None = None
 
     def setUp(self) -> None:
-        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=self.heartbeat)
+        self.dim = EmbeddedDim(Path(self.mktemp()).resolve(), heartbeat=self.heartbeat,
+                               extra=self.extra)
         self.dim.start()
         self.addCleanup(self.dim.process.stop)
         self.clients: list[WireClient] = []
