@@ -108,11 +108,9 @@ class TestFixtureImportTests(unittest.TestCase):
     """Test modules share fixtures through tests/fakes/, never by importing each other."""
 
     def test_no_test_module_imports_another(self) -> None:
-        """No file under tests/ (but tests/cluster/, reworked elsewhere) imports a test_ module."""
+        """No file under tests/ imports a test_ module."""
         offenders = []
         for path in sorted((ROOT / "tests").rglob("*.py")):
-            if path.is_relative_to(ROOT / "tests" / "cluster"):
-                continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.ImportFrom) and node.module:
                     names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]

@@ -10,6 +10,8 @@ and a checker that counts what was lost, shown twice or shown out of order.
   loop: route excluding the failed node, backoff with jitter, sync from the last seq).
 - :class:`Conversation`: many people sending to each other at a steady rate, and the
   checker.
+- :class:`ClusterTestCase`: a fresh cluster (gateway + 3 nodes) for each test, with
+  :func:`people_on` and :func:`wait_until` for the tests that start people on it.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor, task, threads
+from twisted.trial import unittest
 
 from dim.client.gateway import GatewayClient
 from dim.client.events import (FAILED, Connected, Disconnected, MessageReceived, MessageStatus,
                                NodeAddress, OutgoingMessage, SyncFinished)
 from dim.client.session import ClientSession
 from dim import launch
-from tests.harness import REPO, http, register_and_login, sleep
+from tests.harness import REPO, WireClient, http, register_and_login, sleep
 from tests.integration import services as env
 
 SECRET = "cluster-test-secret-of-at-least-32-bytes!"
@@ -486,3 +489,58 @@ def report(name: str, figures: dict[str, Any]) -> None:
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
+
+
+@defer.inlineCallbacks
+def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
+    """Wait until ``predicate()`` holds; fail naming ``what`` after ``timeout`` seconds."""
+    began = time.monotonic()
+    while not predicate():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        yield sleep(step)
+    return time.monotonic() - began
+
+
+@defer.inlineCallbacks
+def people_on(cluster: LocalCluster, count: int, prefix: str):
+    """``count`` people logged in through the gateway and connected where it sent them."""
+    people = yield log_in_all(cluster.base, [f"{prefix}{i}" for i in range(count)])
+    for p in people:
+        p.start()
+    yield wait_until(lambda: all(p.node for p in people), 30, "everyone connected")
+    return people
+
+
+class ClusterTestCase(unittest.TestCase):
+    """Starts a fresh cluster (gateway + 3 nodes) on the shared stack for each test."""
+
+    timeout = 120
+    nodes = 3
+    heartbeat = 2
+    node_args: list[str] = []
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.cluster = LocalCluster(Path(self.mktemp()).resolve(), Services.shared(),
+                                    nodes=self.nodes, heartbeat=self.heartbeat,
+                                    node_args=self.node_args)
+        self.addCleanup(self.cluster.cleanup)
+        yield self.cluster.start()
+        self.n1, self.n2, self.n3 = self.cluster.ids[:3]
+        self.clients: list[WireClient] = []
+        self.addCleanup(lambda: defer.gatherResults([c.close() for c in self.clients]))
+
+    @defer.inlineCallbacks
+    def login(self, user: str):
+        """Register and log in; the login answer."""
+        answer = yield register_and_login(self.cluster.base, user)
+        return answer
+
+    @defer.inlineCallbacks
+    def connect(self, token: str, node: str, device: str | None = None):
+        """A WireClient welcomed by ``node``."""
+        c = yield WireClient.login("127.0.0.1", self.cluster.ports[node], token, device)
+        c.token = token
+        self.clients.append(c)
+        return c

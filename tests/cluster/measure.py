@@ -30,8 +30,8 @@ from typing import Any
 from twisted.internet import defer, task
 
 from dim.bench.stats import percentile
-from tests.cluster.kit import Conversation, LocalCluster, Person, Services, log_in_all
-from tests.cluster.test_failover import people_on, wait_until
+from tests.cluster.kit import (Conversation, LocalCluster, Person, Services, log_in_all,
+                               people_on, wait_until)
 from tests.harness import sleep
 
 

@@ -19,8 +19,7 @@ from twisted.trial import unittest
 
 from dim.bench.stats import percentile
 from dim.launch import port_open
-from tests.cluster.kit import Conversation, LocalCluster, Services, report
-from tests.cluster.test_failover import people_on
+from tests.cluster.kit import Conversation, LocalCluster, Services, people_on, report
 from tests.harness import REPO, http, sleep
 
 #: The worst send -> shown a quiet conversation may see when one of three brokers dies.

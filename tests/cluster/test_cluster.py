@@ -5,49 +5,13 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from dim import launch
 from dim.launch import free_ports
-from tests.cluster.kit import SECRET, LocalCluster, Services
-from tests.harness import WireClient, http, register_and_login, sleep
-
-
-class ClusterTestCase(unittest.TestCase):
-    """Starts a fresh cluster (gateway + 3 nodes) on the shared stack for each test."""
-
-    timeout = 120
-    nodes = 3
-    heartbeat = 2
-    node_args: list[str] = []
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.cluster = LocalCluster(Path(self.mktemp()).resolve(), Services.shared(),
-                                    nodes=self.nodes, heartbeat=self.heartbeat,
-                                    node_args=self.node_args)
-        self.addCleanup(self.cluster.cleanup)
-        yield self.cluster.start()
-        self.n1, self.n2, self.n3 = self.cluster.ids[:3]
-        self.clients: list[WireClient] = []
-        self.addCleanup(lambda: defer.gatherResults([c.close() for c in self.clients]))
-
-    @defer.inlineCallbacks
-    def login(self, user: str):
-        """Register and log in; the login answer."""
-        answer = yield register_and_login(self.cluster.base, user)
-        return answer
-
-    @defer.inlineCallbacks
-    def connect(self, token: str, node: str, device: str | None = None):
-        """A WireClient welcomed by ``node``."""
-        c = yield WireClient.login("127.0.0.1", self.cluster.ports[node], token, device)
-        c.token = token
-        self.clients.append(c)
-        return c
+from tests.cluster.kit import SECRET, ClusterTestCase
+from tests.harness import http, sleep
 
 
 class CrossNodeTests(ClusterTestCase):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.cluster.test_cluster import ClusterTestCase
+from tests.cluster.kit import ClusterTestCase
 from tests.harness import http
 
 

@@ -10,29 +10,9 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from dim.bench.stats import percentile
-from tests.cluster.kit import Conversation, LocalCluster, Services, log_in_all, report
+from tests.cluster.kit import (Conversation, LocalCluster, Services, people_on, report,
+                               wait_until)
 from tests.harness import sleep
-
-
-@defer.inlineCallbacks
-def wait_until(predicate, timeout: float, what: str, step: float = 0.05):
-    """Wait until ``predicate()`` holds; fail naming ``what`` after ``timeout`` seconds."""
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        yield sleep(step)
-    return time.monotonic() - began
-
-
-@defer.inlineCallbacks
-def people_on(cluster: LocalCluster, count: int, prefix: str):
-    """``count`` people logged in through the gateway and connected where it sent them."""
-    people = yield log_in_all(cluster.base, [f"{prefix}{i}" for i in range(count)])
-    for p in people:
-        p.start()
-    yield wait_until(lambda: all(p.node for p in people), 30, "everyone connected")
-    return people
 
 
 class NodeCrashTests(unittest.TestCase):

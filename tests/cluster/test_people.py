@@ -6,7 +6,7 @@ import signal
 
 from twisted.internet import defer
 
-from tests.cluster.test_cluster import ClusterTestCase
+from tests.cluster.kit import ClusterTestCase
 from tests.harness import http
 
 

@@ -13,8 +13,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from dim.bench.stats import percentile
-from tests.cluster.kit import Conversation, LocalCluster, PrivateStack, report
-from tests.cluster.test_failover import people_on
+from tests.cluster.kit import Conversation, LocalCluster, PrivateStack, people_on, report
 from tests.harness import sleep
 
 

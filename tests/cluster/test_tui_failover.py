@@ -17,9 +17,9 @@ from dim.client import events as E
 from dim.client import chat as C
 from dim.client.cache import MessageCache
 from dim.client.gateway import GatewayClient
-from tests.cluster.test_cluster import ClusterTestCase
+from tests.cluster.kit import ClusterTestCase
 from tests.harness import WireClient
-from tests.test_tui_app import async_test, bar, logged_in, shown, submit
+from tests.fakes.tui import async_test, bar, logged_in, shown, submit
 from tui.app import ChatApp
 
 PASSWORD = "correct horse battery"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.cluster.test_cluster import ClusterTestCase
+from tests.cluster.kit import ClusterTestCase
 from tests.fakes.client import LiveChat, live_client
-from tests.test_client_live_unread import UnreadAgreement
+from tests.fakes.unread import UnreadAgreement
 
 
 class ClusterUnreadTests(UnreadAgreement, ClusterTestCase):
