@@ -73,6 +73,12 @@ class ChatCore(Protocol):
     def history(self, peer: str, before_seq: int | None = None, limit: int = 50) -> Any:
         """A Deferred of older messages of one conversation."""
 
+    def cached(self, peer: str, limit: int = 50) -> list[ChatMessage]:
+        """The newest messages of one conversation this device keeps, at once."""
+
+    def newest(self, peer: str, limit: int = 50) -> Any:
+        """A Deferred of the server's newest page of one conversation; fails offline."""
+
     def pending(self, peer: str) -> list[E.OutgoingMessage]:
         """One's own messages to ``peer`` that have no seq yet."""
 

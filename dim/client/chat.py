@@ -12,7 +12,7 @@ import random
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -357,6 +357,34 @@ class ChatClient(EventSource):
                                             mentions=known.mentions, read_seq=known.read_seq)
         return sorted(rows.values(), key=lambda c: (-c.last_seq, c.peer))
 
+    def cached(self, peer: str, limit: int = 50) -> list[ChatMessage]:
+        """The newest ``limit`` messages of one conversation this device's cache holds,
+        oldest first, at once (what to draw while the server's page is on its way)."""
+        return self.cache.history(peer, None, limit) if self.cache is not None else []
+
+    def newest(self, peer: str, limit: int = 50) -> Deferred[list[ChatMessage]]:
+        """The server's newest page of one conversation (``GET /v1/messages``), kept in the
+        cache: a Deferred of that page as the cache has it, oldest first.  Unlike
+        :meth:`history` it fails when the server cannot be asked (offline), so that a
+        caller can tell the server's page from the cache's."""
+        if self.cache is None or self.gateway.token is None:
+            return fail(errors.Unavailable("not connected"))
+        return self._page(peer, None, limit)
+
+    def _page(self, peer: str, before_seq: int | None,
+              limit: int) -> Deferred[list[ChatMessage]]:
+        """A page of the conversation from the gateway, merged into the cache; fails as the
+        request does."""
+        d = self.gateway.conversation_messages(*_with_group(peer), before=before_seq,
+                                               limit=limit)
+
+        def fetched(answer: dict[str, Any]) -> list[ChatMessage]:
+            if self.cache is None:
+                return []
+            self.cache.put_many(ChatMessage.from_json(m) for m in answer.get("messages", []))
+            return self.cache.history(peer, before_seq, limit)
+        return d.addCallback(fetched)
+
     def history(self, peer: str, before_seq: int | None = None,
                 limit: int = 50) -> Deferred[list[ChatMessage]]:
         """Up to ``limit`` messages of one conversation below ``before_seq`` (default: its
@@ -371,20 +399,12 @@ class ChatClient(EventSource):
             return succeed([])
         if self.gateway.token is None:
             return succeed(cache.history(peer, before_seq, limit))
-        d = self.gateway.conversation_messages(*_with_group(peer), before=before_seq,
-                                               limit=limit)
-
-        def fetched(answer: dict[str, Any]) -> list[ChatMessage]:
-            if self.cache is None:
-                return []
-            self.cache.put_many(ChatMessage.from_json(m) for m in answer.get("messages", []))
-            return self.cache.history(peer, before_seq, limit)
 
         def offline(f: Failure) -> list[ChatMessage]:
             log.info("could not fetch messages of {peer}: {f}", peer=peer,
                      f=f.getErrorMessage())
             return cache.history(peer, before_seq, limit) if self.cache is not None else []
-        return d.addCallbacks(fetched, offline)
+        return self._page(peer, before_seq, limit).addErrback(offline)
 
     def search(self, text: str, peer: str | None = None,
                limit: int = 20) -> Deferred[list[ChatMessage]]:

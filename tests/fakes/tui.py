@@ -18,6 +18,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from dim import errors
 from dim.client import events as E
@@ -96,6 +97,9 @@ class FakeChatCore(E.EventSource):
         self.on_server: list[ChatMessage] = []
         self.pages_asked: list[tuple[str, int | None, int]] = []
         self.searches: list[str] = []
+        #: The newest page waits for this while set; ``offline``: the server cannot be asked.
+        self.page_gate: defer.Deferred[Any] | None = None
+        self.offline = False
 
     # ---------------------------------------------------------------- ChatCore
 
@@ -200,15 +204,45 @@ class FakeChatCore(E.EventSource):
     def history(self, peer: str, before_seq: int | None = None,
                 limit: int = 50) -> defer.Deferred[list[ChatMessage]]:
         """A page of the conversation as the server has it (``on_server``), merged into the
-        cache; asked pages are recorded."""
+        cache; asked pages are recorded.  With ``offline`` set the cache's alone (as the
+        real core answers); while ``page_gate`` is set the newest page waits for it (a slow
+        link; its failure is a link that broke)."""
         self.pages_asked.append((peer, before_seq, limit))
         if self.cache is None:
             return defer.succeed([])
+        if self.offline:
+            return defer.succeed(self.cache.history(peer, before_seq, limit))
+        if self.page_gate is not None and before_seq is None:
+            gate, d = self.page_gate, defer.Deferred[list[ChatMessage]]()
+
+            def settle(result: Any) -> None:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(self._page(peer, before_seq, limit))
+            gate.addBoth(settle)
+            return d
+        return defer.succeed(self._page(peer, before_seq, limit))
+
+    def _page(self, peer: str, before_seq: int | None, limit: int) -> list[ChatMessage]:
+        assert self.cache is not None
         bound = before_seq if before_seq is not None else 2**62
         page = sorted((m for m in self.on_server if m.peer(self.user or "") == peer
                        and m.seq < bound), key=lambda m: m.seq)[-limit:]
         self.cache.put_many(page)
-        return defer.succeed(self.cache.history(peer, before_seq, limit))
+        return self.cache.history(peer, before_seq, limit)
+
+    def cached(self, peer: str, limit: int = 50) -> list[ChatMessage]:
+        """From the cache alone."""
+        return self.cache.history(peer, None, limit) if self.cache is not None else []
+
+    def newest(self, peer: str, limit: int = 50) -> defer.Deferred[list[ChatMessage]]:
+        """The newest page as :meth:`history` gives it, but failing offline as the real
+        core does."""
+        if self.offline:
+            self.pages_asked.append((peer, None, limit))
+            return defer.fail(errors.Unavailable("not connected"))
+        return self.history(peer, None, limit)
 
     def mark_read(self, peer: str, seq: int) -> bool:
         """Move the conversation's read pointer forward, recording each move."""

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import platformdirs
+from twisted.internet.defer import Deferred
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -15,6 +16,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.worker import Worker
 from textual.widgets import Footer, Static, TextArea
 
 from dim import errors
@@ -123,6 +125,12 @@ class ChatScreen(Screen[None]):
         self._loading_older = False
         #: How often the person scrolled from the input (a scroll wins over one planned).
         self._scrolls = 0
+        #: The open conversation once the server's newest page is merged into it (until
+        #: then nothing is marked read), the conversations whose page is being fetched, and
+        #: the work merging the page that is on its way.
+        self._vouched: str | None = None
+        self._fetching: set[str] = set()
+        self._page_worker: Worker[None] | None = None
 
     @property
     def me(self) -> str:
@@ -356,9 +364,10 @@ class ChatScreen(Screen[None]):
         below.update(Content(f"↓ {event.count} new below (End or PgDn)" if event.count else ""))
 
     async def open(self, peer: str) -> None:
-        """Open the conversation with ``peer``: its newest page, then what is pending; the
-        first unread message is shown with a line above it."""
-        unread = next((c.unread for c in self.client.conversations() if c.peer == peer), 0)
+        """Open the conversation with ``peer``: at once the messages this device keeps and
+        what is pending, then the server's newest page merged in when it comes (see
+        :meth:`merge_newest`); the first unread message is shown with a line above it."""
+        unread = self.unread_of(peer)
         if peer != self.peer:
             self.cancel_compose()
         read_seq = self.client.read_seq(peer)
@@ -370,24 +379,22 @@ class ChatScreen(Screen[None]):
         recipients = max(0, len(group.get("members", [])) - 1) if group else None
         log = self.query_one(MessageLog)
         await log.reset(self.me, self.client.display_name, recipients)
+        # Nothing is read from the cache's messages alone: it may lack some of the server's.
+        self._vouched = None
         self.refresh_members()
         self.show_typing()
         try:
-            history = await wait_for(self.client.history(peer, None, HISTORY_PAGE))
-        except Exception as e:  # the cache and gateway failed: show what we can
+            history = self.client.cached(peer, HISTORY_PAGE)
+        except Exception as e:  # the cache failed: the server's page may still come
             history = []
             self.say(f"Could not load history: {e}")
         await log.add_older(history)
         for out in self.client.pending(peer):
             await log.add_outgoing(out, self.me)
         log.apply_receipts(self.client.receipts([r.mid for r in log.by_id.values() if r.mid]))
-        first_new: ChatMessage | None = None
-        if unread:
-            others = [m for m in history if m.sender != self.me and m.seq > read_seq]
-            if others:
-                first_new = others[-min(unread, len(others))]
-                if first_new is not history[0]:  # a line above everything tells nothing
-                    log.mark_new_after(first_new.seq - 1)
+        first_new = self.first_unread(history, unread, read_seq)
+        if first_new is not None and first_new is not history[0]:
+            log.mark_new_after(first_new.seq - 1)  # a line above everything tells nothing
         for text, ts in self.group_events.pop(peer, []):
             await log.add_info(text, ts)
         await self.refresh_conversations()
@@ -399,7 +406,100 @@ class ChatScreen(Screen[None]):
             log.scroll_end(animate=False)
         self.query_one(MessageInput).focus()
         self.remember_conversation(peer)
+        await self.fetch_newest(peer)
+
+    def unread_of(self, peer: str) -> int:
+        """How many messages of ``peer``'s conversation are unread."""
+        return next((c.unread for c in self.client.conversations() if c.peer == peer), 0)
+
+    def first_unread(self, messages: list[ChatMessage], unread: int,
+                     read_seq: int) -> ChatMessage | None:
+        """Of ``messages`` (oldest first), the first of the ``unread`` newest from others
+        above ``read_seq``: where the "new messages" line goes."""
+        if not unread:
+            return None
+        others = [m for m in messages if m.sender != self.me and m.seq > read_seq]
+        return others[-min(unread, len(others))] if others else None
+
+    async def fetch_newest(self, peer: str) -> None:
+        """Ask for the server's newest page of the open conversation ``peer`` and merge it:
+        at once if it is there already, else when it comes, in the background (the person
+        reads and types meanwhile); until then nothing is marked read."""
+        self._page_worker = None
+        if peer in self._fetching:
+            return
+        self._fetching.add(peer)
+        try:
+            d = self.client.newest(peer, HISTORY_PAGE)
+        except Exception:
+            self._fetching.discard(peer)
+            raise
+        scrolls = self._scrolls
+        if isinstance(d, Deferred) and not d.called:
+            self._page_worker = self.run_worker(self.merge_newest(peer, d, scrolls),
+                                                exclusive=False)
+        else:
+            await self.merge_newest(peer, d, scrolls)
+
+    async def merge_newest(self, peer: str, d: Any, scrolls: int) -> None:
+        """Merge the server's newest page into the open conversation ``peer``, each message
+        once.  Not scrolled up: older messages come in above the view and the view stays at
+        the bottom; scrolled up: the messages in view stay where they are.  The cache's
+        messages older than a whole page may hide gaps: those not scrolled to are taken away
+        (scrolling back loads them again, gaps filled).  From then on what is on screen is
+        marked read.  Offline the cache's messages stay, and the page is asked for again
+        once connected."""
+        try:
+            page = await wait_for(d)
+        except Exception:
+            if self.peer == peer:
+                self.say("Offline: these are the messages kept on this device; newer and "
+                         "older ones load when connected.")
+            return
+        finally:
+            self._fetching.discard(peer)
+        logs = self.query(MessageLog)
+        if self.peer != peer or not logs:
+            return  # another conversation opened meanwhile
+        log = logs.first()
+        page = sorted(page, key=lambda m: m.seq)
+        at_bottom = log.at_bottom and log.is_anchored
+        stale = page[0].seq if page and len(page) >= HISTORY_PAGE else None
+        if stale is not None and at_bottom:
+            await log.drop_before(stale)
+        await log.add_older(page, keep_view=not at_bottom)
+        if stale is not None and not at_bottom:
+            await self.fill_below(peer, stale)
+        if log.new_line_at() is None:
+            first_new = self.first_unread(page, self.unread_of(peer),
+                                          self.client.read_seq(peer))
+            if first_new is not None and log.oldest_seq is not None \
+                    and first_new.seq > log.oldest_seq:
+                log.mark_new_after(first_new.seq - 1)
+                if scrolls == self._scrolls and at_bottom:
+                    self.call_after_refresh(self.show_first_new, peer, first_new.seq)
+        self._vouched = peer
         self.read_soon()
+
+    async def fill_below(self, peer: str, seq: int) -> None:
+        """The kept messages older than ``seq`` (where the server's page starts) are in view:
+        fill the gaps they may hide with the server's pages before ``seq``, back to the
+        oldest of them (at most :data:`JUMP_PAGES` pages), the view where it is."""
+        log = self.query_one(MessageLog)
+        oldest = log.oldest_seq
+        for _ in range(JUMP_PAGES):
+            if oldest is None or seq <= oldest or self.peer != peer:
+                return
+            try:
+                older = await wait_for(self.client.history(peer, seq, HISTORY_PAGE * 2))
+            except Exception:
+                return
+            if self.peer != peer or not older:
+                return
+            await log.add_older(older, keep_view=True)
+            seq = min(m.seq for m in older)
+            if len(older) < HISTORY_PAGE * 2:
+                return
 
     def show_first_new(self, peer: str, seq: int, opening: bool = True,
                        scrolls: int | None = None) -> None:
@@ -443,8 +543,8 @@ class ChatScreen(Screen[None]):
         """Tell the core the open conversation is read up to the newest message on screen,
         only while this screen shows and the app has the person's attention."""
         self._read_pending = False
-        if self.peer is None or not self.attending():
-            return
+        if self.peer is None or not self.attending() or self._vouched != self.peer:
+            return  # the server's page not merged yet: the cache may lack some messages
         logs = self.query(MessageLog)
         if not logs:
             return
@@ -1199,6 +1299,12 @@ class ChatScreen(Screen[None]):
         peer = message.peer(self.me)
         if peer != self.peer:
             await self.open(peer)
+            worker = self._page_worker
+            if worker is not None:
+                try:
+                    await worker.wait()  # the newest page first, so the search pages under it
+                except Exception:
+                    pass
         log = self.query_one(MessageLog)
         for _ in range(JUMP_PAGES):
             oldest = log.oldest_seq
@@ -1328,6 +1434,8 @@ class ChatScreen(Screen[None]):
             await self.refresh_contacts()
             self.refresh_conversations_soon()
         elif isinstance(event, E.Connected):
+            if self.peer is not None and self._vouched != self.peer:
+                await self.fetch_newest(self.peer)  # opened offline: the server's page now
             if self.peer is not None and not self.peer.startswith("#") \
                     and self.client.is_online(self.peer) is None:
                 self.check_user(self.peer)

@@ -600,6 +600,21 @@ class MessageLog(VerticalScroll):
             self.call_after_refresh(self._back_to, widget, offset)
         return len(fresh)
 
+    async def drop_before(self, seq: int) -> int:
+        """Take away the messages older than ``seq`` (the cache's, below a server page: they
+        may hide gaps; scrolling back loads them again with the gaps filled).  Returns how
+        many went."""
+        gone = [r for r in self.rows() if r.seq is not None and r.seq < seq]
+        for row in gone:
+            self.by_seq.pop(row.seq, None)  # type: ignore[arg-type]
+            if row.own:
+                self.by_id.pop(row.message_id, None)
+            if row is self.selected:
+                self.selected = None
+        if gone:
+            await self.remove_children(gone)
+        return len(gone)
+
     def newest_visible_seq(self) -> int | None:
         """The seq of the newest message wholly in view (what the person can see)."""
         top = self.scroll_y
