@@ -3,43 +3,16 @@ core: what the person presses and what the conversation then shows."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 from twisted.trial import unittest
 
 from dim import errors
-from tui.app import ChatApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.reaction import ReactionScreen
-from tui.widgets.message_log import MessageLog, MessageRow, emoji_text
+from tui.widgets.message_log import MessageLog, emoji_text
 from tests.fakes.tui import (FakeChatCore, async_test, chatting, group_core, input_of, log_of,
-                             notice, shown, submit, text_of, type_text)
-
-
-def row_of(app: ChatApp, text: str) -> MessageRow:
-    """The one row whose line contains ``text``."""
-    (row,) = [r for r in log_of(app).rows() if text in r.plain]
-    return row
-
-
-def styles_of(row: MessageRow) -> dict[str, list[str]]:
-    """The styled pieces of the row's text, by their style."""
-    content = row.render()
-    plain = str(content)
-    found: dict[str, list[str]] = {}
-    for span in content.spans:  # type: ignore[attr-defined]
-        found.setdefault(str(span.style), []).append(plain[span.start:span.end])
-    return found
-
-
-async def sent(pilot: Any, core: FakeChatCore, text: str) -> str:
-    """Send ``text`` from the input and have the node store it: its mid."""
-    await submit(pilot, text)
-    out = list(core.outgoing_by_id.values())[-1]
-    core.confirm(out.id)
-    await pilot.pause()
-    assert out.mid is not None
-    return out.mid
+                             notice, row_of, sent, shown, styles_of, submit, text_of,
+                             type_text)
 
 
 def assert_no_overlap(test: unittest.TestCase, log: MessageLog) -> None:

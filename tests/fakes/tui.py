@@ -32,7 +32,7 @@ from tui.core import ChatCore
 from tui.screens.chat import ChatScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.message_input import MessageInput
-from tui.widgets.message_log import MessageLog
+from tui.widgets.message_log import MessageLog, MessageRow
 
 NODE = E.NodeAddress("n1", "127.0.0.1", 9000)
 
@@ -580,6 +580,32 @@ class FakeChatCore(E.EventSource):
 def shown(app: ChatApp) -> list[str]:
     """The lines of the open conversation."""
     return app.screen.query_one(MessageLog).lines()
+
+
+def row_of(app: ChatApp, text: str) -> MessageRow:
+    """The one row whose line contains ``text``."""
+    (row,) = [r for r in log_of(app).rows() if text in r.plain]
+    return row
+
+
+def styles_of(row: MessageRow) -> dict[str, list[str]]:
+    """The styled pieces of the row's text, by their style."""
+    content = row.render()
+    plain = str(content)
+    found: dict[str, list[str]] = {}
+    for span in content.spans:  # type: ignore[attr-defined]
+        found.setdefault(str(span.style), []).append(plain[span.start:span.end])
+    return found
+
+
+async def sent(pilot: Any, core: FakeChatCore, text: str) -> str:
+    """Send ``text`` from the input and have the node store it: its mid."""
+    await submit(pilot, text)
+    out = list(core.outgoing_by_id.values())[-1]
+    core.confirm(out.id)
+    await pilot.pause()
+    assert out.mid is not None
+    return out.mid
 
 
 def bar(app: ChatApp) -> str:

@@ -583,9 +583,9 @@ class ChatScreen(Screen[None]):
         """Put one's own message ``row`` into the input to edit; Enter saves it."""
         assert row.mid is not None
         self.replying = None
-        self.editing = (row.mid, row.body)
+        self.editing = (row.mid, row.shown_body)
         box = self.query_one(MessageInput)
-        box.text = row.body
+        box.text = row.shown_body
         box.move_cursor(box.document.end)
         self.show_compose("✎ Editing your message: Enter saves, Escape cancels")
         box.focus()
@@ -620,7 +620,7 @@ class ChatScreen(Screen[None]):
             if row.recalled:
                 self.say("That message was recalled.")
                 return
-            mine = [e for e, users in row.reactions.items() if self.me in users]
+            mine = [e for e, users in row.shown_reactions()[0].items() if self.me in users]
             mid = row.mid
             self.app.push_screen(ReactionScreen(mine),
                                  lambda emoji: self.react_chosen(mid, emoji, mine))
@@ -651,25 +651,31 @@ class ChatScreen(Screen[None]):
         if text.strip() == before.strip():
             self.say("Not changed.")
             return
-        self.run_change(self.client.edit(mid, text), "Not edited")
+        self.run_change(self.client.edit(mid, text), "Not edited", mid, "edit", text)
 
     def recall_confirmed(self, mid: str, yes: bool) -> None:
         """Recall ``mid`` if the person said yes."""
         self.query_one(MessageLog).clear_selection()
         self.query_one(MessageInput).focus()
         if yes:
-            self.run_change(self.client.recall(mid), "Not recalled")
+            self.run_change(self.client.recall(mid), "Not recalled", mid, "recall", True)
 
     def react_chosen(self, mid: str, emoji: str | None, mine: list[str]) -> None:
         """Add the chosen reaction, or take it back if it was the person's already."""
         self.query_one(MessageLog).clear_selection()
         self.query_one(MessageInput).focus()
         if emoji:
-            self.run_change(self.client.react(mid, emoji, emoji not in mine), "No reaction")
+            on = emoji not in mine
+            self.run_change(self.client.react(mid, emoji, on), "No reaction", mid,
+                            ("reaction", emoji), on)
 
-    def run_change(self, d: Any, failed: str) -> None:
-        """Wait for an edit, recall or reaction in the background (it may wait for the
-        connection); its event redraws the message, a refusal is said."""
+    def run_change(self, d: Any, failed: str, mid: str, key: Any, value: Any) -> None:
+        """Show an edit, recall or reaction on its message at once, pending ("editing…",
+        "recalling…", the reaction dimmed), and wait for it in the background (it may wait
+        for the connection): stored, the message shows as the core has it; failed, as it
+        was, and the reason is said."""
+        token = self.query_one(MessageLog).show_pending(mid, key, value)
+
         async def wait() -> None:
             try:
                 await wait_for(d)
@@ -677,6 +683,10 @@ class ChatScreen(Screen[None]):
                 self.say(f"{failed}: {e.message}")
             except Exception as e:
                 self.say(f"{failed}: {e}")
+            finally:
+                logs = self.query(MessageLog)
+                if logs:
+                    logs.first().settle(mid, key, token, self.client.message(mid))
         self.run_worker(wait(), exclusive=False)
 
     # ------------------------------------------------------------ the last conversation

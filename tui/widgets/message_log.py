@@ -130,6 +130,9 @@ class MessageRow(Static):
         self.edited: int | None = None
         self.recalled = False
         self.reactions: dict[str, list[str]] = {}
+        #: This message's edits, recalls and reactions made here that the node has not
+        #: stored yet, by mid (the log's): drawn on it until they settle.
+        self.pending_of: Callable[[str], dict[Any, Any]] | None = None
         self.selected = False
         self.error: str | None = None
         self.delivered_by: set[str] = set()
@@ -157,12 +160,53 @@ class MessageRow(Static):
         """Whether this message (from someone else) mentions the person."""
         return not self.own and bool(self.me) and self.me in self.mentions
 
+    def pending(self) -> dict[Any, Any]:
+        """Changes made here not stored yet: "edit" -> the new text, "recall" -> True,
+        ("reaction", emoji) -> on."""
+        if self.pending_of is None or self.mid is None:
+            return {}
+        return self.pending_of(self.mid)
+
+    @property
+    def shown_body(self) -> str:
+        """The text as shown: an edit on its way, else the stored text."""
+        return str(self.pending().get("edit", self.body))
+
+    def shown_reactions(self) -> tuple[dict[str, list[str]], set[str]]:
+        """The reactions as shown, with the person's own on their way, and the emoji whose
+        own reaction is on its way."""
+        reactions = {e: list(users) for e, users in self.reactions.items()}
+        waiting: set[str] = set()
+        for key, on in self.pending().items():
+            if not isinstance(key, tuple):
+                continue
+            emoji = key[1]
+            users = reactions.setdefault(emoji, [])
+            if on and self.me not in users:
+                users.append(self.me)
+            elif not on and self.me in users:
+                users.remove(self.me)
+            waiting.add(emoji)
+        return reactions, waiting
+
+    def reaction_parts(self) -> list[tuple[str, str]]:
+        """The reactions under the message as (text, style): each with its count, one
+        whose own reaction is on its way dimmed, with "…"."""
+        if self.recalled:
+            return []
+        reactions, waiting = self.shown_reactions()
+        parts = []
+        for emoji, users in reactions.items():
+            if emoji in waiting:
+                parts.append((f"{emoji_text(emoji)} {len(users)}…", "dim italic"))
+            elif users:
+                parts.append((f"{emoji_text(emoji)} {len(users)}",
+                              "bold $accent" if self.me in users else "$text-muted"))
+        return parts
+
     def reaction_line(self) -> str:
         """The reactions under the message with their counts ("👍 2  🎉 1"), or ""."""
-        if self.recalled:
-            return ""
-        return "  ".join(f"{emoji_text(e)} {len(users)}" for e, users in self.reactions.items()
-                         if users)
+        return "  ".join(text for text, _ in self.reaction_parts())
 
     def _body_parts(self, text: str) -> list[Any]:
         """The text with each mention of a mentioned member highlighted (the person's own
@@ -183,13 +227,21 @@ class MessageRow(Static):
         return parts
 
     def _render_text(self) -> None:
-        text = self.body
+        pending = self.pending()
+        body = self.shown_body
+        text = body
         if self.file is not None or self.kind in ("image", "file"):
-            text = describe_file(self.kind, self.file) + (f" {self.body}" if self.body else "")
+            text = describe_file(self.kind, self.file) + (f" {body}" if body else "")
         if self.recalled:
             text = "message recalled"
         text = text.replace("\n", "\n" + INDENT)
         edited = " (edited)" if self.edited and not self.recalled else ""
+        if self.recalled:
+            pass
+        elif "recall" in pending:
+            edited = " (recalling…)"
+        elif "edit" in pending:
+            edited = " (editing…)"
         mark = self.mark()
         stamp = clock_time(self.ts)
         self.plain = f"{stamp} {self.label}: {text}{edited}" + (f"  {mark}" if mark else "")
@@ -218,14 +270,13 @@ class MessageRow(Static):
             parts.append((edited, "dim"))
         if mark:
             parts.append(f"  {mark}" if self.state == E.FAILED else (f"  {mark}", "dim"))
-        reactions = [(e, users) for e, users in self.reactions.items() if users]
-        if reactions and not self.recalled:
+        reactions = self.reaction_parts()
+        if reactions:
             parts.append("\n" + INDENT)
-            for n, (emoji, users) in enumerate(reactions):
+            for n, part in enumerate(reactions):
                 if n:
                     parts.append("  ")
-                parts.append((f"{emoji_text(emoji)} {len(users)}",
-                              "bold $accent" if self.me in users else "$text-muted"))
+                parts.append(part)
         self.update(Content.assemble(*parts))
 
     def on_resize(self, event: events.Resize) -> None:
@@ -359,6 +410,10 @@ class MessageLog(VerticalScroll):
         self.selected: MessageRow | None = None
         #: The seq above which messages are new (a line is drawn there), if any.
         self.new_after: int | None = None
+        #: Edits, recalls and reactions made here that the node has not stored yet, by the
+        #: mid they change: "edit", "recall" or ("reaction", emoji) -> (token, value).  Kept
+        #: across conversations: they settle wherever the person is.
+        self.waiting: dict[str, dict[Any, tuple[object, Any]]] = {}
         self.unseen_below = 0
         #: The row at the top of the view and how far into it, kept across a resize.
         self._top: tuple[Widget, float] | None = None
@@ -489,7 +544,37 @@ class MessageLog(VerticalScroll):
         self.clear_selection()
         self.post_message(self.SelectionDone())
 
+    def pending_changes(self, mid: str) -> dict[Any, Any]:
+        """The changes to ``mid`` made here that the node has not stored yet."""
+        return {key: value for key, (_, value) in self.waiting.get(mid, {}).items()}
+
+    def show_pending(self, mid: str, key: Any, value: Any) -> object:
+        """Show a change to ``mid`` on its way at once ("edit" -> the text, "recall" ->
+        True, ("reaction", emoji) -> on); the token settles it."""
+        token = object()
+        self.waiting.setdefault(mid, {})[key] = (token, value)
+        row = self.row_by_mid(mid)
+        if row is not None:
+            row._render_text()
+        return token
+
+    def settle(self, mid: str, key: Any, token: object, m: ChatMessage | None) -> None:
+        """The change ``token`` to ``mid`` was stored or failed: show ``m`` (the message
+        as the core has it now) with what else is still on its way."""
+        changes = self.waiting.get(mid, {})
+        if key in changes and changes[key][0] is token:
+            del changes[key]
+            if not changes:
+                del self.waiting[mid]
+        row = self.row_by_mid(mid)
+        if row is not None:
+            if m is not None:
+                row.show_state(m)
+            else:
+                row._render_text()
+
     def _remember(self, row: MessageRow) -> None:
+        row.pending_of = self.pending_changes
         if row.seq is not None:
             self.by_seq[row.seq] = row
         if row.own:
