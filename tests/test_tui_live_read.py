@@ -4,8 +4,7 @@ the person's phone clears them in the chat at once, and what the chat shows is m
 for the phone too."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 from twisted.internet import defer, reactor
 
@@ -15,19 +14,14 @@ from dim.client.chat import ChatClient
 from dim.client.gateway import GatewayClient
 from tests.fakes.embedded import LiveChatTestCase
 from tests.fakes.client import PASSWORD, LiveChat, _Anything
+from tests.fakes import tui as fakes_tui
 from tests.fakes.tui import as_deferred, chatting, shown, submit
 from tui.widgets.conversation_list import ConversationList
 from tui.widgets.message_log import MessageLog
 
 
-async def eventually(pilot: Any, check: Callable[[], bool], what: str,
-                     timeout: float = 15.0) -> None:
-    """Let the app (and the network) run until ``check()`` holds."""
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+#: The live tests wait longer: the network and a real node are in the way.
+eventually = partial(fakes_tui.eventually, timeout=15.0)
 
 
 def unread_of(chat: LiveChat) -> dict[str, int]:

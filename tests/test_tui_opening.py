@@ -4,23 +4,13 @@ comes (each message once, the view where it was), nothing is marked read until i
 offline the kept messages show with a notice until the connection is back."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.fakes.tui import FakeChatCore, async_test, chatting, log_of, notice, shown, submit
-
-
-async def eventually(pilot: Any, check: Callable[[], bool], what: str,
-                     timeout: float = 3.0) -> None:
-    """Let the app run until ``check()`` holds (a busy machine draws late)."""
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+from tests.fakes.tui import (FakeChatCore, async_test, chatting, eventually, log_of, notice,
+                             shown, submit)
 
 
 def bodies(app: Any) -> list[str]:

@@ -4,8 +4,6 @@ person's attention), marks from another device, paging back by conversation, and
 jumping to a message."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 
 from twisted.trial import unittest
 
@@ -15,17 +13,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.search import MessageSearchScreen
 from tui.widgets.connection_bar import ConnectionBar
 from tui.widgets.conversation_list import ConversationItem, ConversationList
-from tests.fakes.tui import async_test, chatting, group_core, log_of, shown, submit
-
-
-async def eventually(pilot: Any, check: Callable[[], bool], what: str,
-                     timeout: float = 3.0) -> None:
-    """Let the app run until ``check()`` holds (a busy machine draws late)."""
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+from tests.fakes.tui import async_test, chatting, eventually, group_core, log_of, shown, submit
 
 
 def listed(app: ChatApp) -> list[str]:

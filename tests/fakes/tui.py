@@ -699,3 +699,14 @@ def group_core(members: list[str] | None = None) -> FakeChatCore:
     core.group_map = {"g1": {"id": "g1", "name": "team", "owner": "alice",
                              "members": members or ["alice", "bob", "carol"]}}
     return core
+
+
+async def eventually(pilot: Any, check: Callable[[], bool], what: str,
+                     timeout: float = 3.0) -> None:
+    """Let the app run until ``check()`` holds (a busy machine draws late); fail naming
+    ``what`` after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
