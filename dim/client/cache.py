@@ -22,11 +22,13 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from dim.protocol import frames as F
+
 APP_NAME = "dim-chat"
 
 #: Kinds of inbox entry that change an earlier message instead of being one.
-CHANGE_KINDS = frozenset(("edit", "recall", "reaction"))
-_CHANGE_KINDS_SQL = "('edit', 'recall', 'reaction')"
+CHANGE_KINDS = frozenset(F.CHANGE_KINDS)
+_CHANGE_KINDS_SQL = "(" + ", ".join(f"'{k}'" for k in F.CHANGE_KINDS) + ")"
 
 
 @dataclass(frozen=True)

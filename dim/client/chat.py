@@ -210,10 +210,9 @@ class ChatClient(EventSource):
                                          to=out.to, group=out.group, body=out.body,
                                          kind=out.kind))
         elif isinstance(event, ConversationReadUpTo):
-            peer = event.with_ if event.with_ is not None else "#" + str(event.group)
             if self.cache is not None:
-                self.cache.mark_seen(peer, event.seq)
-            book.read(peer, event.seq)
+                self.cache.mark_seen(event.peer, event.seq)
+            book.read(event.peer, event.seq)
         elif isinstance(event, Connected):
             book.refresh()  # what changed while this client was away
         elif isinstance(event, (SyncFinished, ReadUpTo)):

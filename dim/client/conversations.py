@@ -21,6 +21,11 @@ class ConversationReadUpTo:
     with_: str | None = None
     group: str | None = None
 
+    @property
+    def peer(self) -> str:
+        """The conversation's key: the user, or ``#`` + the group id."""
+        return self.with_ if self.with_ is not None else "#" + str(self.group)
+
 
 def conversation_read_event(frame: F.ReadNotice) -> ConversationReadUpTo | None:
     """The event of a ``read`` echo that names a conversation, or None for any other."""

@@ -28,11 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dim.client.cache import ChatMessage, MessageCache
+from dim.protocol import frames as F
 
 log = Logger()
 
 #: The entry kinds that count as unread (edits, recalls and reactions do not).
-UNREAD_KINDS = frozenset(("text", "image", "file"))
+UNREAD_KINDS = frozenset(F.MESSAGE_KINDS)
 #: How many conversations one fetch asks for (the contract's maximum).
 FETCH_LIMIT = 200
 #: How long a wanted fetch waits for others to join it, in seconds.
@@ -93,11 +94,6 @@ def peer_of(item: dict[str, Any]) -> str | None:
 def counts_unread(entry: ChatMessage, me: str) -> bool:
     """Whether ``entry`` counts as unread while above its conversation's read pointer."""
     return entry.sender != me and entry.kind in UNREAD_KINDS
-
-
-def mentions_of(entry: ChatMessage) -> list[str]:
-    """The users a message mentions."""
-    return list(entry.mentions or ())
 
 
 class ConversationBook:
@@ -250,7 +246,7 @@ class ConversationBook:
             changed = True
         if (counts_unread(entry, self.me) and entry.seq > state.base_seq
                 and entry.seq > self.read_seq(peer) and entry.seq not in state.live):
-            state.live[entry.seq] = self.me in mentions_of(entry)
+            state.live[entry.seq] = self.me in (entry.mentions or ())
             changed = True
         return changed
 
@@ -298,7 +294,7 @@ class ConversationBook:
             return 0, 0
         entries = [m for m in self.cache.history(peer, upto + 1, ESTIMATE_LIMIT)
                    if m.seq > after and counts_unread(m, self.me)]
-        return len(entries), sum(1 for m in entries if self.me in mentions_of(m))
+        return len(entries), sum(1 for m in entries if self.me in (m.mentions or ()))
 
     def _changed(self) -> None:
         if self.on_change is not None:

@@ -1426,9 +1426,8 @@ class ChatScreen(Screen[None]):
             self.refresh_conversations_soon()
         elif isinstance(event, ConversationReadUpTo):
             # Read on another device: the same messages are no longer new here.
-            peer = event.with_ if event.with_ is not None else "#" + str(event.group)
             line = log.new_line_at()
-            if peer == self.peer and line is not None and event.seq >= line:
+            if event.peer == self.peer and line is not None and event.seq >= line:
                 log.mark_new_after(event.seq)
             self.refresh_conversations_soon()
         elif isinstance(event, E.PeerTyping):
