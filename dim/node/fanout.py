@@ -144,13 +144,20 @@ class Fanout(Generic[SessionT]):
 
     def _forward(self, located: dict[str, list[SessionRef]],
                  batch: list[tuple[dict[str, list[Push]], str | None]]) -> Deferred[None]:
+        # Only users with a session on another node need their frames in an envelope; the
+        # sessions here were served when the frames were delivered.
+        here = self.node_id
+        elsewhere = {user for user, refs in located.items()
+                     if any(ref.node != here for ref in refs)}
+        if not elsewhere:
+            return succeed(None)
         deliveries: list[E.Delivery] = []
         for targets, skip in batch:
             items = {user: [E.Item.of(*push) for push in pushes]
-                     for user, pushes in targets.items() if user in located}
+                     for user, pushes in targets.items() if user in elsewhere}
             if items:
                 deliveries.append((items, skip))
-        envelopes = E.by_node(located, deliveries, here=self.node_id)
+        envelopes = E.by_node(located, deliveries, here=here)
         if not envelopes:
             return succeed(None)
         handed: list[Deferred[Any]] = []
